@@ -1,0 +1,1 @@
+//! Gemma 3: config, weights, forward pass, KV cache, tokenizer, sampler and generation.

@@ -1,0 +1,43 @@
+//! Quantized block formats: one file per format, one shared trait.
+//!
+//! Every format is a `#[repr(C)]` block struct viewed straight out of the mapped file
+//! with `bytemuck`. The scalar methods of [`QuantBlock`] are the reference ("oracle")
+//! that every SIMD kernel is tested against.
+
+use crate::cpu::isa::Isa;
+use gemma_gguf::GgmlType;
+
+/// A dot-product kernel: one weight row (`w` blocks) with one activation row.
+pub type VecDot<B> = fn(&[B], &[<B as QuantBlock>::Act]) -> f32;
+
+/// One block of a ggml tensor type.
+pub trait QuantBlock: bytemuck::Pod + Send + Sync {
+    /// The ggml type this block belongs to.
+    const TYPE: GgmlType;
+    /// Elements per block (32 or 256; 1 for plain float types).
+    const ELEMS: usize;
+    /// The activation format the dot product expects (Q4_0 -> Q8_0, Q4_K -> Q8_K, F16 -> F16).
+    type Act: QuantBlock;
+
+    /// Dequantizes `blocks` into `out` (`out.len() == blocks.len() * ELEMS`), bit-exact
+    /// with ggml's `to_float`.
+    fn dequantize(blocks: &[Self], out: &mut [f32]);
+
+    /// Quantizes `src` into `out` (`src.len() == out.len() * ELEMS`), byte-exact with
+    /// ggml's reference quantizer (`quantize_row_*_ref`, no importance matrix).
+    fn quantize(src: &[f32], out: &mut [Self]);
+
+    /// Quantizes an activation row the way ggml's CPU backend does (`from_float`, which
+    /// may round differently from the reference quantizer). Defaults to [`Self::quantize`].
+    fn quantize_act(src: &[f32], out: &mut [Self]) {
+        Self::quantize(src, out)
+    }
+
+    /// Scalar reference dot product of a weight row with an activation row.
+    fn vec_dot(w: &[Self], x: &[Self::Act]) -> f32;
+
+    /// The SIMD dot product for `isa`, when this format has one for it.
+    fn vec_dot_for(_isa: Isa) -> Option<VecDot<Self>> {
+        None
+    }
+}

@@ -1,0 +1,1 @@
+//! SigLIP image encoder and Gemma 3 multimodal projector.
