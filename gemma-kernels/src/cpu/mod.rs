@@ -1,3 +1,5 @@
 //! CPU kernels: ISA detection, SIMD dot products, matvec/matmul and elementwise ops.
 
 pub mod isa;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_64;

@@ -41,3 +41,21 @@ pub trait QuantBlock: bytemuck::Pod + Send + Sync {
         None
     }
 }
+
+mod common;
+mod dispatch;
+mod float;
+mod iq4_nl;
+mod iq4_xs;
+mod q2_k;
+mod q3_k;
+mod q4_0;
+mod q4_1;
+mod q4_k;
+mod q5_0;
+mod q5_1;
+mod q5_k;
+mod q6_k;
+mod q8_0;
+mod q8_1;
+mod q8_k;

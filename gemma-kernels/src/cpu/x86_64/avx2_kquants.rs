@@ -1,0 +1,1 @@
+//! avx2_kquants dot products (filled in next).

@@ -1,0 +1,1 @@
+//! avx2_legacy dot products (filled in next).

@@ -1,0 +1,1 @@
+//! avx512_kquants dot products (filled in next).

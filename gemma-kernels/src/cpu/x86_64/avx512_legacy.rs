@@ -1,0 +1,1 @@
+//! avx512_legacy dot products (filled in next).

@@ -1,0 +1,6 @@
+//! x86-64 SIMD kernels, one file per ISA and format family, each behind `#[target_feature]`.
+
+pub mod avx2_kquants;
+pub mod avx2_legacy;
+pub mod avx512_kquants;
+pub mod avx512_legacy;

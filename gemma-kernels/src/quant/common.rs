@@ -1,0 +1,1 @@
+//! common (filled in next).

@@ -1,0 +1,1 @@
+//! dispatch (filled in next).

@@ -1,0 +1,1 @@
+//! float (filled in next).

@@ -1,0 +1,1 @@
+//! iq4_nl (filled in next).

@@ -1,0 +1,1 @@
+//! iq4_xs (filled in next).

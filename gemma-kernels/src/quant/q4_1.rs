@@ -1,0 +1,1 @@
+//! q4_1 (filled in next).

@@ -1,0 +1,1 @@
+//! Q4_K block format (owned by the K-quant work; filled in next).

@@ -1,0 +1,1 @@
+//! q5_0 (filled in next).

@@ -1,0 +1,1 @@
+//! q8_1 (filled in next).
