@@ -3,4 +3,8 @@
 //! + SIMD) and on CUDA.
 
 pub mod cpu;
+pub mod cuda;
+mod error;
 pub mod quant;
+
+pub use error::KernelError;

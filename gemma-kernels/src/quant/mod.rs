@@ -59,3 +59,14 @@ mod q6_k;
 mod q8_0;
 mod q8_1;
 mod q8_k;
+
+pub use dispatch::{dequantize, is_supported, quantize, visit, BlockVisitor};
+pub use iq4_nl::BlockIQ4_NL;
+pub use iq4_xs::BlockIQ4_XS;
+pub use q4_0::BlockQ4_0;
+pub use q4_1::BlockQ4_1;
+pub use q5_0::BlockQ5_0;
+pub use q5_1::BlockQ5_1;
+pub use q8_0::BlockQ8_0;
+pub use q8_1::BlockQ8_1;
+pub use q8_k::BlockQ8_K;

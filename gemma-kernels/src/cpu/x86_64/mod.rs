@@ -2,5 +2,6 @@
 
 pub mod avx2_kquants;
 pub mod avx2_legacy;
+pub mod avx2_ops;
 pub mod avx512_kquants;
 pub mod avx512_legacy;

@@ -1,0 +1,145 @@
+//! The interface between the forward pass and the hardware.
+//!
+//! [`crate::forward`] is written once over [`Backend`]; a backend owns its buffers
+//! (host vectors on the CPU, device memory on a GPU) and the storage of each layer's
+//! KV cache, and reads the weights through the [`Weight`]/[`Norm`] records of the file.
+//! Every buffer is allocated once per session at its largest size; the operations take
+//! the number of rows or values to use.
+
+pub mod cpu;
+
+use crate::attention::SlotMap;
+use crate::config::Rope;
+use crate::kv_cache::KvType;
+use crate::weights::{Norm, Weight};
+use crate::CoreError;
+use std::ops::Range;
+
+/// The attention geometry of the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeadShape {
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads.
+    pub n_head_kv: usize,
+    /// Dimension of query and key heads.
+    pub head_dim_k: usize,
+    /// Dimension of value heads.
+    pub head_dim_v: usize,
+}
+
+impl HeadShape {
+    /// Query heads per key/value head.
+    pub fn group(&self) -> usize {
+        self.n_head / self.n_head_kv
+    }
+}
+
+/// What one layer's KV storage holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvShape {
+    /// Number of slots (positions it can hold at once).
+    pub slots: usize,
+    /// Head geometry.
+    pub heads: HeadShape,
+    /// Element type.
+    pub kv_type: KvType,
+}
+
+/// One attention call: the queries of batch rows `rows` attend to the keys of the cache.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttentionJob {
+    /// Batch rows (tokens) whose queries to process; their keys are already stored.
+    pub rows: Range<usize>,
+    /// Position of batch row 0.
+    pub pos0: usize,
+    /// The layer's sliding window, `None` for a global layer.
+    pub window: Option<usize>,
+    /// How positions map to the layer's slots.
+    pub slot_map: SlotMap,
+    /// Head geometry.
+    pub heads: HeadShape,
+}
+
+/// The operations of the forward pass. Rows are tokens; a buffer holds `rows × width`
+/// f32 values row-major.
+pub trait Backend: Send {
+    /// A buffer of f32 activations.
+    type Buffer: Send;
+    /// One layer's keys and values.
+    type KvStore: Send;
+
+    /// Short name ("cpu").
+    fn name(&self) -> &'static str;
+
+    /// A zeroed buffer of `len` values.
+    fn alloc(&mut self, len: usize) -> Result<Self::Buffer, CoreError>;
+
+    /// Empty (zeroed) KV storage for one layer.
+    fn alloc_kv(&mut self, shape: KvShape) -> Result<Self::KvStore, CoreError>;
+
+    /// `out[t] = table[tokens[t]] * scale` (the embedding lookup, dequantized).
+    fn embed(&mut self, table: &Weight, tokens: &[u32], scale: f32, out: &mut Self::Buffer) -> Result<(), CoreError>;
+
+    /// `y[t] = W · x[t]` for `n` rows; `y` is `n × w.rows`.
+    fn matmul(&mut self, w: &Weight, x: &Self::Buffer, n: usize, y: &mut Self::Buffer) -> Result<(), CoreError>;
+
+    /// `out[r] = rms_norm(x[first + r]) * w` for `rows` rows of `w.len` values.
+    fn rms_norm(
+        &mut self,
+        x: &Self::Buffer,
+        first: usize,
+        rows: usize,
+        w: &Norm,
+        eps: f32,
+        out: &mut Self::Buffer,
+    ) -> Result<(), CoreError>;
+
+    /// [`Backend::rms_norm`] in place over `rows` rows of `w.len` values (the per-head QK-norm).
+    fn rms_norm_inplace(&mut self, x: &mut Self::Buffer, rows: usize, w: &Norm, eps: f32) -> Result<(), CoreError>;
+
+    /// NEOX RoPE over `n_tokens` rows of `n_heads` heads, row `t` at position `pos0 + t`.
+    fn rope(
+        &mut self,
+        x: &mut Self::Buffer,
+        n_tokens: usize,
+        n_heads: usize,
+        head_dim: usize,
+        pos0: usize,
+        rope: Rope,
+    ) -> Result<(), CoreError>;
+
+    /// `x[i] *= s` for the first `len` values.
+    fn scale(&mut self, x: &mut Self::Buffer, len: usize, s: f32) -> Result<(), CoreError>;
+
+    /// `gate[i] = gelu_tanh(gate[i]) * up[i]` for the first `len` values.
+    fn geglu(&mut self, gate: &mut Self::Buffer, up: &Self::Buffer, len: usize) -> Result<(), CoreError>;
+
+    /// `x[i] += y[i]` for the first `len` values.
+    fn add(&mut self, x: &mut Self::Buffer, y: &Self::Buffer, len: usize) -> Result<(), CoreError>;
+
+    /// Stores the keys and values of batch rows `rows` (row `t` is position `pos0 + t`)
+    /// into their slots.
+    fn store_kv(
+        &mut self,
+        store: &mut Self::KvStore,
+        k: &Self::Buffer,
+        v: &Self::Buffer,
+        rows: Range<usize>,
+        pos0: usize,
+        slot_map: SlotMap,
+    ) -> Result<(), CoreError>;
+
+    /// Softmax attention of the queries `q` (already scaled) over the visible keys in
+    /// `store`; writes `out[t] = concat over heads of Σ p·v` for `t` in `job.rows`.
+    fn attention(
+        &mut self,
+        q: &Self::Buffer,
+        store: &Self::KvStore,
+        job: &AttentionJob,
+        out: &mut Self::Buffer,
+    ) -> Result<(), CoreError>;
+
+    /// Copies `range` of `buf` to the host.
+    fn read(&mut self, buf: &Self::Buffer, range: Range<usize>, out: &mut [f32]) -> Result<(), CoreError>;
+}

@@ -1,0 +1,195 @@
+//! The CPU backend: host buffers, the memory-mapped weights read in place, the kernels of
+//! `gemma_kernels::cpu` (run in the rayon pool the session installs).
+
+mod attention;
+mod gelu;
+mod kv_store;
+
+pub use kv_store::CpuKvStore;
+
+use super::{AttentionJob, Backend, KvShape};
+use crate::attention::SlotMap;
+use crate::config::Rope;
+use crate::weights::{Norm, Weight};
+use crate::CoreError;
+use gemma_kernels::cpu::matmul::{matmul, MatmulScratch, WeightMatrix};
+use gemma_kernels::cpu::ops;
+use gemma_kernels::quant;
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// Rows per parallel task of the row-wise ops (norms, RoPE).
+const ROWS_PER_TASK: usize = 16;
+
+/// Runs the model with the CPU kernels on the bytes of the model file.
+#[derive(Debug)]
+pub struct CpuBackend<'m> {
+    /// The whole GGUF file (weights are ranges of it).
+    file: &'m [u8],
+    /// Activation-quantization buffers of the matmuls.
+    scratch: MatmulScratch,
+}
+
+impl<'m> CpuBackend<'m> {
+    /// A backend reading weights from `file`, the bytes of the GGUF file.
+    pub fn new(file: &'m [u8]) -> CpuBackend<'m> {
+        CpuBackend { file, scratch: MatmulScratch::default() }
+    }
+
+    fn matrix(&self, w: &Weight) -> Result<WeightMatrix<'m>, CoreError> {
+        Ok(WeightMatrix::new(w.ty, self.bytes(&w.name, &w.bytes)?, w.rows, w.cols)?)
+    }
+
+    fn norm(&self, n: &Norm) -> Result<&'m [f32], CoreError> {
+        bytemuck::try_cast_slice(self.bytes(&n.name, &n.bytes)?)
+            .map_err(|_| CoreError::MisalignedTensor { name: n.name.clone() })
+    }
+
+    fn bytes(&self, name: &str, range: &Range<usize>) -> Result<&'m [u8], CoreError> {
+        self.file
+            .get(range.clone())
+            .ok_or_else(|| CoreError::MissingTensor { name: name.to_owned() })
+    }
+}
+
+impl Backend for CpuBackend<'_> {
+    type Buffer = Vec<f32>;
+    type KvStore = CpuKvStore;
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn alloc(&mut self, len: usize) -> Result<Vec<f32>, CoreError> {
+        bytemuck::allocation::try_zeroed_vec(len).map_err(|_| CoreError::OutOfMemory {
+            what: "activation buffers",
+            bytes: (len as u64).saturating_mul(4),
+        })
+    }
+
+    fn alloc_kv(&mut self, shape: KvShape) -> Result<CpuKvStore, CoreError> {
+        CpuKvStore::new(shape)
+    }
+
+    fn embed(&mut self, table: &Weight, tokens: &[u32], scale: f32, out: &mut Vec<f32>) -> Result<(), CoreError> {
+        let data = self.bytes(&table.name, &table.bytes)?;
+        let row_bytes = data.len() / table.rows;
+        let cols = table.cols;
+        for (&token, row) in tokens.iter().zip(out.chunks_exact_mut(cols)) {
+            let t = token as usize;
+            if t >= table.rows {
+                return Err(CoreError::TokenOutOfRange { token, n_vocab: table.rows });
+            }
+            quant::dequantize(table.ty, &data[t * row_bytes..(t + 1) * row_bytes], row)?;
+            ops::scale(row, scale);
+        }
+        Ok(())
+    }
+
+    fn matmul(&mut self, w: &Weight, x: &Vec<f32>, n: usize, y: &mut Vec<f32>) -> Result<(), CoreError> {
+        let m = self.matrix(w)?;
+        Ok(matmul(&m, &x[..n * w.cols], n, &mut y[..n * w.rows], &mut self.scratch)?)
+    }
+
+    fn rms_norm(
+        &mut self,
+        x: &Vec<f32>,
+        first: usize,
+        rows: usize,
+        w: &Norm,
+        eps: f32,
+        out: &mut Vec<f32>,
+    ) -> Result<(), CoreError> {
+        let w = self.norm(w)?;
+        let len = w.len();
+        out[..rows * len]
+            .par_chunks_mut(len * ROWS_PER_TASK)
+            .zip(x[first * len..(first + rows) * len].par_chunks(len * ROWS_PER_TASK))
+            .for_each(|(out, x)| {
+                for (o, x) in out.chunks_exact_mut(len).zip(x.chunks_exact(len)) {
+                    ops::rms_norm(x, w, eps, o);
+                }
+            });
+        Ok(())
+    }
+
+    fn rms_norm_inplace(&mut self, x: &mut Vec<f32>, rows: usize, w: &Norm, eps: f32) -> Result<(), CoreError> {
+        let w = self.norm(w)?;
+        let len = w.len();
+        x[..rows * len].par_chunks_mut(len * ROWS_PER_TASK).for_each(|x| {
+            for row in x.chunks_exact_mut(len) {
+                ops::rms_norm_inplace(row, w, eps);
+            }
+        });
+        Ok(())
+    }
+
+    fn rope(
+        &mut self,
+        x: &mut Vec<f32>,
+        n_tokens: usize,
+        n_heads: usize,
+        head_dim: usize,
+        pos0: usize,
+        rope: Rope,
+    ) -> Result<(), CoreError> {
+        let width = n_heads * head_dim;
+        x[..n_tokens * width].par_chunks_mut(width).enumerate().for_each(|(t, row)| {
+            ops::rope_neox(row, n_heads, head_dim, pos0 + t, rope.freq_base, rope.freq_scale);
+        });
+        Ok(())
+    }
+
+    fn scale(&mut self, x: &mut Vec<f32>, len: usize, s: f32) -> Result<(), CoreError> {
+        ops::scale(&mut x[..len], s);
+        Ok(())
+    }
+
+    fn geglu(&mut self, gate: &mut Vec<f32>, up: &Vec<f32>, len: usize) -> Result<(), CoreError> {
+        const CHUNK: usize = 4096;
+        gate[..len]
+            .par_chunks_mut(CHUNK)
+            .zip(up[..len].par_chunks(CHUNK))
+            .for_each(|(g, u)| gelu::geglu_inplace(g, u));
+        Ok(())
+    }
+
+    fn add(&mut self, x: &mut Vec<f32>, y: &Vec<f32>, len: usize) -> Result<(), CoreError> {
+        ops::add(&mut x[..len], &y[..len]);
+        Ok(())
+    }
+
+    fn store_kv(
+        &mut self,
+        store: &mut CpuKvStore,
+        k: &Vec<f32>,
+        v: &Vec<f32>,
+        rows: Range<usize>,
+        pos0: usize,
+        slot_map: SlotMap,
+    ) -> Result<(), CoreError> {
+        let heads = store.shape.heads;
+        let (k_width, v_width) = (heads.n_head_kv * heads.head_dim_k, heads.n_head_kv * heads.head_dim_v);
+        for t in rows {
+            let slot = slot_map.slot(pos0 + t);
+            store.write(slot, &k[t * k_width..(t + 1) * k_width], &v[t * v_width..(t + 1) * v_width]);
+        }
+        Ok(())
+    }
+
+    fn attention(
+        &mut self,
+        q: &Vec<f32>,
+        store: &CpuKvStore,
+        job: &AttentionJob,
+        out: &mut Vec<f32>,
+    ) -> Result<(), CoreError> {
+        attention::attention(q, store, job, out);
+        Ok(())
+    }
+
+    fn read(&mut self, buf: &Vec<f32>, range: Range<usize>, out: &mut [f32]) -> Result<(), CoreError> {
+        out.copy_from_slice(&buf[range]);
+        Ok(())
+    }
+}

@@ -1,0 +1,149 @@
+//! A backend with its KV cache and scratch buffers, driving the forward pass: the
+//! backend-generic core of a [`crate::Session`], behind an object-safe trait so that a
+//! session can hold any backend.
+
+use crate::backend::{Backend, HeadShape, KvShape};
+use crate::forward::{self, ModelRef};
+use crate::kv_cache::{KvCache, KvType};
+use crate::state::State;
+use crate::trace::Trace;
+use crate::CoreError;
+
+/// Which logits a run produces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Want {
+    /// Only the last token's.
+    Last,
+    /// Every token's, in order.
+    All,
+}
+
+/// Receives `(position, logits)` for each row a run produces.
+pub(crate) type Sink<'a> = &'a mut (dyn FnMut(usize, &[f32]) + Send);
+
+/// What a session needs from an engine, whatever its backend.
+pub(crate) trait Runner: Send {
+    /// Runs `tokens` at the current position, giving the wanted logits to `sink`.
+    fn run(&mut self, tokens: &[u32], want: Want, sink: Sink<'_>, trace: Option<&mut Trace>) -> Result<(), CoreError>;
+    /// The KV cache (positions, truncation, size).
+    fn cache(&self) -> &dyn CacheInfo;
+    /// [`KvCache::truncate`].
+    fn truncate(&mut self, pos: usize) -> Result<(), CoreError>;
+}
+
+/// The backend-independent facts of a KV cache.
+pub(crate) trait CacheInfo {
+    /// Tokens in the cache.
+    fn position(&self) -> usize;
+    /// Context length.
+    fn ctx_len(&self) -> usize;
+    /// Bytes allocated.
+    fn bytes(&self) -> u64;
+    /// Element type.
+    fn kv_type(&self) -> KvType;
+    /// Whether truncating to `pos` would work.
+    fn check_truncate(&self, pos: usize) -> Result<(), CoreError>;
+}
+
+impl<S> CacheInfo for KvCache<S> {
+    fn position(&self) -> usize {
+        KvCache::position(self)
+    }
+    fn ctx_len(&self) -> usize {
+        KvCache::ctx_len(self)
+    }
+    fn bytes(&self) -> u64 {
+        KvCache::bytes(self)
+    }
+    fn kv_type(&self) -> KvType {
+        KvCache::kv_type(self)
+    }
+    fn check_truncate(&self, pos: usize) -> Result<(), CoreError> {
+        KvCache::check_truncate(self, pos)
+    }
+}
+
+/// Rows of logits computed per output projection when every position is wanted.
+const LOGIT_ROWS: usize = 16;
+
+/// The sizes of an engine.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EngineSizes {
+    /// Context length.
+    pub ctx_len: usize,
+    /// KV element type.
+    pub kv_type: KvType,
+    /// Extra ring slots of local layers.
+    pub ring_margin: usize,
+    /// Most tokens per forward pass.
+    pub max_batch: usize,
+}
+
+/// A backend, its cache and its buffers.
+pub(crate) struct Engine<'m, B: Backend> {
+    backend: B,
+    model: ModelRef<'m>,
+    cache: KvCache<B::KvStore>,
+    state: State<B::Buffer>,
+    /// Host copy of up to `state.logit_rows` rows of logits.
+    host_logits: Vec<f32>,
+}
+
+impl<'m, B: Backend> Engine<'m, B> {
+    /// Allocates the cache and buffers of a session on `backend`.
+    pub fn new(mut backend: B, model: ModelRef<'m>, sizes: EngineSizes) -> Result<Self, CoreError> {
+        let c = model.config;
+        let heads = HeadShape { n_head: c.n_head, n_head_kv: c.n_head_kv, head_dim_k: c.head_dim_k, head_dim_v: c.head_dim_v };
+        let cache = KvCache::new(c, sizes.ctx_len, sizes.kv_type, sizes.ring_margin, |slots| {
+            backend.alloc_kv(KvShape { slots, heads, kv_type: sizes.kv_type })
+        })?;
+        let max_tokens = sizes.max_batch.clamp(1, sizes.ctx_len);
+        let logit_rows = LOGIT_ROWS.min(max_tokens);
+        let state = State::new(&mut backend, c, max_tokens, logit_rows)?;
+        let host_logits = vec![0.0; logit_rows * c.n_vocab];
+        Ok(Engine { backend, model, cache, state, host_logits })
+    }
+}
+
+impl<B: Backend> Runner for Engine<'_, B> {
+    fn run(&mut self, tokens: &[u32], want: Want, sink: Sink<'_>, mut trace: Option<&mut Trace>) -> Result<(), CoreError> {
+        let n_vocab = self.model.config.n_vocab;
+        if tokens.is_empty() {
+            return Err(CoreError::EmptyInput);
+        }
+        if let Some(&token) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(CoreError::TokenOutOfRange { token, n_vocab });
+        }
+        let (position, ctx_len) = (self.cache.position(), self.cache.ctx_len());
+        if tokens.len() > ctx_len - position {
+            return Err(CoreError::ContextFull { position, requested: tokens.len(), ctx_len });
+        }
+        let n_chunks = tokens.len().div_ceil(self.state.max_tokens);
+        for (i, chunk) in tokens.chunks(self.state.max_tokens).enumerate() {
+            let pos0 = self.cache.position();
+            forward::forward(&mut self.backend, self.model, &mut self.cache, &mut self.state, chunk, trace.as_deref_mut())?;
+            let rows = match want {
+                Want::All => 0..chunk.len(),
+                Want::Last if i + 1 == n_chunks => chunk.len() - 1..chunk.len(),
+                Want::Last => 0..0,
+            };
+            for first in rows.clone().step_by(self.state.logit_rows) {
+                let count = self.state.logit_rows.min(rows.end - first);
+                let out = &mut self.host_logits[..count * n_vocab];
+                forward::logits(&mut self.backend, self.model, &mut self.state, first, count, pos0 + first, out, trace.as_deref_mut())?;
+                for (r, row) in out.chunks_exact(n_vocab).enumerate() {
+                    sink(pos0 + first + r, row);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn cache(&self) -> &dyn CacheInfo {
+        &self.cache
+    }
+
+    fn truncate(&mut self, pos: usize) -> Result<(), CoreError> {
+        self.cache.truncate(pos)
+    }
+}

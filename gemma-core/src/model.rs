@@ -1,0 +1,144 @@
+//! A loaded model: the memory-mapped file, its hyper-parameters and its bound weights.
+//! Loading maps the file and binds tensors by name; nothing is copied or dequantized.
+//! A [`Model`] is `Send + Sync`: share it (by reference or `Arc`) between sessions.
+
+use crate::kv_cache::{KvType, DEFAULT_RING_MARGIN};
+use crate::{Config, CoreError, Session, Weights};
+use gemma_gguf::GgufFile;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+/// Tokens per forward pass of a prefill, by default (llama.cpp's `n_ubatch`).
+pub const DEFAULT_MAX_BATCH: usize = 512;
+
+/// Where the model runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Device {
+    /// The CPU kernels.
+    #[default]
+    Cpu,
+    /// A CUDA GPU (by ordinal).
+    Cuda(usize),
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+/// The error of parsing a [`Device`] name.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown device `{0}` (expected cpu, cuda or cuda:N)")]
+pub struct ParseDeviceError(pub String);
+
+impl FromStr for Device {
+    type Err = ParseDeviceError;
+
+    /// `cpu`, `cuda` (GPU 0) or `cuda:N`.
+    fn from_str(s: &str) -> Result<Device, ParseDeviceError> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|i| i.parse().ok())
+                .map(Device::Cuda)
+                .ok_or_else(|| ParseDeviceError(s.to_owned())),
+        }
+    }
+}
+
+/// How to load and run a model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelOptions {
+    /// Worker threads of each session (0: one per core, or `RAYON_NUM_THREADS`).
+    pub threads: usize,
+    /// Where to run.
+    pub device: Device,
+    /// Ring slots of each local layer beyond its sliding window: a session can always
+    /// go back `ring_margin + 1` tokens, and a prefill stores and attends
+    /// `ring_margin + 1` tokens at a time in local layers (at least 0).
+    pub ring_margin: usize,
+    /// Most tokens per forward pass of a prefill (longer prompts are split); the
+    /// scratch memory of a session grows with it.
+    pub max_batch: usize,
+}
+
+impl Default for ModelOptions {
+    fn default() -> ModelOptions {
+        ModelOptions { threads: 0, device: Device::Cpu, ring_margin: DEFAULT_RING_MARGIN, max_batch: DEFAULT_MAX_BATCH }
+    }
+}
+
+/// A Gemma 3 model ready to run.
+pub struct Model {
+    file: GgufFile,
+    config: Config,
+    weights: Weights,
+    options: ModelOptions,
+}
+
+impl fmt::Debug for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Model")
+            .field("file_bytes", &self.file.bytes().len())
+            .field("config", &self.config)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Model {
+    /// Maps the GGUF file at `path` and binds its weights.
+    pub fn load(path: impl AsRef<Path>, options: ModelOptions) -> Result<Model, CoreError> {
+        Model::from_gguf(GgufFile::open(path)?, options)
+    }
+
+    /// Binds the weights of an opened GGUF file.
+    pub fn from_gguf(file: GgufFile, options: ModelOptions) -> Result<Model, CoreError> {
+        if let Device::Cuda(_) = options.device {
+            return Err(CoreError::DeviceUnavailable {
+                device: options.device.to_string(),
+                reason: "this build has no CUDA backend",
+            });
+        }
+        let embd = file
+            .tensor("token_embd.weight")
+            .ok_or_else(|| CoreError::MissingTensor { name: "token_embd.weight".to_owned() })?;
+        let n_vocab = usize::try_from(embd.n_rows()).unwrap_or(usize::MAX);
+        let config = Config::from_metadata(file.metadata(), n_vocab)?;
+        let weights = Weights::bind(&file, &config)?;
+        Ok(Model { file, config, weights, options })
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The weights, as ranges of the file.
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
+    /// The GGUF file (metadata, tokenizer, raw tensors).
+    pub fn gguf(&self) -> &GgufFile {
+        &self.file
+    }
+
+    /// The options it was loaded with.
+    pub fn options(&self) -> &ModelOptions {
+        &self.options
+    }
+
+    /// A new session of `ctx_len` tokens (at most the model's `context_length`) whose KV
+    /// cache stores `kv_type`; the cache is allocated now ([`Session::kv_bytes`]).
+    pub fn session(&self, ctx_len: usize, kv_type: KvType) -> Result<Session<'_>, CoreError> {
+        Session::new(self, ctx_len, kv_type)
+    }
+}

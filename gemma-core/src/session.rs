@@ -1,0 +1,149 @@
+//! A session: one conversation's KV cache, scratch buffers and worker threads on top of
+//! a shared [`Model`].
+//!
+//! ```no_run
+//! use gemma_core::{KvType, Model, ModelOptions};
+//! let model = Model::load("gemma-3-270m-q4_k_m.gguf", ModelOptions::default())?;
+//! let mut session = model.session(4096, KvType::F16)?;
+//! let logits = session.prefill(&[2, 818, 5279, 529, 7001, 563])?; // <bos>The capital of France is
+//! let mut next = argmax(logits);
+//! for _ in 0..8 {
+//!     next = argmax(session.step(next)?);
+//! }
+//! # fn argmax(x: &[f32]) -> u32 { 0 }
+//! # Ok::<(), gemma_core::CoreError>(())
+//! ```
+//! Sessions of one model may run on different threads at the same time (each has its own
+//! thread pool).
+
+use crate::backend::cpu::CpuBackend;
+use crate::engine::{Engine, EngineSizes, Runner, Want};
+use crate::forward::ModelRef;
+use crate::kv_cache::KvType;
+use crate::trace::Trace;
+use crate::{CoreError, Model};
+
+/// A conversation with the model: tokens go in, logits come out, the KV cache remembers.
+pub struct Session<'m> {
+    model: &'m Model,
+    runner: Box<dyn Runner + 'm>,
+    pool: rayon::ThreadPool,
+    logits: Vec<f32>,
+    trace: Option<Trace>,
+}
+
+impl<'m> Session<'m> {
+    /// A session of `ctx_len` tokens with a `kv_type` cache (see [`Model::session`]).
+    pub(crate) fn new(model: &'m Model, ctx_len: usize, kv_type: KvType) -> Result<Session<'m>, CoreError> {
+        let options = model.options();
+        let sizes = EngineSizes { ctx_len, kv_type, ring_margin: options.ring_margin, max_batch: options.max_batch };
+        let m = ModelRef { config: model.config(), weights: model.weights() };
+        let runner: Box<dyn Runner + 'm> = Box::new(Engine::new(CpuBackend::new(model.gguf().bytes()), m, sizes)?);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(options.threads).build()?;
+        Ok(Session { model, runner, pool, logits: Vec::new(), trace: None })
+    }
+
+    /// Runs `tokens` at the current position and returns the logits after the last one
+    /// (`n_vocab` values: the prediction for the next position).
+    pub fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32], CoreError> {
+        self.run(tokens, Want::Last, &mut |_, _| {})?;
+        Ok(&self.logits)
+    }
+
+    /// Like [`Session::prefill`], and also gives the logits after every token to `each`
+    /// as `(position, logits)`, in order (row `i` of a prompt's logits = after token `i`).
+    pub fn prefill_each(
+        &mut self,
+        tokens: &[u32],
+        mut each: impl FnMut(usize, &[f32]) + Send,
+    ) -> Result<&[f32], CoreError> {
+        self.run(tokens, Want::All, &mut each)?;
+        Ok(&self.logits)
+    }
+
+    /// Runs one token (a decode step) and returns the logits after it.
+    pub fn step(&mut self, token: u32) -> Result<&[f32], CoreError> {
+        self.prefill(&[token])
+    }
+
+    /// The logits of the last token run (empty before the first run and after a truncation).
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    /// Tokens in the cache; the next token goes to this position.
+    pub fn position(&self) -> usize {
+        self.runner.cache().position()
+    }
+
+    /// The context length: the most tokens the session holds.
+    pub fn ctx_len(&self) -> usize {
+        self.runner.cache().ctx_len()
+    }
+
+    /// Goes back to position `pos` (forgets the tokens from there on), e.g. to edit a
+    /// chat turn or reuse a prompt prefix. Always works for the last `ring_margin + 1`
+    /// tokens and, on a model without local layers or before the rings wrap, for any
+    /// `pos`; otherwise fails with [`CoreError::TruncateTooFar`] and changes nothing.
+    pub fn truncate(&mut self, pos: usize) -> Result<(), CoreError> {
+        self.runner.truncate(pos)?;
+        self.logits.clear();
+        Ok(())
+    }
+
+    /// Whether [`Session::truncate`] to `pos` would succeed.
+    pub fn can_truncate(&self, pos: usize) -> bool {
+        self.runner.cache().check_truncate(pos).is_ok()
+    }
+
+    /// Bytes allocated for the KV cache.
+    pub fn kv_bytes(&self) -> u64 {
+        self.runner.cache().bytes()
+    }
+
+    /// Element type of the KV cache.
+    pub fn kv_type(&self) -> KvType {
+        self.runner.cache().kv_type()
+    }
+
+    /// Worker threads of this session.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// The model.
+    pub fn model(&self) -> &'m Model {
+        self.model
+    }
+
+    /// Attaches a trace that records named activations of the following runs (or
+    /// detaches it with `None`); returns the previous one.
+    pub fn set_trace(&mut self, trace: Option<Trace>) -> Option<Trace> {
+        std::mem::replace(&mut self.trace, trace)
+    }
+
+    /// The attached trace.
+    pub fn trace(&self) -> Option<&Trace> {
+        self.trace.as_ref()
+    }
+
+    fn run(&mut self, tokens: &[u32], want: Want, each: &mut (dyn FnMut(usize, &[f32]) + Send)) -> Result<(), CoreError> {
+        let Session { runner, pool, logits, trace, .. } = self;
+        let last = tokens.len().checked_sub(1).map(|i| runner.cache().position() + i);
+        logits.clear();
+        pool.install(|| {
+            runner.run(
+                tokens,
+                want,
+                &mut |pos, row| {
+                    if Some(pos) == last {
+                        logits.clear();
+                        logits.extend_from_slice(row);
+                    }
+                    each(pos, row);
+                },
+                trace.as_mut(),
+            )
+        })
+    }
+}

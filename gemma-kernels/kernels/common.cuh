@@ -1,0 +1,258 @@
+// Shared definitions for every gemma-rs CUDA kernel. Prepended to each .cu file before
+// NVRTC compiles it, so the kernels need no system or CUDA headers at all.
+//
+// The GGUF block layouts below mirror the Rust `#[repr(C)]` blocks in
+// gemma-kernels/src/quant/*.rs (and ggml's ggml-common.h) byte for byte; the
+// static_asserts pin their sizes. Weights are uploaded to the GPU as raw GGUF blocks.
+
+typedef signed char i8;
+typedef unsigned char u8;
+typedef short i16;
+typedef unsigned short u16;
+typedef int i32;
+typedef unsigned int u32;
+typedef long long i64;
+typedef unsigned long long u64;
+
+#define WARP 32
+#define NEG_INF __int_as_float(0xff800000)  // -infinity (no math.h under NVRTC)
+#define QK8 32  // elements per block of the q8_1-style activation format
+
+// ---------------------------------------------------------------------------------
+// GGUF weight blocks. `d`/`dmin` are IEEE half values kept as raw u16 bits.
+
+// Q4_0: 4.5 bits/weight. 32 weights: w = d * (q - 8), q in 0..15; byte i holds
+// weight i (low nibble) and weight i + 16 (high nibble).
+struct block_q4_0 { u16 d; u8 qs[16]; };
+static_assert(sizeof(block_q4_0) == 18, "block_q4_0 size");
+
+// Q5_0: 5.5 bits/weight. Like Q4_0 plus a fifth bit per weight in qh (bit i -> weight i),
+// w = d * (q - 16).
+struct block_q5_0 { u16 d; u8 qh[4]; u8 qs[16]; };
+static_assert(sizeof(block_q5_0) == 22, "block_q5_0 size");
+
+// Q8_0: 8.5 bits/weight. 32 weights: w = d * q, q in -128..127.
+struct block_q8_0 { u16 d; i8 qs[32]; };
+static_assert(sizeof(block_q8_0) == 34, "block_q8_0 size");
+
+// Q4_K: 4.5 bits/weight. 256 weights in 8 sub-blocks of 32, each with a 6-bit scale and a
+// 6-bit min packed in `scales`: w = d * sc * q - dmin * m. qs: 4 chunks of 32 bytes, chunk c
+// holds weights 64c + i (low nibble) and 64c + 32 + i (high nibble).
+struct block_q4_K { u16 d; u16 dmin; u8 scales[12]; u8 qs[128]; };
+static_assert(sizeof(block_q4_K) == 144, "block_q4_K size");
+
+// Q5_K: 5.5 bits/weight. Q4_K plus a fifth bit: bit 2c of qh[i] for weight 64c + i, bit
+// 2c + 1 for weight 64c + 32 + i.
+struct block_q5_K { u16 d; u16 dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]; };
+static_assert(sizeof(block_q5_K) == 176, "block_q5_K size");
+
+// Q6_K: 6.5625 bits/weight. 256 weights in 16 sub-blocks of 16 with int8 scales:
+// w = d * sc * (q - 32). Half n (128 weights): ql[64n..], qh[32n..]; weight 128n + 32k + l
+// takes the low (k = 0, 1) or high (k = 2, 3) nibble of ql[64n + l + 32 (k & 1)] and bits
+// 2k..2k+1 of qh[32n + l]; its scale is scales[8n + l / 16 + 2k].
+struct block_q6_K { u8 ql[128]; u8 qh[64]; i8 scales[16]; u16 d; };
+static_assert(sizeof(block_q6_K) == 210, "block_q6_K size");
+
+// Type ids: ggml's type numbers, so the Rust side passes GgmlType::id() unchanged.
+#define GGML_F32 0
+#define GGML_F16 1
+#define GGML_Q4_0 2
+#define GGML_Q5_0 6
+#define GGML_Q8_0 8
+#define GGML_Q4_K 12
+#define GGML_Q5_K 13
+#define GGML_Q6_K 14
+#define GGML_BF16 30
+
+// ---------------------------------------------------------------------------------
+// Activations quantized for integer dot products ("q8_1" layout, struct of arrays):
+// for a row of n elements (n padded to a multiple of 256 with zeros):
+//   qs: n int8 values, ds: n / 32 float2 {d, s} with x ~= d * q and s = d * sum(q).
+// ds of row t starts at ds_base + t * (n / 32); qs of row t at qs_base + t * n.
+
+// ---------------------------------------------------------------------------------
+// Conversions (PTX, so no cuda_fp16.h is needed).
+
+static __device__ __forceinline__ float h2f(u16 h) {
+    float f;
+    asm("{ .reg .f16 t; mov.b16 t, %1; cvt.f32.f16 %0, t; }" : "=f"(f) : "h"(h));
+    return f;
+}
+
+static __device__ __forceinline__ u16 f2h(float f) {
+    u16 h;
+    asm("{ .reg .f16 t; cvt.rn.f16.f32 t, %1; mov.b16 %0, t; }" : "=h"(h) : "f"(f));
+    return h;
+}
+
+static __device__ __forceinline__ float bf2f(u16 b) {
+    return __uint_as_float(((u32) b) << 16);
+}
+
+// ---------------------------------------------------------------------------------
+// Loads.
+
+// A 32-bit word from a 2-byte aligned address (the blocks of Q4_0, Q5_0, Q8_0, Q6_K are
+// only 2-byte aligned in a row).
+static __device__ __forceinline__ int load_i32_a2(const u8 *p) {
+    const u16 *p16 = (const u16 *) p;
+    return (int) ((u32) __ldg(p16) | ((u32) __ldg(p16 + 1) << 16));
+}
+
+static __device__ __forceinline__ u16 load_u16(const u8 *p) {
+    return __ldg((const u16 *) p);
+}
+
+// 16 bytes from a 16-byte aligned address, through the read-only cache.
+static __device__ __forceinline__ int4 load_i4(const void *p) {
+    return __ldg((const int4 *) p);
+}
+
+static __device__ __forceinline__ int2 load_i2(const void *p) {
+    return __ldg((const int2 *) p);
+}
+
+// ---------------------------------------------------------------------------------
+// Integer dot product of 4 int8 lanes, added to c.
+static __device__ __forceinline__ int dp4a(int a, int b, int c) {
+    return __dp4a(a, b, c);
+}
+
+// ---------------------------------------------------------------------------------
+// Reductions.
+
+static __device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = WARP / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+static __device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = WARP / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Sum over the whole block (blockDim.x a multiple of 32, at most 1024); every thread gets
+// the result. `scratch` holds 32 floats of shared memory.
+static __device__ __forceinline__ float block_sum(float v, float *scratch) {
+    const int lane = threadIdx.x % WARP;
+    const int warp = threadIdx.x / WARP;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    const int n_warps = blockDim.x / WARP;
+    v = lane < n_warps ? scratch[lane] : 0.0f;
+    return warp_sum(v);
+}
+
+// ---------------------------------------------------------------------------------
+// Quantizes one 32-value block of activations to q8_1, one warp per block: lane i holds
+// value i and writes q[i] to qs[lane]; lane 0 writes {d, s} to *ds.
+static __device__ __forceinline__ void quantize_q8_1_lane(float v, i8 *qs, float2 *ds, int lane) {
+    const float amax = warp_max(fabsf(v));
+    const float d = amax / 127.0f;
+    const int q = amax == 0.0f ? 0 : (int) roundf(v / d);
+    qs[lane] = (i8) q;
+    float sum = (float) q;
+    sum = warp_sum(sum);  // exact: |sum| <= 32 * 127
+    if (lane == 0) *ds = make_float2(d, d * sum);
+}
+
+// ---------------------------------------------------------------------------------
+// K-quant scale decoding: the 6-bit scale and min of sub-block j (0..7) of Q4_K / Q5_K.
+static __device__ __forceinline__ void scale_min_k4(int j, const u8 *q, int *sc, int *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Dequantization of single weights, bit-exact with ggml's dequantize_row_* (the products
+// are formed in the same order and in f32, with _rn intrinsics so that no FMA contraction
+// changes a rounding). Used by the embedding gather, the float
+// fallback paths and the dequantization kernel the tests compare with the CPU.
+
+static __device__ __forceinline__ float dequant_q4_0(const u8 *row, int i) {
+    const block_q4_0 *b = (const block_q4_0 *) row + i / 32;
+    const int j = i % 32;
+    const int q = j < 16 ? (b->qs[j] & 0xF) : (b->qs[j - 16] >> 4);
+    return __fmul_rn((float) (q - 8), h2f(b->d));
+}
+
+static __device__ __forceinline__ float dequant_q5_0(const u8 *row, int i) {
+    const block_q5_0 *b = (const block_q5_0 *) row + i / 32;
+    const int j = i % 32;
+    const u32 qh = (u32) b->qh[0] | ((u32) b->qh[1] << 8) | ((u32) b->qh[2] << 16) | ((u32) b->qh[3] << 24);
+    const int lo = j < 16 ? (b->qs[j] & 0xF) : (b->qs[j - 16] >> 4);
+    const int hi = (qh >> j) & 1;
+    return __fmul_rn((float) ((lo | (hi << 4)) - 16), h2f(b->d));
+}
+
+static __device__ __forceinline__ float dequant_q8_0(const u8 *row, int i) {
+    const block_q8_0 *b = (const block_q8_0 *) row + i / 32;
+    return __fmul_rn((float) b->qs[i % 32], h2f(b->d));
+}
+
+static __device__ __forceinline__ float dequant_q4_K(const u8 *row, int i) {
+    const block_q4_K *b = (const block_q4_K *) row + i / 256;
+    const int j = i % 256;
+    const int sub = j / 32;
+    int sc, m;
+    scale_min_k4(sub, b->scales, &sc, &m);
+    const float d = __fmul_rn(h2f(b->d), (float) sc);
+    const float mn = __fmul_rn(h2f(b->dmin), (float) m);
+    const int chunk = j / 64, l = j % 32;
+    const u8 byte = b->qs[32 * chunk + l];
+    const int q = (sub & 1) ? (byte >> 4) : (byte & 0xF);
+    return __fsub_rn(__fmul_rn(d, (float) q), mn);
+}
+
+static __device__ __forceinline__ float dequant_q5_K(const u8 *row, int i) {
+    const block_q5_K *b = (const block_q5_K *) row + i / 256;
+    const int j = i % 256;
+    const int sub = j / 32;
+    int sc, m;
+    scale_min_k4(sub, b->scales, &sc, &m);
+    const float d = __fmul_rn(h2f(b->d), (float) sc);
+    const float mn = __fmul_rn(h2f(b->dmin), (float) m);
+    const int chunk = j / 64, l = j % 32;
+    const u8 byte = b->qs[32 * chunk + l];
+    const int lo = (sub & 1) ? (byte >> 4) : (byte & 0xF);
+    const int hi = (b->qh[l] >> sub) & 1;
+    return __fsub_rn(__fmul_rn(d, (float) (lo + (hi << 4))), mn);
+}
+
+static __device__ __forceinline__ float dequant_q6_K(const u8 *row, int i) {
+    const block_q6_K *b = (const block_q6_K *) row + i / 256;
+    const int j = i % 256;
+    const int n = j / 128, k = (j % 128) / 32, l = j % 32;
+    const u8 ql = b->ql[64 * n + l + 32 * (k & 1)];
+    const int lo = k < 2 ? (ql & 0xF) : (ql >> 4);
+    const int hi = (b->qh[32 * n + l] >> (2 * k)) & 3;
+    const int q = (lo | (hi << 4)) - 32;
+    // ggml evaluates d * sc * q left to right, in f32.
+    return __fmul_rn(__fmul_rn(h2f(b->d), (float) b->scales[8 * n + l / 16 + 2 * k]), (float) q);
+}
+
+// Dequantizes element i of a row of type `ty` (a GGML_* id). Unknown ids give 0; the
+// Rust side only launches supported types.
+static __device__ __forceinline__ float dequant_elem(int ty, const u8 *row, int i) {
+    switch (ty) {
+    case GGML_F32: return ((const float *) row)[i];
+    case GGML_F16: return h2f(((const u16 *) row)[i]);
+    case GGML_BF16: return bf2f(((const u16 *) row)[i]);
+    case GGML_Q4_0: return dequant_q4_0(row, i);
+    case GGML_Q5_0: return dequant_q5_0(row, i);
+    case GGML_Q8_0: return dequant_q8_0(row, i);
+    case GGML_Q4_K: return dequant_q4_K(row, i);
+    case GGML_Q5_K: return dequant_q5_K(row, i);
+    case GGML_Q6_K: return dequant_q6_K(row, i);
+    default: return 0.0f;
+    }
+}

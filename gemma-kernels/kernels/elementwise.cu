@@ -1,0 +1,54 @@
+// Elementwise ops, the embedding row gather and KV-cache writes. 1-D grids of 256 threads,
+// each thread striding over the elements.
+
+#define GELU_COEF_A 0.044715f
+#define SQRT_2_OVER_PI 0.79788456080286535587989211986876f
+
+static __device__ __forceinline__ float gelu_tanh(float x) {
+    return 0.5f * x * (1.0f + tanhf(SQRT_2_OVER_PI * x * (1.0f + GELU_COEF_A * x * x)));
+}
+
+// out[i] = gelu_tanh(gate[i]) * up[i]; out may alias gate or up.
+extern "C" __global__ void geglu(const float *gate, const float *up, float *out, i64 n) {
+    for (i64 i = blockIdx.x * (i64) blockDim.x + threadIdx.x; i < n; i += (i64) gridDim.x * blockDim.x)
+        out[i] = gelu_tanh(gate[i]) * up[i];
+}
+
+// a[i] += b[i]
+extern "C" __global__ void add_f32(float *a, const float *b, i64 n) {
+    for (i64 i = blockIdx.x * (i64) blockDim.x + threadIdx.x; i < n; i += (i64) gridDim.x * blockDim.x) a[i] += b[i];
+}
+
+// a[i] *= s
+extern "C" __global__ void scale_f32(float *a, float s, i64 n) {
+    for (i64 i = blockIdx.x * (i64) blockDim.x + threadIdx.x; i < n; i += (i64) gridDim.x * blockDim.x) a[i] *= s;
+}
+
+// dst[i] = (half) src[i], round to nearest even.
+extern "C" __global__ void f32_to_f16(const float *__restrict__ src, u16 *__restrict__ dst, i64 n) {
+    for (i64 i = blockIdx.x * (i64) blockDim.x + threadIdx.x; i < n; i += (i64) gridDim.x * blockDim.x)
+        dst[i] = f2h(src[i]);
+}
+
+// out[t][i] = dequant(W row ids[t])[i] * scale: the token embedding (scale = sqrt(hidden))
+// and, with scale 1, plain dequantization of whole rows. row_bytes: bytes per weight row.
+// grid: n tokens, block: 256.
+extern "C" __global__ void get_rows(const u8 *__restrict__ w, int ty, i64 row_bytes, const i32 *__restrict__ ids,
+                                    int dim, float scale, float *__restrict__ out) {
+    const int t = blockIdx.x;
+    const u8 *row = w + (i64) ids[t] * row_bytes;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+        out[(i64) t * dim + i] = __fmul_rn(dequant_elem(ty, row, i), scale);
+}
+
+// Stores K (or V) rows of n tokens into the f16 cache: token t goes to slot
+// positions[t] % n_slots (a ring for sliding-window layers, n_slots = context for global
+// ones). Only the last n_slots tokens are stored, so no two tokens race for a slot.
+// src: n x width floats, cache: n_slots x width halves. grid: n, block: 256.
+extern "C" __global__ void kv_store(const float *__restrict__ src, int n, int width, const i32 *__restrict__ positions,
+                                    int n_slots, u16 *__restrict__ cache) {
+    const int t = blockIdx.x;
+    if (t < n - n_slots) return;
+    const i64 slot = positions[t] % n_slots;
+    for (int i = threadIdx.x; i < width; i += blockDim.x) cache[slot * width + i] = f2h(src[(i64) t * width + i]);
+}

@@ -1,0 +1,170 @@
+// Attention for prefill, flash-style: n new tokens at positions p0 .. p0 + n - 1, causal,
+// optionally limited to a sliding window (query at qp sees keys kp with qp - kp < window),
+// with GQA. Keys and values come from two places: positions before p0 from the f16 cache
+// (slot p % n_slots, so a sliding-window ring of `window` slots suffices), positions from p0
+// on from the f16 K/V of the new tokens themselves (n x n_kv x D), which the caller stores
+// into the cache afterwards.
+//
+// A block of 4 warps handles one query head and BQ = 4 * QPW consecutive tokens (QPW per
+// warp), walking the key range in tiles of 32 keys kept in shared memory. Scores: lane j
+// owns key j of the tile; online softmax per query; weighted values: lanes across the head
+// dimension. Accumulation in f32.
+
+#define FA_THREADS 128
+#define FA_KT 32  // keys per tile
+
+// N halves (N in {2, 4, 8}) from shared memory, with one vector load: consecutive lanes
+// read consecutive vectors, free of bank conflicts.
+template <int N>
+static __device__ __forceinline__ void lds_halves(const u16 *p, float *f) {
+    u32 w[N / 2];
+    if constexpr (N == 8) {
+        const int4 v = *(const int4 *) p;
+        w[0] = v.x; w[1] = v.y; w[2] = v.z; w[3] = v.w;
+    } else if constexpr (N == 4) {
+        const int2 v = *(const int2 *) p;
+        w[0] = v.x; w[1] = v.y;
+    } else {
+        w[0] = *(const u32 *) p;
+    }
+#pragma unroll
+    for (int i = 0; i < N / 2; ++i) {
+        f[2 * i] = h2f((u16) (w[i] & 0xFFFF));
+        f[2 * i + 1] = h2f((u16) (w[i] >> 16));
+    }
+}
+
+template <int D>
+static __device__ __forceinline__ void flash_prefill(const float *__restrict__ q, const u16 *__restrict__ k_new,
+                                                     const u16 *__restrict__ v_new, const u16 *__restrict__ kc,
+                                                     const u16 *__restrict__ vc, int n, int n_heads, int n_kv,
+                                                     int p0, int n_slots, int window, float scale,
+                                                     float *__restrict__ out) {
+    constexpr int QPW = 512 / D;         // queries per warp
+    constexpr int BQ = 4 * QPW;          // queries per block
+    constexpr int EPL = D / WARP;        // value dims per lane
+    constexpr int KS = D + 4;            // K row stride in halves: conflict-free 8-byte reads
+    __shared__ __align__(16) float sq[BQ][D];
+    __shared__ __align__(16) u16 sk[FA_KT][KS];
+    __shared__ __align__(16) u16 sv[FA_KT][D];
+
+    const int t0 = blockIdx.x * BQ, h = blockIdx.y;
+    const int hk = h / (n_heads / n_kv);
+    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+
+    for (int idx = threadIdx.x; idx < BQ * D; idx += FA_THREADS) {
+        const int qi = idx / D, d = idx % D;
+        const int t = t0 + qi;
+        sq[qi][d] = t < n ? q[((i64) t * n_heads + h) * D + d] * scale : 0.0f;
+    }
+
+    const int t_last = min(t0 + BQ, n) - 1;
+    const int k_end = p0 + t_last + 1;  // exclusive
+    const int k_begin = window > 0 ? max(0, p0 + t0 - window + 1) : 0;
+
+    float m[QPW], l[QPW], o[QPW][EPL];
+#pragma unroll
+    for (int qi = 0; qi < QPW; ++qi) {
+        m[qi] = NEG_INF;
+        l[qi] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < EPL; ++e) o[qi][e] = 0.0f;
+    }
+
+    for (int kt = k_begin; kt < k_end; kt += FA_KT) {
+        __syncthreads();  // previous tile fully used (and sq written on the first pass)
+        for (int idx = threadIdx.x; idx < FA_KT * (D / 4); idx += FA_THREADS) {
+            const int j = idx / (D / 4), c = idx % (D / 4);
+            const int kp = kt + j;
+            int2 kv = make_int2(0, 0), vv = make_int2(0, 0);
+            if (kp < k_end) {
+                const u16 *ks, *vs;
+                if (kp < p0) {
+                    const i64 off = ((i64) (kp % n_slots) * n_kv + hk) * D;
+                    ks = kc + off;
+                    vs = vc + off;
+                } else {
+                    const i64 off = ((i64) (kp - p0) * n_kv + hk) * D;
+                    ks = k_new + off;
+                    vs = v_new + off;
+                }
+                kv = load_i2(ks + 4 * c);
+                vv = load_i2(vs + 4 * c);
+            }
+            *(int2 *) &sk[j][4 * c] = kv;
+            *(int2 *) &sv[j][4 * c] = vv;
+        }
+        __syncthreads();
+
+        // Scores of key `lane` for this warp's queries.
+        float s[QPW];
+#pragma unroll
+        for (int qi = 0; qi < QPW; ++qi) s[qi] = 0.0f;
+#pragma unroll 4
+        for (int c = 0; c < D / 4; ++c) {
+            const int2 kw = *(const int2 *) &sk[lane][4 * c];
+            const float k0 = h2f((u16) (kw.x & 0xFFFF)), k1 = h2f((u16) ((u32) kw.x >> 16));
+            const float k2 = h2f((u16) (kw.y & 0xFFFF)), k3 = h2f((u16) ((u32) kw.y >> 16));
+#pragma unroll
+            for (int qi = 0; qi < QPW; ++qi) {
+                const float4 qv = *(const float4 *) &sq[warp * QPW + qi][4 * c];
+                s[qi] += qv.x * k0 + qv.y * k1 + qv.z * k2 + qv.w * k3;
+            }
+        }
+
+        const int kp = kt + lane;
+        float p[QPW];
+#pragma unroll
+        for (int qi = 0; qi < QPW; ++qi) {
+            const int qp = p0 + t0 + warp * QPW + qi;
+            const bool ok = kp < k_end && kp <= qp && (window <= 0 || qp - kp < window);
+            const float sv_ = ok ? s[qi] : NEG_INF;
+            const float m_new = fmaxf(m[qi], warp_max(sv_));
+            if (m_new == NEG_INF) {  // nothing visible yet for this query
+                p[qi] = 0.0f;
+                continue;
+            }
+            const float corr = expf(m[qi] - m_new);
+            p[qi] = ok ? expf(sv_ - m_new) : 0.0f;
+            l[qi] = l[qi] * corr + warp_sum(p[qi]);
+            m[qi] = m_new;
+#pragma unroll
+            for (int e = 0; e < EPL; ++e) o[qi][e] *= corr;
+        }
+
+        // Weighted values: lane owns dims lane * EPL .. + EPL.
+#pragma unroll 4
+        for (int j = 0; j < FA_KT; ++j) {
+            float vf[EPL];
+            lds_halves<EPL>(&sv[j][lane * EPL], vf);
+#pragma unroll
+            for (int qi = 0; qi < QPW; ++qi) {
+                const float pj = __shfl_sync(0xffffffffu, p[qi], j);
+#pragma unroll
+                for (int e = 0; e < EPL; ++e) o[qi][e] += pj * vf[e];
+            }
+        }
+    }
+
+#pragma unroll
+    for (int qi = 0; qi < QPW; ++qi) {
+        const int t = t0 + warp * QPW + qi;
+        if (t < n) {
+            const float inv = 1.0f / l[qi];
+#pragma unroll
+            for (int e = 0; e < EPL; ++e) out[((i64) t * n_heads + h) * D + lane * EPL + e] = o[qi][e] * inv;
+        }
+    }
+}
+
+// q, out: n x n_heads x D floats. grid: (ceil(n / BQ), n_heads) with BQ = 2048 / D, block: 128.
+#define FLASH_KERNEL(D)                                                                                      \
+    extern "C" __global__ void __launch_bounds__(FA_THREADS) flash_prefill_##D(                             \
+        const float *q, const u16 *k_new, const u16 *v_new, const u16 *kc, const u16 *vc, int n, int n_heads, \
+        int n_kv, int p0, int n_slots, int window, float scale, float *out) {                                \
+        flash_prefill<D>(q, k_new, v_new, kc, vc, n, n_heads, n_kv, p0, n_slots, window, scale, out);        \
+    }
+
+FLASH_KERNEL(64)
+FLASH_KERNEL(128)
+FLASH_KERNEL(256)

@@ -1,0 +1,51 @@
+// RMSNorm: out = x * (1 / sqrt(mean(x^2) + eps)) * w, one block per row. The weight is
+// shared by all rows, so the per-head QK norm is the same kernel with rows = tokens * heads
+// and dim = head_dim. The norm weights in GGUF already include Gemma's +1.
+
+// 1 / rms of one row, every thread gets it. scratch: 32 floats of shared memory.
+static __device__ __forceinline__ float row_inv_rms(const float *x, int dim, float eps, float *scratch) {
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += x[i] * x[i];
+    ss = block_sum(ss, scratch);
+    return 1.0f / sqrtf(ss / (float) dim + eps);
+}
+
+// out may alias x. grid: rows, block: 256.
+extern "C" __global__ void __launch_bounds__(256) rms_norm(
+    const float *x, const float *__restrict__ w, float *out, int dim, float eps) {
+    __shared__ float scratch[32];
+    const float *xr = x + (i64) blockIdx.x * dim;
+    float *outr = out + (i64) blockIdx.x * dim;
+    const float inv = row_inv_rms(xr, dim, eps, scratch);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) outr[i] = xr[i] * inv * w[i];
+}
+
+// Post-norm and residual add in one pass: residual += rms_norm(x) * w.
+extern "C" __global__ void __launch_bounds__(256) rms_norm_add(
+    const float *__restrict__ x, const float *__restrict__ w, float *__restrict__ residual, int dim, float eps) {
+    __shared__ float scratch[32];
+    const float *xr = x + (i64) blockIdx.x * dim;
+    float *rr = residual + (i64) blockIdx.x * dim;
+    const float inv = row_inv_rms(xr, dim, eps, scratch);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) rr[i] += xr[i] * inv * w[i];
+}
+
+// Pre-norm fused with the activation quantization of the matrix product that follows:
+// writes the normed row straight to the q8_1 layout (see quantize.cu). dim <= k_pad.
+// grid: rows, block: 256.
+extern "C" __global__ void __launch_bounds__(256) rms_norm_q8_1(
+    const float *__restrict__ x, const float *__restrict__ w, int dim, float eps, int k_pad,
+    i8 *__restrict__ qs, float2 *__restrict__ ds) {
+    __shared__ float scratch[32];
+    const int row = blockIdx.x;
+    const float *xr = x + (i64) row * dim;
+    const float inv = row_inv_rms(xr, dim, eps, scratch);
+    const int lane = threadIdx.x % WARP;
+    i8 *qr = qs + (i64) row * k_pad;
+    float2 *dr = ds + (i64) row * (k_pad / QK8);
+    for (int blk = threadIdx.x / WARP; blk < k_pad / QK8; blk += blockDim.x / WARP) {
+        const int i = blk * QK8 + lane;
+        const float v = i < dim ? xr[i] * inv * w[i] : 0.0f;
+        quantize_q8_1_lane(v, qr + blk * QK8, dr + blk, lane);
+    }
+}

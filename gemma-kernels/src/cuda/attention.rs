@@ -1,0 +1,217 @@
+//! Typed launches of attention over the f16 KV cache: decode (one token, split over keys,
+//! then merged) and prefill (flash-style tiles, causal + sliding window).
+//!
+//! Cache layout per layer: `n_slots x n_kv_heads x head_dim` halves for K and for V.
+//! Position p lives in slot p % n_slots: sliding-window layers keep a ring of `window`
+//! slots, global layers one slot per context position.
+
+use super::buffer::zeros;
+use super::device::CudaDevice;
+use super::error::{check_len, CudaError};
+use super::launch::{grid_dim, int, launch, ptr, ptr_mut, Arg};
+use super::modules::Kernel;
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
+
+/// The shape of one attention layer.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnShape {
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads (n_heads is a multiple of it, at most 8 times it).
+    pub n_kv_heads: usize,
+    /// Dimensions per head: 64, 128 or 256.
+    pub head_dim: usize,
+    /// Rows of the KV cache.
+    pub n_slots: usize,
+    /// Sliding window (a query at q sees keys k with q - k < window); 0 for global layers.
+    pub window: usize,
+    /// Score scale, 1 / sqrt(head_dim) (Gemma 3 27B: its query_pre_attn_scalar).
+    pub scale: f32,
+}
+
+impl AttnShape {
+    fn check(&self) -> Result<(), CudaError> {
+        if !matches!(self.head_dim, 64 | 128 | 256) {
+            return Err(CudaError::Unsupported { what: "head_dim", value: self.head_dim, rule: "64, 128 or 256" });
+        }
+        let ok = self.n_kv_heads > 0 && self.n_heads % self.n_kv_heads == 0 && self.n_heads / self.n_kv_heads <= 8;
+        if !ok {
+            return Err(CudaError::Unsupported {
+                what: "n_heads / n_kv_heads",
+                value: self.n_heads,
+                rule: "a multiple of n_kv_heads, at most 8 times it",
+            });
+        }
+        Ok(())
+    }
+
+    /// Most keys a decoding query can see.
+    fn max_live(&self) -> usize {
+        if self.window > 0 {
+            self.window.min(self.n_slots)
+        } else {
+            self.n_slots
+        }
+    }
+
+    fn cache_len(&self) -> usize {
+        self.n_slots * self.n_kv_heads * self.head_dim
+    }
+}
+
+/// Per-layer scratch of decode attention: the partial results of the key splits. The split
+/// count depends only on the shape, so a captured decode graph stays valid for every step.
+pub struct DecodeScratch {
+    kps: usize,
+    n_splits: usize,
+    part_o: CudaSlice<f32>,
+    part_ml: CudaSlice<f32>,
+}
+
+impl DecodeScratch {
+    /// Sizes the splits so that about two blocks per multiprocessor work at full context.
+    pub fn new(dev: &CudaDevice, shape: &AttnShape) -> Result<Self, CudaError> {
+        shape.check()?;
+        let max_live = shape.max_live().max(1);
+        let splits_wanted = (2 * dev.sm_count()).div_ceil(shape.n_kv_heads).max(1);
+        let kps = (max_live.div_ceil(splits_wanted).div_ceil(32) * 32).clamp(32, 256);
+        let n_splits = max_live.div_ceil(kps);
+        let part_o = zeros::<f32>(dev, shape.n_heads * n_splits * shape.head_dim)?;
+        let part_ml = zeros::<f32>(dev, shape.n_heads * n_splits * 2)?;
+        Ok(DecodeScratch { kps, n_splits, part_o, part_ml })
+    }
+
+    /// Keys per split.
+    pub fn keys_per_split(&self) -> usize {
+        self.kps
+    }
+
+    /// Number of splits.
+    pub fn n_splits(&self) -> usize {
+        self.n_splits
+    }
+}
+
+fn decode_names(head_dim: usize) -> (&'static str, &'static str) {
+    match head_dim {
+        64 => ("attn_decode_64", "attn_combine_64"),
+        128 => ("attn_decode_128", "attn_combine_128"),
+        _ => ("attn_decode_256", "attn_combine_256"),
+    }
+}
+
+/// Attention of one token at position `*pos` (a device int, so graphs can replay it) over
+/// the last min(pos + 1, window) positions of the cache, which must already hold this
+/// token's K and V (see [`super::ops::kv_store`]). q, out: n_heads x head_dim.
+/// The caller keeps pos + 1 <= n_slots on global layers.
+#[allow(clippy::too_many_arguments)] // mirrors the kernel: query, cache, position, shape, scratch, output
+pub fn attention_decode<Q, K, V, P, O>(
+    dev: &CudaDevice,
+    q: &Q,
+    k_cache: &K,
+    v_cache: &V,
+    pos: &P,
+    shape: &AttnShape,
+    scratch: &mut DecodeScratch,
+    out: &mut O,
+) -> Result<(), CudaError>
+where
+    Q: DevicePtr<f32>,
+    K: DevicePtr<u16>,
+    V: DevicePtr<u16>,
+    P: DevicePtr<i32>,
+    O: DevicePtrMut<f32>,
+{
+    shape.check()?;
+    let width = shape.n_heads * shape.head_dim;
+    check_len("attention query", width, q.len())?;
+    check_len("attention output", width, out.len())?;
+    check_len("K cache", shape.cache_len(), k_cache.len())?;
+    check_len("V cache", shape.cache_len(), v_cache.len())?;
+    check_len("position", 1, pos.len())?;
+    check_len("decode scratch", shape.n_heads * scratch.n_splits * shape.head_dim, scratch.part_o.len())?;
+    let (decode, combine) = decode_names(shape.head_dim);
+    let (po, pml) = (ptr_mut(dev, &mut scratch.part_o), ptr_mut(dev, &mut scratch.part_ml));
+    let args = [
+        Arg::P(ptr(dev, q)),
+        Arg::P(ptr(dev, k_cache)),
+        Arg::P(ptr(dev, v_cache)),
+        Arg::I(int("n_heads", shape.n_heads)?),
+        Arg::I(int("n_kv_heads", shape.n_kv_heads)?),
+        Arg::I(int("n_slots", shape.n_slots)?),
+        Arg::P(ptr(dev, pos)),
+        Arg::I(int("window", shape.window)?),
+        Arg::I(int("keys per split", scratch.kps)?),
+        Arg::F(shape.scale),
+        Arg::P(po),
+        Arg::P(pml),
+    ];
+    let grid = (grid_dim("kv heads", shape.n_kv_heads)?, grid_dim("splits", scratch.n_splits)?, 1);
+    launch(dev, Kernel::Attention, decode, grid, 128, &args)?;
+    let args = [Arg::P(po), Arg::P(pml), Arg::I(int("splits", scratch.n_splits)?), Arg::P(ptr_mut(dev, out))];
+    let block = grid_dim("head_dim", shape.head_dim)?;
+    launch(dev, Kernel::Attention, combine, (grid_dim("heads", shape.n_heads)?, 1, 1), block, &args)
+}
+
+/// Attention of n new tokens at positions p0 .. p0 + n - 1 (causal, sliding window when
+/// shape.window > 0). Keys before p0 come from the cache, the new tokens' own keys and
+/// values from k_new / v_new (n x n_kv_heads x head_dim halves), so a ring of `window` slots
+/// suffices; store the new K/V into the cache afterwards. q, out: n x n_heads x head_dim.
+#[allow(clippy::too_many_arguments)] // mirrors the kernel: query, new K/V, cache, positions, shape, output
+pub fn attention_prefill<Q, KN, VN, K, V, O>(
+    dev: &CudaDevice,
+    q: &Q,
+    k_new: &KN,
+    v_new: &VN,
+    k_cache: &K,
+    v_cache: &V,
+    n: usize,
+    p0: usize,
+    shape: &AttnShape,
+    out: &mut O,
+) -> Result<(), CudaError>
+where
+    Q: DevicePtr<f32>,
+    KN: DevicePtr<u16>,
+    VN: DevicePtr<u16>,
+    K: DevicePtr<u16>,
+    V: DevicePtr<u16>,
+    O: DevicePtrMut<f32>,
+{
+    shape.check()?;
+    let fits = p0 + n <= shape.n_slots || (shape.window > 0 && shape.n_slots >= shape.window);
+    if !fits {
+        return Err(CudaError::Shape { what: "KV cache slots for the context", needed: p0 + n, actual: shape.n_slots });
+    }
+    let width = n * shape.n_heads * shape.head_dim;
+    let kv_width = n * shape.n_kv_heads * shape.head_dim;
+    check_len("attention query", width, q.len())?;
+    check_len("attention output", width, out.len())?;
+    check_len("new keys", kv_width, k_new.len())?;
+    check_len("new values", kv_width, v_new.len())?;
+    check_len("K cache", shape.cache_len(), k_cache.len())?;
+    check_len("V cache", shape.cache_len(), v_cache.len())?;
+    let name = match shape.head_dim {
+        64 => "flash_prefill_64",
+        128 => "flash_prefill_128",
+        _ => "flash_prefill_256",
+    };
+    let queries_per_block = 2048 / shape.head_dim;
+    let args = [
+        Arg::P(ptr(dev, q)),
+        Arg::P(ptr(dev, k_new)),
+        Arg::P(ptr(dev, v_new)),
+        Arg::P(ptr(dev, k_cache)),
+        Arg::P(ptr(dev, v_cache)),
+        Arg::I(int("n", n)?),
+        Arg::I(int("n_heads", shape.n_heads)?),
+        Arg::I(int("n_kv_heads", shape.n_kv_heads)?),
+        Arg::I(int("p0", p0)?),
+        Arg::I(int("n_slots", shape.n_slots)?),
+        Arg::I(int("window", shape.window)?),
+        Arg::F(shape.scale),
+        Arg::P(ptr_mut(dev, out)),
+    ];
+    let grid = (grid_dim("query tiles", n.div_ceil(queries_per_block))?, grid_dim("heads", shape.n_heads)?, 1);
+    launch(dev, Kernel::FlashAttn, name, grid, 128, &args)
+}

@@ -1,0 +1,303 @@
+//! Typed launches of the matrix kernels: activation quantization, decode matvec (mmvq,
+//! dp4a), prefill matmul (mmq, int8 tensor cores) and the float-weight fallbacks; plus the
+//! argument plumbing every launch function of this module tree uses.
+
+use super::buffer::{DeviceMatrix, Q8Activations};
+use super::device::CudaDevice;
+use super::error::{check_len, CudaError};
+use super::modules::Kernel;
+use cudarc::driver::{DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
+use gemma_gguf::GgmlType;
+
+/// Up to this many tokens a product runs as matrix x vector(s) (mmvq); above it, on tensor
+/// cores (mmq).
+pub const MMVQ_MAX_TOKENS: usize = 8;
+
+/// One kernel argument, passed by value.
+pub(crate) enum Arg {
+    /// A device pointer.
+    P(u64),
+    /// `int`
+    I(i32),
+    /// `long long`
+    L(i64),
+    /// `float`
+    F(f32),
+}
+
+/// The device address of a buffer or view (this crate's single stream needs no events).
+pub(crate) fn ptr<T, S: DevicePtr<T>>(dev: &CudaDevice, s: &S) -> u64 {
+    let (p, _sync) = s.device_ptr(dev.stream());
+    p
+}
+
+/// The device address of a buffer or view that the kernel writes.
+pub(crate) fn ptr_mut<T, S: DevicePtrMut<T>>(dev: &CudaDevice, s: &mut S) -> u64 {
+    let (p, _sync) = s.device_ptr_mut(dev.stream());
+    p
+}
+
+/// A dimension as a kernel `int`.
+pub(crate) fn int(what: &'static str, v: usize) -> Result<i32, CudaError> {
+    i32::try_from(v).map_err(|_| CudaError::Unsupported { what, value: v, rule: "below 2^31" })
+}
+
+/// A grid dimension.
+pub(crate) fn grid_dim(what: &'static str, v: usize) -> Result<u32, CudaError> {
+    if v == 0 {
+        return Err(CudaError::Unsupported { what, value: v, rule: "at least 1" });
+    }
+    u32::try_from(v).map_err(|_| CudaError::Unsupported { what, value: v, rule: "below 2^32" })
+}
+
+/// Launches `name` from `kernel` on the device's stream.
+pub(crate) fn launch(
+    dev: &CudaDevice,
+    kernel: Kernel,
+    name: &'static str,
+    grid: (u32, u32, u32),
+    block: u32,
+    args: &[Arg],
+) -> Result<(), CudaError> {
+    let f = dev.function(kernel, name)?;
+    let stream = dev.stream();
+    let mut b = stream.launch_builder(&f);
+    for a in args {
+        match a {
+            Arg::P(v) => b.arg(v),
+            Arg::I(v) => b.arg(v),
+            Arg::L(v) => b.arg(v),
+            Arg::F(v) => b.arg(v),
+        };
+    }
+    let cfg = LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: 0 };
+    // SAFETY: every caller passes the argument list of the kernel's C signature in
+    // kernels/*.cu (types and order), and has checked that each buffer holds the elements the
+    // kernel touches for the given dimensions.
+    unsafe { b.launch(cfg) }?;
+    Ok(())
+}
+
+/// The mmvq kernel names of one type, for 1, 2, 4 and 8 tokens.
+fn mmvq_names(ty: GgmlType) -> Option<[&'static str; 4]> {
+    Some(match ty {
+        GgmlType::Q4_0 => ["mmvq_q4_0_1", "mmvq_q4_0_2", "mmvq_q4_0_4", "mmvq_q4_0_8"],
+        GgmlType::Q5_0 => ["mmvq_q5_0_1", "mmvq_q5_0_2", "mmvq_q5_0_4", "mmvq_q5_0_8"],
+        GgmlType::Q8_0 => ["mmvq_q8_0_1", "mmvq_q8_0_2", "mmvq_q8_0_4", "mmvq_q8_0_8"],
+        GgmlType::Q4_K => ["mmvq_q4_K_1", "mmvq_q4_K_2", "mmvq_q4_K_4", "mmvq_q4_K_8"],
+        GgmlType::Q5_K => ["mmvq_q5_K_1", "mmvq_q5_K_2", "mmvq_q5_K_4", "mmvq_q5_K_8"],
+        GgmlType::Q6_K => ["mmvq_q6_K_1", "mmvq_q6_K_2", "mmvq_q6_K_4", "mmvq_q6_K_8"],
+        _ => return None,
+    })
+}
+
+fn mmq_name(ty: GgmlType) -> Option<&'static str> {
+    Some(match ty {
+        GgmlType::Q4_0 => "mmq_q4_0",
+        GgmlType::Q5_0 => "mmq_q5_0",
+        GgmlType::Q8_0 => "mmq_q8_0",
+        GgmlType::Q4_K => "mmq_q4_K",
+        GgmlType::Q5_K => "mmq_q5_K",
+        GgmlType::Q6_K => "mmq_q6_K",
+        _ => return None,
+    })
+}
+
+fn float_names(ty: GgmlType) -> Option<([&'static str; 4], &'static str)> {
+    Some(match ty {
+        GgmlType::F32 => (["matvec_f32_1", "matvec_f32_2", "matvec_f32_4", "matvec_f32_8"], "matmul_f32"),
+        GgmlType::F16 => (["matvec_f16_1", "matvec_f16_2", "matvec_f16_4", "matvec_f16_8"], "matmul_f16"),
+        GgmlType::BF16 => (["matvec_bf16_1", "matvec_bf16_2", "matvec_bf16_4", "matvec_bf16_8"], "matmul_bf16"),
+        _ => return None,
+    })
+}
+
+/// Whether products with `ty` weights take q8_1 activations (else f32 ones).
+pub fn uses_q8_activations(ty: GgmlType) -> bool {
+    mmq_name(ty).is_some()
+}
+
+/// Splits n (<= 8) tokens into chunks of 8, 4, 2, 1: (first token, chunk size, name index).
+fn token_chunks(n: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    let mut c0 = 0;
+    std::iter::from_fn(move || {
+        if c0 >= n {
+            return None;
+        }
+        let (nc, idx) = match n - c0 {
+            r if r >= 8 => (8, 3),
+            r if r >= 4 => (4, 2),
+            r if r >= 2 => (2, 1),
+            _ => (1, 0),
+        };
+        let item = (c0, nc, idx);
+        c0 += nc;
+        Some(item)
+    })
+}
+
+/// Quantizes `rows` rows of `k` floats (row-major) to q8_1 in `out`.
+pub fn quantize_q8_1<X: DevicePtr<f32>>(
+    dev: &CudaDevice,
+    x: &X,
+    rows: usize,
+    k: usize,
+    out: &mut Q8Activations,
+) -> Result<(), CudaError> {
+    check_len("quantize_q8_1 input", rows * k, x.len())?;
+    out.set_shape(rows, k)?;
+    let (xp, qp, dp) = (ptr(dev, x), ptr_mut(dev, &mut out.qs), ptr_mut(dev, &mut out.ds));
+    let grid = (grid_dim("k", out.k_pad() / 256)?, grid_dim("rows", rows)?, 1);
+    let args = [Arg::P(xp), Arg::I(int("k", k)?), Arg::I(int("k_pad", out.k_pad())?), Arg::P(qp), Arg::P(dp)];
+    launch(dev, Kernel::Quantize, "quantize_q8_1", grid, 256, &args)
+}
+
+/// y (n x rows, row-major) = x W^T for a quantized W and q8_1 activations x (n rows):
+/// mmvq for up to [`MMVQ_MAX_TOKENS`] tokens, mmq on tensor cores above.
+pub fn matmul_q8<Y: DevicePtrMut<f32>>(
+    dev: &CudaDevice,
+    w: &DeviceMatrix,
+    x: &Q8Activations,
+    n: usize,
+    y: &mut Y,
+) -> Result<(), CudaError> {
+    let (names, mmq) = match (mmvq_names(w.ty()), mmq_name(w.ty())) {
+        (Some(a), Some(b)) => (a, b),
+        _ => return Err(CudaError::UnsupportedType(w.ty())),
+    };
+    if x.k() != w.cols() {
+        return Err(CudaError::Shape { what: "q8_1 activation row length", needed: w.cols(), actual: x.k() });
+    }
+    check_len("q8_1 activation rows", n, x.rows())?;
+    check_len("matmul output", n * w.rows(), y.len())?;
+    let nb = int("blocks per row", w.cols() / w.ty().block_elems())?;
+    let rows = int("rows", w.rows())?;
+    let k_pad = x.k_pad();
+    let (wp, qp, dp, yp) = (ptr(dev, w.data()), ptr(dev, &x.qs), ptr(dev, &x.ds), ptr_mut(dev, y));
+    if n <= MMVQ_MAX_TOKENS {
+        for (c0, _, idx) in token_chunks(n) {
+            let args = [
+                Arg::P(wp),
+                Arg::I(nb),
+                Arg::P(qp + (c0 * k_pad) as u64),
+                Arg::P(dp + (c0 * k_pad / 32 * 8) as u64),
+                Arg::I(int("k_pad", k_pad)?),
+                Arg::P(yp + (c0 * w.rows() * 4) as u64),
+                Arg::I(rows),
+            ];
+            launch(dev, Kernel::Mmvq, names[idx], (grid_dim("rows", w.rows())?, 1, 1), 128, &args)?;
+        }
+        return Ok(());
+    }
+    let grid = (grid_dim("row tiles", w.rows().div_ceil(64))?, grid_dim("token tiles", n.div_ceil(64))?, 1);
+    let args = [
+        Arg::P(wp),
+        Arg::I(nb),
+        Arg::I(int("k", w.cols())?),
+        Arg::P(qp),
+        Arg::P(dp),
+        Arg::I(int("k_pad", k_pad)?),
+        Arg::I(int("n", n)?),
+        Arg::P(yp),
+        Arg::I(rows),
+    ];
+    launch(dev, Kernel::Mmq, mmq, grid, 128, &args)
+}
+
+/// y (n x rows) = x W^T for an F32 / F16 / BF16 W and f32 activations x (n x cols).
+pub fn matmul_float<X: DevicePtr<f32>, Y: DevicePtrMut<f32>>(
+    dev: &CudaDevice,
+    w: &DeviceMatrix,
+    x: &X,
+    n: usize,
+    y: &mut Y,
+) -> Result<(), CudaError> {
+    let (names, matmul) = float_names(w.ty()).ok_or(CudaError::UnsupportedType(w.ty()))?;
+    check_len("matmul input", n * w.cols(), x.len())?;
+    check_len("matmul output", n * w.rows(), y.len())?;
+    let k = int("k", w.cols())?;
+    let rows = int("rows", w.rows())?;
+    let (wp, xp, yp) = (ptr(dev, w.data()), ptr(dev, x), ptr_mut(dev, y));
+    if n <= MMVQ_MAX_TOKENS {
+        for (c0, _, idx) in token_chunks(n) {
+            let args = [
+                Arg::P(wp),
+                Arg::I(k),
+                Arg::P(xp + (c0 * w.cols() * 4) as u64),
+                Arg::P(yp + (c0 * w.rows() * 4) as u64),
+                Arg::I(rows),
+            ];
+            launch(dev, Kernel::MatmulFloat, names[idx], (grid_dim("rows", w.rows())?, 1, 1), 128, &args)?;
+        }
+        return Ok(());
+    }
+    let grid = (grid_dim("row tiles", w.rows().div_ceil(64))?, grid_dim("token tiles", n.div_ceil(64))?, 1);
+    let args = [Arg::P(wp), Arg::I(k), Arg::P(xp), Arg::I(int("n", n)?), Arg::P(yp), Arg::I(rows)];
+    launch(dev, Kernel::MatmulFloat, matmul, grid, 256, &args)
+}
+
+/// y (n x rows) = x W^T for any supported W: quantizes x (n x cols f32) into `scratch` first
+/// when W is quantized, like the CPU `matmul`.
+pub fn matmul<X: DevicePtr<f32>, Y: DevicePtrMut<f32>>(
+    dev: &CudaDevice,
+    w: &DeviceMatrix,
+    x: &X,
+    n: usize,
+    scratch: &mut Q8Activations,
+    y: &mut Y,
+) -> Result<(), CudaError> {
+    if !uses_q8_activations(w.ty()) {
+        return matmul_float(dev, w, x, n, y);
+    }
+    quantize_q8_1(dev, x, n, w.cols(), scratch)?;
+    matmul_q8(dev, w, scratch, n, y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_functions() -> Vec<&'static str> {
+        Kernel::ALL.iter().flat_map(|k| k.functions().iter().copied()).collect()
+    }
+
+    #[test]
+    fn every_launched_name_is_a_listed_kernel_function() {
+        let listed = all_functions();
+        for ty in GgmlType::all() {
+            let mut names: Vec<&str> = Vec::new();
+            names.extend(mmvq_names(ty).into_iter().flatten());
+            names.extend(mmq_name(ty));
+            if let Some((matvec, matmul)) = float_names(ty) {
+                names.extend(matvec);
+                names.push(matmul);
+            }
+            for name in names {
+                assert!(listed.contains(&name), "{name} (for {ty}) is not in Kernel::functions");
+            }
+        }
+    }
+
+    #[test]
+    fn quantized_types_have_both_product_kernels() {
+        for ty in super::super::SUPPORTED_TYPES {
+            let quantized = mmvq_names(ty).is_some() && mmq_name(ty).is_some();
+            assert!(quantized || float_names(ty).is_some(), "{ty} has no product kernel");
+            assert_eq!(uses_q8_activations(ty), quantized, "{ty}");
+        }
+    }
+
+    #[test]
+    fn token_chunks_cover_every_token_once_with_kernel_sizes() {
+        for n in 1..=MMVQ_MAX_TOKENS {
+            let chunks: Vec<_> = token_chunks(n).collect();
+            let mut next = 0;
+            for (c0, nc, idx) in chunks {
+                assert_eq!(c0, next, "n = {n}");
+                assert_eq!(nc, [1, 2, 4, 8][idx], "n = {n}");
+                next += nc;
+            }
+            assert_eq!(next, n);
+        }
+    }
+}

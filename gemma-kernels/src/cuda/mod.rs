@@ -1,0 +1,31 @@
+//! CUDA kernels and their launch layer.
+//!
+//! The kernels are `.cu` files in `gemma-kernels/kernels/` (one per op family, all starting
+//! with `common.cuh`, which mirrors the GGUF block layouts of [`crate::quant`]). They are
+//! embedded in the binary and compiled at run time by NVRTC for the GPU found; the PTX is
+//! cached on disk per architecture ([`modules`]). The driver and NVRTC are loaded with
+//! `dlopen` (cudarc's dynamic loading), so this crate builds and its CPU paths run on
+//! machines without CUDA; there [`CudaDevice::new`] returns a one-line [`CudaError`].
+//!
+//! Numbers: weights stay in their GGUF blocks on the device ([`DeviceMatrix`]); products
+//! with quantized weights take activations quantized to q8_1 (per 32 values an f32 scale)
+//! and use integer dot products: dp4a for up to 8 tokens ([`launch::matmul_q8`] -> mmvq),
+//! int8 tensor cores above (mmq). Residuals and norms are f32, the KV cache f16.
+//!
+//! Finding libnvrtc: cudarc looks for `libnvrtc.so`, `libnvrtc.so.12`, ... through the
+//! dynamic loader, so its folder must be on `LD_LIBRARY_PATH` (`scripts/setup-nvrtc.sh`
+//! installs NVRTC from PyPI and prints the folder).
+
+mod attention;
+mod buffer;
+mod device;
+mod error;
+pub mod launch;
+pub mod modules;
+pub mod ops;
+
+pub use attention::{attention_decode, attention_prefill, AttnShape, DecodeScratch};
+pub use buffer::{download, is_supported, padded_len, upload, zeros, DeviceMatrix, Q8Activations, SUPPORTED_TYPES};
+pub use device::{device_count, driver_available, is_available, CudaDevice};
+pub use error::CudaError;
+pub use modules::{ComputeArch, Kernel};

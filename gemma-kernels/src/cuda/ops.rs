@@ -1,0 +1,229 @@
+//! Typed launches of the row and elementwise kernels: RMSNorm (plain, + residual, +
+//! quantization), RoPE, GeGLU, add, scale, f32 -> f16, the embedding gather and KV-cache
+//! stores. All tensors are row-major f32 unless said otherwise.
+
+use super::buffer::{DeviceMatrix, Q8Activations};
+use super::device::CudaDevice;
+use super::error::{check_len, CudaError};
+use super::launch::{grid_dim, int, launch, ptr, ptr_mut, Arg};
+use super::modules::Kernel;
+use cudarc::driver::{DevicePtr, DevicePtrMut};
+
+/// Blocks for a 1-D elementwise launch of 256 threads over n elements.
+fn elementwise_grid(dev: &CudaDevice, n: usize) -> Result<(u32, u32, u32), CudaError> {
+    let blocks = n.div_ceil(256).clamp(1, dev.sm_count() * 16);
+    Ok((grid_dim("elements", blocks)?, 1, 1))
+}
+
+fn checked_rows(what: &'static str, rows: usize, dim: usize, len: usize) -> Result<(), CudaError> {
+    check_len(what, rows * dim, len)
+}
+
+/// out = x / sqrt(mean(x^2) + eps) * w per row of `dim` (w: dim floats, as stored in GGUF).
+pub fn rms_norm<X: DevicePtr<f32>, W: DevicePtr<f32>, O: DevicePtrMut<f32>>(
+    dev: &CudaDevice,
+    x: &X,
+    w: &W,
+    out: &mut O,
+    rows: usize,
+    dim: usize,
+    eps: f32,
+) -> Result<(), CudaError> {
+    checked_rows("rms_norm input", rows, dim, x.len())?;
+    checked_rows("rms_norm output", rows, dim, out.len())?;
+    check_len("rms_norm weight", dim, w.len())?;
+    let args = [Arg::P(ptr(dev, x)), Arg::P(ptr(dev, w)), Arg::P(ptr_mut(dev, out)), Arg::I(int("dim", dim)?), Arg::F(eps)];
+    launch(dev, Kernel::Norm, "rms_norm", (grid_dim("rows", rows)?, 1, 1), 256, &args)
+}
+
+/// [`rms_norm`] in place (also the per-head QK norm: rows = tokens x heads, dim = head_dim).
+pub fn rms_norm_inplace<X: DevicePtrMut<f32>, W: DevicePtr<f32>>(
+    dev: &CudaDevice,
+    x: &mut X,
+    w: &W,
+    rows: usize,
+    dim: usize,
+    eps: f32,
+) -> Result<(), CudaError> {
+    checked_rows("rms_norm input", rows, dim, x.len())?;
+    check_len("rms_norm weight", dim, w.len())?;
+    let xp = ptr_mut(dev, x);
+    let args = [Arg::P(xp), Arg::P(ptr(dev, w)), Arg::P(xp), Arg::I(int("dim", dim)?), Arg::F(eps)];
+    launch(dev, Kernel::Norm, "rms_norm", (grid_dim("rows", rows)?, 1, 1), 256, &args)
+}
+
+/// residual += rms_norm(x) * w (Gemma's post-attention / post-FFN norm and the residual add).
+pub fn rms_norm_add<X: DevicePtr<f32>, W: DevicePtr<f32>, R: DevicePtrMut<f32>>(
+    dev: &CudaDevice,
+    x: &X,
+    w: &W,
+    residual: &mut R,
+    rows: usize,
+    dim: usize,
+    eps: f32,
+) -> Result<(), CudaError> {
+    checked_rows("rms_norm_add input", rows, dim, x.len())?;
+    checked_rows("rms_norm_add residual", rows, dim, residual.len())?;
+    check_len("rms_norm_add weight", dim, w.len())?;
+    let args =
+        [Arg::P(ptr(dev, x)), Arg::P(ptr(dev, w)), Arg::P(ptr_mut(dev, residual)), Arg::I(int("dim", dim)?), Arg::F(eps)];
+    launch(dev, Kernel::Norm, "rms_norm_add", (grid_dim("rows", rows)?, 1, 1), 256, &args)
+}
+
+/// rms_norm(x) * w quantized straight to q8_1 (the input of the products that follow).
+pub fn rms_norm_q8_1<X: DevicePtr<f32>, W: DevicePtr<f32>>(
+    dev: &CudaDevice,
+    x: &X,
+    w: &W,
+    rows: usize,
+    dim: usize,
+    eps: f32,
+    out: &mut Q8Activations,
+) -> Result<(), CudaError> {
+    checked_rows("rms_norm_q8_1 input", rows, dim, x.len())?;
+    check_len("rms_norm_q8_1 weight", dim, w.len())?;
+    out.set_shape(rows, dim)?;
+    let args = [
+        Arg::P(ptr(dev, x)),
+        Arg::P(ptr(dev, w)),
+        Arg::I(int("dim", dim)?),
+        Arg::F(eps),
+        Arg::I(int("k_pad", out.k_pad())?),
+        Arg::P(ptr_mut(dev, &mut out.qs)),
+        Arg::P(ptr_mut(dev, &mut out.ds)),
+    ];
+    launch(dev, Kernel::Norm, "rms_norm_q8_1", (grid_dim("rows", rows)?, 1, 1), 256, &args)
+}
+
+/// Shape and frequencies of a rotary embedding.
+#[derive(Clone, Copy, Debug)]
+pub struct Rope {
+    /// Heads per token.
+    pub n_heads: usize,
+    /// Dimensions per head (even).
+    pub head_dim: usize,
+    /// Base of the frequencies (10 000 local, 1 000 000 global in Gemma 3).
+    pub freq_base: f32,
+    /// Linear position scaling (1 / factor; 1 / 8 on the global layers of 4B and up).
+    pub freq_scale: f32,
+}
+
+/// Rotates x (n tokens x n_heads x head_dim) in place, NEOX style, token t at
+/// positions[t]: theta = pos * freq_scale * freq_base^(-2i / head_dim).
+pub fn rope_neox<X: DevicePtrMut<f32>, P: DevicePtr<i32>>(
+    dev: &CudaDevice,
+    x: &mut X,
+    positions: &P,
+    n: usize,
+    rope: Rope,
+) -> Result<(), CudaError> {
+    let Rope { n_heads, head_dim, freq_base, freq_scale } = rope;
+    if head_dim % 2 != 0 || head_dim > 2048 {
+        return Err(CudaError::Unsupported { what: "head_dim", value: head_dim, rule: "even, at most 2048" });
+    }
+    check_len("rope input", n * n_heads * head_dim, x.len())?;
+    check_len("rope positions", n, positions.len())?;
+    let args = [
+        Arg::P(ptr_mut(dev, x)),
+        Arg::I(int("n_heads", n_heads)?),
+        Arg::I(int("head_dim", head_dim)?),
+        Arg::P(ptr(dev, positions)),
+        Arg::F(freq_base),
+        Arg::F(freq_scale),
+    ];
+    let grid = (grid_dim("tokens", n)?, grid_dim("heads", n_heads)?, 1);
+    launch(dev, Kernel::Rope, "rope_neox", grid, grid_dim("threads", head_dim / 2)?, &args)
+}
+
+/// out = gelu_tanh(gate) * up, n elements.
+pub fn geglu<G: DevicePtr<f32>, U: DevicePtr<f32>, O: DevicePtrMut<f32>>(
+    dev: &CudaDevice,
+    gate: &G,
+    up: &U,
+    out: &mut O,
+    n: usize,
+) -> Result<(), CudaError> {
+    check_len("geglu gate", n, gate.len())?;
+    check_len("geglu up", n, up.len())?;
+    check_len("geglu output", n, out.len())?;
+    let args = [Arg::P(ptr(dev, gate)), Arg::P(ptr(dev, up)), Arg::P(ptr_mut(dev, out)), Arg::L(n as i64)];
+    launch(dev, Kernel::Elementwise, "geglu", elementwise_grid(dev, n)?, 256, &args)
+}
+
+/// a += b, n elements.
+pub fn add<A: DevicePtrMut<f32>, B: DevicePtr<f32>>(dev: &CudaDevice, a: &mut A, b: &B, n: usize) -> Result<(), CudaError> {
+    check_len("add a", n, a.len())?;
+    check_len("add b", n, b.len())?;
+    let args = [Arg::P(ptr_mut(dev, a)), Arg::P(ptr(dev, b)), Arg::L(n as i64)];
+    launch(dev, Kernel::Elementwise, "add_f32", elementwise_grid(dev, n)?, 256, &args)
+}
+
+/// a *= s, n elements.
+pub fn scale<A: DevicePtrMut<f32>>(dev: &CudaDevice, a: &mut A, s: f32, n: usize) -> Result<(), CudaError> {
+    check_len("scale input", n, a.len())?;
+    let args = [Arg::P(ptr_mut(dev, a)), Arg::F(s), Arg::L(n as i64)];
+    launch(dev, Kernel::Elementwise, "scale_f32", elementwise_grid(dev, n)?, 256, &args)
+}
+
+/// dst = src rounded to f16 (raw bits), n elements.
+pub fn f32_to_f16<S: DevicePtr<f32>, D: DevicePtrMut<u16>>(
+    dev: &CudaDevice,
+    src: &S,
+    dst: &mut D,
+    n: usize,
+) -> Result<(), CudaError> {
+    check_len("f32_to_f16 input", n, src.len())?;
+    check_len("f32_to_f16 output", n, dst.len())?;
+    let args = [Arg::P(ptr(dev, src)), Arg::P(ptr_mut(dev, dst)), Arg::L(n as i64)];
+    launch(dev, Kernel::Elementwise, "f32_to_f16", elementwise_grid(dev, n)?, 256, &args)
+}
+
+/// out[t] = dequantize(W row ids[t]) * scale for n ids: the token embedding (scale =
+/// sqrt(hidden)), or with scale 1 the plain dequantization of rows.
+pub fn get_rows<I: DevicePtr<i32>, O: DevicePtrMut<f32>>(
+    dev: &CudaDevice,
+    w: &DeviceMatrix,
+    ids: &I,
+    n: usize,
+    scale: f32,
+    out: &mut O,
+) -> Result<(), CudaError> {
+    check_len("get_rows ids", n, ids.len())?;
+    check_len("get_rows output", n * w.cols(), out.len())?;
+    let args = [
+        Arg::P(ptr(dev, w.data())),
+        Arg::I(int("type id", w.ty().id() as usize)?),
+        Arg::L(w.row_bytes() as i64),
+        Arg::P(ptr(dev, ids)),
+        Arg::I(int("dim", w.cols())?),
+        Arg::F(scale),
+        Arg::P(ptr_mut(dev, out)),
+    ];
+    launch(dev, Kernel::Elementwise, "get_rows", (grid_dim("ids", n)?, 1, 1), 256, &args)
+}
+
+/// Stores n rows of `width` floats (K or V of n tokens, width = n_kv_heads x head_dim) into
+/// an f16 cache of `n_slots` rows: token t to slot positions[t] % n_slots (a ring for
+/// sliding-window layers). Only the last n_slots tokens are written.
+pub fn kv_store<S: DevicePtr<f32>, P: DevicePtr<i32>, C: DevicePtrMut<u16>>(
+    dev: &CudaDevice,
+    src: &S,
+    n: usize,
+    width: usize,
+    positions: &P,
+    n_slots: usize,
+    cache: &mut C,
+) -> Result<(), CudaError> {
+    check_len("kv_store input", n * width, src.len())?;
+    check_len("kv_store positions", n, positions.len())?;
+    check_len("kv_store cache", n_slots * width, cache.len())?;
+    let args = [
+        Arg::P(ptr(dev, src)),
+        Arg::I(int("n", n)?),
+        Arg::I(int("width", width)?),
+        Arg::P(ptr(dev, positions)),
+        Arg::I(int("n_slots", n_slots)?),
+        Arg::P(ptr_mut(dev, cache)),
+    ];
+    launch(dev, Kernel::Elementwise, "kv_store", (grid_dim("tokens", n)?, 1, 1), 256, &args)
+}

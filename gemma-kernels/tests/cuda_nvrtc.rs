@@ -1,0 +1,60 @@
+//! Every CUDA kernel file compiles with NVRTC, for Ampere (compute_80) and Hopper
+//! (compute_90), and defines exactly the entry points the launch layer calls. Needs only
+//! libnvrtc (no GPU): `scripts/setup-nvrtc.sh` installs it and prints the folder to put on
+//! LD_LIBRARY_PATH. Fails, with that advice, when NVRTC cannot be loaded.
+//!
+//! With GEMMA_PTX_DUMP=<dir> the PTX is also written there (`<module>.<arch>.ptx`), for
+//! `scripts/ptxas-report.sh` (registers and spills per kernel).
+
+use gemma_kernels::cuda::modules::{compile_ptx, nvrtc_available, nvrtc_version};
+use gemma_kernels::cuda::{ComputeArch, Kernel};
+use std::collections::BTreeSet;
+
+fn require_nvrtc() {
+    assert!(
+        nvrtc_available(),
+        "libnvrtc could not be loaded: run `export LD_LIBRARY_PATH=\"$(scripts/setup-nvrtc.sh):$LD_LIBRARY_PATH\"` \
+         (installs PyPI nvidia-cuda-nvrtc-cu12) and rerun"
+    );
+}
+
+/// Names of the `.entry` functions of a PTX module.
+fn entries(ptx: &str) -> BTreeSet<String> {
+    ptx.lines()
+        .filter_map(|l| l.trim_start().strip_prefix(".visible .entry "))
+        .map(|rest| rest.split(['(', ' ']).next().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn compile_all(arch: ComputeArch) {
+    require_nvrtc();
+    let dump = std::env::var_os("GEMMA_PTX_DUMP").map(std::path::PathBuf::from);
+    for kernel in Kernel::ALL {
+        let ptx = compile_ptx(kernel, arch).unwrap_or_else(|e| panic!("{e}"));
+        assert!(ptx.contains(&format!(".target sm_{}{}", arch.major, arch.minor)), "{}: wrong target", kernel.name());
+        let found = entries(&ptx);
+        let listed: BTreeSet<String> = kernel.functions().iter().map(|s| s.to_string()).collect();
+        assert_eq!(found, listed, "{}.cu entry points differ from Kernel::functions()", kernel.name());
+        if let Some(dir) = &dump {
+            std::fs::create_dir_all(dir).expect("create GEMMA_PTX_DUMP folder");
+            std::fs::write(dir.join(format!("{}.{}.ptx", kernel.name(), arch.name())), &ptx).expect("write PTX");
+        }
+    }
+}
+
+#[test]
+fn every_kernel_compiles_for_hopper() {
+    compile_all(ComputeArch { major: 9, minor: 0 });
+}
+
+#[test]
+fn every_kernel_compiles_for_ampere() {
+    compile_all(ComputeArch { major: 8, minor: 0 });
+}
+
+#[test]
+fn nvrtc_reports_a_cuda_12_or_newer_version() {
+    require_nvrtc();
+    let (major, _) = nvrtc_version().expect("nvrtcVersion");
+    assert!(major >= 12, "NVRTC {major}.x is older than the kernels need");
+}

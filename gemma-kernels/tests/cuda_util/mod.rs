@@ -1,0 +1,200 @@
+//! Shared helpers of the CUDA tests: the device (or the one allowed skip), a seeded random
+//! generator, random GGUF blocks, and an independent CPU twin of the q8_1 activation format.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use gemma_gguf::GgmlType;
+use gemma_kernels::cuda::{CudaDevice, CudaError};
+use half::f16;
+
+/// The GPU, or `None` (after printing why) when this machine has no CUDA driver or device:
+/// the only case where GPU tests do not run. Any other failure (NVRTC missing on a GPU
+/// machine, an old GPU) fails the test.
+pub fn device() -> Option<CudaDevice> {
+    match CudaDevice::new(0) {
+        Ok(dev) => Some(dev),
+        Err(CudaError::Unavailable { reason }) => {
+            eprintln!("no CUDA device: GPU tests not run ({reason})");
+            None
+        }
+        Err(e) => panic!("CUDA device present but unusable: {e}"),
+    }
+}
+
+/// SplitMix64: small, seeded, good enough for test data.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    pub fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
+    /// Roughly normal (sum of uniforms), with occasional outliers x 20 like real activations.
+    pub fn activation(&mut self) -> f32 {
+        let v = (self.uniform() + self.uniform() + self.uniform()) * 0.6;
+        if self.next_u64() % 97 == 0 {
+            v * 20.0
+        } else {
+            v
+        }
+    }
+
+    pub fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.activation()).collect()
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// Byte offsets of the f16 scale fields in one block of `ty` (random bytes there would
+/// often be inf / NaN / huge).
+fn scale_offsets(ty: GgmlType) -> &'static [usize] {
+    match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        GgmlType::Q6_K => &[208],
+        _ => &[],
+    }
+}
+
+/// A random rows x cols matrix of `ty` in raw GGUF bytes: random quants and sane scales.
+pub fn random_matrix(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+    let n_blocks = rows * cols / ty.block_elems();
+    let bb = ty.block_bytes();
+    let mut data = vec![0u8; n_blocks * bb];
+    match ty {
+        GgmlType::F32 => {
+            for c in data.chunks_exact_mut(4) {
+                c.copy_from_slice(&(rng.uniform() * 0.1).to_le_bytes());
+            }
+        }
+        GgmlType::F16 => {
+            for c in data.chunks_exact_mut(2) {
+                c.copy_from_slice(&f16::from_f32(rng.uniform() * 0.1).to_bits().to_le_bytes());
+            }
+        }
+        GgmlType::BF16 => {
+            for c in data.chunks_exact_mut(2) {
+                c.copy_from_slice(&half::bf16::from_f32(rng.uniform() * 0.1).to_bits().to_le_bytes());
+            }
+        }
+        _ => {
+            for b in data.iter_mut() {
+                *b = rng.next_u64() as u8;
+            }
+            for block in data.chunks_exact_mut(bb) {
+                for &off in scale_offsets(ty) {
+                    let d = f16::from_f32(rng.uniform() * 0.01);
+                    block[off..off + 2].copy_from_slice(&d.to_bits().to_le_bytes());
+                }
+            }
+        }
+    }
+    data
+}
+
+/// CPU dequantization (the crate's reference) of a whole matrix.
+pub fn dequantize(ty: GgmlType, data: &[u8], elems: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; elems];
+    gemma_kernels::quant::dequantize(ty, data, &mut out).expect("CPU dequantize");
+    out
+}
+
+/// The q8_1 activation format, computed independently on the CPU: per row, k_pad values
+/// (zeros past k); per 32 values d = amax / 127, q = round(x / d), s = d * sum(q).
+pub struct Q8Twin {
+    pub qs: Vec<i8>,
+    pub ds: Vec<f32>, // {d, s} pairs
+}
+
+pub fn q8_1_twin(x: &[f32], rows: usize, k: usize) -> Q8Twin {
+    let k_pad = k.div_ceil(256) * 256;
+    let mut qs = vec![0i8; rows * k_pad];
+    let mut ds = vec![0f32; rows * k_pad / 32 * 2];
+    for r in 0..rows {
+        for b in 0..k_pad / 32 {
+            let vals: Vec<f32> = (0..32)
+                .map(|i| {
+                    let e = b * 32 + i;
+                    if e < k {
+                        x[r * k + e]
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let amax = vals.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let mut sum = 0i32;
+            for (i, v) in vals.iter().enumerate() {
+                let q = if amax == 0.0 { 0 } else { (v / d).round() as i32 };
+                qs[r * k_pad + b * 32 + i] = q as i8;
+                sum += q;
+            }
+            let o = (r * k_pad / 32 + b) * 2;
+            ds[o] = d;
+            ds[o + 1] = d * sum as f32;
+        }
+    }
+    Q8Twin { qs, ds }
+}
+
+/// The activations the integer kernels actually multiply: d * q, row-major n x k.
+pub fn q8_1_values(t: &Q8Twin, rows: usize, k: usize) -> Vec<f32> {
+    let k_pad = k.div_ceil(256) * 256;
+    let mut out = vec![0f32; rows * k];
+    for r in 0..rows {
+        for e in 0..k {
+            let d = t.ds[(r * k_pad / 32 + e / 32) * 2];
+            out[r * k + e] = d * f32::from(t.qs[r * k_pad + e]);
+        }
+    }
+    out
+}
+
+/// y[t][r] = sum_k w[r][k] x[t][k] in f64, with the sum of |terms| for error bounds.
+pub fn matmul_ref(w: &[f32], x: &[f32], rows: usize, cols: usize, n: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut y = vec![0f64; n * rows];
+    let mut mag = vec![0f64; n * rows];
+    for t in 0..n {
+        for r in 0..rows {
+            let (mut s, mut m) = (0f64, 0f64);
+            for k in 0..cols {
+                let p = f64::from(w[r * cols + k]) * f64::from(x[t * cols + k]);
+                s += p;
+                m += p.abs();
+            }
+            y[t * rows + r] = s;
+            mag[t * rows + r] = m;
+        }
+    }
+    (y, mag)
+}
+
+/// Asserts |got - want| <= rel * mag + abs element-wise, naming the first failure.
+pub fn assert_close(what: &str, got: &[f32], want: &[f64], mag: &[f64], rel: f64, abs: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst = 0f64;
+    for i in 0..got.len() {
+        let err = (f64::from(got[i]) - want[i]).abs();
+        let tol = rel * mag[i] + abs;
+        assert!(err <= tol, "{what}: element {i}: got {} want {} (err {err:e}, tol {tol:e})", got[i], want[i]);
+        worst = worst.max(err / tol);
+    }
+    eprintln!("{what}: ok, worst error {worst:.3} of tolerance");
+}

@@ -1,0 +1,99 @@
+//! Shared helpers of the parity tests: fixture paths, raw f32 files and logit metrics.
+
+#![allow(dead_code)] // each test crate uses a different subset
+
+use std::path::{Path, PathBuf};
+
+/// `../shared/fixtures` of the repository (fails the test clearly when missing).
+pub fn fixtures() -> PathBuf {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"));
+    assert!(dir.is_dir(), "fixtures folder missing: {} (see DESIGN.md §5)", dir.display());
+    dir.to_path_buf()
+}
+
+/// The real Gemma 3 270M Q4_K_M model: `$GEMMA_TEST_MODEL` or the cache of
+/// `scripts/fetch-model.sh`; fails the test clearly when absent.
+pub fn real_model() -> PathBuf {
+    let path = match std::env::var_os("GEMMA_TEST_MODEL") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let home = std::env::var_os("HOME").expect("HOME is not set");
+            Path::new(&home).join(".cache/gemma-rs/gemma-3-270m-q4_k_m.gguf")
+        }
+    };
+    assert!(path.is_file(), "test model missing: {} (run scripts/fetch-model.sh)", path.display());
+    path
+}
+
+/// A raw little-endian f32 file.
+pub fn read_f32(path: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    assert_eq!(bytes.len() % 4, 0, "{} is not a whole number of f32", path.display());
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+}
+
+/// A JSON file.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON in {}: {e}", path.display()))
+}
+
+/// A JSON array of integers as token ids.
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .expect("array of ids")
+        .iter()
+        .map(|x| x.as_u64().expect("integer id") as u32)
+        .collect()
+}
+
+/// Index of the largest value (the smaller index on ties).
+pub fn argmax(x: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Agreement of two `[rows, n]` logit arrays.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Diff {
+    /// Largest |a - b|.
+    pub max_abs: f32,
+    /// Mean |a - b| over every value.
+    pub mean_abs: f32,
+    /// Smallest per-row cosine similarity.
+    pub min_cos: f32,
+}
+
+impl Diff {
+    /// Compares row by row (`n` values per row).
+    pub fn of(a: &[f32], b: &[f32], n: usize) -> Diff {
+        assert_eq!(a.len(), b.len(), "logit arrays of different sizes");
+        let mut max_abs = 0.0f32;
+        let mut sum_abs = 0.0f64;
+        let mut min_cos = 1.0f32;
+        for (ra, rb) in a.chunks_exact(n).zip(b.chunks_exact(n)) {
+            let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
+            for (&x, &y) in ra.iter().zip(rb) {
+                let d = (x - y).abs();
+                max_abs = max_abs.max(d);
+                sum_abs += d as f64;
+                dot += x as f64 * y as f64;
+                na += x as f64 * x as f64;
+                nb += y as f64 * y as f64;
+            }
+            min_cos = min_cos.min((dot / (na.sqrt() * nb.sqrt())) as f32);
+        }
+        Diff { max_abs, mean_abs: (sum_abs / a.len() as f64) as f32, min_cos }
+    }
+}
+
+impl std::fmt::Display for Diff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "max {:.4} mean {:.4} cos {:.5}", self.max_abs, self.mean_abs, self.min_cos)
+    }
+}
