@@ -23,6 +23,10 @@ const THREADS: usize = 2;
 const POOL_ROWS: usize = 64;
 /// Tokens of the prefill benchmark.
 const PREFILL_TOKENS: usize = 512;
+/// Bytes of weights a matvec benchmark cycles through: 8x the L3 cache of this kind of
+/// machine (32 MiB), so each product streams its matrix from DRAM as a model's decode
+/// does, instead of finding it in cache from the previous iteration.
+const STREAM_BYTES: usize = 256 << 20;
 
 /// `(rows, cols)` of the 12B tensors: ffn_up/gate, ffn_down, attn_q.
 const SHAPES: [(usize, usize); 3] = [(15360, 3840), (3840, 15360), (4096, 3840)];
@@ -75,14 +79,16 @@ fn has_simd(ty: GgmlType) -> bool {
     quant::visit(ty, Probe).unwrap_or(false)
 }
 
-/// A `rows x cols` matrix of type `ty`: `POOL_ROWS` quantized random rows, repeated.
-fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+/// `copies` matrices of `rows x cols` values of type `ty`, one after the other: the
+/// same `POOL_ROWS` quantized random rows, repeated.
+fn weights(ty: GgmlType, rows: usize, cols: usize, copies: usize) -> Vec<u8> {
     let row_bytes = ty.row_bytes(cols as u64).expect("whole blocks") as usize;
     let mut pool = vec![0u8; POOL_ROWS * row_bytes];
     quant::quantize(ty, &random_values(POOL_ROWS * cols, 7), &mut pool).expect("quantize");
-    let mut data = Vec::with_capacity(rows * row_bytes);
-    while data.len() < rows * row_bytes {
-        let take = (rows * row_bytes - data.len()).min(pool.len());
+    let total = copies * rows * row_bytes;
+    let mut data = Vec::with_capacity(total);
+    while data.len() < total {
+        let take = (total - data.len()).min(pool.len());
         data.extend_from_slice(&pool[..take]);
     }
     data
@@ -101,19 +107,24 @@ struct Case {
     ty: GgmlType,
     rows: usize,
     cols: usize,
+    /// `copies` matrices back to back; each run uses the next one.
     data: Vec<u8>,
+    copies: usize,
+    next: usize,
     x: Vec<f32>,
     y: Vec<f32>,
     scratch: MatmulScratch,
 }
 
 impl Case {
-    fn new(ty: GgmlType, (rows, cols): (usize, usize), tokens: usize) -> Case {
+    fn new(ty: GgmlType, (rows, cols): (usize, usize), tokens: usize, copies: usize) -> Case {
         Case {
             ty,
             rows,
             cols,
-            data: weights(ty, rows, cols),
+            data: weights(ty, rows, cols, copies),
+            copies,
+            next: 0,
             x: random_values(tokens * cols, 11),
             y: vec![0.0f32; tokens * rows],
             scratch: MatmulScratch::default(),
@@ -121,7 +132,10 @@ impl Case {
     }
 
     fn run(&mut self, tokens: usize) {
-        let w = WeightMatrix::new(self.ty, &self.data, self.rows, self.cols).expect("weights");
+        let bytes = self.data.len() / self.copies;
+        let data = &self.data[self.next * bytes..(self.next + 1) * bytes];
+        self.next = (self.next + 1) % self.copies;
+        let w = WeightMatrix::new(self.ty, data, self.rows, self.cols).expect("weights");
         matmul(&w, &self.x, tokens, &mut self.y, &mut self.scratch).expect("matmul");
     }
 }
@@ -136,7 +150,8 @@ fn bench_matvec(c: &mut Criterion, ty: GgmlType, shape: (usize, usize), pool: &r
         .measurement_time(Duration::from_secs(3))
         .throughput(Throughput::Bytes(bytes));
     group.bench_function(format!("{}/{}x{}", ty.name(), shape.0, shape.1), |b| {
-        let case = case.get_or_insert_with(|| Case::new(ty, shape, 1));
+        let copies = STREAM_BYTES.div_ceil(bytes as usize);
+        let case = case.get_or_insert_with(|| Case::new(ty, shape, 1, copies));
         b.iter(|| pool.install(|| case.run(1)))
     });
     group.finish();
@@ -152,7 +167,7 @@ fn bench_prefill(c: &mut Criterion, ty: GgmlType, shape: (usize, usize), pool: &
         .measurement_time(Duration::from_secs(3))
         .throughput(Throughput::Elements(flops as u64));
     group.bench_function(format!("{}/{}x{}", ty.name(), shape.0, shape.1), |b| {
-        let case = case.get_or_insert_with(|| Case::new(ty, shape, PREFILL_TOKENS));
+        let case = case.get_or_insert_with(|| Case::new(ty, shape, PREFILL_TOKENS, 1));
         b.iter(|| pool.install(|| case.run(PREFILL_TOKENS)))
     });
     group.finish();

@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 use synth_mmproj::{random_values, Mmproj, Spec};
 
 fn env_usize(key: &str, default: usize) -> usize {
-    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Multiply-adds x 2 of one encode: the GEMMs of every layer, attention included.
@@ -28,7 +31,9 @@ fn flops(spec: &Spec) -> f64 {
     let patch = f64::from(3 * spec.patch_size * spec.patch_size);
     let tokens = n / 16.0;
     let per_layer = 2.0 * n * d * (4.0 * d + 2.0 * f) + 2.0 * 2.0 * n * n * d;
-    2.0 * n * patch * d + f64::from(spec.layers) * per_layer + 2.0 * tokens * d * f64::from(spec.text_hidden)
+    2.0 * n * patch * d
+        + f64::from(spec.layers) * per_layer
+        + 2.0 * tokens * d * f64::from(spec.text_hidden)
 }
 
 fn main() {
@@ -39,7 +44,9 @@ fn main() {
     let t = Instant::now();
     let bytes = Mmproj::random(&spec, GgmlType::F16, 20250301).to_bytes();
     let file_mb = bytes.len() as f64 / 1e6;
-    let model = VisionModel::from_gguf(GgufFile::from_bytes(bytes).expect("synthetic mmproj parses")).expect("loads");
+    let model =
+        VisionModel::from_gguf(GgufFile::from_bytes(bytes).expect("synthetic mmproj parses"))
+            .expect("loads");
     println!(
         "vision bench: random mmproj {file_mb:.0} MB (F16 matrices), {} layers, built in {:.1?}; isa {:?}, {} threads",
         spec.layers,
@@ -53,7 +60,8 @@ fn main() {
         .into_iter()
         .map(|v| (v.clamp(0.0, 1.0) * 255.0) as u8)
         .collect();
-    let image = DynamicImage::ImageRgb8(RgbImage::from_raw(side, side, noise).expect("buffer size"));
+    let image =
+        DynamicImage::ImageRgb8(RgbImage::from_raw(side, side, noise).expect("buffer size"));
     let t = Instant::now();
     let pixels = model.preprocess(&image, Fit::Squash).expect("preprocess");
     println!("preprocess {side}x{side}: {:.1?}", t.elapsed());

@@ -26,7 +26,10 @@ const DUMP_CHUNK_ELEMS: u64 = 1 << 20;
 
 /// Command line of gguf-info.
 #[derive(Parser, Debug)]
-#[command(name = "gguf-info", about = "Show the metadata and tensors of a GGUF file")]
+#[command(
+    name = "gguf-info",
+    about = "Show the metadata and tensors of a GGUF file"
+)]
 pub struct Args {
     /// The GGUF file.
     pub file: PathBuf,
@@ -61,10 +64,14 @@ pub fn run(args: &Args) -> Result<String, String> {
     let file = GgufFile::open(&args.file).map_err(|e| format!("gguf-info: {shown}: {e}"))?;
     if let (Some(name), Some(out)) = (&args.dump_tensor, &args.out) {
         let n = dump_tensor(&file, name, out).map_err(|e| format!("gguf-info: {shown}: {e}"))?;
-        return Ok(format!("wrote {n} f32 values of `{name}` to {}\n", out.display()));
+        return Ok(format!(
+            "wrote {n} f32 values of `{name}` to {}\n",
+            out.display()
+        ));
     }
     if args.json {
-        let mut text = serde_json::to_string_pretty(&to_json(&file, &args.file)).map_err(|e| e.to_string())?;
+        let mut text =
+            serde_json::to_string_pretty(&to_json(&file, &args.file)).map_err(|e| e.to_string())?;
         text.push('\n');
         return Ok(text);
     }
@@ -96,7 +103,12 @@ pub fn to_json(file: &GgufFile, path: &Path) -> Json {
         .collect();
     let totals: serde_json::Map<String, Json> = type_totals(file)
         .into_iter()
-        .map(|(ty, (count, bytes))| (ty.name().to_owned(), json!({"count": count, "bytes": bytes})))
+        .map(|(ty, (count, bytes))| {
+            (
+                ty.name().to_owned(),
+                json!({"count": count, "bytes": bytes}),
+            )
+        })
         .collect();
     json!({
         "file": path.display().to_string(),
@@ -128,7 +140,9 @@ fn value_json(value: &Value) -> Json {
         Value::F64(v) => json!(v),
         Value::Bool(v) => json!(v),
         Value::String(s) => json!(s),
-        Value::Array(a) if a.len() <= ARRAY_SHOWN => Json::Array(a.iter().map(|v| value_json(&v)).collect()),
+        Value::Array(a) if a.len() <= ARRAY_SHOWN => {
+            Json::Array(a.iter().map(|v| value_json(&v)).collect())
+        }
         Value::Array(a) => json!({
             "type": "array",
             "elem": a.elem_type().name(),
@@ -168,7 +182,12 @@ pub fn to_text(file: &GgufFile, path: &Path) -> String {
     let mut out = String::new();
     let size = file.bytes().len() as u64;
     let md = file.metadata();
-    let _ = writeln!(out, "file: {} ({size} bytes, {})", path.display(), human_bytes(size));
+    let _ = writeln!(
+        out,
+        "file: {} ({size} bytes, {})",
+        path.display(),
+        human_bytes(size)
+    );
     let _ = writeln!(
         out,
         "GGUF v{}, {} metadata keys, {} tensors, alignment {}, data section at offset {}",
@@ -181,12 +200,27 @@ pub fn to_text(file: &GgufFile, path: &Path) -> String {
     let _ = writeln!(out, "\nmetadata:");
     let key_width = md.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (key, value) in md.iter() {
-        let _ = writeln!(out, "  {key:key_width$}  {:<13}  {}", value.type_name(), value_text(value));
+        let _ = writeln!(
+            out,
+            "  {key:key_width$}  {:<13}  {}",
+            value.type_name(),
+            value_text(value)
+        );
     }
     if !file.tensors().is_empty() {
-        let name_width = file.tensors().iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
+        let name_width = file
+            .tensors()
+            .iter()
+            .map(|t| t.name.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
         let _ = writeln!(out, "\ntensors:");
-        let _ = writeln!(out, "  {:name_width$}  {:<7}  {:<22}  {:>12}  {:>12}", "name", "type", "shape", "bytes", "offset");
+        let _ = writeln!(
+            out,
+            "  {:name_width$}  {:<7}  {:<22}  {:>12}  {:>12}",
+            "name", "type", "shape", "bytes", "offset"
+        );
         for t in file.tensors() {
             let shape = format!("{:?}", t.dims);
             let _ = writeln!(
@@ -203,9 +237,19 @@ pub fn to_text(file: &GgufFile, path: &Path) -> String {
     let mut total = 0;
     for (ty, (count, bytes)) in type_totals(file) {
         total += bytes;
-        let _ = writeln!(out, "  {:<7}  {count:>5} tensors  {bytes:>12} bytes  ({})", ty.name(), human_bytes(bytes));
+        let _ = writeln!(
+            out,
+            "  {:<7}  {count:>5} tensors  {bytes:>12} bytes  ({})",
+            ty.name(),
+            human_bytes(bytes)
+        );
     }
-    let _ = writeln!(out, "  total    {:>5} tensors  {total:>12} bytes  ({})", file.tensors().len(), human_bytes(total));
+    let _ = writeln!(
+        out,
+        "  total    {:>5} tensors  {total:>12} bytes  ({})",
+        file.tensors().len(),
+        human_bytes(total)
+    );
     let _ = writeln!(out, "file size: {size} bytes ({})", human_bytes(size));
     out
 }
@@ -224,26 +268,35 @@ fn human_bytes(n: u64) -> String {
 /// Writes tensor `name` dequantized to little-endian f32 at `out`, a bounded number of
 /// rows at a time; returns the number of values written.
 pub fn dump_tensor(file: &GgufFile, name: &str, out: &Path) -> Result<u64, String> {
-    let t = file.tensor(name).ok_or_else(|| format!("no tensor named `{name}`"))?;
+    let t = file
+        .tensor(name)
+        .ok_or_else(|| format!("no tensor named `{name}`"))?;
     let bytes = file.tensor_data(t);
     let row_len = t.row_len();
     // The reader checked that rows are whole blocks and that the sizes fit in the file.
-    let row_bytes = t.ty.row_bytes(row_len).ok_or_else(|| format!("tensor `{name}`: rows are not whole blocks"))?;
+    let row_bytes =
+        t.ty.row_bytes(row_len)
+            .ok_or_else(|| format!("tensor `{name}`: rows are not whole blocks"))?;
     let rows_per_chunk = (DUMP_CHUNK_ELEMS / row_len.max(1)).max(1);
     let chunk_bytes = (rows_per_chunk * row_bytes) as usize;
-    let file_out = std::fs::File::create(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let file_out =
+        std::fs::File::create(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let mut writer = std::io::BufWriter::new(file_out);
     let mut values = Vec::new();
     let mut written = 0u64;
     for chunk in bytes.chunks(chunk_bytes.max(1)) {
-        let rows = if row_bytes == 0 { 0 } else { chunk.len() as u64 / row_bytes };
+        let rows = (chunk.len() as u64).checked_div(row_bytes).unwrap_or(0);
         values.resize((rows * row_len) as usize, 0.0f32);
         gemma::kernels::quant::dequantize(t.ty, chunk, &mut values)
             .map_err(|e| format!("cannot dequantize tensor `{name}` ({}): {e}", t.ty))?;
         let le: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        writer.write_all(&le).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+        writer
+            .write_all(&le)
+            .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
         written += values.len() as u64;
     }
-    writer.flush().map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    writer
+        .flush()
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     Ok(written)
 }

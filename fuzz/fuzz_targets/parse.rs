@@ -14,7 +14,13 @@ fuzz_target!(|data: &[u8]| {
     };
     let md = file.metadata();
     for (key, value) in md.iter() {
-        let _ = (md.u32(key), md.i64(key), md.f32(key), md.bool(key), md.string(key));
+        let _ = (
+            md.u32(key),
+            md.i64(key),
+            md.f32(key),
+            md.bool(key),
+            md.string(key),
+        );
         let _ = (md.f32_array(key), md.i32_array(key), md.bool_array(key));
         if let Value::Array(array) = value {
             visit(array);
@@ -28,16 +34,20 @@ fuzz_target!(|data: &[u8]| {
     let mut w = GgufWriter::new(std::io::Cursor::new(Vec::new()));
     for (key, value) in md.iter() {
         if key != "general.alignment" {
-            w.add_metadata(key, value.clone()).expect("metadata of a valid file is writable");
+            w.add_metadata(key, value.clone())
+                .expect("metadata of a valid file is writable");
         }
     }
-    w.set_alignment(file.alignment()).expect("alignment of a valid file");
+    w.set_alignment(file.alignment())
+        .expect("alignment of a valid file");
     for t in file.tensors() {
-        w.add_tensor(t.name.clone(), t.ty, &t.dims).expect("tensor of a valid file is writable");
+        w.add_tensor(t.name.clone(), t.ty, &t.dims)
+            .expect("tensor of a valid file is writable");
     }
     w.write_header().expect("header");
     for t in file.tensors() {
-        w.write_tensor_data(&t.name, file.tensor_data(t)).expect("tensor data");
+        w.write_tensor_data(&t.name, file.tensor_data(t))
+            .expect("tensor data");
     }
     let bytes = w.finish().expect("finish").into_inner();
     let again = GgufFile::from_bytes(bytes).expect("a rewritten valid file parses");

@@ -7,6 +7,7 @@
 //! the number of rows or values to use.
 
 pub mod cpu;
+pub mod cuda;
 
 use crate::attention::SlotMap;
 use crate::config::Rope;

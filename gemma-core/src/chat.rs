@@ -117,6 +117,21 @@ impl<'m> Chat<'m> {
         self.conversation_text.clear();
     }
 
+    /// Adds a message to the history without generating (to replay a conversation; a
+    /// system message sets the system prompt). The cache catches up at the next turn.
+    pub fn push(&mut self, message: Message) {
+        match message.role {
+            Role::System => self.system = Some(message.content),
+            _ => self.messages.push(message),
+        }
+    }
+
+    /// The conversation so far as tokens (the last prompt and the last answer's tokens;
+    /// empty before the first turn).
+    pub fn tokens(&self) -> &[u32] {
+        &self.conversation
+    }
+
     /// The user and assistant messages so far.
     pub fn messages(&self) -> &[Message] {
         &self.messages

@@ -217,8 +217,7 @@ fn rope_freq_scale(meta: &Metadata) -> Result<f32, CoreError> {
     };
     let factor = optional_f32(meta, key::ROPE_SCALING_FACTOR)?;
     match (kind, factor) {
-        (Some("none"), _) | (_, None) => Ok(1.0),
-        (Some("linear") | None, Some(f)) if f == 0.0 => Ok(1.0),
+        (Some("none"), _) | (_, None) | (Some("linear") | None, Some(0.0)) => Ok(1.0),
         (Some("linear") | None, Some(f)) => {
             check(f.is_finite() && f > 0.0, key::ROPE_SCALING_FACTOR, f, "must be a positive number")?;
             Ok(1.0 / f)

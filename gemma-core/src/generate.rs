@@ -162,9 +162,10 @@ fn rate(tokens: usize, time: Duration) -> f64 {
     }
 }
 
-/// A running generation: an iterator of [`Piece`]s. The last generated token is not run
-/// through the model (nothing needs its logits): after the end, the session holds the
-/// prompt and all generated tokens but the last ([`Generation::tokens`] lists them all).
+/// A running generation: an iterator of [`Piece`]s. After an end-of-generation token the
+/// session holds the prompt and every generated token; after any other stop the last
+/// generated token has not been run (nothing needed its logits, see
+/// [`Generation::unfed_token`]).
 pub struct Generation<'a, 'm> {
     session: &'a mut Session<'m>,
     tokenizer: &'a Tokenizer,

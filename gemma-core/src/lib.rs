@@ -7,6 +7,7 @@ mod engine;
 mod error;
 mod forward;
 pub mod kv_cache;
+pub mod memory;
 mod model;
 mod session;
 mod state;

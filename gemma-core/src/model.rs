@@ -71,7 +71,12 @@ pub struct ModelOptions {
 
 impl Default for ModelOptions {
     fn default() -> ModelOptions {
-        ModelOptions { threads: 0, device: Device::Cpu, ring_margin: DEFAULT_RING_MARGIN, max_batch: DEFAULT_MAX_BATCH }
+        ModelOptions {
+            threads: 0,
+            device: Device::Cpu,
+            ring_margin: DEFAULT_RING_MARGIN,
+            max_batch: DEFAULT_MAX_BATCH,
+        }
     }
 }
 

@@ -160,8 +160,24 @@ impl Array {
     fn index(&self) -> &[usize] {
         self.index.get_or_init(|| {
             let data = self.raw_bytes();
-            let mut cur = Cursor::new(data, 0);
             let mut offsets = Vec::with_capacity(self.len);
+            if self.elem == ValueType::String {
+                // Only the length prefixes are read: the strings were validated when read
+                // (or encoded by us); `StringArray::get` checks each one it returns.
+                let mut pos = 0usize;
+                for _ in 0..self.len {
+                    let Some(prefix) = data.get(pos..pos.saturating_add(8)) else {
+                        break;
+                    };
+                    offsets.push(pos);
+                    let mut len = [0u8; 8];
+                    len.copy_from_slice(prefix);
+                    let len = usize::try_from(u64::from_le_bytes(len)).unwrap_or(usize::MAX);
+                    pos = pos.saturating_add(8).saturating_add(len);
+                }
+                return offsets;
+            }
+            let mut cur = Cursor::new(data, 0);
             for _ in 0..self.len {
                 offsets.push(cur.pos());
                 // The bytes were validated when read (or encoded by us); a failure here
@@ -226,7 +242,9 @@ impl<'a> StringArray<'a> {
     /// String `i`, or `None` past the end.
     pub fn get(&self, i: usize) -> Option<&'a str> {
         let start = *self.offsets.get(i)?;
-        Cursor::new(self.data, start).string(u64::MAX, &String::new).ok()
+        Cursor::new(self.data, start)
+            .string(u64::MAX, &String::new)
+            .ok()
     }
 
     /// All strings in order.

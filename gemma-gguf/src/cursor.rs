@@ -33,7 +33,11 @@ impl<'a> Cursor<'a> {
     }
 
     /// The next `n` bytes, advancing past them; `context` names the field for the error.
-    pub(crate) fn take(&mut self, n: u64, context: &dyn Fn() -> String) -> Result<&'a [u8], GgufError> {
+    pub(crate) fn take(
+        &mut self,
+        n: u64,
+        context: &dyn Fn() -> String,
+    ) -> Result<&'a [u8], GgufError> {
         let available = self.remaining();
         if n > available {
             return Err(GgufError::Truncated {
@@ -45,18 +49,24 @@ impl<'a> Cursor<'a> {
         }
         // n <= remaining <= len, so neither the cast nor the addition can overflow.
         let end = self.pos + n as usize;
-        let slice = self.bytes.get(self.pos..end).ok_or_else(|| GgufError::Truncated {
-            offset: self.offset(),
-            needed: n,
-            available,
-            context: context(),
-        })?;
+        let slice = self
+            .bytes
+            .get(self.pos..end)
+            .ok_or_else(|| GgufError::Truncated {
+                offset: self.offset(),
+                needed: n,
+                available,
+                context: context(),
+            })?;
         self.pos = end;
         Ok(slice)
     }
 
     /// The next `N` bytes as an array.
-    pub(crate) fn array<const N: usize>(&mut self, context: &dyn Fn() -> String) -> Result<[u8; N], GgufError> {
+    pub(crate) fn array<const N: usize>(
+        &mut self,
+        context: &dyn Fn() -> String,
+    ) -> Result<[u8; N], GgufError> {
         let slice = self.take(N as u64, context)?;
         let mut out = [0u8; N];
         out.copy_from_slice(slice);
@@ -74,7 +84,11 @@ impl<'a> Cursor<'a> {
     }
 
     /// A GGUF string (u64 length, then UTF-8 bytes) of at most `limit` bytes.
-    pub(crate) fn string(&mut self, limit: u64, context: &dyn Fn() -> String) -> Result<&'a str, GgufError> {
+    pub(crate) fn string(
+        &mut self,
+        limit: u64,
+        context: &dyn Fn() -> String,
+    ) -> Result<&'a str, GgufError> {
         let len_offset = self.offset();
         let len = self.u64(context)?;
         if len > limit {

@@ -72,6 +72,20 @@ pub enum GgufError {
         available: u64,
     },
 
+    /// More metadata keys or tensors than this reader accepts (see [`crate::MAX_METADATA_KEYS`]
+    /// and [`crate::MAX_TENSORS`]).
+    #[error("{what} count {count} at offset {offset} is more than the limit of {limit}")]
+    TooMany {
+        /// Where the count is stored.
+        offset: u64,
+        /// "metadata key" or "tensor".
+        what: &'static str,
+        /// The count read from the file.
+        count: u64,
+        /// The cap.
+        limit: u64,
+    },
+
     /// A string whose length is past a cap of this reader.
     #[error("{context} at offset {offset} is {len} bytes long, more than the limit of {limit}")]
     StringTooLong {
@@ -224,7 +238,9 @@ pub enum GgufError {
     },
 
     /// Two tensors whose bytes overlap.
-    #[error("tensor `{tensor}` (offset field at {offset}) overlaps tensor `{other}` at byte {start}")]
+    #[error(
+        "tensor `{tensor}` (offset field at {offset}) overlaps tensor `{other}` at byte {start}"
+    )]
     TensorOverlap {
         /// Where the tensor's offset field is stored.
         offset: u64,

@@ -22,6 +22,14 @@ pub const DEFAULT_ALIGNMENT: u64 = 32;
 /// would make padding arithmetic approach overflow.
 pub const MAX_ALIGNMENT: u64 = 1 << 30;
 
+/// Most metadata keys accepted. Real files have fewer than a hundred; each key costs about
+/// 150 bytes of memory, so the cap keeps a hostile header under ~10 MB.
+pub const MAX_METADATA_KEYS: u64 = 1 << 16;
+
+/// Most tensors accepted. The largest real files have a few thousand; each entry costs
+/// about 200 bytes of memory, so the cap bounds a hostile tensor table to ~200 MB.
+pub const MAX_TENSORS: u64 = 1 << 20;
+
 /// Fewest bytes one metadata pair occupies: key length (8), type (4), a 1-byte value.
 const MIN_KV_BYTES: u64 = 13;
 
@@ -128,10 +136,24 @@ impl GgufFile {
         let tensor_count = cur.u64(&|| "tensor count".into())?;
         let kv_count_offset = cur.offset();
         let kv_count = cur.u64(&|| "metadata key count".into())?;
-        let kv_count = check_count(&cur, kv_count_offset, kv_count, MIN_KV_BYTES, "metadata key")?;
+        let kv_count = check_count(
+            &cur,
+            kv_count_offset,
+            kv_count,
+            MIN_KV_BYTES,
+            "metadata key",
+            MAX_METADATA_KEYS,
+        )?;
         let metadata = Metadata::read(&mut cur, kv_count, &base)?;
         let alignment = read_alignment(&metadata)?;
-        let tensor_count = check_count(&cur, tensor_count_offset, tensor_count, MIN_TENSOR_INFO_BYTES, "tensor")?;
+        let tensor_count = check_count(
+            &cur,
+            tensor_count_offset,
+            tensor_count,
+            MIN_TENSOR_INFO_BYTES,
+            "tensor",
+            MAX_TENSORS,
+        )?;
 
         let mut raw = Vec::with_capacity(tensor_count);
         let mut by_name = HashMap::with_capacity(tensor_count);
@@ -145,12 +167,13 @@ impl GgufFile {
             }
             raw.push(entry);
         }
-        let data_offset = align_up(cur.offset(), alignment).ok_or_else(|| GgufError::Truncated {
-            offset: cur.offset(),
-            needed: alignment,
-            available: cur.remaining(),
-            context: "padding before the data section".into(),
-        })?;
+        let data_offset =
+            align_up(cur.offset(), alignment).ok_or_else(|| GgufError::Truncated {
+                offset: cur.offset(),
+                needed: alignment,
+                available: cur.remaining(),
+                context: "padding before the data section".into(),
+            })?;
         let tensors = place_tensors(raw, data_offset, alignment, len as u64)?;
         Ok(GgufFile {
             storage,
@@ -176,9 +199,25 @@ fn check_magic(bytes: &[u8]) -> Result<(), GgufError> {
     })
 }
 
-/// Checks that `count` items of at least `min_size` bytes fit in the rest of the file,
-/// so that no count can make us allocate more than the file justifies.
-fn check_count(cur: &Cursor<'_>, offset: u64, count: u64, min_size: u64, what: &str) -> Result<usize, GgufError> {
+/// Checks `count` against `limit`, and that that many items of at least `min_size` bytes
+/// fit in the rest of the file, so that no count can make us allocate more than the file
+/// justifies.
+fn check_count(
+    cur: &Cursor<'_>,
+    offset: u64,
+    count: u64,
+    min_size: u64,
+    what: &'static str,
+    limit: u64,
+) -> Result<usize, GgufError> {
+    if count > limit {
+        return Err(GgufError::TooMany {
+            offset,
+            what,
+            count,
+            limit,
+        });
+    }
     let min_bytes = u128::from(count) * u128::from(min_size);
     let available = cur.remaining();
     if min_bytes > u128::from(available) {
@@ -214,7 +253,9 @@ fn read_alignment(metadata: &Metadata) -> Result<u64, GgufError> {
 
 /// `offset` rounded up to a multiple of `alignment` (a power of two), `None` on overflow.
 pub(crate) fn align_up(offset: u64, alignment: u64) -> Option<u64> {
-    offset.checked_add(alignment - 1).map(|v| v & !(alignment - 1))
+    offset
+        .checked_add(alignment - 1)
+        .map(|v| v & !(alignment - 1))
 }
 
 /// Turns relative offsets into absolute ones and checks alignment, bounds and overlaps.
@@ -227,7 +268,9 @@ fn place_tensors(
     let mut placed = Vec::with_capacity(raw.len());
     let mut field_offsets = Vec::with_capacity(raw.len());
     for RawTensorInfo {
-        mut info, offset_field, ..
+        mut info,
+        offset_field,
+        ..
     } in raw
     {
         if !info.offset.is_multiple_of(alignment) {
@@ -261,7 +304,9 @@ fn place_tensors(
 
 /// Rejects any two non-empty tensors whose byte ranges intersect.
 fn check_overlaps(tensors: &[TensorInfo], field_offsets: &[u64]) -> Result<(), GgufError> {
-    let mut order: Vec<usize> = (0..tensors.len()).filter(|&i| tensors[i].n_bytes > 0).collect();
+    let mut order: Vec<usize> = (0..tensors.len())
+        .filter(|&i| tensors[i].n_bytes > 0)
+        .collect();
     order.sort_by_key(|&i| (tensors[i].offset, i));
     // The tensor reaching furthest among those starting earlier.
     let mut furthest: Option<usize> = None;

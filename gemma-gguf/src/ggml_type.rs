@@ -7,37 +7,69 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[allow(non_camel_case_types)]
 pub enum GgmlType {
+    /// IEEE float32.
     F32,
+    /// IEEE float16.
     F16,
+    /// 4-bit, blocks of 32 with an f16 scale.
     Q4_0,
+    /// 4-bit, blocks of 32 with f16 scale and minimum.
     Q4_1,
+    /// 5-bit, blocks of 32 with an f16 scale.
     Q5_0,
+    /// 5-bit, blocks of 32 with f16 scale and minimum.
     Q5_1,
+    /// 8-bit, blocks of 32 with an f16 scale.
     Q8_0,
+    /// 8-bit, blocks of 32 with f16 scale and sum (activations).
     Q8_1,
+    /// 2-bit K-quant, super-blocks of 256.
     Q2_K,
+    /// 3-bit K-quant, super-blocks of 256.
     Q3_K,
+    /// 4-bit K-quant, super-blocks of 256.
     Q4_K,
+    /// 5-bit K-quant, super-blocks of 256.
     Q5_K,
+    /// 6-bit K-quant, super-blocks of 256.
     Q6_K,
+    /// 8-bit, super-blocks of 256 with f32 scale and block sums (activations).
     Q8_K,
+    /// 2.06-bit importance quant.
     IQ2_XXS,
+    /// 2.31-bit importance quant.
     IQ2_XS,
+    /// 3.06-bit importance quant.
     IQ3_XXS,
+    /// 1.56-bit importance quant.
     IQ1_S,
+    /// 4-bit non-linear, blocks of 32.
     IQ4_NL,
+    /// 3.44-bit importance quant.
     IQ3_S,
+    /// 2.5-bit importance quant.
     IQ2_S,
+    /// 4.25-bit non-linear, super-blocks of 256.
     IQ4_XS,
+    /// int8.
     I8,
+    /// int16.
     I16,
+    /// int32.
     I32,
+    /// int64.
     I64,
+    /// IEEE float64.
     F64,
+    /// 1.75-bit importance quant.
     IQ1_M,
+    /// bfloat16.
     BF16,
+    /// ternary, 1.69 bits.
     TQ1_0,
+    /// ternary, 2.06 bits.
     TQ2_0,
+    /// 4-bit microscaling float, blocks of 32.
     MXFP4,
 }
 
@@ -153,7 +185,9 @@ mod tests {
             assert_eq!(GgmlType::from_id(row.1), Some(row.0));
             assert_eq!(GgmlType::from_name(row.2), Some(row.0));
             assert_eq!(row.0.id(), row.1);
-            assert!(TABLE[..i].iter().all(|other| other.0 != row.0 && other.1 != row.1));
+            assert!(TABLE[..i]
+                .iter()
+                .all(|other| other.0 != row.0 && other.1 != row.1));
         }
         assert_eq!(GgmlType::Q4_K.row_bytes(512), Some(288));
         assert_eq!(GgmlType::Q4_K.row_bytes(100), None);

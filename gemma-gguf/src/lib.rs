@@ -41,7 +41,7 @@ mod writer;
 
 pub use array::{Array, ArrayElement, StringArray};
 pub use error::GgufError;
-pub use file::{GgufFile, DEFAULT_ALIGNMENT, MAGIC, MAX_ALIGNMENT};
+pub use file::{GgufFile, DEFAULT_ALIGNMENT, MAGIC, MAX_ALIGNMENT, MAX_METADATA_KEYS, MAX_TENSORS};
 pub use ggml_type::GgmlType;
 pub use metadata::{Metadata, MAX_KEY_LEN};
 pub use read::MAX_ARRAY_DEPTH;

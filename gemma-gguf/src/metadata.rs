@@ -21,7 +21,11 @@ pub struct Metadata {
 
 impl Metadata {
     /// Reads `count` key/value pairs at the cursor (the count was checked against the file size).
-    pub(crate) fn read(cur: &mut Cursor<'_>, count: usize, base: &SharedBytes) -> Result<Metadata, GgufError> {
+    pub(crate) fn read(
+        cur: &mut Cursor<'_>,
+        count: usize,
+        base: &SharedBytes,
+    ) -> Result<Metadata, GgufError> {
         let mut metadata = Metadata {
             entries: Vec::with_capacity(count),
             index: HashMap::with_capacity(count),
@@ -37,7 +41,9 @@ impl Metadata {
                     key: key.to_owned(),
                 });
             }
-            metadata.index.insert(key.to_owned(), metadata.entries.len());
+            metadata
+                .index
+                .insert(key.to_owned(), metadata.entries.len());
             metadata.entries.push((key.to_owned(), value, offset));
         }
         Ok(metadata)
@@ -108,13 +114,17 @@ impl Metadata {
     /// A string value.
     pub fn string(&self, key: &str) -> Result<&str, GgufError> {
         let value = self.value(key)?;
-        value.as_str().ok_or_else(|| wrong_type(key, "string", value))
+        value
+            .as_str()
+            .ok_or_else(|| wrong_type(key, "string", value))
     }
 
     /// Any array value.
     pub fn array(&self, key: &str) -> Result<&Array, GgufError> {
         let value = self.value(key)?;
-        value.as_array().ok_or_else(|| wrong_type(key, "array", value))
+        value
+            .as_array()
+            .ok_or_else(|| wrong_type(key, "array", value))
     }
 
     /// A string array, borrowed without copying the strings.
@@ -128,12 +138,19 @@ impl Metadata {
 
     /// An array of f32, f64 or integers, converted to f32.
     pub fn f32_array(&self, key: &str) -> Result<Vec<f32>, GgufError> {
-        let array = self.typed_array(key, "array<f32>", |t| t != ValueType::Bool && t.fixed_size().is_some())?;
+        let array = self.typed_array(key, "array<f32>", |t| {
+            t != ValueType::Bool && t.fixed_size().is_some()
+        })?;
         if array.elem_type() == ValueType::F32 {
             let bytes = array.raw_bytes().chunks_exact(4);
-            return Ok(bytes.map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect());
+            return Ok(bytes
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect());
         }
-        Ok(array.iter().map(|v| v.as_f64().unwrap_or(f64::NAN) as f32).collect())
+        Ok(array
+            .iter()
+            .map(|v| v.as_f64().unwrap_or(f64::NAN) as f32)
+            .collect())
     }
 
     /// An array of any integer type whose every element fits in i32.
@@ -158,12 +175,16 @@ impl Metadata {
     }
 
     fn value(&self, key: &str) -> Result<&Value, GgufError> {
-        self.get(key).ok_or_else(|| GgufError::MissingKey { key: key.to_owned() })
+        self.get(key).ok_or_else(|| GgufError::MissingKey {
+            key: key.to_owned(),
+        })
     }
 
     fn integer<T: TryFrom<i128>>(&self, key: &str, expected: &'static str) -> Result<T, GgufError> {
         let value = self.value(key)?;
-        let n = value.as_integer().ok_or_else(|| wrong_type(key, expected, value))?;
+        let n = value
+            .as_integer()
+            .ok_or_else(|| wrong_type(key, expected, value))?;
         T::try_from(n).map_err(|_| out_of_range(key, expected, n))
     }
 

@@ -65,6 +65,9 @@ impl SharedBytes {
     /// The viewed bytes.
     pub(crate) fn as_slice(&self) -> &[u8] {
         // The range was checked against the storage in `new` and storage never shrinks.
-        self.storage.as_slice().get(self.range.clone()).unwrap_or(&[])
+        self.storage
+            .as_slice()
+            .get(self.range.clone())
+            .unwrap_or(&[])
     }
 }

@@ -40,7 +40,10 @@ impl TensorInfo {
 
     /// Number of rows (the product of `dims[1..]`).
     pub fn n_rows(&self) -> u64 {
-        self.dims.iter().skip(1).fold(1u64, |n, &d| n.saturating_mul(d))
+        self.dims
+            .iter()
+            .skip(1)
+            .fold(1u64, |n, &d| n.saturating_mul(d))
     }
 }
 
@@ -55,7 +58,10 @@ pub(crate) struct RawTensorInfo {
 }
 
 /// Reads and checks tensor table entry number `index`.
-pub(crate) fn read_tensor_info(cur: &mut Cursor<'_>, index: usize) -> Result<RawTensorInfo, GgufError> {
+pub(crate) fn read_tensor_info(
+    cur: &mut Cursor<'_>,
+    index: usize,
+) -> Result<RawTensorInfo, GgufError> {
     let entry_offset = cur.offset();
     let name = cur.string(MAX_TENSOR_NAME_LEN, &|| format!("name of tensor {index}"))?;
     let context = || format!("tensor info of `{name}`");
@@ -122,7 +128,10 @@ pub(crate) fn byte_size(ty: GgmlType, dims: &[u64]) -> Result<u64, SizeProblem> 
     let limit = i64::MAX as u64;
     let mut n_elements: u64 = 1;
     for &d in dims {
-        n_elements = n_elements.checked_mul(d).filter(|&n| n <= limit).ok_or(SizeProblem::Overflow)?;
+        n_elements = n_elements
+            .checked_mul(d)
+            .filter(|&n| n <= limit)
+            .ok_or(SizeProblem::Overflow)?;
     }
     if dims.iter().any(|&d| d > limit) {
         return Err(SizeProblem::Overflow);

@@ -96,10 +96,15 @@ impl<W: Write> GgufWriter<W> {
         }
         self.alignment = alignment;
         let value = Value::U32(alignment as u32);
-        match self.metadata.iter_mut().find(|(k, _)| k == keys::GENERAL_ALIGNMENT) {
+        match self
+            .metadata
+            .iter_mut()
+            .find(|(k, _)| k == keys::GENERAL_ALIGNMENT)
+        {
             Some(entry) => entry.1 = value,
             None if alignment != DEFAULT_ALIGNMENT => {
-                self.metadata.push((keys::GENERAL_ALIGNMENT.to_owned(), value));
+                self.metadata
+                    .push((keys::GENERAL_ALIGNMENT.to_owned(), value));
             }
             None => {}
         }
@@ -107,7 +112,11 @@ impl<W: Write> GgufWriter<W> {
     }
 
     /// Adds a metadata pair (in order). `general.alignment` also sets the alignment.
-    pub fn add_metadata(&mut self, key: impl Into<String>, value: impl Into<Value>) -> Result<(), GgufError> {
+    pub fn add_metadata(
+        &mut self,
+        key: impl Into<String>,
+        value: impl Into<Value>,
+    ) -> Result<(), GgufError> {
         let key = key.into();
         let value = value.into();
         self.expect_declaring(&key)?;
@@ -121,7 +130,9 @@ impl<W: Write> GgufWriter<W> {
             let alignment = value
                 .as_integer()
                 .and_then(|a| u64::try_from(a).ok())
-                .ok_or_else(|| misuse(key.clone(), "general.alignment must be an unsigned integer"))?;
+                .ok_or_else(|| {
+                    misuse(key.clone(), "general.alignment must be an unsigned integer")
+                })?;
             self.set_alignment(alignment)?;
             // set_alignment recorded it (as u32) unless it is the default; keep it explicit.
             if !self.metadata.iter().any(|(k, _)| *k == key) {
@@ -134,7 +145,12 @@ impl<W: Write> GgufWriter<W> {
     }
 
     /// Declares a tensor of type `ty` and shape `dims` (ggml `ne` order, row length first).
-    pub fn add_tensor(&mut self, name: impl Into<String>, ty: GgmlType, dims: &[u64]) -> Result<(), GgufError> {
+    pub fn add_tensor(
+        &mut self,
+        name: impl Into<String>,
+        ty: GgmlType,
+        dims: &[u64],
+    ) -> Result<(), GgufError> {
         let name = name.into();
         self.expect_declaring(&name)?;
         if name.len() as u64 > MAX_TENSOR_NAME_LEN {
@@ -150,7 +166,10 @@ impl<W: Write> GgufWriter<W> {
             Ok(n) => n,
             Err(SizeProblem::Overflow) => return Err(misuse(name, "shape overflows")),
             Err(SizeProblem::PartialBlock) => {
-                return Err(misuse(name, "row length is not a multiple of the type's block size"))
+                return Err(misuse(
+                    name,
+                    "row length is not a multiple of the type's block size",
+                ))
             }
         };
         self.tensor_index.insert(name.clone(), self.tensors.len());
@@ -204,7 +223,10 @@ impl<W: Write> GgufWriter<W> {
     /// its last byte. Zero-byte tensors are complete from the start (writing them is a no-op).
     pub fn write_tensor_data(&mut self, name: &str, bytes: &[u8]) -> Result<(), GgufError> {
         let Stage::Data { current, written } = self.stage else {
-            return Err(misuse(name.to_owned(), "tensor data written before write_header"));
+            return Err(misuse(
+                name.to_owned(),
+                "tensor data written before write_header",
+            ));
         };
         // Zero-byte tensors complete themselves; writing their (empty) data is a no-op.
         if bytes.is_empty() && self.tensor_index.get(name).is_some_and(|&i| i < current) {
@@ -223,11 +245,17 @@ impl<W: Write> GgufWriter<W> {
         }
         let total = written.saturating_add(bytes.len() as u64);
         if total > tensor.n_bytes {
-            return Err(misuse(name.to_owned(), "more bytes than the tensor's declared size"));
+            return Err(misuse(
+                name.to_owned(),
+                "more bytes than the tensor's declared size",
+            ));
         }
         self.out.write_all(bytes)?;
         self.bytes_written += bytes.len() as u64;
-        self.stage = Stage::Data { current, written: total };
+        self.stage = Stage::Data {
+            current,
+            written: total,
+        };
         self.advance_past_complete()
     }
 

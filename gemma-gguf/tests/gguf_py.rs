@@ -16,7 +16,8 @@ use serde_json::Value as Json;
 fn python() -> PathBuf {
     let path = match std::env::var_os("GEMMA_PYTHON") {
         Some(p) => PathBuf::from(p),
-        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is not set")).join(".cache/gemma-rs/venv/bin/python"),
+        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is not set"))
+            .join(".cache/gemma-rs/venv/bin/python"),
     };
     assert!(
         path.is_file(),
@@ -30,7 +31,11 @@ fn python() -> PathBuf {
 /// What gguf-py sees in `path`, as printed by scripts/check_gguf_py.py.
 fn gguf_py_view(path: &Path) -> Json {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/check_gguf_py.py");
-    let out = Command::new(python()).arg(script).arg(path).output().expect("run python");
+    let out = Command::new(python())
+        .arg(script)
+        .arg(path)
+        .output()
+        .expect("run python");
     assert!(
         out.status.success(),
         "gguf-py failed on {}: {}",
@@ -38,7 +43,10 @@ fn gguf_py_view(path: &Path) -> Json {
         String::from_utf8_lossy(&out.stderr)
     );
     let view: Json = serde_json::from_slice(&out.stdout).expect("script prints JSON");
-    assert_eq!(view["gguf_py_version"], "0.19.0", "the reference is gguf-py 0.19.0");
+    assert_eq!(
+        view["gguf_py_version"], "0.19.0",
+        "the reference is gguf-py 0.19.0"
+    );
     view
 }
 
@@ -66,7 +74,10 @@ fn assert_scalar_eq(ours: &Value, theirs: &Json, key: &str) {
         Value::Bool(b) => assert_eq!(theirs.as_bool(), Some(*b), "{key}"),
         Value::F32(_) | Value::F64(_) => assert_eq!(theirs.as_f64(), ours.as_f64(), "{key}"),
         other => {
-            let n = theirs.as_i64().map(i128::from).or(theirs.as_u64().map(i128::from));
+            let n = theirs
+                .as_i64()
+                .map(i128::from)
+                .or(theirs.as_u64().map(i128::from));
             assert_eq!(n, other.as_integer(), "{key}");
         }
     }
@@ -98,12 +109,20 @@ fn assert_same_as_gguf_py(file: &GgufFile, view: &Json, check_hashes: bool) {
             continue;
         }
         assert_eq!(value["len"].as_u64(), Some(array.len() as u64), "{key}");
-        let shown = value.get("values").or(value.get("first")).and_then(Json::as_array).expect("values");
+        let shown = value
+            .get("values")
+            .or(value.get("first"))
+            .and_then(Json::as_array)
+            .expect("values");
         for (i, theirs) in shown.iter().enumerate() {
             assert_scalar_eq(&array.get(i).expect("element"), theirs, key);
         }
         if let Some(hash) = value.get("sha256") {
-            assert_eq!(hash.as_str(), Some(sha256_hex(array.raw_bytes()).as_str()), "{key}");
+            assert_eq!(
+                hash.as_str(),
+                Some(sha256_hex(array.raw_bytes()).as_str()),
+                "{key}"
+            );
         }
     }
     let tensors = view["tensors"].as_array().expect("tensors");
@@ -111,12 +130,32 @@ fn assert_same_as_gguf_py(file: &GgufFile, view: &Json, check_hashes: bool) {
     for (ours, theirs) in file.tensors().iter().zip(tensors) {
         assert_eq!(theirs["name"], ours.name.as_str());
         assert_eq!(theirs["type"], ours.ty.name(), "{}", ours.name);
-        let shape: Vec<u64> = theirs["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).collect();
+        let shape: Vec<u64> = theirs["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap())
+            .collect();
         assert_eq!(shape, ours.dims, "{}", ours.name);
-        assert_eq!(theirs["offset"].as_u64(), Some(ours.offset), "{}", ours.name);
-        assert_eq!(theirs["n_bytes"].as_u64(), Some(ours.n_bytes), "{}", ours.name);
+        assert_eq!(
+            theirs["offset"].as_u64(),
+            Some(ours.offset),
+            "{}",
+            ours.name
+        );
+        assert_eq!(
+            theirs["n_bytes"].as_u64(),
+            Some(ours.n_bytes),
+            "{}",
+            ours.name
+        );
         if check_hashes {
-            assert_eq!(theirs["sha256"].as_str(), Some(sha256_hex(file.tensor_data(ours)).as_str()), "{}", ours.name);
+            assert_eq!(
+                theirs["sha256"].as_str(),
+                Some(sha256_hex(file.tensor_data(ours)).as_str()),
+                "{}",
+                ours.name
+            );
         }
     }
 }
@@ -133,15 +172,26 @@ fn gguf_py_reads_what_we_write() {
     }
     let big = gemma_gguf::Array::from_strings((0..5000).map(|i| format!("tok{i}")));
     w.add_metadata("a.many_strings", big).unwrap();
-    let types = [GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::IQ4_XS];
+    let types = [
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::BF16,
+        GgmlType::Q4_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+        GgmlType::IQ4_XS,
+    ];
     for (i, ty) in types.iter().enumerate() {
-        w.add_tensor(format!("t{i}.{}", ty.name()), *ty, &[256, i as u64 + 1]).unwrap();
+        w.add_tensor(format!("t{i}.{}", ty.name()), *ty, &[256, i as u64 + 1])
+            .unwrap();
     }
     w.write_header().unwrap();
     for (i, ty) in types.iter().enumerate() {
         let n = ty.row_bytes(256).unwrap() * (i as u64 + 1);
         let bytes: Vec<u8> = (0..n).map(|j| (j * 7 + i as u64) as u8).collect();
-        w.write_tensor_data(&format!("t{i}.{}", ty.name()), &bytes).unwrap();
+        w.write_tensor_data(&format!("t{i}.{}", ty.name()), &bytes)
+            .unwrap();
     }
     w.finish().unwrap();
     let file = GgufFile::open(&path).unwrap();
@@ -155,7 +205,10 @@ fn gguf_py_reads_what_we_write() {
 #[test]
 fn fixtures_look_the_same_to_gguf_py() {
     let root = common::fixtures();
-    for name in ["vision/mmproj-tiny-f16.gguf", "tiny/tiny-gemma3-t1-q3_k_m.gguf"] {
+    for name in [
+        "vision/mmproj-tiny-f16.gguf",
+        "tiny/tiny-gemma3-t1-q3_k_m.gguf",
+    ] {
         let path = root.join(name);
         let file = GgufFile::open(&path).unwrap();
         assert_same_as_gguf_py(&file, &gguf_py_view(&path), true);

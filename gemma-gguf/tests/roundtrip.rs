@@ -33,7 +33,9 @@ fn every_value_type_round_trips() {
     let mut contents = Vec::new();
     for (i, (name, ty, dims)) in tensors.iter().enumerate() {
         let n = ty.row_bytes(dims[0]).unwrap() * dims[1..].iter().product::<u64>();
-        let bytes: Vec<u8> = (0..n).map(|j| (j as u8).wrapping_mul(31).wrapping_add(i as u8)).collect();
+        let bytes: Vec<u8> = (0..n)
+            .map(|j| (j as u8).wrapping_mul(31).wrapping_add(i as u8))
+            .collect();
         w.write_tensor_data(name, &bytes).unwrap();
         contents.push(bytes);
     }
@@ -44,7 +46,11 @@ fn every_value_type_round_trips() {
     assert_eq!((file.version(), file.alignment()), (3, 64));
     let mut expected = vec![("general.alignment".to_owned(), Value::U32(64))];
     expected.extend(every_value());
-    let read: Vec<(String, Value)> = file.metadata().iter().map(|(k, v)| (k.to_owned(), v.clone())).collect();
+    let read: Vec<(String, Value)> = file
+        .metadata()
+        .iter()
+        .map(|(k, v)| (k.to_owned(), v.clone()))
+        .collect();
     assert_eq!(read, expected);
     for ((name, ty, dims), bytes) in tensors.iter().zip(&contents) {
         let t = file.tensor(name).unwrap();
@@ -54,7 +60,9 @@ fn every_value_type_round_trips() {
     }
     let md = file.metadata();
     assert_eq!(md.i32_array("a.u16").unwrap(), [1, 65_535]);
-    assert!(matches!(md.i32_array("a.u64"), Err(GgufError::OutOfRange { value, .. }) if value == u64::MAX as i128));
+    assert!(
+        matches!(md.i32_array("a.u64"), Err(GgufError::OutOfRange { value, .. }) if value == u64::MAX as i128)
+    );
     assert!(matches!(md.u32("t.i8"), Err(GgufError::OutOfRange { .. })));
     assert_eq!(md.i64("t.i64").unwrap(), i64::MIN);
     assert_eq!(md.f32("t.f64").unwrap(), std::f32::consts::PI);
@@ -71,7 +79,11 @@ fn every_value_type_round_trips() {
 #[test]
 fn rewrite_of_fixture_files_is_byte_identical() {
     let root = common::fixtures();
-    for name in ["tiny-gemma3-t1-f32.gguf", "tiny-gemma3-t1-q4_k_m.gguf", "tiny-gemma3-t1-iq4_xs.gguf"] {
+    for name in [
+        "tiny-gemma3-t1-f32.gguf",
+        "tiny-gemma3-t1-q4_k_m.gguf",
+        "tiny-gemma3-t1-iq4_xs.gguf",
+    ] {
         let original = std::fs::read(root.join("tiny").join(name)).expect("read fixture");
         let file = GgufFile::from_bytes(original.clone()).expect("parse");
         let mut w = writer();
@@ -86,7 +98,10 @@ fn rewrite_of_fixture_files_is_byte_identical() {
             w.write_tensor_data(&t.name, file.tensor_data(t)).unwrap();
         }
         let rewritten = w.finish().unwrap().into_inner();
-        assert!(rewritten == original, "{name}: rewrite differs from the original");
+        assert!(
+            rewritten == original,
+            "{name}: rewrite differs from the original"
+        );
     }
 }
 
@@ -124,25 +139,64 @@ fn misuse_reason(result: Result<(), GgufError>) -> &'static str {
 fn writer_misuse_is_reported() {
     let mut w = writer();
     w.add_metadata("k", Value::U8(1)).unwrap();
-    assert_eq!(misuse_reason(w.add_metadata("k", Value::U8(2))), "duplicate metadata key");
+    assert_eq!(
+        misuse_reason(w.add_metadata("k", Value::U8(2))),
+        "duplicate metadata key"
+    );
     w.add_tensor("a", GgmlType::F32, &[4]).unwrap();
     w.add_tensor("b", GgmlType::F32, &[4]).unwrap();
-    assert_eq!(misuse_reason(w.add_tensor("a", GgmlType::F32, &[4])), "duplicate tensor name");
-    assert_eq!(misuse_reason(w.add_tensor("c", GgmlType::Q4_0, &[16])), "row length is not a multiple of the type's block size");
-    assert_eq!(misuse_reason(w.add_tensor("c", GgmlType::F32, &[1; 5])), "more than 4 dimensions");
-    assert_eq!(misuse_reason(w.add_tensor("c", GgmlType::F32, &[u64::MAX, 2])), "shape overflows");
-    assert_eq!(misuse_reason(w.add_tensor("x".repeat(64), GgmlType::F32, &[1])), "tensor name longer than 63 bytes");
-    assert!(matches!(w.set_alignment(24), Err(GgufError::InvalidAlignment { .. })));
-    assert!(matches!(w.set_alignment(0), Err(GgufError::InvalidAlignment { .. })));
-    assert_eq!(misuse_reason(w.write_tensor_data("a", &[0; 16])), "tensor data written before write_header");
+    assert_eq!(
+        misuse_reason(w.add_tensor("a", GgmlType::F32, &[4])),
+        "duplicate tensor name"
+    );
+    assert_eq!(
+        misuse_reason(w.add_tensor("c", GgmlType::Q4_0, &[16])),
+        "row length is not a multiple of the type's block size"
+    );
+    assert_eq!(
+        misuse_reason(w.add_tensor("c", GgmlType::F32, &[1; 5])),
+        "more than 4 dimensions"
+    );
+    assert_eq!(
+        misuse_reason(w.add_tensor("c", GgmlType::F32, &[u64::MAX, 2])),
+        "shape overflows"
+    );
+    assert_eq!(
+        misuse_reason(w.add_tensor("x".repeat(64), GgmlType::F32, &[1])),
+        "tensor name longer than 63 bytes"
+    );
+    assert!(matches!(
+        w.set_alignment(24),
+        Err(GgufError::InvalidAlignment { .. })
+    ));
+    assert!(matches!(
+        w.set_alignment(0),
+        Err(GgufError::InvalidAlignment { .. })
+    ));
+    assert_eq!(
+        misuse_reason(w.write_tensor_data("a", &[0; 16])),
+        "tensor data written before write_header"
+    );
     w.write_header().unwrap();
-    assert_eq!(misuse_reason(w.add_metadata("late", Value::U8(1))), "declaration after write_header");
-    assert_eq!(misuse_reason(w.write_tensor_data("zzz", &[0; 16])), "tensor was never declared");
+    assert_eq!(
+        misuse_reason(w.add_metadata("late", Value::U8(1))),
+        "declaration after write_header"
+    );
+    assert_eq!(
+        misuse_reason(w.write_tensor_data("zzz", &[0; 16])),
+        "tensor was never declared"
+    );
     assert!(misuse_reason(w.write_tensor_data("b", &[0; 16])).contains("out of declaration order"));
-    assert_eq!(misuse_reason(w.write_tensor_data("a", &[0; 17])), "more bytes than the tensor's declared size");
+    assert_eq!(
+        misuse_reason(w.write_tensor_data("a", &[0; 17])),
+        "more bytes than the tensor's declared size"
+    );
     w.write_tensor_data("a", &[0; 16]).unwrap();
     match w.finish() {
-        Err(GgufError::WriterMisuse { name, reason }) => assert_eq!((name.as_str(), reason), ("b", "tensor data incomplete at finish")),
+        Err(GgufError::WriterMisuse { name, reason }) => assert_eq!(
+            (name.as_str(), reason),
+            ("b", "tensor data incomplete at finish")
+        ),
         other => panic!("{:?}", other.map(|_| ())),
     }
 }
@@ -150,16 +204,23 @@ fn writer_misuse_is_reported() {
 #[test]
 fn alignment_given_as_metadata_sets_the_alignment() {
     let mut w = writer();
-    w.add_metadata("general.alignment", Value::U64(128)).unwrap();
+    w.add_metadata("general.alignment", Value::U64(128))
+        .unwrap();
     w.add_tensor("a", GgmlType::F32, &[1]).unwrap();
     w.write_header().unwrap();
     w.write_tensor_data("a", &[0; 4]).unwrap();
     let file = GgufFile::from_bytes(w.finish().unwrap().into_inner()).unwrap();
     assert_eq!(file.alignment(), 128);
-    assert_eq!(file.metadata().get("general.alignment"), Some(&Value::U32(128)));
+    assert_eq!(
+        file.metadata().get("general.alignment"),
+        Some(&Value::U32(128))
+    );
     assert_eq!(file.data_offset() % 128, 0);
     let mut w = writer();
-    assert!(matches!(w.add_metadata("general.alignment", Value::from("x")), Err(GgufError::WriterMisuse { .. })));
+    assert!(matches!(
+        w.add_metadata("general.alignment", Value::from("x")),
+        Err(GgufError::WriterMisuse { .. })
+    ));
 }
 
 #[test]
@@ -185,6 +246,8 @@ fn written_to_disk_and_mapped() {
     let file = GgufFile::open(&path).unwrap();
     assert_eq!(file.tensor_data(&file.tensors()[0]), &[5u8; 420][..]);
     std::fs::remove_dir_all(&dir).unwrap();
-    let missing = GgufFile::open(dir.join("missing.gguf")).err().expect("missing file");
+    let missing = GgufFile::open(dir.join("missing.gguf"))
+        .err()
+        .expect("missing file");
     assert!(matches!(missing, GgufError::Open { .. }));
 }

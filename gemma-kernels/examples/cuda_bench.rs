@@ -8,7 +8,9 @@
 
 use cudarc::driver::sys::CUevent_flags;
 use gemma_gguf::GgmlType;
-use gemma_kernels::cuda::{self, launch, AttnShape, CudaDevice, CudaError, DecodeScratch, DeviceMatrix, Q8Activations};
+use gemma_kernels::cuda::{
+    self, launch, AttnShape, CudaDevice, CudaError, DecodeScratch, DeviceMatrix, Q8Activations,
+};
 
 /// Fills `n` bytes quickly with xorshift output; f16 scale fields get small sane values.
 fn random_blocks(ty: GgmlType, n_blocks: usize, seed: u64) -> Vec<u8> {
@@ -51,7 +53,10 @@ struct Timer {
 impl Timer {
     fn new(dev: &CudaDevice) -> Result<Self, CudaError> {
         let f = Some(CUevent_flags::CU_EVENT_DEFAULT);
-        Ok(Timer { start: dev.context().new_event(f)?, end: dev.context().new_event(f)? })
+        Ok(Timer {
+            start: dev.context().new_event(f)?,
+            end: dev.context().new_event(f)?,
+        })
     }
 
     /// Median-free mean over `iters` runs after 3 warm-ups, in microseconds.
@@ -74,15 +79,29 @@ impl Timer {
 }
 
 /// Copies of a rows x cols matrix: enough to exceed ~400 MB together.
-fn matrices(dev: &CudaDevice, ty: GgmlType, rows: usize, cols: usize) -> Result<Vec<DeviceMatrix>, CudaError> {
+fn matrices(
+    dev: &CudaDevice,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+) -> Result<Vec<DeviceMatrix>, CudaError> {
     let bytes = rows * cols / ty.block_elems() * ty.block_bytes();
     let copies = (400_000_000 / bytes).clamp(2, 16);
-    let data = random_blocks(ty, rows * cols / ty.block_elems(), 0x9E37_79B9 ^ rows as u64);
-    (0..copies).map(|_| DeviceMatrix::upload(dev, ty, &data, rows, cols)).collect()
+    let data = random_blocks(
+        ty,
+        rows * cols / ty.block_elems(),
+        0x9E37_79B9 ^ rows as u64,
+    );
+    (0..copies)
+        .map(|_| DeviceMatrix::upload(dev, ty, &data, rows, cols))
+        .collect()
 }
 
 fn peak_gbps(dev: &CudaDevice) -> f64 {
-    if let Some(v) = std::env::var("GEMMA_HBM_GBPS").ok().and_then(|v| v.parse().ok()) {
+    if let Some(v) = std::env::var("GEMMA_HBM_GBPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         return v;
     }
     if dev.name().contains("H200") {
@@ -93,7 +112,14 @@ fn peak_gbps(dev: &CudaDevice) -> f64 {
 }
 
 /// Decode matvec time of one matrix shape, in microseconds, printed with its bandwidth.
-fn bench_matvec(dev: &CudaDevice, t: &Timer, ty: GgmlType, rows: usize, cols: usize, peak: f64) -> Result<f64, CudaError> {
+fn bench_matvec(
+    dev: &CudaDevice,
+    t: &Timer,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    peak: f64,
+) -> Result<f64, CudaError> {
     let ws = matrices(dev, ty, rows, cols)?;
     let x = cuda::upload(dev, &vec![0.5f32; cols])?;
     let mut q = Q8Activations::new(dev, cols, 1)?;
@@ -118,36 +144,71 @@ fn bench_matvec(dev: &CudaDevice, t: &Timer, ty: GgmlType, rows: usize, cols: us
     Ok(us)
 }
 
-fn bench_matmul(dev: &CudaDevice, t: &Timer, ty: GgmlType, rows: usize, cols: usize, n: usize) -> Result<(), CudaError> {
+fn bench_matmul(
+    dev: &CudaDevice,
+    t: &Timer,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    n: usize,
+) -> Result<(), CudaError> {
     let ws = matrices(dev, ty, rows, cols)?;
     let x = cuda::upload(dev, &vec![0.5f32; n * cols])?;
     let mut q = Q8Activations::new(dev, cols, n)?;
     let mut y = cuda::zeros::<f32>(dev, n * rows)?;
-    let us = t.time(dev, 10, |i| launch::matmul(dev, &ws[i % ws.len()], &x, n, &mut q, &mut y))?;
+    let us = t.time(dev, 10, |i| {
+        launch::matmul(dev, &ws[i % ws.len()], &x, n, &mut q, &mut y)
+    })?;
     let tops = 2.0 * (rows * cols * n) as f64 / us / 1e6;
     println!("matmul {:<5} {rows:>6}x{cols:<6} n={n:<4} {us:8.1} us  {tops:6.1} TOPS (incl. quantization)", ty.name());
     Ok(())
 }
 
-fn bench_attention(dev: &CudaDevice, t: &Timer, ctx: usize, n_prefill: usize) -> Result<(), CudaError> {
-    let shape = AttnShape { n_heads: 16, n_kv_heads: 8, head_dim: 256, n_slots: ctx, window: 0, scale: 0.0625 };
+fn bench_attention(
+    dev: &CudaDevice,
+    t: &Timer,
+    ctx: usize,
+    n_prefill: usize,
+) -> Result<(), CudaError> {
+    let shape = AttnShape {
+        n_heads: 16,
+        n_kv_heads: 8,
+        head_dim: 256,
+        n_slots: ctx,
+        window: 0,
+        scale: 0.0625,
+    };
     let kv = vec![0x3C00u16; ctx * 8 * 256]; // 1.0 in f16
     let (kc, vc) = (cuda::upload(dev, &kv)?, cuda::upload(dev, &kv)?);
     let q = cuda::upload(dev, &vec![0.01f32; n_prefill * 16 * 256])?;
     let pos = cuda::upload(dev, &[(ctx - 1) as i32])?;
     let mut scratch = DecodeScratch::new(dev, &shape)?;
     let mut out = cuda::zeros::<f32>(dev, n_prefill * 16 * 256)?;
-    let us = t.time(dev, 50, |_| cuda::attention_decode(dev, &q, &kc, &vc, &pos, &shape, &mut scratch, &mut out))?;
+    let us = t.time(dev, 50, |_| {
+        cuda::attention_decode(dev, &q, &kc, &vc, &pos, &shape, &mut scratch, &mut out)
+    })?;
     let gbps = (2 * ctx * 8 * 256 * 2) as f64 / us / 1000.0;
     println!("attention decode  ctx {ctx:>6} (16 q / 8 kv heads x 256) {us:8.1} us  {gbps:7.0} GB/s of K+V");
     let p0 = ctx - n_prefill;
-    let us = t.time(dev, 5, |_| cuda::attention_prefill(dev, &q, &kc, &vc, &kc, &vc, n_prefill, p0, &shape, &mut out))?;
+    let us = t.time(dev, 5, |_| {
+        cuda::attention_prefill(dev, &q, &kc, &vc, &kc, &vc, n_prefill, p0, &shape, &mut out)
+    })?;
     let flops = 4.0 * (n_prefill * 16 * 256) as f64 * (p0 as f64 + n_prefill as f64 / 2.0);
-    println!("attention prefill {n_prefill} tokens after {p0}: {us:8.1} us  {:6.1} TFLOP/s", flops / us / 1e6);
+    println!(
+        "attention prefill {n_prefill} tokens after {p0}: {us:8.1} us  {:6.1} TFLOP/s",
+        flops / us / 1e6
+    );
     Ok(())
 }
 
-fn main() -> Result<(), CudaError> {
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("cuda_bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), CudaError> {
     let quick = std::env::args().any(|a| a == "--quick");
     let dev = CudaDevice::new(0)?;
     let started = std::time::Instant::now();
@@ -163,7 +224,14 @@ fn main() -> Result<(), CudaError> {
     let t = Timer::new(&dev)?;
     // Gemma 3 12B: hidden 3840, FFN 15360, 16 q heads / 8 kv heads x 256, vocab 262144.
     let (h, ff, q, kvd) = (3840, 15360, 4096, 2048);
-    for ty in [GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q5_K, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0] {
+    for ty in [
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+        GgmlType::Q5_K,
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q5_0,
+    ] {
         bench_matvec(&dev, &t, ty, ff, h, peak)?;
         if !quick {
             bench_matvec(&dev, &t, ty, h, ff, peak)?;
@@ -183,7 +251,10 @@ fn main() -> Result<(), CudaError> {
         + bench_matvec(&dev, &t, GgmlType::Q6_K, h, ff, peak)?;
     let output = bench_matvec(&dev, &t, GgmlType::Q6_K, 262_144, h, peak)?;
     let step_us = 48.0 * per_layer + output;
-    println!("12B Q4_K_M decode estimate (matvecs only): {step_us:.0} us/token = {:.0} tokens/s", 1e6 / step_us);
+    println!(
+        "12B Q4_K_M decode estimate (matvecs only): {step_us:.0} us/token = {:.0} tokens/s",
+        1e6 / step_us
+    );
     for ty in [GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0] {
         bench_matmul(&dev, &t, ty, ff, h, 512)?;
     }
@@ -192,6 +263,9 @@ fn main() -> Result<(), CudaError> {
         bench_matmul(&dev, &t, GgmlType::F16, ff, h, 512)?;
     }
     bench_attention(&dev, &t, 4096, 512)?;
-    println!("cuda_bench done in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "cuda_bench done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -1,9 +1,10 @@
 // Attention for prefill, flash-style: n new tokens at positions p0 .. p0 + n - 1, causal,
 // optionally limited to a sliding window (query at qp sees keys kp with qp - kp < window),
-// with GQA. Keys and values come from two places: positions before p0 from the f16 cache
-// (slot p % n_slots, so a sliding-window ring of `window` slots suffices), positions from p0
-// on from the f16 K/V of the new tokens themselves (n x n_kv x D), which the caller stores
-// into the cache afterwards.
+// with GQA. Keys and values come from two places: positions before p_new from the f16
+// cache (slot p % n_slots), positions from p_new on from the f16 K/V given for the new
+// tokens (row p - p_new, n x n_kv x D). With p_new = p0 the new tokens' K/V need not be in
+// the cache yet (a ring of `window` slots suffices; the caller stores them afterwards);
+// with p_new past the last position every key comes from the cache.
 //
 // A block of 4 warps handles one query head and BQ = 4 * QPW consecutive tokens (QPW per
 // warp), walking the key range in tiles of 32 keys kept in shared memory. Scores: lane j
@@ -38,7 +39,7 @@ template <int D>
 static __device__ __forceinline__ void flash_prefill(const float *__restrict__ q, const u16 *__restrict__ k_new,
                                                      const u16 *__restrict__ v_new, const u16 *__restrict__ kc,
                                                      const u16 *__restrict__ vc, int n, int n_heads, int n_kv,
-                                                     int p0, int n_slots, int window, float scale,
+                                                     int p0, int p_new, int n_slots, int window, float scale,
                                                      float *__restrict__ out) {
     constexpr int QPW = 512 / D;         // queries per warp
     constexpr int BQ = 4 * QPW;          // queries per block
@@ -79,12 +80,12 @@ static __device__ __forceinline__ void flash_prefill(const float *__restrict__ q
             int2 kv = make_int2(0, 0), vv = make_int2(0, 0);
             if (kp < k_end) {
                 const u16 *ks, *vs;
-                if (kp < p0) {
+                if (kp < p_new) {
                     const i64 off = ((i64) (kp % n_slots) * n_kv + hk) * D;
                     ks = kc + off;
                     vs = vc + off;
                 } else {
-                    const i64 off = ((i64) (kp - p0) * n_kv + hk) * D;
+                    const i64 off = ((i64) (kp - p_new) * n_kv + hk) * D;
                     ks = k_new + off;
                     vs = v_new + off;
                 }
@@ -161,8 +162,8 @@ static __device__ __forceinline__ void flash_prefill(const float *__restrict__ q
 #define FLASH_KERNEL(D)                                                                                      \
     extern "C" __global__ void __launch_bounds__(FA_THREADS) flash_prefill_##D(                             \
         const float *q, const u16 *k_new, const u16 *v_new, const u16 *kc, const u16 *vc, int n, int n_heads, \
-        int n_kv, int p0, int n_slots, int window, float scale, float *out) {                                \
-        flash_prefill<D>(q, k_new, v_new, kc, vc, n, n_heads, n_kv, p0, n_slots, window, scale, out);        \
+        int n_kv, int p0, int p_new, int n_slots, int window, float scale, float *out) {                     \
+        flash_prefill<D>(q, k_new, v_new, kc, vc, n, n_heads, n_kv, p0, p_new, n_slots, window, scale, out); \
     }
 
 FLASH_KERNEL(64)

@@ -15,7 +15,7 @@
 #define MMQ_THREADS 128
 #define MMQ_ROW_INTS (MMQ_BK / 4 + 4)  // +4 ints: conflict-free fragment loads
 
-struct MmqSmem {
+struct __align__(16) MmqSmem {
     int w[MMQ_BM][MMQ_ROW_INTS];          // weights, int8 x 4 per int
     int x[MMQ_BN][MMQ_ROW_INTS];          // activations
     float ws[MMQ_BM][MMQ_BK / 16 + 1];    // weight scale per 16 weights

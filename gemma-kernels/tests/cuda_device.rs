@@ -12,14 +12,24 @@ fn opening_a_device_succeeds_or_fails_with_one_line_naming_the_cause() {
             assert!(dev.arch().major >= 8, "{:?}", dev.arch());
             assert!(dev.sm_count() > 0);
             assert!(!dev.name().is_empty());
-            eprintln!("CUDA device 0: {} ({}), {} SMs", dev.name(), dev.arch().name(), dev.sm_count());
+            eprintln!(
+                "CUDA device 0: {} ({}), {} SMs",
+                dev.name(),
+                dev.arch().name(),
+                dev.sm_count()
+            );
         }
         Err(e) => {
-            assert!(!cuda::is_available(), "is_available() says yes but opening failed: {e}");
+            assert!(
+                !cuda::is_available(),
+                "is_available() says yes but opening failed: {e}"
+            );
             let msg = e.to_string();
             assert!(!msg.contains('\n'), "error is not one line: {msg:?}");
             match e {
-                CudaError::Unavailable { .. } => assert!(msg.starts_with("CUDA is not available: "), "{msg}"),
+                CudaError::Unavailable { .. } => {
+                    assert!(msg.starts_with("CUDA is not available: "), "{msg}")
+                }
                 CudaError::NvrtcMissing => assert!(msg.contains("LD_LIBRARY_PATH"), "{msg}"),
                 CudaError::UnsupportedArch { .. } => {}
                 other => panic!("unexpected error opening a device: {other}"),
@@ -43,9 +53,16 @@ fn unsupported_weight_types_are_rejected_before_touching_the_gpu() {
         eprintln!("no CUDA device: the upload half of this test not run");
         return;
     };
-    let err = DeviceMatrix::upload(&dev, GgmlType::IQ4_XS, &[0u8; 136], 1, 256).err().expect("IQ4_XS upload");
-    assert!(matches!(err, CudaError::UnsupportedType(GgmlType::IQ4_XS)), "{err}");
-    let err = DeviceMatrix::upload(&dev, GgmlType::Q4_K, &[0u8; 100], 1, 256).err().expect("short upload");
+    let err = DeviceMatrix::upload(&dev, GgmlType::IQ4_XS, &[0u8; 136], 1, 256)
+        .err()
+        .expect("IQ4_XS upload");
+    assert!(
+        matches!(err, CudaError::UnsupportedType(GgmlType::IQ4_XS)),
+        "{err}"
+    );
+    let err = DeviceMatrix::upload(&dev, GgmlType::Q4_K, &[0u8; 100], 1, 256)
+        .err()
+        .expect("short upload");
     assert!(matches!(err, CudaError::Shape { .. }), "{err}");
 }
 

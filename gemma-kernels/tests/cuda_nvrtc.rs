@@ -22,7 +22,12 @@ fn require_nvrtc() {
 fn entries(ptx: &str) -> BTreeSet<String> {
     ptx.lines()
         .filter_map(|l| l.trim_start().strip_prefix(".visible .entry "))
-        .map(|rest| rest.split(['(', ' ']).next().unwrap_or_default().to_string())
+        .map(|rest| {
+            rest.split(['(', ' '])
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
         .collect()
 }
 
@@ -31,13 +36,26 @@ fn compile_all(arch: ComputeArch) {
     let dump = std::env::var_os("GEMMA_PTX_DUMP").map(std::path::PathBuf::from);
     for kernel in Kernel::ALL {
         let ptx = compile_ptx(kernel, arch).unwrap_or_else(|e| panic!("{e}"));
-        assert!(ptx.contains(&format!(".target sm_{}{}", arch.major, arch.minor)), "{}: wrong target", kernel.name());
+        assert!(
+            ptx.contains(&format!(".target sm_{}{}", arch.major, arch.minor)),
+            "{}: wrong target",
+            kernel.name()
+        );
         let found = entries(&ptx);
         let listed: BTreeSet<String> = kernel.functions().iter().map(|s| s.to_string()).collect();
-        assert_eq!(found, listed, "{}.cu entry points differ from Kernel::functions()", kernel.name());
+        assert_eq!(
+            found,
+            listed,
+            "{}.cu entry points differ from Kernel::functions()",
+            kernel.name()
+        );
         if let Some(dir) = &dump {
             std::fs::create_dir_all(dir).expect("create GEMMA_PTX_DUMP folder");
-            std::fs::write(dir.join(format!("{}.{}.ptx", kernel.name(), arch.name())), &ptx).expect("write PTX");
+            std::fs::write(
+                dir.join(format!("{}.{}.ptx", kernel.name(), arch.name())),
+                &ptx,
+            )
+            .expect("write PTX");
         }
     }
 }
@@ -56,5 +74,8 @@ fn every_kernel_compiles_for_ampere() {
 fn nvrtc_reports_a_cuda_12_or_newer_version() {
     require_nvrtc();
     let (major, _) = nvrtc_version().expect("nvrtcVersion");
-    assert!(major >= 12, "NVRTC {major}.x is older than the kernels need");
+    assert!(
+        major >= 12,
+        "NVRTC {major}.x is older than the kernels need"
+    );
 }

@@ -10,8 +10,14 @@ use cuda_util::*;
 use gemma_gguf::GgmlType;
 use gemma_kernels::cuda::{self, launch, ops, DeviceMatrix, Q8Activations};
 
-const QUANT_TYPES: [GgmlType; 6] =
-    [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K];
+const QUANT_TYPES: [GgmlType; 6] = [
+    GgmlType::Q4_0,
+    GgmlType::Q5_0,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
 
 /// A row length that is not a multiple of 256 for 32-blocks (exercises the tile tail).
 fn cols_for(ty: GgmlType) -> usize {
@@ -39,14 +45,22 @@ fn dequantization_matches_cpu_bit_for_bit() {
         for (t, &id) in ids.iter().enumerate() {
             for i in 0..cols {
                 let (g, e) = (got[t * cols + i], want[id as usize * cols + i]);
-                assert_eq!(g.to_bits(), e.to_bits(), "{ty} row {id} elem {i}: gpu {g} cpu {e}");
+                assert_eq!(
+                    g.to_bits(),
+                    e.to_bits(),
+                    "{ty} row {id} elem {i}: gpu {g} cpu {e}"
+                );
             }
         }
         // The embedding scale is one more rounded product.
         ops::get_rows(&dev, &w, &ids_d, 1, 3.5, &mut out).unwrap();
         let got = cuda::download(&dev, &out).unwrap();
         for i in 0..cols {
-            assert_eq!(got[i].to_bits(), (want[ids[0] as usize * cols + i] * 3.5).to_bits(), "{ty} scaled {i}");
+            assert_eq!(
+                got[i].to_bits(),
+                (want[ids[0] as usize * cols + i] * 3.5).to_bits(),
+                "{ty} scaled {i}"
+            );
         }
     }
 }
@@ -85,9 +99,20 @@ fn check_product(dev: &cuda::CudaDevice, rng: &mut Rng, ty: GgmlType, rows: usiz
     let mut y = cuda::zeros::<f32>(dev, n * rows).unwrap();
     launch::matmul(dev, &w, &xd, n, &mut scratch, &mut y).unwrap();
     let got = cuda::download(dev, &y).unwrap();
-    let xq = if launch::uses_q8_activations(ty) { q8_1_values(&q8_1_twin(&x, n, cols), n, cols) } else { x };
+    let xq = if launch::uses_q8_activations(ty) {
+        q8_1_values(&q8_1_twin(&x, n, cols), n, cols)
+    } else {
+        x
+    };
     let (want, mag) = matmul_ref(&wf, &xq, rows, cols, n);
-    assert_close(&format!("{ty} product {rows} x {cols}, {n} tokens"), &got, &want, &mag, 2e-5, 1e-6);
+    assert_close(
+        &format!("{ty} product {rows} x {cols}, {n} tokens"),
+        &got,
+        &want,
+        &mag,
+        2e-5,
+        1e-6,
+    );
 }
 
 #[test]
@@ -105,7 +130,11 @@ fn matvec_matches_reference_for_one_to_eight_tokens() {
 fn tensor_core_matmul_matches_reference_with_ragged_tiles() {
     let Some(dev) = device() else { return };
     let mut rng = Rng::new(4);
-    for ty in QUANT_TYPES.iter().copied().chain([GgmlType::F16, GgmlType::BF16, GgmlType::F32]) {
+    for ty in QUANT_TYPES
+        .iter()
+        .copied()
+        .chain([GgmlType::F16, GgmlType::BF16, GgmlType::F32])
+    {
         for (rows, n) in [(64, 9), (130, 70)] {
             check_product(&dev, &mut rng, ty, rows, n);
         }
@@ -123,36 +152,72 @@ fn rms_norms_match_reference() {
     let mut want = vec![0f64; rows * dim];
     for r in 0..rows {
         let row = &x[r * dim..(r + 1) * dim];
-        let ms = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / dim as f64;
+        let ms = row
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum::<f64>()
+            / dim as f64;
         let inv = 1.0 / (ms + f64::from(eps)).sqrt();
         for i in 0..dim {
             want[r * dim + i] = f64::from(row[i]) * inv * f64::from(w[i]);
         }
     }
     let mag: Vec<f64> = want.iter().map(|v| v.abs()).collect();
-    let (xd, wd) = (cuda::upload(&dev, &x).unwrap(), cuda::upload(&dev, &w).unwrap());
+    let (xd, wd) = (
+        cuda::upload(&dev, &x).unwrap(),
+        cuda::upload(&dev, &w).unwrap(),
+    );
     let mut out = cuda::zeros::<f32>(&dev, rows * dim).unwrap();
     ops::rms_norm(&dev, &xd, &wd, &mut out, rows, dim, eps).unwrap();
-    assert_close("rms_norm", &cuda::download(&dev, &out).unwrap(), &want, &mag, 1e-5, 1e-7);
+    assert_close(
+        "rms_norm",
+        &cuda::download(&dev, &out).unwrap(),
+        &want,
+        &mag,
+        1e-5,
+        1e-7,
+    );
 
     let mut inplace = cuda::upload(&dev, &x).unwrap();
     ops::rms_norm_inplace(&dev, &mut inplace, &wd, rows * 10, dim / 10, eps).unwrap();
     let got = cuda::download(&dev, &inplace).unwrap();
     for h in 0..rows * 10 {
         let row = &x[h * 64..(h + 1) * 64];
-        let ms = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / 64.0;
+        let ms = row
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum::<f64>()
+            / 64.0;
         let inv = 1.0 / (ms + f64::from(eps)).sqrt();
         for i in 0..64 {
             let e = f64::from(row[i]) * inv * f64::from(w[i]);
-            assert!((f64::from(got[h * 64 + i]) - e).abs() <= 1e-5 * e.abs() + 1e-7, "per-head norm {h} {i}");
+            assert!(
+                (f64::from(got[h * 64 + i]) - e).abs() <= 1e-5 * e.abs() + 1e-7,
+                "per-head norm {h} {i}"
+            );
         }
     }
 
     let mut res = cuda::upload(&dev, &r0).unwrap();
     ops::rms_norm_add(&dev, &xd, &wd, &mut res, rows, dim, eps).unwrap();
-    let want_add: Vec<f64> = want.iter().zip(&r0).map(|(a, &b)| a + f64::from(b)).collect();
-    let mag_add: Vec<f64> = want.iter().zip(&r0).map(|(a, &b)| a.abs() + f64::from(b).abs()).collect();
-    assert_close("rms_norm_add", &cuda::download(&dev, &res).unwrap(), &want_add, &mag_add, 1e-5, 1e-7);
+    let want_add: Vec<f64> = want
+        .iter()
+        .zip(&r0)
+        .map(|(a, &b)| a + f64::from(b))
+        .collect();
+    let mag_add: Vec<f64> = want
+        .iter()
+        .zip(&r0)
+        .map(|(a, &b)| a.abs() + f64::from(b).abs())
+        .collect();
+    assert_close(
+        "rms_norm_add",
+        &cuda::download(&dev, &res).unwrap(),
+        &want_add,
+        &mag_add,
+        1e-5,
+        1e-7,
+    );
 
     let mut q = Q8Activations::new(&dev, dim, rows).unwrap();
     ops::rms_norm_q8_1(&dev, &xd, &wd, rows, dim, eps, &mut q).unwrap();
@@ -163,7 +228,10 @@ fn rms_norms_match_reference() {
             let d = ds[(r * k_pad / 32 + i / 32) * 2];
             let v = f64::from(d) * f64::from(qs[r * k_pad + i]);
             let e = want[r * dim + i];
-            assert!((v - e).abs() <= 0.5001 * f64::from(d) + 1e-6 * e.abs(), "rms_norm_q8_1 row {r} elem {i}: {v} vs {e}");
+            assert!(
+                (v - e).abs() <= 0.5001 * f64::from(d) + 1e-6 * e.abs(),
+                "rms_norm_q8_1 row {r} elem {i}: {v} vs {e}"
+            );
         }
     }
 }
@@ -178,16 +246,22 @@ fn rope_matches_reference() {
     for (base, fscale) in [(10_000.0f32, 1.0f32), (1_000_000.0, 0.125)] {
         let mut xd = cuda::upload(&dev, &x).unwrap();
         let pd = cuda::upload(&dev, &positions).unwrap();
-        let rope = ops::Rope { n_heads: heads, head_dim: hd, freq_base: base, freq_scale: fscale };
+        let rope = ops::Rope {
+            n_heads: heads,
+            head_dim: hd,
+            freq_base: base,
+            freq_scale: fscale,
+        };
         ops::rope_neox(&dev, &mut xd, &pd, n, rope).unwrap();
         let got = cuda::download(&dev, &xd).unwrap();
         let half = hd / 2;
         let mut want = vec![0f64; x.len()];
-        for t in 0..n {
+        for (t, &pos) in positions.iter().enumerate() {
             for h in 0..heads {
                 let o = (t * heads + h) * hd;
                 for i in 0..half {
-                    let theta = f64::from(positions[t]) * f64::from(fscale)
+                    let theta = f64::from(pos)
+                        * f64::from(fscale)
                         * f64::from(base).powf(-2.0 * i as f64 / hd as f64);
                     let (s, c) = theta.sin_cos();
                     let (x0, x1) = (f64::from(x[o + i]), f64::from(x[o + i + half]));
@@ -196,7 +270,14 @@ fn rope_matches_reference() {
                 }
             }
         }
-        let mag: Vec<f64> = (0..x.len()).map(|i| f64::from(x[i].abs()) + 1.0).collect();
+        // The angle is computed in f32, as llama.cpp does: its absolute error grows with
+        // the position (about pos * 2^-23 rad per rounding), so the bound does too.
+        let mag: Vec<f64> = (0..x.len())
+            .map(|i| {
+                let pos = f64::from(positions[i / (heads * hd)]);
+                (f64::from(x[i].abs()) + 1.0) * (1.0 + pos / 100.0)
+            })
+            .collect();
         assert_close(&format!("rope base {base}"), &got, &want, &mag, 2e-4, 0.0);
     }
 }
@@ -207,8 +288,15 @@ fn elementwise_ops_match_reference() {
     let mut rng = Rng::new(7);
     let n = 10_000;
     let (a, b) = (rng.vec(n), rng.vec(n));
-    let (ad, bd) = (cuda::upload(&dev, &a).unwrap(), cuda::upload(&dev, &b).unwrap());
-    let mag: Vec<f64> = a.iter().zip(&b).map(|(x, y)| f64::from(x.abs()) * (1.0 + f64::from(y.abs()))).collect();
+    let (ad, bd) = (
+        cuda::upload(&dev, &a).unwrap(),
+        cuda::upload(&dev, &b).unwrap(),
+    );
+    let mag: Vec<f64> = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| f64::from(x.abs()) * (1.0 + f64::from(y.abs())))
+        .collect();
 
     let mut out = cuda::zeros::<f32>(&dev, n).unwrap();
     ops::geglu(&dev, &ad, &bd, &mut out, n).unwrap();
@@ -221,21 +309,43 @@ fn elementwise_ops_match_reference() {
             0.5 * g * (1.0 + (c * (g + 0.044715 * g * g * g)).tanh()) * f64::from(u)
         })
         .collect();
-    assert_close("geglu", &cuda::download(&dev, &out).unwrap(), &want, &mag, 1e-5, 1e-7);
+    assert_close(
+        "geglu",
+        &cuda::download(&dev, &out).unwrap(),
+        &want,
+        &mag,
+        1e-5,
+        1e-7,
+    );
 
     let mut sum = cuda::upload(&dev, &a).unwrap();
     ops::add(&dev, &mut sum, &bd, n).unwrap();
     let got = cuda::download(&dev, &sum).unwrap();
-    assert!(got.iter().zip(a.iter().zip(&b)).all(|(g, (x, y))| g.to_bits() == (x + y).to_bits()), "add");
+    assert!(
+        got.iter()
+            .zip(a.iter().zip(&b))
+            .all(|(g, (x, y))| g.to_bits() == (x + y).to_bits()),
+        "add"
+    );
 
     ops::scale(&dev, &mut sum, 0.37, n).unwrap();
     let got2 = cuda::download(&dev, &sum).unwrap();
-    assert!(got2.iter().zip(&got).all(|(g, x)| g.to_bits() == (x * 0.37).to_bits()), "scale");
+    assert!(
+        got2.iter()
+            .zip(&got)
+            .all(|(g, x)| g.to_bits() == (x * 0.37).to_bits()),
+        "scale"
+    );
 
     let mut h = cuda::zeros::<u16>(&dev, n).unwrap();
     ops::f32_to_f16(&dev, &ad, &mut h, n).unwrap();
     let got = cuda::download(&dev, &h).unwrap();
-    assert!(got.iter().zip(&a).all(|(g, x)| *g == half::f16::from_f32(*x).to_bits()), "f32_to_f16");
+    assert!(
+        got.iter()
+            .zip(&a)
+            .all(|(g, x)| *g == half::f16::from_f32(*x).to_bits()),
+        "f32_to_f16"
+    );
 }
 
 #[test]
@@ -245,25 +355,37 @@ fn kv_store_fills_ring_slots_with_the_last_tokens() {
     let (n, width, n_slots, p0) = (11, 32, 4, 5);
     let src = rng.vec(n * width);
     let positions: Vec<i32> = (p0..p0 + n as i32).collect();
-    let (sd, pd) = (cuda::upload(&dev, &src).unwrap(), cuda::upload(&dev, &positions).unwrap());
+    let (sd, pd) = (
+        cuda::upload(&dev, &src).unwrap(),
+        cuda::upload(&dev, &positions).unwrap(),
+    );
     let mut cache = cuda::zeros::<u16>(&dev, n_slots * width).unwrap();
     ops::kv_store(&dev, &sd, n, width, &pd, n_slots, &mut cache).unwrap();
     let got = cuda::download(&dev, &cache).unwrap();
     for t in n - n_slots..n {
         let slot = positions[t] as usize % n_slots;
         for i in 0..width {
-            assert_eq!(got[slot * width + i], half::f16::from_f32(src[t * width + i]).to_bits(), "token {t} elem {i}");
+            assert_eq!(
+                got[slot * width + i],
+                half::f16::from_f32(src[t * width + i]).to_bits(),
+                "token {t} elem {i}"
+            );
         }
     }
 }
 
 /// Full K/V history (positions 0..len) as f16-rounded floats, n_kv x hd per position.
 fn history(rng: &mut Rng, len: usize, kv_width: usize) -> Vec<f32> {
-    rng.vec(len * kv_width).into_iter().map(|v| half::f16::from_f32(v).to_f32()).collect()
+    rng.vec(len * kv_width)
+        .into_iter()
+        .map(|v| half::f16::from_f32(v).to_f32())
+        .collect()
 }
 
 fn to_f16_bits(v: &[f32]) -> Vec<u16> {
-    v.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect()
+    v.iter()
+        .map(|&x| half::f16::from_f32(x).to_bits())
+        .collect()
 }
 
 /// Cache holding positions [from, to) of `hist` in slot p % n_slots.
@@ -271,22 +393,45 @@ fn cache_of(hist: &[f32], from: usize, to: usize, n_slots: usize, kv_width: usiz
     let mut c = vec![0u16; n_slots * kv_width];
     for p in from..to {
         let s = p % n_slots;
-        c[s * kv_width..(s + 1) * kv_width].copy_from_slice(&to_f16_bits(&hist[p * kv_width..(p + 1) * kv_width]));
+        c[s * kv_width..(s + 1) * kv_width]
+            .copy_from_slice(&to_f16_bits(&hist[p * kv_width..(p + 1) * kv_width]));
     }
     c
 }
 
 /// softmax(q k * scale) v in f64 for one query head over the given key positions.
 #[allow(clippy::too_many_arguments)] // a plain reference formula, kept flat
-fn attend(q: &[f32], kh: &[f32], vh: &[f32], keys: &[usize], hk: usize, n_kv: usize, hd: usize, scale: f32) -> Vec<f64> {
+fn attend(
+    q: &[f32],
+    kh: &[f32],
+    vh: &[f32],
+    keys: &[usize],
+    hk: usize,
+    n_kv: usize,
+    hd: usize,
+    scale: f32,
+) -> Vec<f64> {
     let scores: Vec<f64> = keys
         .iter()
-        .map(|&p| (0..hd).map(|d| f64::from(q[d]) * f64::from(kh[(p * n_kv + hk) * hd + d])).sum::<f64>() * f64::from(scale))
+        .map(|&p| {
+            (0..hd)
+                .map(|d| f64::from(q[d]) * f64::from(kh[(p * n_kv + hk) * hd + d]))
+                .sum::<f64>()
+                * f64::from(scale)
+        })
         .collect();
     let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
     let l: f64 = e.iter().sum();
-    (0..hd).map(|d| keys.iter().zip(&e).map(|(&p, w)| w * f64::from(vh[(p * n_kv + hk) * hd + d])).sum::<f64>() / l).collect()
+    (0..hd)
+        .map(|d| {
+            keys.iter()
+                .zip(&e)
+                .map(|(&p, w)| w * f64::from(vh[(p * n_kv + hk) * hd + d]))
+                .sum::<f64>()
+                / l
+        })
+        .collect()
 }
 
 #[test]
@@ -294,16 +439,40 @@ fn decode_attention_matches_reference_on_rings_and_global_caches() {
     let Some(dev) = device() else { return };
     let mut rng = Rng::new(9);
     // (head_dim, n_heads, n_kv, n_slots, window, pos)
-    for (hd, nh, nkv, n_slots, window, pos) in
-        [(256, 4, 2, 16, 16, 40), (256, 4, 1, 64, 0, 37), (128, 8, 2, 300, 0, 299), (64, 2, 2, 8, 8, 3)]
-    {
+    for (hd, nh, nkv, n_slots, window, pos) in [
+        (256, 4, 2, 16, 16, 40),
+        (256, 4, 1, 64, 0, 37),
+        (128, 8, 2, 300, 0, 299),
+        (64, 2, 2, 8, 8, 3),
+    ] {
         let kvw = nkv * hd;
-        let (kh, vh) = (history(&mut rng, pos + 1, kvw), history(&mut rng, pos + 1, kvw));
-        let start = if window > 0 { (pos + 1).saturating_sub(window) } else { 0 };
-        let (kc, vc) = (cache_of(&kh, start, pos + 1, n_slots, kvw), cache_of(&vh, start, pos + 1, n_slots, kvw));
+        let (kh, vh) = (
+            history(&mut rng, pos + 1, kvw),
+            history(&mut rng, pos + 1, kvw),
+        );
+        let start = if window > 0 {
+            (pos + 1).saturating_sub(window)
+        } else {
+            0
+        };
+        let (kc, vc) = (
+            cache_of(&kh, start, pos + 1, n_slots, kvw),
+            cache_of(&vh, start, pos + 1, n_slots, kvw),
+        );
         let q = rng.vec(nh * hd);
-        let shape = cuda::AttnShape { n_heads: nh, n_kv_heads: nkv, head_dim: hd, n_slots, window, scale: 1.0 / (hd as f32).sqrt() };
-        let (qd, kd, vd) = (cuda::upload(&dev, &q).unwrap(), cuda::upload(&dev, &kc).unwrap(), cuda::upload(&dev, &vc).unwrap());
+        let shape = cuda::AttnShape {
+            n_heads: nh,
+            n_kv_heads: nkv,
+            head_dim: hd,
+            n_slots,
+            window,
+            scale: 1.0 / (hd as f32).sqrt(),
+        };
+        let (qd, kd, vd) = (
+            cuda::upload(&dev, &q).unwrap(),
+            cuda::upload(&dev, &kc).unwrap(),
+            cuda::upload(&dev, &vc).unwrap(),
+        );
         let pd = cuda::upload(&dev, &[pos as i32]).unwrap();
         let mut scratch = cuda::DecodeScratch::new(&dev, &shape).unwrap();
         let mut out = cuda::zeros::<f32>(&dev, nh * hd).unwrap();
@@ -312,10 +481,26 @@ fn decode_attention_matches_reference_on_rings_and_global_caches() {
         let keys: Vec<usize> = (start..=pos).collect();
         let mut want = Vec::new();
         for h in 0..nh {
-            want.extend(attend(&q[h * hd..(h + 1) * hd], &kh, &vh, &keys, h / (nh / nkv), nkv, hd, shape.scale));
+            want.extend(attend(
+                &q[h * hd..(h + 1) * hd],
+                &kh,
+                &vh,
+                &keys,
+                h / (nh / nkv),
+                nkv,
+                hd,
+                shape.scale,
+            ));
         }
         let mag = vec![1.0; want.len()];
-        assert_close(&format!("decode attention hd {hd} window {window} pos {pos}"), &got, &want, &mag, 1e-5, 0.0);
+        assert_close(
+            &format!("decode attention hd {hd} window {window} pos {pos}"),
+            &got,
+            &want,
+            &mag,
+            1e-5,
+            0.0,
+        );
     }
 }
 
@@ -324,34 +509,99 @@ fn prefill_attention_matches_reference_with_cache_and_window() {
     let Some(dev) = device() else { return };
     let mut rng = Rng::new(10);
     // (head_dim, n_heads, n_kv, n_slots, window, p0, n)
-    for (hd, nh, nkv, n_slots, window, p0, n) in
-        [(256, 4, 2, 16, 16, 20, 37), (256, 4, 1, 128, 0, 9, 70), (128, 4, 4, 80, 0, 0, 80), (64, 8, 2, 24, 24, 50, 33)]
-    {
+    for (hd, nh, nkv, n_slots, window, p0, n) in [
+        (256, 4, 2, 16, 16, 20, 37),
+        (256, 4, 1, 128, 0, 9, 70),
+        (128, 4, 4, 80, 0, 0, 80),
+        (64, 8, 2, 24, 24, 50, 33),
+    ] {
         let kvw = nkv * hd;
         let total = p0 + n;
         let (kh, vh) = (history(&mut rng, total, kvw), history(&mut rng, total, kvw));
-        let from = if window > 0 { p0.saturating_sub(window) } else { 0 };
-        let (kc, vc) = (cache_of(&kh, from, p0, n_slots, kvw), cache_of(&vh, from, p0, n_slots, kvw));
+        let from = if window > 0 {
+            p0.saturating_sub(window)
+        } else {
+            0
+        };
+        let (kc, vc) = (
+            cache_of(&kh, from, p0, n_slots, kvw),
+            cache_of(&vh, from, p0, n_slots, kvw),
+        );
         let (kn, vn) = (to_f16_bits(&kh[p0 * kvw..]), to_f16_bits(&vh[p0 * kvw..]));
         let q = rng.vec(n * nh * hd);
-        let shape = cuda::AttnShape { n_heads: nh, n_kv_heads: nkv, head_dim: hd, n_slots, window, scale: 1.0 / (hd as f32).sqrt() };
+        let shape = cuda::AttnShape {
+            n_heads: nh,
+            n_kv_heads: nkv,
+            head_dim: hd,
+            n_slots,
+            window,
+            scale: 1.0 / (hd as f32).sqrt(),
+        };
         let up16 = |v: &Vec<u16>| cuda::upload(&dev, v).unwrap();
         let (kcd, vcd, knd, vnd) = (up16(&kc), up16(&vc), up16(&kn), up16(&vn));
         let qd = cuda::upload(&dev, &q).unwrap();
         let mut out = cuda::zeros::<f32>(&dev, n * nh * hd).unwrap();
-        cuda::attention_prefill(&dev, &qd, &knd, &vnd, &kcd, &vcd, n, p0, &shape, &mut out).unwrap();
+        cuda::attention_prefill(&dev, &qd, &knd, &vnd, &kcd, &vcd, n, p0, &shape, &mut out)
+            .unwrap();
         let got = cuda::download(&dev, &out).unwrap();
         let mut want = Vec::new();
         for t in 0..n {
             let qp = p0 + t;
-            let lo = if window > 0 { (qp + 1).saturating_sub(window) } else { 0 };
+            let lo = if window > 0 {
+                (qp + 1).saturating_sub(window)
+            } else {
+                0
+            };
             let keys: Vec<usize> = (lo..=qp).collect();
             for h in 0..nh {
                 let qo = (t * nh + h) * hd;
-                want.extend(attend(&q[qo..qo + hd], &kh, &vh, &keys, h / (nh / nkv), nkv, hd, shape.scale));
+                want.extend(attend(
+                    &q[qo..qo + hd],
+                    &kh,
+                    &vh,
+                    &keys,
+                    h / (nh / nkv),
+                    nkv,
+                    hd,
+                    shape.scale,
+                ));
             }
         }
         let mag = vec![1.0; want.len()];
-        assert_close(&format!("prefill attention hd {hd} window {window} p0 {p0} n {n}"), &got, &want, &mag, 1e-5, 0.0);
+        assert_close(
+            &format!("prefill attention hd {hd} window {window} p0 {p0} n {n}"),
+            &got,
+            &want,
+            &mag,
+            1e-5,
+            0.0,
+        );
+
+        // The same with every key already in a cache large enough for the batch.
+        let slots = if window > 0 { window + n - 1 } else { total };
+        let lo = if window > 0 {
+            (p0 + 1).saturating_sub(window)
+        } else {
+            0
+        };
+        let full = cuda::AttnShape {
+            n_slots: slots,
+            ..shape
+        };
+        let (kf, vf) = (
+            up16(&cache_of(&kh, lo, total, slots, kvw)),
+            up16(&cache_of(&vh, lo, total, slots, kvw)),
+        );
+        let mut out2 = cuda::zeros::<f32>(&dev, n * nh * hd).unwrap();
+        cuda::attention_prefill_cached(&dev, &qd, &kf, &vf, n, p0, &full, &mut out2).unwrap();
+        let got2 = cuda::download(&dev, &out2).unwrap();
+        assert_close(
+            &format!("cached prefill attention hd {hd} window {window}"),
+            &got2,
+            &want,
+            &mag,
+            1e-5,
+            0.0,
+        );
     }
 }

@@ -140,10 +140,12 @@ fn matches_f64_reference_for_every_type_and_shape() {
     }
 }
 
+/// The many-token path (token tiles, four-token kernels where a format has one) against
+/// the one-token path: the same integer sums, so equal up to float summation order.
 #[test]
-fn one_token_and_many_token_paths_agree_bitwise() {
+fn one_token_and_many_token_paths_agree() {
     let mut rng = Rng(7);
-    let (rows, cols, n) = (161usize, 256usize, 19usize);
+    let (rows, cols, n) = (161usize, 512usize, 19usize);
     for ty in [
         GgmlType::Q8_0,
         GgmlType::Q4_K,
@@ -161,7 +163,13 @@ fn one_token_and_many_token_paths_agree_bitwise() {
         for t in 0..n {
             let mut y = vec![f32::NAN; rows];
             matmul(&w, &x[t * cols..(t + 1) * cols], 1, &mut y, &mut scratch).expect("matvec");
-            assert_eq!(y, batched[t * rows..(t + 1) * rows], "{ty:?} token {t}");
+            let max = y.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            for (r, (a, b)) in y.iter().zip(&batched[t * rows..(t + 1) * rows]).enumerate() {
+                assert!(
+                    (a - b).abs() <= 4e-6 * max,
+                    "{ty:?} token {t} row {r}: {a} vs {b}"
+                );
+            }
         }
     }
 }
@@ -225,8 +233,9 @@ fn rejects_bad_shapes_and_types() {
         Err(KernelError::UnsupportedType(GgmlType::IQ2_XXS))
     );
     // F32 weights at an address that is not a multiple of 4.
-    let bytes = vec![0u8; 4 * 8 + 1];
-    let w = WeightMatrix::new(GgmlType::F32, &bytes[1..], 4, 2).expect("shape is valid");
+    let words = [0u32; 9];
+    let bytes: &[u8] = bytemuck::cast_slice(&words);
+    let w = WeightMatrix::new(GgmlType::F32, &bytes[1..33], 4, 2).expect("shape is valid");
     let mut y = vec![0.0f32; 4];
     assert!(matmul(&w, &[1.0, 2.0], 1, &mut y, &mut scratch).is_err());
 }

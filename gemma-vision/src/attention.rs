@@ -40,7 +40,11 @@ pub(crate) fn attention(
     out: &mut [f32],
     scratch: &mut AttentionScratch,
 ) {
-    let AttentionShape { n, heads, head_dim: hd } = *shape;
+    let AttentionShape {
+        n,
+        heads,
+        head_dim: hd,
+    } = *shape;
     let width = heads * hd;
     let scale = 1.0 / (hd as f32).sqrt();
     let keys = scratch.keys.get_or_insert_with(PackedB::new);
@@ -61,28 +65,30 @@ pub(crate) fn attention(
         });
         let Ok(()) = packed;
         let (keys, values) = (&*keys, &*values);
-        out.par_chunks_mut(QUERY_BLOCK * width).enumerate().for_each_init(
-            || vec![0f32; QUERY_BLOCK * n],
-            |scores, (block, out)| {
-                let rows = out.len().div_ceil(width);
-                let queries = MatRef {
-                    data: &q[block * QUERY_BLOCK * width + col..],
-                    rows,
-                    cols: hd,
-                    stride: width,
-                };
-                gemm(kernels, queries, keys, scores, n);
-                for row in scores.chunks_exact_mut(n).take(rows) {
-                    kernels.softmax(row, scale);
-                }
-                let probs = MatRef {
-                    data: scores,
-                    rows,
-                    cols: n,
-                    stride: n,
-                };
-                gemm(kernels, probs, values, &mut out[col..], width);
-            },
-        );
+        out.par_chunks_mut(QUERY_BLOCK * width)
+            .enumerate()
+            .for_each_init(
+                || vec![0f32; QUERY_BLOCK * n],
+                |scores, (block, out)| {
+                    let rows = out.len().div_ceil(width);
+                    let queries = MatRef {
+                        data: &q[block * QUERY_BLOCK * width + col..],
+                        rows,
+                        cols: hd,
+                        stride: width,
+                    };
+                    gemm(kernels, queries, keys, scores, n);
+                    for row in scores.chunks_exact_mut(n).take(rows) {
+                        kernels.softmax(row, scale);
+                    }
+                    let probs = MatRef {
+                        data: scores,
+                        rows,
+                        cols: n,
+                        stride: n,
+                    };
+                    gemm(kernels, probs, values, &mut out[col..], width);
+                },
+            );
     }
 }

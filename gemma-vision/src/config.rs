@@ -78,12 +78,20 @@ impl VisionConfig {
             });
         }
         if !optional(md.bool(keys::HAS_VISION_ENCODER))?.unwrap_or(true) {
-            return Err(bad(keys::HAS_VISION_ENCODER, 0.0, "the file has no vision encoder"));
+            return Err(bad(
+                keys::HAS_VISION_ENCODER,
+                0.0,
+                "the file has no vision encoder",
+            ));
         }
         // `use_gelu` selects the tanh GELU; llama.cpp would fall back to quick GELU
         // without it, which no Gemma 3 file uses.
         if !md.bool(keys::USE_GELU)? {
-            return Err(bad(keys::USE_GELU, 0.0, "only the GELU (tanh) MLP of Gemma 3 is implemented"));
+            return Err(bad(
+                keys::USE_GELU,
+                0.0,
+                "only the GELU (tanh) MLP of Gemma 3 is implemented",
+            ));
         }
         let image_size = md.u32(keys::IMAGE_SIZE)?;
         let patch_size = md.u32(keys::PATCH_SIZE)?;
@@ -104,44 +112,82 @@ impl VisionConfig {
             return Err(bad(keys::IMAGE_SIZE, image_size.into(), "larger than 8192"));
         }
         if image_size % patch_size != 0 {
-            return Err(bad(keys::IMAGE_SIZE, image_size.into(), "not a multiple of the patch size"));
+            return Err(bad(
+                keys::IMAGE_SIZE,
+                image_size.into(),
+                "not a multiple of the patch size",
+            ));
         }
         if (image_size / patch_size) % pool_kernel != 0 {
-            return Err(bad(keys::SCALE_FACTOR, pool_kernel.into(), "does not divide the patches per side"));
+            return Err(bad(
+                keys::SCALE_FACTOR,
+                pool_kernel.into(),
+                "does not divide the patches per side",
+            ));
         }
         if let Some(kv) = optional(md.u32(keys::HEAD_COUNT_KV))? {
             if kv != n_heads {
-                return Err(bad(keys::HEAD_COUNT_KV, kv.into(), "differs from the head count"));
+                return Err(bad(
+                    keys::HEAD_COUNT_KV,
+                    kv.into(),
+                    "differs from the head count",
+                ));
             }
         }
         let head_dim = match optional(md.u32(keys::HEAD_DIM))? {
             Some(d) => d,
             None if hidden % n_heads == 0 => hidden / n_heads,
-            None => return Err(bad(keys::HEAD_COUNT, n_heads.into(), "does not divide the embedding length")),
+            None => {
+                return Err(bad(
+                    keys::HEAD_COUNT,
+                    n_heads.into(),
+                    "does not divide the embedding length",
+                ))
+            }
         };
         positive(keys::HEAD_DIM, head_dim)?;
         if !(norm_eps.is_finite() && norm_eps >= 0.0) {
-            return Err(bad(keys::LAYER_NORM_EPS, norm_eps.into(), "not a finite non-negative number"));
+            return Err(bad(
+                keys::LAYER_NORM_EPS,
+                norm_eps.into(),
+                "not a finite non-negative number",
+            ));
         }
         let image_mean = rgb_triple(md, keys::IMAGE_MEAN)?;
         let image_std = rgb_triple(md, keys::IMAGE_STD)?;
         if let Some(s) = image_std.iter().find(|s| !(s.is_finite() && **s != 0.0)) {
-            return Err(bad(keys::IMAGE_STD, (*s).into(), "not a finite non-zero number"));
+            return Err(bad(
+                keys::IMAGE_STD,
+                (*s).into(),
+                "not a finite non-zero number",
+            ));
         }
 
-        let projection = gguf.tensor(INPUT_PROJECTION).ok_or_else(|| VisionError::MissingTensor {
-            name: INPUT_PROJECTION.to_string(),
-        })?;
+        let projection =
+            gguf.tensor(INPUT_PROJECTION)
+                .ok_or_else(|| VisionError::MissingTensor {
+                    name: INPUT_PROJECTION.to_string(),
+                })?;
         let text_hidden = projection.dims.first().copied().unwrap_or(0);
         if let Some(dim) = optional(md.u32(keys::PROJECTION_DIM))? {
             if u64::from(dim) != text_hidden {
-                return Err(bad(keys::PROJECTION_DIM, dim.into(), "differs from mm.input_projection.weight ne[0]"));
+                return Err(bad(
+                    keys::PROJECTION_DIM,
+                    dim.into(),
+                    "differs from mm.input_projection.weight ne[0]",
+                ));
             }
         }
         let text_hidden = usize::try_from(text_hidden)
             .ok()
             .filter(|&t| t > 0)
-            .ok_or_else(|| bad("mm.input_projection.weight ne[0]", text_hidden as f64, "not a usable width"))?;
+            .ok_or_else(|| {
+                bad(
+                    "mm.input_projection.weight ne[0]",
+                    text_hidden as f64,
+                    "not a usable width",
+                )
+            })?;
 
         Ok(VisionConfig {
             image_size: image_size as usize,
@@ -209,6 +255,10 @@ fn rgb_triple(md: &Metadata, key: &'static str) -> Result<[f32; 3], VisionError>
     let values = md.f32_array(key)?;
     match values[..] {
         [r, g, b] => Ok([r, g, b]),
-        _ => Err(bad(key, values.len() as f64, "must hold 3 values (R, G, B)")),
+        _ => Err(bad(
+            key,
+            values.len() as f64,
+            "must hold 3 values (R, G, B)",
+        )),
     }
 }

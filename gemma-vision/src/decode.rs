@@ -43,7 +43,10 @@ pub(crate) fn check_dimensions(width: u32, height: u32) -> Result<(), VisionErro
     if width == 0 || height == 0 {
         return Err(VisionError::EmptyImage { width, height });
     }
-    if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE || u64::from(width) * u64::from(height) > MAX_IMAGE_PIXELS {
+    if width > MAX_IMAGE_SIDE
+        || height > MAX_IMAGE_SIDE
+        || u64::from(width) * u64::from(height) > MAX_IMAGE_PIXELS
+    {
         return Err(VisionError::ImageTooLarge {
             width,
             height,
@@ -62,17 +65,30 @@ pub(crate) fn to_rgb8(image: &DynamicImage) -> Result<RgbImage, VisionError> {
     let (w, h) = (image.width(), image.height());
     let rgb = match image {
         DynamicImage::ImageRgb8(img) => Some(img.clone()),
-        DynamicImage::ImageRgba8(img) => from_samples(w, h, img.as_raw(), 4, |s| [s[0], s[1], s[2]]),
+        DynamicImage::ImageRgba8(img) => {
+            from_samples(w, h, img.as_raw(), 4, |s| [s[0], s[1], s[2]])
+        }
         DynamicImage::ImageLuma8(img) => from_samples(w, h, img.as_raw(), 1, |s| [s[0]; 3]),
         DynamicImage::ImageLumaA8(img) => from_samples(w, h, img.as_raw(), 2, |s| [s[0]; 3]),
-        DynamicImage::ImageRgb16(img) => from_samples(w, h, img.as_raw(), 3, |s| [s[0], s[1], s[2]].map(high_byte)),
-        DynamicImage::ImageRgba16(img) => from_samples(w, h, img.as_raw(), 4, |s| [s[0], s[1], s[2]].map(high_byte)),
-        DynamicImage::ImageLuma16(img) => from_samples(w, h, img.as_raw(), 1, |s| [high_byte(s[0]); 3]),
-        DynamicImage::ImageLumaA16(img) => from_samples(w, h, img.as_raw(), 2, |s| [high_byte(s[0]); 3]),
+        DynamicImage::ImageRgb16(img) => {
+            from_samples(w, h, img.as_raw(), 3, |s| [s[0], s[1], s[2]].map(high_byte))
+        }
+        DynamicImage::ImageRgba16(img) => {
+            from_samples(w, h, img.as_raw(), 4, |s| [s[0], s[1], s[2]].map(high_byte))
+        }
+        DynamicImage::ImageLuma16(img) => {
+            from_samples(w, h, img.as_raw(), 1, |s| [high_byte(s[0]); 3])
+        }
+        DynamicImage::ImageLumaA16(img) => {
+            from_samples(w, h, img.as_raw(), 2, |s| [high_byte(s[0]); 3])
+        }
         // Float images (only from callers, never from PNG/JPEG): the crate's own rounding.
         other => Some(other.to_rgb8()),
     };
-    rgb.ok_or(VisionError::EmptyImage { width: w, height: h })
+    rgb.ok_or(VisionError::EmptyImage {
+        width: w,
+        height: h,
+    })
 }
 
 fn high_byte(v: u16) -> u8 {
@@ -81,7 +97,13 @@ fn high_byte(v: u16) -> u8 {
 
 /// Builds an RGB8 image from interleaved samples, `channels` per pixel, mapping each
 /// pixel's samples to its three bytes (`None` if `raw` is too short).
-fn from_samples<T>(width: u32, height: u32, raw: &[T], channels: usize, pixel: impl Fn(&[T]) -> [u8; 3]) -> Option<RgbImage> {
+fn from_samples<T>(
+    width: u32,
+    height: u32,
+    raw: &[T],
+    channels: usize,
+    pixel: impl Fn(&[T]) -> [u8; 3],
+) -> Option<RgbImage> {
     let data: Vec<u8> = raw.chunks_exact(channels).flat_map(pixel).collect();
     RgbImage::from_raw(width, height, data)
 }

@@ -57,8 +57,16 @@ impl Scratch {
 
 impl Ctx<'_> {
     /// `out = x W^T` for `x` of `x.len() / W.cols` rows (W's rows packed to f32 first).
-    fn matmul(&self, w: &Matrix, x: &[f32], out: &mut [f32], packed: &mut PackedB) -> Result<(), VisionError> {
-        packed.pack_rows(w.cols, w.rows, self.kernels.nr, |j, dst| w.dequantize_row(self.gguf, j, dst))?;
+    fn matmul(
+        &self,
+        w: &Matrix,
+        x: &[f32],
+        out: &mut [f32],
+        packed: &mut PackedB,
+    ) -> Result<(), VisionError> {
+        packed.pack_rows(w.cols, w.rows, self.kernels.nr, |j, dst| {
+            w.dequantize_row(self.gguf, j, dst)
+        })?;
         let a = MatRef {
             data: x,
             rows: x.len() / w.cols,
@@ -70,7 +78,13 @@ impl Ctx<'_> {
     }
 
     /// `out = x W^T + b`.
-    fn linear(&self, l: &Linear, x: &[f32], out: &mut [f32], packed: &mut PackedB) -> Result<(), VisionError> {
+    fn linear(
+        &self,
+        l: &Linear,
+        x: &[f32],
+        out: &mut [f32],
+        packed: &mut PackedB,
+    ) -> Result<(), VisionError> {
         self.matmul(&l.weight, x, out, packed)?;
         add_bias(out, &l.bias.to_f32(self.gguf)?);
         Ok(())
@@ -103,11 +117,22 @@ impl Ctx<'_> {
     }
 
     /// One pre-norm encoder block, in place on the residual stream `h`.
-    pub fn layer(&self, lw: &LayerWeights, h: &mut [f32], s: &mut Scratch) -> Result<(), VisionError> {
+    pub fn layer(
+        &self,
+        lw: &LayerWeights,
+        h: &mut [f32],
+        s: &mut Scratch,
+    ) -> Result<(), VisionError> {
         let c = self.config;
         let eps = c.norm_eps;
         // Attention: h += attn(LN1(h)) W_out^T + b_out
-        layer_norm(h, &lw.ln1_weight.to_f32(self.gguf)?, &lw.ln1_bias.to_f32(self.gguf)?, eps, &mut s.normed);
+        layer_norm(
+            h,
+            &lw.ln1_weight.to_f32(self.gguf)?,
+            &lw.ln1_bias.to_f32(self.gguf)?,
+            eps,
+            &mut s.normed,
+        );
         self.linear(&lw.q, &s.normed, &mut s.q, &mut s.packed)?;
         self.linear(&lw.k, &s.normed, &mut s.k, &mut s.packed)?;
         self.linear(&lw.v, &s.normed, &mut s.v, &mut s.packed)?;
@@ -116,13 +141,29 @@ impl Ctx<'_> {
             heads: c.n_heads,
             head_dim: c.head_dim,
         };
-        attention(self.kernels, &shape, &s.q, &s.k, &s.v, &mut s.attn, &mut s.attention);
+        attention(
+            self.kernels,
+            &shape,
+            &s.q,
+            &s.k,
+            &s.v,
+            &mut s.attn,
+            &mut s.attention,
+        );
         self.matmul(&lw.out.weight, &s.attn, &mut s.y, &mut s.packed)?;
         add_residual(h, &s.y, &lw.out.bias.to_f32(self.gguf)?);
         // MLP: h += gelu_tanh(LN2(h) W_up^T + b_up) W_down^T + b_down
-        layer_norm(h, &lw.ln2_weight.to_f32(self.gguf)?, &lw.ln2_bias.to_f32(self.gguf)?, eps, &mut s.normed);
+        layer_norm(
+            h,
+            &lw.ln2_weight.to_f32(self.gguf)?,
+            &lw.ln2_bias.to_f32(self.gguf)?,
+            eps,
+            &mut s.normed,
+        );
         self.linear(&lw.up, &s.normed, &mut s.mlp, &mut s.packed)?;
-        s.mlp.par_chunks_mut(c.ffn_hidden * 16).for_each(|x| self.kernels.gelu(x));
+        s.mlp
+            .par_chunks_mut(c.ffn_hidden * 16)
+            .for_each(|x| self.kernels.gelu(x));
         self.matmul(&lw.down.weight, &s.mlp, &mut s.y, &mut s.packed)?;
         add_residual(h, &s.y, &lw.down.bias.to_f32(self.gguf)?);
         Ok(())
@@ -131,7 +172,13 @@ impl Ctx<'_> {
     /// The SigLIP post-LayerNorm, `h = LN(h) * w + b`.
     pub fn post_norm(&self, h: &mut [f32], s: &mut Scratch) -> Result<(), VisionError> {
         let w = &self.weights;
-        layer_norm(h, &w.post_ln_weight.to_f32(self.gguf)?, &w.post_ln_bias.to_f32(self.gguf)?, self.config.norm_eps, &mut s.normed);
+        layer_norm(
+            h,
+            &w.post_ln_weight.to_f32(self.gguf)?,
+            &w.post_ln_bias.to_f32(self.gguf)?,
+            self.config.norm_eps,
+            &mut s.normed,
+        );
         h.copy_from_slice(&s.normed);
         Ok(())
     }

@@ -108,7 +108,13 @@ impl PackedB {
 
     /// Packs B from its rows: `fill(p, out)` writes row `p` (n values) into `out`.
     /// Sequential; meant for B with few rows or cheap rows.
-    pub fn pack_k_rows<E>(&mut self, k: usize, n: usize, nr: usize, mut fill: impl FnMut(usize, &mut [f32]) -> Result<(), E>) -> Result<(), E> {
+    pub fn pack_k_rows<E>(
+        &mut self,
+        k: usize,
+        n: usize,
+        nr: usize,
+        mut fill: impl FnMut(usize, &mut [f32]) -> Result<(), E>,
+    ) -> Result<(), E> {
         self.reset(k, n, nr);
         let mut row = vec![0f32; n];
         for p in 0..k {
@@ -185,8 +191,20 @@ pub(crate) fn gemm(kernels: &Kernels, a: MatRef<'_>, b: &PackedB, c: &mut [f32],
 
 /// Packs rows `row0..row0 + rows`, columns `p0..p0 + kc` of `a` into panels of `mr`
 /// rows, `kc x mr` each (`out[panel][p][i]`), padding missing rows with zeros.
-fn pack_a(a: MatRef<'_>, row0: usize, rows: usize, p0: usize, kc: usize, mr: usize, out: &mut [f32]) {
-    for (panel, dst) in out.chunks_exact_mut(mr * kc).take(rows.div_ceil(mr)).enumerate() {
+fn pack_a(
+    a: MatRef<'_>,
+    row0: usize,
+    rows: usize,
+    p0: usize,
+    kc: usize,
+    mr: usize,
+    out: &mut [f32],
+) {
+    for (panel, dst) in out
+        .chunks_exact_mut(mr * kc)
+        .take(rows.div_ceil(mr))
+        .enumerate()
+    {
         for i in 0..mr {
             let r = panel * mr + i;
             if r < rows {
@@ -197,6 +215,90 @@ fn pack_a(a: MatRef<'_>, row0: usize, rows: usize, p0: usize, kc: usize, mr: usi
             } else {
                 for p in 0..kc {
                     dst[p * mr + i] = 0.0;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gemma_kernels::cpu::isa::Isa;
+    use std::convert::Infallible;
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    /// Every ISA against a float64 triple loop, over shapes that exercise row tails
+    /// (m not a multiple of MR), half and full column panels, k beyond one KC pass,
+    /// a strided A and a C wider than n, for both packings.
+    #[test]
+    fn gemm_matches_f64_reference_on_every_isa() {
+        let shapes = [
+            (1, 1, 1),
+            (5, 3, 7),
+            (13, 40, 17),
+            (250, 300, 33),
+            (37, 9, 600),
+            (241, 64, 520),
+        ];
+        for isa in Isa::available() {
+            let kernels = Kernels::for_isa(isa).expect("available ISA");
+            for &(m, k, n) in &shapes {
+                let (lda, ldc) = (k + 3, n + 5);
+                let a = values(m * lda, 1 + m as u64);
+                let w = values(n * k, 2 + k as u64); // n rows of k: B = w^T
+                let mut expected = vec![0f64; m * n];
+                for i in 0..m {
+                    for j in 0..n {
+                        expected[i * n + j] = (0..k)
+                            .map(|p| f64::from(a[i * lda + p]) * f64::from(w[j * k + p]))
+                            .sum();
+                    }
+                }
+                let a_ref = MatRef {
+                    data: &a,
+                    rows: m,
+                    cols: k,
+                    stride: lda,
+                };
+                let mut by_rows = PackedB::new();
+                let Ok(()) = by_rows.pack_rows(k, n, kernels.nr, |j, dst| {
+                    dst.copy_from_slice(&w[j * k..][..k]);
+                    Ok::<(), Infallible>(())
+                });
+                let mut by_k_rows = PackedB::new();
+                let Ok(()) = by_k_rows.pack_k_rows(k, n, kernels.nr, |p, dst| {
+                    for (j, d) in dst.iter_mut().enumerate() {
+                        *d = w[j * k + p];
+                    }
+                    Ok::<(), Infallible>(())
+                });
+                for (packing, b) in [("rows", &by_rows), ("k rows", &by_k_rows)] {
+                    let mut c = vec![f32::NAN; m * ldc];
+                    gemm(&kernels, a_ref, b, &mut c, ldc);
+                    for i in 0..m {
+                        for j in 0..n {
+                            let (got, want) = (f64::from(c[i * ldc + j]), expected[i * n + j]);
+                            let tol = 1e-5 * (k as f64).sqrt() * (1.0 + want.abs());
+                            assert!(
+                                (got - want).abs() <= tol,
+                                "{isa:?} {packing} m{m} k{k} n{n} at ({i},{j}): {got} vs {want}"
+                            );
+                        }
+                        // Columns beyond n are never written.
+                        assert!(c[i * ldc + n..(i + 1) * ldc].iter().all(|v| v.is_nan()));
+                    }
                 }
             }
         }

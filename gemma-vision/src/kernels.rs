@@ -89,13 +89,20 @@ impl Kernels {
     /// The kernels of this process's level (`gemma_kernels::cpu::isa::current()`).
     pub fn current() -> &'static Kernels {
         static CURRENT: OnceLock<Kernels> = OnceLock::new();
-        CURRENT.get_or_init(|| {
-            let scalar = || Kernels::for_isa(Isa::Scalar);
-            // Scalar is supported everywhere, so the chain always ends in Some.
-            Kernels::for_isa(isa::current())
-                .or_else(scalar)
-                .unwrap_or_else(|| unreachable!("the scalar level is always supported"))
-        })
+        CURRENT.get_or_init(|| Kernels::for_isa(isa::current()).unwrap_or_else(Kernels::scalar))
+    }
+
+    /// The scalar kernels, which every CPU runs.
+    fn scalar() -> Kernels {
+        Kernels {
+            isa: Isa::Scalar,
+            mr: scalar::MR,
+            nr: scalar::NR,
+            tile_full: scalar::tile_full,
+            tile_half: scalar::tile_half,
+            softmax: scalar::softmax,
+            gelu: scalar::gelu,
+        }
     }
 
     /// Runs one micro-tile whose B panel is `width` (= nr or nr / 2) wide.
@@ -127,6 +134,9 @@ impl Kernels {
     }
 }
 
+/// Largest `MR x NR` of any kernel (the spill buffer of partial tiles).
+const MAX_TILE: usize = 16 * 32;
+
 /// The GEMM micro-tile: an `MR x (NV * LANES)` block of C kept in registers over `kc`
 /// steps, each a broadcast of A times NV vectors of B.
 #[inline(always)]
@@ -151,28 +161,36 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(t: &TileArgs) {
             for (i, row) in acc.iter().enumerate() {
                 for (v, value) in row.iter().enumerate() {
                     let dst = t.c.add(i * t.ldc + v * S::LANES);
-                    let value = if t.accumulate { S::add(S::load(dst), *value) } else { *value };
+                    let value = if t.accumulate {
+                        S::add(S::load(dst), *value)
+                    } else {
+                        *value
+                    };
                     S::store(dst, value);
                 }
             }
         } else {
-            let mut tmp = [0f32; 64];
-            for (i, row) in acc.iter().enumerate().take(t.rows) {
+            // Spill the whole tile with constant indices first: a data-dependent index
+            // into `acc` would keep it in memory inside the hot loop.
+            let mut tmp = [0f32; MAX_TILE];
+            for (i, row) in acc.iter().enumerate() {
                 for (v, value) in row.iter().enumerate() {
-                    let col0 = v * S::LANES;
-                    if col0 >= t.cols {
-                        break;
-                    }
-                    S::store(tmp.as_mut_ptr(), *value);
-                    for (j, x) in tmp.iter().enumerate().take((t.cols - col0).min(S::LANES)) {
-                        let dst = t.c.add(i * t.ldc + col0 + j);
-                        *dst = if t.accumulate { *dst + x } else { *x };
-                    }
+                    S::store(tmp.as_mut_ptr().add(i * width + v * S::LANES), *value);
+                }
+            }
+            for i in 0..t.rows {
+                for j in 0..t.cols {
+                    let dst = t.c.add(i * t.ldc + j);
+                    let x = tmp[i * width + j];
+                    *dst = if t.accumulate { *dst + x } else { x };
                 }
             }
         }
     }
 }
+
+/// Elements per partial sum of the softmax denominator (a multiple of every LANES).
+const SUM_BLOCK: usize = 64;
 
 /// `row = softmax(row * scale)`: max, exponentials and their sum, then one scaling.
 #[inline(always)]
@@ -192,18 +210,24 @@ unsafe fn softmax_row<S: Simd>(row: &mut [f32], scale: f32) {
             max = max.max(*p.add(i));
         }
         let (vm, vs) = (S::splat(max), S::splat(scale));
-        let mut vsum = S::zero();
-        for i in (0..body).step_by(S::LANES) {
-            let e = S::exp(S::mul(S::sub(S::load(p.add(i)), vm), vs));
-            S::store(p.add(i), e);
-            vsum = S::add(vsum, e);
+        // Partial sums over short blocks, added in f64: the sum of a 4096-long row
+        // stays within a few ulp even on the one-lane scalar path.
+        let mut total = 0f64;
+        for block in (0..body).step_by(SUM_BLOCK) {
+            let mut vsum = S::zero();
+            for i in (block..(block + SUM_BLOCK).min(body)).step_by(S::LANES) {
+                let e = S::exp(S::mul(S::sub(S::load(p.add(i)), vm), vs));
+                S::store(p.add(i), e);
+                vsum = S::add(vsum, e);
+            }
+            total += f64::from(S::reduce_add(vsum));
         }
-        let mut sum = S::reduce_add(vsum);
         for i in body..n {
             let e = ((*p.add(i) - max) * scale).exp();
             *p.add(i) = e;
-            sum += e;
+            total += f64::from(e);
         }
+        let sum = total as f32;
         let inv = S::splat(1.0 / sum);
         for i in (0..body).step_by(S::LANES) {
             S::store(p.add(i), S::mul(S::load(p.add(i)), inv));
@@ -319,5 +343,75 @@ mod avx512 {
     pub unsafe fn gelu(x: &mut [f32]) {
         // SAFETY: slice-bounded; AVX-512F present.
         unsafe { gelu_slice::<Avx512>(x) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs() -> Vec<f32> {
+        let mut x: Vec<f32> = (-4000..=4000).map(|i| i as f32 * 0.0025).collect();
+        x.extend([
+            -100.0, -30.0, -9.5, -1e-8, 0.0, 1e-8, 9.5, 30.0, 100.0, 1e4, -1e4,
+        ]);
+        x
+    }
+
+    /// gelu_tanh of every ISA against the float64 formula of `gelu_pytorch_tanh`.
+    #[test]
+    fn gelu_matches_f64_tanh_formula_on_every_isa() {
+        for isa in Isa::available() {
+            let kernels = Kernels::for_isa(isa).expect("available ISA");
+            let x = inputs();
+            let mut y = x.clone();
+            kernels.gelu(&mut y);
+            for (x, y) in x.iter().zip(&y) {
+                let xd = f64::from(*x);
+                let want = 0.5
+                    * xd
+                    * (1.0
+                        + ((2.0 / std::f64::consts::PI).sqrt() * (xd + 0.044715 * xd.powi(3)))
+                            .tanh());
+                // Relative to the result: far tighter than f32 `0.5 x (1 + tanh(u))`,
+                // whose cancellation for negative x only bounds the absolute error.
+                let tol = 2e-6 * want.abs() + 1e-9;
+                assert!(
+                    (f64::from(*y) - want).abs() <= tol,
+                    "{isa:?} gelu({x}) = {y}, want {want}"
+                );
+            }
+        }
+    }
+
+    /// Softmax of every ISA against float64, for lengths with and without a lane tail.
+    #[test]
+    fn softmax_matches_f64_on_every_isa() {
+        for isa in Isa::available() {
+            let kernels = Kernels::for_isa(isa).expect("available ISA");
+            for n in [1usize, 7, 16, 33, 256, 4099] {
+                let row: Vec<f32> = (0..n)
+                    .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.37)
+                    .collect();
+                let scale = 0.125;
+                let max = row
+                    .iter()
+                    .fold(f64::NEG_INFINITY, |m, v| m.max(f64::from(*v) * scale));
+                let exps: Vec<f64> = row
+                    .iter()
+                    .map(|v| (f64::from(*v) * scale - max).exp())
+                    .collect();
+                let sum: f64 = exps.iter().sum();
+                let mut got = row.clone();
+                kernels.softmax(&mut got, scale as f32);
+                for (g, e) in got.iter().zip(&exps) {
+                    let want = e / sum;
+                    assert!(
+                        (f64::from(*g) - want).abs() <= 2e-6 * want + 1e-12,
+                        "{isa:?} n{n}: {g} vs {want}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -91,7 +91,11 @@ impl VisionModel {
     }
 
     /// [`crate::preprocess`] with this model's config.
-    pub fn preprocess<'a>(&self, image: impl Into<ImageInput<'a>>, fit: Fit) -> Result<Pixels, VisionError> {
+    pub fn preprocess<'a>(
+        &self,
+        image: impl Into<ImageInput<'a>>,
+        fit: Fit,
+    ) -> Result<Pixels, VisionError> {
         preprocess(image, &self.config, fit)
     }
 
@@ -102,7 +106,11 @@ impl VisionModel {
     }
 
     /// [`VisionModel::encode`], handing every intermediate to `trace` as it is made.
-    pub fn encode_traced(&self, pixels: &Pixels, trace: &mut dyn FnMut(Stage, &[f32])) -> Result<Vec<f32>, VisionError> {
+    pub fn encode_traced(
+        &self,
+        pixels: &Pixels,
+        trace: &mut dyn FnMut(Stage, &[f32]),
+    ) -> Result<Vec<f32>, VisionError> {
         let c = &self.config;
         if pixels.size() != c.image_size {
             return Err(VisionError::PixelsSize {

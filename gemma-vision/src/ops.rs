@@ -91,7 +91,10 @@ pub(crate) fn avg_pool(h: &[f32], side: usize, d: usize, k: usize) -> Vec<f32> {
 /// `w` as stored, already `1 + weight`).
 pub(crate) fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
     for row in x.chunks_exact_mut(w.len()) {
-        let squares = row.iter().map(|v| f64::from(*v) * f64::from(*v)).sum::<f64>();
+        let squares = row
+            .iter()
+            .map(|v| f64::from(*v) * f64::from(*v))
+            .sum::<f64>();
         let rstd = 1.0 / ((squares / w.len() as f64) as f32 + eps).sqrt();
         for (v, w) in row.iter_mut().zip(w) {
             *v = *v * rstd * w;

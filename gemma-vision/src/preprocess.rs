@@ -4,14 +4,15 @@
 use crate::config::VisionConfig;
 use crate::decode::{decode_rgb8, to_rgb8};
 use crate::error::VisionError;
-use crate::resample::resize_bilinear;
+use crate::resample::{resize_bilinear, PassOrder};
 use image::{DynamicImage, Rgb, RgbImage};
 
 /// How a non-square image is brought to the model's square input.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Fit {
     /// Stretch the whole image to the square, ignoring its aspect ratio: what the
-    /// model's own processor does (transformers `Gemma3ImageProcessor`, Google's reference).
+    /// model's own processor does (transformers `Gemma3ImageProcessor` with Pillow,
+    /// Google's reference).
     #[default]
     Squash,
     /// Keep the aspect ratio and pad with black, as llama.cpp's mtmd does
@@ -74,7 +75,11 @@ impl Pixels {
 /// Decodes (if needed), resizes and normalizes an image for the encoder described by
 /// `config`. Images beyond [`crate::MAX_IMAGE_SIDE`] / [`crate::MAX_IMAGE_PIXELS`] are
 /// rejected from their header, before decoding.
-pub fn preprocess<'a>(image: impl Into<ImageInput<'a>>, config: &VisionConfig, fit: Fit) -> Result<Pixels, VisionError> {
+pub fn preprocess<'a>(
+    image: impl Into<ImageInput<'a>>,
+    config: &VisionConfig,
+    fit: Fit,
+) -> Result<Pixels, VisionError> {
     let rgb = match image.into() {
         ImageInput::Bytes(bytes) => decode_rgb8(bytes)?,
         ImageInput::Image(image) => to_rgb8(image)?,
@@ -85,8 +90,8 @@ pub fn preprocess<'a>(image: impl Into<ImageInput<'a>>, config: &VisionConfig, f
         reason: "does not fit 32 bits",
     })?;
     let square = match fit {
-        Fit::Squash => resize_bilinear(&rgb, size, size),
-        Fit::Letterbox => letterbox(&rgb, size),
+        Fit::Squash => resize_bilinear(rgb, size, size, PassOrder::Pillow),
+        Fit::Letterbox => letterbox(rgb, size),
     };
     let chw = normalize(&square, config.image_mean, config.image_std);
     Ok(Pixels {
@@ -97,15 +102,21 @@ pub fn preprocess<'a>(image: impl Into<ImageInput<'a>>, config: &VisionConfig, f
 }
 
 /// llama.cpp's pad-to-square: scale to fit (float32 arithmetic, sides rounded up and
-/// capped at `size`), then paste centered (integer division) on a black canvas.
-fn letterbox(rgb: &RgbImage, size: u32) -> RgbImage {
+/// capped at `size`), resize with its Pillow port (horizontal pass first), then paste
+/// centered (integer division) on a black canvas.
+fn letterbox(rgb: RgbImage, size: u32) -> RgbImage {
     let (w, h) = (rgb.width(), rgb.height());
     let scale = (size as f32 / w as f32).min(size as f32 / h as f32);
     let new_w = ((w as f32 * scale).ceil() as u32).clamp(1, size);
     let new_h = ((h as f32 * scale).ceil() as u32).clamp(1, size);
-    let resized = resize_bilinear(rgb, new_w, new_h);
+    let resized = resize_bilinear(rgb, new_w, new_h, PassOrder::HorizontalFirst);
     let mut canvas = RgbImage::from_pixel(size, size, Rgb([0, 0, 0]));
-    image::imageops::replace(&mut canvas, &resized, i64::from((size - new_w) / 2), i64::from((size - new_h) / 2));
+    image::imageops::replace(
+        &mut canvas,
+        &resized,
+        i64::from((size - new_w) / 2),
+        i64::from((size - new_h) / 2),
+    );
     canvas
 }
 

@@ -15,7 +15,11 @@ impl Ctx<'_> {
 
     /// RMSNorm with `mm.soft_emb_norm.weight` (which already holds `1 + w`), in place.
     pub fn soft_emb_norm(&self, pooled: &mut [f32]) -> Result<(), VisionError> {
-        rms_norm(pooled, &self.weights.soft_emb_norm.to_f32(self.gguf)?, self.config.norm_eps);
+        rms_norm(
+            pooled,
+            &self.weights.soft_emb_norm.to_f32(self.gguf)?,
+            self.config.norm_eps,
+        );
         Ok(())
     }
 
@@ -24,7 +28,9 @@ impl Ctx<'_> {
     pub fn project(&self, normed: &[f32]) -> Result<Vec<f32>, VisionError> {
         let w = &self.weights.input_projection;
         let mut packed = PackedB::new();
-        packed.pack_k_rows(w.rows, w.cols, self.kernels.nr, |p, dst| w.dequantize_row(self.gguf, p, dst))?;
+        packed.pack_k_rows(w.rows, w.cols, self.kernels.nr, |p, dst| {
+            w.dequantize_row(self.gguf, p, dst)
+        })?;
         let a = MatRef {
             data: normed,
             rows: normed.len() / w.rows,

@@ -1,7 +1,11 @@
 //! Pillow's bilinear resize (`ImagingResample` with `BILINEAR`), bit for bit.
 //!
-//! Two separable passes on 8-bit RGB: horizontal first (only when the width changes)
-//! into an 8-bit intermediate, then vertical (only when the height changes). Weights
+//! Two separable passes on 8-bit RGB, each only when its dimension changes, with an
+//! 8-bit intermediate. Pillow (since 10.x; 13.0 made the references) runs the vertical
+//! pass first when the height shrinks by more than twice as many pixels as the width
+//! ([`PassOrder::Pillow`]); llama.cpp's port always starts with the horizontal pass
+//! ([`PassOrder::HorizontalFirst`]). The order changes the rounding of the 8-bit
+//! intermediate, so each caller picks the one of the reference it reproduces. Weights
 //! are computed in double precision exactly as Pillow's `precompute_coeffs`, then
 //! turned into 22-bit fixed point (`normalize_coeffs_8bpc`); every output is
 //! `clip8(2^21 + sum(u8 * w))`. A float filter without the 8-bit intermediate differs
@@ -47,7 +51,9 @@ fn axis_coeffs(in_size: usize, out_size: usize) -> AxisCoeffs {
         let center = (xx as f64 + 0.5) * scale;
         // `(int)` casts in C truncate toward zero, as `as i64` does.
         let xmin = ((center - support + 0.5) as i64).max(0) as usize;
-        let xmax = ((center + support + 0.5) as i64).min(in_size as i64).max(xmin as i64) as usize;
+        let xmax = ((center + support + 0.5) as i64)
+            .min(in_size as i64)
+            .max(xmin as i64) as usize;
         let n = (xmax - xmin).min(taps_per_output);
         let mut sum = 0.0;
         for (x, tap) in taps[..n].iter_mut().enumerate() {
@@ -58,7 +64,11 @@ fn axis_coeffs(in_size: usize, out_size: usize) -> AxisCoeffs {
         for (tap, fixed) in taps[..n].iter().zip(out.iter_mut()) {
             let w = if sum != 0.0 { tap / sum } else { *tap };
             let scaled = w * f64::from(1u32 << PRECISION_BITS);
-            *fixed = if w < 0.0 { (scaled - 0.5) as i32 } else { (scaled + 0.5) as i32 };
+            *fixed = if w < 0.0 {
+                (scaled - 0.5) as i32
+            } else {
+                (scaled + 0.5) as i32
+            };
         }
         start.push(xmin);
         len.push(n);
@@ -88,7 +98,11 @@ fn resample_horizontal(src: &RgbImage, out_width: u32) -> RgbImage {
     let in_row = src.width() as usize * 3;
     let mut dst = RgbImage::new(out_width, src.height());
     let out_row = out_width as usize * 3;
-    for (src_row, dst_row) in src.as_raw().chunks_exact(in_row).zip(dst.chunks_exact_mut(out_row)) {
+    for (src_row, dst_row) in src
+        .as_raw()
+        .chunks_exact(in_row)
+        .zip(dst.chunks_exact_mut(out_row))
+    {
         for (xx, px) in dst_row.chunks_exact_mut(3).enumerate() {
             let k = &c.weights[xx * c.taps_per_output..][..c.len[xx]];
             let inputs = &src_row[c.start[xx] * 3..];
@@ -125,17 +139,44 @@ fn resample_vertical(src: &RgbImage, out_height: u32) -> RgbImage {
     dst
 }
 
-/// Resizes `src` to `width` x `height` exactly as Pillow's `Image.resize(size,
-/// Image.BILINEAR)` does for an RGB image (both dimensions must be non-zero).
-pub(crate) fn resize_bilinear(src: &RgbImage, width: u32, height: u32) -> RgbImage {
-    let horizontal = if src.width() != width {
-        resample_horizontal(src, width)
-    } else {
-        src.clone()
+/// Which of the two separable passes runs first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PassOrder {
+    /// Pillow's `ImagingResampleInner`: vertical first iff the height shrinks by more
+    /// than twice as many pixels as the width does.
+    Pillow,
+    /// llama.cpp's `resize_pillow` port: always horizontal, then vertical.
+    HorizontalFirst,
+}
+
+/// Resizes `src` to `width` x `height` with Pillow's fixed-point bilinear filter, the
+/// passes in `order` (both dimensions must be non-zero; same size = copy).
+pub(crate) fn resize_bilinear(
+    src: RgbImage,
+    width: u32,
+    height: u32,
+    order: PassOrder,
+) -> RgbImage {
+    let shrink_y = i64::from(src.height()) - i64::from(height);
+    let shrink_x = i64::from(src.width()) - i64::from(width);
+    let vertical_first = order == PassOrder::Pillow && shrink_y > 0 && shrink_y > 2 * shrink_x;
+    let horizontal = |img: RgbImage| {
+        if img.width() != width {
+            resample_horizontal(&img, width)
+        } else {
+            img
+        }
     };
-    if horizontal.height() != height {
-        resample_vertical(&horizontal, height)
+    let vertical = |img: RgbImage| {
+        if img.height() != height {
+            resample_vertical(&img, height)
+        } else {
+            img
+        }
+    };
+    if vertical_first {
+        horizontal(vertical(src))
     } else {
-        horizontal
+        vertical(horizontal(src))
     }
 }

@@ -204,11 +204,13 @@ mod x86 {
         #[inline(always)]
         unsafe fn exp(x: __m256) -> __m256 {
             unsafe {
-                let x = _mm256_min_ps(_mm256_max_ps(x, Self::splat(expf::LO)), Self::splat(expf::HI));
-                let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
-                    x,
-                    Self::splat(expf::LOG2E),
-                ));
+                let x = _mm256_min_ps(
+                    _mm256_max_ps(x, Self::splat(expf::LO)),
+                    Self::splat(expf::HI),
+                );
+                let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                    _mm256_mul_ps(x, Self::splat(expf::LOG2E)),
+                );
                 let r = _mm256_fnmadd_ps(n, Self::splat(expf::LN2_HI), x);
                 let r = _mm256_fnmadd_ps(n, Self::splat(expf::LN2_LO), r);
                 let mut p = Self::splat(expf::P[0]);
@@ -217,7 +219,10 @@ mod x86 {
                 }
                 let r2 = _mm256_mul_ps(r, r);
                 let y = _mm256_add_ps(_mm256_fmadd_ps(p, r2, r), Self::splat(1.0));
-                let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)));
+                let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+                    _mm256_cvtps_epi32(n),
+                    _mm256_set1_epi32(127),
+                ));
                 _mm256_mul_ps(y, _mm256_castsi256_ps(bits))
             }
         }
@@ -280,11 +285,13 @@ mod x86 {
         #[inline(always)]
         unsafe fn exp(x: __m512) -> __m512 {
             unsafe {
-                let x = _mm512_min_ps(_mm512_max_ps(x, Self::splat(expf::LO)), Self::splat(expf::HI));
-                let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
-                    x,
-                    Self::splat(expf::LOG2E),
-                ));
+                let x = _mm512_min_ps(
+                    _mm512_max_ps(x, Self::splat(expf::LO)),
+                    Self::splat(expf::HI),
+                );
+                let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                    _mm512_mul_ps(x, Self::splat(expf::LOG2E)),
+                );
                 let r = _mm512_fnmadd_ps(n, Self::splat(expf::LN2_HI), x);
                 let r = _mm512_fnmadd_ps(n, Self::splat(expf::LN2_LO), r);
                 let mut p = Self::splat(expf::P[0]);

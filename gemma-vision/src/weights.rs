@@ -20,7 +20,12 @@ pub(crate) struct Matrix {
 
 impl Matrix {
     /// Dequantizes row `r` into `out` (`cols` values).
-    pub fn dequantize_row(&self, gguf: &GgufFile, r: usize, out: &mut [f32]) -> Result<(), VisionError> {
+    pub fn dequantize_row(
+        &self,
+        gguf: &GgufFile,
+        r: usize,
+        out: &mut [f32],
+    ) -> Result<(), VisionError> {
         let bytes = &gguf.tensor_data(&self.info)[r * self.row_bytes..][..self.row_bytes];
         quant::dequantize(self.info.ty, bytes, &mut out[..self.cols])?;
         Ok(())
@@ -90,7 +95,13 @@ impl Weights {
         let vector = |name: &str, len: u64| matrix(gguf, name, &[len], 1, len);
         let linear = |name: &str, inputs: u64, outputs: u64| -> Result<Linear, VisionError> {
             Ok(Linear {
-                weight: matrix(gguf, &format!("{name}.weight"), &[inputs, outputs], outputs, inputs)?,
+                weight: matrix(
+                    gguf,
+                    &format!("{name}.weight"),
+                    &[inputs, outputs],
+                    outputs,
+                    inputs,
+                )?,
                 bias: vector(&format!("{name}.bias"), outputs)?,
             })
         };
@@ -114,20 +125,42 @@ impl Weights {
         Ok(Weights {
             patch_weight: matrix(gguf, "v.patch_embd.weight", &[p, p, 3, d], d, 3 * p * p)?,
             patch_bias: vector("v.patch_embd.bias", d)?,
-            position: matrix(gguf, "v.position_embd.weight", &[d, c.n_patches() as u64], c.n_patches() as u64, d)?,
+            position: matrix(
+                gguf,
+                "v.position_embd.weight",
+                &[d, c.n_patches() as u64],
+                c.n_patches() as u64,
+                d,
+            )?,
             layers,
             post_ln_weight: vector("v.post_ln.weight", d)?,
             post_ln_bias: vector("v.post_ln.bias", d)?,
             soft_emb_norm: vector("mm.soft_emb_norm.weight", d)?,
-            input_projection: matrix(gguf, INPUT_PROJECTION, &[c.text_hidden as u64, d], d, c.text_hidden as u64)?,
+            input_projection: matrix(
+                gguf,
+                INPUT_PROJECTION,
+                &[c.text_hidden as u64, d],
+                d,
+                c.text_hidden as u64,
+            )?,
         })
     }
 }
 
 /// Looks up `name`, checks its ggml dims against `expected` (trailing 1s ignored) and
 /// its type, and views it as `rows x cols`.
-fn matrix(gguf: &GgufFile, name: &str, expected: &[u64], rows: u64, cols: u64) -> Result<Matrix, VisionError> {
-    let info = gguf.tensor(name).ok_or_else(|| VisionError::MissingTensor { name: name.to_string() })?;
+fn matrix(
+    gguf: &GgufFile,
+    name: &str,
+    expected: &[u64],
+    rows: u64,
+    cols: u64,
+) -> Result<Matrix, VisionError> {
+    let info = gguf
+        .tensor(name)
+        .ok_or_else(|| VisionError::MissingTensor {
+            name: name.to_string(),
+        })?;
     if trim_ones(&info.dims) != trim_ones(expected) {
         return Err(VisionError::TensorShape {
             name: name.to_string(),
@@ -143,8 +176,14 @@ fn matrix(gguf: &GgufFile, name: &str, expected: &[u64], rows: u64, cols: u64) -
         return Err(wrong_type());
     }
     let row_bytes = info.ty.row_bytes(cols).ok_or_else(wrong_type)?;
-    let (rows, cols, row_bytes) = match (usize::try_from(rows), usize::try_from(cols), usize::try_from(row_bytes)) {
-        (Ok(r), Ok(c), Ok(b)) if (r as u64).checked_mul(b as u64) == Some(info.n_bytes) => (r, c, b),
+    let (rows, cols, row_bytes) = match (
+        usize::try_from(rows),
+        usize::try_from(cols),
+        usize::try_from(row_bytes),
+    ) {
+        (Ok(r), Ok(c), Ok(b)) if (r as u64).checked_mul(b as u64) == Some(info.n_bytes) => {
+            (r, c, b)
+        }
         _ => return Err(wrong_type()),
     };
     Ok(Matrix {

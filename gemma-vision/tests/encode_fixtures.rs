@@ -13,6 +13,8 @@ const TOKEN_TOL: f32 = 1e-5;
 /// Intermediates have larger magnitudes than the tokens; the same 1e-5 still holds
 /// for an exact implementation.
 const INTERMEDIATE_TOL: f32 = 1e-5;
+/// llama.cpp's tokens are 1.0e-3 .. 1.3e-3 from the exact reference (fixture README).
+const LLAMA_CPP_TOL: f32 = 2e-3;
 
 fn stage_file(stage: Stage) -> String {
     match stage {
@@ -38,8 +40,26 @@ fn encode_all(model: &VisionModel, file: &str) {
             assert_eq!(tokens.len(), model.n_image_tokens() * model.text_hidden());
             let reference = read_f32(&format!("ref/{stem}.{tag}.tokens.f32"));
             let err = max_abs_diff(&tokens, &reference, "tokens");
-            println!("{file} {stem} {tag} isa={:?}: tokens max |diff| {err:.3e}", model.isa());
-            assert!(err <= TOKEN_TOL, "{file} {stem} {tag}: tokens max |diff| {err:e} > {TOKEN_TOL:e}");
+            println!(
+                "{file} {stem} {tag} isa={:?}: tokens max |diff| {err:.3e}",
+                model.isa()
+            );
+            assert!(
+                err <= TOKEN_TOL,
+                "{file} {stem} {tag}: tokens max |diff| {err:e} > {TOKEN_TOL:e}"
+            );
+            if fit == Fit::Letterbox {
+                // llama.cpp's own output for the same pixels sits ~1e-3 away (ggml's f16
+                // shortcuts, README); a gross error would be far outside this.
+                let llama = read_f32(&format!(
+                    "ref/{stem}.letterbox.llamacpp-f32-faoff.tokens.f32"
+                ));
+                let err = max_abs_diff(&tokens, &llama, "llama.cpp tokens");
+                assert!(
+                    err <= LLAMA_CPP_TOL,
+                    "{file} {stem}: {err:e} from llama.cpp's tokens"
+                );
+            }
             if fit == Fit::Squash {
                 // Intermediates exist for the squash (transformers) pixels.
                 let mut order: Vec<Stage> = vec![Stage::Embeddings];
@@ -51,7 +71,10 @@ fn encode_all(model: &VisionModel, file: &str) {
                     let reference = read_f32(&format!("ref/{stem}.squash.{name}.f32"));
                     let err = max_abs_diff(&stages[&stage], &reference, &name);
                     println!("{file} {stem} squash {name}: max |diff| {err:.3e}");
-                    assert!(err <= INTERMEDIATE_TOL, "{file} {stem} {name}: max |diff| {err:e} > {INTERMEDIATE_TOL:e}");
+                    assert!(
+                        err <= INTERMEDIATE_TOL,
+                        "{file} {stem} {name}: max |diff| {err:e} > {INTERMEDIATE_TOL:e}"
+                    );
                 }
             }
         }
@@ -84,9 +107,23 @@ fn config_is_read_from_clip_keys() {
     let model = VisionModel::load(fixture_dir().join(MMPROJ[0])).expect("load");
     let c = model.config();
     assert_eq!(
-        (c.image_size, c.patch_size, c.hidden, c.ffn_hidden, c.n_layers, c.n_heads, c.head_dim),
+        (
+            c.image_size,
+            c.patch_size,
+            c.hidden,
+            c.ffn_hidden,
+            c.n_layers,
+            c.n_heads,
+            c.head_dim
+        ),
         (224, 14, 64, 128, 2, 4, 16)
     );
-    assert_eq!((c.pool_kernel, c.text_hidden, model.n_image_tokens()), (4, 640, 16));
-    assert_eq!((c.norm_eps, c.image_mean, c.image_std), (1e-6, [0.5; 3], [0.5; 3]));
+    assert_eq!(
+        (c.pool_kernel, c.text_hidden, model.n_image_tokens()),
+        (4, 640, 16)
+    );
+    assert_eq!(
+        (c.norm_eps, c.image_mean, c.image_std),
+        (1e-6, [0.5; 3], [0.5; 3])
+    );
 }

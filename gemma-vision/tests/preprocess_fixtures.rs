@@ -12,18 +12,35 @@ fn check_fit(fit: Fit, tag: &str) {
         let png = read_bytes(&format!("images/{stem}.png"));
         let pixels = preprocess(&png, model.config(), fit).expect("fixture image preprocesses");
         let rgb = read_bytes(&format!("ref/{stem}.{tag}.rgb8"));
-        let differing = pixels.rgb8().iter().zip(&rgb).filter(|(a, b)| a != b).count();
+        let differing = pixels
+            .rgb8()
+            .iter()
+            .zip(&rgb)
+            .filter(|(a, b)| a != b)
+            .count();
         assert_eq!(pixels.rgb8().len(), rgb.len(), "{stem} {tag}: rgb8 size");
-        assert_eq!(differing, 0, "{stem} {tag}: {differing} of {} rgb8 bytes differ", rgb.len());
+        assert_eq!(
+            differing,
+            0,
+            "{stem} {tag}: {differing} of {} rgb8 bytes differ",
+            rgb.len()
+        );
         let reference = read_f32(&format!("ref/{stem}.{tag}.pixels.f32"));
-        assert_eq!(pixels.data().len(), reference.len(), "{stem} {tag}: pixel count");
+        assert_eq!(
+            pixels.data().len(),
+            reference.len(),
+            "{stem} {tag}: pixel count"
+        );
         let differing = pixels
             .data()
             .iter()
             .zip(&reference)
             .filter(|(a, b)| a.to_bits() != b.to_bits())
             .count();
-        assert_eq!(differing, 0, "{stem} {tag}: {differing} normalized pixels differ in bits");
+        assert_eq!(
+            differing, 0,
+            "{stem} {tag}: {differing} normalized pixels differ in bits"
+        );
     }
 }
 

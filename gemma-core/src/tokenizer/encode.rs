@@ -1,22 +1,32 @@
-//! Text -> ids: special-token cut, whitespace escaping, chunking, merging.
+//! Text -> ids: special-token cut, chunking at spaces, whitespace escaping, merging.
+//!
+//! Plain text is cut before every space that follows another character, unless a token
+//! containing `X▁` could match across that point (`bridges`): no vocabulary token spans
+//! such a cut, so merging each chunk alone gives exactly the ids of merging the whole
+//! fragment. Chunks repeat (words), so the ids of each chunk are remembered for the rest
+//! of the call.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use super::bpe::MergeScratch;
+use super::lookup::BytesHasherBuilder;
 use super::special::Fragment;
 use super::{EncodeOptions, Tokenizer, SPACE_SYMBOL};
 
 /// UTF-8 bytes of `▁`.
 const SPACE_SYMBOL_UTF8: &str = "\u{2581}";
 
-/// Buffers reused across the fragments of one `encode` call.
-#[derive(Debug, Default)]
-struct EncodeScratch {
-    /// The fragment with spaces escaped.
+/// Chunks longer than this are not remembered (rarely repeated, costly to hash).
+const MAX_CACHED_CHUNK: usize = 128;
+
+/// State of one `encode` call.
+struct EncodeState<'t> {
+    /// The current chunk with spaces escaped.
     escaped: String,
-    /// Byte offsets in `escaped` where a `▁` follows another character: chunk candidates.
-    boundaries: Vec<usize>,
     merge: MergeScratch,
+    /// Chunk text -> `(start, len)` of its ids in the output.
+    seen: HashMap<&'t str, (u32, u32), BytesHasherBuilder>,
 }
 
 impl Tokenizer {
@@ -44,7 +54,11 @@ impl Tokenizer {
         } else {
             Cow::Borrowed(text)
         };
-        let mut scratch = EncodeScratch::default();
+        let mut state = EncodeState {
+            escaped: String::new(),
+            merge: MergeScratch::default(),
+            seen: HashMap::with_hasher(BytesHasherBuilder),
+        };
         let mut previous_was_special = true;
         for fragment in self.special.split(&text, options.parse_special) {
             match fragment {
@@ -54,56 +68,61 @@ impl Tokenizer {
                 }
                 Fragment::Text(plain) => {
                     let prefix = self.add_space_prefix && previous_was_special;
-                    self.encode_plain(plain, prefix, &mut scratch, out);
+                    self.encode_plain(plain, prefix, &mut state, out);
                     previous_was_special = false;
                 }
             }
         }
     }
 
-    /// Escapes spaces, cuts the text into chunks that no token can span and merges each.
-    fn encode_plain(
-        &self,
-        plain: &str,
-        space_prefix: bool,
-        scratch: &mut EncodeScratch,
-        out: &mut Vec<u32>,
-    ) {
-        let escaped = &mut scratch.escaped;
-        let boundaries = &mut scratch.boundaries;
+    /// Cuts plain text into chunks and merges each.
+    fn encode_plain<'t>(&self, plain: &'t str, space_prefix: bool, state: &mut EncodeState<'t>, out: &mut Vec<u32>) {
+        let bytes = plain.as_bytes();
+        let mut start = 0;
+        let mut first = true;
+        for (at, _) in plain.match_indices(' ') {
+            if at > start && bytes[at - 1] != b' ' && !self.bridge_spans(bytes, at) {
+                self.encode_chunk(&plain[start..at], first && space_prefix, state, out);
+                start = at;
+                first = false;
+            }
+        }
+        self.encode_chunk(&plain[start..], first && space_prefix, state, out);
+    }
+
+    /// Merges one chunk, or copies its ids from an earlier occurrence.
+    fn encode_chunk<'t>(&self, chunk: &'t str, space_prefix: bool, state: &mut EncodeState<'t>, out: &mut Vec<u32>) {
+        let cacheable = !space_prefix && chunk.len() <= MAX_CACHED_CHUNK;
+        if cacheable {
+            if let Some(&(start, len)) = state.seen.get(chunk) {
+                let start = start as usize;
+                out.extend_from_within(start..start + len as usize);
+                return;
+            }
+        }
+        let escaped = &mut state.escaped;
         escaped.clear();
-        boundaries.clear();
-        let mut previous_was_space = true;
         if space_prefix {
             escaped.push_str(SPACE_SYMBOL_UTF8);
         }
-        for (i, run) in plain.split(' ').enumerate() {
+        for (i, run) in chunk.split(' ').enumerate() {
             if i > 0 {
-                if !previous_was_space {
-                    boundaries.push(escaped.len());
-                }
                 escaped.push_str(SPACE_SYMBOL_UTF8);
-                previous_was_space = true;
             }
-            if !run.is_empty() {
-                escaped.push_str(run);
-                previous_was_space = false;
-            }
+            escaped.push_str(run);
         }
-        let mut start = 0;
-        for &boundary in boundaries.iter() {
-            if boundary > start && !self.bridge_spans(escaped, boundary) {
-                self.merge_chunk(&escaped[start..boundary], &mut scratch.merge, out);
-                start = boundary;
-            }
+        let start = out.len();
+        self.merge_chunk(escaped, &mut state.merge, out);
+        if let (true, Ok(start), Ok(len)) = (cacheable, u32::try_from(start), u32::try_from(out.len() - start)) {
+            state.seen.insert(chunk, (start, len));
         }
-        self.merge_chunk(&escaped[start..], &mut scratch.merge, out);
     }
 
-    /// Whether some token containing `X▁` could match across the `▁` at `boundary`.
-    fn bridge_spans(&self, escaped: &str, boundary: usize) -> bool {
-        self.bridges.iter().any(|(token, offset)| {
-            boundary >= *offset && escaped.as_bytes()[boundary - offset..].starts_with(token)
-        })
+    /// Whether some token containing `X▁` could match across the space at `at` of the
+    /// unescaped text (`bridges` hold those tokens with spaces for `▁`).
+    fn bridge_spans(&self, plain: &[u8], at: usize) -> bool {
+        self.bridges
+            .iter()
+            .any(|(token, offset)| at >= *offset && plain[at - offset..].starts_with(token))
     }
 }

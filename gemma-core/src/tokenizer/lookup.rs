@@ -102,7 +102,7 @@ fn slot_id(stored: u64) -> usize {
 /// A fast non-cryptographic hash of a short byte string (8 bytes per step, then a final
 /// avalanche so that the low bits used for the slot depend on every input bit).
 #[inline]
-fn hash_bytes(bytes: &[u8]) -> u64 {
+pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
     const K: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut h = (bytes.len() as u64).wrapping_mul(K);
     let mut chunks = bytes.chunks_exact(8);
@@ -120,6 +120,30 @@ fn hash_bytes(bytes: &[u8]) -> u64 {
     h ^= h >> 29;
     h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
     h ^ (h >> 32)
+}
+
+/// [`std::hash::BuildHasher`] for maps keyed by short strings, using [`hash_bytes`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct BytesHasherBuilder;
+
+/// Hasher state of [`BytesHasherBuilder`].
+#[derive(Debug, Default)]
+pub(crate) struct BytesHasher(u64);
+
+impl std::hash::BuildHasher for BytesHasherBuilder {
+    type Hasher = BytesHasher;
+    fn build_hasher(&self) -> BytesHasher {
+        BytesHasher(0)
+    }
+}
+
+impl std::hash::Hasher for BytesHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = self.0.rotate_left(5) ^ hash_bytes(bytes);
+    }
 }
 
 #[cfg(test)]

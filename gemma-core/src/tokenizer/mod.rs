@@ -15,6 +15,9 @@ mod special;
 mod stream;
 mod vocab;
 
+#[cfg(test)]
+mod tests;
+
 pub use error::TokenizerError;
 pub use stream::StreamDecoder;
 pub use vocab::{TokenType, Vocab};
@@ -57,8 +60,9 @@ pub struct Tokenizer {
     /// Token for each byte value (a `<0xNN>` token, else UNK).
     byte_fallback: [u32; 256],
     special: SpecialMatcher,
-    /// Tokens that contain a `▁` right after another character, with the byte offset of
-    /// each such `▁`: a chunk boundary is never placed where one of them could match.
+    /// Tokens that contain a `▁` right after another character, written with spaces for
+    /// `▁`, with the byte offset of each such space: a chunk boundary is never placed
+    /// where one of them could match.
     bridges: Vec<(Vec<u8>, usize)>,
     bos: Option<u32>,
     eos: Option<u32>,
@@ -134,7 +138,11 @@ impl Tokenizer {
         let bridges = vocab
             .tokens
             .iter()
-            .flat_map(|text| bridge_offsets(text).map(|offset| (text.as_bytes().to_vec(), offset)))
+            .flat_map(|text| {
+                let unescaped = text.replace(SPACE_SYMBOL, " ").into_bytes();
+                let spaced = |offset: usize| offset - 2 * text[..offset].matches(SPACE_SYMBOL).count();
+                bridge_offsets(text).map(move |offset| (unescaped.clone(), spaced(offset)))
+            })
             .collect();
         let end_of_turn = lookup.get(&texts, b"<end_of_turn>");
         Ok(Self {

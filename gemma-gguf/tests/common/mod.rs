@@ -11,7 +11,10 @@ use std::path::PathBuf;
 
 /// `../shared/fixtures` relative to the repository root; panics with a clear message if absent.
 pub fn fixtures() -> PathBuf {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures"));
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures"
+    ));
     assert!(
         dir.is_dir(),
         "test fixtures missing: expected {} (the shared fixtures folder next to the repository)",

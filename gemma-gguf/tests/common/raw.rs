@@ -84,7 +84,7 @@ impl Raw {
 
     /// Zero bytes up to a multiple of `align`.
     pub fn pad(&mut self, align: u64) -> &mut Self {
-        while self.pos() % align != 0 {
+        while !self.pos().is_multiple_of(align) {
             self.u8(0);
         }
         self

@@ -39,4 +39,3 @@ pub fn every_value() -> Vec<(String, Value)> {
     values.push(("a.nested", nested.into()));
     values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
-

@@ -15,6 +15,8 @@ use crate::KernelError;
 use gemma_gguf::GgmlType;
 use rayon::prelude::*;
 
+mod tiles;
+
 /// Output rows per parallel task for one token: a multiple of 16 so that two tasks
 /// never write the same 64-byte cache line of `y`, and small enough to balance threads.
 const DECODE_ROWS_PER_TASK: usize = 64;
@@ -194,15 +196,17 @@ impl BlockVisitor for Matmul<'_, '_> {
         let blocks_per_row = w.cols / B::ELEMS;
         let act = scratch.act_blocks::<B::Act>(n * blocks_per_row)?;
         quantize_rows::<B::Act>(x, w.cols, act, blocks_per_row);
+        let act: &[B::Act] = act;
         let dot: VecDot<B> = B::vec_dot_for(isa::current()).unwrap_or(B::vec_dot);
         let rows = Rows {
             weights,
             blocks_per_row,
             dot,
+            dot4: None,
         };
         if n == 1 {
             rows.matvec(act, y);
-        } else {
+        } else if !tiles::matmat_with_tile_kernel(&rows, act, n, y) {
             rows.matmat(act, n, y);
         }
         Ok(())
@@ -220,11 +224,14 @@ fn quantize_rows<A: QuantBlock>(x: &[f32], cols: usize, act: &mut [A], blocks_pe
         .for_each(|(row, blocks)| A::quantize_act(row, blocks));
 }
 
-/// The weight rows of one matrix with the dot product chosen for them.
+/// The weight rows of one matrix with the dot products chosen for them.
 struct Rows<'a, B: QuantBlock> {
     weights: &'a [B],
     blocks_per_row: usize,
+    /// One row times one token.
     dot: VecDot<B>,
+    /// One row times [`tiles::TILE_TOKENS`] tokens, where this format and CPU have one.
+    dot4: Option<tiles::Dot4<B>>,
 }
 
 impl<B: QuantBlock> Rows<'_, B> {
@@ -258,11 +265,8 @@ impl<B: QuantBlock> Rows<'_, B> {
                 let tokens = TOKEN_TILE.min(n - t0);
                 for r in first..last {
                     let row = self.row(r);
-                    for t in 0..tokens {
-                        let a = &act
-                            [(t0 + t) * self.blocks_per_row..(t0 + t + 1) * self.blocks_per_row];
-                        tile[t * PREFILL_ROWS_PER_TASK + (r - first)] = (self.dot)(row, a);
-                    }
+                    let out = &mut tile[r - first..];
+                    self.row_times_tokens(row, &act[t0 * self.blocks_per_row..], tokens, out);
                 }
                 for t in 0..tokens {
                     let src = &tile
@@ -274,6 +278,26 @@ impl<B: QuantBlock> Rows<'_, B> {
                 }
             }
         });
+    }
+
+    /// `out[t * PREFILL_ROWS_PER_TASK] = dot(row, token t)` for the first `tokens`
+    /// activation rows of `act`, four at a time where a four-token kernel exists.
+    fn row_times_tokens(&self, row: &[B], act: &[B::Act], tokens: usize, out: &mut [f32]) {
+        let bpr = self.blocks_per_row;
+        let token = |t: usize| &act[t * bpr..(t + 1) * bpr];
+        let mut t = 0;
+        if let Some(dot4) = self.dot4 {
+            while t + tiles::TILE_TOKENS <= tokens {
+                let ys = dot4(row, [token(t), token(t + 1), token(t + 2), token(t + 3)]);
+                for (k, y) in ys.into_iter().enumerate() {
+                    out[(t + k) * PREFILL_ROWS_PER_TASK] = y;
+                }
+                t += tiles::TILE_TOKENS;
+            }
+        }
+        for t in t..tokens {
+            out[t * PREFILL_ROWS_PER_TASK] = (self.dot)(row, token(t));
+        }
     }
 }
 

@@ -32,9 +32,15 @@ pub struct AttnShape {
 impl AttnShape {
     fn check(&self) -> Result<(), CudaError> {
         if !matches!(self.head_dim, 64 | 128 | 256) {
-            return Err(CudaError::Unsupported { what: "head_dim", value: self.head_dim, rule: "64, 128 or 256" });
+            return Err(CudaError::Unsupported {
+                what: "head_dim",
+                value: self.head_dim,
+                rule: "64, 128 or 256",
+            });
         }
-        let ok = self.n_kv_heads > 0 && self.n_heads % self.n_kv_heads == 0 && self.n_heads / self.n_kv_heads <= 8;
+        let ok = self.n_kv_heads > 0
+            && self.n_heads.is_multiple_of(self.n_kv_heads)
+            && self.n_heads / self.n_kv_heads <= 8;
         if !ok {
             return Err(CudaError::Unsupported {
                 what: "n_heads / n_kv_heads",
@@ -78,7 +84,12 @@ impl DecodeScratch {
         let n_splits = max_live.div_ceil(kps);
         let part_o = zeros::<f32>(dev, shape.n_heads * n_splits * shape.head_dim)?;
         let part_ml = zeros::<f32>(dev, shape.n_heads * n_splits * 2)?;
-        Ok(DecodeScratch { kps, n_splits, part_o, part_ml })
+        Ok(DecodeScratch {
+            kps,
+            n_splits,
+            part_o,
+            part_ml,
+        })
     }
 
     /// Keys per split.
@@ -129,9 +140,16 @@ where
     check_len("K cache", shape.cache_len(), k_cache.len())?;
     check_len("V cache", shape.cache_len(), v_cache.len())?;
     check_len("position", 1, pos.len())?;
-    check_len("decode scratch", shape.n_heads * scratch.n_splits * shape.head_dim, scratch.part_o.len())?;
+    check_len(
+        "decode scratch",
+        shape.n_heads * scratch.n_splits * shape.head_dim,
+        scratch.part_o.len(),
+    )?;
     let (decode, combine) = decode_names(shape.head_dim);
-    let (po, pml) = (ptr_mut(dev, &mut scratch.part_o), ptr_mut(dev, &mut scratch.part_ml));
+    let (po, pml) = (
+        ptr_mut(dev, &mut scratch.part_o),
+        ptr_mut(dev, &mut scratch.part_ml),
+    );
     let args = [
         Arg::P(ptr(dev, q)),
         Arg::P(ptr(dev, k_cache)),
@@ -146,11 +164,27 @@ where
         Arg::P(po),
         Arg::P(pml),
     ];
-    let grid = (grid_dim("kv heads", shape.n_kv_heads)?, grid_dim("splits", scratch.n_splits)?, 1);
+    let grid = (
+        grid_dim("kv heads", shape.n_kv_heads)?,
+        grid_dim("splits", scratch.n_splits)?,
+        1,
+    );
     launch(dev, Kernel::Attention, decode, grid, 128, &args)?;
-    let args = [Arg::P(po), Arg::P(pml), Arg::I(int("splits", scratch.n_splits)?), Arg::P(ptr_mut(dev, out))];
+    let args = [
+        Arg::P(po),
+        Arg::P(pml),
+        Arg::I(int("splits", scratch.n_splits)?),
+        Arg::P(ptr_mut(dev, out)),
+    ];
     let block = grid_dim("head_dim", shape.head_dim)?;
-    launch(dev, Kernel::Attention, combine, (grid_dim("heads", shape.n_heads)?, 1, 1), block, &args)
+    launch(
+        dev,
+        Kernel::Attention,
+        combine,
+        (grid_dim("heads", shape.n_heads)?, 1, 1),
+        block,
+        &args,
+    )
 }
 
 /// Attention of n new tokens at positions p0 .. p0 + n - 1 (causal, sliding window when
@@ -181,14 +215,83 @@ where
     shape.check()?;
     let fits = p0 + n <= shape.n_slots || (shape.window > 0 && shape.n_slots >= shape.window);
     if !fits {
-        return Err(CudaError::Shape { what: "KV cache slots for the context", needed: p0 + n, actual: shape.n_slots });
+        return Err(CudaError::Shape {
+            what: "KV cache slots for the context",
+            needed: p0 + n,
+            actual: shape.n_slots,
+        });
     }
-    let width = n * shape.n_heads * shape.head_dim;
     let kv_width = n * shape.n_kv_heads * shape.head_dim;
-    check_len("attention query", width, q.len())?;
-    check_len("attention output", width, out.len())?;
     check_len("new keys", kv_width, k_new.len())?;
     check_len("new values", kv_width, v_new.len())?;
+    let new_kv = (ptr(dev, k_new), ptr(dev, v_new));
+    prefill(dev, q, new_kv, k_cache, v_cache, n, (p0, p0), shape, out)
+}
+
+/// Attention of n tokens at positions p0 .. p0 + n - 1 whose keys and values are all in
+/// the cache already (stored before, as the forward pass of gemma-core does): the cache
+/// must hold every key a query sees, i.e. a ring needs window + n - 1 slots.
+#[allow(clippy::too_many_arguments)] // mirrors the kernel: query, cache, positions, shape, output
+pub fn attention_prefill_cached<Q, K, V, O>(
+    dev: &CudaDevice,
+    q: &Q,
+    k_cache: &K,
+    v_cache: &V,
+    n: usize,
+    p0: usize,
+    shape: &AttnShape,
+    out: &mut O,
+) -> Result<(), CudaError>
+where
+    Q: DevicePtr<f32>,
+    K: DevicePtr<u16>,
+    V: DevicePtr<u16>,
+    O: DevicePtrMut<f32>,
+{
+    shape.check()?;
+    let needed = if shape.window > 0 {
+        (shape.window + n - 1).min(p0 + n)
+    } else {
+        p0 + n
+    };
+    check_len("KV cache slots for the visible keys", needed, shape.n_slots)?;
+    let cache = (ptr(dev, k_cache), ptr(dev, v_cache));
+    prefill(
+        dev,
+        q,
+        cache,
+        k_cache,
+        v_cache,
+        n,
+        (p0, i32::MAX as usize),
+        shape,
+        out,
+    )
+}
+
+/// Launches flash_prefill_<D>; `new_kv` holds the device addresses of the new tokens' K
+/// and V (read for positions >= positions.1), `positions` = (p0, p_new).
+#[allow(clippy::too_many_arguments)] // the kernel's parameter list
+fn prefill<Q, K, V, O>(
+    dev: &CudaDevice,
+    q: &Q,
+    new_kv: (u64, u64),
+    k_cache: &K,
+    v_cache: &V,
+    n: usize,
+    (p0, p_new): (usize, usize),
+    shape: &AttnShape,
+    out: &mut O,
+) -> Result<(), CudaError>
+where
+    Q: DevicePtr<f32>,
+    K: DevicePtr<u16>,
+    V: DevicePtr<u16>,
+    O: DevicePtrMut<f32>,
+{
+    let width = n * shape.n_heads * shape.head_dim;
+    check_len("attention query", width, q.len())?;
+    check_len("attention output", width, out.len())?;
     check_len("K cache", shape.cache_len(), k_cache.len())?;
     check_len("V cache", shape.cache_len(), v_cache.len())?;
     let name = match shape.head_dim {
@@ -199,19 +302,24 @@ where
     let queries_per_block = 2048 / shape.head_dim;
     let args = [
         Arg::P(ptr(dev, q)),
-        Arg::P(ptr(dev, k_new)),
-        Arg::P(ptr(dev, v_new)),
+        Arg::P(new_kv.0),
+        Arg::P(new_kv.1),
         Arg::P(ptr(dev, k_cache)),
         Arg::P(ptr(dev, v_cache)),
         Arg::I(int("n", n)?),
         Arg::I(int("n_heads", shape.n_heads)?),
         Arg::I(int("n_kv_heads", shape.n_kv_heads)?),
         Arg::I(int("p0", p0)?),
+        Arg::I(int("p_new", p_new)?),
         Arg::I(int("n_slots", shape.n_slots)?),
         Arg::I(int("window", shape.window)?),
         Arg::F(shape.scale),
         Arg::P(ptr_mut(dev, out)),
     ];
-    let grid = (grid_dim("query tiles", n.div_ceil(queries_per_block))?, grid_dim("heads", shape.n_heads)?, 1);
+    let grid = (
+        grid_dim("query tiles", n.div_ceil(queries_per_block))?,
+        grid_dim("heads", shape.n_heads)?,
+        1,
+    );
     launch(dev, Kernel::FlashAttn, name, grid, 128, &args)
 }

@@ -36,11 +36,17 @@ pub struct DeviceMatrix {
 
 impl DeviceMatrix {
     /// Copies a matrix of raw GGUF blocks to the device.
-    pub fn upload(dev: &CudaDevice, ty: GgmlType, data: &[u8], rows: usize, cols: usize) -> Result<Self, CudaError> {
+    pub fn upload(
+        dev: &CudaDevice,
+        ty: GgmlType,
+        data: &[u8],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self, CudaError> {
         if !is_supported(ty) {
             return Err(CudaError::UnsupportedType(ty));
         }
-        if cols % ty.block_elems() != 0 || cols % 8 != 0 {
+        if !cols.is_multiple_of(ty.block_elems()) || !cols.is_multiple_of(8) {
             return Err(CudaError::Unsupported {
                 what: "matrix row length",
                 value: cols,
@@ -54,10 +60,20 @@ impl DeviceMatrix {
             actual: data.len(),
         })?;
         if data.len() != needed {
-            return Err(CudaError::Shape { what: "matrix bytes", needed, actual: data.len() });
+            return Err(CudaError::Shape {
+                what: "matrix bytes",
+                needed,
+                actual: data.len(),
+            });
         }
         let data = dev.stream().clone_htod(data)?;
-        Ok(DeviceMatrix { ty, rows, cols, row_bytes, data })
+        Ok(DeviceMatrix {
+            ty,
+            rows,
+            cols,
+            row_bytes,
+            data,
+        })
     }
 
     /// The ggml type of the blocks.
@@ -114,7 +130,13 @@ impl Q8Activations {
         let elems = padded_len(max_k) * max_rows.max(1);
         let qs = dev.stream().alloc_zeros::<i8>(elems)?;
         let ds = dev.stream().alloc_zeros::<f32>(elems / 32 * 2)?;
-        Ok(Q8Activations { k: max_k, k_pad: padded_len(max_k), rows: 0, qs, ds })
+        Ok(Q8Activations {
+            k: max_k,
+            k_pad: padded_len(max_k),
+            rows: 0,
+            qs,
+            ds,
+        })
     }
 
     /// Values per row of the current contents.
@@ -125,6 +147,11 @@ impl Q8Activations {
     /// Padded row length of the current contents.
     pub fn k_pad(&self) -> usize {
         self.k_pad
+    }
+
+    /// Int8 values the allocation holds (rows x padded row length at most).
+    pub fn capacity(&self) -> usize {
+        self.qs.len()
     }
 
     /// Rows of the current contents.
@@ -142,8 +169,12 @@ impl Q8Activations {
 
     /// Copies the quantized values and the {d, s} pairs of the current contents to the host.
     pub fn download(&self, dev: &CudaDevice) -> Result<(Vec<i8>, Vec<f32>), CudaError> {
-        let qs = dev.stream().clone_dtoh(&self.qs.slice(..self.rows * self.k_pad))?;
-        let ds = dev.stream().clone_dtoh(&self.ds.slice(..self.rows * self.k_pad / 32 * 2))?;
+        let qs = dev
+            .stream()
+            .clone_dtoh(&self.qs.slice(..self.rows * self.k_pad))?;
+        let ds = dev
+            .stream()
+            .clone_dtoh(&self.ds.slice(..self.rows * self.k_pad / 32 * 2))?;
         Ok((qs, ds))
     }
 }
@@ -154,11 +185,17 @@ pub fn upload<T: DeviceRepr>(dev: &CudaDevice, src: &[T]) -> Result<CudaSlice<T>
 }
 
 /// Allocates a zeroed device buffer of `n` elements.
-pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(dev: &CudaDevice, n: usize) -> Result<CudaSlice<T>, CudaError> {
+pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(
+    dev: &CudaDevice,
+    n: usize,
+) -> Result<CudaSlice<T>, CudaError> {
     Ok(dev.stream().alloc_zeros::<T>(n.max(1))?)
 }
 
 /// Copies a device buffer (or view) back to the host; waits for the stream.
-pub fn download<T: DeviceRepr, S: DevicePtr<T>>(dev: &CudaDevice, src: &S) -> Result<Vec<T>, CudaError> {
+pub fn download<T: DeviceRepr, S: DevicePtr<T>>(
+    dev: &CudaDevice,
+    src: &S,
+) -> Result<Vec<T>, CudaError> {
     Ok(dev.stream().clone_dtoh(src)?)
 }

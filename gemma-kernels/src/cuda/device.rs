@@ -19,7 +19,8 @@ pub fn device_count() -> Result<usize, CudaError> {
             reason: "the NVIDIA driver library (libcuda.so) was not found; is this a machine with an NVIDIA GPU?".into(),
         });
     }
-    let n = CudaContext::device_count().map_err(|e| unavailable("the CUDA driver did not initialise", e))?;
+    let n = CudaContext::device_count()
+        .map_err(|e| unavailable("the CUDA driver did not initialise", e))?;
     Ok(usize::try_from(n).unwrap_or(0))
 }
 
@@ -29,7 +30,9 @@ pub fn is_available() -> bool {
 }
 
 fn unavailable(what: &str, e: DriverError) -> CudaError {
-    CudaError::Unavailable { reason: format!("{what} ({e})") }
+    CudaError::Unavailable {
+        reason: format!("{what} ({e})"),
+    }
 }
 
 /// A GPU with one stream. Kernels are compiled by NVRTC for its architecture the first time
@@ -46,7 +49,10 @@ pub struct CudaDevice {
 
 impl std::fmt::Debug for CudaDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CudaDevice").field("name", &self.name).field("arch", &self.arch).finish()
+        f.debug_struct("CudaDevice")
+            .field("name", &self.name)
+            .field("arch", &self.arch)
+            .finish()
     }
 }
 
@@ -57,13 +63,16 @@ impl CudaDevice {
         let count = device_count()?;
         if ordinal >= count {
             return Err(CudaError::Unavailable {
-                reason: format!("CUDA device {ordinal} was asked for, the driver reports {count} device(s)"),
+                reason: format!(
+                    "CUDA device {ordinal} was asked for, the driver reports {count} device(s)"
+                ),
             });
         }
         if !super::modules::nvrtc_available() {
             return Err(CudaError::NvrtcMissing);
         }
-        let ctx = CudaContext::new(ordinal).map_err(|e| unavailable("could not create a CUDA context", e))?;
+        let ctx = CudaContext::new(ordinal)
+            .map_err(|e| unavailable("could not create a CUDA context", e))?;
         // SAFETY: called before any buffer or stream of this context exists; every kernel of
         // this crate runs on the single stream below, so no cross-stream events are needed.
         unsafe { ctx.disable_event_tracking() };
@@ -74,9 +83,18 @@ impl CudaDevice {
         let arch = ComputeArch { major, minor };
         let stream = ctx.new_stream()?;
         let name = ctx.name()?;
-        let sm_count = usize::try_from(ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?)
-            .unwrap_or(1);
-        Ok(CudaDevice { ctx, stream, arch, name, sm_count, modules: ModuleCache::new(arch) })
+        let sm_count = usize::try_from(
+            ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,
+        )
+        .unwrap_or(1);
+        Ok(CudaDevice {
+            ctx,
+            stream,
+            arch,
+            name,
+            sm_count,
+            modules: ModuleCache::new(arch),
+        })
     }
 
     /// The device name, e.g. "NVIDIA H100 80GB HBM3".
@@ -124,7 +142,11 @@ impl CudaDevice {
     }
 
     /// The function `name` from `kernel`'s module.
-    pub(crate) fn function(&self, kernel: Kernel, name: &'static str) -> Result<CudaFunction, CudaError> {
+    pub(crate) fn function(
+        &self,
+        kernel: Kernel,
+        name: &'static str,
+    ) -> Result<CudaFunction, CudaError> {
         self.modules.function(&self.ctx, kernel, name)
     }
 }

@@ -67,7 +67,11 @@ pub enum CudaError {
 /// Checks that a buffer holds at least `needed` elements.
 pub(crate) fn check_len(what: &'static str, needed: usize, actual: usize) -> Result<(), CudaError> {
     if actual < needed {
-        return Err(CudaError::Shape { what, needed, actual });
+        return Err(CudaError::Shape {
+            what,
+            needed,
+            actual,
+        });
     }
     Ok(())
 }

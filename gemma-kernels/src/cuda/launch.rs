@@ -39,15 +39,27 @@ pub(crate) fn ptr_mut<T, S: DevicePtrMut<T>>(dev: &CudaDevice, s: &mut S) -> u64
 
 /// A dimension as a kernel `int`.
 pub(crate) fn int(what: &'static str, v: usize) -> Result<i32, CudaError> {
-    i32::try_from(v).map_err(|_| CudaError::Unsupported { what, value: v, rule: "below 2^31" })
+    i32::try_from(v).map_err(|_| CudaError::Unsupported {
+        what,
+        value: v,
+        rule: "below 2^31",
+    })
 }
 
 /// A grid dimension.
 pub(crate) fn grid_dim(what: &'static str, v: usize) -> Result<u32, CudaError> {
     if v == 0 {
-        return Err(CudaError::Unsupported { what, value: v, rule: "at least 1" });
+        return Err(CudaError::Unsupported {
+            what,
+            value: v,
+            rule: "at least 1",
+        });
     }
-    u32::try_from(v).map_err(|_| CudaError::Unsupported { what, value: v, rule: "below 2^32" })
+    u32::try_from(v).map_err(|_| CudaError::Unsupported {
+        what,
+        value: v,
+        rule: "below 2^32",
+    })
 }
 
 /// Launches `name` from `kernel` on the device's stream.
@@ -70,7 +82,11 @@ pub(crate) fn launch(
             Arg::F(v) => b.arg(v),
         };
     }
-    let cfg = LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid_dim: grid,
+        block_dim: (block, 1, 1),
+        shared_mem_bytes: 0,
+    };
     // SAFETY: every caller passes the argument list of the kernel's C signature in
     // kernels/*.cu (types and order), and has checked that each buffer holds the elements the
     // kernel touches for the given dimensions.
@@ -105,9 +121,33 @@ fn mmq_name(ty: GgmlType) -> Option<&'static str> {
 
 fn float_names(ty: GgmlType) -> Option<([&'static str; 4], &'static str)> {
     Some(match ty {
-        GgmlType::F32 => (["matvec_f32_1", "matvec_f32_2", "matvec_f32_4", "matvec_f32_8"], "matmul_f32"),
-        GgmlType::F16 => (["matvec_f16_1", "matvec_f16_2", "matvec_f16_4", "matvec_f16_8"], "matmul_f16"),
-        GgmlType::BF16 => (["matvec_bf16_1", "matvec_bf16_2", "matvec_bf16_4", "matvec_bf16_8"], "matmul_bf16"),
+        GgmlType::F32 => (
+            [
+                "matvec_f32_1",
+                "matvec_f32_2",
+                "matvec_f32_4",
+                "matvec_f32_8",
+            ],
+            "matmul_f32",
+        ),
+        GgmlType::F16 => (
+            [
+                "matvec_f16_1",
+                "matvec_f16_2",
+                "matvec_f16_4",
+                "matvec_f16_8",
+            ],
+            "matmul_f16",
+        ),
+        GgmlType::BF16 => (
+            [
+                "matvec_bf16_1",
+                "matvec_bf16_2",
+                "matvec_bf16_4",
+                "matvec_bf16_8",
+            ],
+            "matmul_bf16",
+        ),
         _ => return None,
     })
 }
@@ -146,9 +186,23 @@ pub fn quantize_q8_1<X: DevicePtr<f32>>(
 ) -> Result<(), CudaError> {
     check_len("quantize_q8_1 input", rows * k, x.len())?;
     out.set_shape(rows, k)?;
-    let (xp, qp, dp) = (ptr(dev, x), ptr_mut(dev, &mut out.qs), ptr_mut(dev, &mut out.ds));
-    let grid = (grid_dim("k", out.k_pad() / 256)?, grid_dim("rows", rows)?, 1);
-    let args = [Arg::P(xp), Arg::I(int("k", k)?), Arg::I(int("k_pad", out.k_pad())?), Arg::P(qp), Arg::P(dp)];
+    let (xp, qp, dp) = (
+        ptr(dev, x),
+        ptr_mut(dev, &mut out.qs),
+        ptr_mut(dev, &mut out.ds),
+    );
+    let grid = (
+        grid_dim("k", out.k_pad() / 256)?,
+        grid_dim("rows", rows)?,
+        1,
+    );
+    let args = [
+        Arg::P(xp),
+        Arg::I(int("k", k)?),
+        Arg::I(int("k_pad", out.k_pad())?),
+        Arg::P(qp),
+        Arg::P(dp),
+    ];
     launch(dev, Kernel::Quantize, "quantize_q8_1", grid, 256, &args)
 }
 
@@ -166,14 +220,23 @@ pub fn matmul_q8<Y: DevicePtrMut<f32>>(
         _ => return Err(CudaError::UnsupportedType(w.ty())),
     };
     if x.k() != w.cols() {
-        return Err(CudaError::Shape { what: "q8_1 activation row length", needed: w.cols(), actual: x.k() });
+        return Err(CudaError::Shape {
+            what: "q8_1 activation row length",
+            needed: w.cols(),
+            actual: x.k(),
+        });
     }
     check_len("q8_1 activation rows", n, x.rows())?;
     check_len("matmul output", n * w.rows(), y.len())?;
     let nb = int("blocks per row", w.cols() / w.ty().block_elems())?;
     let rows = int("rows", w.rows())?;
     let k_pad = x.k_pad();
-    let (wp, qp, dp, yp) = (ptr(dev, w.data()), ptr(dev, &x.qs), ptr(dev, &x.ds), ptr_mut(dev, y));
+    let (wp, qp, dp, yp) = (
+        ptr(dev, w.data()),
+        ptr(dev, &x.qs),
+        ptr(dev, &x.ds),
+        ptr_mut(dev, y),
+    );
     if n <= MMVQ_MAX_TOKENS {
         for (c0, _, idx) in token_chunks(n) {
             let args = [
@@ -185,11 +248,22 @@ pub fn matmul_q8<Y: DevicePtrMut<f32>>(
                 Arg::P(yp + (c0 * w.rows() * 4) as u64),
                 Arg::I(rows),
             ];
-            launch(dev, Kernel::Mmvq, names[idx], (grid_dim("rows", w.rows())?, 1, 1), 128, &args)?;
+            launch(
+                dev,
+                Kernel::Mmvq,
+                names[idx],
+                (grid_dim("rows", w.rows())?, 1, 1),
+                128,
+                &args,
+            )?;
         }
         return Ok(());
     }
-    let grid = (grid_dim("row tiles", w.rows().div_ceil(64))?, grid_dim("token tiles", n.div_ceil(64))?, 1);
+    let grid = (
+        grid_dim("row tiles", w.rows().div_ceil(64))?,
+        grid_dim("token tiles", n.div_ceil(64))?,
+        1,
+    );
     let args = [
         Arg::P(wp),
         Arg::I(nb),
@@ -227,12 +301,30 @@ pub fn matmul_float<X: DevicePtr<f32>, Y: DevicePtrMut<f32>>(
                 Arg::P(yp + (c0 * w.rows() * 4) as u64),
                 Arg::I(rows),
             ];
-            launch(dev, Kernel::MatmulFloat, names[idx], (grid_dim("rows", w.rows())?, 1, 1), 128, &args)?;
+            launch(
+                dev,
+                Kernel::MatmulFloat,
+                names[idx],
+                (grid_dim("rows", w.rows())?, 1, 1),
+                128,
+                &args,
+            )?;
         }
         return Ok(());
     }
-    let grid = (grid_dim("row tiles", w.rows().div_ceil(64))?, grid_dim("token tiles", n.div_ceil(64))?, 1);
-    let args = [Arg::P(wp), Arg::I(k), Arg::P(xp), Arg::I(int("n", n)?), Arg::P(yp), Arg::I(rows)];
+    let grid = (
+        grid_dim("row tiles", w.rows().div_ceil(64))?,
+        grid_dim("token tiles", n.div_ceil(64))?,
+        1,
+    );
+    let args = [
+        Arg::P(wp),
+        Arg::I(k),
+        Arg::P(xp),
+        Arg::I(int("n", n)?),
+        Arg::P(yp),
+        Arg::I(rows),
+    ];
     launch(dev, Kernel::MatmulFloat, matmul, grid, 256, &args)
 }
 
@@ -258,7 +350,10 @@ mod tests {
     use super::*;
 
     fn all_functions() -> Vec<&'static str> {
-        Kernel::ALL.iter().flat_map(|k| k.functions().iter().copied()).collect()
+        Kernel::ALL
+            .iter()
+            .flat_map(|k| k.functions().iter().copied())
+            .collect()
     }
 
     #[test]
@@ -273,7 +368,10 @@ mod tests {
                 names.push(matmul);
             }
             for name in names {
-                assert!(listed.contains(&name), "{name} (for {ty}) is not in Kernel::functions");
+                assert!(
+                    listed.contains(&name),
+                    "{name} (for {ty}) is not in Kernel::functions"
+                );
             }
         }
     }
@@ -282,7 +380,10 @@ mod tests {
     fn quantized_types_have_both_product_kernels() {
         for ty in super::super::SUPPORTED_TYPES {
             let quantized = mmvq_names(ty).is_some() && mmq_name(ty).is_some();
-            assert!(quantized || float_names(ty).is_some(), "{ty} has no product kernel");
+            assert!(
+                quantized || float_names(ty).is_some(),
+                "{ty} has no product kernel"
+            );
             assert_eq!(uses_q8_activations(ty), quantized, "{ty}");
         }
     }

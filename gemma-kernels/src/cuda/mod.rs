@@ -24,8 +24,14 @@ pub mod launch;
 pub mod modules;
 pub mod ops;
 
-pub use attention::{attention_decode, attention_prefill, AttnShape, DecodeScratch};
-pub use buffer::{download, is_supported, padded_len, upload, zeros, DeviceMatrix, Q8Activations, SUPPORTED_TYPES};
+pub use attention::{
+    attention_decode, attention_prefill, attention_prefill_cached, AttnShape, DecodeScratch,
+};
+pub use buffer::{
+    download, is_supported, padded_len, upload, zeros, DeviceMatrix, Q8Activations, SUPPORTED_TYPES,
+};
+/// The cudarc buffer types and traits the launch functions take.
+pub use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceSlice};
 pub use device::{device_count, driver_available, is_available, CudaDevice};
 pub use error::CudaError;
 pub use modules::{ComputeArch, Kernel};

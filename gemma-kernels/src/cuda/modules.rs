@@ -171,13 +171,17 @@ pub fn compile_ptx(kernel: Kernel, arch: ComputeArch) -> Result<String, CudaErro
         name: Some(format!("{}.cu", kernel.name())),
         ..Default::default()
     };
-    let ptx = cudarc::nvrtc::compile_ptx_with_opts(kernel.source(), opts).map_err(|e| CudaError::Compile {
-        module: kernel.name(),
-        arch: arch.name(),
-        log: match &e {
-            cudarc::nvrtc::CompileError::CompileError { log, .. } => log.to_string_lossy().into_owned(),
-            other => format!("{other:?}"),
-        },
+    let ptx = cudarc::nvrtc::compile_ptx_with_opts(kernel.source(), opts).map_err(|e| {
+        CudaError::Compile {
+            module: kernel.name(),
+            arch: arch.name(),
+            log: match &e {
+                cudarc::nvrtc::CompileError::CompileError { log, .. } => {
+                    log.to_string_lossy().into_owned()
+                }
+                other => format!("{other:?}"),
+            },
+        }
     })?;
     Ok(ptx.to_src())
 }
@@ -211,7 +215,10 @@ pub fn cached_ptx(kernel: Kernel, arch: ComputeArch) -> Result<String, CudaError
     let opts = compile_options(arch).join(" ");
     let version = format!("{major}.{minor}");
     let key = fnv1a(&[source.as_bytes(), opts.as_bytes(), version.as_bytes()]);
-    let path = ptx_cache_dir().map(|d| d.join(arch.name()).join(format!("{}-{key:016x}.ptx", kernel.name())));
+    let path = ptx_cache_dir().map(|d| {
+        d.join(arch.name())
+            .join(format!("{}-{key:016x}.ptx", kernel.name()))
+    });
     if let Some(text) = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
         return Ok(text);
     }
@@ -238,7 +245,11 @@ pub(crate) struct ModuleCache {
 
 impl ModuleCache {
     pub(crate) fn new(arch: ComputeArch) -> Self {
-        ModuleCache { arch, modules: Default::default(), functions: Mutex::new(HashMap::new()) }
+        ModuleCache {
+            arch,
+            modules: Default::default(),
+            functions: Mutex::new(HashMap::new()),
+        }
     }
 
     fn module(&self, ctx: &Arc<CudaContext>, kernel: Kernel) -> Result<Arc<CudaModule>, CudaError> {
@@ -263,11 +274,16 @@ impl ModuleCache {
             return Ok(f.clone());
         }
         let f = self.module(ctx, kernel)?.load_function(name)?;
-        self.functions.lock().map_err(|_| poisoned())?.insert(name, f.clone());
+        self.functions
+            .lock()
+            .map_err(|_| poisoned())?
+            .insert(name, f.clone());
         Ok(f)
     }
 }
 
 fn poisoned() -> CudaError {
-    CudaError::Unavailable { reason: "the kernel cache lock was poisoned by a panic in another thread".into() }
+    CudaError::Unavailable {
+        reason: "the kernel cache lock was poisoned by a panic in another thread".into(),
+    }
 }

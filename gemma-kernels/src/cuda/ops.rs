@@ -32,8 +32,21 @@ pub fn rms_norm<X: DevicePtr<f32>, W: DevicePtr<f32>, O: DevicePtrMut<f32>>(
     checked_rows("rms_norm input", rows, dim, x.len())?;
     checked_rows("rms_norm output", rows, dim, out.len())?;
     check_len("rms_norm weight", dim, w.len())?;
-    let args = [Arg::P(ptr(dev, x)), Arg::P(ptr(dev, w)), Arg::P(ptr_mut(dev, out)), Arg::I(int("dim", dim)?), Arg::F(eps)];
-    launch(dev, Kernel::Norm, "rms_norm", (grid_dim("rows", rows)?, 1, 1), 256, &args)
+    let args = [
+        Arg::P(ptr(dev, x)),
+        Arg::P(ptr(dev, w)),
+        Arg::P(ptr_mut(dev, out)),
+        Arg::I(int("dim", dim)?),
+        Arg::F(eps),
+    ];
+    launch(
+        dev,
+        Kernel::Norm,
+        "rms_norm",
+        (grid_dim("rows", rows)?, 1, 1),
+        256,
+        &args,
+    )
 }
 
 /// [`rms_norm`] in place (also the per-head QK norm: rows = tokens x heads, dim = head_dim).
@@ -48,8 +61,21 @@ pub fn rms_norm_inplace<X: DevicePtrMut<f32>, W: DevicePtr<f32>>(
     checked_rows("rms_norm input", rows, dim, x.len())?;
     check_len("rms_norm weight", dim, w.len())?;
     let xp = ptr_mut(dev, x);
-    let args = [Arg::P(xp), Arg::P(ptr(dev, w)), Arg::P(xp), Arg::I(int("dim", dim)?), Arg::F(eps)];
-    launch(dev, Kernel::Norm, "rms_norm", (grid_dim("rows", rows)?, 1, 1), 256, &args)
+    let args = [
+        Arg::P(xp),
+        Arg::P(ptr(dev, w)),
+        Arg::P(xp),
+        Arg::I(int("dim", dim)?),
+        Arg::F(eps),
+    ];
+    launch(
+        dev,
+        Kernel::Norm,
+        "rms_norm",
+        (grid_dim("rows", rows)?, 1, 1),
+        256,
+        &args,
+    )
 }
 
 /// residual += rms_norm(x) * w (Gemma's post-attention / post-FFN norm and the residual add).
@@ -65,9 +91,21 @@ pub fn rms_norm_add<X: DevicePtr<f32>, W: DevicePtr<f32>, R: DevicePtrMut<f32>>(
     checked_rows("rms_norm_add input", rows, dim, x.len())?;
     checked_rows("rms_norm_add residual", rows, dim, residual.len())?;
     check_len("rms_norm_add weight", dim, w.len())?;
-    let args =
-        [Arg::P(ptr(dev, x)), Arg::P(ptr(dev, w)), Arg::P(ptr_mut(dev, residual)), Arg::I(int("dim", dim)?), Arg::F(eps)];
-    launch(dev, Kernel::Norm, "rms_norm_add", (grid_dim("rows", rows)?, 1, 1), 256, &args)
+    let args = [
+        Arg::P(ptr(dev, x)),
+        Arg::P(ptr(dev, w)),
+        Arg::P(ptr_mut(dev, residual)),
+        Arg::I(int("dim", dim)?),
+        Arg::F(eps),
+    ];
+    launch(
+        dev,
+        Kernel::Norm,
+        "rms_norm_add",
+        (grid_dim("rows", rows)?, 1, 1),
+        256,
+        &args,
+    )
 }
 
 /// rms_norm(x) * w quantized straight to q8_1 (the input of the products that follow).
@@ -92,7 +130,14 @@ pub fn rms_norm_q8_1<X: DevicePtr<f32>, W: DevicePtr<f32>>(
         Arg::P(ptr_mut(dev, &mut out.qs)),
         Arg::P(ptr_mut(dev, &mut out.ds)),
     ];
-    launch(dev, Kernel::Norm, "rms_norm_q8_1", (grid_dim("rows", rows)?, 1, 1), 256, &args)
+    launch(
+        dev,
+        Kernel::Norm,
+        "rms_norm_q8_1",
+        (grid_dim("rows", rows)?, 1, 1),
+        256,
+        &args,
+    )
 }
 
 /// Shape and frequencies of a rotary embedding.
@@ -117,9 +162,18 @@ pub fn rope_neox<X: DevicePtrMut<f32>, P: DevicePtr<i32>>(
     n: usize,
     rope: Rope,
 ) -> Result<(), CudaError> {
-    let Rope { n_heads, head_dim, freq_base, freq_scale } = rope;
-    if head_dim % 2 != 0 || head_dim > 2048 {
-        return Err(CudaError::Unsupported { what: "head_dim", value: head_dim, rule: "even, at most 2048" });
+    let Rope {
+        n_heads,
+        head_dim,
+        freq_base,
+        freq_scale,
+    } = rope;
+    if !head_dim.is_multiple_of(2) || head_dim > 2048 {
+        return Err(CudaError::Unsupported {
+            what: "head_dim",
+            value: head_dim,
+            rule: "even, at most 2048",
+        });
     }
     check_len("rope input", n * n_heads * head_dim, x.len())?;
     check_len("rope positions", n, positions.len())?;
@@ -132,7 +186,14 @@ pub fn rope_neox<X: DevicePtrMut<f32>, P: DevicePtr<i32>>(
         Arg::F(freq_scale),
     ];
     let grid = (grid_dim("tokens", n)?, grid_dim("heads", n_heads)?, 1);
-    launch(dev, Kernel::Rope, "rope_neox", grid, grid_dim("threads", head_dim / 2)?, &args)
+    launch(
+        dev,
+        Kernel::Rope,
+        "rope_neox",
+        grid,
+        grid_dim("threads", head_dim / 2)?,
+        &args,
+    )
 }
 
 /// out = gelu_tanh(gate) * up, n elements.
@@ -146,23 +207,84 @@ pub fn geglu<G: DevicePtr<f32>, U: DevicePtr<f32>, O: DevicePtrMut<f32>>(
     check_len("geglu gate", n, gate.len())?;
     check_len("geglu up", n, up.len())?;
     check_len("geglu output", n, out.len())?;
-    let args = [Arg::P(ptr(dev, gate)), Arg::P(ptr(dev, up)), Arg::P(ptr_mut(dev, out)), Arg::L(n as i64)];
-    launch(dev, Kernel::Elementwise, "geglu", elementwise_grid(dev, n)?, 256, &args)
+    let args = [
+        Arg::P(ptr(dev, gate)),
+        Arg::P(ptr(dev, up)),
+        Arg::P(ptr_mut(dev, out)),
+        Arg::L(n as i64),
+    ];
+    launch(
+        dev,
+        Kernel::Elementwise,
+        "geglu",
+        elementwise_grid(dev, n)?,
+        256,
+        &args,
+    )
+}
+
+/// gate = gelu_tanh(gate) * up, n elements, in place.
+pub fn geglu_inplace<G: DevicePtrMut<f32>, U: DevicePtr<f32>>(
+    dev: &CudaDevice,
+    gate: &mut G,
+    up: &U,
+    n: usize,
+) -> Result<(), CudaError> {
+    check_len("geglu gate", n, gate.len())?;
+    check_len("geglu up", n, up.len())?;
+    let g = ptr_mut(dev, gate);
+    let args = [Arg::P(g), Arg::P(ptr(dev, up)), Arg::P(g), Arg::L(n as i64)];
+    launch(
+        dev,
+        Kernel::Elementwise,
+        "geglu",
+        elementwise_grid(dev, n)?,
+        256,
+        &args,
+    )
 }
 
 /// a += b, n elements.
-pub fn add<A: DevicePtrMut<f32>, B: DevicePtr<f32>>(dev: &CudaDevice, a: &mut A, b: &B, n: usize) -> Result<(), CudaError> {
+pub fn add<A: DevicePtrMut<f32>, B: DevicePtr<f32>>(
+    dev: &CudaDevice,
+    a: &mut A,
+    b: &B,
+    n: usize,
+) -> Result<(), CudaError> {
     check_len("add a", n, a.len())?;
     check_len("add b", n, b.len())?;
-    let args = [Arg::P(ptr_mut(dev, a)), Arg::P(ptr(dev, b)), Arg::L(n as i64)];
-    launch(dev, Kernel::Elementwise, "add_f32", elementwise_grid(dev, n)?, 256, &args)
+    let args = [
+        Arg::P(ptr_mut(dev, a)),
+        Arg::P(ptr(dev, b)),
+        Arg::L(n as i64),
+    ];
+    launch(
+        dev,
+        Kernel::Elementwise,
+        "add_f32",
+        elementwise_grid(dev, n)?,
+        256,
+        &args,
+    )
 }
 
 /// a *= s, n elements.
-pub fn scale<A: DevicePtrMut<f32>>(dev: &CudaDevice, a: &mut A, s: f32, n: usize) -> Result<(), CudaError> {
+pub fn scale<A: DevicePtrMut<f32>>(
+    dev: &CudaDevice,
+    a: &mut A,
+    s: f32,
+    n: usize,
+) -> Result<(), CudaError> {
     check_len("scale input", n, a.len())?;
     let args = [Arg::P(ptr_mut(dev, a)), Arg::F(s), Arg::L(n as i64)];
-    launch(dev, Kernel::Elementwise, "scale_f32", elementwise_grid(dev, n)?, 256, &args)
+    launch(
+        dev,
+        Kernel::Elementwise,
+        "scale_f32",
+        elementwise_grid(dev, n)?,
+        256,
+        &args,
+    )
 }
 
 /// dst = src rounded to f16 (raw bits), n elements.
@@ -174,8 +296,19 @@ pub fn f32_to_f16<S: DevicePtr<f32>, D: DevicePtrMut<u16>>(
 ) -> Result<(), CudaError> {
     check_len("f32_to_f16 input", n, src.len())?;
     check_len("f32_to_f16 output", n, dst.len())?;
-    let args = [Arg::P(ptr(dev, src)), Arg::P(ptr_mut(dev, dst)), Arg::L(n as i64)];
-    launch(dev, Kernel::Elementwise, "f32_to_f16", elementwise_grid(dev, n)?, 256, &args)
+    let args = [
+        Arg::P(ptr(dev, src)),
+        Arg::P(ptr_mut(dev, dst)),
+        Arg::L(n as i64),
+    ];
+    launch(
+        dev,
+        Kernel::Elementwise,
+        "f32_to_f16",
+        elementwise_grid(dev, n)?,
+        256,
+        &args,
+    )
 }
 
 /// out[t] = dequantize(W row ids[t]) * scale for n ids: the token embedding (scale =
@@ -199,7 +332,14 @@ pub fn get_rows<I: DevicePtr<i32>, O: DevicePtrMut<f32>>(
         Arg::F(scale),
         Arg::P(ptr_mut(dev, out)),
     ];
-    launch(dev, Kernel::Elementwise, "get_rows", (grid_dim("ids", n)?, 1, 1), 256, &args)
+    launch(
+        dev,
+        Kernel::Elementwise,
+        "get_rows",
+        (grid_dim("ids", n)?, 1, 1),
+        256,
+        &args,
+    )
 }
 
 /// Stores n rows of `width` floats (K or V of n tokens, width = n_kv_heads x head_dim) into
@@ -225,5 +365,12 @@ pub fn kv_store<S: DevicePtr<f32>, P: DevicePtr<i32>, C: DevicePtrMut<u16>>(
         Arg::I(int("n_slots", n_slots)?),
         Arg::P(ptr_mut(dev, cache)),
     ];
-    launch(dev, Kernel::Elementwise, "kv_store", (grid_dim("tokens", n)?, 1, 1), 256, &args)
+    launch(
+        dev,
+        Kernel::Elementwise,
+        "kv_store",
+        (grid_dim("tokens", n)?, 1, 1),
+        256,
+        &args,
+    )
 }

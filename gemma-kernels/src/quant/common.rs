@@ -19,18 +19,23 @@ pub(crate) fn nearest_int(x: f32) -> i32 {
     (bits & 0x007f_ffff) as i32 - 0x0040_0000
 }
 
-/// What x86 `cvtps2dq` then `packsswb` make of `x`: round half to even, saturate to
-/// `i8`, and -128 for NaN or values outside the `i32` range (the "integer indefinite").
-/// ggml's x86 activation quantizers (Q8_0, Q8_1) round this way.
+/// What x86 `cvtps2dq` makes of `x`: round half to even, and `i32::MIN` (the "integer
+/// indefinite") for NaN or values outside the `i32` range. ggml's x86 activation
+/// quantizers (Q8_0, Q8_1) round this way.
 #[inline]
-pub(crate) fn cvt_round_i8(x: f32) -> i8 {
+pub(crate) fn cvt_round_i32(x: f32) -> i32 {
     let r = x.round_ties_even();
-    let i = if (-2_147_483_648.0..2_147_483_648.0).contains(&r) {
+    if (-2_147_483_648.0..2_147_483_648.0).contains(&r) {
         r as i32
     } else {
         i32::MIN
-    };
-    i.clamp(-128, 127) as i8
+    }
+}
+
+/// [`cvt_round_i32`] then the signed saturation of `packssdw` / `packsswb`.
+#[inline]
+pub(crate) fn cvt_round_i8(x: f32) -> i8 {
+    cvt_round_i32(x).clamp(-128, 127) as i8
 }
 
 /// ggml's `best_index_int8`: the index of the level of `values` (sorted ascending,

@@ -4,7 +4,7 @@
 //! multiplied with an activation row rounded to F16, a BF16 row with one rounded to BF16.
 
 use super::common::{bf16_from, f16_from, x86_kernel, x86_quantizer};
-use super::QuantBlock;
+use super::{QuantBlock, Quantizer};
 use crate::cpu::isa::Isa;
 use gemma_gguf::GgmlType;
 use half::{bf16, f16};
@@ -49,7 +49,7 @@ impl QuantBlock for f16 {
 
     /// ggml's `ggml_fp32_to_fp16_row`: round to nearest even.
     fn quantize(src: &[f32], out: &mut [Self]) {
-        let simd: Option<fn(&[f32], &mut [Self])> = x86_quantizer!(quantize_f16);
+        let simd: Option<Quantizer<Self>> = x86_quantizer!(quantize_f16);
         simd.unwrap_or(quantize_f16_scalar)(src, out)
     }
 
@@ -116,7 +116,7 @@ mod tests {
             return;
         };
         for row in crate::quant::common::adversarial_rows(2048 + 256) {
-            let mut want = vec![<f16 as bytemuck::Zeroable>::zeroed(); row.len() / 1];
+            let mut want = vec![<f16 as bytemuck::Zeroable>::zeroed(); row.len()];
             let mut got = want.clone();
             quantize_f16_scalar(&row, &mut want);
             simd(&row, &mut got);

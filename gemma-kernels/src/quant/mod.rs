@@ -10,6 +10,9 @@ use gemma_gguf::GgmlType;
 /// A dot-product kernel: one weight row (`w` blocks) with one activation row.
 pub type VecDot<B> = fn(&[B], &[<B as QuantBlock>::Act]) -> f32;
 
+/// A row quantizer: `f32` values in, blocks out (for run-time selected SIMD versions).
+pub(crate) type Quantizer<B> = fn(&[f32], &mut [B]);
+
 /// One block of a ggml tensor type.
 pub trait QuantBlock: bytemuck::Pod + Send + Sync {
     /// The ggml type this block belongs to.
@@ -63,10 +66,15 @@ mod q8_k;
 pub use dispatch::{dequantize, is_supported, quantize, visit, BlockVisitor};
 pub use iq4_nl::BlockIQ4_NL;
 pub use iq4_xs::BlockIQ4_XS;
+pub use q2_k::BlockQ2_K;
+pub use q3_k::BlockQ3_K;
 pub use q4_0::BlockQ4_0;
 pub use q4_1::BlockQ4_1;
+pub use q4_k::BlockQ4_K;
 pub use q5_0::BlockQ5_0;
 pub use q5_1::BlockQ5_1;
+pub use q5_k::BlockQ5_K;
+pub use q6_k::BlockQ6_K;
 pub use q8_0::BlockQ8_0;
 pub use q8_1::BlockQ8_1;
 pub use q8_k::BlockQ8_K;

@@ -2,7 +2,7 @@
 //! Q4_0, Q5_0, Q8_0 and IQ4_NL.
 
 use super::common::{cvt_round_i8, f16_from, x86_kernel, x86_quantizer};
-use super::{QuantBlock, VecDot};
+use super::{QuantBlock, Quantizer, VecDot};
 use crate::cpu::isa::Isa;
 use gemma_gguf::GgmlType;
 use half::f16;
@@ -55,7 +55,7 @@ impl QuantBlock for BlockQ8_0 {
     /// ggml's x86 `quantize_row_q8_0` (the CPU backend's `from_float`): the multiplier
     /// is `127 / amax` rather than `1 / d`, and quants round half to even (as `cvtps2dq`).
     fn quantize_act(src: &[f32], out: &mut [Self]) {
-        let simd: Option<fn(&[f32], &mut [Self])> = x86_quantizer!(quantize_q8_0);
+        let simd: Option<Quantizer<Self>> = x86_quantizer!(quantize_q8_0);
         simd.unwrap_or(quantize_act_scalar)(src, out)
     }
 

@@ -1,8 +1,8 @@
 //! Q8_1: 8-bit blocks of 32 with their sum, the activation format of Q4_1 and Q5_1.
 
-use super::common::{cvt_round_i8, f16_from, x86_quantizer};
+use super::common::{cvt_round_i32, f16_from, x86_quantizer};
 use super::q8_0::abs_max;
-use super::QuantBlock;
+use super::{QuantBlock, Quantizer};
 use gemma_gguf::GgmlType;
 use half::f16;
 
@@ -52,7 +52,7 @@ impl QuantBlock for BlockQ8_1 {
     /// ggml's x86 `quantize_row_q8_1`: multiplier `127 / amax`, quants rounded half to
     /// even, `s = d * Σq`.
     fn quantize_act(src: &[f32], out: &mut [Self]) {
-        let simd: Option<fn(&[f32], &mut [Self])> = x86_quantizer!(quantize_q8_1);
+        let simd: Option<Quantizer<Self>> = x86_quantizer!(quantize_q8_1);
         simd.unwrap_or(quantize_act_scalar)(src, out)
     }
 
@@ -70,17 +70,22 @@ impl QuantBlock for BlockQ8_1 {
     }
 }
 
-/// Scalar twin of the SIMD activation quantizer (see [`BlockQ8_1::quantize_act`]).
+/// Scalar twin of the SIMD activation quantizer (see [`BlockQ8_1::quantize_act`]). The
+/// sum is taken over the 32-bit conversions with wrapping adds, as ggml's AVX2 code does
+/// (it differs from the sum of the stored quants only for non-finite products).
 pub(crate) fn quantize_act_scalar(src: &[f32], out: &mut [BlockQ8_1]) {
     for (x, y) in src.chunks_exact(32).zip(out.iter_mut()) {
         let amax = abs_max(x);
         let d = amax / 127.0;
         y.d = f16_from(d);
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let mut sum = 0i32;
         for (q, &v) in y.qs.iter_mut().zip(x) {
-            *q = cvt_round_i8(v * id);
+            let i = cvt_round_i32(v * id);
+            sum = sum.wrapping_add(i);
+            *q = i.clamp(-128, 127) as i8;
         }
-        y.s = f16_from(d * quant_sum(&y.qs) as f32);
+        y.s = f16_from(d * sum as f32);
     }
 }
 

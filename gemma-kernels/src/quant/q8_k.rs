@@ -1,7 +1,7 @@
 //! Q8_K: the 8-bit activation format of the K-quants and IQ4_XS.
 
 use super::common::{nearest_int, x86_quantizer};
-use super::QuantBlock;
+use super::{QuantBlock, Quantizer};
 use gemma_gguf::GgmlType;
 
 /// Q8_K, 9.125 bits per weight: one super-block of 256 int8 values with an `f32` scale
@@ -34,11 +34,11 @@ impl QuantBlock for BlockQ8_K {
     }
 
     /// ggml's `quantize_row_q8_K_ref`, which is also what the x86 CPU backend uses for
-    /// activations: `d = max / -127` with `max` the value of largest magnitude, quants
-    /// rounded half to even and clamped to 127. An all-zero block gets `d = 0` and
+    /// activations: `d = 1 / (-127 / max)` with `max` the value of largest magnitude,
+    /// quants `min(127, nearest_int(-127 / max * x))`. An all-zero block gets `d = 0` and
     /// zero quants and sums.
     fn quantize(src: &[f32], out: &mut [Self]) {
-        let simd: Option<fn(&[f32], &mut [Self])> = x86_quantizer!(quantize_q8_k);
+        let simd: Option<Quantizer<Self>> = x86_quantizer!(quantize_q8_k);
         simd.unwrap_or(quantize_scalar)(src, out)
     }
 

@@ -45,7 +45,7 @@ impl Rng {
     /// Roughly normal (sum of uniforms), with occasional outliers x 20 like real activations.
     pub fn activation(&mut self) -> f32 {
         let v = (self.uniform() + self.uniform() + self.uniform()) * 0.6;
-        if self.next_u64() % 97 == 0 {
+        if self.next_u64().is_multiple_of(97) {
             v * 20.0
         } else {
             v
@@ -90,7 +90,11 @@ pub fn random_matrix(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> V
         }
         GgmlType::BF16 => {
             for c in data.chunks_exact_mut(2) {
-                c.copy_from_slice(&half::bf16::from_f32(rng.uniform() * 0.1).to_bits().to_le_bytes());
+                c.copy_from_slice(
+                    &half::bf16::from_f32(rng.uniform() * 0.1)
+                        .to_bits()
+                        .to_le_bytes(),
+                );
             }
         }
         _ => {
@@ -142,7 +146,11 @@ pub fn q8_1_twin(x: &[f32], rows: usize, k: usize) -> Q8Twin {
             let d = amax / 127.0;
             let mut sum = 0i32;
             for (i, v) in vals.iter().enumerate() {
-                let q = if amax == 0.0 { 0 } else { (v / d).round() as i32 };
+                let q = if amax == 0.0 {
+                    0
+                } else {
+                    (v / d).round() as i32
+                };
                 qs[r * k_pad + b * 32 + i] = q as i8;
                 sum += q;
             }
@@ -168,7 +176,13 @@ pub fn q8_1_values(t: &Q8Twin, rows: usize, k: usize) -> Vec<f32> {
 }
 
 /// y[t][r] = sum_k w[r][k] x[t][k] in f64, with the sum of |terms| for error bounds.
-pub fn matmul_ref(w: &[f32], x: &[f32], rows: usize, cols: usize, n: usize) -> (Vec<f64>, Vec<f64>) {
+pub fn matmul_ref(
+    w: &[f32],
+    x: &[f32],
+    rows: usize,
+    cols: usize,
+    n: usize,
+) -> (Vec<f64>, Vec<f64>) {
     let mut y = vec![0f64; n * rows];
     let mut mag = vec![0f64; n * rows];
     for t in 0..n {
@@ -193,7 +207,12 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], mag: &[f64], rel: f64
     for i in 0..got.len() {
         let err = (f64::from(got[i]) - want[i]).abs();
         let tol = rel * mag[i] + abs;
-        assert!(err <= tol, "{what}: element {i}: got {} want {} (err {err:e}, tol {tol:e})", got[i], want[i]);
+        assert!(
+            err <= tol,
+            "{what}: element {i}: got {} want {} (err {err:e}, tol {tol:e})",
+            got[i],
+            want[i]
+        );
         worst = worst.max(err / tol);
     }
     eprintln!("{what}: ok, worst error {worst:.3} of tolerance");

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 /// `../shared/fixtures/vision` relative to the repository root.
 pub fn fixture_dir() -> PathBuf {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/vision"));
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/vision"
+    ));
     assert!(
         dir.join("manifest.json").is_file(),
         "vision fixtures missing: expected {} (the shared fixtures folder beside the repository)",
@@ -28,11 +31,23 @@ pub fn read_bytes(rel: &str) -> Vec<u8> {
 pub fn read_f32(rel: &str) -> Vec<f32> {
     let bytes = read_bytes(rel);
     assert_eq!(bytes.len() % 4, 0, "{rel}: not a whole number of f32");
-    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }
 
 /// Largest |a - b|, after checking the lengths agree.
 pub fn max_abs_diff(a: &[f32], b: &[f32], what: &str) -> f32 {
-    assert_eq!(a.len(), b.len(), "{what}: length {} vs reference {}", a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    assert_eq!(
+        a.len(),
+        b.len(),
+        "{what}: length {} vs reference {}",
+        a.len(),
+        b.len()
+    );
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }

@@ -61,7 +61,9 @@ impl Tensor {
     pub fn f32_values(&self) -> Vec<f32> {
         match &self.values {
             Values::Data(v) => v.clone(),
-            Values::Random { mean, std, seed } => random_values(self.n_elements(), *mean, *std, *seed),
+            Values::Random { mean, std, seed } => {
+                random_values(self.n_elements(), *mean, *std, *seed)
+            }
         }
     }
 }
@@ -89,33 +91,88 @@ impl Mmproj {
             ("clip.use_gelu".into(), Value::Bool(true)),
             ("clip.vision.image_size".into(), Value::U32(spec.image_size)),
             ("clip.vision.patch_size".into(), Value::U32(spec.patch_size)),
-            ("clip.vision.embedding_length".into(), Value::U32(spec.hidden)),
-            ("clip.vision.feed_forward_length".into(), Value::U32(spec.ffn_hidden)),
+            (
+                "clip.vision.embedding_length".into(),
+                Value::U32(spec.hidden),
+            ),
+            (
+                "clip.vision.feed_forward_length".into(),
+                Value::U32(spec.ffn_hidden),
+            ),
             ("clip.vision.block_count".into(), Value::U32(spec.layers)),
-            ("clip.vision.attention.head_count".into(), Value::U32(spec.heads)),
-            ("clip.vision.attention.layer_norm_epsilon".into(), Value::F32(1e-6)),
-            ("clip.vision.image_mean".into(), Array::from_slice(&[0.5f32; 3]).into()),
-            ("clip.vision.image_std".into(), Array::from_slice(&[0.5f32; 3]).into()),
-            ("clip.vision.projection_dim".into(), Value::U32(spec.text_hidden)),
+            (
+                "clip.vision.attention.head_count".into(),
+                Value::U32(spec.heads),
+            ),
+            (
+                "clip.vision.attention.layer_norm_epsilon".into(),
+                Value::F32(1e-6),
+            ),
+            (
+                "clip.vision.image_mean".into(),
+                Array::from_slice(&[0.5f32; 3]).into(),
+            ),
+            (
+                "clip.vision.image_std".into(),
+                Array::from_slice(&[0.5f32; 3]).into(),
+            ),
+            (
+                "clip.vision.projection_dim".into(),
+                Value::U32(spec.text_hidden),
+            ),
         ];
         let mut seq = seed;
         let mut next = |mean: f32, std: f32| {
             seq = seq.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            Values::Random { mean, std, seed: seq }
+            Values::Random {
+                mean,
+                std,
+                seed: seq,
+            }
         };
         let mut tensors = Vec::new();
         let mut add = |name: String, ty: GgmlType, dims: Vec<u64>, values: Values| {
-            tensors.push(Tensor { name, ty, dims, values });
+            tensors.push(Tensor {
+                name,
+                ty,
+                dims,
+                values,
+            });
         };
         let inv_sqrt = |x: u64| 1.0 / (x as f32).sqrt();
-        add("v.patch_embd.weight".into(), GgmlType::F32, vec![p, p, 3, d], next(0.0, inv_sqrt(3 * p * p)));
-        add("v.patch_embd.bias".into(), GgmlType::F32, vec![d], next(0.0, 0.1));
-        add("v.position_embd.weight".into(), GgmlType::F32, vec![d, n], next(0.0, 0.5));
+        add(
+            "v.patch_embd.weight".into(),
+            GgmlType::F32,
+            vec![p, p, 3, d],
+            next(0.0, inv_sqrt(3 * p * p)),
+        );
+        add(
+            "v.patch_embd.bias".into(),
+            GgmlType::F32,
+            vec![d],
+            next(0.0, 0.1),
+        );
+        add(
+            "v.position_embd.weight".into(),
+            GgmlType::F32,
+            vec![d, n],
+            next(0.0, 0.5),
+        );
         for i in 0..spec.layers {
             let b = format!("v.blk.{i}");
             for ln in ["ln1", "ln2"] {
-                add(format!("{b}.{ln}.weight"), GgmlType::F32, vec![d], next(1.0, 0.1));
-                add(format!("{b}.{ln}.bias"), GgmlType::F32, vec![d], next(0.0, 0.1));
+                add(
+                    format!("{b}.{ln}.weight"),
+                    GgmlType::F32,
+                    vec![d],
+                    next(1.0, 0.1),
+                );
+                add(
+                    format!("{b}.{ln}.bias"),
+                    GgmlType::F32,
+                    vec![d],
+                    next(0.0, 0.1),
+                );
             }
             for (name, inputs, outputs) in [
                 ("attn_q", d, d),
@@ -125,13 +182,38 @@ impl Mmproj {
                 ("ffn_up", d, f),
                 ("ffn_down", f, d),
             ] {
-                add(format!("{b}.{name}.weight"), matrix_ty, vec![inputs, outputs], next(0.0, inv_sqrt(inputs)));
-                add(format!("{b}.{name}.bias"), GgmlType::F32, vec![outputs], next(0.0, 0.1));
+                add(
+                    format!("{b}.{name}.weight"),
+                    matrix_ty,
+                    vec![inputs, outputs],
+                    next(0.0, inv_sqrt(inputs)),
+                );
+                add(
+                    format!("{b}.{name}.bias"),
+                    GgmlType::F32,
+                    vec![outputs],
+                    next(0.0, 0.1),
+                );
             }
         }
-        add("v.post_ln.weight".into(), GgmlType::F32, vec![d], next(1.0, 0.1));
-        add("v.post_ln.bias".into(), GgmlType::F32, vec![d], next(0.0, 0.1));
-        add("mm.soft_emb_norm.weight".into(), GgmlType::F32, vec![d], next(1.0, 0.3));
+        add(
+            "v.post_ln.weight".into(),
+            GgmlType::F32,
+            vec![d],
+            next(1.0, 0.1),
+        );
+        add(
+            "v.post_ln.bias".into(),
+            GgmlType::F32,
+            vec![d],
+            next(0.0, 0.1),
+        );
+        add(
+            "mm.soft_emb_norm.weight".into(),
+            GgmlType::F32,
+            vec![d],
+            next(1.0, 0.3),
+        );
         add(
             "mm.input_projection.weight".into(),
             matrix_ty,
@@ -174,7 +256,8 @@ impl Mmproj {
             w.add_metadata(k.clone(), v.clone()).expect("metadata");
         }
         for t in &self.tensors {
-            w.add_tensor(t.name.clone(), t.ty, &t.dims).expect("tensor declaration");
+            w.add_tensor(t.name.clone(), t.ty, &t.dims)
+                .expect("tensor declaration");
         }
         w.write_header().expect("header");
         for t in &self.tensors {

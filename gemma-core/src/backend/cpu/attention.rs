@@ -1,18 +1,18 @@
 //! Softmax attention on the CPU, reading the KV cache in place.
 //!
-//! One task per (token, query head), spread over the rayon pool. A task scores its
-//! visible keys (only the live window of a local layer), takes the softmax and sums the
-//! values; its memory is one score per visible key, so nothing is quadratic in the
-//! prompt. The numerics follow llama.cpp's CPU attention without flash attention:
-//! - an F16 cache: the query is rounded to F16 for `Q·K` and the probabilities are
-//!   rounded to F16 for `P·V` (ggml converts a matmul's f32 operand to the F16 weight
-//!   type), products accumulated in f32;
+//! One task per (token, query head), spread over the rayon pool. A task scores only its
+//! visible keys (the live window of a local layer), takes the softmax and sums the
+//! values; its memory is one score per visible key, never quadratic in the prompt.
+//! The numerics are those of llama.cpp's CPU attention without flash attention:
+//! - an F16 cache: the query is rounded to F16 for `Q·K` and the probabilities to F16
+//!   for `P·V` (ggml converts a matmul's f32 operand to the F16 weight type), products
+//!   summed in f32;
 //! - softmax: `exp(s - max)` in f32, the sum in f64, probabilities scaled by `1/sum`;
-//! - a Q8_0 cache: the query is quantized to Q8_0 for `Q·K` (as ggml would), the values
-//!   are dequantized row by row;
+//! - a Q8_0 cache: the query is quantized to Q8_0 for `Q·K` (as ggml would), the value
+//!   rows are dequantized;
 //! - an F32 cache: everything in f32.
 
-use super::kv_store::{CpuKvStore, KvData};
+use super::kv_store::{CpuKvStore, KvData, Row};
 use crate::attention::visible_keys;
 use crate::backend::{AttentionJob, KvShape};
 use bytemuck::Zeroable;
@@ -22,7 +22,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
-/// The dot-product kernels for one cache type, chosen once per call.
+/// The dot-product kernels, chosen once per call.
 struct Dots {
     f16: VecDot<f16>,
     f32: VecDot<f32>,
@@ -38,6 +38,53 @@ impl Dots {
             q8_0: BlockQ8_0::vec_dot_for(isa).unwrap_or(BlockQ8_0::vec_dot),
         }
     }
+}
+
+/// A query converted to the dot-product format of the cached keys (ggml's
+/// `vec_dot_type`): F16 keys take an F16 query, Q8_0 keys a Q8_0 one, F32 keys f32.
+enum Query<'a> {
+    F32(&'a [f32]),
+    F16(Vec<f16>),
+    Q8_0(Vec<BlockQ8_0>),
+}
+
+impl<'a> Query<'a> {
+    fn new(keys: &KvData, q: &'a [f32]) -> Query<'a> {
+        match keys {
+            KvData::F32(_) => Query::F32(q),
+            KvData::F16(_) => {
+                let mut q16 = vec![f16::ZERO; q.len()];
+                q16.convert_from_f32_slice(q);
+                Query::F16(q16)
+            }
+            KvData::Q8_0(_) => {
+                let mut q8 = vec![BlockQ8_0::zeroed(); q.len() / BlockQ8_0::ELEMS];
+                BlockQ8_0::quantize_act(q, &mut q8);
+                Query::Q8_0(q8)
+            }
+        }
+    }
+
+    /// `q · key` (the key has the cache's type).
+    fn dot(&self, key: Row<'_>, dots: &Dots) -> f32 {
+        match (self, key) {
+            (Query::F32(q), Row::F32(k)) => (dots.f32)(k, q),
+            (Query::F16(q), Row::F16(k)) => (dots.f16)(k, q),
+            (Query::Q8_0(q), Row::Q8_0(k)) => (dots.q8_0)(k, q),
+            _ => unreachable!("a query is converted for its own cache's key type"),
+        }
+    }
+}
+
+/// One query head at one position, with what it needs to attend.
+struct Head<'a> {
+    store: &'a CpuKvStore,
+    job: &'a AttentionJob,
+    /// Its KV head.
+    g: usize,
+    /// Its position.
+    pos: usize,
+    dots: &'a Dots,
 }
 
 /// Runs `job`: `q` holds rows of `n_head * head_dim_k` scaled queries, `out` receives
@@ -57,102 +104,54 @@ pub(crate) fn attention(q: &[f32], store: &CpuKvStore, job: &AttentionJob, out: 
     });
 }
 
-/// One query head at one position.
-struct Head<'a> {
-    store: &'a CpuKvStore,
-    job: &'a AttentionJob,
-    /// Its KV head.
-    g: usize,
-    /// Its position.
-    pos: usize,
-    dots: &'a Dots,
-}
-
 impl Head<'_> {
+    /// Standard attention: all scores, softmax, then `P·V`.
     fn attend(&self, query: &[f32], out: &mut [f32]) {
         let keys = visible_keys(self.pos, self.job.window);
         let mut scores = vec![0.0f32; keys.len()];
-        self.score(query, keys.start, &mut scores);
-        softmax(&mut scores);
-        self.sum_values(&mut scores, keys.start, out);
-    }
-
-    /// `scores[j] = q · k(first + j)`.
-    fn score(&self, query: &[f32], first: usize, scores: &mut [f32]) {
-        let KvShape { slots, heads, .. } = self.store.shape;
-        let dk = heads.head_dim_k;
-        let base = self.g * slots;
-        let segments = self.job.slot_map.segments(first..first + scores.len());
-        match &self.store.keys {
-            KvData::F16(keys) => {
-                let mut q16 = vec![f16::ZERO; dk];
-                q16.convert_from_f32_slice(query);
-                for seg in segments {
-                    for (s, slot) in scores[seg.offsets(first)].iter_mut().zip(seg.slots()) {
-                        let row = (base + slot) * dk;
-                        *s = (self.dots.f16)(&keys[row..row + dk], &q16);
-                    }
-                }
-            }
-            KvData::F32(keys) => {
-                for seg in segments {
-                    for (s, slot) in scores[seg.offsets(first)].iter_mut().zip(seg.slots()) {
-                        let row = (base + slot) * dk;
-                        *s = (self.dots.f32)(&keys[row..row + dk], query);
-                    }
-                }
-            }
-            KvData::Q8_0(keys) => {
-                let blocks = dk / BlockQ8_0::ELEMS;
-                let mut q8 = vec![BlockQ8_0::zeroed(); blocks];
-                BlockQ8_0::quantize_act(query, &mut q8);
-                for seg in segments {
-                    for (s, slot) in scores[seg.offsets(first)].iter_mut().zip(seg.slots()) {
-                        let row = (base + slot) * blocks;
-                        *s = (self.dots.q8_0)(&keys[row..row + blocks], &q8);
-                    }
-                }
+        let q = Query::new(&self.store.keys, query);
+        for seg in self.job.slot_map.segments(keys.clone()) {
+            for (s, slot) in scores[seg.offsets(keys.start)].iter_mut().zip(seg.slots()) {
+                *s = q.dot(self.store.key(self.g, slot), self.dots);
             }
         }
+        softmax(&mut scores);
+        self.sum_values(&scores, keys.start, out);
     }
 
     /// `out = Σ_j p[j] · v(first + j)`.
-    fn sum_values(&self, probs: &mut [f32], first: usize, out: &mut [f32]) {
+    fn sum_values(&self, probs: &[f32], first: usize, out: &mut [f32]) {
         let KvShape { slots, heads, .. } = self.store.shape;
         let dv = heads.head_dim_v;
+        out.fill(0.0);
         let segments = self.job.slot_map.segments(first..first + probs.len());
         match &self.store.values {
             KvData::F16(values) => {
                 let mut p16 = vec![f16::ZERO; probs.len()];
                 p16.convert_from_f32_slice(probs);
-                out.fill(0.0);
                 for seg in segments {
                     let p = &p16[seg.offsets(first)];
                     for (d, o) in out.iter_mut().enumerate() {
-                        let row = (self.g * dv + d) * slots;
-                        *o += (self.dots.f16)(&values[row + seg.slot..row + seg.slot + seg.len], p);
+                        let row = (self.g * dv + d) * slots + seg.slot;
+                        *o += (self.dots.f16)(&values[row..row + seg.len], p);
                     }
                 }
             }
             KvData::F32(values) => {
-                out.fill(0.0);
                 for seg in segments {
                     let p = &probs[seg.offsets(first)];
                     for (d, o) in out.iter_mut().enumerate() {
-                        let row = (self.g * dv + d) * slots;
-                        *o += (self.dots.f32)(&values[row + seg.slot..row + seg.slot + seg.len], p);
+                        let row = (self.g * dv + d) * slots + seg.slot;
+                        *o += (self.dots.f32)(&values[row..row + seg.len], p);
                     }
                 }
             }
-            KvData::Q8_0(values) => {
-                let blocks = dv / BlockQ8_0::ELEMS;
-                let mut row_values = vec![0.0f32; dv];
-                out.fill(0.0);
+            KvData::Q8_0(_) => {
+                let mut value = vec![0.0f32; dv];
                 for seg in segments {
                     for (&p, slot) in probs[seg.offsets(first)].iter().zip(seg.slots()) {
-                        let row = (self.g * slots + slot) * blocks;
-                        BlockQ8_0::dequantize(&values[row..row + blocks], &mut row_values);
-                        for (o, &v) in out.iter_mut().zip(&row_values) {
+                        self.store.value(self.g, slot).to_f32(&mut value);
+                        for (o, &v) in out.iter_mut().zip(&value) {
                             *o += p * v;
                         }
                     }

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 const CHUNK: usize = 256;
 
 /// `sqrt(2/pi)` as ggml writes it.
-const SQRT_2_OVER_PI: f32 = 0.797_884_56;
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 /// The cubic coefficient of the tanh approximation.
 const GELU_COEF_A: f32 = 0.044_715;
 

@@ -9,7 +9,7 @@
 use crate::cpu::isa::Isa;
 use crate::quant::{
     BlockIQ4_NL, BlockIQ4_XS, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1,
-    BlockQ8_K, VecDot,
+    BlockQ8_K, Quantizer, VecDot,
 };
 use half::{bf16, f16};
 use std::arch::x86_64::*;
@@ -193,24 +193,29 @@ fn dot_blocks_q8_1<W>(
     unsigned: impl Fn(&W) -> __m256i,
 ) -> f32 {
     let n = w.len().min(x.len());
-    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let mut mins = _mm_setzero_ps();
-    let mut i = 0;
-    while i < n {
-        // SAFETY: i < n <= both lengths.
+    // acc + d * Σ q_w q_x of block i, and m * s of block i.
+    let block = |acc: __m256, i: usize| {
+        // SAFETY: callers pass i < n <= both lengths.
         let (w0, x0) = unsafe { (w.get_unchecked(i), x.get_unchecked(i)) };
         let (d, m) = dm(w0);
         let (dd, ms) = scale_pair(d, x0.d, m, x0.s);
-        mins = _mm_add_ss(mins, _mm_set_ss(ms));
         let p = dot_u8(unsigned(w0), load32(&x0.qs));
-        if i % 2 == 0 {
-            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(dd), p, acc0);
-        } else {
-            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(dd), p, acc1);
-        }
-        i += 1;
+        (_mm256_fmadd_ps(_mm256_set1_ps(dd), p, acc), ms)
+    };
+    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut mins = 0.0f32;
+    let mut i = 0;
+    while i + 2 <= n {
+        let (a0, m0) = block(acc0, i);
+        let (a1, m1) = block(acc1, i + 1);
+        (acc0, acc1, mins) = (a0, a1, mins + m0 + m1);
+        i += 2;
     }
-    hsum(_mm256_add_ps(acc0, acc1)) + _mm_cvtss_f32(mins)
+    if i < n {
+        let (a0, m0) = block(acc0, i);
+        (acc0, mins) = (a0, mins + m0);
+    }
+    hsum(_mm256_add_ps(acc0, acc1)) + mins
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -393,9 +398,6 @@ fn dot_bf16(w: &[bf16], x: &[bf16]) -> f32 {
     }
     sum
 }
-
-/// Activation quantizer: `f32` row in, blocks out.
-type Quantizer<B> = fn(&[f32], &mut [B]);
 
 macro_rules! avx2_quantizer {
     ($(#[$doc:meta])* $name:ident, $block:ty, $kernel:ident) => {

@@ -3,8 +3,9 @@
 //!
 //! Two 32-element blocks fill one 512-bit register; their integer sums are scaled by
 //! `[d0 x 8, d1 x 8]` and accumulated in `f32`. An odd last block is paired with itself
-//! and a zero scale. Each kernel body is generic over [`Dot`], the integer primitive:
-//! `vpdpbusd` (VNNI) or `vpmaddubsw` + `vpmaddwd` (plain AVX-512BW). Each public
+//! and a zero scale. Each kernel body is written once and instantiated twice, with the
+//! integer primitives `D: Dot` being `vpdpbusd` (VNNI) or `vpmaddubsw` + `vpmaddwd`
+//! (plain AVX-512BW). Each public
 //! function returns the kernel only when the CPU has the features, so the `unsafe` calls
 //! inside the returned closures are sound.
 

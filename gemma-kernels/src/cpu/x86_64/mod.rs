@@ -5,3 +5,4 @@ pub mod avx2_legacy;
 pub mod avx2_ops;
 pub mod avx512_kquants;
 pub mod avx512_legacy;
+pub(crate) mod avx512_tiles;

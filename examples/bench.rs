@@ -1,0 +1,191 @@
+//! End-to-end speed of a model, like llama-bench: prefill (pp) and decode (tg) tokens/s.
+//!
+//! ```text
+//! cargo run --release --example bench -- --model gemma-3-270m-q4_k_m.gguf --threads 2
+//! cargo run --release --example bench -- --model F --prefill 512 --decode 128 --reps 5 --json
+//! ```
+//! Each repetition uses a fresh session: the prefill runs `--prefill` tokens in one call
+//! (logits of the last one only); the decode starts from an empty cache and runs
+//! `--decode` single-token steps (batch 1). Medians over `--reps` repetitions, after one
+//! warm-up repetition (it pages the weights in). The decode bound is the machine's
+//! memory bandwidth (a read of a 512 MiB buffer by the same number of threads) divided
+//! by the bytes of weights one token reads. `--json` prints one object with
+//! `prefill_tokens_per_s`, `decode_tokens_per_s`, `peak_rss_bytes`,
+//! `decode_bound_tokens_per_s` and the details.
+
+use clap::Parser;
+use gemma_core::{KvType, Model, ModelOptions};
+use rayon::prelude::*;
+use serde_json::json;
+use std::error::Error;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Measure prefill and decode speed of a Gemma 3 GGUF model.
+#[derive(Parser)]
+#[command(about)]
+struct Args {
+    /// GGUF model file.
+    #[arg(long)]
+    model: PathBuf,
+    /// Prompt tokens per prefill (0: skip).
+    #[arg(long, default_value_t = 512)]
+    prefill: usize,
+    /// Decode steps (0: skip).
+    #[arg(long, default_value_t = 128)]
+    decode: usize,
+    /// Worker threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Measured repetitions (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// KV cache type: f16, q8_0 or f32.
+    #[arg(long, default_value = "f16")]
+    kv_type: KvType,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Size of the buffer read to measure memory bandwidth.
+const BANDWIDTH_BYTES: usize = 512 << 20;
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn Error>> {
+    if args.reps == 0 {
+        return Err("--reps must be at least 1".into());
+    }
+    let options = ModelOptions { threads: args.threads, ..ModelOptions::default() };
+    let model = Model::load(&args.model, options)?;
+    let n_vocab = model.config().n_vocab as u64;
+    // Deterministic pseudo-random prompt ids (like llama-bench's random tokens).
+    let tokens: Vec<u32> = (0..args.prefill as u64)
+        .map(|i| ((i.wrapping_mul(2_654_435_761).wrapping_add(12_345)) % n_vocab) as u32)
+        .collect();
+    let ctx = args.prefill.max(args.decode).max(1).min(model.config().context_length);
+
+    let mut prefill_runs = Vec::new();
+    let mut decode_runs = Vec::new();
+    let mut threads = 0;
+    for rep in 0..=args.reps {
+        if args.prefill > 0 {
+            let mut session = model.session(ctx, args.kv_type)?;
+            threads = session.threads();
+            let start = Instant::now();
+            session.prefill(&tokens)?;
+            let rate = args.prefill as f64 / start.elapsed().as_secs_f64();
+            if rep > 0 {
+                prefill_runs.push(rate);
+            }
+        }
+        if args.decode > 0 {
+            let mut session = model.session(ctx, args.kv_type)?;
+            threads = session.threads();
+            let mut token = 2u32.min(n_vocab as u32 - 1);
+            let start = Instant::now();
+            for _ in 0..args.decode {
+                let logits = session.step(token)?;
+                token = argmax(logits);
+            }
+            let rate = args.decode as f64 / start.elapsed().as_secs_f64();
+            if rep > 0 {
+                decode_runs.push(rate);
+            }
+        }
+    }
+
+    // Before the bandwidth buffer is allocated.
+    let peak_rss = peak_rss_bytes();
+    let bytes_per_token = model.weights().bytes_per_token();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads).build()?;
+    let bandwidth = pool.install(memory_bandwidth);
+    let bound = bandwidth / bytes_per_token as f64;
+    let (prefill, decode) = (median(&prefill_runs), median(&decode_runs));
+    if args.json {
+        let report = json!({
+            "model": args.model.display().to_string(),
+            "threads": threads,
+            "prefill_tokens": args.prefill,
+            "decode_tokens": args.decode,
+            "reps": args.reps,
+            "prefill_tokens_per_s": prefill,
+            "decode_tokens_per_s": decode,
+            "prefill_runs": prefill_runs,
+            "decode_runs": decode_runs,
+            "peak_rss_bytes": peak_rss,
+            "weight_bytes_per_token": bytes_per_token,
+            "memory_bandwidth_bytes_per_s": bandwidth,
+            "decode_bound_tokens_per_s": bound,
+        });
+        println!("{report}");
+    } else {
+        println!("model {} | {threads} threads | {} reps (medians)", args.model.display(), args.reps);
+        println!("prefill pp{}: {prefill:.1} tok/s", args.prefill);
+        println!(
+            "decode tg{}: {decode:.2} tok/s (bound {bound:.2} tok/s = {:.1} GB/s / {:.1} MB per token; {:.0}% of it)",
+            args.decode,
+            bandwidth / 1e9,
+            bytes_per_token as f64 / 1e6,
+            100.0 * decode / bound
+        );
+        println!("peak RSS {:.1} MiB", peak_rss as f64 / 1048576.0);
+    }
+    Ok(())
+}
+
+fn argmax(x: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn median(runs: &[f64]) -> f64 {
+    let mut sorted = runs.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// Bytes per second the current rayon pool reads from memory: the best of 3 sums of a
+/// 512 MiB buffer written beforehand (so that its pages are real, not the zero page).
+fn memory_bandwidth() -> f64 {
+    let mut buf = vec![0u64; BANDWIDTH_BYTES / 8];
+    buf.par_chunks_mut(1 << 16).enumerate().for_each(|(i, c)| c.fill(i as u64));
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let sum: u64 = buf.par_chunks(1 << 16).map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b))).sum();
+        let rate = BANDWIDTH_BYTES as f64 / start.elapsed().as_secs_f64();
+        std::hint::black_box(sum);
+        best = best.max(rate);
+    }
+    best
+}
+
+/// Peak resident memory of this process (`VmHWM` in `/proc/self/status`), 0 if unknown.
+fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}

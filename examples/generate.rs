@@ -1,0 +1,243 @@
+//! One-shot generation from a prompt, with the options checks and scripts rely on.
+//!
+//! ```text
+//! cargo run --release --example generate -- --model gemma-3-270m-q4_k_m.gguf \
+//!     --prompt "The capital of France is" --max-tokens 16
+//! cargo run --release --example generate -- --model F --tokens 2,818,5279 --json \
+//!     --dump-logits logits.f32
+//! ```
+//! `--tokens` are raw ids (nothing added); `--prompt`/`--prompt-file` add BOS as the
+//! file says. Temperature 0 (the default) is greedy. Generation stops at an
+//! end-of-generation token (`<eos>`, `<end_of_turn>`; not with `--ignore-eos`), after
+//! `--max-tokens`, or when the context is full. `--dump-logits FILE` writes little-endian
+//! f32, one row of n_vocab per prompt position (row i = logits after token i). `--json`
+//! prints one JSON object as the last line (and no streamed text). Errors print one
+//! line and exit with status 1.
+
+use clap::Parser;
+use gemma_core::{Device, EncodeOptions, KvType, Model, ModelOptions, Sampler, SamplerConfig, StreamDecoder, Tokenizer};
+use serde_json::json;
+use std::error::Error;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Generate text with a Gemma 3 GGUF model.
+#[derive(Parser)]
+#[command(about)]
+struct Args {
+    /// GGUF model file.
+    #[arg(long)]
+    model: PathBuf,
+    /// Prompt text (BOS added as the file says).
+    #[arg(long, conflicts_with_all = ["prompt_file", "tokens"])]
+    prompt: Option<String>,
+    /// File holding the prompt text.
+    #[arg(long, conflicts_with = "tokens")]
+    prompt_file: Option<PathBuf>,
+    /// Raw prompt token ids, comma-separated (nothing added).
+    #[arg(long, value_delimiter = ',')]
+    tokens: Option<Vec<u32>>,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Keep the k most likely tokens (0: all).
+    #[arg(long, default_value_t = 64)]
+    top_k: usize,
+    /// Nucleus sampling threshold (1: off).
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// Drop tokens below min_p times the best one's probability (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    /// Random seed of the sampler.
+    #[arg(long, default_value_t = 0x5EED)]
+    seed: u64,
+    /// Worker threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Context length (default: prompt + max tokens, at most the model's).
+    #[arg(long)]
+    ctx: Option<usize>,
+    /// KV cache type: f16, q8_0 or f32.
+    #[arg(long, default_value = "f16")]
+    kv_type: KvType,
+    /// Device: cpu or cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    device: Device,
+    /// Keep generating after end-of-generation tokens.
+    #[arg(long)]
+    ignore_eos: bool,
+    /// Print one JSON object (last line) instead of streaming text.
+    #[arg(long)]
+    json: bool,
+    /// Write the prompt positions' logits to this file (little-endian f32 rows).
+    #[arg(long)]
+    dump_logits: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut line = e.to_string();
+            let mut source = e.source();
+            while let Some(s) = source {
+                line.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            eprintln!("error: {line}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn Error>> {
+    let options = ModelOptions { threads: args.threads, device: args.device, ..ModelOptions::default() };
+    let model = Model::load(&args.model, options)?;
+    let tokenizer = Tokenizer::from_gguf(model.gguf());
+    let prompt = prompt_ids(&args, tokenizer.as_ref().ok())?;
+    if prompt.is_empty() {
+        return Err("the prompt has no tokens".into());
+    }
+    let max_ctx = model.config().context_length;
+    let ctx = args.ctx.unwrap_or_else(|| (prompt.len() + args.max_tokens).min(max_ctx));
+    let mut session = model.session(ctx, args.kv_type)?;
+
+    // Prefill (every position's logits if they are dumped).
+    let start = Instant::now();
+    let mut logits = match &args.dump_logits {
+        Some(path) => {
+            let mut out = BufWriter::new(File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?);
+            let mut write_error = None;
+            let last = session.prefill_each(&prompt, |_, row| {
+                for v in row {
+                    if let Err(e) = out.write_all(&v.to_le_bytes()) {
+                        write_error.get_or_insert(e);
+                    }
+                }
+            })?;
+            let last = last.to_vec();
+            if let Some(e) = write_error {
+                return Err(format!("cannot write {}: {e}", path.display()).into());
+            }
+            out.flush()?;
+            last
+        }
+        None => session.prefill(&prompt)?.to_vec(),
+    };
+    let prefill_time = start.elapsed();
+
+    // Decode: sample, stream, feed back.
+    let config = SamplerConfig {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        min_p: args.min_p,
+        seed: args.seed,
+        ..SamplerConfig::default()
+    };
+    let mut sampler = Sampler::new(config);
+    let mut history = prompt.clone();
+    let mut generated = Vec::new();
+    let mut text = String::new();
+    let mut decoder = StreamDecoder::new(true);
+    let mut stdout = std::io::stdout().lock();
+    let decode_start = Instant::now();
+    let mut stop = "max_tokens";
+    while generated.len() < args.max_tokens {
+        let token = sampler.sample(&logits, &history)?;
+        if !args.ignore_eos && tokenizer.as_ref().is_ok_and(|t| t.is_end_of_generation(token)) {
+            stop = "end_of_generation";
+            break;
+        }
+        generated.push(token);
+        history.push(token);
+        if let Ok(t) = &tokenizer {
+            let piece = decoder.push(t, token)?;
+            if !args.json {
+                write!(stdout, "{piece}")?;
+                stdout.flush()?;
+            }
+            text.push_str(&piece);
+        }
+        if generated.len() == args.max_tokens {
+            break;
+        }
+        if session.position() >= session.ctx_len() {
+            stop = "context_full";
+            break;
+        }
+        logits.clear();
+        logits.extend_from_slice(session.step(token)?);
+    }
+    let decode_time = decode_start.elapsed();
+    let tail = decoder.finish();
+    if !args.json {
+        writeln!(stdout, "{tail}")?;
+    }
+    text.push_str(&tail);
+
+    let prefill_tps = prompt.len() as f64 / prefill_time.as_secs_f64();
+    let decode_tps = match generated.len() {
+        0 | 1 => 0.0,
+        n => (n - 1) as f64 / decode_time.as_secs_f64(),
+    };
+    let peak_rss = peak_rss_bytes();
+    if args.json {
+        let report = json!({
+            "prompt_ids": prompt,
+            "generated_ids": generated,
+            "text": text,
+            "stop_reason": stop,
+            "prefill_tokens_per_s": prefill_tps,
+            "decode_tokens_per_s": decode_tps,
+            "peak_rss_bytes": peak_rss,
+            "kv_bytes": session.kv_bytes(),
+            "ctx": session.ctx_len(),
+            "threads": session.threads(),
+            "device": args.device.to_string(),
+        });
+        writeln!(stdout, "{report}")?;
+    } else {
+        eprintln!(
+            "prompt {} tokens, {prefill_tps:.1} tok/s | generated {} tokens, {decode_tps:.1} tok/s ({stop}) | KV cache {:.1} MiB | peak RSS {:.1} MiB",
+            prompt.len(),
+            generated.len(),
+            session.kv_bytes() as f64 / 1048576.0,
+            peak_rss as f64 / 1048576.0,
+        );
+    }
+    Ok(())
+}
+
+/// The prompt as token ids: raw `--tokens`, or the text encoded with BOS as the file says.
+fn prompt_ids(args: &Args, tokenizer: Option<&Tokenizer>) -> Result<Vec<u32>, Box<dyn Error>> {
+    if let Some(ids) = &args.tokens {
+        return Ok(ids.clone());
+    }
+    let text = match (&args.prompt, &args.prompt_file) {
+        (Some(text), _) => text.clone(),
+        (None, Some(path)) => {
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        }
+        (None, None) => return Err("give a prompt with --prompt, --prompt-file or --tokens".into()),
+    };
+    let tokenizer = tokenizer.ok_or("the model file has no usable tokenizer; use --tokens")?;
+    Ok(tokenizer.encode_with(&text, EncodeOptions { add_bos: true, parse_special: true }))
+}
+
+/// Peak resident memory of this process (`VmHWM` in `/proc/self/status`), 0 if unknown.
+fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}

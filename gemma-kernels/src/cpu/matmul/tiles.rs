@@ -1,0 +1,72 @@
+//! Prefill with kernels that multiply one weight row with four tokens at once, for the
+//! formats and CPUs that have one (Q4_K on AVX-512 so far); every other case takes the
+//! one-token dot product of the format.
+
+use super::Rows;
+use crate::quant::QuantBlock;
+
+/// Tokens per call of a [`Dot4`] kernel.
+pub(super) const TILE_TOKENS: usize = 4;
+
+/// One weight row times four activation rows.
+pub(super) type Dot4<B> = fn(&[B], [&[<B as QuantBlock>::Act]; TILE_TOKENS]) -> [f32; TILE_TOKENS];
+
+/// Runs the many-token product of `rows` with a four-token kernel when the format has
+/// one on this CPU (and `GEMMA_ISA` allows it); returns false, having done nothing,
+/// otherwise.
+pub(super) fn matmat_with_tile_kernel<B: QuantBlock>(
+    rows: &Rows<B>,
+    act: &[B::Act],
+    n: usize,
+    y: &mut [f32],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::cpu::x86_64::avx512_tiles;
+        use crate::quant::{BlockQ4_K, BlockQ6_K};
+        use gemma_gguf::GgmlType;
+
+        match B::TYPE {
+            GgmlType::Q4_K => {
+                return run_as::<B, BlockQ4_K>(rows, act, n, y, avx512_tiles::q4_k_x4());
+            }
+            GgmlType::Q6_K => {
+                return run_as::<B, BlockQ6_K>(rows, act, n, y, avx512_tiles::q6_k_x4());
+            }
+            _ => {}
+        }
+    }
+    let _ = (rows, act, n, y);
+    false
+}
+
+/// Runs the product as format `C` (the same format as `B`, seen through its concrete
+/// type) with `dot4`, when the kernel exists and `GEMMA_ISA` allows AVX-512.
+#[cfg(target_arch = "x86_64")]
+fn run_as<B: QuantBlock, C: QuantBlock>(
+    rows: &Rows<B>,
+    act: &[B::Act],
+    n: usize,
+    y: &mut [f32],
+    dot4: Option<Dot4<C>>,
+) -> bool {
+    use crate::cpu::isa::{self, Isa};
+
+    if isa::current() < Isa::Avx512 || B::TYPE != C::TYPE {
+        return false;
+    }
+    // Both casts are identities: `C` is `B` (same ggml type), so are their activations.
+    let weights = bytemuck::try_cast_slice::<B, C>(rows.weights);
+    let act = bytemuck::try_cast_slice::<B::Act, C::Act>(act);
+    let (Ok(weights), Ok(act), Some(dot4)) = (weights, act, dot4) else {
+        return false;
+    };
+    let concrete = Rows {
+        weights,
+        blocks_per_row: rows.blocks_per_row,
+        dot: C::vec_dot_for(isa::current()).unwrap_or(C::vec_dot),
+        dot4: Some(dot4),
+    };
+    concrete.matmat(act, n, y);
+    true
+}

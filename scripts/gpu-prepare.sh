@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Prepares the one GPU run of scripts/gpu-check.sh: builds the release binaries it runs and
+# copies them, with the fixtures they read, into gpu-bin/ (git-ignored through
+# .git/info/exclude). The device machine receives only the repository tree (at most 64 MiB
+# in all) and has no Rust toolchain and no network, so everything travels in gpu-bin/:
+#
+#   scripts/gpu-prepare.sh           # here, with cargo; prints the size of gpu-bin/
+#   device run:  command "bash scripts/gpu-check.sh", carry ["gpu-bin"]
+#
+# What travels: the CUDA test binaries (kernel compile + parity, device checks), the
+# gemma-core unit-test binary (CUDA engine vs CPU engine vs llama.cpp on the tiny models),
+# the kernel micro-benchmark, the examples generate / bench / synth when they exist, and a
+# subset of the tiny fixtures (~25 MB). The real 270M model (~250 MB) does not fit the
+# 64 MiB limit and does not travel; a 12B file is generated there by `synth` if it exists.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=gpu-bin
+fixtures="${GEMMA_FIXTURES:-../shared/fixtures}"
+# Carried tiny variants: every type with CUDA kernels, f32 left out for size.
+variants="f16 bf16 q8_0 q4_0 q5_0 q4_k q5_k q6_k q4_k_m"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+export CARGO_PROFILE_RELEASE_DEBUG=0   # small binaries
+export CARGO_PROFILE_RELEASE_STRIP=symbols
+
+rm -rf "$out"
+mkdir -p "$out/fixtures/tiny"
+grep -qx '/gpu-bin/' .git/info/exclude 2>/dev/null || echo '/gpu-bin/' >> .git/info/exclude
+
+# Copies the test executables named in cargo's JSON messages (stdin) to $out/<name>.
+copy_tests() {
+  python3 -c '
+import json, shutil, sys
+out = sys.argv[1]
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        name = m["target"]["name"] + ("-lib" if "lib" in m["target"]["kind"] else "")
+        shutil.copy(m["executable"], f"{out}/{name}")
+        print(f"  {out}/{name}")
+' "$out"
+}
+
+echo "building CUDA test binaries"
+cargo test --release --no-run --message-format=json -p gemma-kernels \
+  --test cuda_nvrtc --test cuda_device --test cuda_parity | copy_tests
+cargo test --release --no-run --message-format=json -p gemma-core --lib | copy_tests
+
+echo "building the kernel benchmark"
+cargo build --release -q -p gemma-kernels --example cuda_bench
+cp "$CARGO_TARGET_DIR/release/examples/cuda_bench" "$out/"
+
+for ex in generate bench synth; do
+  if [ -f "examples/$ex.rs" ] || [ -d "examples/$ex" ]; then
+    echo "building example $ex"
+    cargo build --release -q --example "$ex"
+    cp "$CARGO_TARGET_DIR/release/examples/$ex" "$out/"
+  fi
+done
+
+cp "$fixtures/tiny/t1_reference.json" "$out/fixtures/tiny/"
+for v in $variants; do
+  cp "$fixtures/tiny/tiny-gemma3-t1-$v.gguf" "$fixtures/tiny/tiny-gemma3-t1-$v.logits.f32" "$out/fixtures/tiny/"
+done
+echo "$variants" > "$out/fixtures/variants.txt"
+
+du -sh "$out"
+total=$(du -sm --exclude=.git --exclude=target --exclude='target-*' . | cut -f1)
+echo "repository tree with gpu-bin: ~${total} MiB (limit 64 MiB, ignored build folders excluded)"
