@@ -12,14 +12,18 @@ use gemma_core::Tokenizer;
 use gemma_gguf::GgufFile;
 
 fn fixtures() -> PathBuf {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/tokenizer"));
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/tokenizer"
+    ));
     assert!(dir.is_dir(), "fixtures folder missing: {}", dir.display());
     dir
 }
 
 /// The fixture strings joined by newlines, repeated up to `size` bytes (cut at a char boundary).
 fn mixed_text(size: usize) -> String {
-    let lines = std::fs::read_to_string(fixtures().join("gemma3_cases.jsonl")).expect("fixture missing");
+    let lines =
+        std::fs::read_to_string(fixtures().join("gemma3_cases.jsonl")).expect("fixture missing");
     let samples: Vec<String> = lines
         .lines()
         .filter(|l| !l.trim().is_empty())

@@ -53,7 +53,16 @@ struct Args {
 const BANDWIDTH_BYTES: usize = 512 << 20;
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let text = e.to_string();
+            eprintln!("{}", text.lines().next().unwrap_or("error: bad arguments"));
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -66,14 +75,21 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     if args.reps == 0 {
         return Err("--reps must be at least 1".into());
     }
-    let options = ModelOptions { threads: args.threads, ..ModelOptions::default() };
+    let options = ModelOptions {
+        threads: args.threads,
+        ..ModelOptions::default()
+    };
     let model = Model::load(&args.model, options)?;
     let n_vocab = model.config().n_vocab as u64;
     // Deterministic pseudo-random prompt ids (like llama-bench's random tokens).
     let tokens: Vec<u32> = (0..args.prefill as u64)
         .map(|i| ((i.wrapping_mul(2_654_435_761).wrapping_add(12_345)) % n_vocab) as u32)
         .collect();
-    let ctx = args.prefill.max(args.decode).max(1).min(model.config().context_length);
+    let ctx = args
+        .prefill
+        .max(args.decode)
+        .max(1)
+        .min(model.config().context_length);
 
     let mut prefill_runs = Vec::new();
     let mut decode_runs = Vec::new();
@@ -108,7 +124,9 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     // Before the bandwidth buffer is allocated.
     let peak_rss = peak_rss_bytes();
     let bytes_per_token = model.weights().bytes_per_token();
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads).build()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads)
+        .build()?;
     let bandwidth = pool.install(memory_bandwidth);
     let bound = bandwidth / bytes_per_token as f64;
     let (prefill, decode) = (median(&prefill_runs), median(&decode_runs));
@@ -130,7 +148,11 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         });
         println!("{report}");
     } else {
-        println!("model {} | {threads} threads | {} reps (medians)", args.model.display(), args.reps);
+        println!(
+            "model {} | {threads} threads | {} reps (medians)",
+            args.model.display(),
+            args.reps
+        );
         println!("prefill pp{}: {prefill:.1} tok/s", args.prefill);
         println!(
             "decode tg{}: {decode:.2} tok/s (bound {bound:.2} tok/s = {:.1} GB/s / {:.1} MB per token; {:.0}% of it)",
@@ -168,11 +190,16 @@ fn median(runs: &[f64]) -> f64 {
 /// 512 MiB buffer written beforehand (so that its pages are real, not the zero page).
 fn memory_bandwidth() -> f64 {
     let mut buf = vec![0u64; BANDWIDTH_BYTES / 8];
-    buf.par_chunks_mut(1 << 16).enumerate().for_each(|(i, c)| c.fill(i as u64));
+    buf.par_chunks_mut(1 << 16)
+        .enumerate()
+        .for_each(|(i, c)| c.fill(i as u64));
     let mut best = 0.0f64;
     for _ in 0..3 {
         let start = Instant::now();
-        let sum: u64 = buf.par_chunks(1 << 16).map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b))).sum();
+        let sum: u64 = buf
+            .par_chunks(1 << 16)
+            .map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b)))
+            .sum();
         let rate = BANDWIDTH_BYTES as f64 / start.elapsed().as_secs_f64();
         std::hint::black_box(sum);
         best = best.max(rate);

@@ -33,7 +33,10 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use gemma_core::generate::{CancelToken, GenerateOptions, StopReason};
-use gemma_core::{Chat, ChatOptions, Device, KvType, Message, Model, ModelOptions, Role, SamplerConfig, TurnSummary};
+use gemma_core::{
+    Chat, ChatOptions, Device, KvType, Message, Model, ModelOptions, Role, SamplerConfig,
+    TurnSummary,
+};
 use gemma_gguf::GgufFile;
 
 /// Chat with a Gemma 3 GGUF model.
@@ -137,7 +140,11 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         return Ok(());
     }
     let path = model_path(args.model.clone())?;
-    let options = ModelOptions { threads: args.threads, device: args.device.clone(), ..ModelOptions::default() };
+    let options = ModelOptions {
+        threads: args.threads,
+        device: args.device,
+        ..ModelOptions::default()
+    };
     let model = Model::load(&path, options).map_err(|e| format!("{}: {e}", path.display()))?;
     let seed = args.seed.unwrap_or_else(clock_seed);
     let sampler = SamplerConfig {
@@ -152,9 +159,18 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         ..SamplerConfig::default()
     };
     let cancel = CancelToken::new();
-    let generate =
-        GenerateOptions { max_tokens: args.max_tokens, sampler, stop_strings: args.stop.clone(), cancel: Some(cancel.clone()) };
-    let options = ChatOptions { ctx_len: args.ctx, kv_type: args.kv_type, system: args.system.clone(), generate };
+    let generate = GenerateOptions {
+        max_tokens: args.max_tokens,
+        sampler,
+        stop_strings: args.stop.clone(),
+        cancel: Some(cancel.clone()),
+    };
+    let options = ChatOptions {
+        ctx_len: args.ctx,
+        kv_type: args.kv_type,
+        system: args.system.clone(),
+        generate,
+    };
     let mut chat = Chat::new(&model, options)?;
     if std::io::stdin().is_terminal() {
         interactive(&mut chat, &path, &cancel)
@@ -165,7 +181,9 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
 
 /// A seed that differs from run to run.
 fn clock_seed() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 // ---------------------------------------------------------------- conversation modes
@@ -187,7 +205,10 @@ fn interactive(chat: &mut Chat, path: &Path, cancel: &CancelToken) -> Result<(),
             return Ok(());
         }
         let line = line.trim();
-        match line.split_once(' ').map_or((line, ""), |(c, rest)| (c, rest.trim())) {
+        match line
+            .split_once(' ')
+            .map_or((line, ""), |(c, rest)| (c, rest.trim()))
+        {
             ("", _) => continue,
             ("/quit" | "/exit", _) => return Ok(()),
             ("/reset", _) => {
@@ -197,7 +218,10 @@ fn interactive(chat: &mut Chat, path: &Path, cancel: &CancelToken) -> Result<(),
             }
             ("/system", text) => {
                 chat.set_system((!text.is_empty()).then(|| text.to_string()));
-                eprintln!("(system prompt {})", if text.is_empty() { "cleared" } else { "set" });
+                eprintln!(
+                    "(system prompt {})",
+                    if text.is_empty() { "cleared" } else { "set" }
+                );
                 continue;
             }
             (command, _) if command.starts_with('/') => {
@@ -235,7 +259,9 @@ fn scripted(chat: &mut Chat, single_message: bool) -> Result<(), Box<dyn Error>>
     };
     let stdout = std::io::stdout();
     for (i, message) in messages.iter().enumerate() {
-        let answered_in_script = messages.get(i + 1).is_some_and(|next| next.role == Role::Assistant);
+        let answered_in_script = messages
+            .get(i + 1)
+            .is_some_and(|next| next.role == Role::Assistant);
         if message.role != Role::User || answered_in_script {
             chat.push(message.clone());
             continue;
@@ -263,14 +289,22 @@ fn parse_script(input: &str) -> Result<Vec<Message>, Box<dyn Error>> {
             messages.push(Message::new(Role::User, line));
             continue;
         }
-        let value: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| format!("stdin line {}: invalid JSON: {e}", n + 1))?;
-        let content = value["content"].as_str().ok_or_else(|| format!("stdin line {}: no \"content\" string", n + 1))?;
+        let value: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| format!("stdin line {}: invalid JSON: {e}", n + 1))?;
+        let content = value["content"]
+            .as_str()
+            .ok_or_else(|| format!("stdin line {}: no \"content\" string", n + 1))?;
         let role = match value["role"].as_str() {
             Some("user") => Role::User,
             Some("assistant" | "model") => Role::Assistant,
             Some("system") => Role::System,
-            _ => return Err(format!("stdin line {}: \"role\" must be user, assistant or system", n + 1).into()),
+            _ => {
+                return Err(format!(
+                    "stdin line {}: \"role\" must be user, assistant or system",
+                    n + 1
+                )
+                .into())
+            }
         };
         messages.push(Message::new(role, content));
     }
@@ -313,37 +347,55 @@ fn model_path(arg: Option<PathBuf>) -> Result<PathBuf, Box<dyn Error>> {
 
 /// `$GEMMA_CACHE`, else `~/.cache/gemma-rs`.
 fn project_cache() -> PathBuf {
-    std::env::var_os("GEMMA_CACHE").map(PathBuf::from).unwrap_or_else(|| home().join(".cache/gemma-rs"))
+    std::env::var_os("GEMMA_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".cache/gemma-rs"))
 }
 
 fn home() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default()
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default()
 }
 
 /// Runs `scripts/fetch-model.sh`, showing the elapsed time while it works.
 fn fetch_default_model() -> Result<PathBuf, Box<dyn Error>> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-model.sh");
-    eprintln!("No model given: fetching the default Gemma 3 270M Q4_K_M (about 250 MB) with {}", script.display());
+    eprintln!(
+        "No model given: fetching the default Gemma 3 270M Q4_K_M (about 250 MB) with {}",
+        script.display()
+    );
     let done = Arc::new(AtomicBool::new(false));
     let ticker = {
         let done = done.clone();
         std::thread::spawn(move || {
             let start = Instant::now();
             while !done.load(Ordering::Relaxed) {
-                eprint!("\r  downloading and assembling... {:>4} s", start.elapsed().as_secs());
+                eprint!(
+                    "\r  downloading and assembling... {:>4} s",
+                    start.elapsed().as_secs()
+                );
                 std::thread::sleep(Duration::from_millis(500));
             }
             eprintln!("\r  done in {} s{:30}", start.elapsed().as_secs(), "");
         })
     };
-    let output = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output();
+    let output = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output();
     done.store(true, Ordering::Relaxed);
     let _ = ticker.join();
     let output = output.map_err(|e| format!("cannot run {}: {e}", script.display()))?;
     if !output.status.success() {
         return Err(format!("{} failed ({})", script.display(), output.status).into());
     }
-    let path = String::from_utf8_lossy(&output.stdout).trim().lines().last().unwrap_or_default().to_string();
+    let path = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
     if path.is_empty() || !Path::new(&path).is_file() {
         return Err(format!("{} did not produce a model file", script.display()).into());
     }
@@ -357,7 +409,9 @@ fn list_models() {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HF_HOME").map(|h| PathBuf::from(h).join("hub")))
         .unwrap_or_else(|| home.join(".cache/huggingface/hub"));
-    let ollama = std::env::var_os("OLLAMA_MODELS").map(PathBuf::from).unwrap_or_else(|| home.join(".ollama/models"));
+    let ollama = std::env::var_os("OLLAMA_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".ollama/models"));
     let places: [(&str, PathBuf, bool); 5] = [
         ("project", project_cache(), false),
         ("huggingface", hf_hub, false),
@@ -373,7 +427,12 @@ fn list_models() {
         for file in files {
             found += 1;
             let size = std::fs::metadata(&file).map_or(0, |m| m.len());
-            println!("{source:<12} {:>9}  {:<40} {}", human_size(size), describe(&file), file.display());
+            println!(
+                "{source:<12} {:>9}  {:<40} {}",
+                human_size(size),
+                describe(&file),
+                file.display()
+            );
         }
     }
     if found == 0 {
@@ -386,10 +445,14 @@ fn collect_gguf(dir: &Path, by_magic: bool, depth: usize, out: &mut Vec<PathBuf>
     // Deep enough for hub/models--org--name/snapshots/<rev>/file.gguf; symlinked folders
     // are not followed, so there is no cycle.
     const MAX_DEPTH: usize = 8;
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
-        let Ok(kind) = entry.file_type() else { continue };
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
         if kind.is_dir() {
             if depth < MAX_DEPTH {
                 collect_gguf(&path, by_magic, depth + 1, out);
@@ -397,9 +460,13 @@ fn collect_gguf(dir: &Path, by_magic: bool, depth: usize, out: &mut Vec<PathBuf>
         } else if path.is_file() {
             let is_gguf = if by_magic {
                 let mut magic = [0u8; 4];
-                std::fs::File::open(&path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == b"GGUF"
+                std::fs::File::open(&path)
+                    .and_then(|mut f| f.read_exact(&mut magic))
+                    .is_ok()
+                    && &magic == b"GGUF"
             } else {
-                path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+                path.extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
             };
             if is_gguf {
                 out.push(path);
@@ -415,7 +482,11 @@ fn describe(path: &Path) -> String {
             let meta = file.metadata();
             let arch = meta.string("general.architecture").unwrap_or("?");
             let name = meta.string("general.name").unwrap_or("");
-            let usable = if arch == "gemma3" { "" } else { " (not gemma3)" };
+            let usable = if arch == "gemma3" {
+                ""
+            } else {
+                " (not gemma3)"
+            };
             format!("{arch} {name}{usable}")
         }
         Err(e) => format!("unreadable: {e}"),

@@ -15,7 +15,10 @@
 //! line and exit with status 1.
 
 use clap::Parser;
-use gemma_core::{Device, EncodeOptions, KvType, Model, ModelOptions, Sampler, SamplerConfig, StreamDecoder, Tokenizer};
+use gemma_core::{
+    Device, EncodeOptions, KvType, Model, ModelOptions, Sampler, SamplerConfig, StreamDecoder,
+    Tokenizer,
+};
 use serde_json::json;
 use std::error::Error;
 use std::fs::File;
@@ -82,23 +85,30 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let text = e.to_string();
+            eprintln!("{}", text.lines().next().unwrap_or("error: bad arguments"));
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let mut line = e.to_string();
-            let mut source = e.source();
-            while let Some(s) = source {
-                line.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            eprintln!("error: {line}");
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
 fn run(args: Args) -> Result<(), Box<dyn Error>> {
-    let options = ModelOptions { threads: args.threads, device: args.device, ..ModelOptions::default() };
+    let options = ModelOptions {
+        threads: args.threads,
+        device: args.device,
+        ..ModelOptions::default()
+    };
     let model = Model::load(&args.model, options)?;
     let tokenizer = Tokenizer::from_gguf(model.gguf());
     let prompt = prompt_ids(&args, tokenizer.as_ref().ok())?;
@@ -106,14 +116,18 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         return Err("the prompt has no tokens".into());
     }
     let max_ctx = model.config().context_length;
-    let ctx = args.ctx.unwrap_or_else(|| (prompt.len() + args.max_tokens).min(max_ctx));
+    let ctx = args
+        .ctx
+        .unwrap_or_else(|| (prompt.len() + args.max_tokens).min(max_ctx));
     let mut session = model.session(ctx, args.kv_type)?;
 
     // Prefill (every position's logits if they are dumped).
     let start = Instant::now();
     let mut logits = match &args.dump_logits {
         Some(path) => {
-            let mut out = BufWriter::new(File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?);
+            let mut out = BufWriter::new(
+                File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?,
+            );
             let mut write_error = None;
             let last = session.prefill_each(&prompt, |_, row| {
                 for v in row {
@@ -152,7 +166,11 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let mut stop = "max_tokens";
     while generated.len() < args.max_tokens {
         let token = sampler.sample(&logits, &history)?;
-        if !args.ignore_eos && tokenizer.as_ref().is_ok_and(|t| t.is_end_of_generation(token)) {
+        if !args.ignore_eos
+            && tokenizer
+                .as_ref()
+                .is_ok_and(|t| t.is_end_of_generation(token))
+        {
             stop = "end_of_generation";
             break;
         }
@@ -223,13 +241,18 @@ fn prompt_ids(args: &Args, tokenizer: Option<&Tokenizer>) -> Result<Vec<u32>, Bo
     }
     let text = match (&args.prompt, &args.prompt_file) {
         (Some(text), _) => text.clone(),
-        (None, Some(path)) => {
-            std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?
-        }
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
         (None, None) => return Err("give a prompt with --prompt, --prompt-file or --tokens".into()),
     };
     let tokenizer = tokenizer.ok_or("the model file has no usable tokenizer; use --tokens")?;
-    Ok(tokenizer.encode_with(&text, EncodeOptions { add_bos: true, parse_special: true }))
+    Ok(tokenizer.encode_with(
+        &text,
+        EncodeOptions {
+            add_bos: true,
+            parse_special: true,
+        },
+    ))
 }
 
 /// Peak resident memory of this process (`VmHWM` in `/proc/self/status`), 0 if unknown.

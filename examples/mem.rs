@@ -25,7 +25,7 @@
 use clap::Parser;
 use gemma::core::kv_cache::DEFAULT_RING_MARGIN;
 use gemma::core::memory::{self, MemoryPlan, ModelShape, ModelSize, PlanOptions, Quant, VisionShape};
-use gemma::core::{Device, KvType, Model, ModelOptions, DEFAULT_MAX_BATCH};
+use gemma::core::{Device, KvType, Model, ModelOptions, Tokenizer, DEFAULT_MAX_BATCH};
 use gemma::gguf::GgufFile;
 use serde_json::{json, Value as Json};
 use std::fmt::Write as _;
@@ -86,6 +86,9 @@ pub struct Args {
     /// Worker threads of the measured session (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Leave the tokenizer out (of the plan and of the measured process).
+    #[arg(long)]
+    pub no_tokenizer: bool,
     /// Internal: measure the first context and KV type in this process.
     #[arg(long, hide = true)]
     pub measure_one: bool,
@@ -147,7 +150,7 @@ pub struct Table {
     /// Rows: the row name, its model shape and its plans `[kv type][ctx]`.
     pub rows: Vec<(String, ModelShape, Vec<Vec<Option<MemoryPlan>>>)>,
     vision: Option<VisionShape>,
-    options: (usize, usize),
+    options: (usize, usize, bool),
 }
 
 impl Table {
@@ -183,7 +186,7 @@ impl Table {
             kv_types: args.kv_type.clone(),
             rows: Vec::new(),
             vision,
-            options: (args.ring_margin, args.max_batch),
+            options: (args.ring_margin, args.max_batch, !args.no_tokenizer),
         };
         for (name, shape) in shapes {
             let mut blocks = Vec::new();
@@ -201,8 +204,8 @@ impl Table {
         if ctx > shape.config.context_length {
             return Ok(None);
         }
-        let (ring_margin, max_batch) = self.options;
-        let options = PlanOptions { ctx_len: ctx, kv_type, device: self.device, ring_margin, max_batch };
+        let (ring_margin, max_batch, tokenizer) = self.options;
+        let options = PlanOptions { ctx_len: ctx, kv_type, device: self.device, ring_margin, max_batch, tokenizer };
         memory::plan(shape, &options, self.vision.as_ref()).map(Some).map_err(|e| e.to_string())
     }
 
@@ -210,19 +213,20 @@ impl Table {
     pub fn text(&self) -> String {
         let mut out = String::new();
         let what = if matches!(self.device, Device::Cpu) { "resident memory" } else { "device memory" };
-        let _ = writeln!(out, "{} on {}: predicted {what} in GiB (weights + KV cache + buffers + process)", self.title, self.device);
+        let unit = Unit::for_bytes(self.largest_total());
+        let _ = writeln!(out, "{} on {}: predicted {what} in {} (model file + tokenizer + KV cache + buffers + process)", self.title, self.device, unit.name);
         for (b, kv) in self.kv_types.iter().enumerate() {
             let _ = writeln!(out, "\nKV cache {kv}; each cell: total (KV cache / KV cache without sliding-window rings)");
-            let _ = write!(out, "{:<10} {:>8}", "quant", "weights");
+            let _ = write!(out, "{:<10} {:>8}", "quant", "file");
             for &ctx in &self.ctx {
                 let _ = write!(out, " {:>21}", ctx_label(ctx));
             }
             out.push('\n');
             for (name, shape, blocks) in &self.rows {
-                let _ = write!(out, "{name:<10} {:>8.2}", (shape.weight_bytes() + shape.metadata_bytes) as f64 / GIB);
+                let _ = write!(out, "{name:<10} {:>8}", unit.show(shape.file_bytes()));
                 for cell in &blocks[b] {
                     let text = match cell {
-                        Some(p) => format!("{:.2} ({:.2}/{:.2})", gib(p.total_bytes()), gib(p.kv_bytes()), gib(p.kv.full_bytes)),
+                        Some(p) => format!("{} ({}/{})", unit.show(p.total_bytes()), unit.show(p.kv_bytes()), unit.show(p.kv.full_bytes)),
                         None => "-".to_owned(),
                     };
                     let _ = write!(out, " {text:>21}");
@@ -231,9 +235,15 @@ impl Table {
             }
         }
         if let Some(v) = &self.vision {
-            let _ = writeln!(out, "\nincludes the vision tower: {:.2} GiB", gib(v.bytes()));
+            let _ = writeln!(out, "\nincludes the vision tower: {} {}", unit.show(v.bytes()), unit.name);
         }
         out
+    }
+
+    /// The largest total of the table.
+    fn largest_total(&self) -> u64 {
+        let cells = self.rows.iter().flat_map(|r| r.2.iter().flatten().flatten());
+        cells.map(MemoryPlan::total_bytes).max().unwrap_or(0)
     }
 
     /// The JSON array of rows (F16 stands for BF16 too and is listed under both names).
@@ -266,6 +276,7 @@ pub fn plan_json(quant: &str, p: &MemoryPlan) -> Json {
         "kv_bytes": p.kv_bytes(),
         "kv_full_bytes": p.kv.full_bytes,
         "scratch_bytes": p.scratch_bytes,
+        "tokenizer_bytes": p.tokenizer_bytes,
         "vision_bytes": p.vision_bytes,
         "runtime_bytes": p.runtime_bytes,
         "total_bytes": p.total_bytes(),
@@ -273,8 +284,30 @@ pub fn plan_json(quant: &str, p: &MemoryPlan) -> Json {
     })
 }
 
-fn gib(bytes: u64) -> f64 {
-    bytes as f64 / GIB
+/// GiB for tables of large models, MiB for small ones.
+#[derive(Clone, Copy, Debug)]
+struct Unit {
+    name: &'static str,
+    bytes: f64,
+    decimals: usize,
+}
+
+impl Unit {
+    fn for_bytes(largest: u64) -> Unit {
+        if largest as f64 >= 2.0 * GIB {
+            Unit { name: "GiB", bytes: GIB, decimals: 2 }
+        } else {
+            Unit { name: "MiB", bytes: MIB, decimals: 0 }
+        }
+    }
+
+    fn value(self, bytes: u64) -> f64 {
+        bytes as f64 / self.bytes
+    }
+
+    fn show(self, bytes: u64) -> String {
+        format!("{:.*}", self.decimals, self.value(bytes))
+    }
 }
 
 /// "4K", "128K", or the plain number.
@@ -303,6 +336,9 @@ fn measure_all(args: &Args) -> Result<Vec<Json>, String> {
             cmd.args(["--device", &args.device.to_string(), "--ctx", &ctx.to_string(), "--kv-type", kv.name()]);
             cmd.args(["--max-batch", &args.max_batch.to_string(), "--ring-margin", &args.ring_margin.to_string()]);
             cmd.args(["--threads", &args.threads.to_string()]);
+            if args.no_tokenizer {
+                cmd.arg("--no-tokenizer");
+            }
             if let Some(n) = args.fill_tokens {
                 cmd.args(["--fill-tokens", &n.to_string()]);
             }
@@ -326,8 +362,12 @@ pub fn measure_here(args: &Args) -> Result<Json, String> {
     let cuda_before = cuda_used_bytes(args.device)?;
     let options = ModelOptions { threads: args.threads, device: args.device, ring_margin: args.ring_margin, max_batch: args.max_batch };
     let model = Model::load(path, options).map_err(|e| format!("{}: {e}", path.display()))?;
+    let before_tokenizer = memory::resident_bytes().unwrap_or(0);
+    let tokenizer = if !args.no_tokenizer { Some(Tokenizer::from_gguf(model.gguf()).map_err(|e| e.to_string())?) } else { None };
+    let tokenizer_measured = memory::resident_bytes().unwrap_or(0).saturating_sub(before_tokenizer);
     let shape = ModelShape::from_gguf(model.gguf()).map_err(|e| e.to_string())?;
-    let plan = memory::plan(&shape, &PlanOptions::for_model(model.options(), ctx, kv), None).map_err(|e| e.to_string())?;
+    let options = PlanOptions { tokenizer: !args.no_tokenizer, ..PlanOptions::for_model(model.options(), ctx, kv) };
+    let plan = memory::plan(&shape, &options, None).map_err(|e| e.to_string())?;
     let mut session = model.session(ctx, kv).map_err(|e| e.to_string())?;
     let fill = args.fill_tokens.unwrap_or(args.max_batch).clamp(1, ctx);
     let tokens = fill_tokens(fill, model.config().n_vocab);
@@ -346,6 +386,8 @@ pub fn measure_here(args: &Args) -> Result<Json, String> {
         "measured_anon_bytes": memory::resident_anon_bytes(),
         "measured_file_bytes": memory::resident_file_bytes(),
         "peak_bytes": memory::peak_resident_bytes(),
+        "tokenizer_loaded": tokenizer.is_some(),
+        "tokenizer_measured_bytes": tokenizer_measured,
     });
     merge(&mut row, extra);
     if let (Some(before), Some(after)) = (cuda_before, cuda_used_bytes(args.device)?) {
@@ -430,6 +472,7 @@ pub fn plot_svg(table: &Table) -> String {
     let kv = table.kv_types.first().copied().unwrap_or_default();
     let max_ctx = table.rows.iter().map(|r| r.1.config.context_length).max().unwrap_or(1).max(1024);
     let contexts: Vec<usize> = (10..=max_ctx.ilog2()).map(|p| 1usize << p).collect();
+    let unit = Unit::for_bytes(table.largest_total());
     let lines: Vec<(String, Vec<(usize, f64, f64)>)> = table
         .rows
         .iter()
@@ -437,7 +480,7 @@ pub fn plot_svg(table: &Table) -> String {
             let points = contexts
                 .iter()
                 .filter_map(|&c| table.plan(shape, c, kv).ok().flatten())
-                .map(|p| (p.options.ctx_len, gib(p.total_bytes()), gib(p.total_full_kv_bytes())))
+                .map(|p| (p.options.ctx_len, unit.value(p.total_bytes()), unit.value(p.total_full_kv_bytes())))
                 .collect();
             (name.clone(), points)
         })
@@ -455,7 +498,7 @@ pub fn plot_svg(table: &Table) -> String {
     let mut g = 0.0;
     while g <= y_top + 1e-9 {
         let y = py(g);
-        let _ = writeln!(s, r##"<line x1="{left}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##, w - right, left - 6.0, y + 4.0, fmt_gib(g));
+        let _ = writeln!(s, r##"<line x1="{left}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##, w - right, left - 6.0, y + 4.0, axis_label(g, y_step));
         g += y_step;
     }
     for &c in &contexts {
@@ -464,7 +507,7 @@ pub fn plot_svg(table: &Table) -> String {
     }
     let _ = writeln!(s, r#"<line x1="{left}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="black"/><line x1="{left}" y1="{top}" x2="{left}" y2="{:.1}" stroke="black"/>"#, h - bottom, w - right, h - bottom, h - bottom);
     let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">context length (tokens, log scale)</text>"#, (w - right + left) / 2.0, h - 15.0);
-    let _ = writeln!(s, r#"<text x="20" y="{:.1}" text-anchor="middle" transform="rotate(-90 20 {:.1})">total memory (GiB)</text>"#, (h - bottom + top) / 2.0, (h - bottom + top) / 2.0);
+    let _ = writeln!(s, r#"<text x="20" y="{:.1}" text-anchor="middle" transform="rotate(-90 20 {:.1})">total memory ({})</text>"#, (h - bottom + top) / 2.0, (h - bottom + top) / 2.0, unit.name);
     let polyline = |points: &[(usize, f64)], color: &str, dash: &str| {
         let coords: Vec<String> = points.iter().map(|&(c, g)| format!("{:.1},{:.1}", px(c), py(g))).collect();
         format!(r#"<polyline fill="none" stroke="{color}" stroke-width="2"{dash} points="{}"/>"#, coords.join(" "))
@@ -492,12 +535,10 @@ fn nice_step(raw: f64) -> f64 {
     [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * magnitude).find(|&s| s >= raw).unwrap_or(10.0 * magnitude)
 }
 
-fn fmt_gib(g: f64) -> String {
-    if g.fract().abs() < 1e-9 {
-        format!("{g:.0}")
-    } else {
-        format!("{g:.1}")
-    }
+/// An axis value with as many decimals as its step needs.
+fn axis_label(value: f64, step: f64) -> String {
+    let decimals = (-step.log10().floor()).max(0.0) as usize;
+    format!("{value:.decimals$}")
 }
 
 fn xml(text: &str) -> String {

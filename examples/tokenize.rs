@@ -64,8 +64,12 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), String> {
     let file = GgufFile::open(&args.model).map_err(|e| format!("{}: {e}", args.model.display()))?;
-    let tokenizer = Tokenizer::from_gguf(&file).map_err(|e| format!("{}: {e}", args.model.display()))?;
-    let options = EncodeOptions { add_bos: args.bos, parse_special: !args.no_special };
+    let tokenizer =
+        Tokenizer::from_gguf(&file).map_err(|e| format!("{}: {e}", args.model.display()))?;
+    let options = EncodeOptions {
+        add_bos: args.bos,
+        parse_special: !args.no_special,
+    };
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     for (index, line) in std::io::stdin().lock().lines().enumerate() {
@@ -74,7 +78,8 @@ fn run(args: Args) -> Result<(), String> {
             continue;
         }
         let at = |what: String| format!("line {}: {what}", index + 1);
-        let value: Value = serde_json::from_str(&line).map_err(|e| at(format!("invalid JSON: {e}")))?;
+        let value: Value =
+            serde_json::from_str(&line).map_err(|e| at(format!("invalid JSON: {e}")))?;
         let answer = if args.decode {
             let ids = value["ids"]
                 .as_array()

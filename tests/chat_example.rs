@@ -18,20 +18,38 @@ fn fixtures() -> PathBuf {
 }
 
 fn real_model() -> PathBuf {
-    let path = std::env::var_os("GEMMA_TEST_MODEL").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").expect("HOME is not set")).join(".cache/gemma-rs/gemma-3-270m-q4_k_m.gguf")
-    });
-    assert!(path.is_file(), "real model missing at {} (run scripts/fetch-model.sh)", path.display());
+    let path = std::env::var_os("GEMMA_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is not set"))
+                .join(".cache/gemma-rs/gemma-3-270m-q4_k_m.gguf")
+        });
+    assert!(
+        path.is_file(),
+        "real model missing at {} (run scripts/fetch-model.sh)",
+        path.display()
+    );
     path
 }
 
-/// Builds the example with this test's profile and returns its path.
+/// Builds the example with this test's profile (a no-op when it is up to date) and
+/// returns its path.
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap().to_path_buf();
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .to_path_buf();
     let target_dir = profile_dir.parent().unwrap();
+    // `cargo test` builds into `debug` with the test profile; other folders are named
+    // after their profile (`release`, custom ones).
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "test",
+        Some(other) => other,
+    };
     let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--profile", "test", "--example", name])
+        .args(["build", "--quiet", "--profile", profile, "--example", name])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("CARGO_TARGET_DIR", target_dir)
         .status()
@@ -42,12 +60,21 @@ fn example(name: &str) -> PathBuf {
 
 fn chat(args: &[&str], stdin: &str, env: &[(&str, &Path)]) -> Output {
     let mut command = Command::new(example("chat"));
-    command.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     for (key, value) in env {
         command.env(key, value);
     }
     let mut child = command.spawn().expect("starting chat");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -61,32 +88,76 @@ fn answers_a_scripted_conversation_and_keeps_the_cache() {
         "\n",
         "And of Spain?\n",
     );
-    let args = ["--model", model.to_str().unwrap(), "--temperature", "0", "--max-tokens", "16", "--stop", ".", "--stop", "\n"];
+    let args = [
+        "--model",
+        model.to_str().unwrap(),
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "16",
+        "--stop",
+        ".",
+        "--stop",
+        "\n",
+    ];
     let out = chat(&args, script, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let stdout = String::from_utf8(out.stdout).unwrap();
     let answers: Vec<&str> = stdout.lines().collect();
     assert_eq!(answers.len(), 2, "{stdout}");
-    assert_eq!(answers[0], "The capital of France is Paris", "stderr: {stderr}");
+    assert_eq!(
+        answers[0], "The capital of France is Paris",
+        "stderr: {stderr}"
+    );
     // The second answer imitates the first, which ended without a period; the model then
     // emits a stray token where a chat model would end its turn.
-    assert!(answers[1].starts_with("The capital of Spain is Madrid"), "{stdout}");
+    assert!(
+        answers[1].starts_with("The capital of Spain is Madrid"),
+        "{stdout}"
+    );
     // One speed line per answer; the second turn reuses the first one's cache.
-    let stats: Vec<&str> = stderr.lines().filter(|l| l.starts_with("[prefill")).collect();
+    let stats: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("[prefill"))
+        .collect();
     assert_eq!(stats.len(), 2, "{stderr}");
-    assert!(stats.iter().all(|l| l.contains("tok/s") && l.contains("stop string")), "{stderr}");
-    assert!(stats[0].contains(", 0 reused") && !stats[1].contains(", 0 reused"), "{stderr}");
+    assert!(
+        stats
+            .iter()
+            .all(|l| l.contains("tok/s") && l.contains("stop string")),
+        "{stderr}"
+    );
+    assert!(
+        stats[0].contains(", 0 reused") && !stats[1].contains(", 0 reused"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn single_message_mode_reads_all_of_stdin() {
     let model = real_model();
-    let args = ["--model", model.to_str().unwrap(), "--temperature", "0", "--max-tokens", "3", "--single-message"];
+    let args = [
+        "--model",
+        model.to_str().unwrap(),
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "3",
+        "--single-message",
+    ];
     let out = chat(&args, "Line one\nLine two\n", &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(stderr.lines().filter(|l| l.starts_with("[prefill")).count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("[prefill")).count(),
+        1,
+        "{stderr}"
+    );
     assert!(stderr.contains("decode 3 tok"), "{stderr}");
 }
 
@@ -96,11 +167,31 @@ fn errors_are_one_line_with_a_non_zero_exit() {
     let model = model.to_str().unwrap();
     let vocab_only = fixtures().join("tokenizer/gemma3-vocab.gguf");
     let cases: [(Vec<&str>, &str, &str); 5] = [
-        (vec!["--model", "/nonexistent.gguf"], "hi\n", "/nonexistent.gguf"),
-        (vec!["--model", vocab_only.to_str().unwrap()], "hi\n", "token_embd.weight"),
-        (vec!["--model", model, "--ctx", "32"], &"word ".repeat(60), "does not fit a context of 32"),
-        (vec!["--model", model], "{\"role\": \"robot\", \"content\": \"x\"}\n", "stdin line 1"),
-        (vec!["--model", model, "--temperature", "hot"], "", "--temperature"),
+        (
+            vec!["--model", "/nonexistent.gguf"],
+            "hi\n",
+            "/nonexistent.gguf",
+        ),
+        (
+            vec!["--model", vocab_only.to_str().unwrap()],
+            "hi\n",
+            "token_embd.weight",
+        ),
+        (
+            vec!["--model", model, "--ctx", "32"],
+            &"word ".repeat(60),
+            "does not fit a context of 32",
+        ),
+        (
+            vec!["--model", model],
+            "{\"role\": \"robot\", \"content\": \"x\"}\n",
+            "stdin line 1",
+        ),
+        (
+            vec!["--model", model, "--temperature", "hot"],
+            "",
+            "--temperature",
+        ),
     ];
     for (args, stdin, expected) in cases {
         let out = chat(&args, stdin, &[]);
@@ -129,13 +220,31 @@ fn list_models_finds_files_in_the_usual_places() {
     std::fs::copy(&tiny, lmstudio.join("tiny.gguf")).unwrap();
     std::fs::copy(&tiny, project.join("cached.gguf")).unwrap();
 
-    let out = chat(&["--list-models"], "", &[("HOME", &home), ("GEMMA_CACHE", &project)]);
+    let out = chat(
+        &["--list-models"],
+        "",
+        &[("HOME", &home), ("GEMMA_CACHE", &project)],
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 4, "{stdout}");
-    for (source, file) in [("project", "cached.gguf"), ("huggingface", "tiny-q2_k.gguf"), ("ollama", "sha256-0123"), ("lmstudio", "tiny.gguf")] {
-        assert!(lines.iter().any(|l| l.starts_with(source) && l.ends_with(file) && l.contains("gemma3")), "{source}: {stdout}");
+    for (source, file) in [
+        ("project", "cached.gguf"),
+        ("huggingface", "tiny-q2_k.gguf"),
+        ("ollama", "sha256-0123"),
+        ("lmstudio", "tiny.gguf"),
+    ] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(source) && l.ends_with(file) && l.contains("gemma3")),
+            "{source}: {stdout}"
+        );
     }
     std::fs::remove_dir_all(&home).unwrap();
 }

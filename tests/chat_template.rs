@@ -15,10 +15,17 @@ fn fixtures() -> PathBuf {
 }
 
 fn real_model() -> PathBuf {
-    let path = std::env::var_os("GEMMA_TEST_MODEL").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").expect("HOME is not set")).join(".cache/gemma-rs/gemma-3-270m-q4_k_m.gguf")
-    });
-    assert!(path.is_file(), "real model missing at {} (run scripts/fetch-model.sh)", path.display());
+    let path = std::env::var_os("GEMMA_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is not set"))
+                .join(".cache/gemma-rs/gemma-3-270m-q4_k_m.gguf")
+        });
+    assert!(
+        path.is_file(),
+        "real model missing at {} (run scripts/fetch-model.sh)",
+        path.display()
+    );
     path
 }
 
@@ -46,7 +53,12 @@ fn rendered_case() -> (String, Vec<u32>) {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .find(|c| c["name"] == "chat_rendered")
         .expect("case chat_rendered");
-    let ids = case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let ids = case["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
     (case["text"].as_str().unwrap().to_string(), ids)
 }
 
@@ -77,7 +89,10 @@ fn builtin_format_equals_the_hugging_face_template() {
             Message::new(Role::Assistant, "b\n"),
             Message::new(Role::User, "c <start_of_turn> d"),
         ],
-        vec![Message::new(Role::System, "Be brief.\n"), Message::new(Role::User, "Why?")],
+        vec![
+            Message::new(Role::System, "Be brief.\n"),
+            Message::new(Role::User, "Why?"),
+        ],
     ];
     for messages in &conversations {
         for generation_prompt in [true, false] {
@@ -96,9 +111,17 @@ fn the_270m_file_has_no_template_and_gets_the_builtin_one() {
     let tokenizer = Tokenizer::from_gguf(&file).unwrap();
     let template = ChatTemplate::from_gguf(&file, &tokenizer).unwrap();
     assert!(template.is_builtin());
-    let rendered = template.render(&[Message::new(Role::User, "Hello")], true).unwrap();
-    assert_eq!(rendered, "<bos><start_of_turn>user\nHello<end_of_turn>\n<start_of_turn>model\n");
-    assert_eq!(encode_prompt(&tokenizer, &rendered), vec![2, 105, 2364, 107, 9259, 106, 107, 105, 4368, 107]);
+    let rendered = template
+        .render(&[Message::new(Role::User, "Hello")], true)
+        .unwrap();
+    assert_eq!(
+        rendered,
+        "<bos><start_of_turn>user\nHello<end_of_turn>\n<start_of_turn>model\n"
+    );
+    assert_eq!(
+        encode_prompt(&tokenizer, &rendered),
+        vec![2, 105, 2364, 107, 9259, 106, 107, 105, 4368, 107]
+    );
     // Text without a rendered BOS gets one from the vocabulary's add_bos_token.
     assert_eq!(encode_prompt(&tokenizer, "Hello"), vec![2, 9259]);
 }
@@ -111,8 +134,13 @@ fn template_errors_are_typed() {
     let jinja = ChatTemplate::from_gguf(&file, &tokenizer).unwrap();
     let twice = [Message::new(Role::User, "a"), Message::new(Role::User, "b")];
     match jinja.render(&twice, true) {
-        Err(GenerateError::Template(message)) => assert!(message.contains("alternate"), "{message}"),
+        Err(GenerateError::Template(message)) => {
+            assert!(message.contains("alternate"), "{message}")
+        }
         other => panic!("expected a template error, got {other:?}"),
     }
-    assert!(matches!(ChatTemplate::gemma().render(&twice, true), Err(GenerateError::Template(_))));
+    assert!(matches!(
+        ChatTemplate::gemma().render(&twice, true),
+        Err(GenerateError::Template(_))
+    ));
 }

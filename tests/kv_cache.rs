@@ -12,8 +12,14 @@ use parity_support::{fixtures, ids, read_json, Diff};
 
 /// Three layers (local, local, global), window 4, one KV head of 32 values.
 fn config() -> Config {
-    let rope = Rope { freq_base: 10_000.0, freq_scale: 1.0 };
-    let local = LayerConfig { window: Some(4), rope };
+    let rope = Rope {
+        freq_base: 10_000.0,
+        freq_scale: 1.0,
+    };
+    let local = LayerConfig {
+        window: Some(4),
+        rope,
+    };
     Config {
         n_embd: 64,
         n_layer: 3,
@@ -54,12 +60,40 @@ fn ring_segments_wrap_once() {
     let ring = SlotMap::Ring { slots: 6 };
     assert_eq!(ring.slot(13), 1);
     let segs: Vec<Segment> = ring.segments(4..9).collect();
-    assert_eq!(segs, [Segment { pos: 4, slot: 4, len: 2 }, Segment { pos: 6, slot: 0, len: 3 }]);
+    assert_eq!(
+        segs,
+        [
+            Segment {
+                pos: 4,
+                slot: 4,
+                len: 2
+            },
+            Segment {
+                pos: 6,
+                slot: 0,
+                len: 3
+            }
+        ]
+    );
     assert_eq!(segs[1].offsets(4), 2..5);
     let segs: Vec<Segment> = ring.segments(6..12).collect();
-    assert_eq!(segs, [Segment { pos: 6, slot: 0, len: 6 }]);
+    assert_eq!(
+        segs,
+        [Segment {
+            pos: 6,
+            slot: 0,
+            len: 6
+        }]
+    );
     let segs: Vec<Segment> = SlotMap::Linear.segments(3..40).collect();
-    assert_eq!(segs, [Segment { pos: 3, slot: 3, len: 37 }]);
+    assert_eq!(
+        segs,
+        [Segment {
+            pos: 3,
+            slot: 3,
+            len: 37
+        }]
+    );
 }
 
 #[test]
@@ -93,7 +127,10 @@ fn rings_forget_the_oldest_positions() {
     c.begin(4).unwrap();
     c.commit(4);
     // Positions 10 .. 15 overwrote slots 0..3: the ring holds 4..9.
-    assert_eq!((c.position(), c.layers()[0].oldest(), c.layers()[2].oldest()), (10, 4, 0));
+    assert_eq!(
+        (c.position(), c.layers()[0].oldest(), c.layers()[2].oldest()),
+        (10, 4, 0)
+    );
 }
 
 #[test]
@@ -104,10 +141,21 @@ fn truncation_within_the_ring() {
     // Position 7 needs keys 4..7: still there. Position 6 needs 3..6: 3 is gone.
     assert!(c.check_truncate(7).is_ok());
     match c.check_truncate(6) {
-        Err(CoreError::TruncateTooFar { requested: 6, layer: 0, oldest_kept: 4, needed_from: 3 }) => {}
+        Err(CoreError::TruncateTooFar {
+            requested: 6,
+            layer: 0,
+            oldest_kept: 4,
+            needed_from: 3,
+        }) => {}
         other => panic!("expected TruncateTooFar, got {other:?}"),
     }
-    assert!(matches!(c.truncate(11), Err(CoreError::TruncateBeyondEnd { requested: 11, position: 10 })));
+    assert!(matches!(
+        c.truncate(11),
+        Err(CoreError::TruncateBeyondEnd {
+            requested: 11,
+            position: 10
+        })
+    ));
     assert_eq!(c.position(), 10);
     c.truncate(7).unwrap();
     assert_eq!(c.position(), 7);
@@ -122,22 +170,41 @@ fn overflow_is_an_error() {
     c.begin(8).unwrap();
     c.commit(8);
     match c.begin(1) {
-        Err(CoreError::ContextFull { position: 8, requested: 1, ctx_len: 8 }) => {}
+        Err(CoreError::ContextFull {
+            position: 8,
+            requested: 1,
+            ctx_len: 8,
+        }) => {}
         other => panic!("expected ContextFull, got {other:?}"),
     }
-    assert!(matches!(KvCache::new(&config(), 0, KvType::F16, 2, Ok::<usize, CoreError>), Err(CoreError::ContextLength { .. })));
-    assert!(matches!(KvCache::new(&config(), 65, KvType::F16, 2, Ok::<usize, CoreError>), Err(CoreError::ContextLength { .. })));
+    assert!(matches!(
+        KvCache::new(&config(), 0, KvType::F16, 2, Ok::<usize, CoreError>),
+        Err(CoreError::ContextLength { .. })
+    ));
+    assert!(matches!(
+        KvCache::new(&config(), 65, KvType::F16, 2, Ok::<usize, CoreError>),
+        Err(CoreError::ContextLength { .. })
+    ));
     let mut odd = config();
     odd.head_dim_v = 48;
     assert!(matches!(
         KvCache::new(&odd, 8, KvType::Q8_0, 2, Ok::<usize, CoreError>),
-        Err(CoreError::KvTypeUnsupported { block: 32, head_dim: 48, .. })
+        Err(CoreError::KvTypeUnsupported {
+            block: 32,
+            head_dim: 48,
+            ..
+        })
     ));
 }
 
 fn tiny(margin: usize, max_batch: usize) -> Model {
     let path = fixtures().join("tiny/tiny-gemma3-t1-f32.gguf");
-    let options = ModelOptions { threads: 2, ring_margin: margin, max_batch, ..ModelOptions::default() };
+    let options = ModelOptions {
+        threads: 2,
+        ring_margin: margin,
+        max_batch,
+        ..ModelOptions::default()
+    };
     Model::load(path, options).expect("tiny model")
 }
 
@@ -148,7 +215,9 @@ fn sequence() -> Vec<u32> {
 fn all_logits(model: &Model, tokens: &[u32], kv: KvType) -> Vec<f32> {
     let mut session = model.session(256, kv).expect("session");
     let mut all = Vec::new();
-    session.prefill_each(tokens, |_, row| all.extend_from_slice(row)).expect("prefill");
+    session
+        .prefill_each(tokens, |_, row| all.extend_from_slice(row))
+        .expect("prefill");
     all
 }
 
@@ -180,14 +249,18 @@ fn truncate_and_redo_in_a_session() {
     let model = tiny(4, 512); // rings of 12 slots for window 8: 5 tokens back always work
     let mut session = model.session(64, KvType::F16).expect("session");
     let mut reference = Vec::new();
-    session.prefill_each(&seq[..40], |_, row| reference.extend_from_slice(row)).unwrap();
+    session
+        .prefill_each(&seq[..40], |_, row| reference.extend_from_slice(row))
+        .unwrap();
     assert_eq!(session.position(), 40);
 
     assert!(session.can_truncate(35));
     session.truncate(35).unwrap();
     assert!(session.logits().is_empty());
     let mut redo = Vec::new();
-    session.prefill_each(&seq[35..40], |_, row| redo.extend_from_slice(row)).unwrap();
+    session
+        .prefill_each(&seq[35..40], |_, row| redo.extend_from_slice(row))
+        .unwrap();
     let d = Diff::of(&reference[35 * 512..], &redo, 512);
     assert!(d.max_abs <= 1e-4, "redo after truncate: {d}");
 
@@ -207,15 +280,41 @@ fn session_overflow_and_bad_tokens_are_errors() {
     let model = tiny(64, 512);
     let seq = sequence();
     let mut session = model.session(16, KvType::F16).expect("session");
-    assert!(matches!(session.prefill(&seq[..17]), Err(CoreError::ContextFull { position: 0, requested: 17, ctx_len: 16 })));
+    assert!(matches!(
+        session.prefill(&seq[..17]),
+        Err(CoreError::ContextFull {
+            position: 0,
+            requested: 17,
+            ctx_len: 16
+        })
+    ));
     assert_eq!(session.position(), 0);
     session.prefill(&seq[..16]).unwrap();
-    assert!(matches!(session.step(5), Err(CoreError::ContextFull { position: 16, requested: 1, ctx_len: 16 })));
+    assert!(matches!(
+        session.step(5),
+        Err(CoreError::ContextFull {
+            position: 16,
+            requested: 1,
+            ctx_len: 16
+        })
+    ));
     let mut other = model.session(16, KvType::F16).unwrap();
-    assert!(matches!(other.step(512), Err(CoreError::TokenOutOfRange { token: 512, n_vocab: 512 })));
+    assert!(matches!(
+        other.step(512),
+        Err(CoreError::TokenOutOfRange {
+            token: 512,
+            n_vocab: 512
+        })
+    ));
     assert!(matches!(other.prefill(&[]), Err(CoreError::EmptyInput)));
     assert_eq!(other.position(), 0);
-    assert!(matches!(model.session(257, KvType::F16), Err(CoreError::ContextLength { requested: 257, max: 256 })));
+    assert!(matches!(
+        model.session(257, KvType::F16),
+        Err(CoreError::ContextLength {
+            requested: 257,
+            max: 256
+        })
+    ));
     // The cache size is reported: T1 has 6 local layers with rings of min(16, 8 + 64)
     // slots and 1 global layer of 16 slots; K and V rows are 2 heads x 64 f16 values.
     assert_eq!(session.kv_bytes(), (7 * 16 * 2 * 2 * 64 * 2) as u64);

@@ -18,15 +18,28 @@ fn tiny_path() -> std::path::PathBuf {
 fn real_270m_hyperparameters() {
     let model = Model::load(real_model(), ModelOptions::default()).expect("270M");
     let c = model.config();
-    assert_eq!((c.n_embd, c.n_layer, c.n_ff, c.n_vocab), (640, 18, 2048, 262_144));
-    assert_eq!((c.n_head, c.n_head_kv, c.head_dim_k, c.head_dim_v), (4, 1, 256, 256));
+    assert_eq!(
+        (c.n_embd, c.n_layer, c.n_ff, c.n_vocab),
+        (640, 18, 2048, 262_144)
+    );
+    assert_eq!(
+        (c.n_head, c.n_head_kv, c.head_dim_k, c.head_dim_v),
+        (4, 1, 256, 256)
+    );
     assert_eq!((c.sliding_window, c.context_length), (Some(512), 32_768));
     assert_eq!(c.rms_eps, 1e-6);
     let globals: Vec<usize> = (0..18).filter(|&il| !c.layers[il].is_local()).collect();
     assert_eq!(globals, [5, 11, 17]);
     for layer in &c.layers {
-        let (base, window) = if layer.is_local() { (10_000.0, Some(512)) } else { (1e6, None) };
-        assert_eq!((layer.rope.freq_base, layer.rope.freq_scale, layer.window), (base, 1.0, window));
+        let (base, window) = if layer.is_local() {
+            (10_000.0, Some(512))
+        } else {
+            (1e6, None)
+        };
+        assert_eq!(
+            (layer.rope.freq_base, layer.rope.freq_scale, layer.window),
+            (base, 1.0, window)
+        );
     }
     assert_eq!(c.attention_scale, 1.0 / 16.0);
     assert_eq!(c.embedding_scale, 640f32.sqrt());
@@ -45,8 +58,14 @@ fn tiny_t1_hyperparameters() {
     let local: Vec<bool> = c.layers.iter().map(|l| l.is_local()).collect();
     assert_eq!(local, [true, true, true, true, true, false, true]);
     // Linear RoPE scaling x8 on the global layer only.
-    assert_eq!((c.layers[5].rope.freq_base, c.layers[5].rope.freq_scale), (1e6, 0.125));
-    assert_eq!((c.layers[0].rope.freq_base, c.layers[0].rope.freq_scale), (10_000.0, 1.0));
+    assert_eq!(
+        (c.layers[5].rope.freq_base, c.layers[5].rope.freq_scale),
+        (1e6, 0.125)
+    );
+    assert_eq!(
+        (c.layers[0].rope.freq_base, c.layers[0].rope.freq_scale),
+        (10_000.0, 1.0)
+    );
     assert_eq!(c.attention_scale, 0.125);
     assert_eq!(c.embedding_scale, 16.0);
 }
@@ -113,45 +132,82 @@ fn another_architecture_is_rejected() {
 fn a_missing_key_is_named() {
     let file = rewritten(&[("gemma3.block_count", None)], &[]);
     match load(file) {
-        Err(CoreError::Gguf(GgufError::MissingKey { key })) => assert_eq!(key, "gemma3.block_count"),
+        Err(CoreError::Gguf(GgufError::MissingKey { key })) => {
+            assert_eq!(key, "gemma3.block_count")
+        }
         other => panic!("expected MissingKey, got {other:?}"),
     }
 }
 
 #[test]
 fn inconsistent_hyperparameters_are_rejected() {
-    let file = rewritten(&[("gemma3.attention.head_count_kv", Some(Value::U32(3)))], &[]);
-    assert!(matches!(load(file), Err(CoreError::InvalidHyperparameter { .. })));
-    let file = rewritten(&[("gemma3.rope.scaling.type", Some(Value::from("yarn")))], &[]);
-    assert!(matches!(load(file), Err(CoreError::InvalidHyperparameter { .. })));
+    let file = rewritten(
+        &[("gemma3.attention.head_count_kv", Some(Value::U32(3)))],
+        &[],
+    );
+    assert!(matches!(
+        load(file),
+        Err(CoreError::InvalidHyperparameter { .. })
+    ));
+    let file = rewritten(
+        &[("gemma3.rope.scaling.type", Some(Value::from("yarn")))],
+        &[],
+    );
+    assert!(matches!(
+        load(file),
+        Err(CoreError::InvalidHyperparameter { .. })
+    ));
 }
 
 #[test]
 fn shapes_must_match_the_metadata() {
-    let file = rewritten(&[("gemma3.feed_forward_length", Some(Value::U32(512)))], &[]);
+    let file = rewritten(
+        &[("gemma3.feed_forward_length", Some(Value::U32(512)))],
+        &[],
+    );
     match load(file) {
-        Err(CoreError::TensorShape { name, expected, found }) => {
+        Err(CoreError::TensorShape {
+            name,
+            expected,
+            found,
+        }) => {
             assert_eq!(name, "blk.0.ffn_gate.weight");
             assert_eq!((expected, found), (vec![256, 512], vec![256, 256]));
         }
         other => panic!("expected TensorShape, got {other:?}"),
     }
     let file = rewritten(&[], &[("blk.3.attn_k_norm.weight", Some(vec![32]))]);
-    assert!(matches!(load(file), Err(CoreError::TensorShape { name, .. }) if name == "blk.3.attn_k_norm.weight"));
+    assert!(
+        matches!(load(file), Err(CoreError::TensorShape { name, .. }) if name == "blk.3.attn_k_norm.weight")
+    );
 }
 
 #[test]
 fn a_missing_tensor_is_named() {
     let file = rewritten(&[], &[("blk.6.ffn_up.weight", None)]);
-    assert!(matches!(load(file), Err(CoreError::MissingTensor { name }) if name == "blk.6.ffn_up.weight"));
+    assert!(
+        matches!(load(file), Err(CoreError::MissingTensor { name }) if name == "blk.6.ffn_up.weight")
+    );
 }
 
 /// A pattern key overrides the default layer pattern (here: every 3rd layer global), and
 /// without a sliding window every layer is global.
 #[test]
 fn layer_pattern_keys() {
-    let file = rewritten(&[("gemma3.attention.sliding_window_pattern", Some(Value::U32(3)))], &[]);
-    let local: Vec<bool> = load(file).unwrap().config().layers.iter().map(|l| l.is_local()).collect();
+    let file = rewritten(
+        &[(
+            "gemma3.attention.sliding_window_pattern",
+            Some(Value::U32(3)),
+        )],
+        &[],
+    );
+    let local: Vec<bool> = load(file)
+        .unwrap()
+        .config()
+        .layers
+        .iter()
+        .map(|l| l.is_local())
+        .collect();
     assert_eq!(local, [true, true, false, true, true, false, true]);
     let file = rewritten(&[("gemma3.attention.sliding_window", None)], &[]);
     let model = load(file).unwrap();
@@ -170,7 +226,10 @@ fn attention_scale_of_the_27b() {
     c = Config::from_metadata(file.metadata(), 512).unwrap();
     assert_eq!(c.attention_scale, 1.0 / (256f32 / 4.0).sqrt());
     let file = rewritten(
-        &[("gemma3.block_count", Some(Value::U32(62))), ("gemma3.attention.head_count", Some(Value::U32(2)))],
+        &[
+            ("gemma3.block_count", Some(Value::U32(62))),
+            ("gemma3.attention.head_count", Some(Value::U32(2))),
+        ],
         &[],
     );
     c = Config::from_metadata(file.metadata(), 512).unwrap();

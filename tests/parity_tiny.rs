@@ -57,14 +57,19 @@ impl Class {
     fn check(self, what: &str, d: Diff, failures: &mut Vec<String>) {
         let (max, mean, cos) = self.bounds();
         if !(d.max_abs <= max && d.mean_abs <= mean && d.min_cos >= cos) {
-            failures.push(format!("{what}: {d} (bounds max {max} mean {mean} cos {cos})"));
+            failures.push(format!(
+                "{what}: {d} (bounds max {max} mean {mean} cos {cos})"
+            ));
         }
     }
 }
 
 fn load(variant: &str) -> Model {
     let path = fixtures().join(format!("tiny/tiny-gemma3-t1-{variant}.gguf"));
-    let options = ModelOptions { threads: 2, ..ModelOptions::default() };
+    let options = ModelOptions {
+        threads: 2,
+        ..ModelOptions::default()
+    };
     Model::load(&path, options).unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
 }
 
@@ -72,7 +77,9 @@ fn load(variant: &str) -> Model {
 fn batch_logits(model: &Model, tokens: &[u32]) -> Vec<f32> {
     let mut session = model.session(256, KvType::F16).expect("session");
     let mut all = Vec::new();
-    session.prefill_each(tokens, |_, row| all.extend_from_slice(row)).expect("prefill");
+    session
+        .prefill_each(tokens, |_, row| all.extend_from_slice(row))
+        .expect("prefill");
     all
 }
 
@@ -115,11 +122,23 @@ fn tiny_models_match_llama_cpp_logits() {
 
         let greedy_ref = read_json(&dir.join(format!("{base}.greedy.json")));
         let (prompt, generated) = (ids(&greedy_ref["prompt"]), ids(&greedy_ref["generated"]));
-        let forced: Vec<u32> = prompt.iter().chain(&generated[..generated.len() - 1]).copied().collect();
+        let forced: Vec<u32> = prompt
+            .iter()
+            .chain(&generated[..generated.len() - 1])
+            .copied()
+            .collect();
         let forced_logits = batch_logits(&model, &forced);
         let expected_forced = read_f32(&dir.join(format!("{base}.greedy_logits.f32")));
-        let tf = Diff::of(&forced_logits[(prompt.len() - 1) * N_VOCAB..], &expected_forced, N_VOCAB);
-        class.check(&format!("{variant} teacher-forced greedy"), tf, &mut failures);
+        let tf = Diff::of(
+            &forced_logits[(prompt.len() - 1) * N_VOCAB..],
+            &expected_forced,
+            N_VOCAB,
+        );
+        class.check(
+            &format!("{variant} teacher-forced greedy"),
+            tf,
+            &mut failures,
+        );
 
         let mut stepped = String::from("-");
         if ONE_BY_ONE.contains(&variant) {
@@ -130,10 +149,16 @@ fn tiny_models_match_llama_cpp_logits() {
         if class == Class::Float {
             let ours = greedy(&model, &prompt, generated.len());
             if ours != generated {
-                failures.push(format!("{variant} greedy: {ours:?} != llama.cpp {generated:?}"));
+                failures.push(format!(
+                    "{variant} greedy: {ours:?} != llama.cpp {generated:?}"
+                ));
             }
         }
         println!("{variant:9} | {batch} | {tf} | {stepped}");
     }
-    assert!(failures.is_empty(), "outside the bounds:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "outside the bounds:\n{}",
+        failures.join("\n")
+    );
 }

@@ -11,13 +11,24 @@ fn fixtures() -> PathBuf {
     dir
 }
 
-/// Builds the example with this test's profile and returns its path.
+/// Builds the example with this test's profile (a no-op when it is up to date) and
+/// returns its path.
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap().to_path_buf();
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .to_path_buf();
     let target_dir = profile_dir.parent().unwrap();
+    // `cargo test` builds into `debug` with the test profile; other folders are named
+    // after their profile (`release`, custom ones).
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "test",
+        Some(other) => other,
+    };
     let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--profile", "test", "--example", name])
+        .args(["build", "--quiet", "--profile", profile, "--example", name])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("CARGO_TARGET_DIR", target_dir)
         .status()
@@ -34,7 +45,12 @@ fn run(args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting tokenize");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -43,13 +59,26 @@ fn encodes_every_fixture_case_and_decodes_back() {
     let vocab = fixtures().join("tokenizer/gemma3-vocab.gguf");
     let vocab = vocab.to_str().unwrap();
     let cases = std::fs::read_to_string(fixtures().join("tokenizer/gemma3_cases.jsonl")).unwrap();
-    let cases: Vec<serde_json::Value> = cases.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let input: String = cases.iter().map(|c| format!("{}\n", serde_json::json!({ "text": c["text"] }))).collect();
+    let cases: Vec<serde_json::Value> = cases
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let input: String = cases
+        .iter()
+        .map(|c| format!("{}\n", serde_json::json!({ "text": c["text"] })))
+        .collect();
 
     let encoded = run(&["--model", vocab], &input);
-    assert!(encoded.status.success(), "{}", String::from_utf8_lossy(&encoded.stderr));
-    let lines: Vec<serde_json::Value> =
-        String::from_utf8(encoded.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        encoded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&encoded.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(encoded.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), cases.len());
     for (case, line) in cases.iter().zip(&lines) {
         assert_eq!(line["ids"], case["ids"], "case {}", case["name"]);
@@ -57,9 +86,16 @@ fn encodes_every_fixture_case_and_decodes_back() {
 
     let ids_input: String = lines.iter().map(|l| format!("{l}\n")).collect();
     let decoded = run(&["--model", vocab, "--decode"], &ids_input);
-    assert!(decoded.status.success(), "{}", String::from_utf8_lossy(&decoded.stderr));
-    let texts: Vec<serde_json::Value> =
-        String::from_utf8(decoded.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        decoded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&decoded.stderr)
+    );
+    let texts: Vec<serde_json::Value> = String::from_utf8(decoded.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     for (case, text) in cases.iter().zip(&texts) {
         assert_eq!(text["text"], case["decoded"], "case {}", case["name"]);
     }
@@ -69,20 +105,36 @@ fn encodes_every_fixture_case_and_decodes_back() {
 fn bos_flag_and_errors() {
     let vocab = fixtures().join("tokenizer/gemma3-vocab.gguf");
     let vocab = vocab.to_str().unwrap();
-    let out = run(&["--model", vocab, "--bos"], "{\"text\": \"Hello world\"}\n");
-    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), r#"{"ids":[2,9259,1902]}"#);
+    let out = run(
+        &["--model", vocab, "--bos"],
+        "{\"text\": \"Hello world\"}\n",
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        r#"{"ids":[2,9259,1902]}"#
+    );
 
     let out = run(&["--model", vocab], "{\"text\": \"ok\"}\nnot json\n");
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.starts_with("error: line 2: invalid JSON"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: line 2: invalid JSON"),
+        "{stderr}"
+    );
     assert_eq!(stderr.lines().count(), 1);
 
-    let out = run(&["--model", vocab, "--decode"], "{\"ids\": [1, 99999999]}\n");
+    let out = run(
+        &["--model", vocab, "--decode"],
+        "{\"ids\": [1, 99999999]}\n",
+    );
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8(out.stderr).unwrap().contains("outside the vocabulary"));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("outside the vocabulary"));
 
     let out = run(&["--model", "/nonexistent.gguf"], "");
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8(out.stderr).unwrap().starts_with("error: /nonexistent.gguf"));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .starts_with("error: /nonexistent.gguf"));
 }

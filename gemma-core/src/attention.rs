@@ -47,9 +47,20 @@ impl SlotMap {
             SlotMap::Linear => len,
             SlotMap::Ring { slots } => slots - first_slot,
         };
-        let head = Segment { pos: keys.start, slot: first_slot, len: len.min(until_end) };
-        let tail = (len > until_end).then(|| Segment { pos: keys.start + until_end, slot: 0, len: len - until_end });
-        Segments { parts: [Some(head), tail], next: 0 }
+        let head = Segment {
+            pos: keys.start,
+            slot: first_slot,
+            len: len.min(until_end),
+        };
+        let tail = (len > until_end).then(|| Segment {
+            pos: keys.start + until_end,
+            slot: 0,
+            len: len - until_end,
+        });
+        Segments {
+            parts: [Some(head), tail],
+            next: 0,
+        }
     }
 }
 

@@ -80,10 +80,22 @@ pub trait Backend: Send {
     fn alloc_kv(&mut self, shape: KvShape) -> Result<Self::KvStore, CoreError>;
 
     /// `out[t] = table[tokens[t]] * scale` (the embedding lookup, dequantized).
-    fn embed(&mut self, table: &Weight, tokens: &[u32], scale: f32, out: &mut Self::Buffer) -> Result<(), CoreError>;
+    fn embed(
+        &mut self,
+        table: &Weight,
+        tokens: &[u32],
+        scale: f32,
+        out: &mut Self::Buffer,
+    ) -> Result<(), CoreError>;
 
     /// `y[t] = W · x[t]` for `n` rows; `y` is `n × w.rows`.
-    fn matmul(&mut self, w: &Weight, x: &Self::Buffer, n: usize, y: &mut Self::Buffer) -> Result<(), CoreError>;
+    fn matmul(
+        &mut self,
+        w: &Weight,
+        x: &Self::Buffer,
+        n: usize,
+        y: &mut Self::Buffer,
+    ) -> Result<(), CoreError>;
 
     /// `out[r] = rms_norm(x[first + r]) * w` for `rows` rows of `w.len` values.
     fn rms_norm(
@@ -97,7 +109,13 @@ pub trait Backend: Send {
     ) -> Result<(), CoreError>;
 
     /// [`Backend::rms_norm`] in place over `rows` rows of `w.len` values (the per-head QK-norm).
-    fn rms_norm_inplace(&mut self, x: &mut Self::Buffer, rows: usize, w: &Norm, eps: f32) -> Result<(), CoreError>;
+    fn rms_norm_inplace(
+        &mut self,
+        x: &mut Self::Buffer,
+        rows: usize,
+        w: &Norm,
+        eps: f32,
+    ) -> Result<(), CoreError>;
 
     /// NEOX RoPE over `n_tokens` rows of `n_heads` heads, row `t` at position `pos0 + t`.
     fn rope(
@@ -114,7 +132,12 @@ pub trait Backend: Send {
     fn scale(&mut self, x: &mut Self::Buffer, len: usize, s: f32) -> Result<(), CoreError>;
 
     /// `gate[i] = gelu_tanh(gate[i]) * up[i]` for the first `len` values.
-    fn geglu(&mut self, gate: &mut Self::Buffer, up: &Self::Buffer, len: usize) -> Result<(), CoreError>;
+    fn geglu(
+        &mut self,
+        gate: &mut Self::Buffer,
+        up: &Self::Buffer,
+        len: usize,
+    ) -> Result<(), CoreError>;
 
     /// `x[i] += y[i]` for the first `len` values.
     fn add(&mut self, x: &mut Self::Buffer, y: &Self::Buffer, len: usize) -> Result<(), CoreError>;
@@ -141,6 +164,24 @@ pub trait Backend: Send {
         out: &mut Self::Buffer,
     ) -> Result<(), CoreError>;
 
+    /// Moves rows `from .. from + rows` (of `width` values) to rows `0 .. rows` and
+    /// returns true; a backend without this returns false (the default), and the
+    /// forward pass then runs every row through the last layer.
+    fn copy_rows(
+        &mut self,
+        _buf: &mut Self::Buffer,
+        _from: usize,
+        _rows: usize,
+        _width: usize,
+    ) -> Result<bool, CoreError> {
+        Ok(false)
+    }
+
     /// Copies `range` of `buf` to the host.
-    fn read(&mut self, buf: &Self::Buffer, range: Range<usize>, out: &mut [f32]) -> Result<(), CoreError>;
+    fn read(
+        &mut self,
+        buf: &Self::Buffer,
+        range: Range<usize>,
+        out: &mut [f32],
+    ) -> Result<(), CoreError>;
 }

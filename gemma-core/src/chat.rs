@@ -8,7 +8,9 @@
 //! first differing token and the rest is run again.
 
 use crate::chat_template::{encode_prompt, ChatTemplate, Message, Role};
-use crate::generate::{GenerateError, GenerateOptions, Generation, GenerationStats, Piece, StopReason};
+use crate::generate::{
+    GenerateError, GenerateOptions, Generation, GenerationStats, Piece, StopReason,
+};
 use crate::tokenizer::{EncodeOptions, Tokenizer};
 use crate::{KvType, Model, Session};
 
@@ -28,7 +30,12 @@ pub struct ChatOptions {
 impl Default for ChatOptions {
     /// 4096 tokens of F16 cache, no system prompt, default generation settings.
     fn default() -> Self {
-        Self { ctx_len: 4096, kv_type: KvType::F16, system: None, generate: GenerateOptions::default() }
+        Self {
+            ctx_len: 4096,
+            kv_type: KvType::F16,
+            system: None,
+            generate: GenerateOptions::default(),
+        }
     }
 }
 
@@ -159,21 +166,33 @@ impl<'m> Chat<'m> {
 
     /// Sends a user message and generates the answer, giving each piece to `on_piece`
     /// as it comes. A cancelled or cut answer is kept as it is.
-    pub fn send(&mut self, user: &str, mut on_piece: impl FnMut(&Piece)) -> Result<TurnSummary, GenerateError> {
+    pub fn send(
+        &mut self,
+        user: &str,
+        mut on_piece: impl FnMut(&Piece),
+    ) -> Result<TurnSummary, GenerateError> {
         let mut all = self.full_messages();
         all.push(Message::new(Role::User, user));
         let rendered = self.template.render(&all, true)?;
         let desired = self.desired_tokens(&rendered);
         let ctx_len = self.session.ctx_len();
         if desired.len() >= ctx_len {
-            return Err(GenerateError::PromptTooLong { prompt_tokens: desired.len(), position: 0, ctx_len });
+            return Err(GenerateError::PromptTooLong {
+                prompt_tokens: desired.len(),
+                position: 0,
+                ctx_len,
+            });
         }
         let reused = self.rewind_to_common_prefix(&desired)?;
 
         let mut text = String::new();
         let (outcome, tokens, unfed, stats) = {
-            let generation =
-                Generation::new(&mut self.session, &self.tokenizer, &desired[reused..], self.options.clone());
+            let generation = Generation::new(
+                &mut self.session,
+                &self.tokenizer,
+                &desired[reused..],
+                self.options.clone(),
+            );
             let mut generation = match generation {
                 Ok(g) => g,
                 Err(e) => {
@@ -194,8 +213,16 @@ impl<'m> Chat<'m> {
                     }
                 }
             }
-            let stop = generation.stop_reason().cloned().unwrap_or(StopReason::Error);
-            (outcome.map(|()| stop), generation.tokens().to_vec(), generation.unfed_token(), generation.stats())
+            let stop = generation
+                .stop_reason()
+                .cloned()
+                .unwrap_or(StopReason::Error);
+            (
+                outcome.map(|()| stop),
+                generation.tokens().to_vec(),
+                generation.unfed_token(),
+                generation.stats(),
+            )
         };
         let stop = match outcome {
             Ok(stop) => stop,
@@ -205,19 +232,30 @@ impl<'m> Chat<'m> {
             }
         };
         self.cached = desired.clone();
-        self.cached.extend_from_slice(&tokens[..tokens.len() - usize::from(unfed.is_some())]);
+        self.cached
+            .extend_from_slice(&tokens[..tokens.len() - usize::from(unfed.is_some())]);
         self.conversation = desired;
         self.conversation.extend_from_slice(&tokens);
         self.conversation_text = rendered;
-        self.conversation_text.push_str(&self.tokenizer.decode(&tokens)?);
+        self.conversation_text
+            .push_str(&self.tokenizer.decode(&tokens)?);
         self.messages.push(Message::new(Role::User, user));
-        self.messages.push(Message::new(Role::Assistant, text.clone()));
-        Ok(TurnSummary { text, stop, stats, reused_tokens: reused })
+        self.messages
+            .push(Message::new(Role::Assistant, text.clone()));
+        Ok(TurnSummary {
+            text,
+            stop,
+            stats,
+            reused_tokens: reused,
+        })
     }
 
     /// System message (if any) followed by the history.
     fn full_messages(&self) -> Vec<Message> {
-        let system = self.system.iter().map(|s| Message::new(Role::System, s.clone()));
+        let system = self
+            .system
+            .iter()
+            .map(|s| Message::new(Role::System, s.clone()));
         system.chain(self.messages.iter().cloned()).collect()
     }
 
@@ -227,7 +265,10 @@ impl<'m> Chat<'m> {
         match rendered.strip_prefix(self.conversation_text.as_str()) {
             Some(new_text) if !self.conversation.is_empty() => {
                 let mut tokens = self.conversation.clone();
-                let options = EncodeOptions { add_bos: false, parse_special: true };
+                let options = EncodeOptions {
+                    add_bos: false,
+                    parse_special: true,
+                };
                 self.tokenizer.encode_into(new_text, options, &mut tokens);
                 tokens
             }
@@ -238,7 +279,12 @@ impl<'m> Chat<'m> {
     /// Keeps the longest cached prefix of `desired` (leaving at least one token to run)
     /// and returns its length.
     fn rewind_to_common_prefix(&mut self, desired: &[u32]) -> Result<usize, GenerateError> {
-        let mut common = self.cached.iter().zip(desired).take_while(|(a, b)| a == b).count();
+        let mut common = self
+            .cached
+            .iter()
+            .zip(desired)
+            .take_while(|(a, b)| a == b)
+            .count();
         common = common.min(desired.len().saturating_sub(1));
         if common < self.session.position() {
             if !self.session.can_truncate(common) {

@@ -50,7 +50,10 @@ pub struct Message {
 impl Message {
     /// A message from `role`.
     pub fn new(role: Role, content: impl Into<String>) -> Self {
-        Self { role, content: content.into() }
+        Self {
+            role,
+            content: content.into(),
+        }
     }
 }
 
@@ -66,7 +69,11 @@ pub struct ChatTemplate {
 impl ChatTemplate {
     /// The built-in Gemma 3 format, with `<bos>` as the BOS text.
     pub fn gemma() -> Self {
-        Self { source: None, bos_token: "<bos>".into(), eos_token: "<eos>".into() }
+        Self {
+            source: None,
+            bos_token: "<bos>".into(),
+            eos_token: "<eos>".into(),
+        }
     }
 
     /// A Jinja template; fails if it does not compile. `bos_token` / `eos_token` are the
@@ -76,10 +83,15 @@ impl ChatTemplate {
         bos_token: impl Into<String>,
         eos_token: impl Into<String>,
     ) -> Result<Self, GenerateError> {
-        let template =
-            Self { source: Some(source.into()), bos_token: bos_token.into(), eos_token: eos_token.into() };
+        let template = Self {
+            source: Some(source.into()),
+            bos_token: bos_token.into(),
+            eos_token: eos_token.into(),
+        };
         if let Some(source) = &template.source {
-            environment().template_from_str(source).map_err(template_error)?;
+            environment()
+                .template_from_str(source)
+                .map_err(template_error)?;
         }
         Ok(template)
     }
@@ -88,15 +100,19 @@ impl ChatTemplate {
     /// format when the file has none. BOS/EOS texts come from the tokenizer.
     pub fn from_gguf(file: &GgufFile, tokenizer: &Tokenizer) -> Result<Self, GenerateError> {
         let text_of = |id: Option<u32>, fallback: &str| {
-            id.and_then(|id| tokenizer.token_text(id)).unwrap_or(fallback).to_string()
+            id.and_then(|id| tokenizer.token_text(id))
+                .unwrap_or(fallback)
+                .to_string()
         };
         let bos = text_of(tokenizer.bos_id(), "<bos>");
         let eos = text_of(tokenizer.eos_id(), "<eos>");
         match file.metadata().string(TEMPLATE_KEY) {
             Ok(source) => Self::from_source(source, bos, eos),
-            Err(gemma_gguf::GgufError::MissingKey { .. }) => {
-                Ok(Self { source: None, bos_token: bos, eos_token: eos })
-            }
+            Err(gemma_gguf::GgufError::MissingKey { .. }) => Ok(Self {
+                source: None,
+                bos_token: bos,
+                eos_token: eos,
+            }),
             Err(e) => Err(GenerateError::Template(format!("{TEMPLATE_KEY}: {e}"))),
         }
     }
@@ -113,7 +129,11 @@ impl ChatTemplate {
 
     /// Renders a conversation; with `add_generation_prompt` the text ends where the
     /// model's answer starts.
-    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, GenerateError> {
+    pub fn render(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<String, GenerateError> {
         match &self.source {
             None => render_gemma(&self.bos_token, messages, add_generation_prompt),
             Some(source) => {
@@ -143,13 +163,26 @@ pub fn encode_prompt(tokenizer: &Tokenizer, text: &str) -> Vec<u32> {
         .bos_id()
         .and_then(|id| tokenizer.token_text(id))
         .is_some_and(|bos| !bos.is_empty() && text.starts_with(bos));
-    tokenizer.encode_with(text, EncodeOptions { add_bos: !starts_with_bos, parse_special: true })
+    tokenizer.encode_with(
+        text,
+        EncodeOptions {
+            add_bos: !starts_with_bos,
+            parse_special: true,
+        },
+    )
 }
 
 /// The built-in Gemma 3 format (what Gemma's Hugging Face template renders).
-fn render_gemma(bos: &str, messages: &[Message], add_generation_prompt: bool) -> Result<String, GenerateError> {
+fn render_gemma(
+    bos: &str,
+    messages: &[Message],
+    add_generation_prompt: bool,
+) -> Result<String, GenerateError> {
     let (system, turns) = match messages.first() {
-        Some(Message { role: Role::System, content }) => (Some(content.as_str()), &messages[1..]),
+        Some(Message {
+            role: Role::System,
+            content,
+        }) => (Some(content.as_str()), &messages[1..]),
         _ => (None, messages),
     };
     let mut out = String::from(bos);
@@ -160,7 +193,11 @@ fn render_gemma(bos: &str, messages: &[Message], add_generation_prompt: bool) ->
                 "Conversation roles must alternate user/assistant/user/assistant/...".into(),
             ));
         }
-        let role = if message.role == Role::Assistant { "model" } else { "user" };
+        let role = if message.role == Role::Assistant {
+            "model"
+        } else {
+            "user"
+        };
         out.push_str("<start_of_turn>");
         out.push_str(role);
         out.push('\n');
@@ -182,9 +219,12 @@ fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
-    env.add_function("raise_exception", |message: String| -> Result<Value, JinjaError> {
-        Err(JinjaError::new(ErrorKind::InvalidOperation, message))
-    });
+    env.add_function(
+        "raise_exception",
+        |message: String| -> Result<Value, JinjaError> {
+            Err(JinjaError::new(ErrorKind::InvalidOperation, message))
+        },
+    );
     env
 }
 

@@ -95,7 +95,9 @@ impl Config {
     pub fn from_metadata(meta: &Metadata, n_vocab: usize) -> Result<Config, CoreError> {
         let arch = meta.string(gemma_gguf::keys::GENERAL_ARCHITECTURE)?;
         if arch != ARCHITECTURE {
-            return Err(CoreError::WrongArchitecture { found: arch.to_owned() });
+            return Err(CoreError::WrongArchitecture {
+                found: arch.to_owned(),
+            });
         }
         let n_embd = positive(meta, key::EMBEDDING_LENGTH)?;
         let n_layer = positive(meta, key::BLOCK_COUNT)?;
@@ -108,29 +110,64 @@ impl Config {
         let rms_eps = meta.f32(key::RMS_EPSILON)?;
         let sliding_window = optional_positive(meta, key::SLIDING_WINDOW)?;
 
-        check(n_head % n_head_kv == 0, key::HEAD_COUNT_KV, n_head_kv, "must divide head_count")?;
-        check(head_dim_k % 2 == 0, key::KEY_LENGTH, head_dim_k, "RoPE needs an even head dimension")?;
-        check(rms_eps.is_finite() && rms_eps > 0.0, key::RMS_EPSILON, rms_eps, "must be a positive number")?;
-        check(n_vocab > 0, "n_vocab", n_vocab, "token_embd.weight has no rows")?;
+        check(
+            n_head % n_head_kv == 0,
+            key::HEAD_COUNT_KV,
+            n_head_kv,
+            "must divide head_count",
+        )?;
+        check(
+            head_dim_k % 2 == 0,
+            key::KEY_LENGTH,
+            head_dim_k,
+            "RoPE needs an even head dimension",
+        )?;
+        check(
+            rms_eps.is_finite() && rms_eps > 0.0,
+            key::RMS_EPSILON,
+            rms_eps,
+            "must be a positive number",
+        )?;
+        check(
+            n_vocab > 0,
+            "n_vocab",
+            n_vocab,
+            "token_embd.weight has no rows",
+        )?;
 
         let global_rope = Rope {
             freq_base: optional_f32(meta, key::ROPE_FREQ_BASE)?.unwrap_or(DEFAULT_ROPE_BASE),
             freq_scale: rope_freq_scale(meta)?,
         };
         let local_rope = Rope {
-            freq_base: optional_f32(meta, key::ROPE_FREQ_BASE_SWA)?.unwrap_or(DEFAULT_LOCAL_ROPE_BASE),
+            freq_base: optional_f32(meta, key::ROPE_FREQ_BASE_SWA)?
+                .unwrap_or(DEFAULT_LOCAL_ROPE_BASE),
             freq_scale: 1.0,
         };
-        for (name, base) in [(key::ROPE_FREQ_BASE, global_rope.freq_base), (key::ROPE_FREQ_BASE_SWA, local_rope.freq_base)] {
-            check(base.is_finite() && base > 0.0, name, base, "must be a positive number")?;
+        for (name, base) in [
+            (key::ROPE_FREQ_BASE, global_rope.freq_base),
+            (key::ROPE_FREQ_BASE_SWA, local_rope.freq_base),
+        ] {
+            check(
+                base.is_finite() && base > 0.0,
+                name,
+                base,
+                "must be a positive number",
+            )?;
         }
 
         let local = local_layers(meta, n_layer, sliding_window.is_some())?;
         let layers = local
             .iter()
             .map(|&is_local| match (is_local, sliding_window) {
-                (true, Some(w)) => LayerConfig { window: Some(w), rope: local_rope },
-                _ => LayerConfig { window: None, rope: global_rope },
+                (true, Some(w)) => LayerConfig {
+                    window: Some(w),
+                    rope: local_rope,
+                },
+                _ => LayerConfig {
+                    window: None,
+                    rope: global_rope,
+                },
             })
             .collect();
 
@@ -139,9 +176,15 @@ impl Config {
         } else {
             1.0 / (head_dim_k as f32).sqrt()
         };
-        let final_logit_softcap = optional_f32(meta, key::FINAL_LOGIT_SOFTCAPPING)?.filter(|&c| c != 0.0);
+        let final_logit_softcap =
+            optional_f32(meta, key::FINAL_LOGIT_SOFTCAPPING)?.filter(|&c| c != 0.0);
         if let Some(c) = final_logit_softcap {
-            check(c.is_finite() && c > 0.0, key::FINAL_LOGIT_SOFTCAPPING, c, "must be a positive number")?;
+            check(
+                c.is_finite() && c > 0.0,
+                key::FINAL_LOGIT_SOFTCAPPING,
+                c,
+                "must be a positive number",
+            )?;
         }
 
         Ok(Config {
@@ -200,12 +243,19 @@ fn local_layers(meta: &Metadata, n_layer: usize, has_window: bool) -> Result<Vec
         None => DEFAULT_SLIDING_WINDOW_PERIOD,
         Some(value) if value.as_array().is_some() => {
             let flags = meta.bool_array(pattern)?;
-            check(flags.len() == n_layer, pattern, flags.len(), "needs one flag per layer")?;
+            check(
+                flags.len() == n_layer,
+                pattern,
+                flags.len(),
+                "needs one flag per layer",
+            )?;
             return Ok(flags);
         }
         Some(_) => meta.u32(pattern)? as usize,
     };
-    Ok((0..n_layer).map(|il| period == 0 || il % period < period - 1).collect())
+    Ok((0..n_layer)
+        .map(|il| period == 0 || il % period < period - 1)
+        .collect())
 }
 
 /// `1 / rope.scaling.factor` for linear scaling (or a factor without a type, as llama.cpp
@@ -219,7 +269,12 @@ fn rope_freq_scale(meta: &Metadata) -> Result<f32, CoreError> {
     match (kind, factor) {
         (Some("none"), _) | (_, None) | (Some("linear") | None, Some(0.0)) => Ok(1.0),
         (Some("linear") | None, Some(f)) => {
-            check(f.is_finite() && f > 0.0, key::ROPE_SCALING_FACTOR, f, "must be a positive number")?;
+            check(
+                f.is_finite() && f > 0.0,
+                key::ROPE_SCALING_FACTOR,
+                f,
+                "must be a positive number",
+            )?;
             Ok(1.0 / f)
         }
         (Some(other), Some(_)) => Err(CoreError::InvalidHyperparameter {
@@ -258,7 +313,12 @@ fn optional_f32(meta: &Metadata, name: &str) -> Result<Option<f32>, CoreError> {
     }
 }
 
-fn check(ok: bool, name: &str, value: impl ToString, reason: &'static str) -> Result<(), CoreError> {
+fn check(
+    ok: bool,
+    name: &str,
+    value: impl ToString,
+    reason: &'static str,
+) -> Result<(), CoreError> {
     if ok {
         Ok(())
     } else {

@@ -24,7 +24,13 @@ pub(crate) type Sink<'a> = &'a mut (dyn FnMut(usize, &[f32]) + Send);
 /// What a session needs from an engine, whatever its backend.
 pub(crate) trait Runner: Send {
     /// Runs `tokens` at the current position, giving the wanted logits to `sink`.
-    fn run(&mut self, tokens: &[u32], want: Want, sink: Sink<'_>, trace: Option<&mut Trace>) -> Result<(), CoreError>;
+    fn run(
+        &mut self,
+        tokens: &[u32],
+        want: Want,
+        sink: Sink<'_>,
+        trace: Option<&mut Trace>,
+    ) -> Result<(), CoreError>;
     /// The KV cache (positions, truncation, size).
     fn cache(&self) -> &dyn CacheInfo;
     /// [`KvCache::truncate`].
@@ -93,20 +99,47 @@ impl<'m, B: Backend> Engine<'m, B> {
     /// Allocates the cache and buffers of a session on `backend`.
     pub fn new(mut backend: B, model: ModelRef<'m>, sizes: EngineSizes) -> Result<Self, CoreError> {
         let c = model.config;
-        let heads = HeadShape { n_head: c.n_head, n_head_kv: c.n_head_kv, head_dim_k: c.head_dim_k, head_dim_v: c.head_dim_v };
-        let cache = KvCache::new(c, sizes.ctx_len, sizes.kv_type, sizes.ring_margin, |slots| {
-            backend.alloc_kv(KvShape { slots, heads, kv_type: sizes.kv_type })
-        })?;
+        let heads = HeadShape {
+            n_head: c.n_head,
+            n_head_kv: c.n_head_kv,
+            head_dim_k: c.head_dim_k,
+            head_dim_v: c.head_dim_v,
+        };
+        let cache = KvCache::new(
+            c,
+            sizes.ctx_len,
+            sizes.kv_type,
+            sizes.ring_margin,
+            |slots| {
+                backend.alloc_kv(KvShape {
+                    slots,
+                    heads,
+                    kv_type: sizes.kv_type,
+                })
+            },
+        )?;
         let max_tokens = sizes.max_batch.clamp(1, sizes.ctx_len);
         let logit_rows = LOGIT_ROWS.min(max_tokens);
         let state = State::new(&mut backend, c, max_tokens, logit_rows)?;
         let host_logits = vec![0.0; logit_rows * c.n_vocab];
-        Ok(Engine { backend, model, cache, state, host_logits })
+        Ok(Engine {
+            backend,
+            model,
+            cache,
+            state,
+            host_logits,
+        })
     }
 }
 
 impl<B: Backend> Runner for Engine<'_, B> {
-    fn run(&mut self, tokens: &[u32], want: Want, sink: Sink<'_>, mut trace: Option<&mut Trace>) -> Result<(), CoreError> {
+    fn run(
+        &mut self,
+        tokens: &[u32],
+        want: Want,
+        sink: Sink<'_>,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<(), CoreError> {
         let n_vocab = self.model.config.n_vocab;
         if tokens.is_empty() {
             return Err(CoreError::EmptyInput);
@@ -116,23 +149,47 @@ impl<B: Backend> Runner for Engine<'_, B> {
         }
         let (position, ctx_len) = (self.cache.position(), self.cache.ctx_len());
         if tokens.len() > ctx_len - position {
-            return Err(CoreError::ContextFull { position, requested: tokens.len(), ctx_len });
+            return Err(CoreError::ContextFull {
+                position,
+                requested: tokens.len(),
+                ctx_len,
+            });
         }
         let n_chunks = tokens.len().div_ceil(self.state.max_tokens);
         for (i, chunk) in tokens.chunks(self.state.max_tokens).enumerate() {
             let pos0 = self.cache.position();
-            forward::forward(&mut self.backend, self.model, &mut self.cache, &mut self.state, chunk, trace.as_deref_mut())?;
-            let rows = match want {
+            let keep = match want {
                 Want::All => 0..chunk.len(),
                 Want::Last if i + 1 == n_chunks => chunk.len() - 1..chunk.len(),
                 Want::Last => 0..0,
             };
-            for first in rows.clone().step_by(self.state.logit_rows) {
-                let count = self.state.logit_rows.min(rows.end - first);
+            let (b, m, st) = (&mut self.backend, self.model, &mut self.state);
+            let row0 = forward::forward(
+                b,
+                m,
+                &mut self.cache,
+                st,
+                chunk,
+                keep.clone(),
+                trace.as_deref_mut(),
+            )?;
+            // The kept rows' final states start at row `row0` of the buffers.
+            for first in (0..keep.len()).step_by(st.logit_rows) {
+                let count = st.logit_rows.min(keep.len() - first);
+                let pos = pos0 + keep.start + first;
                 let out = &mut self.host_logits[..count * n_vocab];
-                forward::logits(&mut self.backend, self.model, &mut self.state, first, count, pos0 + first, out, trace.as_deref_mut())?;
+                forward::logits(
+                    b,
+                    m,
+                    st,
+                    row0 + first,
+                    count,
+                    pos,
+                    out,
+                    trace.as_deref_mut(),
+                )?;
                 for (r, row) in out.chunks_exact(n_vocab).enumerate() {
-                    sink(pos0 + first + r, row);
+                    sink(pos + r, row);
                 }
             }
         }

@@ -10,6 +10,7 @@ use crate::state::State;
 use crate::trace::{Trace, TraceEntry};
 use crate::{Config, CoreError, Weights};
 use std::fmt;
+use std::ops::Range;
 
 /// The model as the forward pass sees it.
 #[derive(Clone, Copy, Debug)]
@@ -20,97 +21,165 @@ pub(crate) struct ModelRef<'m> {
     pub weights: &'m Weights,
 }
 
-/// Runs `tokens` through every layer at the cache's position, stores their keys and
-/// values, and leaves the final hidden states in `st.x` (`tokens.len()` rows).
+/// Runs `tokens` through every layer at the cache's position and stores their keys and
+/// values. Only the batch rows in `keep` need their final hidden states: if the backend
+/// can move rows ([`Backend::copy_rows`]), only those go through the last layer's
+/// attention and FFN (llama.cpp does the same). Returns the row of `st.x` that holds the
+/// final state of `keep.start` (0 after such a move, else `keep.start`).
 pub(crate) fn forward<B: Backend>(
     b: &mut B,
     m: ModelRef<'_>,
     cache: &mut KvCache<B::KvStore>,
     st: &mut State<B::Buffer>,
     tokens: &[u32],
+    keep: Range<usize>,
     mut trace: Option<&mut Trace>,
-) -> Result<(), CoreError> {
+) -> Result<usize, CoreError> {
     let (c, w) = (m.config, m.weights);
     let n = tokens.len();
     let pos0 = cache.position();
     let eps = c.rms_eps;
-    let heads = HeadShape { n_head: c.n_head, n_head_kv: c.n_head_kv, head_dim_k: c.head_dim_k, head_dim_v: c.head_dim_v };
-    let tile = cache.max_tile();
-    let mut tr = |b: &mut B, name: fmt::Arguments<'_>, buf: &B::Buffer, width: usize| -> Result<(), CoreError> {
-        record(trace.as_deref_mut(), b, name, buf, pos0, n, width)
+    let heads = HeadShape {
+        n_head: c.n_head,
+        n_head_kv: c.n_head_kv,
+        head_dim_k: c.head_dim_k,
+        head_dim_v: c.head_dim_v,
     };
+    let tile = cache.max_tile();
+    // The batch rows the buffers hold: all of them, then only `keep` after the last attention.
+    let mut held = pos0..pos0 + n;
+    let mut tr =
+        |b: &mut B,
+         name: fmt::Arguments<'_>,
+         buf: &B::Buffer,
+         held: &Range<usize>,
+         width: usize| { record(trace.as_deref_mut(), b, name, buf, held.clone(), width) };
+    // Where the final state of row `keep.start` will be.
+    let mut kept_row0 = keep.start;
     cache.begin(n)?;
 
     // Embedding: x = token_embd[token] * sqrt(n_embd).
     b.embed(&w.token_embd, tokens, c.embedding_scale, &mut st.x)?;
-    tr(b, format_args!("inp_scaled"), &st.x, c.n_embd)?;
+    tr(b, format_args!("inp_scaled"), &st.x, &held, c.n_embd)?;
 
     for (il, (lw, lc)) in w.layers.iter().zip(&c.layers).enumerate() {
+        let last_layer = il + 1 == c.n_layer;
+
         // Attention input: h = rms_norm(x) * attn_norm.
         b.rms_norm(&st.x, 0, n, &lw.attn_norm, eps, &mut st.h)?;
-        tr(b, format_args!("attn_norm-{il}"), &st.h, c.n_embd)?;
+        tr(b, format_args!("attn_norm-{il}"), &st.h, &held, c.n_embd)?;
 
         // Projections: q = Wq h, k = Wk h, v = Wv h.
         b.matmul(&lw.wq, &st.h, n, &mut st.q)?;
         b.matmul(&lw.wk, &st.h, n, &mut st.k)?;
         b.matmul(&lw.wv, &st.h, n, &mut st.v)?;
-        tr(b, format_args!("Qcur-{il}"), &st.q, c.q_dim())?;
-        tr(b, format_args!("Kcur-{il}"), &st.k, c.k_dim())?;
-        tr(b, format_args!("Vcur-{il}"), &st.v, c.v_dim())?;
+        tr(b, format_args!("Qcur-{il}"), &st.q, &held, c.q_dim())?;
+        tr(b, format_args!("Kcur-{il}"), &st.k, &held, c.k_dim())?;
+        tr(b, format_args!("Vcur-{il}"), &st.v, &held, c.v_dim())?;
 
         // QK-norm: an RMSNorm over each query and key head.
         b.rms_norm_inplace(&mut st.q, n * c.n_head, &lw.q_norm, eps)?;
         b.rms_norm_inplace(&mut st.k, n * c.n_head_kv, &lw.k_norm, eps)?;
-        tr(b, format_args!("Qcur_normed-{il}"), &st.q, c.q_dim())?;
-        tr(b, format_args!("Kcur_normed-{il}"), &st.k, c.k_dim())?;
+        tr(b, format_args!("Qcur_normed-{il}"), &st.q, &held, c.q_dim())?;
+        tr(b, format_args!("Kcur_normed-{il}"), &st.k, &held, c.k_dim())?;
 
         // RoPE with the layer's base and scaling, then the query scale.
         b.rope(&mut st.q, n, c.n_head, c.head_dim_k, pos0, lc.rope)?;
         b.rope(&mut st.k, n, c.n_head_kv, c.head_dim_k, pos0, lc.rope)?;
         b.scale(&mut st.q, n * c.q_dim(), c.attention_scale)?;
-        tr(b, format_args!("Qcur_rope-{il}"), &st.q, c.q_dim())?;
-        tr(b, format_args!("Kcur_rope-{il}"), &st.k, c.k_dim())?;
+        tr(b, format_args!("Qcur_rope-{il}"), &st.q, &held, c.q_dim())?;
+        tr(b, format_args!("Kcur_rope-{il}"), &st.k, &held, c.k_dim())?;
+
+        // In the last layer, keep only the rows wanted if the backend can: their
+        // residual rows go to the front now (attention does not read them).
+        let prune = last_layer
+            && keep.len() < n
+            && b.copy_rows(&mut st.x, keep.start, keep.len(), c.n_embd)?;
 
         // Attention: store a tile's keys and values, then its queries attend to the
         // cache (causal, within the window of a local layer).
+        let attend = if prune { keep.clone() } else { 0..n };
         let layer = cache.layer_mut(il);
         let (window, slot_map) = (layer.window(), layer.slot_map());
         for first in (0..n).step_by(tile.min(n)) {
             let rows = first..(first + tile).min(n);
-            b.store_kv(layer.store_mut(), &st.k, &st.v, rows.clone(), pos0, slot_map)?;
-            let job = AttentionJob { rows, pos0, window, slot_map, heads };
-            b.attention(&st.q, layer.store(), &job, &mut st.att)?;
+            b.store_kv(
+                layer.store_mut(),
+                &st.k,
+                &st.v,
+                rows.clone(),
+                pos0,
+                slot_map,
+            )?;
+            let rows = rows.start.max(attend.start)..rows.end.min(attend.end);
+            if !rows.is_empty() {
+                let job = AttentionJob {
+                    rows,
+                    pos0,
+                    window,
+                    slot_map,
+                    heads,
+                };
+                b.attention(&st.q, layer.store(), &job, &mut st.att)?;
+            }
         }
-        tr(b, format_args!("kqv_out-{il}"), &st.att, c.attn_out_dim())?;
+        let rows = if prune {
+            // From here on only the kept rows, at the front of the buffers.
+            b.copy_rows(&mut st.att, keep.start, keep.len(), c.attn_out_dim())?;
+            held = pos0 + keep.start..pos0 + keep.end;
+            kept_row0 = 0;
+            keep.len()
+        } else {
+            n
+        };
+        tr(
+            b,
+            format_args!("kqv_out-{il}"),
+            &st.att,
+            &held,
+            c.attn_out_dim(),
+        )?;
 
         // Output projection, post-attention norm, residual: x += rms_norm(Wo att).
-        b.matmul(&lw.wo, &st.att, n, &mut st.o)?;
-        tr(b, format_args!("attn_out-{il}"), &st.o, c.n_embd)?;
-        b.rms_norm_inplace(&mut st.o, n, &lw.post_attn_norm, eps)?;
-        tr(b, format_args!("attn_post_norm-{il}"), &st.o, c.n_embd)?;
-        b.add(&mut st.x, &st.o, n * c.n_embd)?;
-        tr(b, format_args!("sa_out-{il}"), &st.x, c.n_embd)?;
+        b.matmul(&lw.wo, &st.att, rows, &mut st.o)?;
+        tr(b, format_args!("attn_out-{il}"), &st.o, &held, c.n_embd)?;
+        b.rms_norm_inplace(&mut st.o, rows, &lw.post_attn_norm, eps)?;
+        tr(
+            b,
+            format_args!("attn_post_norm-{il}"),
+            &st.o,
+            &held,
+            c.n_embd,
+        )?;
+        b.add(&mut st.x, &st.o, rows * c.n_embd)?;
+        tr(b, format_args!("sa_out-{il}"), &st.x, &held, c.n_embd)?;
 
         // FFN input: h = rms_norm(x) * ffn_norm.
-        b.rms_norm(&st.x, 0, n, &lw.ffn_norm, eps, &mut st.h)?;
-        tr(b, format_args!("ffn_norm-{il}"), &st.h, c.n_embd)?;
+        b.rms_norm(&st.x, 0, rows, &lw.ffn_norm, eps, &mut st.h)?;
+        tr(b, format_args!("ffn_norm-{il}"), &st.h, &held, c.n_embd)?;
 
         // GeGLU: gelu_tanh(W_gate h) * (W_up h), then W_down.
-        b.matmul(&lw.ffn_gate, &st.h, n, &mut st.gate)?;
-        b.matmul(&lw.ffn_up, &st.h, n, &mut st.up)?;
-        b.geglu(&mut st.gate, &st.up, n * c.n_ff)?;
-        tr(b, format_args!("ffn_geglu-{il}"), &st.gate, c.n_ff)?;
-        b.matmul(&lw.ffn_down, &st.gate, n, &mut st.o)?;
-        tr(b, format_args!("ffn_out-{il}"), &st.o, c.n_embd)?;
+        b.matmul(&lw.ffn_gate, &st.h, rows, &mut st.gate)?;
+        b.matmul(&lw.ffn_up, &st.h, rows, &mut st.up)?;
+        b.geglu(&mut st.gate, &st.up, rows * c.n_ff)?;
+        tr(b, format_args!("ffn_geglu-{il}"), &st.gate, &held, c.n_ff)?;
+        b.matmul(&lw.ffn_down, &st.gate, rows, &mut st.o)?;
+        tr(b, format_args!("ffn_out-{il}"), &st.o, &held, c.n_embd)?;
 
         // Post-FFN norm and residual: x += rms_norm(ffn).
-        b.rms_norm_inplace(&mut st.o, n, &lw.post_ffn_norm, eps)?;
-        tr(b, format_args!("ffn_post_norm-{il}"), &st.o, c.n_embd)?;
-        b.add(&mut st.x, &st.o, n * c.n_embd)?;
-        tr(b, format_args!("l_out-{il}"), &st.x, c.n_embd)?;
+        b.rms_norm_inplace(&mut st.o, rows, &lw.post_ffn_norm, eps)?;
+        tr(
+            b,
+            format_args!("ffn_post_norm-{il}"),
+            &st.o,
+            &held,
+            c.n_embd,
+        )?;
+        b.add(&mut st.x, &st.o, rows * c.n_embd)?;
+        tr(b, format_args!("l_out-{il}"), &st.x, &held, c.n_embd)?;
     }
     cache.commit(n);
-    Ok(())
+    Ok(kept_row0)
 }
 
 /// Logits of hidden-state rows `first .. first + rows` of `st.x` (at most
@@ -129,8 +198,22 @@ pub(crate) fn logits<B: Backend>(
     let (c, w) = (m.config, m.weights);
     // Final norm, then the output projection (tied to the embeddings unless the file
     // has `output.weight`).
-    b.rms_norm(&st.x, first, rows, &w.output_norm, c.rms_eps, &mut st.out_norm)?;
-    record(trace.as_deref_mut(), b, format_args!("result_norm"), &st.out_norm, pos, rows, c.n_embd)?;
+    b.rms_norm(
+        &st.x,
+        first,
+        rows,
+        &w.output_norm,
+        c.rms_eps,
+        &mut st.out_norm,
+    )?;
+    record(
+        trace.as_deref_mut(),
+        b,
+        format_args!("result_norm"),
+        &st.out_norm,
+        pos..pos + rows,
+        c.n_embd,
+    )?;
     b.matmul(&w.output, &st.out_norm, rows, &mut st.logits)?;
     b.read(&st.logits, 0..rows * c.n_vocab, out)?;
     // Optional soft-capping: c * tanh(logits / c).
@@ -141,21 +224,26 @@ pub(crate) fn logits<B: Backend>(
     }
     if let Some(t) = trace {
         if t.wants("result_output") {
-            t.push(TraceEntry { name: "result_output".into(), pos0: pos, rows, width: c.n_vocab, data: out.to_vec() });
+            t.push(TraceEntry {
+                name: "result_output".into(),
+                pos0: pos,
+                rows,
+                width: c.n_vocab,
+                data: out.to_vec(),
+            });
         }
     }
     Ok(())
 }
 
-/// Copies `rows × width` values of `buf` into the trace if it wants `name` (formatted
+/// Copies the rows of `positions` (`width` values each) of `buf` into the trace if it wants `name` (formatted
 /// only when a trace is attached).
 fn record<B: Backend>(
     trace: Option<&mut Trace>,
     b: &mut B,
     name: fmt::Arguments<'_>,
     buf: &B::Buffer,
-    pos0: usize,
-    rows: usize,
+    positions: Range<usize>,
     width: usize,
 ) -> Result<(), CoreError> {
     let Some(t) = trace else { return Ok(()) };
@@ -163,8 +251,15 @@ fn record<B: Backend>(
     if !t.wants(&name) {
         return Ok(());
     }
+    let rows = positions.len();
     let mut data = vec![0.0; rows * width];
     b.read(buf, 0..rows * width, &mut data)?;
-    t.push(TraceEntry { name, pos0, rows, width, data });
+    t.push(TraceEntry {
+        name,
+        pos0: positions.start,
+        rows,
+        width,
+        data,
+    });
     Ok(())
 }

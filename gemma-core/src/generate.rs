@@ -97,7 +97,12 @@ pub struct GenerateOptions {
 impl Default for GenerateOptions {
     /// 512 tokens, Gemma's recommended sampling, no stop strings.
     fn default() -> Self {
-        Self { max_tokens: 512, sampler: SamplerConfig::default(), stop_strings: Vec::new(), cancel: None }
+        Self {
+            max_tokens: 512,
+            sampler: SamplerConfig::default(),
+            stop_strings: Vec::new(),
+            cancel: None,
+        }
     }
 }
 
@@ -196,7 +201,11 @@ impl<'a, 'm> Generation<'a, 'm> {
         }
         let (position, ctx_len) = (session.position(), session.ctx_len());
         if position + prompt.len() >= ctx_len {
-            return Err(GenerateError::PromptTooLong { prompt_tokens: prompt.len(), position, ctx_len });
+            return Err(GenerateError::PromptTooLong {
+                prompt_tokens: prompt.len(),
+                position,
+                ctx_len,
+            });
         }
         let start = Instant::now();
         session.prefill(prompt)?;
@@ -259,7 +268,12 @@ impl<'a, 'm> Generation<'a, 'm> {
 
     fn step(&mut self) -> Result<Option<Piece>, GenerateError> {
         let last = self.history.last().copied().unwrap_or(0);
-        if self.options.cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
+        if self
+            .options
+            .cancel
+            .as_ref()
+            .is_some_and(CancelToken::is_cancelled)
+        {
             return Ok(self.finish(StopReason::Cancelled, last));
         }
         if self.stats.generated_tokens >= self.options.max_tokens {
@@ -283,7 +297,10 @@ impl<'a, 'm> Generation<'a, 'm> {
             self.held.truncate(at);
             let stop = stop.to_string();
             let piece = self.finish(StopReason::StopString(stop), token);
-            return Ok(Some(piece.unwrap_or(Piece { token, text: String::new() })));
+            return Ok(Some(piece.unwrap_or(Piece {
+                token,
+                text: String::new(),
+            })));
         }
         let keep = held_suffix_len(&self.held, &self.options.stop_strings);
         let text = self.held[..self.held.len() - keep].to_string();

@@ -197,7 +197,10 @@ impl<S> KvCache<S> {
         mut alloc: impl FnMut(usize) -> Result<S, CoreError>,
     ) -> Result<KvCache<S>, CoreError> {
         if ctx_len == 0 || ctx_len > config.context_length {
-            return Err(CoreError::ContextLength { requested: ctx_len, max: config.context_length });
+            return Err(CoreError::ContextLength {
+                requested: ctx_len,
+                max: config.context_length,
+            });
         }
         for head_dim in [config.head_dim_k, config.head_dim_v] {
             if head_dim % kv_type.block_elems() != 0 {
@@ -208,21 +211,36 @@ impl<S> KvCache<S> {
                 });
             }
         }
-        let row_bytes = config.n_head_kv * (kv_type.row_bytes(config.head_dim_k) + kv_type.row_bytes(config.head_dim_v));
+        let row_bytes = config.n_head_kv
+            * (kv_type.row_bytes(config.head_dim_k) + kv_type.row_bytes(config.head_dim_v));
         let mut bytes = 0u64;
         let mut layers = Vec::with_capacity(config.layers.len());
         for layer in &config.layers {
             let cache = match layer.window {
-                None => LayerCache::Global { store: alloc(ctx_len)?, slots: ctx_len },
+                None => LayerCache::Global {
+                    store: alloc(ctx_len)?,
+                    slots: ctx_len,
+                },
                 Some(window) => {
                     let slots = ctx_len.min(window.saturating_add(margin));
-                    LayerCache::Sliding(Ring { store: alloc(slots)?, slots, window, oldest: 0 })
+                    LayerCache::Sliding(Ring {
+                        store: alloc(slots)?,
+                        slots,
+                        window,
+                        oldest: 0,
+                    })
                 }
             };
             bytes += (cache.slots() * row_bytes) as u64;
             layers.push(cache);
         }
-        Ok(KvCache { layers, kv_type, ctx_len, position: 0, bytes })
+        Ok(KvCache {
+            layers,
+            kv_type,
+            ctx_len,
+            position: 0,
+            bytes,
+        })
     }
 
     /// Tokens in the cache; the next token goes to this position.
@@ -260,7 +278,9 @@ impl<S> KvCache<S> {
         self.layers
             .iter()
             .filter_map(|layer| match layer {
-                LayerCache::Sliding(ring) if ring.slots < self.ctx_len => Some(ring.slots + 1 - ring.window),
+                LayerCache::Sliding(ring) if ring.slots < self.ctx_len => {
+                    Some(ring.slots + 1 - ring.window)
+                }
                 _ => None,
             })
             .min()
@@ -272,12 +292,26 @@ impl<S> KvCache<S> {
     /// will overwrite as gone (before writing, so that a failure half-way never leaves a
     /// ring claiming entries it lost).
     pub fn begin(&mut self, n: usize) -> Result<(), CoreError> {
-        let end = self.position.checked_add(n).filter(|&end| end <= self.ctx_len);
+        let end = self
+            .position
+            .checked_add(n)
+            .filter(|&end| end <= self.ctx_len);
         let Some(end) = end else {
-            return Err(CoreError::ContextFull { position: self.position, requested: n, ctx_len: self.ctx_len });
+            return Err(CoreError::ContextFull {
+                position: self.position,
+                requested: n,
+                ctx_len: self.ctx_len,
+            });
         };
-        if let Some(il) = self.layers.iter().position(|l| !l.holds_history_of(self.position)) {
-            return Err(CoreError::KvCacheLost { layer: il, position: self.position });
+        if let Some(il) = self
+            .layers
+            .iter()
+            .position(|l| !l.holds_history_of(self.position))
+        {
+            return Err(CoreError::KvCacheLost {
+                layer: il,
+                position: self.position,
+            });
         }
         for layer in &mut self.layers {
             if let LayerCache::Sliding(ring) = layer {
@@ -295,7 +329,10 @@ impl<S> KvCache<S> {
     /// Whether [`KvCache::truncate`] to `pos` would succeed.
     pub fn check_truncate(&self, pos: usize) -> Result<(), CoreError> {
         if pos > self.position {
-            return Err(CoreError::TruncateBeyondEnd { requested: pos, position: self.position });
+            return Err(CoreError::TruncateBeyondEnd {
+                requested: pos,
+                position: self.position,
+            });
         }
         for (il, layer) in self.layers.iter().enumerate() {
             if !layer.holds_history_of(pos) {

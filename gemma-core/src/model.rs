@@ -114,11 +114,18 @@ impl Model {
         }
         let embd = file
             .tensor("token_embd.weight")
-            .ok_or_else(|| CoreError::MissingTensor { name: "token_embd.weight".to_owned() })?;
+            .ok_or_else(|| CoreError::MissingTensor {
+                name: "token_embd.weight".to_owned(),
+            })?;
         let n_vocab = usize::try_from(embd.n_rows()).unwrap_or(usize::MAX);
         let config = Config::from_metadata(file.metadata(), n_vocab)?;
         let weights = Weights::bind(&file, &config)?;
-        Ok(Model { file, config, weights, options })
+        Ok(Model {
+            file,
+            config,
+            weights,
+            options,
+        })
     }
 
     /// The hyper-parameters.

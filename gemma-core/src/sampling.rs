@@ -52,7 +52,12 @@ impl Default for SamplerConfig {
 impl SamplerConfig {
     /// Always the most likely token, no penalties.
     pub fn greedy() -> Self {
-        Self { temperature: 0.0, top_k: 0, top_p: 1.0, ..Self::default() }
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            ..Self::default()
+        }
     }
 
     fn has_penalties(&self) -> bool {
@@ -82,7 +87,12 @@ pub struct Sampler {
 impl Sampler {
     /// A sampler whose generator starts from `config.seed`.
     pub fn new(config: SamplerConfig) -> Self {
-        Self { config, rng: Rng::new(config.seed), candidates: Vec::new(), recent: Vec::new() }
+        Self {
+            config,
+            rng: Rng::new(config.seed),
+            candidates: Vec::new(),
+            recent: Vec::new(),
+        }
     }
 
     /// The parameters.
@@ -104,11 +114,20 @@ impl Sampler {
         }
         let config = self.config;
         if config.temperature <= 0.0 && !config.has_penalties() {
-            return Ok(argmax(logits.iter().copied().enumerate().map(|(i, l)| (i as u32, l))));
+            return Ok(argmax(
+                logits
+                    .iter()
+                    .copied()
+                    .enumerate()
+                    .map(|(i, l)| (i as u32, l)),
+            ));
         }
         self.candidates.clear();
         self.candidates
-            .extend(logits.iter().enumerate().map(|(id, &logit)| Candidate { id: id as u32, logit }));
+            .extend(logits.iter().enumerate().map(|(id, &logit)| Candidate {
+                id: id as u32,
+                logit,
+            }));
         if config.has_penalties() {
             self.apply_penalties(history);
         }
@@ -136,7 +155,9 @@ impl Sampler {
         self.recent.extend_from_slice(window);
         self.recent.sort_unstable();
         for run in self.recent.chunk_by(|a, b| a == b) {
-            let Some(candidate) = self.candidates.get_mut(run[0] as usize) else { continue };
+            let Some(candidate) = self.candidates.get_mut(run[0] as usize) else {
+                continue;
+            };
             let logit = &mut candidate.logit;
             if *logit <= 0.0 {
                 *logit *= config.repeat_penalty;
@@ -150,7 +171,10 @@ impl Sampler {
     /// Softmax of the remaining candidates at `temperature`, then one draw.
     fn draw(&mut self, temperature: f32) -> u32 {
         let candidates = &self.candidates;
-        let max = candidates.iter().map(|c| c.logit).fold(f32::NEG_INFINITY, f32::max);
+        let max = candidates
+            .iter()
+            .map(|c| c.logit)
+            .fold(f32::NEG_INFINITY, f32::max);
         let weight = |c: &Candidate| (((c.logit - max) / temperature) as f64).exp();
         let total: f64 = candidates.iter().map(weight).sum();
         let mut threshold = self.rng.next_f64() * total;
@@ -193,7 +217,10 @@ fn top_k(candidates: &mut Vec<Candidate>, k: usize) {
 /// Keeps the most likely candidates until their probability reaches `p` (at least one).
 /// Sorts only as many as needed: the top 256, then 4x more while the mass is short.
 fn top_p(candidates: &mut Vec<Candidate>, p: f32) {
-    let max = candidates.iter().map(|c| c.logit).fold(f32::NEG_INFINITY, f32::max);
+    let max = candidates
+        .iter()
+        .map(|c| c.logit)
+        .fold(f32::NEG_INFINITY, f32::max);
     let weight = |c: &Candidate| ((c.logit - max) as f64).exp();
     let total: f64 = candidates.iter().map(weight).sum();
     let target = p.max(0.0) as f64 * total;
@@ -220,7 +247,10 @@ fn top_p(candidates: &mut Vec<Candidate>, p: f32) {
 
 /// Keeps candidates whose probability is at least `p` times the highest one's.
 fn min_p(candidates: &mut Vec<Candidate>, p: f32) {
-    let max = candidates.iter().map(|c| c.logit).fold(f32::NEG_INFINITY, f32::max);
+    let max = candidates
+        .iter()
+        .map(|c| c.logit)
+        .fold(f32::NEG_INFINITY, f32::max);
     let threshold = max + p.min(1.0).ln();
     candidates.retain(|c| c.logit >= threshold);
 }
@@ -241,7 +271,9 @@ impl Rng {
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             z ^ (z >> 31)
         };
-        Self { state: [next(), next(), next(), next()] }
+        Self {
+            state: [next(), next(), next(), next()],
+        }
     }
 
     fn next_u64(&mut self) -> u64 {
@@ -270,7 +302,9 @@ mod tests {
     #[test]
     fn xoshiro_matches_the_reference_sequence() {
         // Reference: xoshiro256** with state [1, 2, 3, 4] (Blackman & Vigna's C code).
-        let mut rng = Rng { state: [1, 2, 3, 4] };
+        let mut rng = Rng {
+            state: [1, 2, 3, 4],
+        };
         let got: Vec<u64> = (0..3).map(|_| rng.next_u64()).collect();
         assert_eq!(got, vec![11520, 0, 1509978240]);
     }

@@ -34,13 +34,37 @@ pub struct Session<'m> {
 
 impl<'m> Session<'m> {
     /// A session of `ctx_len` tokens with a `kv_type` cache (see [`Model::session`]).
-    pub(crate) fn new(model: &'m Model, ctx_len: usize, kv_type: KvType) -> Result<Session<'m>, CoreError> {
+    pub(crate) fn new(
+        model: &'m Model,
+        ctx_len: usize,
+        kv_type: KvType,
+    ) -> Result<Session<'m>, CoreError> {
         let options = model.options();
-        let sizes = EngineSizes { ctx_len, kv_type, ring_margin: options.ring_margin, max_batch: options.max_batch };
-        let m = ModelRef { config: model.config(), weights: model.weights() };
-        let runner: Box<dyn Runner + 'm> = Box::new(Engine::new(CpuBackend::new(model.gguf().bytes()), m, sizes)?);
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(options.threads).build()?;
-        Ok(Session { model, runner, pool, logits: Vec::new(), trace: None })
+        let sizes = EngineSizes {
+            ctx_len,
+            kv_type,
+            ring_margin: options.ring_margin,
+            max_batch: options.max_batch,
+        };
+        let m = ModelRef {
+            config: model.config(),
+            weights: model.weights(),
+        };
+        let runner: Box<dyn Runner + 'm> = Box::new(Engine::new(
+            CpuBackend::new(model.gguf().bytes()),
+            m,
+            sizes,
+        )?);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(options.threads)
+            .build()?;
+        Ok(Session {
+            model,
+            runner,
+            pool,
+            logits: Vec::new(),
+            trace: None,
+        })
     }
 
     /// Runs `tokens` at the current position and returns the logits after the last one
@@ -127,9 +151,23 @@ impl<'m> Session<'m> {
         self.trace.as_ref()
     }
 
-    fn run(&mut self, tokens: &[u32], want: Want, each: &mut (dyn FnMut(usize, &[f32]) + Send)) -> Result<(), CoreError> {
-        let Session { runner, pool, logits, trace, .. } = self;
-        let last = tokens.len().checked_sub(1).map(|i| runner.cache().position() + i);
+    fn run(
+        &mut self,
+        tokens: &[u32],
+        want: Want,
+        each: &mut (dyn FnMut(usize, &[f32]) + Send),
+    ) -> Result<(), CoreError> {
+        let Session {
+            runner,
+            pool,
+            logits,
+            trace,
+            ..
+        } = self;
+        let last = tokens
+            .len()
+            .checked_sub(1)
+            .map(|i| runner.cache().position() + i);
         logits.clear();
         pool.install(|| {
             runner.run(

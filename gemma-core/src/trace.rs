@@ -41,7 +41,10 @@ impl Trace {
 
     /// A trace recording only the tensors named in `names`.
     pub fn only<S: Into<String>>(names: impl IntoIterator<Item = S>) -> Trace {
-        Trace { only: Some(names.into_iter().map(Into::into).collect()), entries: Vec::new() }
+        Trace {
+            only: Some(names.into_iter().map(Into::into).collect()),
+            entries: Vec::new(),
+        }
     }
 
     /// Whether a tensor of this name is recorded.

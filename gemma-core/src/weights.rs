@@ -122,14 +122,35 @@ impl Weights {
     /// matrix, plus one embedding row (what bounds decode speed by memory bandwidth).
     pub fn bytes_per_token(&self) -> u64 {
         let matrices = self.layers.iter().flat_map(|l| {
-            [&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down]
+            [
+                &l.wq,
+                &l.wk,
+                &l.wv,
+                &l.wo,
+                &l.ffn_gate,
+                &l.ffn_up,
+                &l.ffn_down,
+            ]
         });
         let norms = self.layers.iter().flat_map(|l| {
-            [&l.attn_norm, &l.q_norm, &l.k_norm, &l.post_attn_norm, &l.ffn_norm, &l.post_ffn_norm]
+            [
+                &l.attn_norm,
+                &l.q_norm,
+                &l.k_norm,
+                &l.post_attn_norm,
+                &l.ffn_norm,
+                &l.post_ffn_norm,
+            ]
         });
         let embd_row = self.token_embd.bytes.len() / self.token_embd.rows.max(1);
-        let total = matrices.chain([&self.output]).map(|w| w.bytes.len()).sum::<usize>()
-            + norms.chain([&self.output_norm]).map(|n| n.bytes.len()).sum::<usize>()
+        let total = matrices
+            .chain([&self.output])
+            .map(|w| w.bytes.len())
+            .sum::<usize>()
+            + norms
+                .chain([&self.output_norm])
+                .map(|n| n.bytes.len())
+                .sum::<usize>()
             + embd_row;
         total as u64
     }
@@ -144,7 +165,9 @@ impl Binder<'_> {
     fn tensor(&self, name: &str) -> Result<&TensorInfo, CoreError> {
         self.file
             .tensor(name)
-            .ok_or_else(|| CoreError::MissingTensor { name: name.to_owned() })
+            .ok_or_else(|| CoreError::MissingTensor {
+                name: name.to_owned(),
+            })
     }
 
     /// A `[cols, rows]` (ggml `ne`) matrix of a type the kernels support.
@@ -152,7 +175,10 @@ impl Binder<'_> {
         let t = self.tensor(name)?;
         check_shape(t, &[cols as u64, rows as u64])?;
         if !gemma_kernels::quant::is_supported(t.ty) {
-            return Err(CoreError::UnsupportedTensorType { name: name.to_owned(), ty: t.ty });
+            return Err(CoreError::UnsupportedTensorType {
+                name: name.to_owned(),
+                ty: t.ty,
+            });
         }
         Ok(Weight {
             name: name.to_owned(),
@@ -168,13 +194,22 @@ impl Binder<'_> {
         let t = self.tensor(name)?;
         check_shape(t, &[len as u64])?;
         if t.ty != GgmlType::F32 {
-            return Err(CoreError::UnsupportedTensorType { name: name.to_owned(), ty: t.ty });
+            return Err(CoreError::UnsupportedTensorType {
+                name: name.to_owned(),
+                ty: t.ty,
+            });
         }
         let bytes = byte_range(t)?;
         if bytemuck::try_cast_slice::<u8, f32>(&self.file.bytes()[bytes.clone()]).is_err() {
-            return Err(CoreError::MisalignedTensor { name: name.to_owned() });
+            return Err(CoreError::MisalignedTensor {
+                name: name.to_owned(),
+            });
         }
-        Ok(Norm { name: name.to_owned(), len, bytes })
+        Ok(Norm {
+            name: name.to_owned(),
+            len,
+            bytes,
+        })
     }
 }
 

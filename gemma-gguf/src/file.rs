@@ -187,6 +187,19 @@ impl GgufFile {
     }
 }
 
+impl std::fmt::Debug for GgufFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufFile")
+            .field("version", &self.version)
+            .field("len", &self.bytes().len())
+            .field("metadata_keys", &self.metadata.len())
+            .field("tensors", &self.tensors.len())
+            .field("alignment", &self.alignment)
+            .field("data_offset", &self.data_offset)
+            .finish()
+    }
+}
+
 /// Rejects files whose first bytes are not (a prefix of) the magic.
 fn check_magic(bytes: &[u8]) -> Result<(), GgufError> {
     let head = &bytes[..bytes.len().min(4)];

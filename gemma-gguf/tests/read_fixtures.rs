@@ -52,6 +52,12 @@ fn check_layout(file: &GgufFile) {
 }
 
 #[test]
+fn gguf_file_is_send_and_sync() {
+    fn shared<T: Send + Sync>() {}
+    shared::<GgufFile>();
+}
+
+#[test]
 fn every_fixture_gguf_parses() {
     let root = common::fixtures();
     let mut count = 0;

@@ -103,6 +103,12 @@ fn every_isa_matches_reference_tokens() {
 }
 
 #[test]
+fn model_is_shareable_across_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<VisionModel>();
+}
+
+#[test]
 fn config_is_read_from_clip_keys() {
     let model = VisionModel::load(fixture_dir().join(MMPROJ[0])).expect("load");
     let c = model.config();

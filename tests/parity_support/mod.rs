@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 /// `../shared/fixtures` of the repository (fails the test clearly when missing).
 pub fn fixtures() -> PathBuf {
     let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"));
-    assert!(dir.is_dir(), "fixtures folder missing: {} (see DESIGN.md §5)", dir.display());
+    assert!(
+        dir.is_dir(),
+        "fixtures folder missing: {} (see DESIGN.md §5)",
+        dir.display()
+    );
     dir.to_path_buf()
 }
 
@@ -21,20 +25,34 @@ pub fn real_model() -> PathBuf {
             Path::new(&home).join(".cache/gemma-rs/gemma-3-270m-q4_k_m.gguf")
         }
     };
-    assert!(path.is_file(), "test model missing: {} (run scripts/fetch-model.sh)", path.display());
+    assert!(
+        path.is_file(),
+        "test model missing: {} (run scripts/fetch-model.sh)",
+        path.display()
+    );
     path
 }
 
 /// A raw little-endian f32 file.
 pub fn read_f32(path: &Path) -> Vec<f32> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    assert_eq!(bytes.len() % 4, 0, "{} is not a whole number of f32", path.display());
-    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    let bytes =
+        std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    assert_eq!(
+        bytes.len() % 4,
+        0,
+        "{} is not a whole number of f32",
+        path.display()
+    );
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }
 
 /// A JSON file.
 pub fn read_json(path: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON in {}: {e}", path.display()))
 }
 
@@ -88,12 +106,20 @@ impl Diff {
             }
             min_cos = min_cos.min((dot / (na.sqrt() * nb.sqrt())) as f32);
         }
-        Diff { max_abs, mean_abs: (sum_abs / a.len() as f64) as f32, min_cos }
+        Diff {
+            max_abs,
+            mean_abs: (sum_abs / a.len() as f64) as f32,
+            min_cos,
+        }
     }
 }
 
 impl std::fmt::Display for Diff {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "max {:.4} mean {:.4} cos {:.5}", self.max_abs, self.mean_abs, self.min_cos)
+        write!(
+            f,
+            "max {:.4} mean {:.4} cos {:.5}",
+            self.max_abs, self.mean_abs, self.min_cos
+        )
     }
 }

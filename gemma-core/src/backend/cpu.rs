@@ -33,22 +33,35 @@ pub struct CpuBackend<'m> {
 impl<'m> CpuBackend<'m> {
     /// A backend reading weights from `file`, the bytes of the GGUF file.
     pub fn new(file: &'m [u8]) -> CpuBackend<'m> {
-        CpuBackend { file, scratch: MatmulScratch::default() }
+        CpuBackend {
+            file,
+            scratch: MatmulScratch::default(),
+        }
     }
 
     fn matrix(&self, w: &Weight) -> Result<WeightMatrix<'m>, CoreError> {
-        Ok(WeightMatrix::new(w.ty, self.bytes(&w.name, &w.bytes)?, w.rows, w.cols)?)
+        Ok(WeightMatrix::new(
+            w.ty,
+            self.bytes(&w.name, &w.bytes)?,
+            w.rows,
+            w.cols,
+        )?)
     }
 
     fn norm(&self, n: &Norm) -> Result<&'m [f32], CoreError> {
-        bytemuck::try_cast_slice(self.bytes(&n.name, &n.bytes)?)
-            .map_err(|_| CoreError::MisalignedTensor { name: n.name.clone() })
+        bytemuck::try_cast_slice(self.bytes(&n.name, &n.bytes)?).map_err(|_| {
+            CoreError::MisalignedTensor {
+                name: n.name.clone(),
+            }
+        })
     }
 
     fn bytes(&self, name: &str, range: &Range<usize>) -> Result<&'m [u8], CoreError> {
         self.file
             .get(range.clone())
-            .ok_or_else(|| CoreError::MissingTensor { name: name.to_owned() })
+            .ok_or_else(|| CoreError::MissingTensor {
+                name: name.to_owned(),
+            })
     }
 }
 
@@ -71,14 +84,23 @@ impl Backend for CpuBackend<'_> {
         CpuKvStore::new(shape)
     }
 
-    fn embed(&mut self, table: &Weight, tokens: &[u32], scale: f32, out: &mut Vec<f32>) -> Result<(), CoreError> {
+    fn embed(
+        &mut self,
+        table: &Weight,
+        tokens: &[u32],
+        scale: f32,
+        out: &mut Vec<f32>,
+    ) -> Result<(), CoreError> {
         let data = self.bytes(&table.name, &table.bytes)?;
         let row_bytes = data.len() / table.rows;
         let cols = table.cols;
         for (&token, row) in tokens.iter().zip(out.chunks_exact_mut(cols)) {
             let t = token as usize;
             if t >= table.rows {
-                return Err(CoreError::TokenOutOfRange { token, n_vocab: table.rows });
+                return Err(CoreError::TokenOutOfRange {
+                    token,
+                    n_vocab: table.rows,
+                });
             }
             quant::dequantize(table.ty, &data[t * row_bytes..(t + 1) * row_bytes], row)?;
             ops::scale(row, scale);
@@ -86,9 +108,21 @@ impl Backend for CpuBackend<'_> {
         Ok(())
     }
 
-    fn matmul(&mut self, w: &Weight, x: &Vec<f32>, n: usize, y: &mut Vec<f32>) -> Result<(), CoreError> {
+    fn matmul(
+        &mut self,
+        w: &Weight,
+        x: &Vec<f32>,
+        n: usize,
+        y: &mut Vec<f32>,
+    ) -> Result<(), CoreError> {
         let m = self.matrix(w)?;
-        Ok(matmul(&m, &x[..n * w.cols], n, &mut y[..n * w.rows], &mut self.scratch)?)
+        Ok(matmul(
+            &m,
+            &x[..n * w.cols],
+            n,
+            &mut y[..n * w.rows],
+            &mut self.scratch,
+        )?)
     }
 
     fn rms_norm(
@@ -113,14 +147,22 @@ impl Backend for CpuBackend<'_> {
         Ok(())
     }
 
-    fn rms_norm_inplace(&mut self, x: &mut Vec<f32>, rows: usize, w: &Norm, eps: f32) -> Result<(), CoreError> {
+    fn rms_norm_inplace(
+        &mut self,
+        x: &mut Vec<f32>,
+        rows: usize,
+        w: &Norm,
+        eps: f32,
+    ) -> Result<(), CoreError> {
         let w = self.norm(w)?;
         let len = w.len();
-        x[..rows * len].par_chunks_mut(len * ROWS_PER_TASK).for_each(|x| {
-            for row in x.chunks_exact_mut(len) {
-                ops::rms_norm_inplace(row, w, eps);
-            }
-        });
+        x[..rows * len]
+            .par_chunks_mut(len * ROWS_PER_TASK)
+            .for_each(|x| {
+                for row in x.chunks_exact_mut(len) {
+                    ops::rms_norm_inplace(row, w, eps);
+                }
+            });
         Ok(())
     }
 
@@ -134,9 +176,19 @@ impl Backend for CpuBackend<'_> {
         rope: Rope,
     ) -> Result<(), CoreError> {
         let width = n_heads * head_dim;
-        x[..n_tokens * width].par_chunks_mut(width).enumerate().for_each(|(t, row)| {
-            ops::rope_neox(row, n_heads, head_dim, pos0 + t, rope.freq_base, rope.freq_scale);
-        });
+        x[..n_tokens * width]
+            .par_chunks_mut(width)
+            .enumerate()
+            .for_each(|(t, row)| {
+                ops::rope_neox(
+                    row,
+                    n_heads,
+                    head_dim,
+                    pos0 + t,
+                    rope.freq_base,
+                    rope.freq_scale,
+                );
+            });
         Ok(())
     }
 
@@ -169,10 +221,17 @@ impl Backend for CpuBackend<'_> {
         slot_map: SlotMap,
     ) -> Result<(), CoreError> {
         let heads = store.shape.heads;
-        let (k_width, v_width) = (heads.n_head_kv * heads.head_dim_k, heads.n_head_kv * heads.head_dim_v);
+        let (k_width, v_width) = (
+            heads.n_head_kv * heads.head_dim_k,
+            heads.n_head_kv * heads.head_dim_v,
+        );
         for t in rows {
             let slot = slot_map.slot(pos0 + t);
-            store.write(slot, &k[t * k_width..(t + 1) * k_width], &v[t * v_width..(t + 1) * v_width]);
+            store.write(
+                slot,
+                &k[t * k_width..(t + 1) * k_width],
+                &v[t * v_width..(t + 1) * v_width],
+            );
         }
         Ok(())
     }
@@ -188,7 +247,23 @@ impl Backend for CpuBackend<'_> {
         Ok(())
     }
 
-    fn read(&mut self, buf: &Vec<f32>, range: Range<usize>, out: &mut [f32]) -> Result<(), CoreError> {
+    fn copy_rows(
+        &mut self,
+        buf: &mut Vec<f32>,
+        from: usize,
+        rows: usize,
+        width: usize,
+    ) -> Result<bool, CoreError> {
+        buf.copy_within(from * width..(from + rows) * width, 0);
+        Ok(true)
+    }
+
+    fn read(
+        &mut self,
+        buf: &Vec<f32>,
+        range: Range<usize>,
+        out: &mut [f32],
+    ) -> Result<(), CoreError> {
         out.copy_from_slice(&buf[range]);
         Ok(())
     }

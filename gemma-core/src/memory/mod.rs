@@ -28,7 +28,9 @@ mod quant;
 mod shape;
 mod vision;
 
-pub use plan::{kv_plan, plan, KvPlan, MemoryPlan, PlanOptions, CUDA_CONTEXT_BYTES, LOGIT_ROWS, PROCESS_BYTES};
+pub use plan::{
+    kv_plan, plan, KvPlan, MemoryPlan, PlanOptions, CUDA_CONTEXT_BYTES, LOGIT_ROWS, PROCESS_BYTES, TOKENIZER_BYTES_PER_TOKEN,
+};
 pub use process::{available_bytes, peak_resident_bytes, resident_anon_bytes, resident_bytes, resident_file_bytes};
 pub use quant::{ParseQuantError, Quant, RecipeModel};
 pub use shape::{tensor_table, ModelShape, ModelSize, ParseModelSizeError, TensorSpec, GEMMA3_METADATA_BYTES, GEMMA3_VOCAB};

@@ -51,7 +51,9 @@ impl PartialOrd for Bigram {
 impl Ord for Bigram {
     /// Max-heap order: higher score first, then the leftmost pair.
     fn cmp(&self, other: &Self) -> Ordering {
-        self.score.total_cmp(&other.score).then_with(|| other.left.cmp(&self.left))
+        self.score
+            .total_cmp(&other.score)
+            .then_with(|| other.left.cmp(&self.left))
     }
 }
 
@@ -141,7 +143,13 @@ impl Tokenizer {
         let len = l.len + r.len;
         let text = &bytes[l.start as usize..(l.start + len) as usize];
         if let Some(id) = self.lookup.get(&self.texts, text) {
-            heap.push(Bigram { score: self.scores[id as usize], left, right, len, id });
+            heap.push(Bigram {
+                score: self.scores[id as usize],
+                left,
+                right,
+                len,
+                id,
+            });
         }
     }
 }

@@ -76,7 +76,13 @@ impl Tokenizer {
     }
 
     /// Cuts plain text into chunks and merges each.
-    fn encode_plain<'t>(&self, plain: &'t str, space_prefix: bool, state: &mut EncodeState<'t>, out: &mut Vec<u32>) {
+    fn encode_plain<'t>(
+        &self,
+        plain: &'t str,
+        space_prefix: bool,
+        state: &mut EncodeState<'t>,
+        out: &mut Vec<u32>,
+    ) {
         let bytes = plain.as_bytes();
         let mut start = 0;
         let mut first = true;
@@ -91,7 +97,13 @@ impl Tokenizer {
     }
 
     /// Merges one chunk, or copies its ids from an earlier occurrence.
-    fn encode_chunk<'t>(&self, chunk: &'t str, space_prefix: bool, state: &mut EncodeState<'t>, out: &mut Vec<u32>) {
+    fn encode_chunk<'t>(
+        &self,
+        chunk: &'t str,
+        space_prefix: bool,
+        state: &mut EncodeState<'t>,
+        out: &mut Vec<u32>,
+    ) {
         let cacheable = !space_prefix && chunk.len() <= MAX_CACHED_CHUNK;
         if cacheable {
             if let Some(&(start, len)) = state.seen.get(chunk) {
@@ -113,7 +125,11 @@ impl Tokenizer {
         }
         let start = out.len();
         self.merge_chunk(escaped, &mut state.merge, out);
-        if let (true, Ok(start), Ok(len)) = (cacheable, u32::try_from(start), u32::try_from(out.len() - start)) {
+        if let (true, Ok(start), Ok(len)) = (
+            cacheable,
+            u32::try_from(start),
+            u32::try_from(out.len() - start),
+        ) {
             state.seen.insert(chunk, (start, len));
         }
     }

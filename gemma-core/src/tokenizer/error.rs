@@ -43,7 +43,9 @@ pub enum TokenizerError {
         vocab_size: usize,
     },
     /// Some byte has no `<0xNN>` token and there is no unknown token to fall back to.
-    #[error("byte 0x{byte:02X} has no <0x{byte:02X}> token and the vocabulary has no unknown token")]
+    #[error(
+        "byte 0x{byte:02X} has no <0x{byte:02X}> token and the vocabulary has no unknown token"
+    )]
     NoByteFallback {
         /// The byte.
         byte: u8,

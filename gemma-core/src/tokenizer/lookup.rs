@@ -47,7 +47,10 @@ impl TokenLookup {
     /// whose `token_to_id` map is filled in id order).
     pub(crate) fn new(texts: &TokenTexts) -> Self {
         let capacity = (texts.len() * 2).next_power_of_two().max(16);
-        let mut table = Self { slots: vec![0; capacity], mask: capacity - 1 };
+        let mut table = Self {
+            slots: vec![0; capacity],
+            mask: capacity - 1,
+        };
         for id in 0..texts.len() {
             let key = texts.get(id);
             let hash = hash_bytes(key);

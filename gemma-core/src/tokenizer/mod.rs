@@ -42,7 +42,10 @@ pub struct EncodeOptions {
 impl Default for EncodeOptions {
     /// No BOS, special tokens parsed (what chat templates and the reference fixtures use).
     fn default() -> Self {
-        Self { add_bos: false, parse_special: true }
+        Self {
+            add_bos: false,
+            parse_special: true,
+        }
     }
 }
 
@@ -82,15 +85,32 @@ impl Tokenizer {
         }
         if vocab.scores.len() != n {
             let len = vocab.scores.len();
-            return Err(TokenizerError::LengthMismatch { tokens: n, what: "scores", len });
+            return Err(TokenizerError::LengthMismatch {
+                tokens: n,
+                what: "scores",
+                len,
+            });
         }
         if vocab.types.len() != n {
             let len = vocab.types.len();
-            return Err(TokenizerError::LengthMismatch { tokens: n, what: "types", len });
+            return Err(TokenizerError::LengthMismatch {
+                tokens: n,
+                what: "types",
+                len,
+            });
         }
-        for (what, id) in [("bos", vocab.bos), ("eos", vocab.eos), ("unk", vocab.unk), ("pad", vocab.pad)] {
+        for (what, id) in [
+            ("bos", vocab.bos),
+            ("eos", vocab.eos),
+            ("unk", vocab.unk),
+            ("pad", vocab.pad),
+        ] {
             if let Some(id) = id.filter(|&id| id as usize >= n) {
-                return Err(TokenizerError::SpecialIdOutOfRange { what, id, vocab_size: n });
+                return Err(TokenizerError::SpecialIdOutOfRange {
+                    what,
+                    id,
+                    vocab_size: n,
+                });
             }
         }
         let texts = TokenTexts::new(vocab.tokens.iter().map(|t| t.as_bytes()))
@@ -109,7 +129,9 @@ impl Tokenizer {
         }
         for (byte, slot) in byte_fallback.iter_mut().enumerate() {
             if *slot == u32::MAX {
-                *slot = vocab.unk.ok_or(TokenizerError::NoByteFallback { byte: byte as u8 })?;
+                *slot = vocab
+                    .unk
+                    .ok_or(TokenizerError::NoByteFallback { byte: byte as u8 })?;
             }
         }
 
@@ -128,19 +150,23 @@ impl Tokenizer {
         let pieces =
             TokenTexts::new(decoded.iter().map(Vec::as_slice)).ok_or(TokenizerError::TooLarge)?;
 
-        let special = SpecialMatcher::new(vocab.tokens.iter().enumerate().filter_map(|(id, text)| {
-            match vocab.types[id] {
-                TokenType::UserDefined => Some((id as u32, text.as_bytes(), true)),
-                TokenType::Control | TokenType::Unknown => Some((id as u32, text.as_bytes(), false)),
-                _ => None,
-            }
-        }));
+        let special =
+            SpecialMatcher::new(vocab.tokens.iter().enumerate().filter_map(|(id, text)| {
+                match vocab.types[id] {
+                    TokenType::UserDefined => Some((id as u32, text.as_bytes(), true)),
+                    TokenType::Control | TokenType::Unknown => {
+                        Some((id as u32, text.as_bytes(), false))
+                    }
+                    _ => None,
+                }
+            }));
         let bridges = vocab
             .tokens
             .iter()
             .flat_map(|text| {
                 let unescaped = text.replace(SPACE_SYMBOL, " ").into_bytes();
-                let spaced = |offset: usize| offset - 2 * text[..offset].matches(SPACE_SYMBOL).count();
+                let spaced =
+                    |offset: usize| offset - 2 * text[..offset].matches(SPACE_SYMBOL).count();
                 bridge_offsets(text).map(move |offset| (unescaped.clone(), spaced(offset)))
             })
             .collect();
@@ -211,7 +237,8 @@ impl Tokenizer {
 
     /// The vocabulary text of a token as stored (spaces as `▁`), if it is valid UTF-8.
     pub fn token_text(&self, id: u32) -> Option<&str> {
-        self.token_bytes(id).and_then(|b| std::str::from_utf8(b).ok())
+        self.token_bytes(id)
+            .and_then(|b| std::str::from_utf8(b).ok())
     }
 
     /// The id whose vocabulary text is exactly `text` (e.g. `"<end_of_turn>"`).
@@ -237,7 +264,10 @@ impl Tokenizer {
 
     /// Whether a token is a control or unknown token (not text of the answer).
     pub fn is_control(&self, id: u32) -> bool {
-        matches!(self.token_type(id), Some(TokenType::Control | TokenType::Unknown))
+        matches!(
+            self.token_type(id),
+            Some(TokenType::Control | TokenType::Unknown)
+        )
     }
 
     fn token_bytes(&self, id: u32) -> Option<&[u8]> {
@@ -271,9 +301,10 @@ impl Tokenizer {
         skip_special: bool,
         out: &mut Vec<u8>,
     ) -> Result<(), TokenizerError> {
-        let bytes = self
-            .piece_bytes(id)
-            .ok_or(TokenizerError::IdOutOfRange { id, vocab_size: self.vocab_size() })?;
+        let bytes = self.piece_bytes(id).ok_or(TokenizerError::IdOutOfRange {
+            id,
+            vocab_size: self.vocab_size(),
+        })?;
         if !(skip_special && self.is_control(id)) {
             out.extend_from_slice(bytes);
         }

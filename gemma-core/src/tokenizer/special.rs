@@ -41,7 +41,11 @@ impl SpecialMatcher {
     /// matched even when special parsing is off; control and unknown tokens are matched only
     /// when it is on. Empty texts are ignored.
     pub(crate) fn new<'a>(tokens: impl Iterator<Item = (u32, &'a [u8], bool)>) -> Self {
-        let mut nodes = vec![Node { edges: Vec::new(), token: NO_TOKEN, always: false }];
+        let mut nodes = vec![Node {
+            edges: Vec::new(),
+            token: NO_TOKEN,
+            always: false,
+        }];
         let mut starts = [false; 256];
         for (id, text, always) in tokens {
             let Some(&first) = text.first() else { continue };
@@ -52,7 +56,11 @@ impl SpecialMatcher {
                     Ok(i) => nodes[node].edges[i].1 as usize,
                     Err(i) => {
                         let child = nodes.len();
-                        nodes.push(Node { edges: Vec::new(), token: NO_TOKEN, always: false });
+                        nodes.push(Node {
+                            edges: Vec::new(),
+                            token: NO_TOKEN,
+                            always: false,
+                        });
                         nodes[node].edges.insert(i, (byte, child as u32));
                         child
                     }
@@ -67,7 +75,14 @@ impl SpecialMatcher {
 
     /// Splits `text` into plain-text fragments and whole special tokens.
     pub(crate) fn split<'t>(&'t self, text: &'t str, parse_special: bool) -> Fragments<'t> {
-        Fragments { matcher: self, text, pos: 0, text_start: 0, pending: None, parse_special }
+        Fragments {
+            matcher: self,
+            text,
+            pos: 0,
+            text_start: 0,
+            pending: None,
+            parse_special,
+        }
     }
 
     /// The longest special token starting at `bytes[0]`: `(id, length)`.
@@ -116,7 +131,10 @@ impl<'t> Iterator for Fragments<'t> {
                 self.pos += 1;
                 continue;
             }
-            match self.matcher.longest_at(&bytes[self.pos..], self.parse_special) {
+            match self
+                .matcher
+                .longest_at(&bytes[self.pos..], self.parse_special)
+            {
                 Some((id, len)) => {
                     // Special tokens are valid UTF-8 starting with a lead byte, so both
                     // `pos` and `pos + len` are char boundaries.
@@ -163,7 +181,16 @@ mod tests {
         use Fragment::*;
         assert_eq!(
             got,
-            vec![Text("a"), Token(1), Text("b"), Token(3), Token(2), Text("c"), Token(4), Text("d")]
+            vec![
+                Text("a"),
+                Token(1),
+                Text("b"),
+                Token(3),
+                Token(2),
+                Text("c"),
+                Token(4),
+                Text("d")
+            ]
         );
         let got: Vec<_> = m.split("a<s>b   ", false).collect();
         assert_eq!(got, vec![Text("a<s>b"), Token(5), Text(" ")]);

@@ -14,7 +14,10 @@ pub struct StreamDecoder {
 impl StreamDecoder {
     /// A decoder; `skip_special` drops control tokens (for showing an answer).
     pub fn new(skip_special: bool) -> Self {
-        Self { pending: Vec::new(), skip_special }
+        Self {
+            pending: Vec::new(),
+            skip_special,
+        }
     }
 
     /// Adds one token; returns the text that became complete (possibly empty).

@@ -7,7 +7,10 @@ use super::special::Fragment;
 use super::{EncodeOptions, TokenType, Tokenizer, Vocab, SPACE_SYMBOL};
 
 fn vocab_gguf() -> Tokenizer {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/tokenizer/gemma3-vocab.gguf");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/tokenizer/gemma3-vocab.gguf"
+    );
     let file = gemma_gguf::GgufFile::open(path).unwrap_or_else(|e| panic!("fixture {path}: {e}"));
     Tokenizer::from_gguf(&file).unwrap()
 }
@@ -31,15 +34,40 @@ fn encode_plainly(tokenizer: &Tokenizer, text: &str) -> Vec<u32> {
 /// A deterministic mix of words, spaces, tags and rare characters.
 fn sample_texts() -> Vec<String> {
     let parts = [
-        "the", " ", "  ", "<b>", "</b>", ">", " </", "> </i>", "x> </y", "Hello", "\n", "world", "é",
-        "東京", "🙂", "\t", "aaaa", "<start_of_turn>", ".", ",", "   ", "> ", "</", "▁", "12",
+        "the",
+        " ",
+        "  ",
+        "<b>",
+        "</b>",
+        ">",
+        " </",
+        "> </i>",
+        "x> </y",
+        "Hello",
+        "\n",
+        "world",
+        "é",
+        "東京",
+        "🙂",
+        "\t",
+        "aaaa",
+        "<start_of_turn>",
+        ".",
+        ",",
+        "   ",
+        "> ",
+        "</",
+        "▁",
+        "12",
     ];
     let mut state = 12345u64;
     (0..400)
         .map(|_| {
             let mut text = String::new();
             for _ in 0..20 {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 text.push_str(parts[(state >> 33) as usize % parts.len()]);
             }
             text
@@ -50,9 +78,16 @@ fn sample_texts() -> Vec<String> {
 #[test]
 fn chunked_encoding_equals_whole_fragment_merging() {
     let tokenizer = vocab_gguf();
-    assert!(!tokenizer.bridges.is_empty(), "the Gemma vocabulary has the token `>▁</`");
+    assert!(
+        !tokenizer.bridges.is_empty(),
+        "the Gemma vocabulary has the token `>▁</`"
+    );
     for text in sample_texts() {
-        assert_eq!(tokenizer.encode(&text), encode_plainly(&tokenizer, &text), "text {text:?}");
+        assert_eq!(
+            tokenizer.encode(&text),
+            encode_plainly(&tokenizer, &text),
+            "text {text:?}"
+        );
     }
     // Repeated chunks are copied from their first occurrence.
     let long = sample_texts().join(" ");
@@ -72,10 +107,12 @@ fn a_token_spanning_a_space_is_found() {
 
 /// A hand-made vocabulary: characters, merges by score, byte tokens for `é`.
 fn tiny() -> Tokenizer {
-    let mut tokens: Vec<String> = ["<unk>", "<s>", "</s>", "a", "b", "▁", "ab", "▁a", "b▁", "▁ab"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut tokens: Vec<String> = [
+        "<unk>", "<s>", "</s>", "a", "b", "▁", "ab", "▁a", "b▁", "▁ab",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let mut scores = vec![0.0, 0.0, 0.0, -1.0, -1.0, -1.0, -2.0, -3.0, -0.5, -4.0];
     let mut types = vec![TokenType::Unknown, TokenType::Control, TokenType::Control];
     types.extend([TokenType::Normal; 7]);
@@ -84,7 +121,16 @@ fn tiny() -> Tokenizer {
         scores.push(0.0);
         types.push(TokenType::Byte);
     }
-    let vocab = Vocab { tokens, scores, types, bos: Some(1), eos: Some(2), unk: Some(0), add_bos: true, ..Vocab::default() };
+    let vocab = Vocab {
+        tokens,
+        scores,
+        types,
+        bos: Some(1),
+        eos: Some(2),
+        unk: Some(0),
+        add_bos: true,
+        ..Vocab::default()
+    };
     Tokenizer::new(vocab).unwrap()
 }
 
@@ -99,7 +145,16 @@ fn merges_follow_scores_and_fall_back_to_bytes() {
     let e = t.encode("é");
     assert_eq!(e, vec![10 + 0xC3, 10 + 0xA9]);
     assert_eq!(t.decode(&e).unwrap(), "é");
-    assert_eq!(t.encode_with("a", EncodeOptions { add_bos: true, parse_special: true }), vec![1, 3]);
+    assert_eq!(
+        t.encode_with(
+            "a",
+            EncodeOptions {
+                add_bos: true,
+                parse_special: true
+            }
+        ),
+        vec![1, 3]
+    );
     assert_eq!(t.decode(&[1, 6, 8, 3]).unwrap(), "<s>abb a");
     assert_eq!(t.decode_with(&[1, 6, 2], true).unwrap(), "ab");
 }
@@ -107,11 +162,30 @@ fn merges_follow_scores_and_fall_back_to_bytes() {
 #[test]
 fn bad_vocabularies_are_typed_errors() {
     use super::TokenizerError as E;
-    assert!(matches!(Tokenizer::new(Vocab::default()), Err(E::EmptyVocab)));
-    let v = Vocab { tokens: vec!["a".into()], scores: vec![], types: vec![TokenType::Normal], ..Vocab::default() };
-    assert!(matches!(Tokenizer::new(v), Err(E::LengthMismatch { what: "scores", .. })));
-    let v = Vocab { tokens: vec!["a".into()], scores: vec![0.0], types: vec![TokenType::Normal], ..Vocab::default() };
-    assert!(matches!(Tokenizer::new(v), Err(E::NoByteFallback { byte: 0 })));
+    assert!(matches!(
+        Tokenizer::new(Vocab::default()),
+        Err(E::EmptyVocab)
+    ));
+    let v = Vocab {
+        tokens: vec!["a".into()],
+        scores: vec![],
+        types: vec![TokenType::Normal],
+        ..Vocab::default()
+    };
+    assert!(matches!(
+        Tokenizer::new(v),
+        Err(E::LengthMismatch { what: "scores", .. })
+    ));
+    let v = Vocab {
+        tokens: vec!["a".into()],
+        scores: vec![0.0],
+        types: vec![TokenType::Normal],
+        ..Vocab::default()
+    };
+    assert!(matches!(
+        Tokenizer::new(v),
+        Err(E::NoByteFallback { byte: 0 })
+    ));
     let v = Vocab {
         tokens: vec!["a".into()],
         scores: vec![0.0],
@@ -120,6 +194,42 @@ fn bad_vocabularies_are_typed_errors() {
         bos: Some(7),
         ..Vocab::default()
     };
-    assert!(matches!(Tokenizer::new(v), Err(E::SpecialIdOutOfRange { what: "bos", id: 7, .. })));
-    assert!(matches!(tiny().decode(&[9999]), Err(E::IdOutOfRange { id: 9999, .. })));
+    assert!(matches!(
+        Tokenizer::new(v),
+        Err(E::SpecialIdOutOfRange {
+            what: "bos",
+            id: 7,
+            ..
+        })
+    ));
+    assert!(matches!(
+        tiny().decode(&[9999]),
+        Err(E::IdOutOfRange { id: 9999, .. })
+    ));
+}
+
+#[test]
+fn stream_decoder_holds_incomplete_utf8() {
+    let tokenizer = vocab_gguf();
+    // U+10FFFD is four byte tokens (fixture case bytes_plane16).
+    let ids = tokenizer.encode("a\u{10FFFD}b");
+    assert_eq!(ids.len(), 6, "{ids:?}");
+    let mut decoder = super::StreamDecoder::new(false);
+    let pieces: Vec<String> = ids
+        .iter()
+        .map(|&id| decoder.push(&tokenizer, id).unwrap())
+        .collect();
+    assert_eq!(pieces, ["a", "", "", "", "\u{10FFFD}", "b"]);
+    assert!(!decoder.has_pending());
+    // A sequence that cannot complete becomes U+FFFD; an unfinished one is flushed by `finish`.
+    let f4 = tokenizer.token_id("<0xF4>").unwrap();
+    let x = tokenizer.token_id("x").unwrap();
+    assert_eq!(decoder.push(&tokenizer, f4).unwrap(), "");
+    assert_eq!(decoder.push(&tokenizer, x).unwrap(), "\u{FFFD}x");
+    assert_eq!(decoder.push(&tokenizer, f4).unwrap(), "");
+    assert_eq!(decoder.finish(), "\u{FFFD}");
+    // Control tokens are dropped when asked.
+    let mut skipping = super::StreamDecoder::new(true);
+    assert_eq!(skipping.push(&tokenizer, 106).unwrap(), "");
+    assert_eq!(decoder.push(&tokenizer, 106).unwrap(), "<end_of_turn>");
 }

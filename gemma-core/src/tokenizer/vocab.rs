@@ -91,8 +91,11 @@ impl Vocab {
         if model != "llama" {
             return Err(TokenizerError::UnsupportedModel(model.to_string()));
         }
-        let tokens: Vec<String> =
-            meta.string_array(keys::TOKENS)?.iter().map(str::to_string).collect();
+        let tokens: Vec<String> = meta
+            .string_array(keys::TOKENS)?
+            .iter()
+            .map(str::to_string)
+            .collect();
         let n = tokens.len();
         let scores = match optional(meta.f32_array(keys::SCORES))? {
             Some(scores) => scores,
@@ -103,8 +106,10 @@ impl Vocab {
                 .iter()
                 .enumerate()
                 .map(|(id, &value)| {
-                    TokenType::from_i32(value)
-                        .ok_or(TokenizerError::BadTokenType { id: id as u32, value })
+                    TokenType::from_i32(value).ok_or(TokenizerError::BadTokenType {
+                        id: id as u32,
+                        value,
+                    })
                 })
                 .collect::<Result<_, _>>()?,
             None => vec![TokenType::Normal; n],

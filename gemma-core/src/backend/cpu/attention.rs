@@ -95,13 +95,22 @@ pub(crate) fn attention(q: &[f32], store: &CpuKvStore, job: &AttentionJob, out: 
     let q_width = heads.n_head * dk;
     let out_rows = &mut out[job.rows.start * heads.n_head * dv..job.rows.end * heads.n_head * dv];
     let dots = Dots::best();
-    out_rows.par_chunks_mut(dv).enumerate().for_each(|(i, out)| {
-        let t = job.rows.start + i / heads.n_head;
-        let h = i % heads.n_head;
-        let query = &q[t * q_width + h * dk..t * q_width + (h + 1) * dk];
-        let head = Head { store, job, g: h / heads.group(), pos: job.pos0 + t, dots: &dots };
-        head.attend(query, out);
-    });
+    out_rows
+        .par_chunks_mut(dv)
+        .enumerate()
+        .for_each(|(i, out)| {
+            let t = job.rows.start + i / heads.n_head;
+            let h = i % heads.n_head;
+            let query = &q[t * q_width + h * dk..t * q_width + (h + 1) * dk];
+            let head = Head {
+                store,
+                job,
+                g: h / heads.group(),
+                pos: job.pos0 + t,
+                dots: &dots,
+            };
+            head.attend(query, out);
+        });
 }
 
 impl Head<'_> {

@@ -29,12 +29,20 @@ pub(crate) enum KvData {
 impl KvData {
     /// `elems` zeroed values of `ty` (`elems` a multiple of its block size).
     fn zeroed(ty: KvType, elems: usize) -> Result<KvData, CoreError> {
-        let oom = || CoreError::OutOfMemory { what: "the KV cache", bytes: ty.row_bytes(elems) as u64 };
+        let oom = || CoreError::OutOfMemory {
+            what: "the KV cache",
+            bytes: ty.row_bytes(elems) as u64,
+        };
         Ok(match ty {
-            KvType::F32 => KvData::F32(bytemuck::allocation::try_zeroed_vec(elems).map_err(|_| oom())?),
-            KvType::F16 => KvData::F16(bytemuck::allocation::try_zeroed_vec(elems).map_err(|_| oom())?),
+            KvType::F32 => {
+                KvData::F32(bytemuck::allocation::try_zeroed_vec(elems).map_err(|_| oom())?)
+            }
+            KvType::F16 => {
+                KvData::F16(bytemuck::allocation::try_zeroed_vec(elems).map_err(|_| oom())?)
+            }
             KvType::Q8_0 => KvData::Q8_0(
-                bytemuck::allocation::try_zeroed_vec(elems / BlockQ8_0::ELEMS).map_err(|_| oom())?,
+                bytemuck::allocation::try_zeroed_vec(elems / BlockQ8_0::ELEMS)
+                    .map_err(|_| oom())?,
             ),
         })
     }
@@ -100,7 +108,10 @@ pub struct CpuKvStore {
 impl CpuKvStore {
     /// Zeroed storage for `shape`.
     pub(crate) fn new(shape: KvShape) -> Result<CpuKvStore, CoreError> {
-        let overflow = || CoreError::OutOfMemory { what: "the KV cache", bytes: u64::MAX };
+        let overflow = || CoreError::OutOfMemory {
+            what: "the KV cache",
+            bytes: u64::MAX,
+        };
         let elems = |dim: usize| {
             shape
                 .slots
@@ -132,14 +143,19 @@ impl CpuKvStore {
         let KvShape { slots, heads, .. } = self.shape;
         let (dk, dv) = (heads.head_dim_k, heads.head_dim_v);
         for g in 0..heads.n_head_kv {
-            self.keys.write_row((g * slots + slot) * dk, &k[g * dk..(g + 1) * dk]);
+            self.keys
+                .write_row((g * slots + slot) * dk, &k[g * dk..(g + 1) * dk]);
             let value = &v[g * dv..(g + 1) * dv];
             let transposed = |d: usize| (g * dv + d) * slots + slot;
             match &mut self.values {
-                KvData::F32(values) => value.iter().enumerate().for_each(|(d, &x)| values[transposed(d)] = x),
-                KvData::F16(values) => {
-                    value.iter().enumerate().for_each(|(d, &x)| values[transposed(d)] = f16::from_f32(x))
-                }
+                KvData::F32(values) => value
+                    .iter()
+                    .enumerate()
+                    .for_each(|(d, &x)| values[transposed(d)] = x),
+                KvData::F16(values) => value
+                    .iter()
+                    .enumerate()
+                    .for_each(|(d, &x)| values[transposed(d)] = f16::from_f32(x)),
                 q8 @ KvData::Q8_0(_) => q8.write_row((g * slots + slot) * dv, value),
             }
         }

@@ -22,8 +22,8 @@ pub(super) fn matmat_with_tile_kernel<B: QuantBlock>(
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        use crate::cpu::x86_64::avx512_tiles;
-        use crate::quant::{BlockQ4_K, BlockQ6_K};
+        use crate::cpu::x86_64::{avx512_tiles, avx512_tiles_legacy};
+        use crate::quant::{BlockQ4_0, BlockQ4_K, BlockQ5_0, BlockQ6_K, BlockQ8_0};
         use gemma_gguf::GgmlType;
 
         match B::TYPE {
@@ -32,6 +32,15 @@ pub(super) fn matmat_with_tile_kernel<B: QuantBlock>(
             }
             GgmlType::Q6_K => {
                 return run_as::<B, BlockQ6_K>(rows, act, n, y, avx512_tiles::q6_k_x4());
+            }
+            GgmlType::Q4_0 => {
+                return run_as::<B, BlockQ4_0>(rows, act, n, y, avx512_tiles_legacy::q4_0_x4());
+            }
+            GgmlType::Q5_0 => {
+                return run_as::<B, BlockQ5_0>(rows, act, n, y, avx512_tiles_legacy::q5_0_x4());
+            }
+            GgmlType::Q8_0 => {
+                return run_as::<B, BlockQ8_0>(rows, act, n, y, avx512_tiles_legacy::q8_0_x4());
             }
             _ => {}
         }

@@ -6,7 +6,6 @@
 //! multiply-add. Same integer arithmetic as the one-token kernels (`maddubs` pair sums
 //! scaled by `vpdpwssd` / `madd`), so results agree with them to float rounding.
 
-use crate::cpu::isa::{has_avx512_vnni, Isa};
 use crate::quant::{BlockQ4_K, BlockQ6_K, BlockQ8_K};
 use std::arch::x86_64::*;
 
@@ -16,25 +15,27 @@ pub(crate) const TILE_TOKENS: usize = 4;
 /// One weight row times four activation rows (same number of blocks each).
 pub(crate) type Dot4<W, A> = fn(&[W], [&[A]; TILE_TOKENS]) -> [f32; TILE_TOKENS];
 
-/// Defines `$name()`, returning the four-token kernel `$body` for weight blocks `$w`
-/// (VNNI instance when the CPU has VNNI, plain AVX-512BW otherwise, `None` without
-/// AVX-512), and the two `#[target_feature]` instances `$vnni` and `$bw`.
+/// Defines `$name()`, returning the four-token kernel `$body` for weight blocks `$w` and
+/// activation blocks `$a` (VNNI instance when the CPU has VNNI, plain AVX-512BW
+/// otherwise, `None` without AVX-512), and the two `#[target_feature]` instances `$vnni`
+/// and `$bw`.
 macro_rules! four_token_kernel {
-    ($(#[$doc:meta])* $name:ident: $w:ty => $body:ident, $vnni:ident, $bw:ident) => {
+    ($(#[$doc:meta])* $name:ident: $w:ty, $a:ty => $body:ident, $vnni:ident, $bw:ident) => {
         $(#[$doc])*
-        pub(crate) fn $name() -> Option<Dot4<$w, BlockQ8_K>> {
-            fn vnni(w: &[$w], x: [&[BlockQ8_K]; TILE_TOKENS]) -> [f32; TILE_TOKENS] {
+        pub(crate) fn $name() -> Option<$crate::cpu::x86_64::avx512_tiles::Dot4<$w, $a>> {
+            use $crate::cpu::x86_64::avx512_tiles::TILE_TOKENS;
+            fn vnni(w: &[$w], x: [&[$a]; TILE_TOKENS]) -> [f32; TILE_TOKENS] {
                 // SAFETY: handed out below only after AVX-512F/BW/VL, VNNI, FMA and F16C
                 // were found.
                 unsafe { $vnni(w, x) }
             }
-            fn bw(w: &[$w], x: [&[BlockQ8_K]; TILE_TOKENS]) -> [f32; TILE_TOKENS] {
+            fn bw(w: &[$w], x: [&[$a]; TILE_TOKENS]) -> [f32; TILE_TOKENS] {
                 // SAFETY: handed out below only after AVX-512F/BW/VL, FMA and F16C were found.
                 unsafe { $bw(w, x) }
             }
-            if !Isa::Avx512.is_supported() {
+            if !$crate::cpu::isa::Isa::Avx512.is_supported() {
                 None
-            } else if has_avx512_vnni() {
+            } else if $crate::cpu::isa::has_avx512_vnni() {
                 Some(vnni)
             } else {
                 Some(bw)
@@ -44,26 +45,27 @@ macro_rules! four_token_kernel {
         /// # Safety
         /// The CPU must support AVX-512 F/BW/VL, VNNI, FMA and F16C.
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-        unsafe fn $vnni(w: &[$w], x: [&[BlockQ8_K]; TILE_TOKENS]) -> [f32; TILE_TOKENS] {
+        unsafe fn $vnni(w: &[$w], x: [&[$a]; 4]) -> [f32; 4] {
             $body::<true>(w, x)
         }
 
         /// # Safety
         /// The CPU must support AVX-512 F/BW/VL, FMA and F16C.
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-        unsafe fn $bw(w: &[$w], x: [&[BlockQ8_K]; TILE_TOKENS]) -> [f32; TILE_TOKENS] {
+        unsafe fn $bw(w: &[$w], x: [&[$a]; 4]) -> [f32; 4] {
             $body::<false>(w, x)
         }
     };
 }
+pub(crate) use four_token_kernel;
 
 four_token_kernel!(
     /// The Q4_K x Q8_K four-token kernel, if this CPU has AVX-512 F/BW/VL.
-    q4_k_x4: BlockQ4_K => q4_k_x4_body, q4_k_x4_kernel_vnni, q4_k_x4_kernel_bw
+    q4_k_x4: BlockQ4_K, BlockQ8_K => q4_k_x4_body, q4_k_x4_kernel_vnni, q4_k_x4_kernel_bw
 );
 four_token_kernel!(
     /// The Q6_K x Q8_K four-token kernel, if this CPU has AVX-512 F/BW/VL.
-    q6_k_x4: BlockQ6_K => q6_k_x4_body, q6_k_x4_kernel_vnni, q6_k_x4_kernel_bw
+    q6_k_x4: BlockQ6_K, BlockQ8_K => q6_k_x4_body, q6_k_x4_kernel_vnni, q6_k_x4_kernel_bw
 );
 
 /// `acc + Σ pairs of p16 * s16` as sixteen i32 (one `vpdpwssd` with VNNI).
@@ -262,8 +264,9 @@ fn hsum256(v: __m256) -> f32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::cpu::isa::{has_avx512_vnni, Isa};
     use crate::quant::QuantBlock;
 
     /// Deterministic values in [-1, 1) with a few outliers.
@@ -282,23 +285,26 @@ mod tests {
             .collect()
     }
 
-    /// `blocks` random weight blocks of `W` and four rows of Q8_K activations.
-    fn operands<W: QuantBlock<Act = BlockQ8_K>>(blocks: usize) -> (Vec<W>, Vec<Vec<BlockQ8_K>>) {
+    /// `blocks` random weight blocks of `W` and four rows of matching activations.
+    fn operands<W: QuantBlock>(blocks: usize) -> (Vec<W>, Vec<Vec<W::Act>>) {
+        let elems = blocks * W::ELEMS;
         let mut w = vec![<W as bytemuck::Zeroable>::zeroed(); blocks];
-        W::quantize(&values(256 * blocks, 1 + blocks as u32), &mut w);
+        W::quantize(&values(elems, 1 + blocks as u32), &mut w);
         let x = (0..4)
             .map(|t| {
-                let mut a = vec![<BlockQ8_K as bytemuck::Zeroable>::zeroed(); blocks];
-                BlockQ8_K::quantize_act(&values(256 * blocks, 100 + t), &mut a);
+                let mut a = vec![<W::Act as bytemuck::Zeroable>::zeroed(); elems / W::Act::ELEMS];
+                W::Act::quantize_act(&values(elems, 100 + t), &mut a);
                 a
             })
             .collect();
         (w, x)
     }
 
-    /// Every instance of a four-token kernel against the scalar one-token dot product.
-    fn check<W: QuantBlock<Act = BlockQ8_K>>(instances: &[Dot4<W, BlockQ8_K>]) {
-        for blocks in [1usize, 3, 15] {
+    /// Every instance of a four-token kernel against the scalar one-token dot product,
+    /// on rows of each of `block_counts` blocks.
+    pub(crate) fn check<W: QuantBlock>(instances: &[Dot4<W, W::Act>], block_counts: &[usize]) {
+        assert!(!instances.is_empty());
+        for &blocks in block_counts {
             let (w, x) = operands::<W>(blocks);
             let rows = [&x[0][..], &x[1][..], &x[2][..], &x[3][..]];
             let want: Vec<f32> = rows.iter().map(|a| W::vec_dot(&w, a)).collect();
@@ -335,7 +341,7 @@ mod tests {
             q4.push(|w, x| unsafe { q4_k_x4_kernel_vnni(w, x) });
             q6.push(|w, x| unsafe { q6_k_x4_kernel_vnni(w, x) });
         }
-        check::<BlockQ4_K>(&q4);
-        check::<BlockQ6_K>(&q6);
+        check::<BlockQ4_K>(&q4, &[1, 3, 15]);
+        check::<BlockQ6_K>(&q6, &[1, 3, 15]);
     }
 }
