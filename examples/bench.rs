@@ -79,7 +79,9 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         threads: args.threads,
         ..ModelOptions::default()
     };
+    let load_start = Instant::now();
     let model = Model::load(&args.model, options)?;
+    let load_seconds = load_start.elapsed().as_secs_f64();
     let n_vocab = model.config().n_vocab as u64;
     // Deterministic pseudo-random prompt ids (like llama-bench's random tokens).
     let tokens: Vec<u32> = (0..args.prefill as u64)
@@ -133,6 +135,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     if args.json {
         let report = json!({
             "model": args.model.display().to_string(),
+            "load_seconds": load_seconds,
             "threads": threads,
             "prefill_tokens": args.prefill,
             "decode_tokens": args.decode,
@@ -161,7 +164,11 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             bytes_per_token as f64 / 1e6,
             100.0 * decode / bound
         );
-        println!("peak RSS {:.1} MiB", peak_rss as f64 / 1048576.0);
+        println!(
+            "load {:.3} s | peak RSS {:.1} MiB",
+            load_seconds,
+            peak_rss as f64 / 1048576.0
+        );
     }
     Ok(())
 }

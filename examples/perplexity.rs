@@ -32,13 +32,20 @@ use std::path::{Path, PathBuf};
 
 /// Command line of perplexity.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "perplexity", about = "Perplexity of a text, and KL divergence against a base model's logits")]
+#[command(
+    name = "perplexity",
+    about = "Perplexity of a text, and KL divergence against a base model's logits"
+)]
 pub struct Args {
     /// The GGUF model.
     #[arg(long)]
     pub model: PathBuf,
     /// The text to score (tokenized with BOS).
-    #[arg(long, required_unless_present = "tokens_file", conflicts_with = "tokens_file")]
+    #[arg(
+        long,
+        required_unless_present = "tokens_file",
+        conflicts_with = "tokens_file"
+    )]
     pub text_file: Option<PathBuf>,
     /// Token ids to score instead of a text (JSON array, or numbers separated by commas or whitespace).
     #[arg(long)]
@@ -69,7 +76,14 @@ pub struct Args {
 fn main() {
     let args = Args::parse();
     match run(&args) {
-        Ok(report) => print!("{}", if args.json { format!("{:#}\n", report.json()) } else { report.text() }),
+        Ok(report) => print!(
+            "{}",
+            if args.json {
+                format!("{:#}\n", report.json())
+            } else {
+                report.text()
+            }
+        ),
         Err(message) => {
             eprintln!("perplexity: {}", message.replace('\n', " "));
             std::process::exit(1);
@@ -94,21 +108,36 @@ pub struct TokenScore {
 
 /// `ln softmax(logits)` in f64.
 pub fn log_softmax(logits: &[f32]) -> Vec<f64> {
-    let max = logits.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
+    let max = logits
+        .iter()
+        .fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
     let sum: f64 = logits.iter().map(|&x| (x as f64 - max).exp()).sum();
     let log_sum = max + sum.ln();
     logits.iter().map(|&x| x as f64 - log_sum).collect()
 }
 
 fn argmax(values: &[f64]) -> usize {
-    values.iter().enumerate().fold((0, f64::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0
+    values
+        .iter()
+        .enumerate()
+        .fold((0, f64::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 {
+                (i, v)
+            } else {
+                best
+            }
+        })
+        .0
 }
 
 /// Scores the prediction `logits` of `token`, against `base` logits when given.
 pub fn score(logits: &[f32], token: u32, base: Option<&[f32]>) -> TokenScore {
     let lp = log_softmax(logits);
     let t = token as usize;
-    let mut s = TokenScore { nll: -lp[t], ..TokenScore::default() };
+    let mut s = TokenScore {
+        nll: -lp[t],
+        ..TokenScore::default()
+    };
     if let Some(base) = base {
         let bp = log_softmax(base);
         s.base_nll = -bp[t];
@@ -137,13 +166,19 @@ impl Stats {
         let n = sorted.len() as f64;
         let mean = sorted.iter().sum::<f64>() / n.max(1.0);
         let var = sorted.iter().map(|v| v * v).sum::<f64>() / n.max(1.0) - mean * mean;
-        let err = if n > 1.0 { (var.max(0.0) / (n - 1.0)).sqrt() } else { 0.0 };
+        let err = if n > 1.0 {
+            (var.max(0.0) / (n - 1.0)).sqrt()
+        } else {
+            0.0
+        };
         Stats { sorted, mean, err }
     }
 
     /// The `p`-quantile (0..=1), linearly interpolated.
     pub fn quantile(&self, p: f64) -> f64 {
-        let Some(last) = self.sorted.len().checked_sub(1) else { return f64::NAN };
+        let Some(last) = self.sorted.len().checked_sub(1) else {
+            return f64::NAN;
+        };
         let x = p.clamp(0.0, 1.0) * last as f64;
         let (i, frac) = (x.floor() as usize, x.fract());
         let next = self.sorted[(i + 1).min(last)];
@@ -182,7 +217,11 @@ impl Report {
         let mut out = json!({ "ctx": self.ctx, "chunks": self.chunks, "scored": self.scores.len(), "ppl": ppl, "ppl_err": ppl_err });
         if self.with_base {
             let stats = |f: fn(&TokenScore) -> f64| Stats::new(self.scores.iter().map(f));
-            let (kld, dp, ratio) = (stats(|s| s.kld), stats(|s| s.dp), stats(|s| s.nll - s.base_nll));
+            let (kld, dp, ratio) = (
+                stats(|s| s.kld),
+                stats(|s| s.dp),
+                stats(|s| s.nll - s.base_nll),
+            );
             let same = stats(|s| f64::from(u8::from(s.same_top)));
             let base_ppl = stats(|s| s.base_nll).mean.exp();
             let extra = json!({
@@ -207,20 +246,67 @@ impl Report {
         let j = self.json();
         let f = |k: &str| j[k].as_f64().unwrap_or(f64::NAN);
         let mut out = String::new();
-        let _ = writeln!(out, "{} chunks of {} tokens, {} tokens scored", self.chunks, self.ctx, self.scores.len());
-        let _ = writeln!(out, "Final estimate: PPL = {:.4} +/- {:.5}", f("ppl"), f("ppl_err"));
+        let _ = writeln!(
+            out,
+            "{} chunks of {} tokens, {} tokens scored",
+            self.chunks,
+            self.ctx,
+            self.scores.len()
+        );
+        let _ = writeln!(
+            out,
+            "Final estimate: PPL = {:.4} +/- {:.5}",
+            f("ppl"),
+            f("ppl_err")
+        );
         if self.with_base {
             let _ = writeln!(out, "Mean PPL(base)          : {:.6}", f("base_ppl"));
-            let _ = writeln!(out, "Mean ln(PPL(Q)/PPL(base)): {:.6} ± {:.6}", f("ln_ppl_ratio"), f("ln_ppl_ratio_err"));
-            let _ = writeln!(out, "Mean    KLD: {:.6} ± {:.6}", f("kld_mean"), f("kld_err"));
-            for (name, key) in [("Maximum KLD", "kld_max"), ("99.9%   KLD", "kld_p99_9"), ("99.0%   KLD", "kld_p99"), ("95.0%   KLD", "kld_p95"), ("Median  KLD", "kld_median"), ("Minimum KLD", "kld_min")] {
+            let _ = writeln!(
+                out,
+                "Mean ln(PPL(Q)/PPL(base)): {:.6} ± {:.6}",
+                f("ln_ppl_ratio"),
+                f("ln_ppl_ratio_err")
+            );
+            let _ = writeln!(
+                out,
+                "Mean    KLD: {:.6} ± {:.6}",
+                f("kld_mean"),
+                f("kld_err")
+            );
+            for (name, key) in [
+                ("Maximum KLD", "kld_max"),
+                ("99.9%   KLD", "kld_p99_9"),
+                ("99.0%   KLD", "kld_p99"),
+                ("95.0%   KLD", "kld_p95"),
+                ("Median  KLD", "kld_median"),
+                ("Minimum KLD", "kld_min"),
+            ] {
                 let _ = writeln!(out, "{name}: {:.6}", f(key));
             }
-            let _ = writeln!(out, "Mean    Δp: {:.3} ± {:.3} %", 100.0 * f("dp_mean"), 100.0 * f("dp_err"));
-            for (name, key) in [("Maximum Δp", "dp_max"), ("99.0%   Δp", "dp_p99"), ("95.0%   Δp", "dp_p95"), ("Median  Δp", "dp_median"), ("5.0%    Δp", "dp_p5"), ("1.0%    Δp", "dp_p1"), ("Minimum Δp", "dp_min"), ("RMS Δp    ", "dp_rms")] {
+            let _ = writeln!(
+                out,
+                "Mean    Δp: {:.3} ± {:.3} %",
+                100.0 * f("dp_mean"),
+                100.0 * f("dp_err")
+            );
+            for (name, key) in [
+                ("Maximum Δp", "dp_max"),
+                ("99.0%   Δp", "dp_p99"),
+                ("95.0%   Δp", "dp_p95"),
+                ("Median  Δp", "dp_median"),
+                ("5.0%    Δp", "dp_p5"),
+                ("1.0%    Δp", "dp_p1"),
+                ("Minimum Δp", "dp_min"),
+                ("RMS Δp    ", "dp_rms"),
+            ] {
                 let _ = writeln!(out, "{name}: {:.3} %", 100.0 * f(key));
             }
-            let _ = writeln!(out, "Same top p: {:.3} ± {:.3} %", 100.0 * f("same_top_p"), 100.0 * f("same_top_p_err"));
+            let _ = writeln!(
+                out,
+                "Same top p: {:.3} ± {:.3} %",
+                100.0 * f("same_top_p"),
+                100.0 * f("same_top_p_err")
+            );
         }
         out
     }
@@ -228,15 +314,26 @@ impl Report {
 
 /// Runs the command.
 pub fn run(args: &Args) -> Result<Report, String> {
-    let options = ModelOptions { threads: args.threads, ..ModelOptions::default() };
-    let model = Model::load(&args.model, options).map_err(|e| format!("{}: {e}", args.model.display()))?;
+    let options = ModelOptions {
+        threads: args.threads,
+        ..ModelOptions::default()
+    };
+    let model =
+        Model::load(&args.model, options).map_err(|e| format!("{}: {e}", args.model.display()))?;
     let n_vocab = model.config().n_vocab;
     let tokenizer = Tokenizer::from_gguf(model.gguf()).map_err(|e| format!("tokenizer: {e}"))?;
     let tokens = match (&args.tokens_file, &args.text_file) {
         (Some(path), _) => read_tokens(path)?,
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            tokenizer.encode_with(&text, gemma::core::EncodeOptions { add_bos: true, parse_special: false })
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            tokenizer.encode_with(
+                &text,
+                gemma::core::EncodeOptions {
+                    add_bos: true,
+                    parse_special: false,
+                },
+            )
         }
         (None, None) => return Err("give --text-file or --tokens-file".to_owned()),
     };
@@ -249,11 +346,16 @@ pub fn run(args: &Args) -> Result<Report, String> {
         chunks = chunks.min(max);
     }
     if chunks == 0 {
-        return Err(format!("{} tokens: need at least --ctx {ctx} tokens", tokens.len()));
+        return Err(format!(
+            "{} tokens: need at least --ctx {ctx} tokens",
+            tokens.len()
+        ));
     }
     let bos = tokenizer.bos_id().filter(|_| tokenizer.adds_bos());
     let first = ctx / 2;
-    let scored: Vec<u32> = (0..chunks).flat_map(|c| tokens[c * ctx + first + 1..(c + 1) * ctx].iter().copied()).collect();
+    let scored: Vec<u32> = (0..chunks)
+        .flat_map(|c| tokens[c * ctx + first + 1..(c + 1) * ctx].iter().copied())
+        .collect();
     let mut base = match &args.kl_base {
         Some(b) => Some(LogitsFile::open(b, n_vocab, ctx, &scored)?),
         None => None,
@@ -262,7 +364,9 @@ pub fn run(args: &Args) -> Result<Report, String> {
         Some(b) => Some(LogitsFile::create(b, n_vocab, ctx, chunks, &scored)?),
         None => None,
     };
-    let mut session = model.session(ctx, args.kv_type).map_err(|e| e.to_string())?;
+    let mut session = model
+        .session(ctx, args.kv_type)
+        .map_err(|e| e.to_string())?;
     let mut scores = Vec::with_capacity(scored.len());
     let mut failure: Option<String> = None;
     for c in 0..chunks {
@@ -298,7 +402,12 @@ pub fn run(args: &Args) -> Result<Report, String> {
     if let Some(s) = saver {
         s.finish()?;
     }
-    Ok(Report { ctx, chunks, scores, with_base: args.kl_base.is_some() })
+    Ok(Report {
+        ctx,
+        chunks,
+        scores,
+        with_base: args.kl_base.is_some(),
+    })
 }
 
 /// Token ids from a JSON array or numbers separated by commas or whitespace.
@@ -306,7 +415,10 @@ pub fn read_tokens(path: &Path) -> Result<Vec<u32>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     text.split(|c: char| c == ',' || c == '[' || c == ']' || c.is_whitespace())
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<u32>().map_err(|_| format!("{}: `{s}` is not a token id", path.display())))
+        .map(|s| {
+            s.parse::<u32>()
+                .map_err(|_| format!("{}: `{s}` is not a token id", path.display()))
+        })
         .collect()
 }
 
@@ -325,22 +437,37 @@ fn with_ext(base: &Path, ext: &str) -> PathBuf {
 
 impl LogitsFile<BufWriter<File>> {
     /// Starts writing logits of `n_vocab` values for the `scored` tokens.
-    pub fn create(base: &Path, n_vocab: usize, ctx: usize, chunks: usize, scored: &[u32]) -> Result<Self, String> {
+    pub fn create(
+        base: &Path,
+        n_vocab: usize,
+        ctx: usize,
+        chunks: usize,
+        scored: &[u32],
+    ) -> Result<Self, String> {
         let meta = json!({ "n_vocab": n_vocab, "ctx": ctx, "chunks": chunks, "rows": scored.len(), "tokens": scored });
         let meta_path = with_ext(base, ".json");
-        std::fs::write(&meta_path, format!("{meta}\n")).map_err(|e| format!("{}: {e}", meta_path.display()))?;
+        std::fs::write(&meta_path, format!("{meta}\n"))
+            .map_err(|e| format!("{}: {e}", meta_path.display()))?;
         let path = with_ext(base, ".f32");
         let file = File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(LogitsFile { file: BufWriter::new(file), path, n_vocab })
+        Ok(LogitsFile {
+            file: BufWriter::new(file),
+            path,
+            n_vocab,
+        })
     }
 
     fn write_row(&mut self, logits: &[f32]) -> Result<(), String> {
         let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.file.write_all(&bytes).map_err(|e| format!("{}: {e}", self.path.display()))
+        self.file
+            .write_all(&bytes)
+            .map_err(|e| format!("{}: {e}", self.path.display()))
     }
 
     fn finish(mut self) -> Result<(), String> {
-        self.file.flush().map_err(|e| format!("{}: {e}", self.path.display()))
+        self.file
+            .flush()
+            .map_err(|e| format!("{}: {e}", self.path.display()))
     }
 }
 
@@ -348,23 +475,47 @@ impl LogitsFile<BufReader<File>> {
     /// Opens saved logits, checking that they are for the same vocabulary, context and tokens.
     pub fn open(base: &Path, n_vocab: usize, ctx: usize, scored: &[u32]) -> Result<Self, String> {
         let meta_path = with_ext(base, ".json");
-        let text = std::fs::read_to_string(&meta_path).map_err(|e| format!("{}: {e}", meta_path.display()))?;
-        let meta: Json = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", meta_path.display()))?;
-        let tokens: Vec<u32> = meta["tokens"].as_array().into_iter().flatten().filter_map(|t| t.as_u64()).map(|t| t as u32).collect();
-        if meta["n_vocab"].as_u64() != Some(n_vocab as u64) || meta["ctx"].as_u64() != Some(ctx as u64) {
-            return Err(format!("{}: saved for n_vocab {} and ctx {}, this run has {n_vocab} and {ctx}", meta_path.display(), meta["n_vocab"], meta["ctx"]));
+        let text = std::fs::read_to_string(&meta_path)
+            .map_err(|e| format!("{}: {e}", meta_path.display()))?;
+        let meta: Json =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", meta_path.display()))?;
+        let tokens: Vec<u32> = meta["tokens"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_u64())
+            .map(|t| t as u32)
+            .collect();
+        if meta["n_vocab"].as_u64() != Some(n_vocab as u64)
+            || meta["ctx"].as_u64() != Some(ctx as u64)
+        {
+            return Err(format!(
+                "{}: saved for n_vocab {} and ctx {}, this run has {n_vocab} and {ctx}",
+                meta_path.display(),
+                meta["n_vocab"],
+                meta["ctx"]
+            ));
         }
         if !tokens.starts_with(scored) {
-            return Err(format!("{}: saved for other tokens than this run scores", meta_path.display()));
+            return Err(format!(
+                "{}: saved for other tokens than this run scores",
+                meta_path.display()
+            ));
         }
         let path = with_ext(base, ".f32");
         let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(LogitsFile { file: BufReader::new(file), path, n_vocab })
+        Ok(LogitsFile {
+            file: BufReader::new(file),
+            path,
+            n_vocab,
+        })
     }
 
     fn read_row(&mut self, row: &mut [f32]) -> Result<(), String> {
         let mut bytes = vec![0u8; 4 * self.n_vocab];
-        self.file.read_exact(&mut bytes).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        self.file
+            .read_exact(&mut bytes)
+            .map_err(|e| format!("{}: {e}", self.path.display()))?;
         for (v, b) in row.iter_mut().zip(bytes.chunks_exact(4)) {
             *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         }

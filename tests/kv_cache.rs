@@ -223,9 +223,9 @@ fn all_logits(model: &Model, tokens: &[u32], kv: KvType) -> Vec<f32> {
 
 /// A ring of exactly the window (margin 0: one token per tile, wrapping every 8 tokens)
 /// and a prefill split into chunks of 5 give the logits of the non-wrapping cache (up to
-/// the order of f32 sums: a wrapped run of slots is two dot products instead of one,
-/// which T1's large norms amplify to ~1e-2; any wrong slot or mask gives differences of
-/// several units).
+/// the order of f32 sums: a wrapped run of slots is two dot products instead of one, and
+/// short tiles take the per-head attention instead of the matrix one, which T1's large
+/// norms amplify to ~1e-2; any wrong slot or mask gives differences of several units).
 #[test]
 fn wrapping_ring_and_chunked_prefill_match_one_pass() {
     let seq = sequence();
@@ -233,10 +233,23 @@ fn wrapping_ring_and_chunked_prefill_match_one_pass() {
         let plain = all_logits(&tiny(64, 512), &seq, kv);
         let wrapped = all_logits(&tiny(0, 512), &seq, kv);
         let chunked = all_logits(&tiny(3, 5), &seq, kv);
-        for (what, other) in [("ring of 8 slots", &wrapped), ("chunks of 5", &chunked)] {
+        // Rings of 24 slots, tiles of 17 queries: the matrix attention over wrapped slots.
+        let tiled = all_logits(&tiny(16, 512), &seq, kv);
+        let cases = [
+            ("ring of 8 slots", &wrapped),
+            ("chunks of 5", &chunked),
+            ("ring of 24 slots", &tiled),
+        ];
+        for (what, other) in cases {
             let d = Diff::of(&plain, other, 512);
             println!("{kv} {what}: {d}");
-            assert!(d.max_abs <= 0.03 && d.mean_abs <= 0.003, "{kv} {what}: {d}");
+            // Q8_0 keys and values re-quantize any difference in their inputs.
+            let (max, mean) = if kv == KvType::Q8_0 {
+                (0.15, 0.02)
+            } else {
+                (0.03, 0.003)
+            };
+            assert!(d.max_abs <= max && d.mean_abs <= mean, "{kv} {what}: {d}");
         }
     }
 }

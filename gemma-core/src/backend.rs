@@ -1,6 +1,6 @@
 //! The interface between the forward pass and the hardware.
 //!
-//! [`crate::forward`] is written once over [`Backend`]; a backend owns its buffers
+//! The forward pass (`forward.rs`) is written once over [`Backend`]; a backend owns its buffers
 //! (host vectors on the CPU, device memory on a GPU) and the storage of each layer's
 //! KV cache, and reads the weights through the [`Weight`]/[`Norm`] records of the file.
 //! Every buffer is allocated once per session at its largest size; the operations take

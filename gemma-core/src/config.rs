@@ -117,6 +117,12 @@ impl Config {
             "must divide head_count",
         )?;
         check(
+            head_dim_k > 0 && head_dim_v > 0,
+            key::KEY_LENGTH,
+            head_dim_k.min(head_dim_v),
+            "head dimensions must be positive",
+        )?;
+        check(
             head_dim_k % 2 == 0,
             key::KEY_LENGTH,
             head_dim_k,

@@ -2,6 +2,7 @@
 //! `gemma_kernels::cpu` (run in the rayon pool the session installs).
 
 mod attention;
+mod attention_tiles;
 mod gelu;
 mod kv_store;
 
@@ -28,6 +29,8 @@ pub struct CpuBackend<'m> {
     file: &'m [u8],
     /// Activation-quantization buffers of the matmuls.
     scratch: MatmulScratch,
+    /// Buffers of the tiled (prefill) attention.
+    tiles: attention_tiles::TileScratch,
 }
 
 impl<'m> CpuBackend<'m> {
@@ -36,6 +39,7 @@ impl<'m> CpuBackend<'m> {
         CpuBackend {
             file,
             scratch: MatmulScratch::default(),
+            tiles: attention_tiles::TileScratch::default(),
         }
     }
 
@@ -243,8 +247,12 @@ impl Backend for CpuBackend<'_> {
         job: &AttentionJob,
         out: &mut Vec<f32>,
     ) -> Result<(), CoreError> {
-        attention::attention(q, store, job, out);
-        Ok(())
+        if attention_tiles::applies(job) {
+            attention_tiles::attention(q, store, job, out, &mut self.tiles)
+        } else {
+            attention::attention(q, store, job, out);
+            Ok(())
+        }
     }
 
     fn copy_rows(

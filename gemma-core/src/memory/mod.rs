@@ -29,11 +29,17 @@ mod shape;
 mod vision;
 
 pub use plan::{
-    kv_plan, plan, KvPlan, MemoryPlan, PlanOptions, CUDA_CONTEXT_BYTES, LOGIT_ROWS, PROCESS_BYTES, TOKENIZER_BYTES_PER_TOKEN,
+    kv_plan, plan, KvPlan, MemoryPlan, PlanOptions, CUDA_CONTEXT_BYTES, LOGIT_ROWS, PROCESS_BYTES,
+    TOKENIZER_BYTES_PER_TOKEN,
 };
-pub use process::{available_bytes, peak_resident_bytes, resident_anon_bytes, resident_bytes, resident_file_bytes};
+pub use process::{
+    available_bytes, peak_resident_bytes, resident_anon_bytes, resident_bytes, resident_file_bytes,
+};
 pub use quant::{ParseQuantError, Quant, RecipeModel};
-pub use shape::{tensor_table, ModelShape, ModelSize, ParseModelSizeError, TensorSpec, GEMMA3_METADATA_BYTES, GEMMA3_VOCAB};
+pub use shape::{
+    tensor_table, ModelShape, ModelSize, ParseModelSizeError, TensorSpec, GEMMA3_METADATA_BYTES,
+    GEMMA3_VOCAB,
+};
 pub use vision::VisionShape;
 
 use crate::kv_cache::KvType;
@@ -44,9 +50,17 @@ use crate::CoreError;
 /// (`MemAvailable` on Linux; no check where it is unknown, or on a GPU): a session
 /// whose KV cache and buffers do not fit fails here, before anything is allocated, with
 /// [`CoreError::OutOfMemory`].
-pub fn check_session_fits(model: &Model, ctx_len: usize, kv_type: KvType) -> Result<MemoryPlan, CoreError> {
+pub fn check_session_fits(
+    model: &Model,
+    ctx_len: usize,
+    kv_type: KvType,
+) -> Result<MemoryPlan, CoreError> {
     let shape = ModelShape::from_gguf(model.gguf())?;
-    let p = plan(&shape, &PlanOptions::for_model(model.options(), ctx_len, kv_type), None)?;
+    let p = plan(
+        &shape,
+        &PlanOptions::for_model(model.options(), ctx_len, kv_type),
+        None,
+    )?;
     if model.options().device == Device::Cpu {
         if let Some(available) = available_bytes() {
             if p.session_bytes() > available {

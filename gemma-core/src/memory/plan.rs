@@ -132,7 +132,8 @@ impl MemoryPlan {
     /// Everything: resident memory of the process (CPU) or device memory (CUDA; the
     /// tokenizer and the mapped file stay in host memory).
     pub fn total_bytes(&self) -> u64 {
-        let model = self.weights_bytes + self.metadata_bytes + self.tokenizer_bytes + self.vision_bytes;
+        let model =
+            self.weights_bytes + self.metadata_bytes + self.tokenizer_bytes + self.vision_bytes;
         model + self.session_bytes() + self.runtime_bytes
     }
 
@@ -146,7 +147,11 @@ impl MemoryPlan {
 ///
 /// Fails like session creation would: a context of 0 or beyond the model's, a KV type
 /// whose blocks do not divide the head size, a type the CUDA backend cannot hold.
-pub fn plan(model: &ModelShape, options: &PlanOptions, vision: Option<&VisionShape>) -> Result<MemoryPlan, CoreError> {
+pub fn plan(
+    model: &ModelShape,
+    options: &PlanOptions,
+    vision: Option<&VisionShape>,
+) -> Result<MemoryPlan, CoreError> {
     let c = &model.config;
     let kv = kv_plan(c, options)?;
     let cuda = matches!(options.device, Device::Cuda(_));
@@ -156,7 +161,11 @@ pub fn plan(model: &ModelShape, options: &PlanOptions, vision: Option<&VisionSha
             reason: "the CUDA backend keeps an f16 KV cache",
         });
     }
-    let scratch_bytes = if cuda { cuda_scratch_bytes(model, options) } else { cpu_scratch_bytes(model, options)? };
+    let scratch_bytes = if cuda {
+        cuda_scratch_bytes(model, options)
+    } else {
+        cpu_scratch_bytes(model, options)?
+    };
     Ok(MemoryPlan {
         label: model.label.clone(),
         options: *options,
@@ -169,7 +178,11 @@ pub fn plan(model: &ModelShape, options: &PlanOptions, vision: Option<&VisionSha
             false => 0,
         },
         vision_bytes: vision.map_or(0, VisionShape::bytes),
-        runtime_bytes: if cuda { CUDA_CONTEXT_BYTES } else { PROCESS_BYTES },
+        runtime_bytes: if cuda {
+            CUDA_CONTEXT_BYTES
+        } else {
+            PROCESS_BYTES
+        },
     })
 }
 
@@ -177,19 +190,31 @@ pub fn plan(model: &ModelShape, options: &PlanOptions, vision: Option<&VisionSha
 pub fn kv_plan(c: &Config, options: &PlanOptions) -> Result<KvPlan, CoreError> {
     let (ctx, ty) = (options.ctx_len, options.kv_type);
     if ctx == 0 || ctx > c.context_length {
-        return Err(CoreError::ContextLength { requested: ctx, max: c.context_length });
+        return Err(CoreError::ContextLength {
+            requested: ctx,
+            max: c.context_length,
+        });
     }
     for head_dim in [c.head_dim_k, c.head_dim_v] {
         if head_dim % ty.block_elems() != 0 {
-            return Err(CoreError::KvTypeUnsupported { kv_type: ty.name(), block: ty.block_elems(), head_dim });
+            return Err(CoreError::KvTypeUnsupported {
+                kv_type: ty.name(),
+                block: ty.block_elems(),
+                head_dim,
+            });
         }
     }
     let slot = (c.n_head_kv * (ty.row_bytes(c.head_dim_k) + ty.row_bytes(c.head_dim_v))) as u64;
-    let mut kv = KvPlan { full_bytes: c.layers.len() as u64 * ctx as u64 * slot, ..KvPlan::default() };
+    let mut kv = KvPlan {
+        full_bytes: c.layers.len() as u64 * ctx as u64 * slot,
+        ..KvPlan::default()
+    };
     for layer in &c.layers {
         match layer.window {
             None => kv.global_bytes += ctx as u64 * slot,
-            Some(w) => kv.local_bytes += ctx.min(w.saturating_add(options.ring_margin)) as u64 * slot,
+            Some(w) => {
+                kv.local_bytes += ctx.min(w.saturating_add(options.ring_margin)) as u64 * slot
+            }
         }
     }
     Ok(kv)
@@ -203,7 +228,8 @@ fn batch_sizes(options: &PlanOptions) -> (u64, u64) {
 
 /// f32 values of the activation buffers of `state.rs` (the same on every backend).
 fn state_floats(c: &Config, tokens: u64, logit_rows: u64) -> u64 {
-    let per_token = 3 * c.n_embd + c.q_dim() + c.k_dim() + c.v_dim() + c.attn_out_dim() + 2 * c.n_ff;
+    let per_token =
+        3 * c.n_embd + c.q_dim() + c.k_dim() + c.v_dim() + c.attn_out_dim() + 2 * c.n_ff;
     tokens * per_token as u64 + logit_rows * (c.n_embd + c.n_vocab) as u64
 }
 
@@ -212,15 +238,28 @@ fn state_floats(c: &Config, tokens: u64, logit_rows: u64) -> u64 {
 fn cpu_scratch_bytes(model: &ModelShape, options: &PlanOptions) -> Result<u64, CoreError> {
     let c = &model.config;
     let (tokens, logit_rows) = batch_sizes(options);
-    let floats = state_floats(c, tokens, logit_rows) + logit_rows * c.n_vocab as u64 + c.n_vocab as u64;
+    let floats =
+        state_floats(c, tokens, logit_rows) + logit_rows * c.n_vocab as u64 + c.n_vocab as u64;
     Ok(4 * floats + matmul_scratch_bytes(model, tokens, logit_rows)?)
 }
 
 /// The matmul scratch (`Vec<u64>` of activation blocks) after the first full batch: it is
 /// resized to each larger product, its capacity growing like a `Vec`'s (to at least twice
 /// the old one), through the products of every layer, then the output projection.
-fn matmul_scratch_bytes(model: &ModelShape, tokens: u64, logit_rows: u64) -> Result<u64, CoreError> {
-    const LAYER_PRODUCTS: [&str; 7] = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"];
+fn matmul_scratch_bytes(
+    model: &ModelShape,
+    tokens: u64,
+    logit_rows: u64,
+) -> Result<u64, CoreError> {
+    const LAYER_PRODUCTS: [&str; 7] = [
+        "attn_q",
+        "attn_k",
+        "attn_v",
+        "attn_output",
+        "ffn_gate",
+        "ffn_up",
+        "ffn_down",
+    ];
     let mut products = Vec::new();
     for il in 0..model.config.n_layer {
         for name in LAYER_PRODUCTS {
@@ -229,7 +268,10 @@ fn matmul_scratch_bytes(model: &ModelShape, tokens: u64, logit_rows: u64) -> Res
             }
         }
     }
-    if let Some(out) = model.tensor("output.weight").or_else(|| model.tensor("token_embd.weight")) {
+    if let Some(out) = model
+        .tensor("output.weight")
+        .or_else(|| model.tensor("token_embd.weight"))
+    {
         products.push((out, logit_rows));
     }
     let (mut len, mut capacity) = (0u64, 0u64);
@@ -263,14 +305,20 @@ fn activation_bytes(ty: GgmlType, row_len: u64) -> Result<u64, CoreError> {
 fn cuda_scratch_bytes(model: &ModelShape, options: &PlanOptions) -> u64 {
     let c = &model.config;
     let (tokens, logit_rows) = batch_sizes(options);
-    let widest = [c.n_embd, c.attn_out_dim(), c.n_ff].into_iter().max().unwrap_or(0);
+    let widest = [c.n_embd, c.attn_out_dim(), c.n_ff]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
     let q8 = tokens * widest.next_multiple_of(256) as u64 * 5 / 4;
     let mut decode_kinds: Vec<(usize, Option<usize>)> = c
         .layers
         .iter()
         .map(|l| match l.window {
             None => (options.ctx_len, None),
-            Some(w) => (options.ctx_len.min(w.saturating_add(options.ring_margin)), Some(w)),
+            Some(w) => (
+                options.ctx_len.min(w.saturating_add(options.ring_margin)),
+                Some(w),
+            ),
         })
         .collect();
     decode_kinds.sort_unstable();

@@ -23,7 +23,10 @@ pub fn resident_file_bytes() -> Option<u64> {
 
 /// Memory the machine can still give without swapping (`MemAvailable` of `/proc/meminfo`).
 pub fn available_bytes() -> Option<u64> {
-    kib_field(&std::fs::read_to_string("/proc/meminfo").ok()?, "MemAvailable:")
+    kib_field(
+        &std::fs::read_to_string("/proc/meminfo").ok()?,
+        "MemAvailable:",
+    )
 }
 
 fn status_field(name: &str) -> Option<u64> {
@@ -33,7 +36,12 @@ fn status_field(name: &str) -> Option<u64> {
 /// The value of a `Name:   1234 kB` line, in bytes.
 fn kib_field(text: &str, name: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with(name))?;
-    let kib: u64 = line[name.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+    let kib: u64 = line[name.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
     kib.checked_mul(1024)
 }
 
@@ -54,7 +62,10 @@ mod tests {
     fn this_process_is_resident_on_linux() {
         let rss = resident_bytes().expect("VmRSS on Linux");
         assert!(rss > 1 << 20 && peak_resident_bytes().expect("VmHWM") >= rss);
-        assert!(resident_anon_bytes().expect("RssAnon") > 0 && resident_file_bytes().expect("RssFile") > 0);
+        assert!(
+            resident_anon_bytes().expect("RssAnon") > 0
+                && resident_file_bytes().expect("RssFile") > 0
+        );
         assert!(available_bytes().expect("MemAvailable") > 0);
     }
 }

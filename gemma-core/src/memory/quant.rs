@@ -131,7 +131,13 @@ impl Quant {
 
     /// The type of tensor `name` with ggml dimensions `dims` (`dims[0]` = row length) in
     /// a file of this type. `pure` is llama.cpp's `--pure`: every matrix in the base type.
-    pub fn tensor_type(self, name: &str, dims: &[u64], model: &RecipeModel, pure: bool) -> GgmlType {
+    pub fn tensor_type(
+        self,
+        name: &str,
+        dims: &[u64],
+        model: &RecipeModel,
+        pure: bool,
+    ) -> GgmlType {
         let base = self.base_type();
         if dims.len() < 2 {
             return GgmlType::F32;
@@ -139,7 +145,11 @@ impl Quant {
         if !base.is_quantized() {
             return base;
         }
-        let chosen = if pure { base } else { self.mixed_type(name, dims[0], model) };
+        let chosen = if pure {
+            base
+        } else {
+            self.mixed_type(name, dims[0], model)
+        };
         fallback(chosen, dims[0])
     }
 
@@ -150,10 +160,15 @@ impl Quant {
         let base = self.base_type();
         let (layer, n) = (layer_index(name).unwrap_or(0), model.n_layer);
         let more_bits = use_more_bits(layer, n);
-        let is_output = name == "output.weight" || (!model.has_output && name == "token_embd.weight");
+        let is_output =
+            name == "output.weight" || (!model.has_output && name == "token_embd.weight");
         if is_output {
-            let whole_blocks = row_len % base.block_elems() as u64 == 0;
-            return if !whole_blocks || base == T::Q8_0 { T::Q8_0 } else { T::Q6_K };
+            let whole_blocks = row_len.is_multiple_of(base.block_elems() as u64);
+            return if !whole_blocks || base == T::Q8_0 {
+                T::Q8_0
+            } else {
+                T::Q6_K
+            };
         }
         if name.contains("attn_v.weight") {
             return match self {
@@ -215,7 +230,7 @@ fn layer_index(name: &str) -> Option<usize> {
 /// llama.cpp's fallback for a type whose blocks do not divide the row length.
 fn fallback(ty: GgmlType, row_len: u64) -> GgmlType {
     use GgmlType as T;
-    let fits = |t: GgmlType| row_len % t.block_elems() as u64 == 0;
+    let fits = |t: GgmlType| row_len.is_multiple_of(t.block_elems() as u64);
     if fits(ty) {
         return ty;
     }
@@ -267,7 +282,9 @@ mod tests {
             assert_eq!(row.0.name(), row.1);
             assert_eq!(Quant::from_file_type(row.2), Some(row.0));
             assert_eq!(row.1.to_lowercase().parse::<Quant>(), Ok(row.0));
-            assert!(QUANTS[..i].iter().all(|other| other.0 != row.0 && other.2 != row.2));
+            assert!(QUANTS[..i]
+                .iter()
+                .all(|other| other.0 != row.0 && other.2 != row.2));
         }
         assert!("Q4_K_X".parse::<Quant>().is_err());
     }

@@ -35,57 +35,88 @@ pub enum ModelSize {
     S27B,
 }
 
-/// The released shapes: `(size, name, n_embd, n_layer, n_head, n_head_kv, head_dim,
-/// n_ff, sliding_window, context_length, linear RoPE factor of the global layers)`.
-const SIZES: [(ModelSize, &str, usize, usize, usize, usize, usize, usize, usize, usize, f32); 5] = [
-    (ModelSize::S270M, "270m", 640, 18, 4, 1, 256, 2048, 512, 32_768, 1.0),
-    (ModelSize::S1B, "1b", 1152, 26, 4, 1, 256, 6912, 512, 32_768, 1.0),
-    (ModelSize::S4B, "4b", 2560, 34, 8, 4, 256, 10_240, 1024, 131_072, 8.0),
-    (ModelSize::S12B, "12b", 3840, 48, 16, 8, 256, 15_360, 1024, 131_072, 8.0),
-    (ModelSize::S27B, "27b", 5376, 62, 32, 16, 128, 21_504, 1024, 131_072, 8.0),
+/// The shape of a released model.
+struct Released {
+    size: ModelSize,
+    name: &'static str,
+    n_embd: usize,
+    n_layer: usize,
+    n_head: usize,
+    n_head_kv: usize,
+    head_dim: usize,
+    n_ff: usize,
+    sliding_window: usize,
+    context_length: usize,
+    /// Linear RoPE scaling factor of the global layers.
+    rope_factor: f32,
+}
+
+#[rustfmt::skip]
+const SIZES: [Released; 5] = [
+    Released { size: ModelSize::S270M, name: "270m", n_embd: 640, n_layer: 18, n_head: 4, n_head_kv: 1, head_dim: 256, n_ff: 2048, sliding_window: 512, context_length: 32_768, rope_factor: 1.0 },
+    Released { size: ModelSize::S1B, name: "1b", n_embd: 1152, n_layer: 26, n_head: 4, n_head_kv: 1, head_dim: 256, n_ff: 6912, sliding_window: 512, context_length: 32_768, rope_factor: 1.0 },
+    Released { size: ModelSize::S4B, name: "4b", n_embd: 2560, n_layer: 34, n_head: 8, n_head_kv: 4, head_dim: 256, n_ff: 10_240, sliding_window: 1024, context_length: 131_072, rope_factor: 8.0 },
+    Released { size: ModelSize::S12B, name: "12b", n_embd: 3840, n_layer: 48, n_head: 16, n_head_kv: 8, head_dim: 256, n_ff: 15_360, sliding_window: 1024, context_length: 131_072, rope_factor: 8.0 },
+    Released { size: ModelSize::S27B, name: "27b", n_embd: 5376, n_layer: 62, n_head: 32, n_head_kv: 16, head_dim: 128, n_ff: 21_504, sliding_window: 1024, context_length: 131_072, rope_factor: 8.0 },
 ];
 
 impl ModelSize {
     /// Every size, smallest first.
     pub fn all() -> impl Iterator<Item = ModelSize> {
-        SIZES.iter().map(|row| row.0)
+        SIZES.iter().map(|r| r.size)
     }
 
-    #[allow(clippy::type_complexity)]
-    fn row(self) -> &'static (ModelSize, &'static str, usize, usize, usize, usize, usize, usize, usize, usize, f32) {
+    fn released(self) -> &'static Released {
         // SIZES holds every variant (checked by a test); the first row is a harmless default.
-        &SIZES[SIZES.iter().position(|row| row.0 == self).unwrap_or(0)]
+        &SIZES[SIZES.iter().position(|r| r.size == self).unwrap_or(0)]
     }
 
     /// Lower-case name ("12b").
     pub fn name(self) -> &'static str {
-        self.row().1
+        self.released().name
     }
 
     /// The hyper-parameters of the released model (GGUF conventions, as llama.cpp's
     /// converter writes them).
     pub fn config(self) -> Config {
-        let &(_, _, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, window, context_length, factor) = self.row();
-        let global = Rope { freq_base: 1_000_000.0, freq_scale: 1.0 / factor };
-        let local = Rope { freq_base: DEFAULT_LOCAL_ROPE_BASE, freq_scale: 1.0 };
+        let r = self.released();
+        let (n_embd, n_head, head_dim, window) = (r.n_embd, r.n_head, r.head_dim, r.sliding_window);
+        let global = Rope {
+            freq_base: 1_000_000.0,
+            freq_scale: 1.0 / r.rope_factor,
+        };
+        let local = Rope {
+            freq_base: DEFAULT_LOCAL_ROPE_BASE,
+            freq_scale: 1.0,
+        };
         let period = DEFAULT_SLIDING_WINDOW_PERIOD;
-        let layers = (0..n_layer)
+        let layers = (0..r.n_layer)
             .map(|il| match il % period < period - 1 {
-                true => LayerConfig { window: Some(window), rope: local },
-                false => LayerConfig { window: None, rope: global },
+                true => LayerConfig {
+                    window: Some(window),
+                    rope: local,
+                },
+                false => LayerConfig {
+                    window: None,
+                    rope: global,
+                },
             })
             .collect();
-        let query_scale_dim = if self == ModelSize::S27B { n_embd / n_head } else { head_dim };
+        let query_scale_dim = if self == ModelSize::S27B {
+            n_embd / n_head
+        } else {
+            head_dim
+        };
         Config {
             n_embd,
-            n_layer,
-            n_ff,
+            n_layer: r.n_layer,
+            n_ff: r.n_ff,
             n_head,
-            n_head_kv,
+            n_head_kv: r.n_head_kv,
             head_dim_k: head_dim,
             head_dim_v: head_dim,
             n_vocab: GEMMA3_VOCAB,
-            context_length,
+            context_length: r.context_length,
             rms_eps: 1e-6,
             sliding_window: Some(window),
             layers,
@@ -114,8 +145,8 @@ impl FromStr for ModelSize {
     fn from_str(s: &str) -> Result<ModelSize, ParseModelSizeError> {
         SIZES
             .iter()
-            .find(|row| row.1.eq_ignore_ascii_case(s))
-            .map(|row| row.0)
+            .find(|r| r.name.eq_ignore_ascii_case(s))
+            .map(|r| r.size)
             .ok_or_else(|| ParseModelSizeError(s.to_owned()))
     }
 }
@@ -136,9 +167,17 @@ pub struct TensorSpec {
 impl TensorSpec {
     /// A tensor of type `ty` and shape `dims`; `None` if its rows are not whole blocks.
     pub fn new(name: String, ty: GgmlType, dims: Vec<u64>) -> Option<TensorSpec> {
-        let rows = dims.iter().skip(1).try_fold(1u64, |acc, &d| acc.checked_mul(d))?;
+        let rows = dims
+            .iter()
+            .skip(1)
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))?;
         let bytes = ty.row_bytes(*dims.first()?)?.checked_mul(rows)?;
-        Some(TensorSpec { name, ty, dims, bytes })
+        Some(TensorSpec {
+            name,
+            ty,
+            dims,
+            bytes,
+        })
     }
 }
 
@@ -160,29 +199,49 @@ impl ModelShape {
     pub fn from_gguf(file: &GgufFile) -> Result<ModelShape, CoreError> {
         let embd = file
             .tensor("token_embd.weight")
-            .ok_or_else(|| CoreError::MissingTensor { name: "token_embd.weight".to_owned() })?;
+            .ok_or_else(|| CoreError::MissingTensor {
+                name: "token_embd.weight".to_owned(),
+            })?;
         let n_vocab = usize::try_from(embd.n_rows()).unwrap_or(usize::MAX);
         let config = Config::from_metadata(file.metadata(), n_vocab)?;
         let tensors: Vec<TensorSpec> = file
             .tensors()
             .iter()
-            .map(|t| TensorSpec { name: t.name.clone(), ty: t.ty, dims: t.dims.clone(), bytes: t.n_bytes })
+            .map(|t| TensorSpec {
+                name: t.name.clone(),
+                ty: t.ty,
+                dims: t.dims.clone(),
+                bytes: t.n_bytes,
+            })
             .collect();
         let weights: u64 = tensors.iter().map(|t| t.bytes).sum();
         let file_bytes = file.bytes().len() as u64;
         let meta = file.metadata();
-        let label = match meta.u32(keys::GENERAL_FILE_TYPE).ok().and_then(Quant::from_file_type) {
+        let label = match meta
+            .u32(keys::GENERAL_FILE_TYPE)
+            .ok()
+            .and_then(Quant::from_file_type)
+        {
             Some(q) => q.name().to_owned(),
             None => meta.string(keys::GENERAL_NAME).unwrap_or("file").to_owned(),
         };
-        Ok(ModelShape { label, config, tensors, metadata_bytes: file_bytes.saturating_sub(weights) })
+        Ok(ModelShape {
+            label,
+            config,
+            tensors,
+            metadata_bytes: file_bytes.saturating_sub(weights),
+        })
     }
 
     /// The file `llama-quantize` would make of the official `size` with recipe `quant`
     /// (`pure`: every matrix in the base type), with released Gemma 3 metadata.
     pub fn official(size: ModelSize, quant: Quant, pure: bool) -> ModelShape {
         let config = size.config();
-        let recipe = RecipeModel { n_layer: config.n_layer, n_gqa: config.gqa_group(), has_output: false };
+        let recipe = RecipeModel {
+            n_layer: config.n_layer,
+            n_gqa: config.gqa_group(),
+            has_output: false,
+        };
         let mut tensors = Vec::new();
         for (name, dims) in tensor_table(&config) {
             let ty = quant.tensor_type(&name, &dims, &recipe, pure);
@@ -191,8 +250,14 @@ impl ModelShape {
                 tensors.push(t);
             }
         }
-        let table: u64 = tensors.iter().map(|t| 8 + t.name.len() as u64 + 4 + 8 * t.dims.len() as u64 + 12).sum();
-        let padding: u64 = tensors.iter().map(|t| t.bytes.next_multiple_of(ALIGNMENT) - t.bytes).sum();
+        let table: u64 = tensors
+            .iter()
+            .map(|t| 8 + t.name.len() as u64 + 4 + 8 * t.dims.len() as u64 + 12)
+            .sum();
+        let padding: u64 = tensors
+            .iter()
+            .map(|t| t.bytes.next_multiple_of(ALIGNMENT) - t.bytes)
+            .sum();
         ModelShape {
             label: format!("{} {}", size.name(), quant.name()),
             config,
@@ -241,7 +306,11 @@ pub fn tensor_table(c: &Config) -> Vec<(String, Vec<u64>)> {
             ("post_attention_norm", vec![e]),
             ("post_ffw_norm", vec![e]),
         ];
-        out.extend(layer.into_iter().map(|(name, dims)| (format!("blk.{il}.{name}.weight"), dims)));
+        out.extend(
+            layer
+                .into_iter()
+                .map(|(name, dims)| (format!("blk.{il}.{name}.weight"), dims)),
+        );
     }
     out
 }
@@ -256,7 +325,10 @@ mod tests {
             assert_eq!(size.name().to_uppercase().parse::<ModelSize>(), Ok(size));
         }
         let c = ModelSize::S12B.config();
-        assert_eq!((c.n_embd, c.n_layer, c.n_head, c.n_head_kv, c.n_ff), (3840, 48, 16, 8, 15_360));
+        assert_eq!(
+            (c.n_embd, c.n_layer, c.n_head, c.n_head_kv, c.n_ff),
+            (3840, 48, 16, 8, 15_360)
+        );
         assert_eq!(c.layers.iter().filter(|l| !l.is_local()).count(), 8);
         assert!(!c.layers[5].is_local() && c.layers[4].is_local());
         let c27 = ModelSize::S27B.config();
@@ -267,11 +339,24 @@ mod tests {
     #[test]
     fn official_sizes_have_the_parameter_counts_of_the_releases() {
         // Parameter counts (tied embeddings counted once), in millions, of the released models.
-        for (size, millions) in [(ModelSize::S270M, 268), (ModelSize::S1B, 1000), (ModelSize::S4B, 3880), (ModelSize::S12B, 11766), (ModelSize::S27B, 27009)] {
+        for (size, millions) in [
+            (ModelSize::S270M, 268),
+            (ModelSize::S1B, 1000),
+            (ModelSize::S4B, 3880),
+            (ModelSize::S12B, 11766),
+            (ModelSize::S27B, 27009),
+        ] {
             let shape = ModelShape::official(size, Quant::F16, false);
-            let params: u64 = shape.tensors.iter().map(|t| t.dims.iter().product::<u64>()).sum();
+            let params: u64 = shape
+                .tensors
+                .iter()
+                .map(|t| t.dims.iter().product::<u64>())
+                .sum();
             let got = params / 1_000_000;
-            assert!(got.abs_diff(millions) * 100 <= millions, "{size}: {got}M parameters, expected about {millions}M");
+            assert!(
+                got.abs_diff(millions) * 100 <= millions,
+                "{size}: {got}M parameters, expected about {millions}M"
+            );
         }
     }
 }

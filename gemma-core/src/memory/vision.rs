@@ -37,8 +37,14 @@ impl VisionShape {
         let patch = md.u64("clip.vision.patch_size")?.max(1);
         let hidden = md.u64("clip.vision.embedding_length")?;
         let heads = md.u64("clip.vision.attention.head_count")?;
-        let head_dim = optional(md, "clip.vision.attention.head_dim")?.unwrap_or(hidden / heads.max(1));
-        let largest_matrix = file.tensors().iter().map(|t| t.n_elements()).max().unwrap_or(0);
+        let head_dim =
+            optional(md, "clip.vision.attention.head_dim")?.unwrap_or(hidden / heads.max(1));
+        let largest_matrix = file
+            .tensors()
+            .iter()
+            .map(|t| t.n_elements())
+            .max()
+            .unwrap_or(0);
         Ok(VisionShape {
             file_bytes: file.bytes().len() as u64,
             n_patches: (image / patch).pow(2),

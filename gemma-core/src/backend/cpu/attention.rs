@@ -1,4 +1,6 @@
-//! Softmax attention on the CPU, reading the KV cache in place.
+//! Softmax attention on the CPU for decode steps, short batches and very long global
+//! contexts, reading the KV cache in place (prefill batches take the matrix products of
+//! [`super::attention_tiles`], with the same numerics).
 //!
 //! One task per (token, query head), spread over the rayon pool. A task scores only its
 //! visible keys (the live window of a local layer), takes the softmax and sums the
