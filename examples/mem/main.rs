@@ -4,7 +4,7 @@
 //! ```text
 //! mem [--size 12b] [--model FILE] [--device cpu|cuda] [--ctx 4K,8K,32K,128K]
 //!     [--kv-type f16,q8_0] [--quant Q4_K_M,...] [--json] [--plot FILE.svg]
-//!     [--measure] [--fill-tokens N] [--mmproj FILE]
+//!     [--measure] [--fill-tokens N] [--no-tokenizer] [--mmproj FILE]
 //! ```
 //! The table: one row per quantization (or the file of `--model`), one column per context,
 //! one block per KV type; each cell is the total, then the KV cache and, after the slash,
@@ -13,8 +13,9 @@
 //! scratch_bytes, total_bytes, ...}`. `--plot` writes an SVG of memory against context.
 //!
 //! `--measure` (with `--model`) runs, per context and KV type, a fresh copy of this
-//! program that loads the model, creates the session, fills it and reads its resident
-//! memory (`VmRSS`; device memory with `--device cuda`). Filling: the copy runs with
+//! program that loads the model and its tokenizer (unless `--no-tokenizer`), creates the
+//! session, fills it and reads its resident memory (`VmRSS`; device memory with
+//! `--device cuda` once CUDA sessions exist). Filling: the copy runs with
 //! glibc's `MALLOC_PERTURB_` set, so every allocation — the whole KV cache included — is
 //! written when it is made, as a session filled to its context would be; then a prefill
 //! of `--fill-tokens` tokens (default: one full batch) with logits at every position

@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 type Line = (String, Vec<(usize, f64, f64)>);
 
 /// An SVG line plot of the table's first KV type: total memory against context (log
-/// scale), one line per row, and the first row's total with a full-length cache dashed.
+/// scale), one line per row, and dashed, the Q4_K_M row (or the first) with a
+/// full-length (non-ring) cache.
 pub fn plot_svg(table: &Table) -> String {
     const COLORS: [&str; 10] = [
         "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -42,9 +43,17 @@ pub fn plot_svg(table: &Table) -> String {
             (name.clone(), points)
         })
         .collect();
+    // The dashed line: Q4_K_M (the most used file type) when tabulated, else the first row.
+    let dashed = lines.iter().position(|l| l.0 == "Q4_K_M").unwrap_or(0);
     let y_max = lines
         .iter()
         .flat_map(|l| l.1.iter().map(|p| p.1))
+        .chain(
+            lines
+                .get(dashed)
+                .into_iter()
+                .flat_map(|l| l.1.iter().map(|p| p.2)),
+        )
         .fold(0.0f64, f64::max)
         .max(0.1);
     let y_step = nice_step(y_max / 6.0);
@@ -134,12 +143,13 @@ pub fn plot_svg(table: &Table) -> String {
             xml(name)
         );
     }
-    if let Some((name, points)) = lines.first() {
+    if let Some((name, points)) = lines.get(dashed) {
+        let color = COLORS[dashed % COLORS.len()];
         let full: Vec<(usize, f64)> = points.iter().map(|p| (p.0, p.2)).collect();
         let _ = writeln!(
             s,
             "{}",
-            polyline(&full, COLORS[0], r#" stroke-dasharray="6 4""#)
+            polyline(&full, color, r#" stroke-dasharray="6 4""#)
         );
         let ly = top + 20.0 * lines.len() as f64 + 10.0;
         let _ = writeln!(
@@ -147,7 +157,7 @@ pub fn plot_svg(table: &Table) -> String {
             r#"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{}" stroke-width="2" stroke-dasharray="6 4"/><text x="{:.1}" y="{:.1}">{} without rings</text>"#,
             w - right + 15.0,
             w - right + 40.0,
-            COLORS[0],
+            color,
             w - right + 46.0,
             ly + 4.0,
             xml(name)

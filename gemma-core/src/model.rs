@@ -58,7 +58,7 @@ impl FromStr for Device {
 pub struct ModelOptions {
     /// Worker threads of each session (0: one per core, or `RAYON_NUM_THREADS`).
     pub threads: usize,
-    /// Where to run.
+    /// Where sessions run (a CUDA device is opened when a session is created).
     pub device: Device,
     /// Ring slots of each local layer beyond its sliding window: a session can always
     /// go back `ring_margin + 1` tokens, and a prefill stores and attends
@@ -106,12 +106,6 @@ impl Model {
 
     /// Binds the weights of an opened GGUF file.
     pub fn from_gguf(file: GgufFile, options: ModelOptions) -> Result<Model, CoreError> {
-        if let Device::Cuda(_) = options.device {
-            return Err(CoreError::DeviceUnavailable {
-                device: options.device.to_string(),
-                reason: "this build has no CUDA backend",
-            });
-        }
         let embd = file
             .tensor("token_embd.weight")
             .ok_or_else(|| CoreError::MissingTensor {

@@ -17,11 +17,12 @@
 //! thread pool).
 
 use crate::backend::cpu::CpuBackend;
+use crate::backend::cuda::CudaBackend;
 use crate::engine::{Engine, EngineSizes, Runner, Want};
 use crate::forward::ModelRef;
 use crate::kv_cache::KvType;
 use crate::trace::Trace;
-use crate::{CoreError, Model};
+use crate::{CoreError, Device, Model};
 
 /// A conversation with the model: tokens go in, logits come out, the KV cache remembers.
 pub struct Session<'m> {
@@ -33,7 +34,9 @@ pub struct Session<'m> {
 }
 
 impl<'m> Session<'m> {
-    /// A session of `ctx_len` tokens with a `kv_type` cache (see [`Model::session`]).
+    /// A session of `ctx_len` tokens with a `kv_type` cache on the model's device (see
+    /// [`Model::session`]); a CUDA device that cannot be opened is a
+    /// [`CoreError::DeviceUnavailable`].
     pub(crate) fn new(
         model: &'m Model,
         ctx_len: usize,
@@ -50,11 +53,13 @@ impl<'m> Session<'m> {
             config: model.config(),
             weights: model.weights(),
         };
-        let runner: Box<dyn Runner + 'm> = Box::new(Engine::new(
-            CpuBackend::new(model.gguf().bytes()),
-            m,
-            sizes,
-        )?);
+        let bytes = model.gguf().bytes();
+        let runner: Box<dyn Runner + 'm> = match options.device {
+            Device::Cpu => Box::new(Engine::new(CpuBackend::new(bytes), m, sizes)?),
+            Device::Cuda(ordinal) => {
+                Box::new(Engine::new(CudaBackend::new(bytes, ordinal)?, m, sizes)?)
+            }
+        };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(options.threads)
             .build()?;

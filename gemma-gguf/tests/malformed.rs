@@ -48,9 +48,7 @@ fn wrong_magic() {
         }
         e => panic!("{e:?}"),
     }
-    let e = GgufFile::from_bytes(b"PK".to_vec())
-        .err()
-        .expect("rejected");
+    let e = GgufFile::from_bytes(b"PK".to_vec()).expect_err("rejected");
     assert!(matches!(e, GgufError::BadMagic { .. }), "{e:?}");
 }
 

@@ -246,8 +246,6 @@ fn written_to_disk_and_mapped() {
     let file = GgufFile::open(&path).unwrap();
     assert_eq!(file.tensor_data(&file.tensors()[0]), &[5u8; 420][..]);
     std::fs::remove_dir_all(&dir).unwrap();
-    let missing = GgufFile::open(dir.join("missing.gguf"))
-        .err()
-        .expect("missing file");
+    let missing = GgufFile::open(dir.join("missing.gguf")).expect_err("missing file");
     assert!(matches!(missing, GgufError::Open { .. }));
 }

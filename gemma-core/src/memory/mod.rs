@@ -22,6 +22,8 @@
 //! `plan.rs`); `mem --measure` checks the total against the resident memory of a real
 //! session. [`check_session_fits`] refuses a session the machine cannot hold.
 
+#[cfg(test)]
+mod cuda_check;
 mod plan;
 mod process;
 mod quant;
@@ -29,8 +31,8 @@ mod shape;
 mod vision;
 
 pub use plan::{
-    kv_plan, plan, KvPlan, MemoryPlan, PlanOptions, CUDA_CONTEXT_BYTES, LOGIT_ROWS, PROCESS_BYTES,
-    TOKENIZER_BYTES_PER_TOKEN,
+    kv_plan, plan, KvPlan, MemoryPlan, PlanOptions, CUDA_CONTEXT_BYTES, CUDA_POOL_SLACK_BYTES,
+    LOGIT_ROWS, PROCESS_BYTES, TOKENIZER_BYTES_PER_TOKEN,
 };
 pub use process::{
     available_bytes, peak_resident_bytes, resident_anon_bytes, resident_bytes, resident_file_bytes,
