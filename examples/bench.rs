@@ -14,7 +14,7 @@
 //! `decode_bound_tokens_per_s` and the details.
 
 use clap::Parser;
-use gemma_core::{KvType, Model, ModelOptions};
+use gemma_core::{Device, KvType, Model, ModelOptions};
 use rayon::prelude::*;
 use serde_json::json;
 use std::error::Error;
@@ -44,6 +44,11 @@ struct Args {
     /// KV cache type: f16, q8_0 or f32.
     #[arg(long, default_value = "f16")]
     kv_type: KvType,
+    /// Device: cpu or cuda[:N]. On a GPU each session first runs one token (uploading
+    /// the weights) and goes back to position 0 before it is timed; the host-memory
+    /// bandwidth bound is not measured, `vram_bytes` is reported.
+    #[arg(long, default_value = "cpu")]
+    device: Device,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -77,6 +82,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     }
     let options = ModelOptions {
         threads: args.threads,
+        device: args.device,
         ..ModelOptions::default()
     };
     let load_start = Instant::now();
@@ -96,9 +102,20 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let mut prefill_runs = Vec::new();
     let mut decode_runs = Vec::new();
     let mut threads = 0;
+    let on_gpu = args.device != Device::Cpu;
+    // A fresh session; on a GPU with its weights uploaded by one token, then emptied.
+    let session = || -> Result<gemma_core::Session<'_>, Box<dyn Error>> {
+        let mut session = model.session(ctx, args.kv_type)?;
+        if on_gpu {
+            session.prefill(&[2u32.min(n_vocab as u32 - 1)])?;
+            session.truncate(0)?;
+        }
+        Ok(session)
+    };
+    let (mut vram, mut vram_device_used) = (None, None);
     for rep in 0..=args.reps {
         if args.prefill > 0 {
-            let mut session = model.session(ctx, args.kv_type)?;
+            let mut session = session()?;
             threads = session.threads();
             let start = Instant::now();
             session.prefill(&tokens)?;
@@ -106,9 +123,11 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             if rep > 0 {
                 prefill_runs.push(rate);
             }
+            vram = session.vram_bytes();
+            vram_device_used = session.device_memory().map(|m| m.device_used);
         }
         if args.decode > 0 {
-            let mut session = model.session(ctx, args.kv_type)?;
+            let mut session = session()?;
             threads = session.threads();
             let mut token = 2u32.min(n_vocab as u32 - 1);
             let start = Instant::now();
@@ -120,6 +139,8 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             if rep > 0 {
                 decode_runs.push(rate);
             }
+            vram = vram.max(session.vram_bytes());
+            vram_device_used = vram_device_used.max(session.device_memory().map(|m| m.device_used));
         }
     }
 
@@ -129,7 +150,12 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads)
         .build()?;
-    let bandwidth = pool.install(memory_bandwidth);
+    // The host-memory bound means nothing for a GPU run (its weights are in VRAM).
+    let bandwidth = if on_gpu {
+        f64::NAN
+    } else {
+        pool.install(memory_bandwidth)
+    };
     let bound = bandwidth / bytes_per_token as f64;
     let (prefill, decode) = (median(&prefill_runs), median(&decode_runs));
     if args.json {
@@ -148,6 +174,10 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             "weight_bytes_per_token": bytes_per_token,
             "memory_bandwidth_bytes_per_s": bandwidth,
             "decode_bound_tokens_per_s": bound,
+            "device": args.device.to_string(),
+            "decode_weight_bytes_per_s": decode * bytes_per_token as f64,
+            "vram_bytes": vram,
+            "vram_device_used_bytes": vram_device_used,
         });
         println!("{report}");
     } else {
@@ -169,6 +199,14 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             load_seconds,
             peak_rss as f64 / 1048576.0
         );
+        if let Some(v) = vram {
+            println!(
+                "{}: {:.1} MiB of VRAM held | weights read at {:.1} GB/s in decode",
+                args.device,
+                v as f64 / 1048576.0,
+                decode * bytes_per_token as f64 / 1e9
+            );
+        }
     }
     Ok(())
 }

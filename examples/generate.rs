@@ -217,6 +217,8 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             "decode_tokens_per_s": decode_tps,
             "peak_rss_bytes": peak_rss,
             "kv_bytes": session.kv_bytes(),
+            "vram_bytes": session.vram_bytes(),
+            "vram_device_used_bytes": session.device_memory().map(|m| m.device_used),
             "ctx": session.ctx_len(),
             "threads": session.threads(),
             "device": args.device.to_string(),

@@ -12,8 +12,11 @@
 #   4. kernel parity against CPU references on random data (cuda_parity);
 #   5. the CUDA engine against the CPU engine and llama.cpp on the tiny models (gemma-core);
 #   6. kernel timings at 12B shapes: matvec GB/s vs HBM, matmul TOPS, attention (cuda_bench);
-#   7. when the examples exist: a synth 12B Q4_K_M, decode and 512-token prefill tokens/s.
-# Budget: under 6 minutes in total.
+#   7. greedy `generate --device cuda --json` on the tiny f16 and q4_k_m models, its ids
+#      compared with the CPU's (precomputed by gpu-prepare.sh): MATCH / MISMATCH;
+#   8. `synth` a 12B Q4_K_M (fallback: 8 of its 48 layers if that fails or takes > 150 s),
+#      then `bench --device cuda --prefill 512 --decode 64 --reps 2 --json`: tokens/s, VRAM.
+# Budget: about 3 minutes, under 5 (timeouts sum to more; they are the worst case).
 set -u
 cd "$(dirname "$0")/.."
 BIN="${GPU_BIN:-gpu-bin}"
@@ -84,20 +87,63 @@ if [ -x "$BIN/cuda_bench" ]; then
   step kernel-bench 180 "$BIN/cuda_bench"
 fi
 
-# Model-level speed, when the examples were built (their flags per DESIGN.md section 4).
-if [ -x "$BIN/synth" ] && [ -x "$BIN/bench" ]; then
-  model=/tmp/gemma-synth-12b-q4_k_m.gguf
-  step synth-12b 150 "$BIN/synth" --size 12b --ftype q4_k_m --out "$model"
-  [ -f "$model" ] && step bench-12b 200 "$BIN/bench" --model "$model" --device cuda --prompt-tokens 512 --gen-tokens 64 --json
+# Greedy generation on the GPU against the CPU's ids precomputed by gpu-prepare.sh.
+gen_args=$(cat "$BIN/generate-args.txt" 2>/dev/null)
+ids() { grep -o '"generated_ids":\[[^]]*\]' "$1" 2>/dev/null | head -n1; }
+gen_rows=()
+for v in f16 q4_k_m; do
+  model="$BIN/fixtures/tiny/tiny-gemma3-t1-$v.gguf"
+  # shellcheck disable=SC2086
+  step "generate-$v" 60 "$BIN/generate" --model "$model" $gen_args --device cuda
+  gpu=$(ids "$OUT/generate-$v.log") cpu=$(ids "$BIN/generate-cpu-$v.json")
+  if [ -z "$gpu" ] || [ -z "$cpu" ]; then verdict="NO OUTPUT"
+  elif [ "$gpu" = "$cpu" ]; then verdict="MATCH"
+  else
+    read -ra c_ids <<< "$(echo "${cpu#*:}" | tr -d '[]' | tr ',' ' ')"
+    read -ra g_ids <<< "$(echo "${gpu#*:}" | tr -d '[]' | tr ',' ' ')"
+    same=0
+    while [ $same -lt ${#c_ids[@]} ] && [ "${c_ids[$same]}" = "${g_ids[$same]:-}" ]; do same=$((same + 1)); done
+    verdict="MISMATCH (first $same of ${#c_ids[@]} ids equal)"
+  fi
+  gen_rows+=("$(printf 'generate %-7s greedy ids vs CPU: %s' "$v" "$verdict")")
+  [ "$verdict" = MATCH ] || gen_rows+=("  cpu ${cpu#*:}" "  gpu ${gpu#*:}")
+  vram=$(grep -o '"vram_bytes":[0-9]*' "$OUT/generate-$v.log" | head -n1)
+  [ -n "$vram" ] && gen_rows+=("  $v ${vram//\"/}")
+done
+
+# A synth 12B Q4_K_M (random weights, real shapes; ~7.3 GB in /tmp), then its speed and VRAM.
+model=/tmp/gemma-synth-12b-q4_k_m.gguf
+synth_note="12B (48 layers)"
+step synth-12b 150 "$BIN/synth" --size 12b --quant Q4_K_M \
+  --vocab-from "$BIN/fixtures/gemma3-vocab.gguf" --out "$model"
+if ! grep -q '^wrote ' "$OUT/synth-12b.log"; then
+  synth_note="12B shapes, 8 of 48 layers (the full 12B synth failed or took > 150 s)"
+  step synth-12b-8layers 60 "$BIN/synth" --size 12b --layers 8 --quant Q4_K_M \
+    --vocab-from "$BIN/fixtures/gemma3-vocab.gguf" --out "$model"
 fi
-if [ -x "$BIN/generate" ] && [ -f "$BIN/fixtures/tiny/tiny-gemma3-t1-q4_k_m.gguf" ]; then
-  step generate-tiny 60 "$BIN/generate" --model "$BIN/fixtures/tiny/tiny-gemma3-t1-q4_k_m.gguf" \
-    --tokens 2,100,200,300 --max-tokens 16 --temperature 0 --device cuda --json
+bench_line=""
+if [ -f "$model" ]; then
+  step bench-12b 240 "$BIN/bench" --model "$model" --device cuda --prefill 512 --decode 64 --reps 2 --json
+  bench_line=$(grep -h '^{' "$OUT/bench-12b.log" | tail -n1)
+  rm -f "$model"
 fi
+# field NAME [DIVISOR]: a number of the bench JSON (0 when absent or null), divided.
+field() {
+  local v
+  v=$(echo "$bench_line" | grep -o "\"$1\":[^,}]*" | head -n1 | cut -d: -f2)
+  awk -v x="$v" -v d="${2:-1}" 'BEGIN { print (x + 0) / d }'
+}
 
 echo
 echo "=== summary (${gpu_name:-unknown GPU}, $(( $(date +%s) - t_start )) s, logs in $OUT)"
 grep -h -E "^matvec|^matmul|^attention|decode estimate|^device:" "$OUT/kernel-bench.log" 2>/dev/null | sed 's/^/  /'
 grep -h -E "gpu vs llama.cpp" "$OUT/engine-tiny-parity.log" 2>/dev/null | sed 's/^/  /'
 grep -h -E "test result" "$OUT"/*.log 2>/dev/null | sed 's/^/  /'
+printf '%s\n' "${gen_rows[@]}"
+if [ -n "$bench_line" ]; then
+  printf 'bench %s Q4_K_M on cuda: prefill pp512 %.0f tok/s | decode tg64 %.1f tok/s | weights read %.0f GB/s | VRAM held %.2f GiB (device used %.2f GiB)\n' \
+    "$synth_note" "$(field prefill_tokens_per_s)" "$(field decode_tokens_per_s)" \
+    "$(field decode_weight_bytes_per_s 1e9)" "$(field vram_bytes 1073741824)" \
+    "$(field vram_device_used_bytes 1073741824)"
+fi
 printf '%s\n' "${rows[@]}"

@@ -9,9 +9,11 @@
 #
 # What travels: the CUDA test binaries (kernel compile + parity, device checks), the
 # gemma-core unit-test binary (CUDA engine vs CPU engine vs llama.cpp on the tiny models),
-# the kernel micro-benchmark, the examples generate / bench / synth when they exist, and a
-# subset of the tiny fixtures (~25 MB). The real 270M model (~250 MB) does not fit the
-# 64 MiB limit and does not travel; a 12B file is generated there by `synth` if it exists.
+# the kernel micro-benchmark, the examples generate / bench / synth, a subset of the tiny
+# fixtures (~25 MB), the Gemma 3 vocabulary for `synth --vocab-from` (6.5 MB) and the CPU's
+# greedy `generate --json` outputs on two tiny models (generate-cpu-<variant>.json), which
+# the GPU run compares with its own. The real 270M model (~250 MB) does not fit the 64 MiB
+# limit and does not travel; the 12B file is generated there by `synth`. Total < 50 MiB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=gpu-bin
@@ -53,11 +55,9 @@ cargo build --release -q -p gemma-kernels --example cuda_bench
 cp "$CARGO_TARGET_DIR/release/examples/cuda_bench" "$out/"
 
 for ex in generate bench synth; do
-  if [ -f "examples/$ex.rs" ] || [ -d "examples/$ex" ]; then
-    echo "building example $ex"
-    cargo build --release -q --example "$ex"
-    cp "$CARGO_TARGET_DIR/release/examples/$ex" "$out/"
-  fi
+  echo "building example $ex"
+  cargo build --release -q --example "$ex"
+  cp "$CARGO_TARGET_DIR/release/examples/$ex" "$out/"
 done
 
 cp "$fixtures/tiny/t1_reference.json" "$out/fixtures/tiny/"
@@ -65,7 +65,20 @@ for v in $variants; do
   cp "$fixtures/tiny/tiny-gemma3-t1-$v.gguf" "$fixtures/tiny/tiny-gemma3-t1-$v.logits.f32" "$out/fixtures/tiny/"
 done
 echo "$variants" > "$out/fixtures/variants.txt"
+cp "$fixtures/tokenizer/gemma3-vocab.gguf" "$out/fixtures/"
+
+# The CPU's greedy continuations, for the GPU run to compare (same flags there, plus
+# --device cuda; scripts/gpu-check.sh reads GEN_ARGS from here).
+gen_args="--tokens 2,100,200,300,400 --max-tokens 24 --temperature 0 --ignore-eos --json"
+echo "$gen_args" > "$out/generate-args.txt"
+for v in f16 q4_k_m; do
+  "$out/generate" --model "$out/fixtures/tiny/tiny-gemma3-t1-$v.gguf" $gen_args \
+    | tail -n 1 > "$out/generate-cpu-$v.json"
+  echo "  CPU greedy ($v): $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["generated_ids"])' "$out/generate-cpu-$v.json")"
+done
 
 du -sh "$out"
+size=$(du -sm "$out" | cut -f1)
+[ "$size" -lt 50 ] || echo "WARNING: $out is ${size} MiB (aim: < 50 MiB)"
 total=$(du -sm --exclude=.git --exclude=target --exclude='target-*' . | cut -f1)
 echo "repository tree with gpu-bin: ~${total} MiB (limit 64 MiB, ignored build folders excluded)"

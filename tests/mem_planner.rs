@@ -373,3 +373,26 @@ fn mem_parses_contexts_and_files() {
     let missing = mem::Args::parse_from(["mem", "--model", "/nonexistent.gguf"]);
     assert!(mem::Table::build(&missing).is_err());
 }
+
+#[test]
+fn mem_cuda_table_has_device_memory_of_f16_caches() {
+    let args = mem::Args::parse_from([
+        "mem", "--size", "4b", "--device", "cuda", "--ctx", "4K,128K",
+    ]);
+    let table = mem::Table::build(&args).unwrap();
+    let rows = table.json();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 10 * 2, "only the f16 cache exists on CUDA");
+    for r in rows {
+        assert_eq!(r["kv_type"], "f16");
+        assert_eq!(
+            (r["metadata_bytes"].as_u64(), r["tokenizer_bytes"].as_u64()),
+            (Some(0), Some(0))
+        );
+        assert_eq!(
+            r["runtime_bytes"].as_u64(),
+            Some(memory::CUDA_CONTEXT_BYTES)
+        );
+    }
+    assert!(table.text().contains("device memory"));
+}

@@ -20,8 +20,8 @@
 //! written when it is made, as a session filled to its context would be; then a prefill
 //! of `--fill-tokens` tokens (default: one full batch) with logits at every position
 //! reads every weight and uses every buffer. The prediction it is compared with is the
-//! planner's total with the process term replaced by the resident memory measured in
-//! that copy before loading (a measured baseline: code, C library, allocator).
+//! planner's total with its process baseline (a documented constant) replaced by the
+//! resident memory measured in that copy before loading (code, C library, allocator).
 
 #[path = "measure.rs"]
 pub mod measure;
@@ -246,14 +246,16 @@ impl Table {
         Ok(table)
     }
 
-    /// The plan of one cell, `None` beyond the model's context.
+    /// The plan of one cell, `None` where such a session cannot exist.
     pub fn plan(
         &self,
         shape: &ModelShape,
         ctx: usize,
         kv_type: KvType,
     ) -> Result<Option<MemoryPlan>, String> {
-        if ctx > shape.config.context_length {
+        // Beyond the model's context, or a KV type the CUDA backend does not keep.
+        let cuda = matches!(self.device, Device::Cuda(_));
+        if ctx > shape.config.context_length || (cuda && kv_type != KvType::F16) {
             return Ok(None);
         }
         let (ring_margin, max_batch, tokenizer) = self.options;

@@ -105,7 +105,8 @@ pub fn measure_here(args: &Args) -> Result<Json, String> {
         .map_err(|e| e.to_string())?;
     let measured = memory::resident_bytes().ok_or("cannot read resident memory")?;
     let mut row = plan_json(&shape.label, &plan);
-    let predicted = plan.total_bytes() - plan.runtime_bytes + baseline;
+    // The planned process baseline replaced by the measured one (the growth stays planned).
+    let predicted = plan.total_bytes() - memory::PROCESS_BASELINE_BYTES + baseline;
     let extra = json!({
         "model": path.display().to_string(),
         "fill_tokens": fill,

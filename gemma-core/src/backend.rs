@@ -9,7 +9,7 @@
 pub mod cpu;
 pub mod cuda;
 
-use crate::attention::SlotMap;
+use crate::attention::{visible_keys, SlotMap};
 use crate::config::Rope;
 use crate::kv_cache::KvType;
 use crate::weights::{Norm, Weight};
@@ -60,6 +60,33 @@ pub struct AttentionJob {
     pub slot_map: SlotMap,
     /// Head geometry.
     pub heads: HeadShape,
+    /// Positions of an image whose tokens see each other (bidirectional attention inside
+    /// the span, causal elsewhere: see [`AttentionJob::visible_keys`]); `None` for text.
+    pub image: Option<Range<usize>>,
+}
+
+impl AttentionJob {
+    /// Key positions the query at `pos` attends to: [`visible_keys`], extended to the end of
+    /// the job's image when `pos` is one of its tokens.
+    pub fn visible_keys(&self, pos: usize) -> Range<usize> {
+        let keys = visible_keys(pos, self.window);
+        match &self.image {
+            Some(image) if image.contains(&pos) => keys.start..keys.end.max(image.end),
+            _ => keys,
+        }
+    }
+}
+
+/// Device memory of a GPU backend, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceMemory {
+    /// Held by the backend: the weights uploaded so far (all of them after the first
+    /// run), the KV cache, activation buffers and scratch.
+    pub allocated: u64,
+    /// In use on the whole device now (total minus free), other processes included.
+    pub device_used: u64,
+    /// The device's memory.
+    pub device_total: u64,
 }
 
 /// The operations of the forward pass. Rows are tokens; a buffer holds `rows × width`
@@ -175,6 +202,27 @@ pub trait Backend: Send {
         _width: usize,
     ) -> Result<bool, CoreError> {
         Ok(false)
+    }
+
+    /// The device memory this backend holds; `None` for a backend on host memory (the default).
+    fn device_memory(&self) -> Option<DeviceMemory> {
+        None
+    }
+
+    /// Whether the backend runs images: [`Backend::load_rows`] works and
+    /// [`Backend::attention`] honours [`AttentionJob::image`]. False by default.
+    fn supports_images(&self) -> bool {
+        false
+    }
+
+    /// Copies `rows` (host values, e.g. image embeddings) into the front of `out`. The
+    /// default (a backend without images) fails with [`CoreError::DeviceUnavailable`].
+    fn load_rows(&mut self, rows: &[f32], out: &mut Self::Buffer) -> Result<(), CoreError> {
+        let _ = (rows, out);
+        Err(CoreError::DeviceUnavailable {
+            device: self.name().to_owned(),
+            reason: "this backend cannot run image embeddings",
+        })
     }
 
     /// Copies `range` of `buf` to the host.

@@ -11,6 +11,7 @@ use crate::chat_template::{encode_prompt, ChatTemplate, Message, Role};
 use crate::generate::{
     GenerateError, GenerateOptions, Generation, GenerationStats, Piece, StopReason,
 };
+use crate::image::{self, ImageTokens};
 use crate::tokenizer::{EncodeOptions, Tokenizer};
 use crate::{KvType, Model, Session};
 
@@ -68,6 +69,10 @@ pub struct Chat<'m> {
     conversation: Vec<u32>,
     /// The text `conversation` stands for.
     conversation_text: String,
+    /// The images of `messages`, in order.
+    images: Vec<ImageTokens>,
+    /// Images attached to the next user message.
+    pending: Vec<ImageTokens>,
 }
 
 impl<'m> Chat<'m> {
@@ -100,6 +105,8 @@ impl<'m> Chat<'m> {
             cached: Vec::new(),
             conversation: Vec::new(),
             conversation_text: String::new(),
+            images: Vec::new(),
+            pending: Vec::new(),
         };
         if chat.session.position() > 0 {
             chat.cached = vec![u32::MAX; chat.session.position()];
@@ -120,6 +127,8 @@ impl<'m> Chat<'m> {
     /// Forgets the conversation (the system prompt stays).
     pub fn reset(&mut self) {
         self.messages.clear();
+        self.images.clear();
+        self.pending.clear();
         self.conversation.clear();
         self.conversation_text.clear();
     }
@@ -164,6 +173,23 @@ impl<'m> Chat<'m> {
         &mut self.options
     }
 
+    /// Attaches an image to the next user message: its soft tokens (the vision
+    /// projector's output, rows of the model's hidden size). At [`Chat::send`] the message
+    /// starts with `<start_of_image>` for each attached image, which becomes (llama.cpp's
+    /// layout) `<start_of_image>`, the soft tokens, `<end_of_image>`. The cache keeps images
+    /// like text: later turns reuse them. (A `<start_of_image>` typed in a message takes
+    /// the place of the next image in order.)
+    pub fn attach_image(&mut self, soft_tokens: Vec<f32>) -> Result<(), GenerateError> {
+        let hidden = self.session.model().config().n_embd;
+        self.pending.push(ImageTokens::new(soft_tokens, hidden)?);
+        Ok(())
+    }
+
+    /// Images attached to the next user message.
+    pub fn pending_images(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Sends a user message and generates the answer, giving each piece to `on_piece`
     /// as it comes. A cancelled or cut answer is kept as it is.
     pub fn send(
@@ -171,10 +197,12 @@ impl<'m> Chat<'m> {
         user: &str,
         mut on_piece: impl FnMut(&Piece),
     ) -> Result<TurnSummary, GenerateError> {
+        let content = "<start_of_image>".repeat(self.pending.len()) + user;
         let mut all = self.full_messages();
-        all.push(Message::new(Role::User, user));
+        all.push(Message::new(Role::User, content.clone()));
         let rendered = self.template.render(&all, true)?;
-        let desired = self.desired_tokens(&rendered);
+        let images: Vec<ImageTokens> = self.images.iter().chain(&self.pending).cloned().collect();
+        let desired = self.desired_tokens(&rendered, &images);
         let ctx_len = self.session.ctx_len();
         if desired.len() >= ctx_len {
             return Err(GenerateError::PromptTooLong {
@@ -184,13 +212,25 @@ impl<'m> Chat<'m> {
             });
         }
         let reused = self.rewind_to_common_prefix(&desired)?;
+        // Images (and the text before them) run here; the text after the last one
+        // starts the generation.
+        let split = desired[reused..]
+            .iter()
+            .rposition(|&t| image::is_placeholder(t))
+            .map_or(reused, |i| reused + i + 1);
+        if let Err(e) =
+            image::prefill_with_images(&mut self.session, &desired[reused..split], &images)
+        {
+            self.forget_cache();
+            return Err(e.into());
+        }
 
         let mut text = String::new();
         let (outcome, tokens, unfed, stats) = {
             let generation = Generation::new(
                 &mut self.session,
                 &self.tokenizer,
-                &desired[reused..],
+                &desired[split..],
                 self.options.clone(),
             );
             let mut generation = match generation {
@@ -239,7 +279,9 @@ impl<'m> Chat<'m> {
         self.conversation_text = rendered;
         self.conversation_text
             .push_str(&self.tokenizer.decode(&tokens)?);
-        self.messages.push(Message::new(Role::User, user));
+        self.messages.push(Message::new(Role::User, content));
+        self.images = images;
+        self.pending.clear();
         self.messages
             .push(Message::new(Role::Assistant, text.clone()));
         Ok(TurnSummary {
@@ -260,8 +302,9 @@ impl<'m> Chat<'m> {
     }
 
     /// The tokens the session should hold before generating: the previous conversation's
-    /// exact tokens plus the new text when the rendering extends it, else a fresh encoding.
-    fn desired_tokens(&self, rendered: &str) -> Vec<u32> {
+    /// exact tokens plus the new text when the rendering extends it, else a fresh encoding;
+    /// `images` (those of the conversation, then the new ones) expanded in order.
+    fn desired_tokens(&self, rendered: &str, images: &[ImageTokens]) -> Vec<u32> {
         match rendered.strip_prefix(self.conversation_text.as_str()) {
             Some(new_text) if !self.conversation.is_empty() => {
                 let mut tokens = self.conversation.clone();
@@ -269,10 +312,16 @@ impl<'m> Chat<'m> {
                     add_bos: false,
                     parse_special: true,
                 };
+                let from = tokens.len();
                 self.tokenizer.encode_into(new_text, options, &mut tokens);
+                image::expand_images(&mut tokens, from, &images[self.images.len()..]);
                 tokens
             }
-            _ => encode_prompt(&self.tokenizer, rendered),
+            _ => {
+                let mut tokens = encode_prompt(&self.tokenizer, rendered);
+                image::expand_images(&mut tokens, 0, images);
+                tokens
+            }
         }
     }
 
@@ -286,6 +335,13 @@ impl<'m> Chat<'m> {
             .take_while(|(a, b)| a == b)
             .count();
         common = common.min(desired.len().saturating_sub(1));
+        // An image runs whole: never keep only part of one.
+        while common > 0
+            && image::is_placeholder(desired[common])
+            && image::is_placeholder(desired[common - 1])
+        {
+            common -= 1;
+        }
         if common < self.session.position() {
             if !self.session.can_truncate(common) {
                 common = 0;

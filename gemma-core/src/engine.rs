@@ -2,8 +2,9 @@
 //! backend-generic core of a [`crate::Session`], behind an object-safe trait so that a
 //! session can hold any backend.
 
-use crate::backend::{Backend, HeadShape, KvShape};
-use crate::forward::{self, ModelRef};
+use crate::backend::{Backend, DeviceMemory, HeadShape, KvShape};
+use crate::forward::{self, Input, ModelRef};
+use crate::image::ImageError;
 use crate::kv_cache::{KvCache, KvType};
 use crate::state::State;
 use crate::trace::Trace;
@@ -31,10 +32,21 @@ pub(crate) trait Runner: Send {
         sink: Sink<'_>,
         trace: Option<&mut Trace>,
     ) -> Result<(), CoreError>;
+    /// Runs the embedding rows of one image at the current position as one batch in
+    /// which the image's tokens attend to each other, giving the wanted logits to `sink`.
+    fn run_image(
+        &mut self,
+        rows: &[f32],
+        want: Want,
+        sink: Sink<'_>,
+        trace: Option<&mut Trace>,
+    ) -> Result<(), ImageError>;
     /// The KV cache (positions, truncation, size).
     fn cache(&self) -> &dyn CacheInfo;
     /// [`KvCache::truncate`].
     fn truncate(&mut self, pos: usize) -> Result<(), CoreError>;
+    /// [`Backend::device_memory`].
+    fn device_memory(&self) -> Option<DeviceMemory>;
 }
 
 /// The backend-independent facts of a KV cache.
@@ -132,6 +144,58 @@ impl<'m, B: Backend> Engine<'m, B> {
     }
 }
 
+impl<B: Backend> Engine<'_, B> {
+    /// Runs one batch (at most `state.max_tokens` rows), giving the wanted logits to
+    /// `sink` (with [`Want::Last`], only if this is the `last` batch of the run).
+    fn run_chunk(
+        &mut self,
+        input: Input<'_>,
+        want: Want,
+        last: bool,
+        sink: Sink<'_>,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<(), CoreError> {
+        let n_vocab = self.model.config.n_vocab;
+        let n = input.len(self.model.config.n_embd);
+        let pos0 = self.cache.position();
+        let keep = match want {
+            Want::All => 0..n,
+            Want::Last if last => n - 1..n,
+            Want::Last => 0..0,
+        };
+        let (b, m, st) = (&mut self.backend, self.model, &mut self.state);
+        let row0 = forward::forward(
+            b,
+            m,
+            &mut self.cache,
+            st,
+            input,
+            keep.clone(),
+            trace.as_deref_mut(),
+        )?;
+        // The kept rows' final states start at row `row0` of the buffers.
+        for first in (0..keep.len()).step_by(st.logit_rows) {
+            let count = st.logit_rows.min(keep.len() - first);
+            let pos = pos0 + keep.start + first;
+            let out = &mut self.host_logits[..count * n_vocab];
+            forward::logits(
+                b,
+                m,
+                st,
+                row0 + first,
+                count,
+                pos,
+                out,
+                trace.as_deref_mut(),
+            )?;
+            for (r, row) in out.chunks_exact(n_vocab).enumerate() {
+                sink(pos + r, row);
+            }
+        }
+        Ok(())
+    }
+}
+
 impl<B: Backend> Runner for Engine<'_, B> {
     fn run(
         &mut self,
@@ -157,42 +221,51 @@ impl<B: Backend> Runner for Engine<'_, B> {
         }
         let n_chunks = tokens.len().div_ceil(self.state.max_tokens);
         for (i, chunk) in tokens.chunks(self.state.max_tokens).enumerate() {
-            let pos0 = self.cache.position();
-            let keep = match want {
-                Want::All => 0..chunk.len(),
-                Want::Last if i + 1 == n_chunks => chunk.len() - 1..chunk.len(),
-                Want::Last => 0..0,
-            };
-            let (b, m, st) = (&mut self.backend, self.model, &mut self.state);
-            let row0 = forward::forward(
-                b,
-                m,
-                &mut self.cache,
-                st,
-                chunk,
-                keep.clone(),
-                trace.as_deref_mut(),
-            )?;
-            // The kept rows' final states start at row `row0` of the buffers.
-            for first in (0..keep.len()).step_by(st.logit_rows) {
-                let count = st.logit_rows.min(keep.len() - first);
-                let pos = pos0 + keep.start + first;
-                let out = &mut self.host_logits[..count * n_vocab];
-                forward::logits(
-                    b,
-                    m,
-                    st,
-                    row0 + first,
-                    count,
-                    pos,
-                    out,
-                    trace.as_deref_mut(),
-                )?;
-                for (r, row) in out.chunks_exact(n_vocab).enumerate() {
-                    sink(pos + r, row);
-                }
-            }
+            let last = i + 1 == n_chunks;
+            self.run_chunk(Input::Tokens(chunk), want, last, sink, trace.as_deref_mut())?;
         }
+        Ok(())
+    }
+
+    fn run_image(
+        &mut self,
+        rows: &[f32],
+        want: Want,
+        sink: Sink<'_>,
+        trace: Option<&mut Trace>,
+    ) -> Result<(), ImageError> {
+        let hidden = self.model.config.n_embd;
+        if rows.is_empty() {
+            return Err(ImageError::Empty);
+        }
+        if rows.len() % hidden != 0 {
+            return Err(ImageError::Width {
+                values: rows.len(),
+                hidden,
+            });
+        }
+        if !self.backend.supports_images() {
+            return Err(ImageError::Unsupported {
+                backend: self.backend.name(),
+            });
+        }
+        let n = rows.len() / hidden;
+        let (position, ctx_len) = (self.cache.position(), self.cache.ctx_len());
+        if n > ctx_len - position {
+            return Err(CoreError::ContextFull {
+                position,
+                requested: n,
+                ctx_len,
+            }
+            .into());
+        }
+        // All the image's keys must be stored before its first query attends: one batch,
+        // one tile of the rings.
+        let max = self.state.max_tokens.min(self.cache.max_tile());
+        if n > max {
+            return Err(ImageError::TooLong { tokens: n, max });
+        }
+        self.run_chunk(Input::Image(rows), want, true, sink, trace)?;
         Ok(())
     }
 
@@ -202,5 +275,9 @@ impl<B: Backend> Runner for Engine<'_, B> {
 
     fn truncate(&mut self, pos: usize) -> Result<(), CoreError> {
         self.cache.truncate(pos)
+    }
+
+    fn device_memory(&self) -> Option<DeviceMemory> {
+        self.backend.device_memory()
     }
 }

@@ -21,7 +21,27 @@ pub(crate) struct ModelRef<'m> {
     pub weights: &'m Weights,
 }
 
-/// Runs `tokens` through every layer at the cache's position and stores their keys and
+/// What a forward pass runs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Input<'a> {
+    /// Token ids (embedded and scaled by `sqrt(n_embd)`).
+    Tokens(&'a [u32]),
+    /// The rows (`n × n_embd`) of one image's embeddings, used as they are (no scaling,
+    /// as llama.cpp); the image's tokens attend to each other.
+    Image(&'a [f32]),
+}
+
+impl Input<'_> {
+    /// Number of rows (tokens).
+    pub fn len(&self, n_embd: usize) -> usize {
+        match self {
+            Input::Tokens(tokens) => tokens.len(),
+            Input::Image(rows) => rows.len() / n_embd,
+        }
+    }
+}
+
+/// Runs `input` through every layer at the cache's position and stores their keys and
 /// values. Only the batch rows in `keep` need their final hidden states: if the backend
 /// can move rows ([`Backend::copy_rows`]), only those go through the last layer's
 /// attention and FFN (llama.cpp does the same). Returns the row of `st.x` that holds the
@@ -31,12 +51,12 @@ pub(crate) fn forward<B: Backend>(
     m: ModelRef<'_>,
     cache: &mut KvCache<B::KvStore>,
     st: &mut State<B::Buffer>,
-    tokens: &[u32],
+    input: Input<'_>,
     keep: Range<usize>,
     mut trace: Option<&mut Trace>,
 ) -> Result<usize, CoreError> {
     let (c, w) = (m.config, m.weights);
-    let n = tokens.len();
+    let n = input.len(c.n_embd);
     let pos0 = cache.position();
     let eps = c.rms_eps;
     let heads = HeadShape {
@@ -58,8 +78,17 @@ pub(crate) fn forward<B: Backend>(
     let mut kept_row0 = keep.start;
     cache.begin(n)?;
 
-    // Embedding: x = token_embd[token] * sqrt(n_embd).
-    b.embed(&w.token_embd, tokens, c.embedding_scale, &mut st.x)?;
+    // Embedding: x = token_embd[token] * sqrt(n_embd), or the image rows as they are.
+    let image = match input {
+        Input::Tokens(tokens) => {
+            b.embed(&w.token_embd, tokens, c.embedding_scale, &mut st.x)?;
+            None
+        }
+        Input::Image(rows) => {
+            b.load_rows(rows, &mut st.x)?;
+            Some(pos0..pos0 + n)
+        }
+    };
     tr(b, format_args!("inp_scaled"), &st.x, &held, c.n_embd)?;
 
     for (il, (lw, lc)) in w.layers.iter().zip(&c.layers).enumerate() {
@@ -119,6 +148,7 @@ pub(crate) fn forward<B: Backend>(
                     window,
                     slot_map,
                     heads,
+                    image: image.clone(),
                 };
                 b.attention(&st.q, layer.store(), &job, &mut st.att)?;
             }

@@ -53,6 +53,9 @@ pub enum GenerateError {
     /// The model produced no logits.
     #[error("no logits to sample from")]
     EmptyLogits,
+    /// An image could not be run.
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
 }
 
 /// A flag another thread sets to stop a generation at the next token.

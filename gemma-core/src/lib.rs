@@ -6,6 +6,7 @@ pub mod config;
 mod engine;
 mod error;
 mod forward;
+pub mod image;
 pub mod kv_cache;
 pub mod memory;
 mod model;
@@ -16,6 +17,7 @@ pub mod weights;
 
 pub use config::{Config, LayerConfig, Rope};
 pub use error::CoreError;
+pub use image::ImageError;
 pub use kv_cache::{KvType, ParseKvTypeError};
 pub use model::{Device, Model, ModelOptions, ParseDeviceError, DEFAULT_MAX_BATCH};
 pub use session::Session;

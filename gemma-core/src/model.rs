@@ -3,11 +3,12 @@
 //! A [`Model`] is `Send + Sync`: share it (by reference or `Arc`) between sessions.
 
 use crate::kv_cache::{KvType, DEFAULT_RING_MARGIN};
-use crate::{Config, CoreError, Session, Weights};
+use crate::{Config, CoreError, Session, Tokenizer, TokenizerError, Weights};
 use gemma_gguf::GgufFile;
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 /// Tokens per forward pass of a prefill, by default (llama.cpp's `n_ubatch`).
 pub const DEFAULT_MAX_BATCH: usize = 512;
@@ -86,6 +87,8 @@ pub struct Model {
     config: Config,
     weights: Weights,
     options: ModelOptions,
+    /// Built on first use by [`Model::tokenizer`] (262144 pieces: not at load time).
+    tokenizer: OnceLock<Tokenizer>,
 }
 
 impl fmt::Debug for Model {
@@ -119,6 +122,7 @@ impl Model {
             config,
             weights,
             options,
+            tokenizer: OnceLock::new(),
         })
     }
 
@@ -135,6 +139,16 @@ impl Model {
     /// The GGUF file (metadata, tokenizer, raw tensors).
     pub fn gguf(&self) -> &GgufFile {
         &self.file
+    }
+
+    /// The tokenizer of the file's vocabulary, built once on first use and shared by
+    /// every caller.
+    pub fn tokenizer(&self) -> Result<&Tokenizer, TokenizerError> {
+        if let Some(tokenizer) = self.tokenizer.get() {
+            return Ok(tokenizer);
+        }
+        let built = Tokenizer::from_gguf(&self.file)?;
+        Ok(self.tokenizer.get_or_init(|| built))
     }
 
     /// The options it was loaded with.

@@ -18,8 +18,10 @@
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::cuda::CudaBackend;
-use crate::engine::{Engine, EngineSizes, Runner, Want};
+use crate::backend::DeviceMemory;
+use crate::engine::{Engine, EngineSizes, Runner, Sink, Want};
 use crate::forward::ModelRef;
+use crate::image::ImageError;
 use crate::kv_cache::KvType;
 use crate::trace::Trace;
 use crate::{CoreError, Device, Model};
@@ -90,6 +92,29 @@ impl<'m> Session<'m> {
         Ok(&self.logits)
     }
 
+    /// Runs the soft tokens of one image (`rows × n_embd` values, row-major: the output of
+    /// the vision projector, not scaled) at the current position and returns the logits
+    /// after the last one. The image's tokens attend to each other (bidirectionally) and
+    /// to everything before; the tokens after see the whole image. The image runs as one
+    /// batch: it must fit `max_batch` and the local layers' rings (`ring_margin + 1`),
+    /// else [`ImageError::TooLong`]. Wrap it in [`crate::image::START_OF_IMAGE`] and
+    /// [`crate::image::END_OF_IMAGE`] tokens.
+    pub fn prefill_image(&mut self, rows: &[f32]) -> Result<&[f32], ImageError> {
+        self.run_image(rows, Want::Last, &mut |_, _| {})?;
+        Ok(&self.logits)
+    }
+
+    /// Like [`Session::prefill_image`], and also gives the logits after every soft token
+    /// to `each` as `(position, logits)`, in order.
+    pub fn prefill_image_each(
+        &mut self,
+        rows: &[f32],
+        mut each: impl FnMut(usize, &[f32]) + Send,
+    ) -> Result<&[f32], ImageError> {
+        self.run_image(rows, Want::All, &mut each)?;
+        Ok(&self.logits)
+    }
+
     /// Runs one token (a decode step) and returns the logits after it.
     pub fn step(&mut self, token: u32) -> Result<&[f32], CoreError> {
         self.prefill(&[token])
@@ -130,6 +155,19 @@ impl<'m> Session<'m> {
         self.runner.cache().bytes()
     }
 
+    /// Device memory held by the session's GPU backend (weights uploaded so far — all of
+    /// them after the first run —, KV cache, buffers) and in use on the device; `None` on
+    /// the CPU.
+    pub fn device_memory(&self) -> Option<DeviceMemory> {
+        self.runner.device_memory()
+    }
+
+    /// Bytes of device memory the session's GPU backend holds (see
+    /// [`Session::device_memory`]); `None` on the CPU.
+    pub fn vram_bytes(&self) -> Option<u64> {
+        self.device_memory().map(|m| m.allocated)
+    }
+
     /// Element type of the KV cache.
     pub fn kv_type(&self) -> KvType {
         self.runner.cache().kv_type()
@@ -162,6 +200,34 @@ impl<'m> Session<'m> {
         want: Want,
         each: &mut (dyn FnMut(usize, &[f32]) + Send),
     ) -> Result<(), CoreError> {
+        self.run_with(tokens.len(), each, |runner, sink, trace| {
+            runner.run(tokens, want, sink, trace)
+        })
+    }
+
+    fn run_image(
+        &mut self,
+        rows: &[f32],
+        want: Want,
+        each: &mut (dyn FnMut(usize, &[f32]) + Send),
+    ) -> Result<(), ImageError> {
+        let n = rows.len() / self.model.config().n_embd.max(1);
+        self.run_with(n, each, |runner, sink, trace| {
+            runner.run_image(rows, want, sink, trace)
+        })
+    }
+
+    /// Runs `go` (which runs `n` rows) in the session's pool, keeping the logits of the
+    /// last row and giving every row's to `each`.
+    fn run_with<E>(
+        &mut self,
+        n: usize,
+        each: &mut (dyn FnMut(usize, &[f32]) + Send),
+        go: impl FnOnce(&mut (dyn Runner + 'm), Sink<'_>, Option<&mut Trace>) -> Result<(), E> + Send,
+    ) -> Result<(), E>
+    where
+        E: Send,
+    {
         let Session {
             runner,
             pool,
@@ -169,15 +235,11 @@ impl<'m> Session<'m> {
             trace,
             ..
         } = self;
-        let last = tokens
-            .len()
-            .checked_sub(1)
-            .map(|i| runner.cache().position() + i);
+        let last = n.checked_sub(1).map(|i| runner.cache().position() + i);
         logits.clear();
         pool.install(|| {
-            runner.run(
-                tokens,
-                want,
+            go(
+                runner.as_mut(),
                 &mut |pos, row| {
                     if Some(pos) == last {
                         logits.clear();

@@ -140,6 +140,39 @@ fn matches_f64_reference_for_every_type_and_shape() {
     }
 }
 
+/// The float formats' many-token path on rows whose length is no multiple of the SIMD
+/// width (attention's key counts), against the f64 products of the same values.
+#[test]
+fn float_many_token_path_handles_odd_row_lengths() {
+    let mut rng = Rng(11);
+    for ty in [GgmlType::F32, GgmlType::F16] {
+        for (rows, cols, n) in [(5usize, 37usize, 9usize), (17, 3, 4), (3, 129, 13)] {
+            let data = random_weights(ty, rows, cols, &mut rng);
+            let w = WeightMatrix::new(ty, &data, rows, cols).expect("weight matrix");
+            let mut wd = vec![0.0f32; rows * cols];
+            quant::dequantize(ty, &data, &mut wd).expect("dequantize");
+            let x = rng.vec(n * cols);
+            let xd = dequantized_activations(ty, &x, cols);
+            let y = run(&w, &x, n);
+            for t in 0..n {
+                for r in 0..rows {
+                    let (mut want, mut scale) = (0.0f64, 0.0f64);
+                    for k in 0..cols {
+                        let p = f64::from(wd[r * cols + k]) * f64::from(xd[t * cols + k]);
+                        want += p;
+                        scale += p.abs();
+                    }
+                    let got = f64::from(y[t * rows + r]);
+                    assert!(
+                        (got - want).abs() <= 1e-6 * scale.max(1e-30),
+                        "{ty:?} rows={rows} cols={cols} t={t} r={r}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// The many-token path (token tiles, four-token kernels where a format has one) against
 /// the one-token path: the same integer sums, so equal up to float summation order.
 #[test]
@@ -148,7 +181,10 @@ fn one_token_and_many_token_paths_agree() {
     let (rows, cols, n) = (161usize, 512usize, 19usize);
     for ty in [
         GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q5_0,
         GgmlType::Q4_K,
+        GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q6_K,
     ] {

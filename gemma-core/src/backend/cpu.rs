@@ -266,6 +266,16 @@ impl Backend for CpuBackend<'_> {
         Ok(true)
     }
 
+    fn supports_images(&self) -> bool {
+        true
+    }
+
+    fn load_rows(&mut self, rows: &[f32], out: &mut Vec<f32>) -> Result<(), CoreError> {
+        // The engine checks that the rows fit a batch, the size of `out`.
+        out[..rows.len()].copy_from_slice(rows);
+        Ok(())
+    }
+
     fn read(
         &mut self,
         buf: &Vec<f32>,

@@ -3,7 +3,7 @@
 //! `gemma_kernels::cuda`. Products with quantized weights run on q8_1 activations (dp4a
 //! for up to 8 tokens, int8 tensor cores above); norms, residuals and attention in f32.
 
-use super::{AttentionJob, Backend, KvShape};
+use super::{AttentionJob, Backend, DeviceMemory, KvShape};
 use crate::attention::SlotMap;
 use crate::config::Rope;
 use crate::kv_cache::KvType;
@@ -57,6 +57,10 @@ pub struct CudaBackend<'m> {
     positions_for: (usize, usize),
     /// Decode-attention scratch per (slots, window).
     decode: HashMap<(usize, usize), DecodeScratch>,
+    /// Bytes of the activation buffers and of the KV storage handed out (held by the
+    /// engine for the whole session).
+    buffer_bytes: usize,
+    kv_bytes: usize,
 }
 
 impl<'m> CudaBackend<'m> {
@@ -77,6 +81,8 @@ impl<'m> CudaBackend<'m> {
             positions: None,
             positions_for: (usize::MAX, 0),
             decode: HashMap::new(),
+            buffer_bytes: 0,
+            kv_bytes: 0,
         })
     }
 
@@ -92,6 +98,22 @@ impl<'m> CudaBackend<'m> {
             .map(DeviceMatrix::bytes)
             .sum::<usize>()
             + self.norms.values().map(|n| n.len() * 4).sum::<usize>()
+    }
+
+    /// Bytes of device memory held: uploaded weights, activation buffers, KV storage and
+    /// scratch (the CUDA context itself and allocator slack not included).
+    pub fn allocated_bytes(&self) -> usize {
+        self.weight_bytes()
+            + self.buffer_bytes
+            + self.kv_bytes
+            + self.q8.as_ref().map_or(0, Q8Activations::bytes)
+            + self
+                .decode
+                .values()
+                .map(DecodeScratch::bytes)
+                .sum::<usize>()
+            + self.ids.as_ref().map_or(0, |i| i.len() * 4)
+            + self.positions.as_ref().map_or(0, |p| p.len() * 4)
     }
 
     fn bytes(&self, name: &str, range: &Range<usize>) -> Result<&'m [u8], CoreError> {
@@ -191,22 +213,31 @@ impl Backend for CudaBackend<'_> {
     }
 
     fn alloc(&mut self, len: usize) -> Result<CudaSlice<f32>, CoreError> {
-        cuda::zeros::<f32>(&self.dev, len).map_err(core_err)
+        let buf = cuda::zeros::<f32>(&self.dev, len).map_err(core_err)?;
+        self.buffer_bytes += len * 4;
+        Ok(buf)
     }
 
     fn alloc_kv(&mut self, shape: KvShape) -> Result<CudaKvStore, CoreError> {
         let heads = shape.heads;
-        if shape.kv_type != KvType::F16 || heads.head_dim_k != heads.head_dim_v {
+        if shape.kv_type != KvType::F16 {
+            return Err(CoreError::DeviceUnavailable {
+                device: format!("cuda (with a {} KV cache)", shape.kv_type.name()),
+                reason: "the CUDA backend keeps its KV cache in f16 only: use --kv f16",
+            });
+        }
+        if heads.head_dim_k != heads.head_dim_v {
             return Err(CoreError::DeviceUnavailable {
                 device: "cuda".into(),
-                reason:
-                    "the CUDA backend keeps an f16 KV cache with equal key and value head sizes",
+                reason: "the CUDA backend needs equal key and value head sizes",
             });
         }
         let len = shape.slots * heads.n_head_kv * heads.head_dim_k;
         let k = cuda::zeros::<u16>(&self.dev, len).map_err(core_err)?;
         let v = cuda::zeros::<u16>(&self.dev, len).map_err(core_err)?;
-        Ok(CudaKvStore { shape, k, v })
+        let store = CudaKvStore { shape, k, v };
+        self.kv_bytes += store.bytes();
+        Ok(store)
     }
 
     fn embed(
@@ -373,6 +404,13 @@ impl Backend for CudaBackend<'_> {
         out: &mut CudaSlice<f32>,
     ) -> Result<(), CoreError> {
         self.q8_of = None;
+        if job.image.is_some() {
+            // supports_images() is false: the engine never sends image jobs here.
+            return Err(CoreError::DeviceUnavailable {
+                device: "cuda".into(),
+                reason: "the CUDA backend has no bidirectional image attention",
+            });
+        }
         let h = job.heads;
         let shape = AttnShape {
             n_heads: h.n_head,
@@ -416,6 +454,51 @@ impl Backend for CudaBackend<'_> {
             &mut ov,
         )
         .map_err(core_err)
+    }
+
+    fn copy_rows(
+        &mut self,
+        buf: &mut CudaSlice<f32>,
+        from: usize,
+        rows: usize,
+        width: usize,
+    ) -> Result<bool, CoreError> {
+        self.q8_of = None;
+        if (from + rows) * width > buf.len() {
+            return Err(core_err(CudaError::Shape {
+                what: "copy_rows source rows",
+                needed: (from + rows) * width,
+                actual: buf.len(),
+            }));
+        }
+        if from == 0 || rows == 0 {
+            return Ok(true);
+        }
+        // Forward in chunks of at most `from` rows: each chunk's destination ends where its
+        // source begins, and it only overwrites rows that earlier chunks already read (the
+        // copies are ordered on the one stream), so overlapping moves are exact.
+        let mut done = 0;
+        while done < rows {
+            let n = (rows - done).min(from);
+            let (mut head, tail) = buf.split_at_mut((from + done) * width);
+            let src = tail.slice(..n * width);
+            let mut dst = head.slice_mut(done * width..(done + n) * width);
+            self.dev
+                .stream()
+                .memcpy_dtod(&src, &mut dst)
+                .map_err(|e| core_err(e.into()))?;
+            done += n;
+        }
+        Ok(true)
+    }
+
+    fn device_memory(&self) -> Option<DeviceMemory> {
+        let (free, total) = self.dev.mem_info().ok()?;
+        Some(DeviceMemory {
+            allocated: self.allocated_bytes() as u64,
+            device_used: total.saturating_sub(free) as u64,
+            device_total: total as u64,
+        })
     }
 
     fn read(
@@ -528,6 +611,53 @@ mod tests {
     }
 
     #[test]
+    fn copy_rows_moves_overlapping_rows_and_other_kv_types_fail_clearly() {
+        use crate::backend::{Backend, HeadShape, KvShape};
+        let mut b = match CudaBackend::new(&[], 0) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("no CUDA device: GPU tests not run ({e})");
+                return;
+            }
+        };
+        let width = 3;
+        // (from, rows): disjoint, overlapping by a lot, one row.
+        for (from, rows) in [(5, 3), (2, 6), (7, 1)] {
+            let host: Vec<f32> = (0..(from + rows + 1) * width).map(|i| i as f32).collect();
+            let mut buf = gemma_kernels::cuda::upload(b.device(), &host).expect("upload");
+            assert!(b.copy_rows(&mut buf, from, rows, width).expect("copy_rows"));
+            let mut got = vec![0f32; host.len()];
+            b.read(&buf, 0..host.len(), &mut got).expect("read");
+            let mut want = host.clone();
+            want.copy_within(from * width..(from + rows) * width, 0);
+            assert_eq!(got, want, "copy_rows({from}, {rows})");
+        }
+        let heads = HeadShape {
+            n_head: 4,
+            n_head_kv: 1,
+            head_dim_k: 64,
+            head_dim_v: 64,
+        };
+        for kv_type in [KvType::Q8_0, KvType::F32] {
+            let err = b
+                .alloc_kv(KvShape {
+                    slots: 16,
+                    heads,
+                    kv_type,
+                })
+                .err()
+                .expect("only f16 KV caches on CUDA");
+            let text = err.to_string();
+            assert!(
+                text.contains(kv_type.name()) && text.contains("f16"),
+                "{text}"
+            );
+        }
+        let mem = b.device_memory().expect("device memory");
+        assert!(mem.device_total > 0 && mem.device_used <= mem.device_total);
+    }
+
+    #[test]
     fn cuda_engine_matches_cpu_engine_and_llama_cpp_on_tiny_models() {
         if let Err(e) = gemma_kernels::cuda::CudaDevice::new(0) {
             eprintln!("no CUDA device: GPU tests not run ({e})");
@@ -592,6 +722,26 @@ mod tests {
                 steps.extend(run(&mut step, &[t]));
             }
             let (sm, sa, st) = diff(&steps, &g[..32 * N_VOCAB]);
+            // Last-row-only prefill (the last layer runs one row after copy_rows): the
+            // same logits as the last row of the full prefill.
+            let mut last_only =
+                Engine::new(CudaBackend::new(bytes, 0).expect("cuda backend"), m, sizes)
+                    .expect("engine");
+            let mut last = Vec::new();
+            last_only
+                .run(
+                    &seq,
+                    Want::Last,
+                    &mut |_, row: &[f32]| last = row.to_vec(),
+                    None,
+                )
+                .expect("run");
+            let (lm, _, lt) = diff(&last, &g[g.len() - N_VOCAB..]);
+            if lm > 1e-3 || lt < 1.0 {
+                failures.push(format!(
+                    "{v}: last-row prefill differs from the full prefill: max {lm}"
+                ));
+            }
             eprintln!(
                 "{v:7} gpu vs llama.cpp max {gm:.4} mean {ga:.4} top1 {gt:.3} | gpu vs cpu max {cm:.4} mean {ca:.4} top1 {ct:.3} \
                  | steps vs batch max {sm:.4} mean {sa:.5} top1 {st:.3}"

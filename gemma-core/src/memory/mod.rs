@@ -32,7 +32,8 @@ mod vision;
 
 pub use plan::{
     kv_plan, plan, KvPlan, MemoryPlan, PlanOptions, CUDA_CONTEXT_BYTES, CUDA_POOL_SLACK_BYTES,
-    LOGIT_ROWS, PROCESS_BYTES, TOKENIZER_BYTES_PER_TOKEN,
+    LOGIT_ROWS, PROCESS_BASELINE_BYTES, PROCESS_BYTES, RUNTIME_GROWTH_BYTES,
+    TOKENIZER_BYTES_PER_TOKEN,
 };
 pub use process::{
     available_bytes, peak_resident_bytes, resident_anon_bytes, resident_bytes, resident_file_bytes,

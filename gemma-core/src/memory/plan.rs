@@ -13,7 +13,8 @@
 //!   grow like a `Vec` to the largest product of a full batch;
 //! - the tokenizer's tables ([`TOKENIZER_BYTES_PER_TOKEN`] per vocabulary entry), which
 //!   chat and generate hold beside the model;
-//! - the process: code, C library, allocator, worker threads ([`PROCESS_BYTES`]).
+//! - the process: code, C library, allocator, worker threads ([`PROCESS_BYTES`]: a
+//!   measured baseline and what running adds).
 //!
 //! On CUDA the weights, KV cache and buffers are device memory, plus the context
 //! ([`CUDA_CONTEXT_BYTES`]) and the allocator's slack; the file and the tokenizer stay
@@ -30,11 +31,20 @@ use gemma_kernels::quant::{self, BlockVisitor, QuantBlock};
 /// Rows of logits the engine computes per output projection (`engine.rs` `LOGIT_ROWS`).
 pub const LOGIT_ROWS: usize = 16;
 
-/// Resident memory of this engine's process besides the model and the session: the
-/// executable's code and data, the C library, the allocator's arenas and the session's
-/// worker threads. Measured on x86-64 Linux with `mem --measure` (3.5 to 4.6 MiB); the
-/// `--measure` prediction uses the measured baseline of its own process instead.
-pub const PROCESS_BYTES: u64 = 4 << 20;
+/// Resident memory of a process of this engine before it loads a model: the executable's
+/// code and data, the C library, the allocator. Measured on x86-64 Linux (`mem --measure`
+/// reports it as `baseline_bytes`: 3.0 to 3.9 MiB); `--measure` uses its own measured
+/// baseline in place of this constant.
+pub const PROCESS_BASELINE_BYTES: u64 = 13 << 18;
+
+/// What the process adds while it runs a session, besides the planned buffers: the worker
+/// threads' stacks and allocator arenas, blocks the allocator keeps after the first full
+/// batch's temporaries, code paged in. Measured with `mem --measure` on x86-64 Linux: 2 MiB
+/// (270M, 1B) to 11 MiB (12B) after a 512-token prefill.
+pub const RUNTIME_GROWTH_BYTES: u64 = 2 << 20;
+
+/// The process term of a CPU plan: [`PROCESS_BASELINE_BYTES`] + [`RUNTIME_GROWTH_BYTES`].
+pub const PROCESS_BYTES: u64 = PROCESS_BASELINE_BYTES + RUNTIME_GROWTH_BYTES;
 
 /// Heap of a [`crate::Tokenizer`] per vocabulary entry (texts, decoded pieces, scores,
 /// types, the lookup table): 15.9 to 17.2 MiB measured for Gemma 3's 262 144 entries

@@ -203,6 +203,7 @@ impl BlockVisitor for Matmul<'_, '_> {
             blocks_per_row,
             dot,
             dot4: None,
+            scaled4: None,
         };
         if n == 1 {
             rows.matvec(act, y);
@@ -232,6 +233,9 @@ struct Rows<'a, B: QuantBlock> {
     dot: VecDot<B>,
     /// One row times [`tiles::TILE_TOKENS`] tokens, where this format and CPU have one.
     dot4: Option<tiles::Dot4<B>>,
+    /// Or such a kernel that takes the activation block scales as f32, with those scales
+    /// (one per activation block, in the order of the activation blocks).
+    scaled4: Option<(tiles::ScaledDot4<B>, &'a [f32])>,
 }
 
 impl<B: QuantBlock> Rows<'_, B> {
@@ -266,7 +270,7 @@ impl<B: QuantBlock> Rows<'_, B> {
                 for r in first..last {
                     let row = self.row(r);
                     let out = &mut tile[r - first..];
-                    self.row_times_tokens(row, &act[t0 * self.blocks_per_row..], tokens, out);
+                    self.row_times_tokens(row, act, t0, tokens, out);
                 }
                 for t in 0..tokens {
                     let src = &tile
@@ -280,16 +284,33 @@ impl<B: QuantBlock> Rows<'_, B> {
         });
     }
 
-    /// `out[t * PREFILL_ROWS_PER_TASK] = dot(row, token t)` for the first `tokens`
-    /// activation rows of `act`, four at a time where a four-token kernel exists.
-    fn row_times_tokens(&self, row: &[B], act: &[B::Act], tokens: usize, out: &mut [f32]) {
+    /// `out[t * PREFILL_ROWS_PER_TASK] = dot(row, token t0 + t)` for `t in 0..tokens`,
+    /// four at a time where a four-token kernel exists.
+    fn row_times_tokens(
+        &self,
+        row: &[B],
+        act: &[B::Act],
+        t0: usize,
+        tokens: usize,
+        out: &mut [f32],
+    ) {
         let bpr = self.blocks_per_row;
-        let token = |t: usize| &act[t * bpr..(t + 1) * bpr];
+        let token = |t: usize| &act[(t0 + t) * bpr..(t0 + t + 1) * bpr];
         let mut t = 0;
         if let Some(dot4) = self.dot4 {
             while t + tiles::TILE_TOKENS <= tokens {
                 let ys = dot4(row, [token(t), token(t + 1), token(t + 2), token(t + 3)]);
                 for (k, y) in ys.into_iter().enumerate() {
+                    out[(t + k) * PREFILL_ROWS_PER_TASK] = y;
+                }
+                t += tiles::TILE_TOKENS;
+            }
+        } else if let Some((dot4, scales)) = self.scaled4 {
+            let scale = |t: usize| &scales[(t0 + t) * bpr..(t0 + t + 1) * bpr];
+            while t + tiles::TILE_TOKENS <= tokens {
+                let x = [token(t), token(t + 1), token(t + 2), token(t + 3)];
+                let s = [scale(t), scale(t + 1), scale(t + 2), scale(t + 3)];
+                for (k, y) in dot4(row, x, s).into_iter().enumerate() {
                     out[(t + k) * PREFILL_ROWS_PER_TASK] = y;
                 }
                 t += tiles::TILE_TOKENS;

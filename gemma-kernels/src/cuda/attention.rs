@@ -101,6 +101,11 @@ impl DecodeScratch {
     pub fn n_splits(&self) -> usize {
         self.n_splits
     }
+
+    /// Bytes of device memory held.
+    pub fn bytes(&self) -> usize {
+        (self.part_o.len() + self.part_ml.len()) * 4
+    }
 }
 
 fn decode_names(head_dim: usize) -> (&'static str, &'static str) {

@@ -159,6 +159,11 @@ impl Q8Activations {
         self.rows
     }
 
+    /// Bytes of device memory held (values and scales).
+    pub fn bytes(&self) -> usize {
+        self.qs.len() + self.ds.len() * 4
+    }
+
     /// Sets the shape of the next contents; fails when it does not fit the allocation.
     pub(crate) fn set_shape(&mut self, rows: usize, k: usize) -> Result<(), CudaError> {
         let k_pad = padded_len(k);

@@ -15,7 +15,6 @@
 //! - an F32 cache: everything in f32.
 
 use super::kv_store::{CpuKvStore, KvData, Row};
-use crate::attention::visible_keys;
 use crate::backend::{AttentionJob, KvShape};
 use bytemuck::Zeroable;
 use gemma_kernels::cpu::isa;
@@ -118,7 +117,7 @@ pub(crate) fn attention(q: &[f32], store: &CpuKvStore, job: &AttentionJob, out: 
 impl Head<'_> {
     /// Standard attention: all scores, softmax, then `P·V`.
     fn attend(&self, query: &[f32], out: &mut [f32]) {
-        let keys = visible_keys(self.pos, self.job.window);
+        let keys = self.job.visible_keys(self.pos);
         let mut scores = vec![0.0f32; keys.len()];
         let q = Query::new(&self.store.keys, query);
         for seg in self.job.slot_map.segments(keys.clone()) {

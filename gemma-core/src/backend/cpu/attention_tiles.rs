@@ -11,7 +11,6 @@
 //! score per visible key and query of the tile, bounded by [`SCORE_BUDGET`].
 
 use super::kv_store::{CpuKvStore, KvData};
-use crate::attention::visible_keys;
 use crate::backend::AttentionJob;
 use crate::CoreError;
 use gemma_gguf::GgmlType;
@@ -54,8 +53,9 @@ pub(crate) struct TileScratch {
 
 /// Whether `job` takes the tiled path.
 pub(crate) fn applies(job: &AttentionJob) -> bool {
-    let first = visible_keys(job.pos0 + job.rows.start, job.window).start;
-    job.rows.len() >= MIN_ROWS && job.pos0 + job.rows.end - first <= MAX_KEYS
+    let first = job.visible_keys(job.pos0 + job.rows.start).start;
+    let end = job.visible_keys(job.pos0 + job.rows.end - 1).end;
+    job.rows.len() >= MIN_ROWS && end - first <= MAX_KEYS
 }
 
 /// Runs `job` (see [`super::attention::attention`] for the layouts of `q` and `out`).
@@ -67,8 +67,8 @@ pub(crate) fn attention(
     scratch: &mut TileScratch,
 ) -> Result<(), CoreError> {
     let heads = job.heads;
-    let widest =
-        job.pos0 + job.rows.end - visible_keys(job.pos0 + job.rows.start, job.window).start;
+    let widest = job.visible_keys(job.pos0 + job.rows.end - 1).end
+        - job.visible_keys(job.pos0 + job.rows.start).start;
     let tile = (SCORE_BUDGET / (heads.group() * widest)).clamp(1, MAX_TILE);
     for first in job.rows.clone().step_by(tile) {
         let rows = first..(first + tile).min(job.rows.end);
@@ -91,8 +91,10 @@ fn attend_tile(
 ) -> Result<(), CoreError> {
     let heads = job.heads;
     let (dk, dv, group) = (heads.head_dim_k, heads.head_dim_v, heads.group());
-    let lo = visible_keys(job.pos0 + rows.start, job.window).start;
-    let keys = lo..job.pos0 + rows.end;
+    // The visible ranges only move forward with the position (an image's tokens see up
+    // to its end, the tokens after it further still).
+    let lo = job.visible_keys(job.pos0 + rows.start).start;
+    let keys = lo..job.visible_keys(job.pos0 + rows.end - 1).end;
     let (nk, nq) = (keys.len(), rows.len() * group);
     let round = matches!(store.keys, KvData::F16(_));
 
@@ -125,7 +127,8 @@ fn attend_tile(
         .enumerate()
         .for_each(|(i, row)| {
             let pos = job.pos0 + rows.start + i / group;
-            softmax_within(row, visible_keys(pos, job.window).start - lo..pos + 1 - lo);
+            let visible = job.visible_keys(pos);
+            softmax_within(row, visible.start - lo..visible.end - lo);
             if round {
                 round_to_f16(row);
             }

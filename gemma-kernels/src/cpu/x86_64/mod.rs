@@ -6,4 +6,5 @@ pub mod avx2_ops;
 pub mod avx512_kquants;
 pub mod avx512_legacy;
 pub(crate) mod avx512_tiles;
+pub(crate) mod avx512_tiles_float;
 pub(crate) mod avx512_tiles_legacy;

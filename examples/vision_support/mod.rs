@@ -1,0 +1,64 @@
+//! What the `chat`, `generate` and `bench` examples share for images: loading an
+//! mmproj file for a language model and encoding image files to soft tokens.
+
+use gemma_vision::{Fit, VisionModel};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// `--image-fit`: how a non-square image becomes the encoder's square.
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
+pub enum FitArg {
+    /// Stretch to the square (the model's own processor).
+    #[default]
+    Squash,
+    /// Keep the aspect ratio and pad with black (llama.cpp).
+    Letterbox,
+}
+
+impl From<FitArg> for Fit {
+    fn from(fit: FitArg) -> Fit {
+        match fit {
+            FitArg::Squash => Fit::Squash,
+            FitArg::Letterbox => Fit::Letterbox,
+        }
+    }
+}
+
+/// Loads the mmproj file and checks that its projection matches the text model's
+/// hidden size `hidden`.
+pub fn load_vision(path: &Path, hidden: usize) -> Result<VisionModel, String> {
+    let vision =
+        VisionModel::load(path).map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+    if vision.text_hidden() != hidden {
+        return Err(format!(
+            "{} projects to hidden size {}, the model's is {hidden}",
+            path.display(),
+            vision.text_hidden()
+        ));
+    }
+    Ok(vision)
+}
+
+/// Reads, preprocesses and encodes the image file at `path`: the soft tokens
+/// (`n_image_tokens × text_hidden` values) and the time preprocessing and encoding took.
+pub fn encode_image(
+    vision: &VisionModel,
+    path: &Path,
+    fit: Fit,
+) -> Result<(Vec<f32>, Duration), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let start = Instant::now();
+    let pixels = vision
+        .preprocess(&bytes, fit)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let tokens = vision
+        .encode(&pixels)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((tokens, start.elapsed()))
+}
+
+/// The ring margin a session needs to run an image of `image_tokens` soft tokens in one
+/// batch (at least `default`).
+pub fn ring_margin_for(image_tokens: usize, default: usize) -> usize {
+    default.max(image_tokens)
+}
