@@ -11,7 +11,12 @@
 //! memory bandwidth (a read of a 512 MiB buffer by the same number of threads) divided
 //! by the bytes of weights one token reads. `--json` prints one object with
 //! `prefill_tokens_per_s`, `decode_tokens_per_s`, `peak_rss_bytes`,
-//! `decode_bound_tokens_per_s` and the details.
+//! `decode_bound_tokens_per_s` and the details. With `--mmproj F --image IMG` it also
+//! times the image's preprocessing and encoding to soft tokens (median over the same
+//! repetitions, after a warm-up; `image_encode_seconds` in the JSON).
+
+#[path = "vision_support/mod.rs"]
+mod vision_support;
 
 use clap::Parser;
 use gemma_core::{Device, KvType, Model, ModelOptions};
@@ -52,6 +57,15 @@ struct Args {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Vision projector (mmproj GGUF) to time `--image` with.
+    #[arg(long, requires = "image")]
+    mmproj: Option<PathBuf>,
+    /// Image file (PNG, JPEG) whose encoding is timed.
+    #[arg(long, requires = "mmproj")]
+    image: Option<PathBuf>,
+    /// How a non-square image becomes the encoder's square.
+    #[arg(long, value_enum, default_value_t = vision_support::FitArg::Squash)]
+    image_fit: vision_support::FitArg,
 }
 
 /// Size of the buffer read to measure memory bandwidth.
@@ -144,6 +158,12 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         }
     }
 
+    let image_runs = match (&args.mmproj, &args.image) {
+        (Some(mmproj), Some(image)) => time_image(&args, mmproj, image, model.config().n_embd)?,
+        _ => Vec::new(),
+    };
+    let image_encode = (!image_runs.is_empty()).then(|| median(&image_runs));
+
     // Before the bandwidth buffer is allocated.
     let peak_rss = peak_rss_bytes();
     let bytes_per_token = model.weights().bytes_per_token();
@@ -178,6 +198,8 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             "decode_weight_bytes_per_s": decode * bytes_per_token as f64,
             "vram_bytes": vram,
             "vram_device_used_bytes": vram_device_used,
+            "image_encode_seconds": image_encode,
+            "image_encode_runs": image_runs,
         });
         println!("{report}");
     } else {
@@ -199,6 +221,9 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             load_seconds,
             peak_rss as f64 / 1048576.0
         );
+        if let Some(seconds) = image_encode {
+            println!("image encode: {seconds:.3} s");
+        }
         if let Some(v) = vram {
             println!(
                 "{}: {:.1} MiB of VRAM held | weights read at {:.1} GB/s in decode",
@@ -209,6 +234,30 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         }
     }
     Ok(())
+}
+
+/// Seconds to preprocess and encode `image` with `mmproj`, per repetition after a
+/// warm-up, in a pool of `--threads` threads.
+fn time_image(
+    args: &Args,
+    mmproj: &std::path::Path,
+    image: &std::path::Path,
+    hidden: usize,
+) -> Result<Vec<f64>, Box<dyn Error>> {
+    let vision = vision_support::load_vision(mmproj)?;
+    vision_support::check_hidden(&vision, mmproj, hidden)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads)
+        .build()?;
+    let mut runs = Vec::new();
+    for rep in 0..=args.reps {
+        let (_, took) =
+            pool.install(|| vision_support::encode_image(&vision, image, args.image_fit.into()))?;
+        if rep > 0 {
+            runs.push(took.as_secs_f64());
+        }
+    }
+    Ok(runs)
 }
 
 fn argmax(x: &[f32]) -> u32 {

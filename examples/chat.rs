@@ -12,7 +12,8 @@
 //! when absent.
 //!
 //! Interactive (stdin is a terminal): `/reset` forgets the conversation, `/system TEXT`
-//! sets the system prompt (`/system` alone clears it), `/quit` (or Ctrl-D) leaves. Ctrl-C
+//! sets the system prompt (`/system` alone clears it), `/image PATH` attaches an image to
+//! the next message (with `--mmproj`), `/quit` (or Ctrl-D) leaves. Ctrl-C
 //! stops the current answer; at the prompt it leaves. After each answer a line with the
 //! prefill and decode speeds goes to stderr.
 //!
@@ -22,6 +23,10 @@
 //! followed by an assistant message is history, not answered). With `--single-message`
 //! the whole of stdin is one user message. Answers go to stdout, one after another, each
 //! followed by a newline; speeds go to stderr. Errors print one line and exit with status 1.
+//!
+//! Images: with `--mmproj F` (a Gemma 3 vision projector), `--image IMG` attaches an
+//! image to the first user message and a `/image PATH` line (interactive or scripted)
+//! to the next one (`--image-fit squash|letterbox` picks the preprocessing).
 
 use std::error::Error;
 use std::io::{BufRead, IsTerminal, Read, Write};
@@ -30,6 +35,9 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[path = "vision_support/mod.rs"]
+mod vision_support;
 
 use clap::Parser;
 use gemma_core::generate::{CancelToken, GenerateOptions, StopReason};
@@ -97,6 +105,38 @@ struct Args {
     /// Device: cpu or cuda[:N].
     #[arg(long, default_value = "cpu")]
     device: Device,
+    /// Vision projector (mmproj GGUF): enables `--image` and `/image PATH`.
+    #[arg(long)]
+    mmproj: Option<PathBuf>,
+    /// Image file (PNG, JPEG) attached to the first user message.
+    #[arg(long, requires = "mmproj")]
+    image: Option<PathBuf>,
+    /// How a non-square image becomes the encoder's square.
+    #[arg(long, value_enum, default_value_t = vision_support::FitArg::Squash)]
+    image_fit: vision_support::FitArg,
+}
+
+/// The vision projector and how to preprocess images for it.
+struct Vision {
+    model: gemma_vision::VisionModel,
+    fit: gemma_vision::Fit,
+}
+
+/// Encodes the image at `path` and attaches it to the chat's next user message.
+fn attach_image(
+    chat: &mut Chat,
+    vision: Option<&Vision>,
+    path: &Path,
+) -> Result<(), Box<dyn Error>> {
+    let vision = vision.ok_or("images need a vision projector: start with --mmproj F")?;
+    let (rows, took) = vision_support::encode_image(&vision.model, path, vision.fit)?;
+    chat.attach_image(rows)?;
+    eprintln!(
+        "(image {} encoded in {:.2} s)",
+        path.display(),
+        took.as_secs_f64()
+    );
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -140,12 +180,26 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         return Ok(());
     }
     let path = model_path(args.model.clone())?;
-    let options = ModelOptions {
+    let vision = match &args.mmproj {
+        Some(mmproj) => Some(Vision {
+            model: vision_support::load_vision(mmproj)?,
+            fit: args.image_fit.into(),
+        }),
+        None => None,
+    };
+    let image_tokens = vision.as_ref().map_or(0, |v| v.model.n_image_tokens());
+    let mut options = ModelOptions {
         threads: args.threads,
         device: args.device,
         ..ModelOptions::default()
     };
+    // An image runs as one batch within the local layers' rings.
+    options.ring_margin = options.ring_margin.max(image_tokens);
+    options.max_batch = options.max_batch.max(image_tokens);
     let model = Model::load(&path, options).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let (Some(v), Some(mmproj)) = (&vision, &args.mmproj) {
+        vision_support::check_hidden(&v.model, mmproj, model.config().n_embd)?;
+    }
     let seed = args.seed.unwrap_or_else(clock_seed);
     let sampler = SamplerConfig {
         temperature: args.temperature,
@@ -172,10 +226,13 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         generate,
     };
     let mut chat = Chat::new(&model, options)?;
+    if let Some(image) = &args.image {
+        attach_image(&mut chat, vision.as_ref(), image)?;
+    }
     if std::io::stdin().is_terminal() {
-        interactive(&mut chat, &path, &cancel)
+        interactive(&mut chat, &path, &cancel, vision.as_ref())
     } else {
-        scripted(&mut chat, args.single_message)
+        scripted(&mut chat, args.single_message, vision.as_ref())
     }
 }
 
@@ -188,10 +245,15 @@ fn clock_seed() -> u64 {
 
 // ---------------------------------------------------------------- conversation modes
 
-fn interactive(chat: &mut Chat, path: &Path, cancel: &CancelToken) -> Result<(), Box<dyn Error>> {
+fn interactive(
+    chat: &mut Chat,
+    path: &Path,
+    cancel: &CancelToken,
+    vision: Option<&Vision>,
+) -> Result<(), Box<dyn Error>> {
     sigint::install();
     eprintln!(
-        "{} ({} tokens of context). /reset, /system TEXT, /quit; Ctrl-C stops an answer.",
+        "{} ({} tokens of context). /reset, /system TEXT, /image PATH, /quit; Ctrl-C stops an answer.",
         path.display(),
         chat.session().ctx_len()
     );
@@ -224,8 +286,14 @@ fn interactive(chat: &mut Chat, path: &Path, cancel: &CancelToken) -> Result<(),
                 );
                 continue;
             }
+            ("/image", image) => {
+                if let Err(e) = attach_image(chat, vision, Path::new(image)) {
+                    eprintln!("error: {}", one_line(e.as_ref()));
+                }
+                continue;
+            }
             (command, _) if command.starts_with('/') => {
-                eprintln!("unknown command {command}: /reset, /system TEXT, /quit");
+                eprintln!("unknown command {command}: /reset, /system TEXT, /image PATH, /quit");
                 continue;
             }
             _ => {}
@@ -249,7 +317,11 @@ fn interactive(chat: &mut Chat, path: &Path, cancel: &CancelToken) -> Result<(),
     }
 }
 
-fn scripted(chat: &mut Chat, single_message: bool) -> Result<(), Box<dyn Error>> {
+fn scripted(
+    chat: &mut Chat,
+    single_message: bool,
+    vision: Option<&Vision>,
+) -> Result<(), Box<dyn Error>> {
     let mut input = String::new();
     std::io::stdin().read_to_string(&mut input)?;
     let messages = if single_message {
@@ -264,6 +336,10 @@ fn scripted(chat: &mut Chat, single_message: bool) -> Result<(), Box<dyn Error>>
             .is_some_and(|next| next.role == Role::Assistant);
         if message.role != Role::User || answered_in_script {
             chat.push(message.clone());
+            continue;
+        }
+        if let Some(image) = message.content.strip_prefix("/image ") {
+            attach_image(chat, vision, Path::new(image.trim()))?;
             continue;
         }
         let summary = chat.send(&message.content, |piece| {

@@ -13,8 +13,18 @@
 //! f32, one row of n_vocab per prompt position (row i = logits after token i). `--json`
 //! prints one JSON object as the last line (and no streamed text). Errors print one
 //! line and exit with status 1.
+//!
+//! With `--mmproj F --image IMG` the image's soft tokens go after the prompt's BOS (or
+//! first), as llama.cpp lays them out: `<start_of_image>`, the soft tokens,
+//! `<end_of_image>`, then the prompt text. `--image-fit squash|letterbox` picks the
+//! preprocessing; `--dump-image-embeddings FILE` writes the soft tokens (little-endian
+//! f32, image tokens × hidden, row-major).
+
+#[path = "vision_support/mod.rs"]
+mod vision_support;
 
 use clap::Parser;
+use gemma_core::image::{END_OF_IMAGE, START_OF_IMAGE};
 use gemma_core::{
     Device, EncodeOptions, KvType, Model, ModelOptions, Sampler, SamplerConfig, StreamDecoder,
     Tokenizer,
@@ -82,6 +92,18 @@ struct Args {
     /// Write the prompt positions' logits to this file (little-endian f32 rows).
     #[arg(long)]
     dump_logits: Option<PathBuf>,
+    /// Vision projector (mmproj GGUF) for `--image`.
+    #[arg(long, requires = "image")]
+    mmproj: Option<PathBuf>,
+    /// Image file (PNG, JPEG) placed before the prompt text.
+    #[arg(long, requires = "mmproj")]
+    image: Option<PathBuf>,
+    /// How a non-square image becomes the encoder's square.
+    #[arg(long, value_enum, default_value_t = vision_support::FitArg::Squash)]
+    image_fit: vision_support::FitArg,
+    /// Write the image's soft tokens to this file (little-endian f32, tokens × hidden).
+    #[arg(long, requires = "image")]
+    dump_image_embeddings: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -104,21 +126,52 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn Error>> {
-    let options = ModelOptions {
+    let vision = match &args.mmproj {
+        Some(path) => Some(vision_support::load_vision(path)?),
+        None => None,
+    };
+    let image_tokens = vision.as_ref().map_or(0, |v| v.n_image_tokens());
+    let mut options = ModelOptions {
         threads: args.threads,
         device: args.device,
         ..ModelOptions::default()
     };
+    // An image runs as one batch within the local layers' rings.
+    options.ring_margin = options.ring_margin.max(image_tokens);
+    options.max_batch = options.max_batch.max(image_tokens);
     let model = Model::load(&args.model, options)?;
     let tokenizer = Tokenizer::from_gguf(model.gguf());
     let prompt = prompt_ids(&args, tokenizer.as_ref().ok())?;
     if prompt.is_empty() {
         return Err("the prompt has no tokens".into());
     }
+    let image = match (&vision, &args.mmproj, &args.image) {
+        (Some(vision), Some(mmproj), Some(path)) => {
+            vision_support::check_hidden(vision, mmproj, model.config().n_embd)?;
+            let (rows, _) = vision_support::encode_image(vision, path, args.image_fit.into())?;
+            if let Some(out) = &args.dump_image_embeddings {
+                write_f32(out, &rows)?;
+            }
+            Some(rows)
+        }
+        _ => None,
+    };
+    // The image goes after a leading BOS: [BOS] <start_of_image> image <end_of_image> text.
+    let split = usize::from(image.is_some() && prompt.first() == Some(&2));
+    let (head, text) = prompt.split_at(split);
+    let mut segments = vec![Segment::Tokens(head.to_vec())];
+    if let Some(rows) = &image {
+        segments.push(Segment::Tokens(vec![START_OF_IMAGE]));
+        segments.push(Segment::Image(rows));
+        segments.push(Segment::Tokens(vec![END_OF_IMAGE]));
+    }
+    segments.push(Segment::Tokens(text.to_vec()));
+    let prompt_len = prompt.len() + image.as_ref().map_or(0, |_| image_tokens + 2);
+
     let max_ctx = model.config().context_length;
     let ctx = args
         .ctx
-        .unwrap_or_else(|| (prompt.len() + args.max_tokens).min(max_ctx));
+        .unwrap_or_else(|| (prompt_len + args.max_tokens).min(max_ctx));
     let mut session = model.session(ctx, args.kv_type)?;
 
     // Prefill (every position's logits if they are dumped).
@@ -129,21 +182,20 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
                 File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?,
             );
             let mut write_error = None;
-            let last = session.prefill_each(&prompt, |_, row| {
+            let last = prefill(&mut session, &segments, |_, row| {
                 for v in row {
                     if let Err(e) = out.write_all(&v.to_le_bytes()) {
                         write_error.get_or_insert(e);
                     }
                 }
             })?;
-            let last = last.to_vec();
             if let Some(e) = write_error {
                 return Err(format!("cannot write {}: {e}", path.display()).into());
             }
             out.flush()?;
             last
         }
-        None => session.prefill(&prompt)?.to_vec(),
+        None => prefill(&mut session, &segments, |_, _| {})?,
     };
     let prefill_time = start.elapsed();
 
@@ -201,7 +253,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     }
     text.push_str(&tail);
 
-    let prefill_tps = prompt.len() as f64 / prefill_time.as_secs_f64();
+    let prefill_tps = prompt_len as f64 / prefill_time.as_secs_f64();
     let decode_tps = match generated.len() {
         0 | 1 => 0.0,
         n => (n - 1) as f64 / decode_time.as_secs_f64(),
@@ -210,6 +262,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     if args.json {
         let report = json!({
             "prompt_ids": prompt,
+            "image_tokens": image.as_ref().map_or(0, |_| image_tokens),
             "generated_ids": generated,
             "text": text,
             "stop_reason": stop,
@@ -227,13 +280,43 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     } else {
         eprintln!(
             "prompt {} tokens, {prefill_tps:.1} tok/s | generated {} tokens, {decode_tps:.1} tok/s ({stop}) | KV cache {:.1} MiB | peak RSS {:.1} MiB",
-            prompt.len(),
+            prompt_len,
             generated.len(),
             session.kv_bytes() as f64 / 1048576.0,
             peak_rss as f64 / 1048576.0,
         );
     }
     Ok(())
+}
+
+/// A part of the prompt: token ids or one image's soft tokens.
+enum Segment<'a> {
+    Tokens(Vec<u32>),
+    Image(&'a [f32]),
+}
+
+/// Runs the prompt's segments, giving every position's logits to `each`; returns the
+/// last position's logits.
+fn prefill(
+    session: &mut gemma_core::Session<'_>,
+    segments: &[Segment<'_>],
+    mut each: impl FnMut(usize, &[f32]) + Send,
+) -> Result<Vec<f32>, Box<dyn Error>> {
+    let mut last = Vec::new();
+    for segment in segments {
+        last = match segment {
+            Segment::Tokens(ids) if ids.is_empty() => continue,
+            Segment::Tokens(ids) => session.prefill_each(ids, &mut each)?.to_vec(),
+            Segment::Image(rows) => session.prefill_image_each(rows, &mut each)?.to_vec(),
+        };
+    }
+    Ok(last)
+}
+
+/// Writes `values` as little-endian f32 to `path`.
+fn write_f32(path: &std::path::Path, values: &[f32]) -> Result<(), String> {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// The prompt as token ids: raw `--tokens`, or the text encoded with BOS as the file says.

@@ -47,6 +47,7 @@ fn random_rows(n: usize, width: usize, seed: u64) -> Vec<f32> {
 
 /// The logits after every position of: prefix text, one image, suffix text.
 fn run(m: &Model, image: &[f32], trace: Option<Trace>) -> (Vec<Vec<f32>>, Option<Trace>) {
+    let n_image = image.len() / m.config().n_embd;
     let seq = sequence();
     let mut session = m.session(64, KvType::F32).unwrap();
     session.set_trace(trace);
@@ -60,7 +61,7 @@ fn run(m: &Model, image: &[f32], trace: Option<Trace>) -> (Vec<Vec<f32>>, Option
     session
         .prefill_each(&seq[PREFIX..PREFIX + SUFFIX], |_, l| rows.push(l.to_vec()))
         .unwrap();
-    assert_eq!(session.position(), PREFIX + IMAGE + SUFFIX);
+    assert_eq!(session.position(), PREFIX + n_image + SUFFIX);
     (rows, session.set_trace(None))
 }
 
@@ -84,9 +85,9 @@ fn by_position(trace: &Trace, name: &str) -> HashMap<usize, Vec<f32>> {
 
 /// Keys visible to a query at `pos`, written out independently of the engine: causal
 /// within the window, and the whole image for the image's tokens.
-fn visible(pos: usize, window: Option<usize>) -> std::ops::Range<usize> {
+fn visible(pos: usize, window: Option<usize>, n_image: usize) -> std::ops::Range<usize> {
     let start = window.map_or(0, |w| (pos + 1).saturating_sub(w));
-    let image = PREFIX..PREFIX + IMAGE;
+    let image = PREFIX..PREFIX + n_image;
     let end = if image.contains(&pos) {
         image.end
     } else {
@@ -95,11 +96,18 @@ fn visible(pos: usize, window: Option<usize>) -> std::ops::Range<usize> {
     start..end
 }
 
+/// Both CPU attention paths: per-query (short batches) and tiled (8 rows and more).
 #[test]
 fn every_layer_attends_with_the_image_mask() {
+    for n_image in [3, IMAGE] {
+        check_attention(n_image);
+    }
+}
+
+fn check_attention(n_image: usize) {
     let m = model(64);
     let c = m.config().clone();
-    let image = random_rows(IMAGE, c.n_embd, 1);
+    let image = random_rows(n_image, c.n_embd, 1);
     let names = (0..c.n_layer)
         .flat_map(|il| ["Qcur_rope", "Kcur_rope", "Vcur", "kqv_out"].map(|n| format!("{n}-{il}")));
     let (_, trace) = run(&m, &image, Some(Trace::only(names)));
@@ -111,9 +119,9 @@ fn every_layer_attends_with_the_image_mask() {
         let k = by_position(&trace, &format!("Kcur_rope-{il}"));
         let v = by_position(&trace, &format!("Vcur-{il}"));
         let out = by_position(&trace, &format!("kqv_out-{il}"));
-        assert_eq!(out.len(), PREFIX + IMAGE + SUFFIX, "layer {il}");
-        for pos in 0..PREFIX + IMAGE + SUFFIX {
-            let keys = visible(pos, c.layers[il].window);
+        assert_eq!(out.len(), PREFIX + n_image + SUFFIX, "layer {il}");
+        for pos in 0..PREFIX + n_image + SUFFIX {
+            let keys = visible(pos, c.layers[il].window, n_image);
             for h in 0..c.n_head {
                 let g = h / group;
                 let qh = &q[&pos][h * dk..(h + 1) * dk];
@@ -141,7 +149,7 @@ fn every_layer_attends_with_the_image_mask() {
     }
     assert!(
         worst < 1e-4,
-        "attention differs from the naive image mask by {worst}"
+        "image of {n_image}: attention differs from the naive image mask by {worst}"
     );
 }
 

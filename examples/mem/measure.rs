@@ -103,35 +103,35 @@ pub fn measure_here(args: &Args) -> Result<Json, String> {
     session
         .prefill_each(&tokens, |_, _| {})
         .map_err(|e| e.to_string())?;
-    let measured = memory::resident_bytes().ok_or("cannot read resident memory")?;
+    let resident = memory::resident_bytes().ok_or("cannot read resident memory")?;
     let mut row = plan_json(&shape.label, &plan);
-    // The planned process baseline replaced by the measured one (the growth stays planned).
-    let predicted = plan.total_bytes() - memory::PROCESS_BASELINE_BYTES + baseline;
+    // CPU: the planned process baseline replaced by the one measured before loading (the
+    // growth stays planned). CUDA: the device memory in use before loading (the context)
+    // in place of the planned context.
+    let (predicted, measured) = match (cuda_before, cuda_used_bytes(args.device)?) {
+        (Some(before), Some(after)) => (plan.total_bytes() - plan.runtime_bytes + before, after),
+        _ => (
+            plan.total_bytes() - memory::PROCESS_BASELINE_BYTES + baseline,
+            resident,
+        ),
+    };
     let extra = json!({
         "model": path.display().to_string(),
         "fill_tokens": fill,
         "malloc_perturb": perturbed,
-        "baseline_bytes": baseline,
+        "baseline_bytes": cuda_before.unwrap_or(baseline),
         "predicted_bytes": predicted,
         "measured_bytes": measured,
         "error_pct": error_pct(predicted, measured),
+        "resident_bytes": resident,
         "measured_anon_bytes": memory::resident_anon_bytes(),
         "measured_file_bytes": memory::resident_file_bytes(),
         "peak_bytes": memory::peak_resident_bytes(),
         "tokenizer_loaded": tokenizer.is_some(),
         "tokenizer_measured_bytes": tokenizer_measured,
+        "session_vram_allocated_bytes": session.device_memory().map(|m| m.allocated),
     });
     merge(&mut row, extra);
-    if let (Some(before), Some(after)) = (cuda_before, cuda_used_bytes(args.device)?) {
-        let predicted_vram = plan.total_bytes() - plan.runtime_bytes + before;
-        let vram = json!({
-            "predicted_vram_bytes": predicted_vram,
-            "vram_bytes": after,
-            "vram_error_pct": error_pct(predicted_vram, after),
-            "vram_baseline_bytes": before,
-        });
-        merge(&mut row, vram);
-    }
     drop(session);
     Ok(row)
 }
@@ -178,7 +178,13 @@ fn merge(row: &mut Json, extra: Json) {
 
 /// The measured rows as a table.
 pub fn measured_text(rows: &[Json]) -> String {
-    let mut out = String::from("resident memory of a filled session: predicted (planner + measured baseline) vs measured\n");
+    let what = match rows.first().and_then(|r| r["device"].as_str()) {
+        Some(d) if d.starts_with("cuda") => "device memory (VRAM in use)",
+        _ => "resident memory (VmRSS)",
+    };
+    let mut out = format!(
+        "{what} of a filled session: predicted (planner + measured baseline) vs measured\n"
+    );
     let _ = writeln!(
         out,
         "{:>7} {:>5} {:>9} {:>11} {:>11} {:>8} {:>10}",
@@ -197,16 +203,6 @@ pub fn measured_text(rows: &[Json]) -> String {
             r["error_pct"].as_f64().unwrap_or(f64::NAN),
             mib("kv_bytes"),
         );
-        if let Some(v) = r["vram_bytes"].as_u64() {
-            let p = r["predicted_vram_bytes"].as_u64().unwrap_or(0);
-            let _ = writeln!(
-                out,
-                "        VRAM: predicted {:.1} MiB, measured {:.1} MiB ({:+.2}%)",
-                p as f64 / MIB,
-                v as f64 / MIB,
-                error_pct(p, v)
-            );
-        }
     }
     out
 }

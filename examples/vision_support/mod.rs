@@ -24,11 +24,14 @@ impl From<FitArg> for Fit {
     }
 }
 
-/// Loads the mmproj file and checks that its projection matches the text model's
+/// Loads the mmproj file at `path`.
+pub fn load_vision(path: &Path) -> Result<VisionModel, String> {
+    VisionModel::load(path).map_err(|e| format!("cannot load {}: {e}", path.display()))
+}
+
+/// Checks that the projection of `vision` (loaded from `path`) matches the text model's
 /// hidden size `hidden`.
-pub fn load_vision(path: &Path, hidden: usize) -> Result<VisionModel, String> {
-    let vision =
-        VisionModel::load(path).map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+pub fn check_hidden(vision: &VisionModel, path: &Path, hidden: usize) -> Result<(), String> {
     if vision.text_hidden() != hidden {
         return Err(format!(
             "{} projects to hidden size {}, the model's is {hidden}",
@@ -36,7 +39,7 @@ pub fn load_vision(path: &Path, hidden: usize) -> Result<VisionModel, String> {
             vision.text_hidden()
         ));
     }
-    Ok(vision)
+    Ok(())
 }
 
 /// Reads, preprocesses and encodes the image file at `path`: the soft tokens
@@ -55,10 +58,4 @@ pub fn encode_image(
         .encode(&pixels)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((tokens, start.elapsed()))
-}
-
-/// The ring margin a session needs to run an image of `image_tokens` soft tokens in one
-/// batch (at least `default`).
-pub fn ring_margin_for(image_tokens: usize, default: usize) -> usize {
-    default.max(image_tokens)
 }

@@ -238,7 +238,7 @@ impl<B: Backend> Runner for Engine<'_, B> {
         if rows.is_empty() {
             return Err(ImageError::Empty);
         }
-        if rows.len() % hidden != 0 {
+        if !rows.len().is_multiple_of(hidden) {
             return Err(ImageError::Width {
                 values: rows.len(),
                 hidden,

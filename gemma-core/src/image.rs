@@ -77,7 +77,7 @@ impl ImageTokens {
         if rows.is_empty() {
             return Err(ImageError::Empty);
         }
-        if hidden == 0 || rows.len() % hidden != 0 {
+        if hidden == 0 || !rows.len().is_multiple_of(hidden) {
             return Err(ImageError::Width {
                 values: rows.len(),
                 hidden,

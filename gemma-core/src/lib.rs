@@ -32,5 +32,7 @@ pub mod generate;
 pub mod sampling;
 pub use chat::{Chat, ChatOptions, TurnSummary};
 pub use chat_template::{ChatTemplate, Message, Role};
-pub use generate::{CancelToken, GenerateError, GenerateOptions, Generation, GenerationStats, Piece, StopReason};
+pub use generate::{
+    CancelToken, GenerateError, GenerateOptions, Generation, GenerationStats, Piece, StopReason,
+};
 pub use sampling::{Sampler, SamplerConfig};

@@ -158,7 +158,10 @@ impl Model {
 
     /// A new session of `ctx_len` tokens (at most the model's `context_length`) whose KV
     /// cache stores `kv_type`; the cache is allocated now ([`Session::kv_bytes`]).
+    /// A session whose cache and buffers would not fit in the memory available is
+    /// refused with [`CoreError::OutOfMemory`] before anything is allocated.
     pub fn session(&self, ctx_len: usize, kv_type: KvType) -> Result<Session<'_>, CoreError> {
+        crate::memory::check_session_fits(self, ctx_len, kv_type)?;
         Session::new(self, ctx_len, kv_type)
     }
 }

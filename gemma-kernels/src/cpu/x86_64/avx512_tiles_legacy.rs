@@ -230,12 +230,11 @@ mod tests {
     use crate::cpu::isa::{has_avx512_vnni, Isa};
     use crate::cpu::x86_64::avx512_tiles::{tests::check, Dot4};
 
+    /// A scaled kernel instance, `unsafe` because of its target features.
+    type UnsafeScaledDot4<W> = unsafe fn(&[W], [&[BlockQ8_0]; 4], [&[f32]; 4]) -> [f32; 4];
+
     /// Calls `kernel` with the activation scales widened to f32, as `matmul` does.
-    fn with_scales<W>(
-        kernel: unsafe fn(&[W], [&[BlockQ8_0]; 4], [&[f32]; 4]) -> [f32; 4],
-        w: &[W],
-        x: [&[BlockQ8_0]; 4],
-    ) -> [f32; 4] {
+    fn with_scales<W>(kernel: UnsafeScaledDot4<W>, w: &[W], x: [&[BlockQ8_0]; 4]) -> [f32; 4] {
         let s: Vec<Vec<f32>> = x
             .iter()
             .map(|row| row.iter().map(|b| b.d.to_f32()).collect())
