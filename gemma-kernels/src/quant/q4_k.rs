@@ -312,30 +312,37 @@ fn vec_dot_scalar(w: &[BlockQ4_K], x: &[BlockQ8_K]) -> f32 {
     let mut sums = [0.0f32; 8];
     let mut sumf = 0.0f32;
     for (b, y) in w.iter().zip(x) {
-        let (scales, mins) = b.scales_mins();
-        let mut aux32 = [0i32; 8];
-        for (j, &scale) in scales.iter().enumerate() {
-            let (c, shift) = (j / 2, 4 * (j % 2));
-            for k in 0..32 {
-                let a = ((b.qs[32 * c + k] >> shift) & 0xF) as i32;
-                aux32[k % 8] += scale as i32 * (y.qs[32 * j + k] as i32 * a);
-            }
-        }
-        let mut sumi = 0i32;
-        for (j, &bsum) in y.bsums.iter().enumerate() {
-            sumi += bsum as i32 * mins[j / 2] as i32;
-        }
-        let d = b.d.to_f32() * y.d;
-        for l in 0..8 {
-            sums[l] += d * aux32[l] as f32;
-        }
-        let dmin = b.dmin.to_f32() * y.d;
-        sumf -= dmin * sumi as f32;
+        let quant = |j: usize, k: usize| (b.qs[32 * (j / 2) + k] >> (4 * (j % 2))) & 0xF;
+        sumf -= dot_k4_super_block(b.scales_mins(), quant, (b.d, b.dmin), y, &mut sums);
     }
-    for s in sums {
-        sumf += s;
+    sums.iter().fold(sumf, |acc, s| acc + s)
+}
+
+/// One super-block of ggml's generic Q4_K/Q5_K · Q8_K dot product, shared by both formats:
+/// `quant(j, k)` is the unsigned weight `k` of sub-block `j`. Adds the scaled integer sums
+/// to the eight float lanes `sums` and returns the minimum term to subtract.
+pub(crate) fn dot_k4_super_block(
+    (scales, mins): ([u8; 8], [u8; 8]),
+    quant: impl Fn(usize, usize) -> u8,
+    (d, dmin): (f16, f16),
+    y: &BlockQ8_K,
+    sums: &mut [f32; 8],
+) -> f32 {
+    let mut aux32 = [0i32; 8];
+    for (j, &scale) in scales.iter().enumerate() {
+        for k in 0..32 {
+            aux32[k % 8] += scale as i32 * (y.qs[32 * j + k] as i32 * quant(j, k) as i32);
+        }
     }
-    sumf
+    let mut sumi = 0i32;
+    for (j, &bsum) in y.bsums.iter().enumerate() {
+        sumi += bsum as i32 * mins[j / 2] as i32;
+    }
+    let d = d.to_f32() * y.d;
+    for (sum, &aux) in sums.iter_mut().zip(&aux32) {
+        *sum += d * aux as f32;
+    }
+    dmin.to_f32() * y.d * sumi as f32
 }
 
 impl QuantBlock for BlockQ4_K {

@@ -2,7 +2,9 @@
 //! with a 6-bit scale and a 6-bit minimum (Q4_K plus one high bit per weight).
 
 use super::common::x86_kernel;
-use super::q4_k::{finish_k4_super_block, fit_k4_sub_blocks, unpack_scales_mins_k4, Qkx2Search};
+use super::q4_k::{
+    dot_k4_super_block, finish_k4_super_block, fit_k4_sub_blocks, unpack_scales_mins_k4, Qkx2Search,
+};
 use super::{BlockQ8_K, QuantBlock, VecDot};
 use crate::cpu::isa::Isa;
 use bytemuck::{Pod, Zeroable};
@@ -102,29 +104,10 @@ fn vec_dot_scalar(w: &[BlockQ5_K], x: &[BlockQ8_K]) -> f32 {
     let mut sums = [0.0f32; 8];
     let mut sumf = 0.0f32;
     for (b, y) in w.iter().zip(x) {
-        let (scales, mins) = b.scales_mins();
-        let mut aux32 = [0i32; 8];
-        for (j, &scale) in scales.iter().enumerate() {
-            for k in 0..32 {
-                let a = b.quant(j, k) as i32;
-                aux32[k % 8] += scale as i32 * (y.qs[32 * j + k] as i32 * a);
-            }
-        }
-        let mut sumi = 0i32;
-        for (j, &bsum) in y.bsums.iter().enumerate() {
-            sumi += bsum as i32 * mins[j / 2] as i32;
-        }
-        let d = b.d.to_f32() * y.d;
-        for l in 0..8 {
-            sums[l] += d * aux32[l] as f32;
-        }
-        let dmin = b.dmin.to_f32() * y.d;
-        sumf -= dmin * sumi as f32;
+        let quant = |j: usize, k: usize| b.quant(j, k);
+        sumf -= dot_k4_super_block(b.scales_mins(), quant, (b.d, b.dmin), y, &mut sums);
     }
-    for s in sums {
-        sumf += s;
-    }
-    sumf
+    sums.iter().fold(sumf, |acc, s| acc + s)
 }
 
 impl QuantBlock for BlockQ5_K {
