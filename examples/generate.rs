@@ -80,6 +80,10 @@ struct Args {
     /// KV cache type: f16, q8_0 or f32.
     #[arg(long, default_value = "f16")]
     kv_type: KvType,
+    /// Attention rounding of llama.cpp with flash attention on (its default) or off
+    /// (`-fa off`); CPU only.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    flash_attn: OnOff,
     /// Device: cpu or cuda[:N].
     #[arg(long, default_value = "cpu")]
     device: Device,
@@ -125,6 +129,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// A switch given as `on` or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
 fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let vision = match &args.mmproj {
         Some(path) => Some(vision_support::load_vision(path)?),
@@ -134,6 +145,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let mut options = ModelOptions {
         threads: args.threads,
         device: args.device,
+        flash_attention: args.flash_attn == OnOff::On,
         ..ModelOptions::default()
     };
     // An image runs as one batch within the local layers' rings.

@@ -80,6 +80,7 @@ pub fn measure_here(args: &Args) -> Result<Json, String> {
         device: args.device,
         ring_margin: args.ring_margin,
         max_batch: args.max_batch,
+        ..ModelOptions::default()
     };
     let model = Model::load(path, options).map_err(|e| format!("{}: {e}", path.display()))?;
     let before_tokenizer = memory::resident_bytes().unwrap_or(0);

@@ -63,6 +63,52 @@ pub struct AttentionJob {
     /// Positions of an image whose tokens see each other (bidirectional attention inside
     /// the span, causal elsewhere: see [`AttentionJob::visible_keys`]); `None` for text.
     pub image: Option<Range<usize>>,
+    /// Rows of the whole batch this job is part of (llama.cpp's flash attention picks
+    /// its kernel, and so its rounding, by it: see [`AttentionNumerics::for_batch`]).
+    pub batch_rows: usize,
+}
+
+/// The rounding of attention's intermediate values, after the CPU kernels of llama.cpp,
+/// which has two algorithms (flash attention on, its default, or off) and, with flash
+/// attention, two kernels chosen by the batch size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionNumerics {
+    /// Flash attention off: all scores, then the softmax; with an F16 cache the query is
+    /// rounded to F16 for `Q·K` and the probabilities to F16 for `P·V`.
+    Standard,
+    /// Flash attention on a batch of at least [`FLASH_TILED_MIN_ROWS`] rows with an F16
+    /// or F32 cache (ggml's tiled kernel): the keys and values widened to f32, the
+    /// query, probabilities and sums in f32.
+    FlashTiled,
+    /// Flash attention otherwise (ggml's one-chunk kernel): an online softmax over the
+    /// keys in position order, the query in the keys' dot-product type and, with an F16
+    /// cache, the weighted sum of values kept in F16 after every key. A one-token step
+    /// over at least [`FLASH_SPLIT_MIN_CELLS`] cache cells splits the keys into one run
+    /// per thread and merges the runs.
+    FlashChunked,
+}
+
+/// Batch rows from which llama.cpp's flash attention takes its tiled kernel.
+pub const FLASH_TILED_MIN_ROWS: usize = 64;
+
+/// Cache cells (positions rounded up to [`FLASH_CELL_PADDING`]) from which a one-token
+/// flash-attention step splits its keys over the threads.
+pub const FLASH_SPLIT_MIN_CELLS: usize = 512;
+
+/// llama.cpp pads the cache cells it attends over to a multiple of this with flash attention.
+pub const FLASH_CELL_PADDING: usize = 256;
+
+impl AttentionNumerics {
+    /// The rounding llama.cpp uses for a batch of `rows` tokens with a `kv_type` cache,
+    /// with or without flash attention.
+    pub fn for_batch(flash: bool, rows: usize, kv_type: KvType) -> AttentionNumerics {
+        let widened = matches!(kv_type, KvType::F16 | KvType::F32);
+        match flash {
+            false => AttentionNumerics::Standard,
+            true if widened && rows >= FLASH_TILED_MIN_ROWS => AttentionNumerics::FlashTiled,
+            true => AttentionNumerics::FlashChunked,
+        }
+    }
 }
 
 impl AttentionJob {

@@ -149,6 +149,7 @@ pub(crate) fn forward<B: Backend>(
                     slot_map,
                     heads,
                     image: image.clone(),
+                    batch_rows: n,
                 };
                 b.attention(&st.q, layer.store(), &job, &mut st.att)?;
             }

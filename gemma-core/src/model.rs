@@ -68,6 +68,10 @@ pub struct ModelOptions {
     /// Most tokens per forward pass of a prefill (longer prompts are split); the
     /// scratch memory of a session grows with it.
     pub max_batch: usize,
+    /// Round attention as llama.cpp's CPU flash attention does (llama.cpp's default,
+    /// `-fa on`); `false` as llama.cpp with `-fa off`. Both are exact softmax attention
+    /// up to rounding (see `backend::AttentionNumerics`); the CUDA backend ignores it.
+    pub flash_attention: bool,
 }
 
 impl Default for ModelOptions {
@@ -77,6 +81,7 @@ impl Default for ModelOptions {
             device: Device::Cpu,
             ring_margin: DEFAULT_RING_MARGIN,
             max_batch: DEFAULT_MAX_BATCH,
+            flash_attention: true,
         }
     }
 }

@@ -57,7 +57,10 @@ impl<'m> Session<'m> {
         };
         let bytes = model.gguf().bytes();
         let runner: Box<dyn Runner + 'm> = match options.device {
-            Device::Cpu => Box::new(Engine::new(CpuBackend::new(bytes), m, sizes)?),
+            Device::Cpu => {
+                let backend = CpuBackend::new(bytes).flash_attention(options.flash_attention);
+                Box::new(Engine::new(backend, m, sizes)?)
+            }
             Device::Cuda(ordinal) => {
                 Box::new(Engine::new(CudaBackend::new(bytes, ordinal)?, m, sizes)?)
             }

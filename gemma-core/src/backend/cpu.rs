@@ -2,13 +2,15 @@
 //! `gemma_kernels::cpu` (run in the rayon pool the session installs).
 
 mod attention;
+mod attention_flash;
 mod attention_tiles;
+mod f16_accumulator;
 mod gelu;
 mod kv_store;
 
 pub use kv_store::CpuKvStore;
 
-use super::{AttentionJob, Backend, KvShape};
+use super::{AttentionJob, AttentionNumerics, Backend, KvShape};
 use crate::attention::SlotMap;
 use crate::config::Rope;
 use crate::weights::{Norm, Weight};
@@ -31,16 +33,29 @@ pub struct CpuBackend<'m> {
     scratch: MatmulScratch,
     /// Buffers of the tiled (prefill) attention.
     tiles: attention_tiles::TileScratch,
+    /// Value rows of the flash attention's one-chunk kernel.
+    value_rows: attention_flash::ValueRows,
+    /// Round attention as llama.cpp's flash attention does (see [`AttentionNumerics`]).
+    flash_attention: bool,
 }
 
 impl<'m> CpuBackend<'m> {
-    /// A backend reading weights from `file`, the bytes of the GGUF file.
+    /// A backend reading weights from `file`, the bytes of the GGUF file, with
+    /// llama.cpp's flash-attention numerics (its default; see [`Self::flash_attention`]).
     pub fn new(file: &'m [u8]) -> CpuBackend<'m> {
         CpuBackend {
             file,
             scratch: MatmulScratch::default(),
             tiles: attention_tiles::TileScratch::default(),
+            value_rows: attention_flash::ValueRows::default(),
+            flash_attention: true,
         }
+    }
+
+    /// Rounds attention as llama.cpp with flash attention on (`true`) or off (`false`).
+    pub fn flash_attention(mut self, on: bool) -> CpuBackend<'m> {
+        self.flash_attention = on;
+        self
     }
 
     fn matrix(&self, w: &Weight) -> Result<WeightMatrix<'m>, CoreError> {
@@ -247,10 +262,16 @@ impl Backend for CpuBackend<'_> {
         job: &AttentionJob,
         out: &mut Vec<f32>,
     ) -> Result<(), CoreError> {
-        if attention_tiles::applies(job) {
-            attention_tiles::attention(q, store, job, out, &mut self.tiles)
+        let numerics =
+            AttentionNumerics::for_batch(self.flash_attention, job.batch_rows, store.shape.kv_type);
+        let widened = numerics == AttentionNumerics::FlashTiled;
+        if numerics == AttentionNumerics::FlashChunked {
+            attention_flash::attention(q, store, job, out, &mut self.value_rows);
+            Ok(())
+        } else if attention_tiles::applies(job) {
+            attention_tiles::attention(q, store, job, widened, out, &mut self.tiles)
         } else {
-            attention::attention(q, store, job, out);
+            attention::attention(q, store, job, widened, out);
             Ok(())
         }
     }

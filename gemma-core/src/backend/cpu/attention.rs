@@ -24,14 +24,14 @@ use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 /// The dot-product kernels, chosen once per call.
-struct Dots {
+pub(super) struct Dots {
     f16: VecDot<f16>,
     f32: VecDot<f32>,
     q8_0: VecDot<BlockQ8_0>,
 }
 
 impl Dots {
-    fn best() -> Dots {
+    pub(super) fn best() -> Dots {
         let isa = isa::current();
         Dots {
             f16: <f16 as QuantBlock>::vec_dot_for(isa).unwrap_or(<f16 as QuantBlock>::vec_dot),
@@ -43,14 +43,14 @@ impl Dots {
 
 /// A query converted to the dot-product format of the cached keys (ggml's
 /// `vec_dot_type`): F16 keys take an F16 query, Q8_0 keys a Q8_0 one, F32 keys f32.
-enum Query<'a> {
+pub(super) enum Query<'a> {
     F32(&'a [f32]),
     F16(Vec<f16>),
     Q8_0(Vec<BlockQ8_0>),
 }
 
 impl<'a> Query<'a> {
-    fn new(keys: &KvData, q: &'a [f32]) -> Query<'a> {
+    pub(super) fn new(keys: &KvData, q: &'a [f32]) -> Query<'a> {
         match keys {
             KvData::F32(_) => Query::F32(q),
             KvData::F16(_) => {
@@ -67,7 +67,7 @@ impl<'a> Query<'a> {
     }
 
     /// `q · key` (the key has the cache's type).
-    fn dot(&self, key: Row<'_>, dots: &Dots) -> f32 {
+    pub(super) fn dot(&self, key: Row<'_>, dots: &Dots) -> f32 {
         match (self, key) {
             (Query::F32(q), Row::F32(k)) => (dots.f32)(k, q),
             (Query::F16(q), Row::F16(k)) => (dots.f16)(k, q),
@@ -86,11 +86,21 @@ struct Head<'a> {
     /// Its position.
     pos: usize,
     dots: &'a Dots,
+    /// Keep the query and the probabilities in f32 with an F16 cache (the values of
+    /// llama.cpp's tiled flash attention) instead of rounding them to F16.
+    widened: bool,
 }
 
 /// Runs `job`: `q` holds rows of `n_head * head_dim_k` scaled queries, `out` receives
-/// rows of `n_head * head_dim_v`.
-pub(crate) fn attention(q: &[f32], store: &CpuKvStore, job: &AttentionJob, out: &mut [f32]) {
+/// rows of `n_head * head_dim_v`. `widened`: an F16 cache is widened to f32 instead of
+/// the query and probabilities being rounded to F16.
+pub(crate) fn attention(
+    q: &[f32],
+    store: &CpuKvStore,
+    job: &AttentionJob,
+    widened: bool,
+    out: &mut [f32],
+) {
     let heads = job.heads;
     let (dk, dv) = (heads.head_dim_k, heads.head_dim_v);
     let q_width = heads.n_head * dk;
@@ -109,6 +119,7 @@ pub(crate) fn attention(q: &[f32], store: &CpuKvStore, job: &AttentionJob, out: 
                 g: h / heads.group(),
                 pos: job.pos0 + t,
                 dots: &dots,
+                widened,
             };
             head.attend(query, out);
         });
@@ -119,10 +130,21 @@ impl Head<'_> {
     fn attend(&self, query: &[f32], out: &mut [f32]) {
         let keys = self.job.visible_keys(self.pos);
         let mut scores = vec![0.0f32; keys.len()];
-        let q = Query::new(&self.store.keys, query);
+        let widened = self.widened && matches!(self.store.keys, KvData::F16(_));
+        let q = match widened {
+            true => Query::F32(query),
+            false => Query::new(&self.store.keys, query),
+        };
+        let mut key = vec![0.0f32; if widened { query.len() } else { 0 }];
         for seg in self.job.slot_map.segments(keys.clone()) {
             for (s, slot) in scores[seg.offsets(keys.start)].iter_mut().zip(seg.slots()) {
-                *s = q.dot(self.store.key(self.g, slot), self.dots);
+                let row = self.store.key(self.g, slot);
+                *s = if widened {
+                    row.to_f32(&mut key);
+                    (self.dots.f32)(&key, query)
+                } else {
+                    q.dot(row, self.dots)
+                };
             }
         }
         softmax(&mut scores);
@@ -136,6 +158,18 @@ impl Head<'_> {
         out.fill(0.0);
         let segments = self.job.slot_map.segments(first..first + probs.len());
         match &self.store.values {
+            KvData::F16(values) if self.widened => {
+                let mut row = vec![0.0f32; probs.len()];
+                for seg in segments {
+                    let p = &probs[seg.offsets(first)];
+                    let row = &mut row[..seg.len];
+                    for (d, o) in out.iter_mut().enumerate() {
+                        let at = (self.g * dv + d) * slots + seg.slot;
+                        values[at..at + seg.len].convert_to_f32_slice(row);
+                        *o += (self.dots.f32)(row, p);
+                    }
+                }
+            }
             KvData::F16(values) => {
                 let mut p16 = vec![f16::ZERO; probs.len()];
                 p16.convert_from_f32_slice(probs);

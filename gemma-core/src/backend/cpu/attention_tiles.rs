@@ -59,10 +59,13 @@ pub(crate) fn applies(job: &AttentionJob) -> bool {
 }
 
 /// Runs `job` (see [`super::attention::attention`] for the layouts of `q` and `out`).
+/// `widened`: an F16 cache is widened to f32 instead of the queries and probabilities
+/// being rounded to F16 (llama.cpp's tiled flash attention).
 pub(crate) fn attention(
     q: &[f32],
     store: &CpuKvStore,
     job: &AttentionJob,
+    widened: bool,
     out: &mut [f32],
     scratch: &mut TileScratch,
 ) -> Result<(), CoreError> {
@@ -73,19 +76,21 @@ pub(crate) fn attention(
     for first in job.rows.clone().step_by(tile) {
         let rows = first..(first + tile).min(job.rows.end);
         for g in 0..heads.n_head_kv {
-            attend_tile(q, store, job, rows.clone(), g, out, scratch)?;
+            attend_tile(q, store, job, rows.clone(), g, widened, out, scratch)?;
         }
     }
     Ok(())
 }
 
 /// The queries of batch rows `rows` for the query heads of KV head `g`.
+#[allow(clippy::too_many_arguments)]
 fn attend_tile(
     q: &[f32],
     store: &CpuKvStore,
     job: &AttentionJob,
     rows: Range<usize>,
     g: usize,
+    widened: bool,
     out: &mut [f32],
     s: &mut TileScratch,
 ) -> Result<(), CoreError> {
@@ -96,7 +101,7 @@ fn attend_tile(
     let lo = job.visible_keys(job.pos0 + rows.start).start;
     let keys = lo..job.visible_keys(job.pos0 + rows.end - 1).end;
     let (nk, nq) = (keys.len(), rows.len() * group);
-    let round = matches!(store.keys, KvData::F16(_));
+    let round = !widened && matches!(store.keys, KvData::F16(_));
 
     // Gather the keys (rows) and the values (`[d][key]`).
     let (key_type, key_bytes) = gather_keys(store, job, g, keys.clone(), s);
