@@ -266,25 +266,11 @@ impl ValueRows {
         match &store.values {
             KvData::F16(values) => {
                 self.f16.resize(n * dv, f16::ZERO);
-                for d in 0..dv {
-                    for seg in job.slot_map.segments(positions.clone()) {
-                        let src = &values[(g * dv + d) * slots + seg.slot..][..seg.len];
-                        for (j, &v) in src.iter().enumerate() {
-                            self.f16[(seg.pos - lo + j) * dv + d] = v;
-                        }
-                    }
-                }
+                transpose_into(&mut self.f16, values, job, g, slots, dv, positions.clone());
             }
             KvData::F32(values) => {
                 self.f32.resize(n * dv, 0.0);
-                for d in 0..dv {
-                    for seg in job.slot_map.segments(positions.clone()) {
-                        let src = &values[(g * dv + d) * slots + seg.slot..][..seg.len];
-                        for (j, &v) in src.iter().enumerate() {
-                            self.f32[(seg.pos - lo + j) * dv + d] = v;
-                        }
-                    }
-                }
+                transpose_into(&mut self.f32, values, job, g, slots, dv, positions.clone());
             }
             KvData::Q8_0(_) => {
                 self.f32.resize(n * dv, 0.0);
@@ -293,6 +279,35 @@ impl ValueRows {
                         let at = (seg.pos - lo + j) * dv;
                         store.value(g, slot).to_f32(&mut self.f32[at..at + dv]);
                     }
+                }
+            }
+        }
+    }
+}
+
+/// Keys per block of [`transpose_into`] (its rows of output stay in L1).
+const TRANSPOSE_KEYS: usize = 16;
+
+/// Copies the values of KV head `g` at `positions` from the transposed cache
+/// (`[g][d][slot]`) into rows `dst[position - positions.start][d]`, a block of keys at a time.
+fn transpose_into<T: Copy>(
+    dst: &mut [T],
+    values: &[T],
+    job: &AttentionJob,
+    g: usize,
+    slots: usize,
+    dv: usize,
+    positions: Range<usize>,
+) {
+    let lo = positions.start;
+    for seg in job.slot_map.segments(positions) {
+        for k0 in (0..seg.len).step_by(TRANSPOSE_KEYS) {
+            let kn = TRANSPOSE_KEYS.min(seg.len - k0);
+            let rows = &mut dst[(seg.pos - lo + k0) * dv..(seg.pos - lo + k0 + kn) * dv];
+            for d in 0..dv {
+                let src = &values[(g * dv + d) * slots + seg.slot + k0..][..kn];
+                for (j, &v) in src.iter().enumerate() {
+                    rows[j * dv + d] = v;
                 }
             }
         }
