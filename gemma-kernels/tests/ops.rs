@@ -39,6 +39,7 @@ struct Path {
 
 /// Every path this CPU can run, plus the public dispatching functions.
 fn paths() -> Vec<Path> {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut paths = vec![
         Path {
             name: "scalar",

@@ -52,7 +52,7 @@ impl Kernels {
             return None;
         }
         Some(match isa {
-            Isa::Scalar => Kernels {
+            Isa::Scalar | Isa::Neon => Kernels {
                 isa,
                 mr: scalar::MR,
                 nr: scalar::NR,

@@ -1,7 +1,7 @@
 //! Instruction-set detection, once per process, with an override for tests.
 //!
-//! `GEMMA_ISA=scalar|avx2|avx512` forces a path (falling back to the best one the CPU
-//! really has when the forced one is unavailable).
+//! `GEMMA_ISA=scalar|neon|avx2|avx512` forces a path (falling back to the best one the
+//! CPU really has when the forced one is unavailable).
 
 use std::sync::OnceLock;
 
@@ -10,6 +10,9 @@ use std::sync::OnceLock;
 pub enum Isa {
     /// Plain Rust, the reference.
     Scalar,
+    /// AArch64 Advanced SIMD (+ the `dotprod` extension when present). Ordered below the
+    /// x86 levels so that `>= Avx2` tests stay false on AArch64.
+    Neon,
     /// x86-64 AVX2 + FMA (+ F16C).
     Avx2,
     /// x86-64 AVX-512 F/BW/VL (+ VNNI when present).
@@ -21,6 +24,7 @@ impl Isa {
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
+            Isa::Neon => "neon",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
         }
@@ -43,14 +47,18 @@ impl Isa {
                     && is_x86_feature_detected!("avx512bw")
                     && is_x86_feature_detected!("avx512vl")
             }
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[cfg(not(target_arch = "aarch64"))]
+            Isa::Neon => false,
             #[cfg(not(target_arch = "x86_64"))]
-            _ => false,
+            Isa::Avx2 | Isa::Avx512 => false,
         }
     }
 
     /// Every level this CPU supports, scalar first (for tests that compare each path).
     pub fn available() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512]
+        [Isa::Scalar, Isa::Neon, Isa::Avx2, Isa::Avx512]
             .into_iter()
             .filter(|isa| isa.is_supported())
             .collect()
@@ -74,6 +82,19 @@ pub fn has_avx512_vnni() -> bool {
     }
 }
 
+/// True when this CPU has the AArch64 `dotprod` extension (`sdot`), which the NEON
+/// kernels use when present.
+pub fn has_neon_dotprod() -> bool {
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("dotprod")
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        false
+    }
+}
+
 /// The level kernels use in this process: `GEMMA_ISA` if set and supported, else the best.
 pub fn current() -> Isa {
     static CURRENT: OnceLock<Isa> = OnceLock::new();
@@ -81,6 +102,7 @@ pub fn current() -> Isa {
         let forced = std::env::var("GEMMA_ISA").ok();
         let wanted = match forced.as_deref() {
             Some("scalar") => Some(Isa::Scalar),
+            Some("neon") => Some(Isa::Neon),
             Some("avx2") => Some(Isa::Avx2),
             Some("avx512") => Some(Isa::Avx512),
             _ => None,

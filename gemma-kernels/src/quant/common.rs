@@ -74,27 +74,35 @@ pub(crate) fn bf16_from(x: f32) -> half::bf16 {
     half::bf16::from_bits(rounded as u16)
 }
 
-/// The SIMD kernel `$name` for `isa` from the x86 modules `$avx2` and `$avx512` of
-/// `crate::cpu::x86_64` (each module's function returns `None` when the CPU lacks its
-/// features); `None` for the scalar level and on other architectures.
-macro_rules! x86_kernel {
-    ($isa:expr, $avx2:ident, $avx512:ident, $name:ident) => {{
+/// The SIMD kernel `$name` for `isa`: from the x86 modules `$avx2` and `$avx512` of
+/// `crate::cpu::x86_64`, or the AArch64 module `$neon` of `crate::cpu::aarch64` (each
+/// module's function returns `None` when the CPU lacks its features); `None` for the
+/// scalar level, for levels of another architecture and on other architectures.
+macro_rules! simd_kernel {
+    ($isa:expr, $avx2:ident, $avx512:ident, $neon:ident, $name:ident) => {{
         #[cfg(target_arch = "x86_64")]
         {
             match $isa {
-                $crate::cpu::isa::Isa::Scalar => None,
+                $crate::cpu::isa::Isa::Scalar | $crate::cpu::isa::Isa::Neon => None,
                 $crate::cpu::isa::Isa::Avx2 => $crate::cpu::x86_64::$avx2::$name(),
                 $crate::cpu::isa::Isa::Avx512 => $crate::cpu::x86_64::$avx512::$name(),
             }
         }
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(target_arch = "aarch64")]
+        {
+            match $isa {
+                $crate::cpu::isa::Isa::Neon => $crate::cpu::aarch64::$neon::$name(),
+                _ => None,
+            }
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         {
             let _ = $isa;
             None
         }
     }};
 }
-pub(crate) use x86_kernel;
+pub(crate) use simd_kernel;
 
 /// The AVX2 row quantizer `$name` of `crate::cpu::x86_64::avx2_legacy` (byte-identical
 /// to the scalar one), unless the process runs the scalar reference (`GEMMA_ISA=scalar`),
@@ -119,8 +127,8 @@ pub(crate) use x86_quantizer;
 
 /// Rows that are hard on activation quantizers, for SIMD-vs-scalar tests: random
 /// values of many scales, exact rounding ties, equal positive and negative extremes,
-/// all-zero blocks, subnormals.
-#[cfg(test)]
+/// all-zero blocks, subnormals. (Only the x86 SIMD quantizers have such tests.)
+#[cfg(all(test, target_arch = "x86_64"))]
 pub(crate) fn adversarial_rows(n: usize) -> Vec<Vec<f32>> {
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let mut next = move || {

@@ -3,7 +3,7 @@
 //! Their activation format is themselves (ggml's `vec_dot_type`): an F16 weight row is
 //! multiplied with an activation row rounded to F16, a BF16 row with one rounded to BF16.
 
-use super::common::{bf16_from, f16_from, x86_kernel, x86_quantizer};
+use super::common::{bf16_from, f16_from, simd_kernel, x86_quantizer};
 use super::{QuantBlock, Quantizer};
 use crate::cpu::isa::Isa;
 use gemma_gguf::GgmlType;
@@ -32,7 +32,7 @@ impl QuantBlock for f32 {
     }
 
     fn vec_dot_for(isa: Isa) -> Option<super::VecDot<Self>> {
-        x86_kernel!(isa, avx2_legacy, avx512_legacy, f32)
+        simd_kernel!(isa, avx2_legacy, avx512_legacy, neon_float, f32)
     }
 }
 
@@ -63,7 +63,7 @@ impl QuantBlock for f16 {
     }
 
     fn vec_dot_for(isa: Isa) -> Option<super::VecDot<Self>> {
-        x86_kernel!(isa, avx2_legacy, avx512_legacy, f16)
+        simd_kernel!(isa, avx2_legacy, avx512_legacy, neon_float, f16)
     }
 }
 
@@ -95,7 +95,7 @@ impl QuantBlock for bf16 {
     }
 
     fn vec_dot_for(isa: Isa) -> Option<super::VecDot<Self>> {
-        x86_kernel!(isa, avx2_legacy, avx512_legacy, bf16)
+        simd_kernel!(isa, avx2_legacy, avx512_legacy, neon_float, bf16)
     }
 }
 

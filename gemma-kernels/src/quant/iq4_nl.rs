@@ -1,6 +1,6 @@
 //! IQ4_NL: 4-bit non-linear blocks of 32, and the quantizer shared with IQ4_XS.
 
-use super::common::{best_index_int8, f16_from, nearest_int, x86_kernel};
+use super::common::{best_index_int8, f16_from, nearest_int, simd_kernel};
 use super::common::{GROUP_MAX_EPS, KVALUES_IQ4NL};
 use super::{BlockQ8_0, QuantBlock, VecDot};
 use crate::cpu::isa::Isa;
@@ -171,6 +171,6 @@ impl QuantBlock for BlockIQ4_NL {
     }
 
     fn vec_dot_for(isa: Isa) -> Option<VecDot<Self>> {
-        x86_kernel!(isa, avx2_legacy, avx512_legacy, iq4_nl)
+        simd_kernel!(isa, avx2_legacy, avx512_legacy, neon_legacy, iq4_nl)
     }
 }

@@ -1,6 +1,6 @@
 //! IQ4_XS: 4-bit non-linear super-blocks of 256 with 6-bit block scales.
 
-use super::common::{x86_kernel, KVALUES_IQ4NL};
+use super::common::{simd_kernel, KVALUES_IQ4NL};
 use super::iq4_nl::{pack_nibbles, quantize_iq4_impl};
 use super::{BlockQ8_K, QuantBlock, VecDot};
 use crate::cpu::isa::Isa;
@@ -93,6 +93,6 @@ impl QuantBlock for BlockIQ4_XS {
     }
 
     fn vec_dot_for(isa: Isa) -> Option<VecDot<Self>> {
-        x86_kernel!(isa, avx2_legacy, avx512_legacy, iq4_xs)
+        simd_kernel!(isa, avx2_legacy, avx512_legacy, neon_legacy, iq4_xs)
     }
 }

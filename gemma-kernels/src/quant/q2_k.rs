@@ -1,7 +1,7 @@
 //! Q2_K: 2-bit weights in 256-element super-blocks of sixteen 16-element sub-blocks, each
 //! with a 4-bit scale and a 4-bit minimum.
 
-use super::common::{f16_from, x86_kernel};
+use super::common::{f16_from, simd_kernel};
 use super::q4_k::{make_qkx2_quants, nearest_int, Qkx2Search};
 use super::{BlockQ8_K, QuantBlock, VecDot};
 use crate::cpu::isa::Isa;
@@ -160,6 +160,6 @@ impl QuantBlock for BlockQ2_K {
     }
 
     fn vec_dot_for(isa: Isa) -> Option<VecDot<Self>> {
-        x86_kernel!(isa, avx2_kquants, avx512_kquants, q2_k)
+        simd_kernel!(isa, avx2_kquants, avx512_kquants, neon_kquants, q2_k)
     }
 }

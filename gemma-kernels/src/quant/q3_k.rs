@@ -1,7 +1,7 @@
 //! Q3_K: 3-bit symmetric weights in 256-element super-blocks of sixteen 16-element
 //! sub-blocks with 6-bit signed scales.
 
-use super::common::{f16_from, x86_kernel, GROUP_MAX_EPS};
+use super::common::{f16_from, simd_kernel, GROUP_MAX_EPS};
 use super::q4_k::nearest_int;
 use super::{BlockQ8_K, QuantBlock, VecDot};
 use crate::cpu::isa::Isa;
@@ -231,6 +231,6 @@ impl QuantBlock for BlockQ3_K {
     }
 
     fn vec_dot_for(isa: Isa) -> Option<VecDot<Self>> {
-        x86_kernel!(isa, avx2_kquants, avx512_kquants, q3_k)
+        simd_kernel!(isa, avx2_kquants, avx512_kquants, neon_kquants, q3_k)
     }
 }

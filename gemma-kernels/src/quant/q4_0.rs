@@ -1,6 +1,6 @@
 //! Q4_0: 4-bit symmetric blocks of 32.
 
-use super::common::{f16_from, x86_kernel};
+use super::common::{f16_from, simd_kernel};
 use super::{BlockQ8_0, QuantBlock, VecDot};
 use crate::cpu::isa::Isa;
 use gemma_gguf::GgmlType;
@@ -70,6 +70,6 @@ impl QuantBlock for BlockQ4_0 {
     }
 
     fn vec_dot_for(isa: Isa) -> Option<VecDot<Self>> {
-        x86_kernel!(isa, avx2_legacy, avx512_legacy, q4_0)
+        simd_kernel!(isa, avx2_legacy, avx512_legacy, neon_legacy, q4_0)
     }
 }

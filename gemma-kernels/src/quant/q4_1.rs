@@ -1,6 +1,6 @@
 //! Q4_1: 4-bit blocks of 32 with a scale and a minimum.
 
-use super::common::{f16_from, x86_kernel};
+use super::common::{f16_from, simd_kernel};
 use super::{BlockQ8_1, QuantBlock, VecDot};
 use crate::cpu::isa::Isa;
 use gemma_gguf::GgmlType;
@@ -76,6 +76,6 @@ impl QuantBlock for BlockQ4_1 {
     }
 
     fn vec_dot_for(isa: Isa) -> Option<VecDot<Self>> {
-        x86_kernel!(isa, avx2_legacy, avx512_legacy, q4_1)
+        simd_kernel!(isa, avx2_legacy, avx512_legacy, neon_legacy, q4_1)
     }
 }

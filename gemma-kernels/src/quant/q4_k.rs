@@ -2,7 +2,7 @@
 //! with a 6-bit scale and a 6-bit minimum. Also home of the helpers the K-quants share:
 //! ggml's `nearest_int`, `make_qkx2_quants` and the 12-byte scale/min packing.
 
-use super::common::{f16_from, x86_kernel};
+use super::common::{f16_from, simd_kernel};
 use super::{BlockQ8_K, QuantBlock, VecDot};
 use crate::cpu::isa::Isa;
 use bytemuck::{Pod, Zeroable};
@@ -368,6 +368,6 @@ impl QuantBlock for BlockQ4_K {
     }
 
     fn vec_dot_for(isa: Isa) -> Option<VecDot<Self>> {
-        x86_kernel!(isa, avx2_kquants, avx512_kquants, q4_k)
+        simd_kernel!(isa, avx2_kquants, avx512_kquants, neon_kquants, q4_k)
     }
 }

@@ -1,6 +1,6 @@
 //! Q5_1: 5-bit blocks of 32 with a scale and a minimum.
 
-use super::common::{f16_from, x86_kernel};
+use super::common::{f16_from, simd_kernel};
 use super::q5_0::q5_quant;
 use super::{BlockQ8_1, QuantBlock, VecDot};
 use crate::cpu::isa::Isa;
@@ -83,6 +83,6 @@ impl QuantBlock for BlockQ5_1 {
     }
 
     fn vec_dot_for(isa: Isa) -> Option<VecDot<Self>> {
-        x86_kernel!(isa, avx2_legacy, avx512_legacy, q5_1)
+        simd_kernel!(isa, avx2_legacy, avx512_legacy, neon_legacy, q5_1)
     }
 }

@@ -1,7 +1,7 @@
 //! Q5_K: 5-bit weights in 256-element super-blocks of eight 32-element sub-blocks, each
 //! with a 6-bit scale and a 6-bit minimum (Q4_K plus one high bit per weight).
 
-use super::common::x86_kernel;
+use super::common::simd_kernel;
 use super::q4_k::{
     dot_k4_super_block, finish_k4_super_block, fit_k4_sub_blocks, unpack_scales_mins_k4, Qkx2Search,
 };
@@ -133,6 +133,6 @@ impl QuantBlock for BlockQ5_K {
     }
 
     fn vec_dot_for(isa: Isa) -> Option<VecDot<Self>> {
-        x86_kernel!(isa, avx2_kquants, avx512_kquants, q5_k)
+        simd_kernel!(isa, avx2_kquants, avx512_kquants, neon_kquants, q5_k)
     }
 }

@@ -1,7 +1,7 @@
 //! Q6_K: 6-bit symmetric weights in 256-element super-blocks of sixteen 16-element
 //! sub-blocks with 8-bit signed scales.
 
-use super::common::{f16_from, x86_kernel, GROUP_MAX_EPS};
+use super::common::{f16_from, simd_kernel, GROUP_MAX_EPS};
 use super::q4_k::nearest_int;
 use super::{BlockQ8_K, QuantBlock, VecDot};
 use crate::cpu::isa::Isa;
@@ -192,6 +192,6 @@ impl QuantBlock for BlockQ6_K {
     }
 
     fn vec_dot_for(isa: Isa) -> Option<VecDot<Self>> {
-        x86_kernel!(isa, avx2_kquants, avx512_kquants, q6_k)
+        simd_kernel!(isa, avx2_kquants, avx512_kquants, neon_kquants, q6_k)
     }
 }

@@ -1,7 +1,7 @@
 //! Q8_0: 8-bit symmetric blocks of 32, a weight format and the activation format of
 //! Q4_0, Q5_0, Q8_0 and IQ4_NL.
 
-use super::common::{cvt_round_i8, f16_from, x86_kernel, x86_quantizer};
+use super::common::{cvt_round_i8, f16_from, simd_kernel, x86_quantizer};
 use super::{QuantBlock, Quantizer, VecDot};
 use crate::cpu::isa::Isa;
 use gemma_gguf::GgmlType;
@@ -73,7 +73,7 @@ impl QuantBlock for BlockQ8_0 {
     }
 
     fn vec_dot_for(isa: Isa) -> Option<VecDot<Self>> {
-        x86_kernel!(isa, avx2_legacy, avx512_legacy, q8_0)
+        simd_kernel!(isa, avx2_legacy, avx512_legacy, neon_legacy, q8_0)
     }
 }
 
