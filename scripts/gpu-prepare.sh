@@ -7,19 +7,23 @@
 #   scripts/gpu-prepare.sh           # here, with cargo; prints the size of gpu-bin/
 #   device run:  command "bash scripts/gpu-check.sh", carry ["gpu-bin"]
 #
-# What travels: the CUDA test binaries (kernel compile + parity, device checks), the
-# gemma-core unit-test binary (CUDA engine vs CPU engine vs llama.cpp on the tiny models),
-# the kernel micro-benchmark, the examples generate / bench / synth, a subset of the tiny
-# fixtures (~25 MB), the Gemma 3 vocabulary for `synth --vocab-from` (6.5 MB) and the CPU's
-# greedy `generate --json` outputs on two tiny models (generate-cpu-<variant>.json), which
-# the GPU run compares with its own. The real 270M model (~250 MB) does not fit the 64 MiB
-# limit and does not travel; the 12B file is generated there by `synth`. Total < 50 MiB.
+# What travels: the CUDA test binaries (kernel compile + parity, KV cache types, device
+# checks), the gemma-core unit-test binary (CUDA engine vs CPU engine vs llama.cpp on the
+# tiny models, KV types, decode graph), the kernel micro-benchmark, the examples generate /
+# bench / synth and logits_kl (mean KL of two logit dumps), a subset of the tiny fixtures
+# (~27 MB), the Gemma 3 vocabulary for `synth --vocab-from` (6.5 MB), the CPU's greedy
+# `generate --json` outputs on two tiny models (generate-cpu-<variant>.json) and the CPU's
+# `--dump-logits` of the 64-token fixture sequence for every carried variant and KV type
+# (kl/cpu-<variant>-kv<type>.f32), which the GPU run compares with its own. The real 270M
+# model (~250 MB) does not fit the 64 MiB limit and does not travel; the 12B file is
+# generated there by `synth`. Total about 51 MiB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=gpu-bin
+out="${GPU_BIN:-gpu-bin}"
 fixtures="${GEMMA_FIXTURES:-../shared/fixtures}"
-# Carried tiny variants: every type with CUDA kernels, f32 left out for size.
-variants="f16 bf16 q8_0 q4_0 q5_0 q4_k q5_k q6_k q4_k_m"
+# Carried tiny variants: the weight types new since the last GPU run and a few checked
+# there (bf16, q5_0, q5_k and f32 left out for size: their kernels are unchanged).
+variants="f16 q8_0 q4_0 q4_k q6_k q4_k_m q4_1 q5_1 q2_k q3_k_m iq4_nl iq4_xs"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 export CARGO_PROFILE_RELEASE_DEBUG=0   # small binaries
 export CARGO_PROFILE_RELEASE_STRIP=symbols
@@ -47,12 +51,12 @@ for line in sys.stdin:
 
 echo "building CUDA test binaries"
 cargo test --release --no-run --message-format=json -p gemma-kernels \
-  --test cuda_nvrtc --test cuda_device --test cuda_parity | copy_tests
+  --test cuda_nvrtc --test cuda_device --test cuda_parity --test cuda_kv_types | copy_tests
 cargo test --release --no-run --message-format=json -p gemma-core --lib | copy_tests
 
-echo "building the kernel benchmark"
-cargo build --release -q -p gemma-kernels --example cuda_bench
-cp "$CARGO_TARGET_DIR/release/examples/cuda_bench" "$out/"
+echo "building the kernel benchmark and logits_kl"
+cargo build --release -q -p gemma-kernels --example cuda_bench --example logits_kl
+cp "$CARGO_TARGET_DIR/release/examples/cuda_bench" "$CARGO_TARGET_DIR/release/examples/logits_kl" "$out/"
 
 for ex in generate bench synth; do
   echo "building example $ex"
@@ -77,8 +81,32 @@ for v in f16 q4_k_m; do
   echo "  CPU greedy ($v): $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["generated_ids"])' "$out/generate-cpu-$v.json")"
 done
 
+# The CPU's logits of the fixture sequence, for the GPU's mean KL (scripts/gpu-check.sh):
+# every variant with the f16 KV cache, and the f16 model with the f32 and Q8_0 caches.
+seq=$(python3 -c 'import json,sys; print(",".join(map(str, json.load(open(sys.argv[1]))["sequence"])))' \
+  "$fixtures/tiny/t1_reference.json")
+echo "--tokens $seq --max-tokens 1 --temperature 0 --ignore-eos" > "$out/kl-args.txt"
+mkdir -p "$out/kl"
+kl_runs=""
+for v in $variants; do kl_runs="$kl_runs $v:f16"; done
+kl_runs="$kl_runs f16:f32 f16:q8_0"
+echo "$kl_runs" > "$out/kl/runs.txt"
+for run in $kl_runs; do
+  v=${run%%:*} kv=${run##*:}
+  # shellcheck disable=SC2046
+  "$out/generate" --model "$out/fixtures/tiny/tiny-gemma3-t1-$v.gguf" $(cat "$out/kl-args.txt") \
+    --kv-type "$kv" --dump-logits "$out/kl/cpu-$v-kv$kv.f32" > /dev/null 2>&1 \
+    || { echo "CPU logits dump failed: $v, kv $kv" >&2; exit 1; }
+done
+echo "  CPU logits for the KL checks: $kl_runs"
+# For scale: the CPU's own mean KL against llama.cpp's logits (f16 KV), per variant.
+for v in $variants; do
+  "$out/logits_kl" "$fixtures/tiny/tiny-gemma3-t1-$v.logits.f32" "$out/kl/cpu-$v-kvf16.f32" 512 \
+    > "$out/kl/llama-vs-cpu-$v.txt"
+done
+
 du -sh "$out"
 size=$(du -sm "$out" | cut -f1)
-[ "$size" -lt 50 ] || echo "WARNING: $out is ${size} MiB (aim: < 50 MiB)"
+[ "$size" -lt 54 ] || echo "WARNING: $out is ${size} MiB (aim: < 54 MiB)"
 total=$(du -sm --exclude=.git --exclude=target --exclude='target-*' . | cut -f1)
 echo "repository tree with gpu-bin: ~${total} MiB (limit 64 MiB, ignored build folders excluded)"

@@ -27,7 +27,11 @@ fn random_blocks(ty: GgmlType, n_blocks: usize, seed: u64) -> Vec<u8> {
     let scale = half::f16::from_f32(0.001).to_bits().to_le_bytes();
     let offsets: &[usize] = match ty {
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::IQ4_NL | GgmlType::IQ4_XS => &[0],
+        GgmlType::Q4_1 | GgmlType::Q5_1 => &[0, 2],
         GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        GgmlType::Q2_K => &[80, 82],
+        GgmlType::Q3_K => &[108],
         GgmlType::Q6_K => &[208],
         _ => &[],
     };
@@ -237,7 +241,16 @@ fn run() -> Result<(), CudaError> {
             bench_matvec(&dev, &t, ty, h, ff, peak)?;
         }
     }
-    for ty in [GgmlType::F16, GgmlType::BF16] {
+    for ty in [
+        GgmlType::Q4_1,
+        GgmlType::Q5_1,
+        GgmlType::IQ4_NL,
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
+        GgmlType::IQ4_XS,
+        GgmlType::F16,
+        GgmlType::BF16,
+    ] {
         bench_matvec(&dev, &t, ty, ff, h, peak)?;
     }
     // A 12B Q4_K_M decode step from matvec times: Q4_K projections and FFN, Q6_K V and
@@ -261,6 +274,14 @@ fn run() -> Result<(), CudaError> {
     if !quick {
         bench_matmul(&dev, &t, GgmlType::Q4_0, ff, h, 512)?;
         bench_matmul(&dev, &t, GgmlType::F16, ff, h, 512)?;
+        for ty in [
+            GgmlType::Q2_K,
+            GgmlType::Q3_K,
+            GgmlType::IQ4_XS,
+            GgmlType::Q4_1,
+        ] {
+            bench_matmul(&dev, &t, ty, ff, h, 512)?;
+        }
     }
     bench_attention(&dev, &t, 4096, 512)?;
     println!(

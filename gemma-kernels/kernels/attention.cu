@@ -1,4 +1,4 @@
-// Attention over the f16 KV cache for one decoding token, split over keys
+// Attention over the KV cache for one decoding token, split over keys
 // ("flash-decoding"): attn_decode_<D> computes, per KV head and per split of at most
 // `kps` keys, the unnormalised partial softmax(q k) v of every query head of that KV head
 // (GQA); attn_combine_<D> merges the splits.
@@ -8,6 +8,13 @@
 // last n_live = min(pos + 1, window) positions (window 0: all), position p living in slot
 // p % n_slots: a ring of `window` slots for sliding-window layers, the whole context for
 // global ones. Only live keys are read. Splits without keys report l = 0.
+//
+// The cache holds f16 (attn_decode_<D>), f32 (attn_decode_f32_<D>) or Q8_0 blocks
+// (attn_decode_q8_0_<D>: rows of D / 32 blocks of 34 bytes, dequantized to f32 on load; the
+// query is rounded through Q8_0 first, as the CPU backend quantizes it for Q·K).
+// attn_prefill_<kv>_<D> serves prefill over f32 / Q8_0 caches holding every key a query
+// sees: one block per (token, head), warps over keys with an online softmax, merged at the
+// end (f16 caches use the tiled flash_attn.cu instead).
 
 #define ATT_THREADS 128
 #define ATT_MAX_G 8
@@ -36,11 +43,55 @@ static __device__ __forceinline__ void load_halves(const u16 *p, float *f) {  //
     }
 }
 
+#define KV_F16 0
+#define KV_F32 1
+#define KV_Q8_0 2
+
+// N consecutive cached values (N in {1, 2, 4, 8}; elem a multiple of N) as floats.
+template <int KV, int N>
+static __device__ __forceinline__ void load_kv(const void *base, i64 elem, float *f) {
+    if constexpr (KV == KV_F16) {
+        const u16 *p = (const u16 *) base + elem;
+        if constexpr (N == 1) f[0] = h2f(__ldg(p));
+        else load_halves<N>(p, f);
+    } else if constexpr (KV == KV_F32) {
+        const float *p = (const float *) base + elem;
+        if constexpr (N >= 4) {
+#pragma unroll
+            for (int i = 0; i < N; i += 4) {
+                const float4 v = __ldg((const float4 *) (p + i));
+                f[i] = v.x; f[i + 1] = v.y; f[i + 2] = v.z; f[i + 3] = v.w;
+            }
+        } else if constexpr (N == 2) {
+            const float2 v = __ldg((const float2 *) p);
+            f[0] = v.x; f[1] = v.y;
+        } else {
+            f[0] = __ldg(p);
+        }
+    } else {
+        const u8 *blk = (const u8 *) base + (elem / 32) * 34;
+        const float d = h2f(load_u16(blk));
+        const i8 *q = (const i8 *) (blk + 2 + elem % 32);
+#pragma unroll
+        for (int i = 0; i < N; ++i) f[i] = __fmul_rn((float) __ldg(q + i), d);
+    }
+}
+
+// The query as the CPU backend sees it over a Q8_0 cache: quantized to Q8_0 blocks of 32
+// (d = amax / 127 rounded to f16, q = round-to-nearest-even(x * 127 / amax)), then the
+// dot products use q * d. v is one value of a 32-block spread over `width` lanes (width
+// values per lane in the decode kernel: 1); amax is the block's largest magnitude.
+static __device__ __forceinline__ float q8_0_roundtrip(float v, float amax) {
+    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    const int q = max(-128, min(127, __float2int_rn(v * id)));
+    return __fmul_rn((float) q, h2f(f2h(amax / 127.0f)));
+}
+
 // q: n_heads x D floats; part_o: n_heads x n_splits x D; part_ml: n_heads x n_splits {m, l}.
 // grid: (n_kv, n_splits), block: 128. n_heads / n_kv <= 8, kps <= 256.
-template <int D>
-static __device__ __forceinline__ void attn_decode(const float *__restrict__ q, const u16 *__restrict__ kc,
-                                                   const u16 *__restrict__ vc, int n_heads, int n_kv, int n_slots,
+template <int D, int KV>
+static __device__ __forceinline__ void attn_decode(const float *__restrict__ q, const void *__restrict__ kc,
+                                                   const void *__restrict__ vc, int n_heads, int n_kv, int n_slots,
                                                    const i32 *__restrict__ pos_ptr, int window, int kps, float scale,
                                                    float *__restrict__ part_o, float2 *__restrict__ part_ml) {
     constexpr int EPL = D / WARP;                     // key dims per lane
@@ -60,12 +111,20 @@ static __device__ __forceinline__ void attn_decode(const float *__restrict__ q, 
     }
     for (int idx = threadIdx.x; idx < G * D; idx += ATT_THREADS) sq[idx / D][idx % D] = q[(i64) hk * G * D + idx] * scale;
     __syncthreads();
+    if constexpr (KV == KV_Q8_0) {  // one warp per 32-block of the query
+        for (int b = warp; b < G * D / 32; b += ATT_THREADS / WARP) {
+            float *p = &sq[b / (D / 32)][32 * (b % (D / 32)) + lane];
+            const float v = *p;
+            *p = q8_0_roundtrip(v, warp_max(fabsf(v)));
+        }
+        __syncthreads();
+    }
 
     // Scores: one warp per key, lanes across the head dimension.
     for (int i = i0 + warp; i < i1; i += ATT_THREADS / WARP) {
         const i64 slot = (start + i) % n_slots;
         float kf[EPL];
-        load_halves<EPL>(kc + (slot * n_kv + hk) * D + lane * EPL, kf);
+        load_kv<KV, EPL>(kc, (slot * n_kv + hk) * D + lane * EPL, kf);
         for (int g = 0; g < G; ++g) {
             float dot = 0.0f;
 #pragma unroll
@@ -107,15 +166,8 @@ static __device__ __forceinline__ void attn_decode(const float *__restrict__ q, 
 #pragma unroll 4
     for (int i = i0; i < i1; ++i) {
         const i64 slot = (start + i) % n_slots;
-        const u16 *vr = vc + (slot * n_kv + hk) * D + d0;
         float vf[DPT];
-        if constexpr (DPT == 2) {
-            const u32 v = __ldg((const u32 *) vr);
-            vf[0] = h2f((u16) (v & 0xFFFF));
-            vf[1] = h2f((u16) (v >> 16));
-        } else {
-            vf[0] = h2f(__ldg(vr));
-        }
+        load_kv<KV, DPT>(vc, (slot * n_kv + hk) * D + d0, vf);
 #pragma unroll
         for (int g = 0; g < ATT_MAX_G; ++g) {
             if (g < G) {
@@ -158,12 +210,101 @@ static __device__ __forceinline__ void attn_combine(const float *__restrict__ pa
     out[(i64) h * D + d] = o / l;
 }
 
-#define ATTN_KERNELS(D)                                                                                        \
-    extern "C" __global__ void __launch_bounds__(ATT_THREADS) attn_decode_##D(                                \
-        const float *q, const u16 *kc, const u16 *vc, int n_heads, int n_kv, int n_slots, const i32 *pos_ptr,  \
+// Prefill over an f32 / Q8_0 cache that holds every visible key: token t (position
+// p0 + t) of head h attends to positions [lo, p0 + t], lo = max(0, p0 + t - window + 1)
+// (0 for window 0), position p in slot p % n_slots. q, out: n x n_heads x D.
+// grid: (n, n_heads), block: 128.
+template <int D, int KV>
+static __device__ __forceinline__ void attn_prefill_rows(const float *__restrict__ q, const void *__restrict__ kc,
+                                                         const void *__restrict__ vc, int n_heads, int n_kv,
+                                                         int n_slots, int p0, int window, float scale,
+                                                         float *__restrict__ out) {
+    constexpr int EPL = D / WARP;
+    constexpr int NW = ATT_THREADS / WARP;
+    const int t = blockIdx.x, h = blockIdx.y;
+    const int hk = h / (n_heads / n_kv);
+    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+    const int qp = p0 + t;
+    const int lo = window > 0 ? max(0, qp - window + 1) : 0;
+    float qf[EPL], o[EPL];
+#pragma unroll
+    for (int e = 0; e < EPL; ++e) {
+        qf[e] = q[((i64) t * n_heads + h) * D + lane * EPL + e] * scale;
+        o[e] = 0.0f;
+    }
+    if constexpr (KV == KV_Q8_0) {  // a 32-block spans 32 / EPL lanes
+        float amax = 0.0f;
+#pragma unroll
+        for (int e = 0; e < EPL; ++e) amax = fmaxf(amax, fabsf(qf[e]));
+#pragma unroll
+        for (int off = 1; off < 32 / EPL; off <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+#pragma unroll
+        for (int e = 0; e < EPL; ++e) qf[e] = q8_0_roundtrip(qf[e], amax);
+    }
+    float m = NEG_INF, l = 0.0f;
+    for (int kp = lo + warp; kp <= qp; kp += NW) {
+        const i64 row = ((i64) (kp % n_slots) * n_kv + hk) * D + lane * EPL;
+        float kf[EPL], vf[EPL];
+        load_kv<KV, EPL>(kc, row, kf);
+        float dot = 0.0f;
+#pragma unroll
+        for (int e = 0; e < EPL; ++e) dot += qf[e] * kf[e];
+        dot = warp_sum(dot);
+        const float m_new = fmaxf(m, dot);
+        const float corr = expf(m - m_new), p = expf(dot - m_new);
+        load_kv<KV, EPL>(vc, row, vf);
+        l = l * corr + p;
+#pragma unroll
+        for (int e = 0; e < EPL; ++e) o[e] = o[e] * corr + p * vf[e];
+        m = m_new;
+    }
+    __shared__ float sml[NW][2];
+    __shared__ float so[NW][D];
+    if (lane == 0) {
+        sml[warp][0] = m;
+        sml[warp][1] = l;
+    }
+#pragma unroll
+    for (int e = 0; e < EPL; ++e) so[warp][lane * EPL + e] = o[e];
+    __syncthreads();
+    float mt = NEG_INF;
+#pragma unroll
+    for (int w = 0; w < NW; ++w)
+        if (sml[w][1] > 0.0f) mt = fmaxf(mt, sml[w][0]);
+    for (int d = threadIdx.x; d < D; d += ATT_THREADS) {
+        float lt = 0.0f, ot = 0.0f;
+#pragma unroll
+        for (int w = 0; w < NW; ++w) {
+            if (sml[w][1] > 0.0f) {
+                const float f = expf(sml[w][0] - mt);
+                lt += sml[w][1] * f;
+                ot += so[w][d] * f;
+            }
+        }
+        out[((i64) t * n_heads + h) * D + d] = ot / lt;
+    }
+}
+
+#define ATTN_DECODE(NAME, D, KV)                                                                               \
+    extern "C" __global__ void __launch_bounds__(ATT_THREADS) NAME(                                           \
+        const float *q, const void *kc, const void *vc, int n_heads, int n_kv, int n_slots, const i32 *pos_ptr, \
         int window, int kps, float scale, float *part_o, float2 *part_ml) {                                   \
-        attn_decode<D>(q, kc, vc, n_heads, n_kv, n_slots, pos_ptr, window, kps, scale, part_o, part_ml);       \
-    }                                                                                                          \
+        attn_decode<D, KV>(q, kc, vc, n_heads, n_kv, n_slots, pos_ptr, window, kps, scale, part_o, part_ml);   \
+    }
+
+#define ATTN_PREFILL(NAME, D, KV)                                                                              \
+    extern "C" __global__ void __launch_bounds__(ATT_THREADS) NAME(                                           \
+        const float *q, const void *kc, const void *vc, int n_heads, int n_kv, int n_slots, int p0, int window, \
+        float scale, float *out) {                                                                             \
+        attn_prefill_rows<D, KV>(q, kc, vc, n_heads, n_kv, n_slots, p0, window, scale, out);                   \
+    }
+
+#define ATTN_KERNELS(D)                                                                                        \
+    ATTN_DECODE(attn_decode_##D, D, KV_F16)                                                                    \
+    ATTN_DECODE(attn_decode_f32_##D, D, KV_F32)                                                                \
+    ATTN_DECODE(attn_decode_q8_0_##D, D, KV_Q8_0)                                                              \
+    ATTN_PREFILL(attn_prefill_f32_##D, D, KV_F32)                                                              \
+    ATTN_PREFILL(attn_prefill_q8_0_##D, D, KV_Q8_0)                                                            \
     extern "C" __global__ void attn_combine_##D(const float *part_o, const float2 *part_ml, int n_splits,     \
                                                 float *out) {                                                  \
         attn_combine<D>(part_o, part_ml, n_splits, out);                                                       \

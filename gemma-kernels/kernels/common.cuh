@@ -53,15 +53,61 @@ static_assert(sizeof(block_q5_K) == 176, "block_q5_K size");
 struct block_q6_K { u8 ql[128]; u8 qh[64]; i8 scales[16]; u16 d; };
 static_assert(sizeof(block_q6_K) == 210, "block_q6_K size");
 
+// Q4_1: 5 bits/weight. Like Q4_0 with unsigned quants and a minimum: w = d * q + m.
+struct block_q4_1 { u16 d; u16 m; u8 qs[16]; };
+static_assert(sizeof(block_q4_1) == 20, "block_q4_1 size");
+
+// Q5_1: 6 bits/weight. Q4_1 plus a fifth bit per weight in qh (bit i -> weight i):
+// w = d * q + m, q in 0..31.
+struct block_q5_1 { u16 d; u16 m; u8 qh[4]; u8 qs[16]; };
+static_assert(sizeof(block_q5_1) == 24, "block_q5_1 size");
+
+// IQ4_NL: 4.5 bits/weight. 32 weights as 4-bit indices into the non-linear table
+// kvalues_iq4nl (nibbles as in Q4_0): w = d * kvalues[q].
+struct block_iq4_nl { u16 d; u8 qs[16]; };
+static_assert(sizeof(block_iq4_nl) == 18, "block_iq4_nl size");
+
+// Q2_K: 2.625 bits/weight. 256 weights in 16 sub-blocks of 16, scales[s] = scale | min << 4
+// (4 bits each): w = d * scale * q - dmin * min. Weight 128n + 32g + l is bits 2g..2g+1 of
+// qs[32n + l].
+struct block_q2_K { u8 scales[16]; u8 qs[64]; u16 d; u16 dmin; };
+static_assert(sizeof(block_q2_K) == 84, "block_q2_K size");
+
+// Q3_K: 3.4375 bits/weight. 256 weights in 16 sub-blocks of 16 with 6-bit scales stored +32:
+// w = d * (sc - 32) * (q - 4). Low 2 bits of weight 128n + 32g + l as in Q2_K, the high
+// bit is bit 4n + g of hmask[l] (q = low + 4 * high). Scale s: low 4 bits in the nibble
+// s / 8 of scales[s % 8], high 2 bits at bit 2 (s / 4) of scales[8 + s % 4].
+struct block_q3_K { u8 hmask[32]; u8 qs[64]; u8 scales[12]; u16 d; };
+static_assert(sizeof(block_q3_K) == 110, "block_q3_K size");
+
+// IQ4_XS: 4.25 bits/weight. 256 weights in 8 blocks of 32 (nibbles per block as in IQ4_NL),
+// each with a 6-bit scale ls (low 4 bits: nibble ib % 2 of scales_l[ib / 2]; high 2 bits:
+// bits 2 ib of scales_h): w = d * (ls - 32) * kvalues[q].
+struct block_iq4_xs { u16 d; u16 scales_h; u8 scales_l[4]; u8 qs[128]; };
+static_assert(sizeof(block_iq4_xs) == 136, "block_iq4_xs size");
+
+// The IQ4 table {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113}
+// as four little-endian words of int8 values.
+#define IQ4_T0 0xBFAD9881u
+#define IQ4_T1 0xF6EADDCFu
+#define IQ4_T2 0x26190D01u
+#define IQ4_T3 0x71594535u
+
 // Type ids: ggml's type numbers, so the Rust side passes GgmlType::id() unchanged.
 #define GGML_F32 0
 #define GGML_F16 1
 #define GGML_Q4_0 2
+#define GGML_Q4_1 3
 #define GGML_Q5_0 6
+#define GGML_Q5_1 7
 #define GGML_Q8_0 8
+#define GGML_Q2_K 10
+#define GGML_Q3_K 11
 #define GGML_Q4_K 12
 #define GGML_Q5_K 13
 #define GGML_Q6_K 14
+#define GGML_IQ4_NL 20
+#define GGML_IQ4_XS 23
 #define GGML_BF16 30
 
 // ---------------------------------------------------------------------------------
@@ -110,6 +156,26 @@ static __device__ __forceinline__ int4 load_i4(const void *p) {
 
 static __device__ __forceinline__ int2 load_i2(const void *p) {
     return __ldg((const int2 *) p);
+}
+
+// ---------------------------------------------------------------------------------
+// IQ4 table lookups.
+
+// kvalues_iq4nl[q] for q in 0..15.
+static __device__ __forceinline__ int iq4_value(int q) {
+    const u32 w = q < 8 ? (q < 4 ? IQ4_T0 : IQ4_T1) : (q < 12 ? IQ4_T2 : IQ4_T3);
+    return (int) (i8) (w >> (8 * (q & 3)));
+}
+
+// Four table values at once: byte i of v holds an index 0..15; byte i of the result is
+// kvalues_iq4nl[that index] (int8).
+static __device__ __forceinline__ int iq4_values4(int v) {
+    const u32 x = (u32) v;
+    const u32 sel = ((x & 0x7u) | ((x >> 4) & 0x70u) | ((x >> 8) & 0x700u) | ((x >> 12) & 0x7000u));
+    const u32 lo = __byte_perm(IQ4_T0, IQ4_T1, sel);
+    const u32 hi = __byte_perm(IQ4_T2, IQ4_T3, sel);
+    const u32 m = ((x >> 3) & 0x01010101u) * 0xFFu;  // bytes whose index is >= 8
+    return (int) ((lo & ~m) | (hi & m));
 }
 
 // ---------------------------------------------------------------------------------
@@ -240,6 +306,72 @@ static __device__ __forceinline__ float dequant_q6_K(const u8 *row, int i) {
     return __fmul_rn(__fmul_rn(h2f(b->d), (float) b->scales[8 * n + l / 16 + 2 * k]), (float) q);
 }
 
+static __device__ __forceinline__ float dequant_q4_1(const u8 *row, int i) {
+    const block_q4_1 *b = (const block_q4_1 *) row + i / 32;
+    const int j = i % 32;
+    const int q = j < 16 ? (b->qs[j] & 0xF) : (b->qs[j - 16] >> 4);
+    return __fadd_rn(__fmul_rn((float) q, h2f(b->d)), h2f(b->m));
+}
+
+static __device__ __forceinline__ float dequant_q5_1(const u8 *row, int i) {
+    const block_q5_1 *b = (const block_q5_1 *) row + i / 32;
+    const int j = i % 32;
+    const u32 qh = (u32) b->qh[0] | ((u32) b->qh[1] << 8) | ((u32) b->qh[2] << 16) | ((u32) b->qh[3] << 24);
+    const int lo = j < 16 ? (b->qs[j] & 0xF) : (b->qs[j - 16] >> 4);
+    const int hi = (qh >> j) & 1;
+    return __fadd_rn(__fmul_rn((float) (lo | (hi << 4)), h2f(b->d)), h2f(b->m));
+}
+
+static __device__ __forceinline__ float dequant_iq4_nl(const u8 *row, int i) {
+    const block_iq4_nl *b = (const block_iq4_nl *) row + i / 32;
+    const int j = i % 32;
+    const int q = j < 16 ? (b->qs[j] & 0xF) : (b->qs[j - 16] >> 4);
+    return __fmul_rn(h2f(b->d), (float) iq4_value(q));
+}
+
+static __device__ __forceinline__ float dequant_q2_K(const u8 *row, int i) {
+    const block_q2_K *b = (const block_q2_K *) row + i / 256;
+    const int j = i % 256;
+    const int n = j / 128, g = (j % 128) / 32, l = j % 32;
+    const int q = (b->qs[32 * n + l] >> (2 * g)) & 3;
+    const int sc = b->scales[j / 16];
+    const float dl = __fmul_rn(h2f(b->d), (float) (sc & 0xF));
+    const float ml = __fmul_rn(h2f(b->dmin), (float) (sc >> 4));
+    return __fsub_rn(__fmul_rn(dl, (float) q), ml);
+}
+
+// The 6-bit scale (stored + 32) of sub-block s (0..15) of a Q3_K block.
+static __device__ __forceinline__ int q3_K_scale(const u8 *scales, int s) {
+    const int lo = (scales[s % 8] >> (4 * (s / 8))) & 0xF;
+    const int hi = (scales[8 + s % 4] >> (2 * (s / 4))) & 3;
+    return lo | (hi << 4);
+}
+
+static __device__ __forceinline__ float dequant_q3_K(const u8 *row, int i) {
+    const block_q3_K *b = (const block_q3_K *) row + i / 256;
+    const int j = i % 256;
+    const int n = j / 128, g = (j % 128) / 32, l = j % 32;
+    const int lo = (b->qs[32 * n + l] >> (2 * g)) & 3;
+    const int hi = (b->hmask[l] >> (4 * n + g)) & 1;
+    const float dl = __fmul_rn(h2f(b->d), (float) (q3_K_scale(b->scales, j / 16) - 32));
+    return __fmul_rn(dl, (float) (lo + 4 * hi - 4));
+}
+
+// The 6-bit scale ls of block ib (0..7) of an IQ4_XS block.
+static __device__ __forceinline__ int iq4_xs_scale(const block_iq4_xs *b, int ib) {
+    return ((b->scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((b->scales_h >> (2 * ib)) & 3) << 4);
+}
+
+static __device__ __forceinline__ float dequant_iq4_xs(const u8 *row, int i) {
+    const block_iq4_xs *b = (const block_iq4_xs *) row + i / 256;
+    const int j = i % 256;
+    const int ib = j / 32, k = j % 32;
+    const u8 byte = b->qs[16 * ib + k % 16];
+    const int q = k < 16 ? (byte & 0xF) : (byte >> 4);
+    const float dl = __fmul_rn(h2f(b->d), (float) (iq4_xs_scale(b, ib) - 32));
+    return __fmul_rn(dl, (float) iq4_value(q));
+}
+
 // Dequantizes element i of a row of type `ty` (a GGML_* id). Unknown ids give 0; the
 // Rust side only launches supported types.
 static __device__ __forceinline__ float dequant_elem(int ty, const u8 *row, int i) {
@@ -253,6 +385,12 @@ static __device__ __forceinline__ float dequant_elem(int ty, const u8 *row, int 
     case GGML_Q4_K: return dequant_q4_K(row, i);
     case GGML_Q5_K: return dequant_q5_K(row, i);
     case GGML_Q6_K: return dequant_q6_K(row, i);
+    case GGML_Q4_1: return dequant_q4_1(row, i);
+    case GGML_Q5_1: return dequant_q5_1(row, i);
+    case GGML_IQ4_NL: return dequant_iq4_nl(row, i);
+    case GGML_Q2_K: return dequant_q2_K(row, i);
+    case GGML_Q3_K: return dequant_q3_K(row, i);
+    case GGML_IQ4_XS: return dequant_iq4_xs(row, i);
     default: return 0.0f;
     }
 }

@@ -1,4 +1,4 @@
-// Elementwise ops, the embedding row gather and KV-cache writes. 1-D grids of 256 threads,
+// Elementwise ops, the embedding row gather and KV-cache writes (f16, f32, Q8_0). 1-D grids of 256 threads,
 // each thread striding over the elements.
 
 #define GELU_COEF_A 0.044715f
@@ -51,4 +51,38 @@ extern "C" __global__ void kv_store(const float *__restrict__ src, int n, int wi
     if (t < n - n_slots) return;
     const i64 slot = positions[t] % n_slots;
     for (int i = threadIdx.x; i < width; i += blockDim.x) cache[slot * width + i] = f2h(src[(i64) t * width + i]);
+}
+
+// kv_store for an f32 cache (n_slots x width floats).
+extern "C" __global__ void kv_store_f32(const float *__restrict__ src, int n, int width,
+                                        const i32 *__restrict__ positions, int n_slots, float *__restrict__ cache) {
+    const int t = blockIdx.x;
+    if (t < n - n_slots) return;
+    const i64 slot = positions[t] % n_slots;
+    for (int i = threadIdx.x; i < width; i += blockDim.x) cache[slot * width + i] = src[(i64) t * width + i];
+}
+
+// kv_store for a Q8_0 cache (n_slots rows of width / 32 blocks of 34 bytes; width a multiple
+// of 32), quantized like the CPU cache (BlockQ8_0::quantize_act): d = amax / 127 stored as
+// f16, q = round-to-nearest-even(x * 127 / amax). One warp per block of 32.
+extern "C" __global__ void kv_store_q8_0(const float *__restrict__ src, int n, int width,
+                                         const i32 *__restrict__ positions, int n_slots, u8 *__restrict__ cache) {
+    const int t = blockIdx.x;
+    if (t < n - n_slots) return;
+    const i64 slot = positions[t] % n_slots;
+    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+    const int nb = width / 32;
+    for (int b = warp; b < nb; b += blockDim.x / WARP) {
+        const float v = src[(i64) t * width + 32 * b + lane];
+        const float amax = warp_max(fabsf(v));
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        const int q = max(-128, min(127, __float2int_rn(v * id)));
+        u8 *blk = cache + (slot * nb + b) * 34;
+        blk[2 + lane] = (u8) (i8) q;
+        if (lane == 0) {
+            const u16 d = f2h(amax / 127.0f);
+            blk[0] = (u8) (d & 0xFF);
+            blk[1] = (u8) (d >> 8);
+        }
+    }
 }

@@ -7,7 +7,10 @@
 // f32 scale per 16 weights, copies the activation tile, then every warp runs
 // m16n8k32 mma (m16n8k16 pairs for Q6_K, whose scales change every 16 weights) on its
 // 32 x 32 sub-tile, scaling each int32 result by weight scale x activation scale into f32
-// accumulators. The K-quant min term is subtracted once per K tile: sum_j min[r][j] * s[c][j].
+// accumulators. The K-quant min term is subtracted once per K tile: sum_j min[r][j] * s[c][j]
+// (Q4_1 / Q5_1 store minus their minimum there). Q2_K, whose minimums change every 16
+// weights, instead multiplies an all-ones A fragment with the activations (the sums of 16
+// activations) and subtracts min x sum per 16 inside the K loop.
 
 #define MMQ_BM 64
 #define MMQ_BN 64
@@ -19,7 +22,7 @@ struct __align__(16) MmqSmem {
     int w[MMQ_BM][MMQ_ROW_INTS];          // weights, int8 x 4 per int
     int x[MMQ_BN][MMQ_ROW_INTS];          // activations
     float ws[MMQ_BM][MMQ_BK / 16 + 1];    // weight scale per 16 weights
-    float wm[MMQ_BM][MMQ_BK / 32 + 1];    // K-quant min per 32 weights (d_min * m)
+    float wm[MMQ_BM][MMQ_BK / 16 + 1];    // min per 32 weights (d_min * m; Q2_K: per 16)
     float2 xd[MMQ_BN][MMQ_BK / 32];       // activation {d, s} per 32
 };
 
@@ -79,6 +82,25 @@ static __device__ __forceinline__ void unpack_block32(const u8 *blk, MmqSmem &s,
             dst[4 + i] = sub16_bytes(((v >> 4) & 0x0F0F0F0F) | bits4_to_b4m(qh >> (16 + 4 * i)));
         }
         d = h2f(load_u16(blk));
+    } else if (TY == GGML_Q4_1 || TY == GGML_Q5_1) {
+        const bool q5 = TY == GGML_Q5_1;
+        const u32 qh = q5 ? (u32) load_i32_a2(blk + 4) : 0u;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int v = load_i32_a2(blk + (q5 ? 8 : 4) + 4 * i);
+            dst[i] = (v & 0x0F0F0F0F) | (q5 ? bits4_to_b4m(qh >> (4 * i)) : 0);
+            dst[4 + i] = ((v >> 4) & 0x0F0F0F0F) | (q5 ? bits4_to_b4m(qh >> (16 + 4 * i)) : 0);
+        }
+        d = h2f(load_u16(blk));
+        s.wm[r][j] = -h2f(load_u16(blk + 2));  // w = d q + m: the min term adds m * s
+    } else if (TY == GGML_IQ4_NL) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int v = load_i32_a2(blk + 2 + 4 * i);
+            dst[i] = iq4_values4(v & 0x0F0F0F0F);
+            dst[4 + i] = iq4_values4((v >> 4) & 0x0F0F0F0F);
+        }
+        d = h2f(load_u16(blk));
     } else {
         const block_q8_0 *b = (const block_q8_0 *) blk;
 #pragma unroll
@@ -121,6 +143,48 @@ static __device__ __forceinline__ void unpack_superblock(const u8 *blk, MmqSmem 
                 s.wm[r][2 * ch + k] = dmin * (float) m;
             }
         }
+    } else if (TY == GGML_Q2_K || TY == GGML_Q3_K) {
+        // Task t: n = t / 4, g = t % 4, weights 128n + 32g + l (l < 32).
+        const bool q3 = TY == GGML_Q3_K;
+        const int n = t >> 2, g = t & 3;
+        int *dst = &s.w[r][(128 * n + 32 * g) / 4];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const int v = (load_i32_a2(blk + (q3 ? 32 : 16) + 32 * n + 4 * i) >> (2 * g)) & 0x03030303;
+            if (q3) {
+                const int h = (load_i32_a2(blk + 4 * i) >> (4 * n + g)) & 0x01010101;
+                const int x = (v | (h << 2)) ^ 0x04040404;  // q + 4h - 4 as int8
+                dst[i] = x | ((x & 0x04040404) * 0x3E);
+            } else {
+                dst[i] = v;
+            }
+        }
+        const int s0 = 8 * n + 2 * g;
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+            if (q3) {
+                const block_q3_K *b = (const block_q3_K *) blk;
+                s.ws[r][s0 + k] = h2f(load_u16(blk + 108)) * (float) (q3_K_scale(b->scales, s0 + k) - 32);
+            } else {
+                const int sc = __ldg(blk + s0 + k);
+                s.ws[r][s0 + k] = h2f(load_u16(blk + 80)) * (float) (sc & 0xF);
+                s.wm[r][s0 + k] = h2f(load_u16(blk + 82)) * (float) (sc >> 4);
+            }
+        }
+    } else if (TY == GGML_IQ4_XS) {
+        // Task t: block t of 32 weights.
+        const block_iq4_xs *b = (const block_iq4_xs *) blk;
+        int *dst = &s.w[r][8 * t];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int v = load_i32_a2(b->qs + 16 * t + 4 * i);
+            dst[i] = iq4_values4(v & 0x0F0F0F0F);
+            dst[4 + i] = iq4_values4((v >> 4) & 0x0F0F0F0F);
+        }
+        const int ls = ((__ldg(&b->scales_l[t / 2]) >> (4 * (t % 2))) & 0xF) | (((load_u16(blk + 2) >> (2 * t)) & 3) << 4);
+        const float dl = h2f(load_u16(blk)) * (float) (ls - 32);
+        s.ws[r][2 * t] = dl;
+        s.ws[r][2 * t + 1] = dl;
     } else {  // Q6_K
         const block_q6_K *b = (const block_q6_K *) blk;
         const int n = t >> 2, l0 = 8 * (t & 3);
@@ -152,6 +216,12 @@ template <> struct MmqType<GGML_Q8_0> { enum { QK = 32, BYTES = 34, MIN = 0, S16
 template <> struct MmqType<GGML_Q4_K> { enum { QK = 256, BYTES = 144, MIN = 1, S16 = 0 }; };
 template <> struct MmqType<GGML_Q5_K> { enum { QK = 256, BYTES = 176, MIN = 1, S16 = 0 }; };
 template <> struct MmqType<GGML_Q6_K> { enum { QK = 256, BYTES = 210, MIN = 0, S16 = 1 }; };
+template <> struct MmqType<GGML_Q4_1> { enum { QK = 32, BYTES = 20, MIN = 1, S16 = 0 }; };
+template <> struct MmqType<GGML_Q5_1> { enum { QK = 32, BYTES = 24, MIN = 1, S16 = 0 }; };
+template <> struct MmqType<GGML_IQ4_NL> { enum { QK = 32, BYTES = 18, MIN = 0, S16 = 0 }; };
+template <> struct MmqType<GGML_Q2_K> { enum { QK = 256, BYTES = 84, MIN = 2, S16 = 1 }; };
+template <> struct MmqType<GGML_Q3_K> { enum { QK = 256, BYTES = 110, MIN = 0, S16 = 1 }; };
+template <> struct MmqType<GGML_IQ4_XS> { enum { QK = 256, BYTES = 136, MIN = 0, S16 = 0 }; };
 
 // Fills the weight part of the tile for K offset k0 (row r0 of the matrix).
 template <int TY>
@@ -170,6 +240,7 @@ static __device__ __forceinline__ void load_w_tile(const u8 *w, int nb, int rows
                 for (int i = 0; i < 8; ++i) s.w[r][8 * t + i] = 0;
                 s.ws[r][2 * t] = 0.0f;
                 s.ws[r][2 * t + 1] = 0.0f;
+                s.wm[r][t] = 0.0f;
             }
         } else {
             const int b = k0 / 256;
@@ -180,7 +251,8 @@ static __device__ __forceinline__ void load_w_tile(const u8 *w, int nb, int rows
                 for (int i = 0; i < 8; ++i) s.w[r][8 * t + i] = 0;
                 s.ws[r][2 * t] = 0.0f;
                 s.ws[r][2 * t + 1] = 0.0f;
-                s.wm[r][t] = 0.0f;
+                s.wm[r][2 * t] = 0.0f;
+                s.wm[r][2 * t + 1] = 0.0f;
             }
         }
     }
@@ -259,6 +331,17 @@ static __device__ __forceinline__ void mmq(const u8 *__restrict__ w, int nb, int
                 b[nt][0] = s.x[cc][ki];
                 b[nt][1] = s.x[cc][ki + 4];
             }
+            int ones[4][2][4];  // Q2_K: sums of the 16-activation halves per column
+            if (T::MIN == 2) {
+#pragma unroll
+                for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+                    for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+                        for (int i = 0; i < 4; ++i) ones[nt][hh][i] = 0;
+                        mma_k16(ones[nt][hh], 0x01010101, 0x01010101, b[nt][hh]);
+                    }
+            }
             float xs[4][2];
 #pragma unroll
             for (int nt = 0; nt < 4; ++nt)
@@ -276,8 +359,10 @@ static __device__ __forceinline__ void mmq(const u8 *__restrict__ w, int nb, int
 #pragma unroll
                         for (int i = 0; i < 4; ++i) {
                             const int row = rr + 8 * (i / 2);
-                            acc[mt][nt][i] += ((float) c1[i] * s.ws[row][2 * j] + (float) c2[i] * s.ws[row][2 * j + 1])
-                                            * xs[nt][i % 2];
+                            float v = (float) c1[i] * s.ws[row][2 * j] + (float) c2[i] * s.ws[row][2 * j + 1];
+                            if (T::MIN == 2)
+                                v -= (float) ones[nt][0][i] * s.wm[row][2 * j] + (float) ones[nt][1][i] * s.wm[row][2 * j + 1];
+                            acc[mt][nt][i] += v * xs[nt][i % 2];
                         }
                     } else {
                         int c[4] = {0, 0, 0, 0};
@@ -291,7 +376,7 @@ static __device__ __forceinline__ void mmq(const u8 *__restrict__ w, int nb, int
                 }
             }
         }
-        if (T::MIN) {
+        if (T::MIN == 1) {
 #pragma unroll
             for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
@@ -333,3 +418,9 @@ MMQ_KERNEL(q8_0, GGML_Q8_0)
 MMQ_KERNEL(q4_K, GGML_Q4_K)
 MMQ_KERNEL(q5_K, GGML_Q5_K)
 MMQ_KERNEL(q6_K, GGML_Q6_K)
+MMQ_KERNEL(q4_1, GGML_Q4_1)
+MMQ_KERNEL(q5_1, GGML_Q5_1)
+MMQ_KERNEL(iq4_nl, GGML_IQ4_NL)
+MMQ_KERNEL(q2_K, GGML_Q2_K)
+MMQ_KERNEL(q3_K, GGML_Q3_K)
+MMQ_KERNEL(iq4_xs, GGML_IQ4_XS)

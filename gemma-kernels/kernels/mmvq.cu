@@ -9,6 +9,9 @@
 //   Q4_0, Q5_0: 2 tasks of 8 qs bytes (16 weights); Q8_0: 2 tasks of 16 weights;
 //   Q4_K, Q5_K: 8 tasks of 16 qs bytes (32 weights, two sub-blocks), 16-byte loads;
 //   Q6_K: 8 tasks of 32 weights (8 from each quarter of one half).
+//   Q4_1, Q5_1, IQ4_NL: like Q4_0 (2 tasks of 16 weights);
+//   Q2_K, Q3_K: 8 tasks of 32 weights (one activation block, two sub-blocks of 16);
+//   IQ4_XS: 8 tasks, one block of 32 each.
 // Offsets (-8, -16 and the K-quant mins) use s = d * sum(q) of the activation block; a
 // task adds its 1/TPB share (Q4_0, Q5_0) or its half (the two tasks of a K-quant sub-block
 // pair), so the full term is added exactly once per block.
@@ -198,6 +201,147 @@ static __device__ __forceinline__ void task_q6_K(const u8 *blk, int t, ActView a
     }
 }
 
+// Q4_1 / Q5_1: unsigned quants plus a minimum m: a task adds half of m * s.
+template <int NC, bool Q5>
+static __device__ __forceinline__ void task_q45_1(const u8 *blk, int t, ActView a, int e0, float *acc) {
+    const int qs_off = Q5 ? 8 : 4;
+    const int v0 = load_i32_a2(blk + qs_off + 8 * t);
+    const int v1 = load_i32_a2(blk + qs_off + 8 * t + 4);
+    int l0 = v0 & LO4, l1 = v1 & LO4, h0 = (v0 >> 4) & LO4, h1 = (v1 >> 4) & LO4;
+    if (Q5) {
+        const u32 qh = (u32) load_i32_a2(blk + 4);
+        l0 |= bits4_to_b4(qh >> (8 * t));
+        l1 |= bits4_to_b4(qh >> (8 * t + 4));
+        h0 |= bits4_to_b4(qh >> (16 + 8 * t));
+        h1 |= bits4_to_b4(qh >> (20 + 8 * t));
+    }
+    const int dm = load_i32_a2(blk);
+    const float d = h2f((u16) (dm & 0xFFFF)), m = h2f((u16) ((u32) dm >> 16));
+#pragma unroll
+    for (int c = 0; c < NC; ++c) {
+        const int2 ul = load_i2(a.q(c, e0) + 8 * t);
+        const int2 uh = load_i2(a.q(c, e0) + 16 + 8 * t);
+        int s = dp4a(l0, ul.x, 0);
+        s = dp4a(l1, ul.y, s);
+        s = dp4a(h0, uh.x, s);
+        s = dp4a(h1, uh.y, s);
+        const float2 ds = a.d(c, e0);
+        acc[c] += d * ds.x * (float) s + 0.5f * m * ds.y;
+    }
+}
+
+template <int NC>
+static __device__ __forceinline__ void task_iq4_nl(const u8 *blk, int t, ActView a, int e0, float *acc) {
+    const int v0 = load_i32_a2(blk + 2 + 8 * t);
+    const int v1 = load_i32_a2(blk + 2 + 8 * t + 4);
+    const int l0 = iq4_values4(v0 & LO4), l1 = iq4_values4(v1 & LO4);
+    const int h0 = iq4_values4((v0 >> 4) & LO4), h1 = iq4_values4((v1 >> 4) & LO4);
+    const float d = h2f(load_u16(blk));
+#pragma unroll
+    for (int c = 0; c < NC; ++c) {
+        const int2 ul = load_i2(a.q(c, e0) + 8 * t);
+        const int2 uh = load_i2(a.q(c, e0) + 16 + 8 * t);
+        int s = dp4a(l0, ul.x, 0);
+        s = dp4a(l1, ul.y, s);
+        s = dp4a(h0, uh.x, s);
+        s = dp4a(h1, uh.y, s);
+        acc[c] += d * a.d(c, e0).x * (float) s;
+    }
+}
+
+// IQ4_XS: task t is block t (32 weights, qs bytes 16t..16t+16, one activation block).
+template <int NC>
+static __device__ __forceinline__ void task_iq4_xs(const u8 *blk, int t, ActView a, int e0, float *acc) {
+    const block_iq4_xs *b = (const block_iq4_xs *) blk;
+    int lo[4], hi[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const int v = load_i32_a2(b->qs + 16 * t + 4 * i);
+        lo[i] = iq4_values4(v & LO4);
+        hi[i] = iq4_values4((v >> 4) & LO4);
+    }
+    const int ls = ((__ldg(&b->scales_l[t / 2]) >> (4 * (t % 2))) & 0xF) | (((load_u16(blk + 2) >> (2 * t)) & 3) << 4);
+    const float dl = h2f(load_u16(blk)) * (float) (ls - 32);
+#pragma unroll
+    for (int c = 0; c < NC; ++c) {
+        const int4 ul = load_i4(a.q(c, e0) + 32 * t);
+        const int4 uh = load_i4(a.q(c, e0) + 32 * t + 16);
+        int s = dp4a(lo[0], ul.x, 0);
+        s = dp4a(lo[1], ul.y, s);
+        s = dp4a(lo[2], ul.z, s);
+        s = dp4a(lo[3], ul.w, s);
+        s = dp4a(hi[0], uh.x, s);
+        s = dp4a(hi[1], uh.y, s);
+        s = dp4a(hi[2], uh.z, s);
+        s = dp4a(hi[3], uh.w, s);
+        acc[c] += dl * a.d(c, e0 + 32 * t).x * (float) s;
+    }
+}
+
+// Values 0..7 per byte to -4..3.
+static __device__ __forceinline__ int sub4_bytes(int v) {
+    const int x = v ^ 0x04040404;
+    return x | ((x & 0x04040404) * 0x3E);
+}
+
+// Q2_K / Q3_K: task t covers n = t / 4, g = t % 4: weights 128n + 32g + l (l < 32), the 2-bit
+// field g of qs[32n + l]; sub-blocks 8n + 2g (l < 16) and 8n + 2g + 1. Q2_K subtracts
+// dmin * min * (sum of the 16 activations); Q3_K adds the high bit and offsets by -4.
+template <int NC, bool Q3>
+static __device__ __forceinline__ void task_q23_K(const u8 *blk, int t, ActView a, int e0, float *acc) {
+    const int n = t >> 2, g = t & 3;
+    const int qs_off = Q3 ? 32 : 16;
+    int q[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        const int v = load_i32_a2(blk + qs_off + 32 * n + 4 * i);
+        q[i] = (v >> (2 * g)) & 0x03030303;
+        if (Q3) {
+            const int h = load_i32_a2(blk + 4 * i);
+            q[i] = sub4_bytes(q[i] | (((h >> (4 * n + g)) & 0x01010101) << 2));
+        }
+    }
+    const int s0 = 8 * n + 2 * g;
+    float sc_a, sc_b, mn_a = 0.0f, mn_b = 0.0f, d;
+    if (Q3) {
+        const block_q3_K *b = (const block_q3_K *) blk;
+        sc_a = (float) (q3_K_scale(b->scales, s0) - 32);
+        sc_b = (float) (q3_K_scale(b->scales, s0 + 1) - 32);
+        d = h2f(load_u16(blk + 108));
+    } else {
+        const int sa = __ldg(blk + s0), sb = __ldg(blk + s0 + 1);
+        sc_a = (float) (sa & 0xF);
+        sc_b = (float) (sb & 0xF);
+        const int dd = load_i32_a2(blk + 80);
+        d = h2f((u16) (dd & 0xFFFF));
+        const float dmin = h2f((u16) ((u32) dd >> 16));
+        mn_a = dmin * (float) (sa >> 4);
+        mn_b = dmin * (float) (sb >> 4);
+    }
+    const int eg = e0 + 128 * n + 32 * g;
+#pragma unroll
+    for (int c = 0; c < NC; ++c) {
+        const int4 ua = load_i4(a.q(c, eg));
+        const int4 ub = load_i4(a.q(c, eg) + 16);
+        int sa = dp4a(q[0], ua.x, 0);
+        sa = dp4a(q[1], ua.y, sa);
+        sa = dp4a(q[2], ua.z, sa);
+        sa = dp4a(q[3], ua.w, sa);
+        int sb = dp4a(q[4], ub.x, 0);
+        sb = dp4a(q[5], ub.y, sb);
+        sb = dp4a(q[6], ub.z, sb);
+        sb = dp4a(q[7], ub.w, sb);
+        const float dx = a.d(c, eg).x;
+        float r = d * dx * (sc_a * (float) sa + sc_b * (float) sb);
+        if (!Q3) {
+            const int xa = dp4a(0x01010101, ua.w, dp4a(0x01010101, ua.z, dp4a(0x01010101, ua.y, dp4a(0x01010101, ua.x, 0))));
+            const int xb = dp4a(0x01010101, ub.w, dp4a(0x01010101, ub.z, dp4a(0x01010101, ub.y, dp4a(0x01010101, ub.x, 0))));
+            r -= dx * (mn_a * (float) xa + mn_b * (float) xb);
+        }
+        acc[c] += r;
+    }
+}
+
 // ---------------------------------------------------------------------------------
 
 template <int TY> struct MmvqType;
@@ -207,6 +351,12 @@ template <> struct MmvqType<GGML_Q8_0> { enum { QK = 32, BYTES = 34, TPB = 2 }; 
 template <> struct MmvqType<GGML_Q4_K> { enum { QK = 256, BYTES = 144, TPB = 8 }; };
 template <> struct MmvqType<GGML_Q5_K> { enum { QK = 256, BYTES = 176, TPB = 8 }; };
 template <> struct MmvqType<GGML_Q6_K> { enum { QK = 256, BYTES = 210, TPB = 8 }; };
+template <> struct MmvqType<GGML_Q4_1> { enum { QK = 32, BYTES = 20, TPB = 2 }; };
+template <> struct MmvqType<GGML_Q5_1> { enum { QK = 32, BYTES = 24, TPB = 2 }; };
+template <> struct MmvqType<GGML_IQ4_NL> { enum { QK = 32, BYTES = 18, TPB = 2 }; };
+template <> struct MmvqType<GGML_Q2_K> { enum { QK = 256, BYTES = 84, TPB = 8 }; };
+template <> struct MmvqType<GGML_Q3_K> { enum { QK = 256, BYTES = 110, TPB = 8 }; };
+template <> struct MmvqType<GGML_IQ4_XS> { enum { QK = 256, BYTES = 136, TPB = 8 }; };
 
 template <int TY, int NC>
 static __device__ __forceinline__ void run_task(const u8 *blk, int t, ActView a, int e0, float *acc) {
@@ -216,6 +366,12 @@ static __device__ __forceinline__ void run_task(const u8 *blk, int t, ActView a,
     if (TY == GGML_Q4_K) task_qk45<NC, false>(blk, t, a, e0, acc);
     if (TY == GGML_Q5_K) task_qk45<NC, true>(blk, t, a, e0, acc);
     if (TY == GGML_Q6_K) task_q6_K<NC>(blk, t, a, e0, acc);
+    if (TY == GGML_Q4_1) task_q45_1<NC, false>(blk, t, a, e0, acc);
+    if (TY == GGML_Q5_1) task_q45_1<NC, true>(blk, t, a, e0, acc);
+    if (TY == GGML_IQ4_NL) task_iq4_nl<NC>(blk, t, a, e0, acc);
+    if (TY == GGML_Q2_K) task_q23_K<NC, false>(blk, t, a, e0, acc);
+    if (TY == GGML_Q3_K) task_q23_K<NC, true>(blk, t, a, e0, acc);
+    if (TY == GGML_IQ4_XS) task_iq4_xs<NC>(blk, t, a, e0, acc);
 }
 
 // w: rows x nb blocks; aq/ads: NC activation rows (q8_1, row length k_pad); y: NC x rows.
@@ -270,3 +426,9 @@ MMVQ_ALL_NC(q8_0, GGML_Q8_0)
 MMVQ_ALL_NC(q4_K, GGML_Q4_K)
 MMVQ_ALL_NC(q5_K, GGML_Q5_K)
 MMVQ_ALL_NC(q6_K, GGML_Q6_K)
+MMVQ_ALL_NC(q4_1, GGML_Q4_1)
+MMVQ_ALL_NC(q5_1, GGML_Q5_1)
+MMVQ_ALL_NC(iq4_nl, GGML_IQ4_NL)
+MMVQ_ALL_NC(q2_K, GGML_Q2_K)
+MMVQ_ALL_NC(q3_K, GGML_Q3_K)
+MMVQ_ALL_NC(iq4_xs, GGML_IQ4_XS)

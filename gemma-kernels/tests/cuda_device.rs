@@ -47,17 +47,18 @@ fn a_device_ordinal_past_the_last_device_is_an_error() {
 
 #[test]
 fn unsupported_weight_types_are_rejected_before_touching_the_gpu() {
-    assert!(!cuda::is_supported(GgmlType::IQ4_XS));
+    assert!(!cuda::is_supported(GgmlType::IQ2_XXS));
     assert!(cuda::is_supported(GgmlType::Q4_K));
+    assert!(cuda::is_supported(GgmlType::IQ4_XS));
     let Ok(dev) = CudaDevice::new(0) else {
         eprintln!("no CUDA device: the upload half of this test not run");
         return;
     };
-    let err = DeviceMatrix::upload(&dev, GgmlType::IQ4_XS, &[0u8; 136], 1, 256)
+    let err = DeviceMatrix::upload(&dev, GgmlType::IQ2_XXS, &[0u8; 66], 1, 256)
         .err()
-        .expect("IQ4_XS upload");
+        .expect("IQ2_XXS upload");
     assert!(
-        matches!(err, CudaError::UnsupportedType(GgmlType::IQ4_XS)),
+        matches!(err, CudaError::UnsupportedType(GgmlType::IQ2_XXS)),
         "{err}"
     );
     let err = DeviceMatrix::upload(&dev, GgmlType::Q4_K, &[0u8; 100], 1, 256)

@@ -10,13 +10,19 @@ use cuda_util::*;
 use gemma_gguf::GgmlType;
 use gemma_kernels::cuda::{self, launch, ops, DeviceMatrix, Q8Activations};
 
-const QUANT_TYPES: [GgmlType; 6] = [
+const QUANT_TYPES: [GgmlType; 12] = [
     GgmlType::Q4_0,
     GgmlType::Q5_0,
     GgmlType::Q8_0,
     GgmlType::Q4_K,
     GgmlType::Q5_K,
     GgmlType::Q6_K,
+    GgmlType::Q4_1,
+    GgmlType::Q5_1,
+    GgmlType::IQ4_NL,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::IQ4_XS,
 ];
 
 /// A row length that is not a multiple of 256 for 32-blocks (exercises the tile tail).

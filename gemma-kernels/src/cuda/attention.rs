@@ -1,7 +1,10 @@
-//! Typed launches of attention over the f16 KV cache: decode (one token, split over keys,
-//! then merged) and prefill (flash-style tiles, causal + sliding window).
+//! Typed launches of attention over the KV cache: decode (one token, split over keys,
+//! then merged) and prefill (flash-style tiles over f16 caches, causal + sliding window;
+//! one block per query row over f32 / Q8_0 caches).
 //!
-//! Cache layout per layer: `n_slots x n_kv_heads x head_dim` halves for K and for V.
+//! Cache layout per layer: `n_slots x n_kv_heads x head_dim` values for K and for V, as f16
+//! (`u16` buffers), f32, or Q8_0 blocks of 32 values (`u8` buffers of 34-byte blocks; see
+//! [`KvElem`]).
 //! Position p lives in slot p % n_slots: sliding-window layers keep a ring of `window`
 //! slots, global layers one slot per context position.
 
@@ -10,7 +13,47 @@ use super::device::CudaDevice;
 use super::error::{check_len, CudaError};
 use super::launch::{grid_dim, int, launch, ptr, ptr_mut, Arg};
 use super::modules::Kernel;
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr};
+
+/// How a KV cache stores its values on the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvKind {
+    /// IEEE half values (`u16` bits).
+    F16,
+    /// f32 values.
+    F32,
+    /// ggml Q8_0 blocks (f16 scale, 32 int8 values: 34 bytes), as raw bytes.
+    Q8_0,
+}
+
+impl KvKind {
+    /// Buffer elements holding `values` cached values (a multiple of 32 for Q8_0).
+    pub fn buffer_len(self, values: usize) -> usize {
+        match self {
+            KvKind::F16 | KvKind::F32 => values,
+            KvKind::Q8_0 => values / 32 * 34,
+        }
+    }
+}
+
+/// A device buffer element type that holds a KV cache: `u16` (f16 bits), `f32`, or `u8`
+/// (the raw bytes of Q8_0 blocks).
+pub trait KvElem: DeviceRepr {
+    /// The storage format.
+    const KIND: KvKind;
+}
+
+impl KvElem for u16 {
+    const KIND: KvKind = KvKind::F16;
+}
+
+impl KvElem for f32 {
+    const KIND: KvKind = KvKind::F32;
+}
+
+impl KvElem for u8 {
+    const KIND: KvKind = KvKind::Q8_0;
+}
 
 /// The shape of one attention layer.
 #[derive(Clone, Copy, Debug)]
@@ -60,8 +103,9 @@ impl AttnShape {
         }
     }
 
-    fn cache_len(&self) -> usize {
-        self.n_slots * self.n_kv_heads * self.head_dim
+    /// Buffer elements of one cache (K or V) of format `kind`.
+    fn cache_len(&self, kind: KvKind) -> usize {
+        kind.buffer_len(self.n_slots * self.n_kv_heads * self.head_dim)
     }
 }
 
@@ -108,20 +152,48 @@ impl DecodeScratch {
     }
 }
 
-fn decode_names(head_dim: usize) -> (&'static str, &'static str) {
-    match head_dim {
-        64 => ("attn_decode_64", "attn_combine_64"),
-        128 => ("attn_decode_128", "attn_combine_128"),
-        _ => ("attn_decode_256", "attn_combine_256"),
-    }
+/// The decode and combine kernels for a head size and cache format.
+fn decode_names(head_dim: usize, kind: KvKind) -> (&'static str, &'static str) {
+    let combine = match head_dim {
+        64 => "attn_combine_64",
+        128 => "attn_combine_128",
+        _ => "attn_combine_256",
+    };
+    let decode = match (kind, head_dim) {
+        (KvKind::F16, 64) => "attn_decode_64",
+        (KvKind::F16, 128) => "attn_decode_128",
+        (KvKind::F16, _) => "attn_decode_256",
+        (KvKind::F32, 64) => "attn_decode_f32_64",
+        (KvKind::F32, 128) => "attn_decode_f32_128",
+        (KvKind::F32, _) => "attn_decode_f32_256",
+        (KvKind::Q8_0, 64) => "attn_decode_q8_0_64",
+        (KvKind::Q8_0, 128) => "attn_decode_q8_0_128",
+        (KvKind::Q8_0, _) => "attn_decode_q8_0_256",
+    };
+    (decode, combine)
+}
+
+/// The row-per-block prefill kernel over an f32 / Q8_0 cache (`None` for f16, which uses
+/// the flash kernel).
+fn prefill_rows_name(head_dim: usize, kind: KvKind) -> Option<&'static str> {
+    Some(match (kind, head_dim) {
+        (KvKind::F16, _) => return None,
+        (KvKind::F32, 64) => "attn_prefill_f32_64",
+        (KvKind::F32, 128) => "attn_prefill_f32_128",
+        (KvKind::F32, _) => "attn_prefill_f32_256",
+        (KvKind::Q8_0, 64) => "attn_prefill_q8_0_64",
+        (KvKind::Q8_0, 128) => "attn_prefill_q8_0_128",
+        (KvKind::Q8_0, _) => "attn_prefill_q8_0_256",
+    })
 }
 
 /// Attention of one token at position `*pos` (a device int, so graphs can replay it) over
 /// the last min(pos + 1, window) positions of the cache, which must already hold this
-/// token's K and V (see [`super::ops::kv_store`]). q, out: n_heads x head_dim.
+/// token's K and V (see [`super::ops::kv_store`]). q, out: n_heads x head_dim. The cache
+/// format follows the buffers' element type ([`KvElem`]).
 /// The caller keeps pos + 1 <= n_slots on global layers.
 #[allow(clippy::too_many_arguments)] // mirrors the kernel: query, cache, position, shape, scratch, output
-pub fn attention_decode<Q, K, V, P, O>(
+pub fn attention_decode<E, Q, K, V, P, O>(
     dev: &CudaDevice,
     q: &Q,
     k_cache: &K,
@@ -132,9 +204,10 @@ pub fn attention_decode<Q, K, V, P, O>(
     out: &mut O,
 ) -> Result<(), CudaError>
 where
+    E: KvElem,
     Q: DevicePtr<f32>,
-    K: DevicePtr<u16>,
-    V: DevicePtr<u16>,
+    K: DevicePtr<E>,
+    V: DevicePtr<E>,
     P: DevicePtr<i32>,
     O: DevicePtrMut<f32>,
 {
@@ -142,15 +215,15 @@ where
     let width = shape.n_heads * shape.head_dim;
     check_len("attention query", width, q.len())?;
     check_len("attention output", width, out.len())?;
-    check_len("K cache", shape.cache_len(), k_cache.len())?;
-    check_len("V cache", shape.cache_len(), v_cache.len())?;
+    check_len("K cache", shape.cache_len(E::KIND), k_cache.len())?;
+    check_len("V cache", shape.cache_len(E::KIND), v_cache.len())?;
     check_len("position", 1, pos.len())?;
     check_len(
         "decode scratch",
         shape.n_heads * scratch.n_splits * shape.head_dim,
         scratch.part_o.len(),
     )?;
-    let (decode, combine) = decode_names(shape.head_dim);
+    let (decode, combine) = decode_names(shape.head_dim, E::KIND);
     let (po, pml) = (
         ptr_mut(dev, &mut scratch.part_o),
         ptr_mut(dev, &mut scratch.part_ml),
@@ -235,9 +308,10 @@ where
 
 /// Attention of n tokens at positions p0 .. p0 + n - 1 whose keys and values are all in
 /// the cache already (stored before, as the forward pass of gemma-core does): the cache
-/// must hold every key a query sees, i.e. a ring needs window + n - 1 slots.
+/// must hold every key a query sees, i.e. a ring needs window + n - 1 slots. Any cache
+/// format ([`KvElem`]): f16 runs the flash kernel, f32 / Q8_0 one block per query row.
 #[allow(clippy::too_many_arguments)] // mirrors the kernel: query, cache, positions, shape, output
-pub fn attention_prefill_cached<Q, K, V, O>(
+pub fn attention_prefill_cached<E, Q, K, V, O>(
     dev: &CudaDevice,
     q: &Q,
     k_cache: &K,
@@ -248,9 +322,10 @@ pub fn attention_prefill_cached<Q, K, V, O>(
     out: &mut O,
 ) -> Result<(), CudaError>
 where
+    E: KvElem,
     Q: DevicePtr<f32>,
-    K: DevicePtr<u16>,
-    V: DevicePtr<u16>,
+    K: DevicePtr<E>,
+    V: DevicePtr<E>,
     O: DevicePtrMut<f32>,
 {
     shape.check()?;
@@ -260,6 +335,9 @@ where
         p0 + n
     };
     check_len("KV cache slots for the visible keys", needed, shape.n_slots)?;
+    if let Some(name) = prefill_rows_name(shape.head_dim, E::KIND) {
+        return prefill_rows(dev, q, k_cache, v_cache, n, p0, shape, name, out);
+    }
     let cache = (ptr(dev, k_cache), ptr(dev, v_cache));
     prefill(
         dev,
@@ -274,10 +352,51 @@ where
     )
 }
 
+/// Launches attn_prefill_<kv>_<D> (`name`): one block per (token, head).
+#[allow(clippy::too_many_arguments)] // the kernel's parameter list
+fn prefill_rows<E, Q, K, V, O>(
+    dev: &CudaDevice,
+    q: &Q,
+    k_cache: &K,
+    v_cache: &V,
+    n: usize,
+    p0: usize,
+    shape: &AttnShape,
+    name: &'static str,
+    out: &mut O,
+) -> Result<(), CudaError>
+where
+    E: KvElem,
+    Q: DevicePtr<f32>,
+    K: DevicePtr<E>,
+    V: DevicePtr<E>,
+    O: DevicePtrMut<f32>,
+{
+    let width = n * shape.n_heads * shape.head_dim;
+    check_len("attention query", width, q.len())?;
+    check_len("attention output", width, out.len())?;
+    check_len("K cache", shape.cache_len(E::KIND), k_cache.len())?;
+    check_len("V cache", shape.cache_len(E::KIND), v_cache.len())?;
+    let args = [
+        Arg::P(ptr(dev, q)),
+        Arg::P(ptr(dev, k_cache)),
+        Arg::P(ptr(dev, v_cache)),
+        Arg::I(int("n_heads", shape.n_heads)?),
+        Arg::I(int("n_kv_heads", shape.n_kv_heads)?),
+        Arg::I(int("n_slots", shape.n_slots)?),
+        Arg::I(int("p0", p0)?),
+        Arg::I(int("window", shape.window)?),
+        Arg::F(shape.scale),
+        Arg::P(ptr_mut(dev, out)),
+    ];
+    let grid = (grid_dim("tokens", n)?, grid_dim("heads", shape.n_heads)?, 1);
+    launch(dev, Kernel::Attention, name, grid, 128, &args)
+}
+
 /// Launches flash_prefill_<D>; `new_kv` holds the device addresses of the new tokens' K
 /// and V (read for positions >= positions.1), `positions` = (p0, p_new).
 #[allow(clippy::too_many_arguments)] // the kernel's parameter list
-fn prefill<Q, K, V, O>(
+fn prefill<E, Q, K, V, O>(
     dev: &CudaDevice,
     q: &Q,
     new_kv: (u64, u64),
@@ -289,16 +408,24 @@ fn prefill<Q, K, V, O>(
     out: &mut O,
 ) -> Result<(), CudaError>
 where
+    E: KvElem,
     Q: DevicePtr<f32>,
-    K: DevicePtr<u16>,
-    V: DevicePtr<u16>,
+    K: DevicePtr<E>,
+    V: DevicePtr<E>,
     O: DevicePtrMut<f32>,
 {
     let width = n * shape.n_heads * shape.head_dim;
     check_len("attention query", width, q.len())?;
     check_len("attention output", width, out.len())?;
-    check_len("K cache", shape.cache_len(), k_cache.len())?;
-    check_len("V cache", shape.cache_len(), v_cache.len())?;
+    if E::KIND != KvKind::F16 {
+        return Err(CudaError::Unsupported {
+            what: "flash prefill over a cache of element bytes",
+            value: std::mem::size_of::<E>(),
+            rule: "an f16 cache (2-byte elements)",
+        });
+    }
+    check_len("K cache", shape.cache_len(KvKind::F16), k_cache.len())?;
+    check_len("V cache", shape.cache_len(KvKind::F16), v_cache.len())?;
     let name = match shape.head_dim {
         64 => "flash_prefill_64",
         128 => "flash_prefill_128",
@@ -327,4 +454,33 @@ where
         1,
     );
     launch(dev, Kernel::FlashAttn, name, grid, 128, &args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_attention_kernel_name_is_a_listed_function() {
+        let listed = Kernel::Attention.functions();
+        for kind in [KvKind::F16, KvKind::F32, KvKind::Q8_0] {
+            for hd in [64, 128, 256] {
+                let (d, c) = decode_names(hd, kind);
+                assert!(listed.contains(&d) && listed.contains(&c), "{d} {c}");
+                if let Some(p) = prefill_rows_name(hd, kind) {
+                    assert!(listed.contains(&p), "{p}");
+                    assert!(p.contains(&hd.to_string()), "{p}");
+                }
+                assert!(d.ends_with(&hd.to_string()), "{d}");
+            }
+        }
+        assert_eq!(prefill_rows_name(128, KvKind::F16), None);
+    }
+
+    #[test]
+    fn q8_0_caches_take_34_bytes_per_32_values() {
+        assert_eq!(KvKind::Q8_0.buffer_len(256), 272);
+        assert_eq!(KvKind::F16.buffer_len(256), 256);
+        assert_eq!(KvKind::F32.buffer_len(256), 256);
+    }
 }

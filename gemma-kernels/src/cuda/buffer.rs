@@ -7,7 +7,7 @@ use cudarc::driver::{CudaSlice, DevicePtr, DeviceRepr, ValidAsZeroBits};
 use gemma_gguf::GgmlType;
 
 /// Weight types the CUDA kernels handle.
-pub const SUPPORTED_TYPES: [GgmlType; 9] = [
+pub const SUPPORTED_TYPES: [GgmlType; 15] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
@@ -17,6 +17,12 @@ pub const SUPPORTED_TYPES: [GgmlType; 9] = [
     GgmlType::Q4_K,
     GgmlType::Q5_K,
     GgmlType::Q6_K,
+    GgmlType::Q4_1,
+    GgmlType::Q5_1,
+    GgmlType::IQ4_NL,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::IQ4_XS,
 ];
 
 /// Whether `ty` has CUDA kernels.

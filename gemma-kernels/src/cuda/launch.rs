@@ -103,6 +103,22 @@ fn mmvq_names(ty: GgmlType) -> Option<[&'static str; 4]> {
         GgmlType::Q4_K => ["mmvq_q4_K_1", "mmvq_q4_K_2", "mmvq_q4_K_4", "mmvq_q4_K_8"],
         GgmlType::Q5_K => ["mmvq_q5_K_1", "mmvq_q5_K_2", "mmvq_q5_K_4", "mmvq_q5_K_8"],
         GgmlType::Q6_K => ["mmvq_q6_K_1", "mmvq_q6_K_2", "mmvq_q6_K_4", "mmvq_q6_K_8"],
+        GgmlType::Q4_1 => ["mmvq_q4_1_1", "mmvq_q4_1_2", "mmvq_q4_1_4", "mmvq_q4_1_8"],
+        GgmlType::Q5_1 => ["mmvq_q5_1_1", "mmvq_q5_1_2", "mmvq_q5_1_4", "mmvq_q5_1_8"],
+        GgmlType::IQ4_NL => [
+            "mmvq_iq4_nl_1",
+            "mmvq_iq4_nl_2",
+            "mmvq_iq4_nl_4",
+            "mmvq_iq4_nl_8",
+        ],
+        GgmlType::Q2_K => ["mmvq_q2_K_1", "mmvq_q2_K_2", "mmvq_q2_K_4", "mmvq_q2_K_8"],
+        GgmlType::Q3_K => ["mmvq_q3_K_1", "mmvq_q3_K_2", "mmvq_q3_K_4", "mmvq_q3_K_8"],
+        GgmlType::IQ4_XS => [
+            "mmvq_iq4_xs_1",
+            "mmvq_iq4_xs_2",
+            "mmvq_iq4_xs_4",
+            "mmvq_iq4_xs_8",
+        ],
         _ => return None,
     })
 }
@@ -115,6 +131,12 @@ fn mmq_name(ty: GgmlType) -> Option<&'static str> {
         GgmlType::Q4_K => "mmq_q4_K",
         GgmlType::Q5_K => "mmq_q5_K",
         GgmlType::Q6_K => "mmq_q6_K",
+        GgmlType::Q4_1 => "mmq_q4_1",
+        GgmlType::Q5_1 => "mmq_q5_1",
+        GgmlType::IQ4_NL => "mmq_iq4_nl",
+        GgmlType::Q2_K => "mmq_q2_K",
+        GgmlType::Q3_K => "mmq_q3_K",
+        GgmlType::IQ4_XS => "mmq_iq4_xs",
         _ => return None,
     })
 }

@@ -10,7 +10,9 @@
 //! Numbers: weights stay in their GGUF blocks on the device ([`DeviceMatrix`]); products
 //! with quantized weights take activations quantized to q8_1 (per 32 values an f32 scale)
 //! and use integer dot products: dp4a for up to 8 tokens ([`launch::matmul_q8`] -> mmvq),
-//! int8 tensor cores above (mmq). Residuals and norms are f32, the KV cache f16.
+//! int8 tensor cores above (mmq). Residuals and norms are f32, the KV cache f16 (or f32,
+//! or Q8_0 blocks: [`KvElem`]). A sequence of launches can be captured once and replayed
+//! as a CUDA graph ([`graph`]).
 //!
 //! Finding libnvrtc: cudarc looks for `libnvrtc.so`, `libnvrtc.so.12`, ... through the
 //! dynamic loader, so its folder must be on `LD_LIBRARY_PATH` (`scripts/setup-nvrtc.sh`
@@ -20,12 +22,14 @@ mod attention;
 mod buffer;
 mod device;
 mod error;
+pub mod graph;
 pub mod launch;
 pub mod modules;
 pub mod ops;
 
 pub use attention::{
     attention_decode, attention_prefill, attention_prefill_cached, AttnShape, DecodeScratch,
+    KvElem, KvKind,
 };
 pub use buffer::{
     download, is_supported, padded_len, upload, zeros, DeviceMatrix, Q8Activations, SUPPORTED_TYPES,

@@ -85,7 +85,10 @@ impl Kernel {
             Kernel::Quantize => &["quantize_q8_1"],
             Kernel::Norm => &["rms_norm", "rms_norm_add", "rms_norm_q8_1"],
             Kernel::Rope => &["rope_neox"],
-            Kernel::Elementwise => &["geglu", "add_f32", "scale_f32", "f32_to_f16", "get_rows", "kv_store"],
+            Kernel::Elementwise => &[
+                "geglu", "add_f32", "scale_f32", "f32_to_f16", "get_rows", "kv_store", "kv_store_f32",
+                "kv_store_q8_0",
+            ],
             Kernel::Mmvq => &[
                 "mmvq_q4_0_1", "mmvq_q4_0_2", "mmvq_q4_0_4", "mmvq_q4_0_8",
                 "mmvq_q5_0_1", "mmvq_q5_0_2", "mmvq_q5_0_4", "mmvq_q5_0_8",
@@ -93,8 +96,17 @@ impl Kernel {
                 "mmvq_q4_K_1", "mmvq_q4_K_2", "mmvq_q4_K_4", "mmvq_q4_K_8",
                 "mmvq_q5_K_1", "mmvq_q5_K_2", "mmvq_q5_K_4", "mmvq_q5_K_8",
                 "mmvq_q6_K_1", "mmvq_q6_K_2", "mmvq_q6_K_4", "mmvq_q6_K_8",
+                "mmvq_q4_1_1", "mmvq_q4_1_2", "mmvq_q4_1_4", "mmvq_q4_1_8",
+                "mmvq_q5_1_1", "mmvq_q5_1_2", "mmvq_q5_1_4", "mmvq_q5_1_8",
+                "mmvq_iq4_nl_1", "mmvq_iq4_nl_2", "mmvq_iq4_nl_4", "mmvq_iq4_nl_8",
+                "mmvq_q2_K_1", "mmvq_q2_K_2", "mmvq_q2_K_4", "mmvq_q2_K_8",
+                "mmvq_q3_K_1", "mmvq_q3_K_2", "mmvq_q3_K_4", "mmvq_q3_K_8",
+                "mmvq_iq4_xs_1", "mmvq_iq4_xs_2", "mmvq_iq4_xs_4", "mmvq_iq4_xs_8",
             ],
-            Kernel::Mmq => &["mmq_q4_0", "mmq_q5_0", "mmq_q8_0", "mmq_q4_K", "mmq_q5_K", "mmq_q6_K"],
+            Kernel::Mmq => &[
+                "mmq_q4_0", "mmq_q5_0", "mmq_q8_0", "mmq_q4_K", "mmq_q5_K", "mmq_q6_K",
+                "mmq_q4_1", "mmq_q5_1", "mmq_iq4_nl", "mmq_q2_K", "mmq_q3_K", "mmq_iq4_xs",
+            ],
             Kernel::MatmulFloat => &[
                 "matvec_f32_1", "matvec_f32_2", "matvec_f32_4", "matvec_f32_8",
                 "matvec_f16_1", "matvec_f16_2", "matvec_f16_4", "matvec_f16_8",
@@ -104,6 +116,10 @@ impl Kernel {
             Kernel::Attention => &[
                 "attn_decode_64", "attn_combine_64", "attn_decode_128", "attn_combine_128",
                 "attn_decode_256", "attn_combine_256",
+                "attn_decode_f32_64", "attn_decode_f32_128", "attn_decode_f32_256",
+                "attn_decode_q8_0_64", "attn_decode_q8_0_128", "attn_decode_q8_0_256",
+                "attn_prefill_f32_64", "attn_prefill_f32_128", "attn_prefill_f32_256",
+                "attn_prefill_q8_0_64", "attn_prefill_q8_0_128", "attn_prefill_q8_0_256",
             ],
             Kernel::FlashAttn => &["flash_prefill_64", "flash_prefill_128", "flash_prefill_256"],
         }

@@ -2,6 +2,7 @@
 //! quantization), RoPE, GeGLU, add, scale, f32 -> f16, the embedding gather and KV-cache
 //! stores. All tensors are row-major f32 unless said otherwise.
 
+use super::attention::{KvElem, KvKind};
 use super::buffer::{DeviceMatrix, Q8Activations};
 use super::device::CudaDevice;
 use super::error::{check_len, CudaError};
@@ -343,9 +344,11 @@ pub fn get_rows<I: DevicePtr<i32>, O: DevicePtrMut<f32>>(
 }
 
 /// Stores n rows of `width` floats (K or V of n tokens, width = n_kv_heads x head_dim) into
-/// an f16 cache of `n_slots` rows: token t to slot positions[t] % n_slots (a ring for
-/// sliding-window layers). Only the last n_slots tokens are written.
-pub fn kv_store<S: DevicePtr<f32>, P: DevicePtr<i32>, C: DevicePtrMut<u16>>(
+/// a cache of `n_slots` rows: token t to slot positions[t] % n_slots (a ring for
+/// sliding-window layers). Only the last n_slots tokens are written. The cache format
+/// follows its element type ([`KvElem`]): f16 (rounded), f32, or Q8_0 blocks quantized like
+/// the CPU cache (width a multiple of 32).
+pub fn kv_store<E: KvElem, S: DevicePtr<f32>, P: DevicePtr<i32>, C: DevicePtrMut<E>>(
     dev: &CudaDevice,
     src: &S,
     n: usize,
@@ -356,7 +359,23 @@ pub fn kv_store<S: DevicePtr<f32>, P: DevicePtr<i32>, C: DevicePtrMut<u16>>(
 ) -> Result<(), CudaError> {
     check_len("kv_store input", n * width, src.len())?;
     check_len("kv_store positions", n, positions.len())?;
-    check_len("kv_store cache", n_slots * width, cache.len())?;
+    if E::KIND == KvKind::Q8_0 && !width.is_multiple_of(32) {
+        return Err(CudaError::Unsupported {
+            what: "Q8_0 KV row width",
+            value: width,
+            rule: "a multiple of 32",
+        });
+    }
+    check_len(
+        "kv_store cache",
+        E::KIND.buffer_len(n_slots * width),
+        cache.len(),
+    )?;
+    let name = match E::KIND {
+        KvKind::F16 => "kv_store",
+        KvKind::F32 => "kv_store_f32",
+        KvKind::Q8_0 => "kv_store_q8_0",
+    };
     let args = [
         Arg::P(ptr(dev, src)),
         Arg::I(int("n", n)?),
@@ -368,7 +387,7 @@ pub fn kv_store<S: DevicePtr<f32>, P: DevicePtr<i32>, C: DevicePtrMut<u16>>(
     launch(
         dev,
         Kernel::Elementwise,
-        "kv_store",
+        name,
         (grid_dim("tokens", n)?, 1, 1),
         256,
         &args,
