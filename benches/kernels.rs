@@ -53,6 +53,17 @@ const PREFILL_TYPES: [GgmlType; 5] = [
     GgmlType::Q8_0,
 ];
 
+/// Prefill shapes of the real models: the 270M feed-forward (Q5_0 in its Q4_K_M file,
+/// 640 not being a multiple of 256) and the 12B feed-forward (Q4_K and Q6_K).
+const PREFILL_MODEL_SHAPES: [(GgmlType, (usize, usize)); 6] = [
+    (GgmlType::Q5_0, (2048, 640)),
+    (GgmlType::Q5_0, (640, 2048)),
+    (GgmlType::Q4_K, (15360, 3840)),
+    (GgmlType::Q4_K, (3840, 15360)),
+    (GgmlType::Q6_K, (15360, 3840)),
+    (GgmlType::Q6_K, (3840, 15360)),
+];
+
 /// A deterministic pseudo-random value in [-1, 1) (splitmix64).
 fn random_values(n: usize, seed: u64) -> Vec<f32> {
     let mut state = seed;
@@ -191,6 +202,11 @@ fn kernels(c: &mut Criterion) {
     for ty in PREFILL_TYPES {
         if has_simd(ty) {
             bench_prefill(c, ty, (4096, 3840), &pool);
+        }
+    }
+    for (ty, shape) in PREFILL_MODEL_SHAPES {
+        if has_simd(ty) {
+            bench_prefill(c, ty, shape, &pool);
         }
     }
 }

@@ -7,7 +7,9 @@
 //! Rows are split over the current rayon pool in contiguous chunks, so each thread
 //! streams its own part of the weights. For several tokens, each chunk of rows is
 //! multiplied with a tile of tokens while the rows are in cache, so the weights come
-//! from memory once per call rather than once per token.
+//! from memory once per call rather than once per token: with the sixteen-row AVX-512
+//! VNNI kernels of `gemm` where the format has one (Q4_0, Q5_0, Q8_0, Q4_K, Q6_K, F32),
+//! else with the four-token kernels of `tiles`, else one token at a time.
 
 use crate::cpu::isa;
 use crate::quant::{self, BlockVisitor, QuantBlock, VecDot};
@@ -15,6 +17,7 @@ use crate::KernelError;
 use gemma_gguf::GgmlType;
 use rayon::prelude::*;
 
+mod gemm;
 mod tiles;
 
 /// Output rows per parallel task for one token: a multiple of 16 so that two tasks
@@ -103,23 +106,23 @@ pub struct MatmulScratch {
     /// Activation blocks of any format, as 8-byte words (every block type's alignment
     /// divides 8).
     act: Vec<u64>,
+    /// Per-activation-block values of the sixteen-row GEMM kernels (sums, scales).
+    extra: Vec<i32>,
 }
 
-impl MatmulScratch {
-    /// The first `n` activation blocks of format `A`, growing the buffer if needed.
-    fn act_blocks<A: QuantBlock>(&mut self, n: usize) -> Result<&mut [A], KernelError> {
-        let bytes = n * std::mem::size_of::<A>();
-        let words = bytes.div_ceil(8);
-        if self.act.len() < words {
-            self.act.resize(words, 0);
-        }
-        let raw: &mut [u8] = bytemuck::cast_slice_mut(&mut self.act[..words]);
-        bytemuck::try_cast_slice_mut(&mut raw[..bytes]).map_err(|_| KernelError::Length {
-            what: "activation scratch alignment",
-            expected: std::mem::align_of::<A>(),
-            found: 8,
-        })
+/// The first `n` activation blocks of format `A` in `buf`, growing it if needed.
+fn act_blocks<A: QuantBlock>(buf: &mut Vec<u64>, n: usize) -> Result<&mut [A], KernelError> {
+    let bytes = n * std::mem::size_of::<A>();
+    let words = bytes.div_ceil(8);
+    if buf.len() < words {
+        buf.resize(words, 0);
     }
+    let raw: &mut [u8] = bytemuck::cast_slice_mut(&mut buf[..words]);
+    bytemuck::try_cast_slice_mut(&mut raw[..bytes]).map_err(|_| KernelError::Length {
+        what: "activation scratch alignment",
+        expected: std::mem::align_of::<A>(),
+        found: 8,
+    })
 }
 
 /// `y[t * rows + r] = dot(W row r, x row t)` for `t in 0..n`; `x` is `n × cols`
@@ -194,7 +197,7 @@ impl BlockVisitor for Matmul<'_, '_> {
             found: w.data.as_ptr() as usize % std::mem::align_of::<B>(),
         })?;
         let blocks_per_row = w.cols / B::ELEMS;
-        let act = scratch.act_blocks::<B::Act>(n * blocks_per_row)?;
+        let act = act_blocks::<B::Act>(&mut scratch.act, n * blocks_per_row)?;
         quantize_rows::<B::Act>(x, w.cols, act, blocks_per_row);
         let act: &[B::Act] = act;
         let dot: VecDot<B> = B::vec_dot_for(isa::current()).unwrap_or(B::vec_dot);
@@ -207,7 +210,9 @@ impl BlockVisitor for Matmul<'_, '_> {
         };
         if n == 1 {
             rows.matvec(act, y);
-        } else if !tiles::matmat_with_tile_kernel(&rows, act, n, y) {
+        } else if !gemm::matmat_with_gemm_kernel(&rows, act, n, y, &mut scratch.extra)
+            && !tiles::matmat_with_tile_kernel(&rows, act, n, y)
+        {
             rows.matmat(act, n, y);
         }
         Ok(())
@@ -332,6 +337,12 @@ unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
 impl SharedOut {
+    /// The start of the buffer (for the sixteen-row kernels, x86-64 only).
+    #[cfg(target_arch = "x86_64")]
+    fn ptr(&self) -> *mut f32 {
+        self.0
+    }
+
     /// Copies `src` to `offset..offset + src.len()` of the buffer.
     ///
     /// # Safety

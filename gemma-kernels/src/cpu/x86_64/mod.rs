@@ -3,6 +3,10 @@
 pub mod avx2_kquants;
 pub mod avx2_legacy;
 pub mod avx2_ops;
+pub(crate) mod avx512_gemm;
+pub(crate) mod avx512_gemm_float;
+pub(crate) mod avx512_gemm_kquants;
+pub(crate) mod avx512_gemm_legacy;
 pub mod avx512_kquants;
 pub mod avx512_legacy;
 pub(crate) mod avx512_tiles;

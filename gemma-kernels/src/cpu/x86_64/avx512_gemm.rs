@@ -1,0 +1,268 @@
+//! AVX-512 VNNI matrix-matrix kernels over sixteen weight rows at once, the layout of
+//! ggml's repacked x86 GEMMs, built per call in a small scratch instead of a second
+//! copy of the weights.
+//!
+//! A group of up to [`GROUP_ROWS`] rows is unpacked once into "lines" of 64 bytes: line
+//! `k` of a block holds, for each of the sixteen rows, the four unsigned weights
+//! `4k..4k+4` of that block as one 32-bit lane. One `vpdpbusd` with four activation
+//! bytes broadcast to every lane then advances all sixteen row sums, so each token costs
+//! a broadcast and one multiply-add instruction per four weights of sixteen rows, and
+//! the unpacking is shared by every token of the call. Weights are stored unsigned
+//! (ggml's `q - offset` is applied through the activation sums), so the integer dot of
+//! every block is exactly ggml's.
+//!
+//! This file holds the common pieces; the formats are in `avx512_gemm_legacy` (Q4_0,
+//! Q5_0, Q8_0) and `avx512_gemm_kquants` (Q4_K, Q6_K).
+
+/// Weight rows packed and multiplied together (one 32-bit lane of a 512-bit vector each).
+pub(crate) const GROUP_ROWS: usize = 16;
+
+/// One 64-byte vector of packed weights, scales or sums, aligned for whole-line loads.
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
+pub(crate) struct Line(pub(crate) [u8; 64]);
+
+impl Line {
+    /// All zero bytes.
+    pub(crate) const ZERO: Line = Line([0; 64]);
+
+    /// Writes `v` as 32-bit lane `lane` (`lane < 16`).
+    #[inline(always)]
+    pub(crate) fn set_lane(&mut self, lane: usize, v: [u8; 4]) {
+        self.0[4 * lane..4 * lane + 4].copy_from_slice(&v);
+    }
+}
+
+/// Transposes sixteen rows of `N` bytes into `N / 4` lines: lane `r` of line `i` gets
+/// bytes `4i..4i + 4` of row `r` (one gather per line).
+///
+/// # Safety
+/// Only for inlining into AVX-512F functions.
+#[inline(always)]
+pub(crate) unsafe fn transpose_rows<const N: usize>(
+    rows: &[[u8; N]; GROUP_ROWS],
+    dst: &mut [Line],
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: AVX-512F enabled by the caller; every gathered dword lies inside `rows`
+    // (row `r < 16`, offset `4i + 3 < N`); each store writes one whole line.
+    unsafe {
+        let first = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32((N / 4) as i32),
+        );
+        for (i, line) in dst[..N / 4].iter_mut().enumerate() {
+            let at = _mm512_add_epi32(first, _mm512_set1_epi32(i as i32));
+            let v = _mm512_i32gather_epi32::<4>(at, rows.as_ptr().cast());
+            _mm512_store_si512(line.0.as_mut_ptr().cast(), v);
+        }
+    }
+}
+
+/// Where a kernel writes its results: token `t`, row `r` of the group goes to
+/// `ptr + t * stride + r`, for `r < rows`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Outputs {
+    /// Output of token 0, row 0 of the group.
+    pub(crate) ptr: *mut f32,
+    /// Distance between the outputs of consecutive tokens.
+    pub(crate) stride: usize,
+    /// Rows of the group (at most [`GROUP_ROWS`]); lanes beyond are not written.
+    pub(crate) rows: usize,
+}
+
+impl Outputs {
+    /// Stores the first `rows` lanes of `v` as the outputs of token `t`.
+    ///
+    /// # Safety
+    /// Only for inlining into AVX-512F functions; the outputs of token `t` must be
+    /// writable (see [`Gemm::run`]).
+    #[inline(always)]
+    pub(crate) unsafe fn store(&self, t: usize, v: std::arch::x86_64::__m512) {
+        use std::arch::x86_64::_mm512_mask_storeu_ps;
+        let mask = ((1u32 << self.rows.min(GROUP_ROWS)) - 1) as u16;
+        // SAFETY: guaranteed by the caller; the mask keeps lanes `rows..` unwritten.
+        unsafe { _mm512_mask_storeu_ps(self.ptr.add(t * self.stride), mask, v) }
+    }
+}
+
+/// The `run` kernel of a [`Gemm`] (see there).
+pub(crate) type RunGemm<A> = unsafe fn(&[Line], usize, &[A], &[i32], usize, Outputs);
+
+/// The kernels of one weight format `W` with activation blocks `A`.
+pub(crate) struct Gemm<W, A> {
+    /// Fewest tokens for which packing a group pays for itself (measured on AVX-512
+    /// Zen 5); fewer take the one-row kernels.
+    pub(crate) min_tokens: usize,
+    /// Lines per weight block of a packed group.
+    pub(crate) lines_per_block: usize,
+    /// i32 values per activation block that `prepare` derives (sums, scales).
+    pub(crate) extra_per_block: usize,
+    /// Fills the `extra_per_block` values of one activation block.
+    pub(crate) prepare: fn(&A, &mut [i32]),
+    /// Packs `weights` (the group's rows, `blocks_per_row` blocks each, at most
+    /// [`GROUP_ROWS`] rows) into `dst` (`blocks_per_row * lines_per_block` lines); lanes
+    /// of missing rows are zero.
+    pub(crate) pack: fn(&[W], usize, &mut [Line]),
+    /// `run(packed, blocks_per_row, act, extra, tokens, out)`: `packed` is a group packed
+    /// by `pack`, `act` holds `tokens` activation rows of `blocks_per_row` blocks, `extra`
+    /// their `extra_per_block` values per block from `prepare`; the dot product of row
+    /// `r` of the group with token `t` goes to `out` (see [`Outputs`]). Does nothing if
+    /// the slices are shorter than that.
+    ///
+    /// # Safety
+    /// `out.ptr + t * out.stride + r` must be valid for writes, and not accessed by
+    /// anyone else meanwhile, for every `t < tokens` and `r < out.rows`.
+    pub(crate) run: RunGemm<A>,
+}
+
+/// Defines `$name()`, returning the [`Gemm`] of `$w` x `$a` when the CPU has AVX-512
+/// F/BW/VL and VNNI (the kernels are built on `vpdpbusd`), `None` otherwise; `$pack` and
+/// `$run` are the `#[target_feature]` functions, `$prepare` a safe one, `$min_tokens` the
+/// smallest batch it is used for.
+macro_rules! gemm_kernels {
+    ($(#[$doc:meta])* $name:ident: $w:ty, $a:ty, $lines:expr, $extra:expr, $min_tokens:expr
+        => $prepare:ident, $pack:ident, $run:ident) => {
+        $(#[$doc])*
+        pub(crate) fn $name() -> Option<$crate::cpu::x86_64::avx512_gemm::Gemm<$w, $a>> {
+            use $crate::cpu::x86_64::avx512_gemm::{Gemm, Line, Outputs};
+            fn pack(w: &[$w], bpr: usize, dst: &mut [Line]) {
+                // SAFETY: handed out below only after AVX-512F/BW/VL, VNNI, FMA and F16C
+                // were found.
+                unsafe { $pack(w, bpr, dst) }
+            }
+            /// # Safety
+            /// As `Gemm::run`.
+            unsafe fn run(p: &[Line], bpr: usize, x: &[$a], e: &[i32], n: usize, out: Outputs) {
+                // SAFETY: as above for the CPU; the outputs are the caller's contract.
+                unsafe { $run(p, bpr, x, e, n, out) }
+            }
+            if $crate::cpu::isa::Isa::Avx512.is_supported() && $crate::cpu::isa::has_avx512_vnni() {
+                Some(Gemm {
+                    min_tokens: $min_tokens,
+                    lines_per_block: $lines,
+                    extra_per_block: $extra,
+                    prepare: $prepare,
+                    pack,
+                    run,
+                })
+            } else {
+                None
+            }
+        }
+    };
+}
+pub(crate) use gemm_kernels;
+
+/// Checks the slice lengths every `run` relies on; false (and nothing to do) when they
+/// disagree, which the callers rule out.
+#[inline(always)]
+pub(crate) fn lengths_agree<A>(
+    packed: &[Line],
+    lines_per_block: usize,
+    bpr: usize,
+    act: &[A],
+    extra: &[i32],
+    extra_per_block: usize,
+    tokens: usize,
+) -> bool {
+    packed.len() >= bpr * lines_per_block
+        && act.len() >= tokens * bpr
+        && extra.len() >= tokens * bpr * extra_per_block
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::quant::QuantBlock;
+
+    /// Deterministic values in [-1, 1) with a few outliers.
+    pub(crate) fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|i| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let v = (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0;
+                if i % 89 == 0 {
+                    v * 25.0
+                } else {
+                    v
+                }
+            })
+            .collect()
+    }
+
+    /// `norm` of each dequantized row of `blocks_per_row` blocks.
+    fn row_norms<B: QuantBlock>(
+        blocks: &[B],
+        blocks_per_row: usize,
+        norm: impl Fn(&[f32]) -> f32,
+    ) -> Vec<f32> {
+        let mut values = vec![0.0f32; blocks_per_row * B::ELEMS];
+        blocks
+            .chunks(blocks_per_row)
+            .map(|row| {
+                B::dequantize(row, &mut values);
+                norm(&values)
+            })
+            .collect()
+    }
+
+    /// Every `(rows, blocks per row, tokens)` case through `gemm` against the scalar
+    /// one-token dot product of the format, row by row and token by token.
+    pub(crate) fn check<W: QuantBlock>(gemm: &Gemm<W, W::Act>, cases: &[(usize, usize, usize)]) {
+        for &(rows, bpr, tokens) in cases {
+            let seed = (rows * 1000 + bpr * 10 + tokens) as u32;
+            let mut w = vec![<W as bytemuck::Zeroable>::zeroed(); rows * bpr];
+            W::quantize(&values(rows * bpr * W::ELEMS, seed), &mut w);
+            let act_per_row = bpr * W::ELEMS / W::Act::ELEMS;
+            assert_eq!(act_per_row, bpr, "one activation block per weight block");
+            let mut x = vec![<W::Act as bytemuck::Zeroable>::zeroed(); tokens * bpr];
+            W::Act::quantize_act(&values(tokens * bpr * W::ELEMS, seed + 7), &mut x);
+            let w_max = row_norms::<W>(&w, bpr, |v| v.iter().fold(0.0f32, |m, x| m.max(x.abs())));
+            let x_abs = row_norms::<W::Act>(&x, bpr, |v| v.iter().map(|x| x.abs()).sum());
+            let mut extra = vec![0i32; tokens * bpr * gemm.extra_per_block];
+            if gemm.extra_per_block > 0 {
+                for (a, e) in x.iter().zip(extra.chunks_mut(gemm.extra_per_block)) {
+                    (gemm.prepare)(a, e);
+                }
+            }
+            // Garbage in the scratch must not leak into missing rows.
+            let mut packed = vec![Line([0x5A; 64]); bpr * gemm.lines_per_block];
+            let mut out = vec![[f32::NAN; GROUP_ROWS]; tokens];
+            let stride = GROUP_ROWS;
+            for first in (0..rows).step_by(GROUP_ROWS) {
+                let n_rows = GROUP_ROWS.min(rows - first);
+                (gemm.pack)(&w[first * bpr..(first + n_rows) * bpr], bpr, &mut packed);
+                out.fill([f32::NAN; GROUP_ROWS]);
+                let outputs = Outputs {
+                    ptr: out.as_mut_ptr().cast(),
+                    stride,
+                    rows: n_rows,
+                };
+                // SAFETY: `out` holds `tokens` rows of `stride` floats.
+                unsafe { (gemm.run)(&packed, bpr, &x, &extra, tokens, outputs) };
+                for (t, got) in out.iter().enumerate() {
+                    for (r, &g) in got.iter().enumerate() {
+                        if r >= n_rows {
+                            assert!(g.is_nan(), "{:?} missing row {r} written", W::TYPE);
+                            continue;
+                        }
+                        let row = &w[(first + r) * bpr..(first + r + 1) * bpr];
+                        let want = W::vec_dot(row, &x[t * bpr..(t + 1) * bpr]);
+                        // Float rounding of the per-block terms, which can cancel (Q4_K's
+                        // scale and minimum parts): relative to the terms' magnitude.
+                        let magnitude = w_max[first + r] * x_abs[t];
+                        let tol = 1e-5 * want.abs().max(1.0) + 1e-6 * magnitude;
+                        assert!(
+                            (g - want).abs() <= tol,
+                            "{:?} rows={rows} bpr={bpr} tokens={tokens} row={} t={t}: {g} vs {want}",
+                            W::TYPE,
+                            first + r
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

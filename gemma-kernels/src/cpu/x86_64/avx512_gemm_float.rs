@@ -1,0 +1,163 @@
+//! Sixteen-row AVX-512 GEMM of F32 weights with F32 activations (the attention products
+//! of the CPU backend, keys and values taken as weight rows); see `avx512_gemm`.
+//!
+//! A packed "block" is one column: a line of the sixteen rows' values at that column.
+//! Each token then costs one FMA with its value broadcast per column of sixteen rows,
+//! and no horizontal sums.
+
+use super::avx512_gemm::{gemm_kernels, lengths_agree, Line, Outputs, GROUP_ROWS};
+use std::arch::x86_64::*;
+
+/// Lines per column.
+const LINES: usize = 1;
+/// No per-activation values are needed.
+const EXTRA: usize = 0;
+
+/// Nothing to prepare for f32 activations.
+fn prepare_f32(_x: &f32, _extra: &mut [i32]) {}
+
+/// Packs up to sixteen rows of `cols` values: line `c` holds column `c` of each row
+/// (one masked gather per line, zero lanes for missing rows).
+#[inline(always)]
+fn pack_body(w: &[f32], cols: usize, dst: &mut [Line]) {
+    let rows = w.len().checked_div(cols).unwrap_or(0).min(GROUP_ROWS);
+    // The gather takes i32 offsets (up to 16 · cols); longer rows, far beyond any model's,
+    // take lane-by-lane copies.
+    let stride = match i32::try_from(cols * GROUP_ROWS) {
+        Ok(_) => cols as i32,
+        Err(_) => {
+            dst[..cols].fill(Line::ZERO);
+            for (r, row) in w.chunks_exact(cols).take(rows).enumerate() {
+                for (line, v) in dst.iter_mut().zip(row) {
+                    line.set_lane(r, v.to_le_bytes());
+                }
+            }
+            return;
+        }
+    };
+    let mask = ((1u32 << rows) - 1) as u16;
+    // SAFETY: inlined into the AVX-512F function below; the gather reads, for lanes
+    // `r < rows`, element `r * cols + c < rows * cols <= w.len()`; each store writes one
+    // whole line of `dst[..cols]`.
+    unsafe {
+        let first = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32(stride),
+        );
+        for (c, line) in dst[..cols].iter_mut().enumerate() {
+            let at = _mm512_add_epi32(first, _mm512_set1_epi32(c as i32));
+            let v = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, at, w.as_ptr().cast());
+            _mm512_store_ps(line.0.as_mut_ptr().cast(), v);
+        }
+    }
+}
+
+/// Tokens `t0..t0 + T` of a packed group (`x` starts at token `t0`), stored to `out`;
+/// two accumulators per token (even and odd columns) to hide the FMA latency.
+///
+/// # Safety
+/// Only for inlining into AVX-512F functions; `packed` must hold `cols` lines, `x` `T`
+/// rows of `cols` values from its pointer, `out` as for `Gemm::run` with tokens
+/// `t0..t0 + T`.
+#[inline(always)]
+unsafe fn tile<const T: usize>(
+    packed: *const Line,
+    cols: usize,
+    x: *const f32,
+    out: Outputs,
+    t0: usize,
+) {
+    // SAFETY: guaranteed by the caller; reads stay below column `cols` of `T` rows.
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); 2]; T];
+        let mut c = 0;
+        while c + 2 <= cols {
+            let w0 = _mm512_load_ps(packed.add(c).cast());
+            let w1 = _mm512_load_ps(packed.add(c + 1).cast());
+            for (t, acc) in acc.iter_mut().enumerate() {
+                let xt = x.add(t * cols + c);
+                acc[0] = _mm512_fmadd_ps(w0, _mm512_set1_ps(*xt), acc[0]);
+                acc[1] = _mm512_fmadd_ps(w1, _mm512_set1_ps(*xt.add(1)), acc[1]);
+            }
+            c += 2;
+        }
+        if c < cols {
+            let w0 = _mm512_load_ps(packed.add(c).cast());
+            for (t, acc) in acc.iter_mut().enumerate() {
+                acc[0] = _mm512_fmadd_ps(w0, _mm512_set1_ps(*x.add(t * cols + c)), acc[0]);
+            }
+        }
+        for (t, [a, b]) in acc.into_iter().enumerate() {
+            out.store(t0 + t, _mm512_add_ps(a, b));
+        }
+    }
+}
+
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL and VNNI (the features `gemm_kernels!` checks).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn pack_f32(w: &[f32], cols: usize, dst: &mut [Line]) {
+    pack_body(w, cols, dst)
+}
+
+/// # Safety
+/// As [`pack_f32`]; `out` as for `Gemm::run`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn run_f32(
+    packed: &[Line],
+    cols: usize,
+    x: &[f32],
+    extra: &[i32],
+    tokens: usize,
+    out: Outputs,
+) {
+    if !lengths_agree(packed, LINES, cols, x, extra, EXTRA, tokens) {
+        return;
+    }
+    let (p, a) = (packed.as_ptr(), x.as_ptr());
+    let mut t = 0;
+    // SAFETY: `out` is the caller's contract; the lengths were checked above, and each
+    // call covers tokens `t..t + T <= tokens`.
+    unsafe {
+        while t + 8 <= tokens {
+            tile::<8>(p, cols, a.add(t * cols), out, t);
+            t += 8;
+        }
+        while t + 4 <= tokens {
+            tile::<4>(p, cols, a.add(t * cols), out, t);
+            t += 4;
+        }
+        while t < tokens {
+            tile::<1>(p, cols, a.add(t * cols), out, t);
+            t += 1;
+        }
+    }
+}
+
+gemm_kernels!(
+    /// The F32 x F32 sixteen-row GEMM, if this CPU has AVX-512 (with VNNI, like the
+    /// other sixteen-row kernels).
+    f32_gemm: f32, f32, LINES, EXTRA, 32 => prepare_f32, pack_f32, run_f32
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::x86_64::avx512_gemm::tests::check;
+
+    #[test]
+    fn sixteen_row_gemm_matches_scalar_dot() {
+        let Some(gemm) = f32_gemm() else {
+            eprintln!("no AVX-512 VNNI on this CPU: the sixteen-row GEMM cannot run here");
+            return;
+        };
+        let cases = [
+            (1, 1, 1),
+            (16, 2, 8),
+            (17, 3, 13),
+            (33, 64, 5),
+            (7, 257, 29),
+        ];
+        check::<f32>(&gemm, &cases);
+    }
+}
