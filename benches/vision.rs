@@ -1,11 +1,15 @@
 //! Image encode time of the Gemma 3 vision tower at the real shapes (896x896 input,
-//! 27 SigLIP layers of width 1152, MLP 4304, 16 heads; 2560-wide projection) on a
-//! random mmproj built in memory with F16 matrices, as real files have.
+//! 27 SigLIP layers of width 1152, MLP 4304, 16 heads; 2560-wide projection).
 //!
 //! `cargo bench --bench vision` (runs in the default rayon pool: all cores).
-//! Environment: `GEMMA_VISION_BENCH_ITERS` timed encodes (default 3, after one warm-up),
-//! `GEMMA_VISION_BENCH_LAYERS` to time fewer layers (default 27; the per-layer time and
-//! the FLOP rate are printed either way), `GEMMA_ISA` to force a kernel level.
+//! Environment: `GEMMA_VISION_MMPROJ` an mmproj file to time (for example one written by
+//! `cargo run --release --example synth -- --size 4b --mmproj /tmp/mmproj-4b-f16.gguf`,
+//! the file llama.cpp is timed on by `scripts/bench_llamacpp_vision.py`); without it a
+//! random mmproj of the real shapes with F16 matrices is built in memory.
+//! `GEMMA_VISION_BENCH_ITERS` timed encodes (default 3, after one warm-up),
+//! `GEMMA_VISION_BENCH_LAYERS` to time fewer layers of the in-memory model (default 27;
+//! the per-layer time and the FLOP rate are printed either way), `GEMMA_ISA` to force a
+//! kernel level.
 
 #[path = "../gemma-vision/tests/support/synth_mmproj.rs"]
 mod synth_mmproj;
@@ -23,6 +27,20 @@ fn env_usize(key: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// The shapes of a loaded model, for the FLOP count.
+fn spec_of(model: &VisionModel) -> Spec {
+    let c = model.config();
+    Spec {
+        image_size: c.image_size as u32,
+        patch_size: c.patch_size as u32,
+        hidden: c.hidden as u32,
+        ffn_hidden: c.ffn_hidden as u32,
+        layers: c.n_layers as u32,
+        heads: c.n_heads as u32,
+        text_hidden: c.text_hidden as u32,
+    }
+}
+
 /// Multiply-adds x 2 of one encode: the GEMMs of every layer, attention included.
 fn flops(spec: &Spec) -> f64 {
     let n = f64::from((spec.image_size / spec.patch_size).pow(2));
@@ -38,17 +56,27 @@ fn flops(spec: &Spec) -> f64 {
 
 fn main() {
     let iters = env_usize("GEMMA_VISION_BENCH_ITERS", 3).max(1);
-    let mut spec = Spec::gemma3_4b();
-    spec.layers = env_usize("GEMMA_VISION_BENCH_LAYERS", spec.layers as usize) as u32;
-
     let t = Instant::now();
-    let bytes = Mmproj::random(&spec, GgmlType::F16, 20250301).to_bytes();
-    let file_mb = bytes.len() as f64 / 1e6;
-    let model =
-        VisionModel::from_gguf(GgufFile::from_bytes(bytes).expect("synthetic mmproj parses"))
-            .expect("loads");
+    let (model, source) = match std::env::var_os("GEMMA_VISION_MMPROJ") {
+        Some(path) => {
+            let model = VisionModel::load(&path).expect("GEMMA_VISION_MMPROJ loads");
+            (model, format!("{}", std::path::Path::new(&path).display()))
+        }
+        None => {
+            let mut spec = Spec::gemma3_4b();
+            spec.layers = env_usize("GEMMA_VISION_BENCH_LAYERS", spec.layers as usize) as u32;
+            let bytes = Mmproj::random(&spec, GgmlType::F16, 20250301).to_bytes();
+            let source = format!(
+                "random mmproj in memory, {:.0} MB, F16 matrices",
+                bytes.len() as f64 / 1e6
+            );
+            let gguf = GgufFile::from_bytes(bytes).expect("synthetic mmproj parses");
+            (VisionModel::from_gguf(gguf).expect("loads"), source)
+        }
+    };
+    let spec = spec_of(&model);
     println!(
-        "vision bench: random mmproj {file_mb:.0} MB (F16 matrices), {} layers, built in {:.1?}; isa {:?}, {} threads",
+        "vision bench: {source}, {} layers, ready in {:.1?}; isa {:?}, {} threads",
         spec.layers,
         t.elapsed(),
         model.isa(),

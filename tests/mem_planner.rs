@@ -249,15 +249,86 @@ fn vision_tower_of_the_tiny_mmproj() {
     let file = GgufFile::open(&path).unwrap();
     let v = VisionShape::from_gguf(&file).unwrap();
     assert_eq!(v.file_bytes, std::fs::metadata(&path).unwrap().len());
+    // The fixture README: 224 px / 14 = 16x16 patches, width 64, MLP 128, 4 heads of 16,
+    // 4x4 pooling to 16 soft tokens of the 640-wide 270M.
     assert_eq!(
-        (v.n_patches, v.hidden, v.ffn_hidden, v.patch_values),
-        (256, 64, 128, 3 * 14 * 14)
+        (
+            v.n_patches,
+            v.hidden,
+            v.ffn_hidden,
+            v.head_dim,
+            v.patch_values
+        ),
+        (256, 64, 128, 16, 3 * 14 * 14)
     );
-    assert!(v.bytes() > v.file_bytes);
+    assert_eq!((v.image_tokens, v.text_hidden, v.images), (16, 640, 1));
+    assert_eq!(v.soft_token_bytes(), 4 * 16 * 640);
+    assert_eq!(
+        v.context_tokens(),
+        18,
+        "16 soft tokens + <start_of_image> + <end_of_image>"
+    );
+    assert!(v.encoder_bytes() > v.file_bytes);
+    assert_eq!(v.bytes(), v.encoder_bytes() + v.soft_token_bytes());
     let shape = ModelShape::official(ModelSize::S270M, Quant::Q8_0, false);
     let with = plan(&shape, &PlanOptions::new(512, KvType::F16), Some(&v)).unwrap();
     let without = plan(&shape, &PlanOptions::new(512, KvType::F16), None).unwrap();
     assert_eq!(with.total_bytes() - without.total_bytes(), v.bytes());
+    assert_eq!((without.image_tokens, without.image_kv_bytes), (0, 0));
+    // 18 positions in each of the 18 layers (all windows are wider), 1 KV head of
+    // 256 + 256 f16 values: 18 * 18 * 1024 bytes.
+    assert_eq!(with.image_tokens, 18);
+    assert_eq!(with.image_kv_bytes, 18 * 18 * 1024);
+
+    // Three images: three times the soft tokens and positions, the same encoder.
+    let three = v.with_images(3);
+    assert_eq!(three.bytes() - v.bytes(), 2 * 4 * 16 * 640);
+    let p = plan(&shape, &PlanOptions::new(512, KvType::F16), Some(&three)).unwrap();
+    assert_eq!((p.image_tokens, p.image_kv_bytes), (54, 54 * 18 * 1024));
+    // A context too short for the images fails like a full session.
+    let err = plan(&shape, &PlanOptions::new(40, KvType::F16), Some(&three)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CoreError::ContextFull {
+                requested: 54,
+                ctx_len: 40,
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // The mem example: images in the text and JSON, too-short contexts left out.
+    let args = mem::Args::parse_from([
+        "mem",
+        "--size",
+        "270m",
+        "--quant",
+        "Q8_0",
+        "--kv-type",
+        "f16",
+        "--ctx",
+        "40,512",
+        "--mmproj",
+        path.to_str().unwrap(),
+        "--images",
+        "3",
+    ]);
+    let table = mem::Table::build(&args).unwrap();
+    let text = table.text();
+    assert!(text.contains("vision tower and 3 image(s)"), "{text}");
+    assert!(text.contains("54 context positions"), "{text}");
+    let rows = table.json();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(
+        rows.len(),
+        1,
+        "only the 512 context holds 3 images: {rows:?}"
+    );
+    assert_eq!(rows[0]["image_tokens"].as_u64(), Some(54));
+    assert_eq!(rows[0]["image_kv_bytes"].as_u64(), Some(p.image_kv_bytes));
+    assert_eq!(rows[0]["vision_bytes"].as_u64(), Some(three.bytes()));
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! gemma-gguf, dequantized by the kernels and read by gguf-py.
 
 #[allow(dead_code)]
-#[path = "../examples/synth.rs"]
+#[path = "../examples/synth/main.rs"]
 mod synth;
 
 #[allow(dead_code)]
@@ -55,10 +55,17 @@ fn args(size: &str, quant: &str, out: &Path) -> Args {
         kv_heads: None,
         head_dim: None,
         vocab: None,
-        quant: quant.into(),
-        vocab_from: tiny_vocab(),
-        out: out.to_owned(),
+        quant: Some(quant.into()),
+        vocab_from: Some(tiny_vocab()),
+        out: Some(out.to_owned()),
         seed: 7,
+        mmproj: None,
+        mmproj_quant: "F16".into(),
+        vision_layers: None,
+        vision_hidden: None,
+        vision_ff: None,
+        vision_heads: None,
+        image_size: None,
     }
 }
 
@@ -329,4 +336,202 @@ fn gguf_py_view(path: &Path) -> Json {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+/// `args` for an mmproj only (no language model), projecting to the width of `size`,
+/// with the fixtures' tiny vision shapes.
+fn mmproj_args(size: &str, quant: &str, out: &Path) -> Args {
+    Args {
+        quant: None,
+        vocab_from: None,
+        out: None,
+        mmproj: Some(out.to_owned()),
+        mmproj_quant: quant.into(),
+        vision_layers: Some(2),
+        vision_hidden: Some(64),
+        vision_ff: Some(128),
+        vision_heads: Some(4),
+        image_size: Some(224),
+        ..args(size, "F16", out)
+    }
+}
+
+/// (key, value type) of every metadata entry, in file order.
+fn key_types(file: &GgufFile) -> Vec<(String, String)> {
+    file.metadata()
+        .iter()
+        .map(|(k, v)| (k.to_owned(), format!("{:?}", v.value_type())))
+        .collect()
+}
+
+fn vision_fixture(name: &str) -> PathBuf {
+    fixtures().join("vision").join(name)
+}
+
+/// With the fixtures' tiny shapes, `--mmproj` writes exactly the metadata (keys, order,
+/// types and values but the name) and tensor table (names, order, types, shapes) that
+/// llama.cpp's converter wrote for the fixture files, F16 and F32; gemma-vision loads
+/// it with the fixture's config and encodes an image; gguf-py reads it.
+#[test]
+fn mmproj_matches_the_converter_layout_of_the_fixtures() {
+    let dir = temp_dir("mmproj");
+    for (quant, fixture) in [
+        ("F16", "mmproj-tiny-f16.gguf"),
+        ("F32", "mmproj-tiny-f32.gguf"),
+    ] {
+        let out = dir.join(format!("tiny-{quant}.gguf"));
+        let summary = synth::run(&mmproj_args("270m", quant, &out), false).unwrap();
+        assert!(
+            summary.contains("16 tokens of 640, 39 tensors"),
+            "{summary}"
+        );
+        let ours = GgufFile::open(&out).unwrap();
+        let reference = GgufFile::open(vision_fixture(fixture)).unwrap();
+        assert_eq!(key_types(&ours), key_types(&reference), "{quant}");
+        for (key, value) in reference.metadata().iter() {
+            if key != keys::GENERAL_NAME {
+                assert_eq!(ours.metadata().get(key), Some(value), "{quant} {key}");
+            }
+        }
+        assert_eq!(table(&ours), table(&reference), "{quant}");
+        assert_eq!(ours.alignment(), reference.alignment());
+
+        let model = gemma_vision::VisionModel::load(&out).unwrap();
+        let fixture_model = gemma_vision::VisionModel::load(vision_fixture(fixture)).unwrap();
+        assert_eq!(model.config(), fixture_model.config());
+        let image = gemma_vision::image::DynamicImage::new_rgb8(224, 224);
+        let pixels = model.preprocess(&image, gemma_vision::Fit::Squash).unwrap();
+        let tokens = model.encode(&pixels).unwrap();
+        assert_eq!(tokens.len(), 16 * 640);
+        assert!(tokens.iter().all(|v| v.is_finite()));
+        let spread = tokens.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
+        assert!(
+            spread > 0.1,
+            "{quant}: soft tokens all near zero ({spread})"
+        );
+
+        let view = gguf_py_view(&out);
+        assert_eq!(
+            view["tensors"].as_array().unwrap().len(),
+            ours.tensors().len()
+        );
+    }
+    // Attention weights ~N(0, 1/fan_in), norms ~1 +- 0.1, as the module documents.
+    let file = GgufFile::open(dir.join("tiny-F32.gguf")).unwrap();
+    let values = |name: &str| {
+        let t = file.tensor(name).unwrap();
+        let mut v = vec![0.0f32; t.n_elements() as usize];
+        gemma::kernels::quant::dequantize(t.ty, file.tensor_data(t), &mut v).unwrap();
+        let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64;
+        let var = v
+            .iter()
+            .map(|&x| (f64::from(x) - mean).powi(2))
+            .sum::<f64>()
+            / v.len() as f64;
+        (mean, var.sqrt())
+    };
+    let (mean, std) = values("v.blk.1.attn_q.weight");
+    assert!(
+        mean.abs() < 0.02 && (std * 8.0 - 1.0).abs() < 0.1,
+        "{mean} {std}"
+    );
+    let (mean, std) = values("v.post_ln.weight");
+    assert!(
+        (mean - 1.0).abs() < 0.05 && (std - 0.1).abs() < 0.05,
+        "{mean} {std}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The real SigLIP-So400m plan (what `--size 4b --mmproj` writes) without writing it:
+/// 27 blocks in the converter's order, shapes, types and the 851 MB of tensor data.
+#[test]
+fn mmproj_real_shapes_plan() {
+    use synth::mmproj::{plan, size_label, MmprojQuant, VisionShape};
+    let text = Shape::preset("4b").unwrap();
+    let a = Args {
+        mmproj: Some(PathBuf::from("unused.gguf")),
+        ..args("4b", "F16", Path::new("unused.gguf"))
+    };
+    let shape = VisionShape::from_args(&a, text.hidden).unwrap();
+    assert_eq!(shape, VisionShape::gemma3(2560));
+    assert_eq!((shape.n_patches(), shape.n_image_tokens()), (4096, 256));
+    let tensors = plan(&shape, MmprojQuant::F16);
+    assert_eq!(tensors.len(), 5 + 27 * 16 + 2);
+    let find = |name: &str| tensors.iter().find(|t| t.name == name).unwrap();
+    assert_eq!(find("v.position_embd.weight").dims, [1152, 4096]);
+    assert_eq!(find("v.patch_embd.weight").dims, [14, 14, 3, 1152]);
+    assert_eq!(find("v.blk.26.ffn_down.weight").dims, [4304, 1152]);
+    assert_eq!(find("mm.input_projection.weight").dims, [2560, 1152]);
+    assert_eq!(find("v.blk.3.attn_q.weight").ty, GgmlType::F16);
+    // Blocks in the text order of the Hugging Face names the converter walks.
+    let order: Vec<&str> = tensors
+        .iter()
+        .filter(|t| t.name.ends_with("ln1.bias"))
+        .map(|t| t.name.as_str())
+        .take(3)
+        .collect();
+    assert_eq!(
+        order,
+        ["v.blk.0.ln1.bias", "v.blk.1.ln1.bias", "v.blk.10.ln1.bias"]
+    );
+    let bytes: u64 = tensors
+        .iter()
+        .map(|t| t.ty.row_bytes(t.dims[0]).unwrap() * t.dims[1..].iter().product::<u64>())
+        .sum();
+    // 2 709 504 + 4608 + 18 874 368 (patch, bias, position) + 27 x 30 508 352 (blocks)
+    // + 9216 + 4608 + 5 898 240 (post-norm, soft-embedding norm, projection).
+    assert_eq!(bytes, 851_226_048);
+    let params: u64 = tensors.iter().map(|t| t.dims.iter().product::<u64>()).sum();
+    assert_eq!(params, 419_816_304);
+    // gguf-py's model_weight_count_rounded_notation of the same counts.
+    assert_eq!(size_label(params), "420M");
+    assert_eq!(size_label(162_176), "162K");
+    assert_eq!(size_label(999), "1.0K");
+    assert_eq!(size_label(1_250_000_000), "1.2B");
+    // Q8_0: rows of 4304 are not whole blocks, so ffn_down falls back to F16.
+    let q8 = plan(&shape, MmprojQuant::Q8_0);
+    let ty = |name: &str| q8.iter().find(|t| t.name == name).unwrap().ty;
+    assert_eq!(ty("v.blk.0.ffn_up.weight"), GgmlType::Q8_0);
+    assert_eq!(ty("v.blk.0.ffn_down.weight"), GgmlType::F16);
+    assert_eq!(ty("mm.input_projection.weight"), GgmlType::F16);
+    assert_eq!(ty("v.patch_embd.weight"), GgmlType::F32);
+}
+
+/// Same seed, same bytes; a Q8_0/BF16 projector loads; bad vision arguments fail
+/// before anything is written.
+#[test]
+fn mmproj_seeded_quantized_and_bad_arguments() {
+    let dir = temp_dir("mmproj-args");
+    let path = |n: &str| dir.join(n);
+    for name in ["a.gguf", "b.gguf"] {
+        synth::run(&mmproj_args("270m", "F16", &path(name)), false).unwrap();
+    }
+    assert_eq!(
+        std::fs::read(path("a.gguf")).unwrap(),
+        std::fs::read(path("b.gguf")).unwrap()
+    );
+    for quant in ["Q8_0", "bf16"] {
+        let out = path(&format!("{quant}.gguf"));
+        synth::run(&mmproj_args("270m", quant, &out), false).unwrap();
+        let model = gemma_vision::VisionModel::load(&out).unwrap();
+        assert_eq!(model.n_image_tokens(), 16);
+    }
+    let out = path("never.gguf");
+    let err = |a: Args| synth::run(&a, false).unwrap_err();
+    assert!(err(mmproj_args("270m", "Q4_K", &out)).contains("unknown --mmproj-quant"));
+    let mut a = mmproj_args("270m", "F16", &out);
+    a.image_size = Some(100);
+    assert!(err(a).contains("not a multiple of 56"));
+    let mut a = mmproj_args("270m", "F16", &out);
+    a.vision_heads = Some(5);
+    assert!(err(a).contains("do not divide"));
+    let mut a = mmproj_args("270m", "F16", &out);
+    a.quant = Some("Q4_0".into());
+    assert!(err(a).contains("give --out too"));
+    let mut a = mmproj_args("270m", "F16", &out);
+    a.mmproj = None;
+    assert!(err(a).contains("nothing to write"));
+    assert!(!out.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

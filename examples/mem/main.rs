@@ -4,13 +4,20 @@
 //! ```text
 //! mem [--size 12b] [--model FILE] [--device cpu|cuda] [--ctx 4K,8K,32K,128K]
 //!     [--kv-type f16,q8_0] [--quant Q4_K_M,...] [--json] [--plot FILE.svg]
-//!     [--measure] [--fill-tokens N] [--no-tokenizer] [--mmproj FILE]
+//!     [--measure] [--fill-tokens N] [--no-tokenizer] [--mmproj FILE [--images N]]
 //! ```
 //! The table: one row per quantization (or the file of `--model`), one column per context,
 //! one block per KV type; each cell is the total, then the KV cache and, after the slash,
 //! what a full-length cache (no sliding-window rings) would take. `--json` prints an
 //! array of rows `{quant, ctx, kv_type, weights_bytes, kv_bytes, kv_full_bytes,
 //! scratch_bytes, total_bytes, ...}`. `--plot` writes an SVG of memory against context.
+//!
+//! `--mmproj FILE` adds the vision tower (the mapped file and the buffers of an image
+//! encode) and `--images N` images (default 1): their soft tokens (f32, `image_tokens x
+//! text hidden` each) count in `vision_bytes`; the context positions they take (256 soft
+//! tokens + 2 markers each for the released models) are `image_tokens` and the KV cache
+//! they fill `image_kv_bytes` (inside the cache, which is sized by the context); contexts
+//! too short for the images show "-".
 //!
 //! `--measure` (with `--model`) runs, per context and KV type, a fresh copy of this
 //! program that loads the model and its tokenizer (unless `--no-tokenizer`), creates the
@@ -82,6 +89,9 @@ pub struct Args {
     /// A vision tower (mmproj GGUF) to add.
     #[arg(long)]
     pub mmproj: Option<PathBuf>,
+    /// Images in the context (with --mmproj).
+    #[arg(long, default_value_t = 1, requires = "mmproj")]
+    pub images: u64,
     /// Most tokens per forward pass (the engine's default 512).
     #[arg(long, default_value_t = DEFAULT_MAX_BATCH)]
     pub max_batch: usize,
@@ -183,7 +193,8 @@ impl Table {
         let vision = match &args.mmproj {
             Some(path) => Some(
                 VisionShape::from_gguf(&open(path)?)
-                    .map_err(|e| format!("{}: {e}", path.display()))?,
+                    .map_err(|e| format!("{}: {e}", path.display()))?
+                    .with_images(args.images),
             ),
             None => None,
         };
@@ -255,7 +266,12 @@ impl Table {
     ) -> Result<Option<MemoryPlan>, String> {
         // Beyond the model's context, or a KV type the CUDA backend does not keep.
         let cuda = matches!(self.device, Device::Cuda(_));
-        if ctx > shape.config.context_length || (cuda && kv_type != KvType::F16) {
+        // Or too short for the images.
+        let images = self.vision.map_or(0, |v| v.context_tokens());
+        if ctx > shape.config.context_length
+            || (cuda && kv_type != KvType::F16)
+            || images > ctx as u64
+        {
             return Ok(None);
         }
         let (ring_margin, max_batch, tokenizer) = self.options;
@@ -309,10 +325,28 @@ impl Table {
         if let Some(v) = &self.vision {
             let _ = writeln!(
                 out,
-                "\nincludes the vision tower: {} {}",
+                "\nincludes the vision tower and {} image(s): {} {} (encoder {}, soft tokens {}); the images take {} context positions",
+                v.images,
                 unit.show(v.bytes()),
-                unit.name
+                unit.name,
+                unit.show(v.encoder_bytes()),
+                unit.show(v.soft_token_bytes()),
+                v.context_tokens(),
             );
+            let first = self
+                .rows
+                .first()
+                .and_then(|r| r.plans.first()?.iter().flatten().next());
+            if let Some(p) = first {
+                let _ = writeln!(
+                    out,
+                    "(their KV entries, inside the KV cache: {} {} with {} for {})",
+                    unit.show(p.image_kv_bytes),
+                    unit.name,
+                    p.options.kv_type,
+                    self.rows[0].name
+                );
+            }
         }
         out
     }
@@ -358,6 +392,8 @@ pub fn plan_json(quant: &str, p: &MemoryPlan) -> Json {
         "scratch_bytes": p.scratch_bytes,
         "tokenizer_bytes": p.tokenizer_bytes,
         "vision_bytes": p.vision_bytes,
+        "image_tokens": p.image_tokens,
+        "image_kv_bytes": p.image_kv_bytes,
         "runtime_bytes": p.runtime_bytes,
         "total_bytes": p.total_bytes(),
         "total_full_kv_bytes": p.total_full_kv_bytes(),

@@ -1,7 +1,7 @@
 //! The SigLIP vision tower, top to bottom: patch embedding + position embedding, the
 //! pre-norm encoder blocks, the post-LayerNorm. Activations stay f32 throughout.
 
-use crate::attention::{attention, AttentionScratch, AttentionShape};
+use crate::attention::{attention, AttentionScratch, AttentionShape, VALUE_PADDING};
 use crate::config::VisionConfig;
 use crate::error::VisionError;
 use crate::gemm::{gemm, MatRef, PackedB};
@@ -23,7 +23,8 @@ pub(crate) struct Ctx<'a> {
 pub(crate) struct Scratch {
     /// Normed activations, n x D.
     normed: Vec<f32>,
-    /// Queries, keys, values and the concatenated head outputs, n x (heads * head_dim).
+    /// Queries, keys, values and the concatenated head outputs, n x (heads * head_dim)
+    /// (the values followed by attention's `VALUE_PADDING`).
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
@@ -45,7 +46,7 @@ impl Scratch {
             normed: vec![0.0; n * c.hidden],
             q: vec![0.0; n * aw],
             k: vec![0.0; n * aw],
-            v: vec![0.0; n * aw],
+            v: vec![0.0; n * aw + VALUE_PADDING],
             attn: vec![0.0; n * aw],
             y: vec![0.0; n * c.hidden],
             mlp: vec![0.0; n * c.ffn_hidden],
@@ -135,7 +136,8 @@ impl Ctx<'_> {
         );
         self.linear(&lw.q, &s.normed, &mut s.q, &mut s.packed)?;
         self.linear(&lw.k, &s.normed, &mut s.k, &mut s.packed)?;
-        self.linear(&lw.v, &s.normed, &mut s.v, &mut s.packed)?;
+        let n_values = s.k.len();
+        self.linear(&lw.v, &s.normed, &mut s.v[..n_values], &mut s.packed)?;
         let shape = AttentionShape {
             n: c.n_patches(),
             heads: c.n_heads,

@@ -167,7 +167,9 @@ pub(crate) fn gemm(kernels: &Kernels, a: MatRef<'_>, b: &PackedB, c: &mut [f32],
                         let args = TileArgs {
                             kc,
                             a: a_pack[panel * mr * kc..].as_ptr(),
+                            a_step: mr,
                             b: b_panel.as_ptr(),
+                            b_step: width,
                             c: c_block[i0 * ldc + col0..].as_mut_ptr(),
                             ldc,
                             rows: mr.min(rows - i0),
@@ -189,6 +191,132 @@ pub(crate) fn gemm(kernels: &Kernels, a: MatRef<'_>, b: &PackedB, c: &mut [f32],
     );
 }
 
+/// A (`rows x depth`) given by its transpose: element `(i, p)` at `data[p * stride + i]`,
+/// which is already the layout a micro-tile reads (with `a_step = stride`), so products
+/// with such an A need no packing.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TransposedRef<'a> {
+    /// `depth` rows of `stride` values.
+    pub data: &'a [f32],
+    /// Rows of A (columns of `data` in use).
+    pub rows: usize,
+    /// Columns of A (rows of `data`).
+    pub depth: usize,
+    /// Distance between rows of `data`; at least `rows` rounded up to the kernel's MR,
+    /// and `data` reaches that far in its last row, so every micro-tile reads inside
+    /// `data` (values past `rows` only reach C rows that are never stored).
+    pub stride: usize,
+}
+
+/// B of a product with an A given by its transpose: packed panels, or a row-major
+/// matrix whose rows the micro-tile reads in place (its width a multiple of `nr`).
+#[derive(Clone, Copy)]
+pub(crate) enum BRef<'a> {
+    /// Packed with the kernel's `nr`.
+    Packed(&'a PackedB),
+    /// `k x n` row-major with row stride `stride`; `n` a multiple of the kernel's `nr`.
+    RowMajor {
+        data: &'a [f32],
+        k: usize,
+        n: usize,
+        stride: usize,
+    },
+}
+
+impl BRef<'_> {
+    fn shape(&self) -> (usize, usize) {
+        match self {
+            BRef::Packed(b) => (b.k, b.n),
+            BRef::RowMajor { k, n, .. } => (*k, *n),
+        }
+    }
+
+    /// The panel of columns from `col0` at depth `p0`: (values from its first element
+    /// on, row step, panel width).
+    fn panel(&self, col0: usize, p0: usize, nr: usize) -> (&[f32], usize, usize) {
+        match self {
+            BRef::Packed(b) => {
+                let width = b.panel_width(col0);
+                (&b.data[col0 * b.k + p0 * width..], width, width)
+            }
+            BRef::RowMajor { data, stride, .. } => (&data[p0 * stride + col0..], *stride, nr),
+        }
+    }
+}
+
+/// `c[i * ldc + j] = sum_p a[i, p] * b[p, j]` on the calling thread, for an A given by
+/// its transpose: no operand is packed here.
+pub(crate) fn gemm_transposed_a(
+    kernels: &Kernels,
+    a: TransposedRef<'_>,
+    b: BRef<'_>,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    let (k, n) = b.shape();
+    let (m, mr, nr) = (a.rows, kernels.mr, kernels.nr);
+    let b_ok = match b {
+        BRef::Packed(p) => p.nr == nr,
+        BRef::RowMajor { data, stride, .. } => {
+            n % nr == 0 && stride >= n && (k == 0 || data.len() >= (k - 1) * stride + n)
+        }
+    };
+    let a_reach = m.div_ceil(mr) * mr;
+    assert!(
+        b_ok && a.depth == k
+            && a.stride >= a_reach
+            && (k == 0 || a.data.len() >= (k - 1) * a.stride + a_reach)
+            && (m == 0 || n == 0 || c.len() >= (m - 1) * ldc + n),
+        "gemm_transposed_a: A {m}x{} (stride {}, {} values), B {k}x{n}, C {} values (ldc {ldc})",
+        a.depth,
+        a.stride,
+        a.data.len(),
+        c.len()
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        for row in c.chunks_mut(ldc).take(m) {
+            row[..n].fill(0.0);
+        }
+        return;
+    }
+    let mc = (MC / mr).max(1) * mr;
+    for p0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - p0);
+        for block0 in (0..m).step_by(mc) {
+            let rows = mc.min(m - block0);
+            let mut col0 = 0;
+            while col0 < n {
+                let (b_panel, b_step, width) = b.panel(col0, p0, nr);
+                for i0 in (block0..block0 + rows).step_by(mr) {
+                    let args = TileArgs {
+                        kc,
+                        a: a.data[p0 * a.stride + i0..].as_ptr(),
+                        a_step: a.stride,
+                        b: b_panel.as_ptr(),
+                        b_step,
+                        c: c[i0 * ldc + col0..].as_mut_ptr(),
+                        ldc,
+                        rows: mr.min(m - i0),
+                        cols: width.min(n - col0),
+                        accumulate: p0 > 0,
+                    };
+                    // SAFETY: the tile reads a[(p0 + p) * stride + i0 + i] for p < kc,
+                    // i < mr: at most (k - 1) * stride + a_reach - 1 < data.len() (checked
+                    // above); B panels as in `gemm`, or rows p0 + p < k of a row-major B
+                    // at columns col0 + j < n (n a multiple of nr); it writes rows
+                    // i0.. < m of C up to column col0 + cols <= n, inside
+                    // c.len() >= (m - 1) * ldc + n.
+                    unsafe { kernels.tile(width, &args) };
+                }
+                col0 += width;
+            }
+        }
+    }
+}
+
 /// Packs rows `row0..row0 + rows`, columns `p0..p0 + kc` of `a` into panels of `mr`
 /// rows, `kc x mr` each (`out[panel][p][i]`), padding missing rows with zeros.
 fn pack_a(
@@ -205,18 +333,15 @@ fn pack_a(
         .take(rows.div_ceil(mr))
         .enumerate()
     {
-        for i in 0..mr {
-            let r = panel * mr + i;
-            if r < rows {
-                let src = &a.data[(row0 + r) * a.stride + p0..][..kc];
-                for (p, v) in src.iter().enumerate() {
-                    dst[p * mr + i] = *v;
-                }
-            } else {
-                for p in 0..kc {
-                    dst[p * mr + i] = 0.0;
-                }
+        let first = panel * mr;
+        let present = mr.min(rows - first);
+        let base = (row0 + first) * a.stride + p0;
+        // Row by row of the panel (consecutive writes), reading `present` rows of A.
+        for (p, out) in dst.chunks_exact_mut(mr).enumerate() {
+            for (i, d) in out[..present].iter_mut().enumerate() {
+                *d = a.data[base + i * a.stride + p];
             }
+            out[present..].fill(0.0);
         }
     }
 }
@@ -297,6 +422,69 @@ mod tests {
                             );
                         }
                         // Columns beyond n are never written.
+                        assert!(c[i * ldc + n..(i + 1) * ldc].iter().all(|v| v.is_nan()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// `gemm_transposed_a` on every ISA against a float64 triple loop: A read in place
+    /// from its transpose (rows not a multiple of MR, reading into the padding), B packed
+    /// or row-major in place, k beyond one KC pass, a C wider than n.
+    #[test]
+    fn gemm_transposed_a_matches_f64_reference_on_every_isa() {
+        for isa in Isa::available() {
+            let kernels = Kernels::for_isa(isa).expect("available ISA");
+            for &(m, k, n) in &[
+                (1usize, 1usize, 32usize),
+                (5, 7, 64),
+                (37, 300, 32),
+                (250, 72, 96),
+            ] {
+                let a_stride = m.div_ceil(kernels.mr) * kernels.mr + 3;
+                let at = values(k * a_stride, 3 + m as u64); // at[p * a_stride + i] = A[i, p]
+                let (b_stride, ldc) = (n + 5, n + 2);
+                let b = values(k * b_stride, 4 + k as u64); // b[p * b_stride + j] = B[p, j]
+                let mut expected = vec![0f64; m * n];
+                for i in 0..m {
+                    for j in 0..n {
+                        expected[i * n + j] = (0..k)
+                            .map(|p| {
+                                f64::from(at[p * a_stride + i]) * f64::from(b[p * b_stride + j])
+                            })
+                            .sum();
+                    }
+                }
+                let a = TransposedRef {
+                    data: &at,
+                    rows: m,
+                    depth: k,
+                    stride: a_stride,
+                };
+                let mut packed = PackedB::new();
+                let Ok(()) = packed.pack_k_rows(k, n, kernels.nr, |p, dst| {
+                    dst.copy_from_slice(&b[p * b_stride..][..n]);
+                    Ok::<(), Infallible>(())
+                });
+                let row_major = BRef::RowMajor {
+                    data: &b,
+                    k,
+                    n,
+                    stride: b_stride,
+                };
+                for (name, b) in [("packed", BRef::Packed(&packed)), ("row-major", row_major)] {
+                    let mut c = vec![f32::NAN; m * ldc];
+                    gemm_transposed_a(&kernels, a, b, &mut c, ldc);
+                    for i in 0..m {
+                        for j in 0..n {
+                            let (got, want) = (f64::from(c[i * ldc + j]), expected[i * n + j]);
+                            let tol = 1e-5 * (k as f64).sqrt() * (1.0 + want.abs());
+                            assert!(
+                                (got - want).abs() <= tol,
+                                "{isa:?} {name} m{m} k{k} n{n} at ({i},{j}): {got} vs {want}"
+                            );
+                        }
                         assert!(c[i * ldc + n..(i + 1) * ldc].iter().all(|v| v.is_nan()));
                     }
                 }

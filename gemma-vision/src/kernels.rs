@@ -10,10 +10,14 @@ use std::sync::OnceLock;
 pub(crate) struct TileArgs {
     /// Reduction depth of this pass.
     pub kc: usize,
-    /// Packed A panel: `kc x MR`, `a[p * MR + i]`.
+    /// A panel: `kc x MR` values, `a[p * a_step + i]` (`a_step` = MR when packed).
     pub a: *const f32,
-    /// Packed B panel: `kc x width`, `b[p * width + j]`.
+    /// Distance between the MR values of consecutive `p` in `a` (>= MR).
+    pub a_step: usize,
+    /// B panel: `kc x width` values, `b[p * b_step + j]` (`b_step` = width when packed).
     pub b: *const f32,
+    /// Distance between the rows of the B panel (>= width).
+    pub b_step: usize,
     /// Top-left element of the C tile.
     pub c: *mut f32,
     /// Row stride of C.
@@ -27,7 +31,7 @@ pub(crate) struct TileArgs {
 }
 
 type TileFn = unsafe fn(&TileArgs);
-type SoftmaxFn = unsafe fn(&mut [f32], f32);
+type SoftmaxColumnsFn = unsafe fn(&mut [f32], usize, f32, &mut [f32]);
 type GeluFn = unsafe fn(&mut [f32]);
 
 /// The kernels of one instruction set and the GEMM blocking they imply.
@@ -41,7 +45,7 @@ pub(crate) struct Kernels {
     pub nr: usize,
     tile_full: TileFn,
     tile_half: TileFn,
-    softmax: SoftmaxFn,
+    softmax_columns: SoftmaxColumnsFn,
     gelu: GeluFn,
 }
 
@@ -52,15 +56,8 @@ impl Kernels {
             return None;
         }
         Some(match isa {
-            Isa::Scalar | Isa::Neon => Kernels {
-                isa,
-                mr: scalar::MR,
-                nr: scalar::NR,
-                tile_full: scalar::tile_full,
-                tile_half: scalar::tile_half,
-                softmax: scalar::softmax,
-                gelu: scalar::gelu,
-            },
+            // No NEON kernels here yet: AArch64 runs the scalar ones.
+            Isa::Scalar | Isa::Neon => Kernels::scalar(),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => Kernels {
                 isa,
@@ -68,7 +65,7 @@ impl Kernels {
                 nr: avx2::NR,
                 tile_full: avx2::tile_full,
                 tile_half: avx2::tile_half,
-                softmax: avx2::softmax,
+                softmax_columns: avx2::softmax_columns,
                 gelu: avx2::gelu,
             },
             #[cfg(target_arch = "x86_64")]
@@ -78,7 +75,7 @@ impl Kernels {
                 nr: avx512::NR,
                 tile_full: avx512::tile_full,
                 tile_half: avx512::tile_half,
-                softmax: avx512::softmax,
+                softmax_columns: avx512::softmax_columns,
                 gelu: avx512::gelu,
             },
             #[cfg(not(target_arch = "x86_64"))]
@@ -100,7 +97,7 @@ impl Kernels {
             nr: scalar::NR,
             tile_full: scalar::tile_full,
             tile_half: scalar::tile_half,
-            softmax: scalar::softmax,
+            softmax_columns: scalar::softmax_columns,
             gelu: scalar::gelu,
         }
     }
@@ -121,10 +118,22 @@ impl Kernels {
         }
     }
 
-    /// `row = softmax(row * scale)`.
-    pub fn softmax(&self, row: &mut [f32], scale: f32) {
-        // SAFETY: selected for a supported ISA in `for_isa`; works on the slice only.
-        unsafe { (self.softmax)(row, scale) }
+    /// Softmax down the columns of the row-major `s` (`cols` columns, `cols` a multiple
+    /// of 16), unnormalized: column j becomes `exp((s[.., j] - max_j) * scale)` and
+    /// `inv_sums[j]` the reciprocal of its sum (the caller scales the product instead
+    /// of every probability). `scale` must be positive.
+    pub fn softmax_columns(&self, s: &mut [f32], cols: usize, scale: f32, inv_sums: &mut [f32]) {
+        assert!(
+            cols.is_multiple_of(COLUMN_MULTIPLE)
+                && s.len().is_multiple_of(cols)
+                && inv_sums.len() == cols,
+            "softmax_columns: {cols} columns, {} values, {} sums",
+            s.len(),
+            inv_sums.len()
+        );
+        // SAFETY: selected for a supported ISA in `for_isa`; the slices were just checked
+        // to hold whole rows of `cols` values and `cols` sums.
+        unsafe { (self.softmax_columns)(s, cols, scale, inv_sums) }
     }
 
     /// `x = gelu_tanh(x)` elementwise.
@@ -142,6 +151,7 @@ const MAX_TILE: usize = 16 * 32;
 #[inline(always)]
 unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(t: &TileArgs) {
     let width = NV * S::LANES;
+    debug_assert!(t.a_step >= MR && t.b_step >= width);
     // SAFETY (whole body): the pointers cover the panels and tile as TileArgs documents.
     unsafe {
         let mut acc = [[S::zero(); NV]; MR];
@@ -154,8 +164,8 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(t: &TileArgs) {
                     *slot = S::fma(av, bv[v], *slot);
                 }
             }
-            a = a.add(MR);
-            b = b.add(width);
+            a = a.add(t.a_step);
+            b = b.add(t.b_step);
         }
         if t.rows == MR && t.cols == width {
             for (i, row) in acc.iter().enumerate() {
@@ -189,52 +199,54 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(t: &TileArgs) {
     }
 }
 
-/// Elements per partial sum of the softmax denominator (a multiple of every LANES).
-const SUM_BLOCK: usize = 64;
+/// `softmax_columns` handles widths that are a multiple of this (every LANES divides it).
+pub(crate) const COLUMN_MULTIPLE: usize = 16;
 
-/// `row = softmax(row * scale)`: max, exponentials and their sum, then one scaling.
+/// Rows of `softmax_columns` whose exponentials are summed in f32 before the f64 total.
+const COLUMN_SUM_BLOCK: usize = 64;
+
+/// Column-wise unnormalized softmax (see [`Kernels::softmax_columns`]): a pass for the
+/// column maxima, then one for the exponentials, summed over short row blocks in f32
+/// and across blocks in f64 (a 4096-long column stays within a few ulp even on the
+/// one-lane scalar path).
 #[inline(always)]
-unsafe fn softmax_row<S: Simd>(row: &mut [f32], scale: f32) {
-    let n = row.len();
-    let body = n / S::LANES * S::LANES;
-    let p = row.as_mut_ptr();
-    // SAFETY (whole body): every access is below `body <= n` in LANES steps, or a
-    // single element below `n`.
+unsafe fn softmax_columns<S: Simd>(s: &mut [f32], cols: usize, scale: f32, inv_sums: &mut [f32]) {
+    let rows = s.len() / cols;
+    let p = s.as_mut_ptr();
+    let mut max = vec![f32::NEG_INFINITY; cols];
+    let mut block_sum = vec![0f32; cols];
+    let mut total = vec![0f64; cols];
+    // SAFETY (whole body): `cols` is a multiple of LANES (COLUMN_MULTIPLE) and `s` holds
+    // `rows * cols` values, so every vector access below is in bounds.
     unsafe {
-        let mut vmax = S::splat(f32::NEG_INFINITY);
-        for i in (0..body).step_by(S::LANES) {
-            vmax = S::max(vmax, S::load(p.add(i)));
-        }
-        let mut max = S::reduce_max(vmax);
-        for i in body..n {
-            max = max.max(*p.add(i));
-        }
-        let (vm, vs) = (S::splat(max), S::splat(scale));
-        // Partial sums over short blocks, added in f64: the sum of a 4096-long row
-        // stays within a few ulp even on the one-lane scalar path.
-        let mut total = 0f64;
-        for block in (0..body).step_by(SUM_BLOCK) {
-            let mut vsum = S::zero();
-            for i in (block..(block + SUM_BLOCK).min(body)).step_by(S::LANES) {
-                let e = S::exp(S::mul(S::sub(S::load(p.add(i)), vm), vs));
-                S::store(p.add(i), e);
-                vsum = S::add(vsum, e);
+        let m = max.as_mut_ptr();
+        for r in 0..rows {
+            for c in (0..cols).step_by(S::LANES) {
+                S::store(
+                    m.add(c),
+                    S::max(S::load(m.add(c)), S::load(p.add(r * cols + c))),
+                );
             }
-            total += f64::from(S::reduce_add(vsum));
         }
-        for i in body..n {
-            let e = ((*p.add(i) - max) * scale).exp();
-            *p.add(i) = e;
-            total += f64::from(e);
+        let vs = S::splat(scale);
+        let bs = block_sum.as_mut_ptr();
+        for block in (0..rows).step_by(COLUMN_SUM_BLOCK) {
+            block_sum.iter_mut().for_each(|v| *v = 0.0);
+            for r in block..(block + COLUMN_SUM_BLOCK).min(rows) {
+                for c in (0..cols).step_by(S::LANES) {
+                    let x = p.add(r * cols + c);
+                    let e = S::exp(S::mul(S::sub(S::load(x), S::load(m.add(c))), vs));
+                    S::store(x, e);
+                    S::store(bs.add(c), S::add(S::load(bs.add(c)), e));
+                }
+            }
+            for (t, b) in total.iter_mut().zip(&block_sum) {
+                *t += f64::from(*b);
+            }
         }
-        let sum = total as f32;
-        let inv = S::splat(1.0 / sum);
-        for i in (0..body).step_by(S::LANES) {
-            S::store(p.add(i), S::mul(S::load(p.add(i)), inv));
-        }
-        for i in body..n {
-            *p.add(i) *= 1.0 / sum;
-        }
+    }
+    for (inv, t) in inv_sums.iter_mut().zip(&total) {
+        *inv = 1.0 / *t as f32;
     }
 }
 
@@ -278,9 +290,9 @@ mod scalar {
         // SAFETY: forwarded contract.
         unsafe { tile::<Scalar, MR, { NR / 2 }>(t) }
     }
-    pub unsafe fn softmax(row: &mut [f32], scale: f32) {
-        // SAFETY: slice-bounded.
-        unsafe { softmax_row::<Scalar>(row, scale) }
+    pub unsafe fn softmax_columns(s: &mut [f32], cols: usize, scale: f32, sums: &mut [f32]) {
+        // SAFETY: checked shapes (Kernels::softmax_columns).
+        unsafe { super::softmax_columns::<Scalar>(s, cols, scale, sums) }
     }
     pub unsafe fn gelu(x: &mut [f32]) {
         // SAFETY: slice-bounded.
@@ -306,9 +318,9 @@ mod avx2 {
         unsafe { tile::<Avx2, MR, 1>(t) }
     }
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn softmax(row: &mut [f32], scale: f32) {
-        // SAFETY: slice-bounded; AVX2 + FMA present.
-        unsafe { softmax_row::<Avx2>(row, scale) }
+    pub unsafe fn softmax_columns(s: &mut [f32], cols: usize, scale: f32, sums: &mut [f32]) {
+        // SAFETY: checked shapes (Kernels::softmax_columns); AVX2 + FMA present.
+        unsafe { super::softmax_columns::<Avx2>(s, cols, scale, sums) }
     }
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn gelu(x: &mut [f32]) {
@@ -335,9 +347,9 @@ mod avx512 {
         unsafe { tile::<Avx512, MR, 1>(t) }
     }
     #[target_feature(enable = "avx512f,avx2,fma")]
-    pub unsafe fn softmax(row: &mut [f32], scale: f32) {
-        // SAFETY: slice-bounded; AVX-512F present.
-        unsafe { softmax_row::<Avx512>(row, scale) }
+    pub unsafe fn softmax_columns(s: &mut [f32], cols: usize, scale: f32, sums: &mut [f32]) {
+        // SAFETY: checked shapes (Kernels::softmax_columns); AVX-512F present.
+        unsafe { super::softmax_columns::<Avx512>(s, cols, scale, sums) }
     }
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub unsafe fn gelu(x: &mut [f32]) {
@@ -384,32 +396,32 @@ mod tests {
         }
     }
 
-    /// Softmax of every ISA against float64, for lengths with and without a lane tail.
+    /// Column softmax of every ISA against float64, for 1 to 4099 rows (partial sum
+    /// blocks) and 16 or 48 columns.
     #[test]
-    fn softmax_matches_f64_on_every_isa() {
+    fn softmax_columns_matches_f64_on_every_isa() {
         for isa in Isa::available() {
             let kernels = Kernels::for_isa(isa).expect("available ISA");
-            for n in [1usize, 7, 16, 33, 256, 4099] {
-                let row: Vec<f32> = (0..n)
+            for (rows, cols) in [(1usize, 16usize), (7, 48), (65, 16), (4099, 48)] {
+                let s: Vec<f32> = (0..rows * cols)
                     .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.37)
                     .collect();
-                let scale = 0.125;
-                let max = row
-                    .iter()
-                    .fold(f64::NEG_INFINITY, |m, v| m.max(f64::from(*v) * scale));
-                let exps: Vec<f64> = row
-                    .iter()
-                    .map(|v| (f64::from(*v) * scale - max).exp())
-                    .collect();
-                let sum: f64 = exps.iter().sum();
-                let mut got = row.clone();
-                kernels.softmax(&mut got, scale as f32);
-                for (g, e) in got.iter().zip(&exps) {
-                    let want = e / sum;
-                    assert!(
-                        (f64::from(*g) - want).abs() <= 2e-6 * want + 1e-12,
-                        "{isa:?} n{n}: {g} vs {want}"
-                    );
+                let scale = 0.125f32;
+                let mut got = s.clone();
+                let mut inv = vec![0f32; cols];
+                kernels.softmax_columns(&mut got, cols, scale, &mut inv);
+                for j in 0..cols {
+                    let column = || (0..rows).map(|r| f64::from(s[r * cols + j]) * 0.125);
+                    let max = column().fold(f64::NEG_INFINITY, f64::max);
+                    let sum: f64 = column().map(|x| (x - max).exp()).sum();
+                    for (r, x) in column().enumerate() {
+                        let want = (x - max).exp() / sum;
+                        let p = f64::from(got[r * cols + j]) * f64::from(inv[j]);
+                        assert!(
+                            (p - want).abs() <= 2e-6 * want + 1e-12,
+                            "{isa:?} {rows}x{cols} ({r},{j}): {p} vs {want}"
+                        );
+                    }
                 }
             }
         }

@@ -31,10 +31,6 @@ pub(crate) trait Simd: Copy {
     unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     /// Lane-wise maximum.
     unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
-    /// Sum of the lanes.
-    unsafe fn reduce_add(v: Self::V) -> f32;
-    /// Maximum of the lanes.
-    unsafe fn reduce_max(v: Self::V) -> f32;
     /// `e^x` per lane (within 2 ulp for the SIMD versions; libm for `Scalar`).
     unsafe fn exp(x: Self::V) -> Self::V;
 }
@@ -87,14 +83,6 @@ impl Simd for Scalar {
     #[inline(always)]
     unsafe fn max(a: f32, b: f32) -> f32 {
         a.max(b)
-    }
-    #[inline(always)]
-    unsafe fn reduce_add(v: f32) -> f32 {
-        v
-    }
-    #[inline(always)]
-    unsafe fn reduce_max(v: f32) -> f32 {
-        v
     }
     #[inline(always)]
     unsafe fn exp(x: f32) -> f32 {
@@ -184,24 +172,6 @@ mod x86 {
             unsafe { _mm256_max_ps(a, b) }
         }
         #[inline(always)]
-        unsafe fn reduce_add(v: __m256) -> f32 {
-            unsafe {
-                let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-                let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-                let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
-                _mm_cvtss_f32(s)
-            }
-        }
-        #[inline(always)]
-        unsafe fn reduce_max(v: __m256) -> f32 {
-            unsafe {
-                let s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-                let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-                let s = _mm_max_ss(s, _mm_shuffle_ps::<1>(s, s));
-                _mm_cvtss_f32(s)
-            }
-        }
-        #[inline(always)]
         unsafe fn exp(x: __m256) -> __m256 {
             unsafe {
                 let x = _mm256_min_ps(
@@ -273,14 +243,6 @@ mod x86 {
         #[inline(always)]
         unsafe fn max(a: __m512, b: __m512) -> __m512 {
             unsafe { _mm512_max_ps(a, b) }
-        }
-        #[inline(always)]
-        unsafe fn reduce_add(v: __m512) -> f32 {
-            unsafe { _mm512_reduce_add_ps(v) }
-        }
-        #[inline(always)]
-        unsafe fn reduce_max(v: __m512) -> f32 {
-            unsafe { _mm512_reduce_max_ps(v) }
         }
         #[inline(always)]
         unsafe fn exp(x: __m512) -> __m512 {

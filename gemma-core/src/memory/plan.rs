@@ -134,8 +134,14 @@ pub struct MemoryPlan {
     pub scratch_bytes: u64,
     /// The tokenizer's tables (host memory), when [`PlanOptions::tokenizer`] is set.
     pub tokenizer_bytes: u64,
-    /// The vision tower, when an mmproj file is given.
+    /// The vision tower and the images' soft tokens, when an mmproj file is given
+    /// ([`VisionShape::bytes`]).
     pub vision_bytes: u64,
+    /// Context positions the images take ([`VisionShape::context_tokens`]); part of
+    /// `ctx_len`.
+    pub image_tokens: u64,
+    /// Bytes of the KV cache those positions fill (already inside [`MemoryPlan::kv`]).
+    pub image_kv_bytes: u64,
     /// The process ([`PROCESS_BYTES`]) on the CPU, the context ([`CUDA_CONTEXT_BYTES`]) on CUDA.
     pub runtime_bytes: u64,
 }
@@ -165,10 +171,12 @@ impl MemoryPlan {
     }
 }
 
-/// Predicts the memory of a session of `model` (and of the vision tower `vision`).
+/// Predicts the memory of a session of `model` (and of the vision tower `vision` with
+/// its images).
 ///
 /// Fails like session creation would: a context of 0 or beyond the model's, a KV type
-/// whose blocks do not divide the head size, a type the CUDA backend cannot hold.
+/// whose blocks do not divide the head size, a type the CUDA backend cannot hold; and
+/// when the images do not fit in the context.
 pub fn plan(
     model: &ModelShape,
     options: &PlanOptions,
@@ -176,6 +184,26 @@ pub fn plan(
 ) -> Result<MemoryPlan, CoreError> {
     let c = &model.config;
     let kv = kv_plan(c, options)?;
+    let image_tokens = vision.map_or(0, VisionShape::context_tokens);
+    if image_tokens > options.ctx_len as u64 {
+        return Err(CoreError::ContextFull {
+            position: 0,
+            requested: usize::try_from(image_tokens).unwrap_or(usize::MAX),
+            ctx_len: options.ctx_len,
+        });
+    }
+    // The cache of a session holding just the images' positions.
+    let image_kv_bytes = match image_tokens {
+        0 => 0,
+        t => kv_plan(
+            c,
+            &PlanOptions {
+                ctx_len: t as usize,
+                ..*options
+            },
+        )?
+        .bytes(),
+    };
     let cuda = matches!(options.device, Device::Cuda(_));
     if cuda && options.kv_type != KvType::F16 {
         return Err(CoreError::DeviceUnavailable {
@@ -200,6 +228,8 @@ pub fn plan(
             false => 0,
         },
         vision_bytes: vision.map_or(0, VisionShape::bytes),
+        image_tokens,
+        image_kv_bytes,
         runtime_bytes: if cuda {
             CUDA_CONTEXT_BYTES
         } else {

@@ -1,10 +1,13 @@
 //! synth: a Gemma 3 GGUF of a real size with random weights, for speed and memory work at
-//! full scale without downloading the model.
+//! full scale without downloading the model, and (with `--mmproj`) the matching vision
+//! projector file.
 //!
 //! ```text
 //! synth --size 270m|1b|4b|12b|27b|tiny [--layers N --hidden N --ff N --heads N --kv-heads N
 //!       --head-dim N --vocab N] --quant Q4_K_M|Q5_K_M|Q3_K_M|Q2_K|Q6_K|Q8_0|Q4_0|Q4_1|Q5_0|Q5_1|
 //!       IQ4_NL|IQ4_XS|F16|BF16|F32 --vocab-from FILE.gguf --out FILE [--seed S]
+//!       [--mmproj FILE [--mmproj-quant F16|F32|BF16|Q8_0] [--vision-layers N --vision-hidden N
+//!       --vision-ff N --vision-heads N --image-size N]]
 //! ```
 //! Shapes and `gemma3.*` metadata are those of the released models (`tiny` is the fixtures'
 //! T1 model). Each tensor gets the type llama.cpp's `llama_model_quantize` (no importance
@@ -13,14 +16,25 @@
 //! random numbers (linear layers ~N(0, 1/fan_in), norms ~1 ± 0.1) quantized with the
 //! project's quantizers, generated and written a few megabytes at a time in parallel, so
 //! even the 27B needs little memory. The `tokenizer.*` keys are copied from `--vocab-from`.
+//!
+//! `--mmproj FILE` writes a Gemma 3 mmproj (SigLIP-So400m vision tower + projector to the
+//! `--size` model's hidden width) as llama.cpp's converter does (see `mmproj.rs`); with
+//! `--mmproj` alone, `--out`, `--quant` and `--vocab-from` are not needed.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Parser;
-use gemma::gguf::{keys, Array, GgmlType, GgufFile, GgufWriter, Value, ValueType};
+use gemma::gguf::{keys, Array, GgufFile, GgufWriter, Value, ValueType};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
+
+#[path = "mmproj.rs"]
+pub mod mmproj;
+#[path = "recipe.rs"]
+pub mod recipe;
+pub use mmproj::{MmprojQuant, VisionShape};
+pub use recipe::{plan, Init, Planned, Quant};
 
 /// Elements generated and quantized per parallel task (bounds the memory per thread).
 const TASK_ELEMS: u64 = 1 << 16;
@@ -59,18 +73,42 @@ pub struct Args {
     #[arg(long)]
     pub vocab: Option<u64>,
     /// llama.cpp file type: Q4_K_M, Q5_K_M, Q3_K_M, Q2_K, Q6_K, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
-    /// IQ4_NL, IQ4_XS, F16, BF16 or F32.
+    /// IQ4_NL, IQ4_XS, F16, BF16 or F32 (needed with `--out`).
     #[arg(long)]
-    pub quant: String,
-    /// GGUF file whose `tokenizer.*` keys are copied (any Gemma 3 model or vocab file).
+    pub quant: Option<String>,
+    /// GGUF file whose `tokenizer.*` keys are copied (any Gemma 3 model or vocab file;
+    /// needed with `--out`).
     #[arg(long)]
-    pub vocab_from: PathBuf,
-    /// Output file.
-    #[arg(long)]
-    pub out: PathBuf,
+    pub vocab_from: Option<PathBuf>,
+    /// Output file of the language model.
+    #[arg(long, required_unless_present = "mmproj")]
+    pub out: Option<PathBuf>,
     /// Seed of the random weights.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Also (or only) write a Gemma 3 vision projector (mmproj GGUF) to this file; it
+    /// projects to the hidden size of `--size` (after `--hidden`).
+    #[arg(long)]
+    pub mmproj: Option<PathBuf>,
+    /// Type of the mmproj's attention and MLP matrices: F16 (as released files), F32,
+    /// BF16 or Q8_0.
+    #[arg(long, default_value = "F16")]
+    pub mmproj_quant: String,
+    /// Override the vision tower's number of layers (27).
+    #[arg(long)]
+    pub vision_layers: Option<u64>,
+    /// Override the vision tower's width (1152).
+    #[arg(long)]
+    pub vision_hidden: Option<u64>,
+    /// Override the vision tower's MLP width (4304).
+    #[arg(long)]
+    pub vision_ff: Option<u64>,
+    /// Override the vision tower's attention heads (16).
+    #[arg(long)]
+    pub vision_heads: Option<u64>,
+    /// Override the encoder's input image side in pixels (896; a multiple of 14 * 4).
+    #[arg(long)]
+    pub image_size: Option<u64>,
 }
 
 fn main() {
@@ -183,247 +221,6 @@ impl Shape {
     }
 }
 
-/// A llama.cpp file type (`llama_ftype`) this tool can write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(non_camel_case_types)]
-pub enum Quant {
-    /// ALL_F32: every tensor F32.
-    F32,
-    /// MOSTLY_F16.
-    F16,
-    /// MOSTLY_BF16.
-    BF16,
-    /// MOSTLY_Q4_0.
-    Q4_0,
-    /// MOSTLY_Q4_1.
-    Q4_1,
-    /// MOSTLY_Q5_0.
-    Q5_0,
-    /// MOSTLY_Q5_1.
-    Q5_1,
-    /// MOSTLY_Q8_0.
-    Q8_0,
-    /// MOSTLY_Q2_K.
-    Q2_K,
-    /// MOSTLY_Q3_K_M.
-    Q3_K_M,
-    /// MOSTLY_Q4_K_M.
-    Q4_K_M,
-    /// MOSTLY_Q5_K_M.
-    Q5_K_M,
-    /// MOSTLY_Q6_K.
-    Q6_K,
-    /// MOSTLY_IQ4_NL.
-    IQ4_NL,
-    /// MOSTLY_IQ4_XS.
-    IQ4_XS,
-}
-
-/// `(file type, name, llama_ftype id, base tensor type)`.
-const QUANTS: [(Quant, &str, u32, GgmlType); 15] = [
-    (Quant::F32, "F32", 0, GgmlType::F32),
-    (Quant::F16, "F16", 1, GgmlType::F16),
-    (Quant::BF16, "BF16", 32, GgmlType::BF16),
-    (Quant::Q4_0, "Q4_0", 2, GgmlType::Q4_0),
-    (Quant::Q4_1, "Q4_1", 3, GgmlType::Q4_1),
-    (Quant::Q5_0, "Q5_0", 8, GgmlType::Q5_0),
-    (Quant::Q5_1, "Q5_1", 9, GgmlType::Q5_1),
-    (Quant::Q8_0, "Q8_0", 7, GgmlType::Q8_0),
-    (Quant::Q2_K, "Q2_K", 10, GgmlType::Q2_K),
-    (Quant::Q3_K_M, "Q3_K_M", 12, GgmlType::Q3_K),
-    (Quant::Q4_K_M, "Q4_K_M", 15, GgmlType::Q4_K),
-    (Quant::Q5_K_M, "Q5_K_M", 17, GgmlType::Q5_K),
-    (Quant::Q6_K, "Q6_K", 18, GgmlType::Q6_K),
-    (Quant::IQ4_NL, "IQ4_NL", 25, GgmlType::IQ4_NL),
-    (Quant::IQ4_XS, "IQ4_XS", 30, GgmlType::IQ4_XS),
-];
-
-impl Quant {
-    /// Parses a name such as "Q4_K_M" (case-insensitive).
-    pub fn parse(name: &str) -> Result<Quant, String> {
-        QUANTS
-            .iter()
-            .find(|q| q.1.eq_ignore_ascii_case(name))
-            .map(|q| q.0)
-            .ok_or_else(|| {
-                let names: Vec<&str> = QUANTS.iter().map(|q| q.1).collect();
-                format!("unknown --quant {name:?} (one of {})", names.join(", "))
-            })
-    }
-
-    fn row(self) -> &'static (Quant, &'static str, u32, GgmlType) {
-        // QUANTS has a row for every variant.
-        QUANTS.iter().find(|q| q.0 == self).unwrap_or(&QUANTS[0])
-    }
-
-    /// The name ("Q4_K_M").
-    pub fn name(self) -> &'static str {
-        self.row().1
-    }
-
-    /// llama.cpp's `llama_ftype` (`general.file_type`).
-    pub fn ftype(self) -> u32 {
-        self.row().2
-    }
-
-    /// The type most 2-D tensors get.
-    pub fn base(self) -> GgmlType {
-        self.row().3
-    }
-}
-
-/// How a tensor's random values are drawn.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Init {
-    /// Normal with mean 0 and this standard deviation.
-    Normal(f32),
-    /// Norm weights: 1 + N(0, 0.1²).
-    Norm,
-}
-
-/// One tensor of the file to write.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Planned {
-    /// GGUF tensor name.
-    pub name: String,
-    /// Its type.
-    pub ty: GgmlType,
-    /// Its shape, ggml `ne` order.
-    pub dims: Vec<u64>,
-    /// How its values are drawn.
-    pub init: Init,
-}
-
-/// llama.cpp's `use_more_bits`: the layers that get more bits in `_M` mixes.
-fn use_more_bits(layer: u64, n_layers: u64) -> bool {
-    layer < n_layers / 8
-        || layer >= 7 * n_layers / 8
-        || (layer as i64 - (n_layers / 8) as i64) % 3 == 2
-}
-
-/// The type llama.cpp's `llama_tensor_get_type` gives a 2-D tensor of `quant` (no
-/// importance matrix, not `pure`, a model without `output.weight`), with its fallbacks.
-pub fn tensor_type(
-    quant: Quant,
-    name: &str,
-    layer: u64,
-    shape: &Shape,
-) -> Result<GgmlType, String> {
-    use GgmlType as T;
-    let base = quant.base();
-    if !base.is_quantized() {
-        return Ok(base);
-    }
-    let n = shape.layers;
-    let gqa = shape.heads / shape.kv_heads;
-    let ne0 = if name.ends_with("ffn_down.weight") {
-        shape.ff
-    } else if name.ends_with("attn_output.weight") {
-        shape.heads * shape.head_dim
-    } else {
-        shape.hidden
-    };
-    let ty = if name == "token_embd.weight" {
-        // Tied output: the token embedding follows the output tensor's rule.
-        if ne0 % base.block_elems() as u64 != 0 {
-            T::Q8_0
-        } else if base != T::Q8_0 {
-            T::Q6_K
-        } else {
-            base
-        }
-    } else if name.ends_with("attn_v.weight") {
-        match quant {
-            Quant::Q2_K if gqa >= 4 => T::Q4_K,
-            Quant::Q2_K => T::Q3_K,
-            Quant::Q3_K_M if layer < 2 => T::Q5_K,
-            Quant::Q3_K_M => T::Q4_K,
-            Quant::IQ4_NL | Quant::IQ4_XS if gqa >= 4 => T::Q5_K,
-            Quant::Q4_K_M | Quant::Q5_K_M if use_more_bits(layer, n) => T::Q6_K,
-            _ => base,
-        }
-    } else if name.ends_with("ffn_down.weight") {
-        match quant {
-            Quant::Q2_K => T::Q3_K,
-            Quant::Q3_K_M if layer < n / 16 => T::Q5_K,
-            Quant::Q3_K_M => T::Q4_K,
-            Quant::Q4_K_M | Quant::Q5_K_M if use_more_bits(layer, n) => T::Q6_K,
-            Quant::IQ4_NL | Quant::IQ4_XS if layer < n / 8 => T::Q5_K,
-            _ => base,
-        }
-    } else if name.ends_with("attn_output.weight") {
-        match quant {
-            Quant::Q2_K => T::Q3_K,
-            Quant::Q3_K_M => T::Q4_K,
-            _ => base,
-        }
-    } else {
-        base
-    };
-    if ne0 % ty.block_elems() as u64 == 0 {
-        return Ok(ty);
-    }
-    let fallback = match ty {
-        T::Q2_K | T::Q3_K | T::IQ4_XS => T::IQ4_NL,
-        T::Q4_K => T::Q5_0,
-        T::Q5_K => T::Q5_1,
-        T::Q6_K => T::Q8_0,
-        _ => return Err(format!("{name}: rows of {ne0} cannot be stored as {ty}")),
-    };
-    Ok(if ne0 % fallback.block_elems() as u64 == 0 {
-        fallback
-    } else {
-        T::F16
-    })
-}
-
-/// Every tensor of the file, in llama.cpp's order (non-layer tensors by name, then each
-/// layer's tensors by name), with its type and shape.
-pub fn plan(shape: &Shape, vocab: u64, quant: Quant) -> Result<Vec<Planned>, String> {
-    let (h, q, kv, ff) = (
-        shape.hidden,
-        shape.heads * shape.head_dim,
-        shape.kv_heads * shape.head_dim,
-        shape.ff,
-    );
-    let linear = |name: String, layer: u64, dims: [u64; 2]| -> Result<Planned, String> {
-        let ty = tensor_type(quant, &name, layer, shape)?;
-        Ok(Planned {
-            init: Init::Normal(1.0 / (dims[0] as f32).sqrt()),
-            name,
-            ty,
-            dims: dims.to_vec(),
-        })
-    };
-    let norm = |name: String, len: u64| Planned {
-        name,
-        ty: GgmlType::F32,
-        dims: vec![len],
-        init: Init::Norm,
-    };
-    let mut tensors = vec![
-        norm("output_norm.weight".into(), h),
-        linear("token_embd.weight".into(), 0, [h, vocab])?,
-    ];
-    for l in 0..shape.layers {
-        let name = |suffix: &str| format!("blk.{l}.{suffix}.weight");
-        tensors.push(linear(name("attn_k"), l, [h, kv])?);
-        tensors.push(norm(name("attn_k_norm"), shape.head_dim));
-        tensors.push(norm(name("attn_norm"), h));
-        tensors.push(linear(name("attn_output"), l, [q, h])?);
-        tensors.push(linear(name("attn_q"), l, [h, q])?);
-        tensors.push(norm(name("attn_q_norm"), shape.head_dim));
-        tensors.push(linear(name("attn_v"), l, [h, kv])?);
-        tensors.push(linear(name("ffn_down"), l, [ff, h])?);
-        tensors.push(linear(name("ffn_gate"), l, [h, ff])?);
-        tensors.push(norm(name("ffn_norm"), h));
-        tensors.push(linear(name("ffn_up"), l, [h, ff])?);
-        tensors.push(norm(name("post_attention_norm"), h));
-        tensors.push(norm(name("post_ffw_norm"), h));
-    }
-    Ok(tensors)
-}
-
 /// The `tokenizer.*` keys of `vocab_file`, with arrays cut to the first `vocab` tokens
 /// when that is fewer than the file has; returns them with the vocabulary size.
 pub fn tokenizer_keys(
@@ -525,33 +322,55 @@ pub fn metadata(
     md
 }
 
-/// Writes the file of `args`; returns a one-line summary. `progress` shows a progress bar
-/// (on a terminal).
+/// Writes the files of `args` (the model with `--out`, the projector with `--mmproj`);
+/// returns a one-line summary per file. `progress` shows a progress bar (on a terminal).
 pub fn run(args: &Args, progress: bool) -> Result<String, String> {
-    let start = Instant::now();
     let shape = Shape::from_args(args)?;
-    let quant = Quant::parse(&args.quant)?;
-    let vocab_file = GgufFile::open(&args.vocab_from)
-        .map_err(|e| format!("--vocab-from {}: {e}", args.vocab_from.display()))?;
+    // Check the projector's arguments before spending minutes on the model.
+    let vision = match &args.mmproj {
+        Some(_) => Some((
+            VisionShape::from_args(args, shape.hidden)?,
+            MmprojQuant::parse(&args.mmproj_quant)?,
+        )),
+        None => None,
+    };
+    if args.out.is_none() && args.mmproj.is_none() {
+        return Err("nothing to write: give --out and/or --mmproj".into());
+    }
+    let mut summaries = Vec::new();
+    if let Some(out) = &args.out {
+        summaries.push(run_model(args, &shape, out, progress)?);
+    } else if args.quant.is_some() || args.vocab_from.is_some() {
+        return Err("--quant and --vocab-from describe the model: give --out too".into());
+    }
+    if let (Some(path), Some((vision, quant))) = (&args.mmproj, vision) {
+        summaries.push(mmproj::run(
+            &vision, quant, &shape, path, args.seed, progress,
+        )?);
+    }
+    Ok(summaries.join("\n"))
+}
+
+/// Writes the language model to `out`.
+fn run_model(args: &Args, shape: &Shape, out: &Path, progress: bool) -> Result<String, String> {
+    let start = Instant::now();
+    let quant = Quant::parse(args.quant.as_deref().ok_or("--out needs --quant")?)?;
+    let vocab_from = args.vocab_from.as_ref().ok_or("--out needs --vocab-from")?;
+    let vocab_file = GgufFile::open(vocab_from)
+        .map_err(|e| format!("--vocab-from {}: {e}", vocab_from.display()))?;
     let (tokenizer, vocab) = tokenizer_keys(&vocab_file, args.vocab)?;
-    let tensors = plan(&shape, vocab, quant)?;
+    let tensors = plan(shape, vocab, quant)?;
     for ty in tensors.iter().map(|t| t.ty) {
         if !gemma::kernels::quant::is_supported(ty) {
             return Err(format!("no quantizer for {ty} yet"));
         }
     }
-    let result = write_file(
-        &args.out, &shape, quant, tokenizer, &tensors, args.seed, progress,
-    );
-    if result.is_err() {
-        // A partial file is useless and may be large.
-        let _ = std::fs::remove_file(&args.out);
-    }
-    let bytes = result?;
+    let metadata = metadata(shape, quant, tokenizer, args.seed);
+    let bytes = write_file(out, metadata, &tensors, args.seed, progress)?;
     let secs = start.elapsed().as_secs_f64();
     Ok(format!(
         "wrote {}: Gemma 3 {} {}, {} tensors, {bytes} bytes in {secs:.1} s ({:.0} MB/s)",
-        args.out.display(),
+        out.display(),
         shape.label,
         quant.name(),
         tensors.len(),
@@ -559,18 +378,33 @@ pub fn run(args: &Args, progress: bool) -> Result<String, String> {
     ))
 }
 
+/// Streams `metadata` and `tensors` (random values of each one's [`Init`]) to `out`;
+/// returns the bytes written. A partial file is removed on error.
 fn write_file(
     out: &Path,
-    shape: &Shape,
-    quant: Quant,
-    tokenizer: Vec<(String, Value)>,
+    metadata: Vec<(String, Value)>,
+    tensors: &[Planned],
+    seed: u64,
+    progress: bool,
+) -> Result<u64, String> {
+    let result = write_gguf(out, metadata, tensors, seed, progress);
+    if result.is_err() {
+        // A partial file is useless and may be large.
+        let _ = std::fs::remove_file(out);
+    }
+    result
+}
+
+fn write_gguf(
+    out: &Path,
+    metadata: Vec<(String, Value)>,
     tensors: &[Planned],
     seed: u64,
     progress: bool,
 ) -> Result<u64, String> {
     let err = |e: gemma::gguf::GgufError| format!("{}: {e}", out.display());
     let mut w = GgufWriter::create(out).map_err(err)?;
-    for (key, value) in metadata(shape, quant, tokenizer, seed) {
+    for (key, value) in metadata {
         w.add_metadata(key, value).map_err(err)?;
     }
     for t in tensors {
