@@ -220,11 +220,16 @@ fn plans_fail_like_sessions_do() {
         plan(&odd, &PlanOptions::new(512, KvType::Q8_0), None),
         Err(CoreError::KvTypeUnsupported { .. })
     ));
-    let cuda = PlanOptions {
-        device: gemma::core::Device::Cuda(0),
-        ..PlanOptions::new(512, KvType::Q8_0)
-    };
-    assert!(plan(&shape, &cuda, None).is_err());
+    // The CUDA backend keeps Q8_0 and F32 caches in the CPU's layout.
+    for kv in [KvType::Q8_0, KvType::F32] {
+        let cuda = PlanOptions {
+            device: gemma::core::Device::Cuda(0),
+            ..PlanOptions::new(512, kv)
+        };
+        let on_gpu = plan(&shape, &cuda, None).expect("a CUDA plan");
+        let on_cpu = plan(&shape, &PlanOptions::new(512, kv), None).unwrap();
+        assert_eq!(on_gpu.kv_bytes(), on_cpu.kv_bytes(), "{kv:?}");
+    }
 }
 
 #[test]
@@ -446,16 +451,20 @@ fn mem_parses_contexts_and_files() {
 }
 
 #[test]
-fn mem_cuda_table_has_device_memory_of_f16_caches() {
+fn mem_cuda_table_has_device_memory_of_both_caches() {
     let args = mem::Args::parse_from([
         "mem", "--size", "4b", "--device", "cuda", "--ctx", "4K,128K",
     ]);
     let table = mem::Table::build(&args).unwrap();
     let rows = table.json();
     let rows = rows.as_array().unwrap();
-    assert_eq!(rows.len(), 10 * 2, "only the f16 cache exists on CUDA");
+    assert_eq!(
+        rows.len(),
+        10 * 2 * 2,
+        "10 quants x 2 contexts x f16 and q8_0 caches"
+    );
     for r in rows {
-        assert_eq!(r["kv_type"], "f16");
+        assert!(r["kv_type"] == "f16" || r["kv_type"] == "q8_0");
         assert_eq!(
             (r["metadata_bytes"].as_u64(), r["tokenizer_bytes"].as_u64()),
             (Some(0), Some(0))

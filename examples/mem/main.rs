@@ -264,14 +264,9 @@ impl Table {
         ctx: usize,
         kv_type: KvType,
     ) -> Result<Option<MemoryPlan>, String> {
-        // Beyond the model's context, or a KV type the CUDA backend does not keep.
-        let cuda = matches!(self.device, Device::Cuda(_));
-        // Or too short for the images.
+        // Beyond the model's context, or too short for the images.
         let images = self.vision.map_or(0, |v| v.context_tokens());
-        if ctx > shape.config.context_length
-            || (cuda && kv_type != KvType::F16)
-            || images > ctx as u64
-        {
+        if ctx > shape.config.context_length || images > ctx as u64 {
             return Ok(None);
         }
         let (ring_margin, max_batch, tokenizer) = self.options;

@@ -204,13 +204,8 @@ pub fn plan(
         )?
         .bytes(),
     };
+    // The CUDA backend lays out every KV type as the CPU does.
     let cuda = matches!(options.device, Device::Cuda(_));
-    if cuda && options.kv_type != KvType::F16 {
-        return Err(CoreError::DeviceUnavailable {
-            device: options.device.to_string(),
-            reason: "the CUDA backend keeps an f16 KV cache",
-        });
-    }
     let scratch_bytes = if cuda {
         cuda_scratch_bytes(model, options)
     } else {
