@@ -112,12 +112,11 @@ fn every_kv_type_runs() {
 fn sessions_run_on_several_threads() {
     let seq = sequence();
     let m = Arc::new(model("q8_0", 512));
-    let alone = m
-        .session(64, KvType::F16)
-        .unwrap()
-        .prefill(&seq)
-        .unwrap()
-        .to_vec();
+    // The same split as the threads (batches of 32 and 64 rows take different
+    // flash-attention kernels, as in llama.cpp).
+    let mut alone = m.session(64, KvType::F16).unwrap();
+    alone.prefill(&seq[..32]).unwrap();
+    let alone = alone.prefill(&seq[32..]).unwrap().to_vec();
     let handles: Vec<_> = (0..2)
         .map(|_| {
             let (m, seq) = (Arc::clone(&m), seq.clone());
