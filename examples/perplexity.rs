@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! perplexity --model F (--text-file T | --tokens-file F) [--ctx 512] [--max-chunks N]
-//!            [--save-logits BASE] [--kl-base BASE] [--kv-type f16] [--threads N] [--json]
+//!            [--save-logits BASE] [--kl-base BASE] [--kv-type f16] [--flash-attn on|off]
+//!            [--threads N] [--json]
 //! ```
 //! The convention is llama.cpp's: the text is tokenized with BOS (`--tokens-file` takes raw
 //! ids: JSON array or numbers separated by commas/whitespace) and cut into
@@ -65,6 +66,9 @@ pub struct Args {
     /// KV cache type.
     #[arg(long, default_value = "f16")]
     pub kv_type: KvType,
+    /// Attention rounding of llama.cpp with flash attention on (its default) or off.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub flash_attn: String,
     /// Worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -316,6 +320,7 @@ impl Report {
 pub fn run(args: &Args) -> Result<Report, String> {
     let options = ModelOptions {
         threads: args.threads,
+        flash_attention: args.flash_attn == "on",
         ..ModelOptions::default()
     };
     let model =

@@ -170,6 +170,9 @@ fn args(model: &Path, tokens: &Path, extra: &[&str]) -> Args {
         tokens.to_str().unwrap(),
         "--threads",
         "2",
+        // As the fixtures' llama.cpp runs.
+        "--flash-attn",
+        "off",
     ];
     argv.extend_from_slice(extra);
     Args::parse_from(argv)
