@@ -18,6 +18,7 @@ use gemma_gguf::GgmlType;
 use rayon::prelude::*;
 
 mod gemm;
+mod scaled;
 mod tiles;
 
 /// Output rows per parallel task for one token: a multiple of 16 so that two tasks
@@ -108,6 +109,8 @@ pub struct MatmulScratch {
     act: Vec<u64>,
     /// Per-activation-block values of the sixteen-row GEMM kernels (sums, scales).
     extra: Vec<i32>,
+    /// Activation block scales as f32 for the scaled one-token kernels.
+    scales: Vec<f32>,
 }
 
 /// The first `n` activation blocks of format `A` in `buf`, growing it if needed.
@@ -209,7 +212,9 @@ impl BlockVisitor for Matmul<'_, '_> {
             scaled4: None,
         };
         if n == 1 {
-            rows.matvec(act, y);
+            if !scaled::matvec_with_scaled_kernel(&rows, act, y, &mut scratch.scales) {
+                rows.matvec(act, y);
+            }
         } else if !gemm::matmat_with_gemm_kernel(&rows, act, n, y, &mut scratch.extra)
             && !tiles::matmat_with_tile_kernel(&rows, act, n, y)
         {

@@ -1,0 +1,69 @@
+//! One-token products of the 32-element formats with Q8_0 activations whose kernels
+//! take the activation block scales widened to f32 once per product (Q4_0 and Q5_0 with
+//! AVX-512 VNNI); every other case takes the format's plain dot product.
+
+use super::{Rows, DECODE_ROWS_PER_TASK};
+use crate::quant::QuantBlock;
+use rayon::prelude::*;
+
+/// Runs the one-token product of `rows` with a scaled kernel when the format has one on
+/// this CPU (and `GEMMA_ISA` allows it), the activation scales widened into `scales`;
+/// returns false, having done nothing, otherwise.
+pub(super) fn matvec_with_scaled_kernel<B: QuantBlock>(
+    rows: &Rows<B>,
+    act: &[B::Act],
+    y: &mut [f32],
+    scales: &mut Vec<f32>,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::cpu::x86_64::avx512_scaled_legacy as k;
+        use crate::quant::{BlockQ4_0, BlockQ5_0};
+        use gemma_gguf::GgmlType;
+
+        match B::TYPE {
+            GgmlType::Q4_0 => return run_as::<B, BlockQ4_0>(rows, act, y, scales, k::q4_0()),
+            GgmlType::Q5_0 => return run_as::<B, BlockQ5_0>(rows, act, y, scales, k::q5_0()),
+            _ => {}
+        }
+    }
+    let _ = (rows, act, y, scales);
+    false
+}
+
+/// Runs the product as format `C` (the same format as `B`, seen through its concrete
+/// type) with `kernel`, when it exists and `GEMMA_ISA` allows AVX-512.
+#[cfg(target_arch = "x86_64")]
+fn run_as<B: QuantBlock, C: QuantBlock<Act = crate::quant::BlockQ8_0>>(
+    rows: &Rows<B>,
+    act: &[B::Act],
+    y: &mut [f32],
+    scales: &mut Vec<f32>,
+    kernel: Option<crate::cpu::x86_64::avx512_scaled_legacy::ScaledVecDot<C>>,
+) -> bool {
+    use crate::cpu::isa::{self, Isa};
+
+    if isa::current() < Isa::Avx512 || B::TYPE != C::TYPE {
+        return false;
+    }
+    // Both casts are identities: `C` is `B` (same ggml type), so are their activations.
+    let weights = bytemuck::try_cast_slice::<B, C>(rows.weights);
+    let act = bytemuck::try_cast_slice::<B::Act, C::Act>(act);
+    let (Ok(weights), Ok(act), Some(kernel)) = (weights, act, kernel) else {
+        return false;
+    };
+    scales.clear();
+    scales.extend(act.iter().map(|b| b.d.to_f32()));
+    let scales = &scales[..];
+    let bpr = rows.blocks_per_row;
+    y.par_chunks_mut(DECODE_ROWS_PER_TASK)
+        .enumerate()
+        .for_each(|(chunk, ys)| {
+            let first = chunk * DECODE_ROWS_PER_TASK;
+            for (i, out) in ys.iter_mut().enumerate() {
+                let r = first + i;
+                *out = kernel(&weights[r * bpr..(r + 1) * bpr], act, scales);
+            }
+        });
+    true
+}
