@@ -6,9 +6,13 @@ use super::{Rows, DECODE_ROWS_PER_TASK};
 use crate::quant::QuantBlock;
 use rayon::prelude::*;
 
+/// Rows of at most this many blocks take the scaled kernels: on longer rows (4096+
+/// values, e.g. the 12B's `ffn_down`) the plain kernels stream about 5% faster.
+const MAX_BLOCKS_PER_ROW: usize = 256;
+
 /// Runs the one-token product of `rows` with a scaled kernel when the format has one on
-/// this CPU (and `GEMMA_ISA` allows it), the activation scales widened into `scales`;
-/// returns false, having done nothing, otherwise.
+/// this CPU (and `GEMMA_ISA` allows it) and the rows are short enough, the activation
+/// scales widened into `scales`; returns false, having done nothing, otherwise.
 pub(super) fn matvec_with_scaled_kernel<B: QuantBlock>(
     rows: &Rows<B>,
     act: &[B::Act],
@@ -16,7 +20,7 @@ pub(super) fn matvec_with_scaled_kernel<B: QuantBlock>(
     scales: &mut Vec<f32>,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    {
+    if rows.blocks_per_row <= MAX_BLOCKS_PER_ROW {
         use crate::cpu::x86_64::avx512_scaled_legacy as k;
         use crate::quant::{BlockQ4_0, BlockQ5_0};
         use gemma_gguf::GgmlType;
