@@ -1,7 +1,17 @@
-//! Image files to 8-bit RGB, with the size checked before any pixel is decoded.
+//! Image files to 8-bit RGB, with the size checked before any pixel is decoded, and
+//! with the pixels of the reference preprocessing: Pillow's `Image.open(f).convert("RGB")`
+//! (transformers). JPEG files go through [`crate::jpeg`], which reproduces
+//! libjpeg-turbo (Pillow's JPEG library) bit for bit; PNG files through the `image`
+//! crate, whose samples equal Pillow's, with Pillow's conversions to RGB applied.
+//!
+//! llama.cpp (the reference of [`crate::Fit::Letterbox`]) decodes with stb_image,
+//! whose JPEG decoder rounds differently from libjpeg-turbo (its chroma upsampling and
+//! IDCT): both fits follow Pillow here.
 
 use crate::error::VisionError;
-use image::{DynamicImage, ImageReader, Limits, RgbImage};
+use crate::jpeg::{self, JpegError};
+use image::error::{DecodingError, ImageFormatHint};
+use image::{DynamicImage, ImageError, ImageFormat, ImageReader, Limits, RgbImage};
 use std::io::Cursor;
 
 /// Largest accepted image side. JPEG allows 65535; 32768 covers every camera.
@@ -15,9 +25,30 @@ pub const MAX_IMAGE_PIXELS: u64 = 89_478_485;
 /// (16-bit RGBA) plus slack.
 const MAX_DECODE_ALLOC: u64 = MAX_IMAGE_PIXELS * 8 + (64 << 20);
 
-/// Decodes a PNG or JPEG file held in memory to RGB8, rejecting oversized images
-/// from their header, before decoding.
-pub(crate) fn decode_rgb8(bytes: &[u8]) -> Result<RgbImage, VisionError> {
+/// A JPEG error as the crate reports every decoding failure:
+/// [`VisionError::ImageDecode`] holding an `image::ImageError::Decoding` whose source
+/// is the [`JpegError`].
+impl From<JpegError> for VisionError {
+    fn from(err: JpegError) -> VisionError {
+        let hint = ImageFormatHint::Exact(ImageFormat::Jpeg);
+        VisionError::ImageDecode(ImageError::Decoding(DecodingError::new(hint, err)))
+    }
+}
+
+/// Decodes a PNG or JPEG file held in memory to RGB8 exactly as Pillow's
+/// `Image.open(f).convert("RGB")` does (EXIF orientation is not applied, as `open`
+/// does not), rejecting oversized images from their header, before decoding.
+pub fn decode_rgb8(bytes: &[u8]) -> Result<RgbImage, VisionError> {
+    if jpeg::is_jpeg(bytes) {
+        let decoded = jpeg::decode(bytes, check_dimensions)?;
+        // The decoder returns width * height * 3 bytes for the size it checked.
+        return RgbImage::from_raw(decoded.width as u32, decoded.height as u32, decoded.rgb).ok_or(
+            VisionError::EmptyImage {
+                width: decoded.width as u32,
+                height: decoded.height as u32,
+            },
+        );
+    }
     let reader = || -> Result<ImageReader<Cursor<&[u8]>>, VisionError> {
         let reader = ImageReader::new(Cursor::new(bytes))
             .with_guessed_format()
@@ -57,9 +88,11 @@ pub(crate) fn check_dimensions(width: u32, height: u32) -> Result<(), VisionErro
     Ok(())
 }
 
-/// Converts any decoded image to RGB8 the way Pillow's `convert("RGB")` and stb_image
-/// (llama.cpp) do: gray is replicated, alpha is dropped (not composited), 16-bit
-/// samples keep their high byte.
+/// Converts any decoded image to RGB8 the way Pillow's `convert("RGB")` does after
+/// `Image.open` of a PNG: gray is replicated, alpha is dropped (not composited),
+/// 16-bit color and gray+alpha samples keep their high byte (Pillow opens those as
+/// 8-bit RGB(A)), but 16-bit gray without alpha, which Pillow opens as `I;16`, is
+/// clipped to 255 (`I16_RGB`), not shifted.
 pub(crate) fn to_rgb8(image: &DynamicImage) -> Result<RgbImage, VisionError> {
     check_dimensions(image.width(), image.height())?;
     let (w, h) = (image.width(), image.height());
@@ -77,7 +110,7 @@ pub(crate) fn to_rgb8(image: &DynamicImage) -> Result<RgbImage, VisionError> {
             from_samples(w, h, img.as_raw(), 4, |s| [s[0], s[1], s[2]].map(high_byte))
         }
         DynamicImage::ImageLuma16(img) => {
-            from_samples(w, h, img.as_raw(), 1, |s| [high_byte(s[0]); 3])
+            from_samples(w, h, img.as_raw(), 1, |s| [s[0].min(255) as u8; 3])
         }
         DynamicImage::ImageLumaA16(img) => {
             from_samples(w, h, img.as_raw(), 2, |s| [high_byte(s[0]); 3])

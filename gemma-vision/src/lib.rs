@@ -42,6 +42,7 @@ mod decode;
 mod encoder;
 mod error;
 mod gemm;
+mod jpeg;
 mod kernels;
 mod model;
 mod ops;
@@ -55,7 +56,8 @@ mod weights;
 pub use image;
 
 pub use config::VisionConfig;
-pub use decode::{MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE};
+pub use decode::{decode_rgb8, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE};
 pub use error::VisionError;
+pub use jpeg::JpegError;
 pub use model::{Stage, VisionModel};
 pub use preprocess::{preprocess, Fit, ImageInput, Pixels};
