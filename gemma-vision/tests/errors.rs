@@ -77,8 +77,7 @@ fn truncated_files_are_decode_errors() {
             "{len} bytes: {err:?}"
         );
     }
-    // A JPEG cut inside its header (the decoder pads a JPEG cut inside the entropy-coded
-    // data, as libjpeg does with a warning).
+    // A JPEG cut inside its header (cuts anywhere else are covered by decode_pillow.rs).
     let jpeg = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/data/photo_q90_420.jpg"
