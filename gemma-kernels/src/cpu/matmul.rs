@@ -111,6 +111,8 @@ pub struct MatmulScratch {
     extra: Vec<i32>,
     /// Activation block scales as f32 for the scaled one-token kernels.
     scales: Vec<f32>,
+    /// Activation quants of block pairs rearranged for the several-row one-token kernels.
+    pairs: Vec<[i8; 64]>,
 }
 
 /// The first `n` activation blocks of format `A` in `buf`, growing it if needed.
@@ -212,7 +214,13 @@ impl BlockVisitor for Matmul<'_, '_> {
             scaled4: None,
         };
         if n == 1 {
-            if !scaled::matvec_with_scaled_kernel(&rows, act, y, &mut scratch.scales) {
+            if !scaled::matvec_with_scaled_kernel(
+                &rows,
+                act,
+                y,
+                &mut scratch.scales,
+                &mut scratch.pairs,
+            ) {
                 rows.matvec(act, y);
             }
         } else if !gemm::matmat_with_gemm_kernel(&rows, act, n, y, &mut scratch.extra)

@@ -9,6 +9,7 @@ pub(crate) mod avx512_gemm_kquants;
 pub(crate) mod avx512_gemm_legacy;
 pub mod avx512_kquants;
 pub mod avx512_legacy;
+pub(crate) mod avx512_rows_legacy;
 pub(crate) mod avx512_scaled_legacy;
 pub(crate) mod avx512_tiles;
 pub(crate) mod avx512_tiles_float;
