@@ -244,7 +244,7 @@ fn time_image(
     image: &std::path::Path,
     hidden: usize,
 ) -> Result<Vec<f64>, Box<dyn Error>> {
-    let vision = vision_support::load_vision(mmproj)?;
+    let vision = vision_support::load_vision(mmproj, args.device)?;
     vision_support::check_hidden(&vision, mmproj, hidden)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads)

@@ -182,7 +182,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let path = model_path(args.model.clone())?;
     let vision = match &args.mmproj {
         Some(mmproj) => Some(Vision {
-            model: vision_support::load_vision(mmproj)?,
+            model: vision_support::load_vision(mmproj, args.device)?,
             fit: args.image_fit.into(),
         }),
         None => None,

@@ -138,7 +138,7 @@ enum OnOff {
 
 fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let vision = match &args.mmproj {
-        Some(path) => Some(vision_support::load_vision(path)?),
+        Some(path) => Some(vision_support::load_vision(path, args.device)?),
         None => None,
     };
     let image_tokens = vision.as_ref().map_or(0, |v| v.n_image_tokens());

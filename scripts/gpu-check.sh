@@ -24,8 +24,15 @@
 #      graph): ids compared with the eager GPU run and the CPU: MATCH / MISMATCH;
 #   8. `synth` a 12B Q4_K_M (fallback: 8 of its 48 layers if that fails or takes > 150 s),
 #      then `bench --device cuda --prefill 512 --decode 64 --reps 2 --json`: tokens/s, VRAM,
-#      once eager and once with GEMMA_CUDA_GRAPH=1.
-# Budget: about 4 minutes, under 6 (timeouts sum to more; they are the worst case).
+#      once eager and once with GEMMA_CUDA_GRAPH=1;
+#   9. the CUDA image encoder (gemma-vision cuda_encode): every stage and the soft tokens of
+#      the fixture images with both tiny mmproj files against the references and the CPU,
+#      head_dim 72 and partial tiles on random files; then (not with --quick) `synth` a 270M
+#      Q8_0 and its real-shape mmproj (SigLIP-So400m: 27 layers, 4096 patches, F16): the soft
+#      tokens of one image from `generate --dump-image-embeddings` on the CPU and with
+#      --device cuda (max |diff| <= 1e-3 x max |value|), and the GPU encode time
+#      (`bench --mmproj --image`, median of 3 after a warm-up).
+# Budget: about 5 minutes (step 9 about 1), under 7 (timeouts sum to more; they are the worst case).
 set -u
 cd "$(dirname "$0")/.."
 quick=0
@@ -182,6 +189,47 @@ if [ $quick -eq 0 ] && [ -f "$model" ]; then
   graph_line=$(grep -h '^{' "$OUT/bench-12b-graph.log" | tail -n1)
 fi
 rm -f "$model"
+
+# 9. The CUDA image encoder: fixtures, then real shapes.
+run_test vision-cuda-encode 120 cuda_encode --test-threads=1
+vision_rows=()
+vision_lm=/tmp/gemma-synth-270m-q8_0.gguf
+vision_mmproj=/tmp/gemma-synth-mmproj-270m.gguf
+vision_image="$BIN/fixtures/vision/images/noise_300x200.png"
+if [ $quick -eq 0 ]; then
+  step vision-synth 120 "$BIN/synth" --size 270m --quant Q8_0 --vocab-from "$BIN/fixtures/gemma3-vocab.gguf" \
+    --out "$vision_lm" --mmproj "$vision_mmproj"
+  vision_args=(--model "$vision_lm" --mmproj "$vision_mmproj" --image "$vision_image" --tokens 2,100
+    --max-tokens 1 --temperature 0)
+  step vision-generate-cpu 120 "$BIN/generate" "${vision_args[@]}" --device cpu \
+    --dump-image-embeddings "$OUT/vision-cpu-tokens.f32"
+  step vision-generate-gpu 120 "$BIN/generate" "${vision_args[@]}" --device cuda \
+    --dump-image-embeddings "$OUT/vision-gpu-tokens.f32"
+  vision_rows+=("$(python3 - "$OUT/vision-cpu-tokens.f32" "$OUT/vision-gpu-tokens.f32" <<'PY'
+import array, sys
+cpu, gpu = array.array("f"), array.array("f")
+try:
+    cpu.frombytes(open(sys.argv[1], "rb").read())
+    gpu.frombytes(open(sys.argv[2], "rb").read())
+except OSError as e:
+    print(f"vision real shapes GPU vs CPU tokens: FAIL (missing output: {e})")
+    sys.exit(0)
+if len(cpu) != len(gpu) or not cpu:
+    print(f"vision real shapes GPU vs CPU tokens: FAIL ({len(gpu)} values, CPU {len(cpu)})")
+    sys.exit(0)
+err = max(abs(a - b) for a, b in zip(cpu, gpu))
+scale = max(abs(a) for a in cpu)
+verdict = "PASS" if err <= 1e-3 * scale else "FAIL"
+print(f"vision real shapes GPU vs CPU tokens: max |diff| {err:.3e}, max |value| {scale:.3e}: {verdict} (<= 1e-3 x max)")
+PY
+)")
+  step vision-bench 180 "$BIN/bench" --model "$vision_lm" --device cuda --prefill 16 --decode 4 --reps 3 \
+    --mmproj "$vision_mmproj" --image "$vision_image"
+  encode=$(sed -n 's/^image encode: //p' "$OUT/vision-bench.log" | head -n1)
+  vision_rows+=("vision real-shape encode (896x896, 27 layers, F16) on cuda: ${encode:-no figure} (median of 3, preprocessing included)")
+fi
+rm -f "$vision_lm" "$vision_mmproj"
+
 # field JSON NAME [DIVISOR]: a number of a bench JSON line (0 when absent or null), divided.
 field() {
   local v
@@ -196,6 +244,12 @@ grep -h -E "gpu vs llama.cpp|^kv |graph vs eager" "$OUT/engine-tiny-parity.log" 
 grep -h -E "test result" "$OUT"/*.log 2>/dev/null | sed 's/^/  /'
 printf '%s\n' "${kl_rows[@]}"
 printf '%s\n' "${gen_rows[@]}"
+awk '/GPU tokens max/ { for (i = 1; i < NF; i++) { if ($i == "|diff|") r = $(i + 1); if ($i == "reference,") c = $(i + 1) }
+       n++; if (r + 0 > mr) mr = r + 0; if (c + 0 > mc) mc = c + 0 }
+     END { if (n) printf "  vision fixtures: %d GPU encodes, worst tokens max |diff| %.3e vs reference, %.3e vs CPU\n", n, mr, mc }' \
+  "$OUT/vision-cuda-encode.log" 2>/dev/null
+grep -h -E "GPU vs CPU max|NOT RUN" "$OUT/vision-cuda-encode.log" 2>/dev/null | sed 's/^/  /'
+[ ${#vision_rows[@]} -eq 0 ] || printf '%s\n' "${vision_rows[@]}"
 if [ -n "$bench_line" ]; then
   printf 'bench %s Q4_K_M on cuda: prefill pp512 %.0f tok/s | decode tg64 %.1f tok/s | weights read %.0f GB/s | VRAM held %.2f GiB (device used %.2f GiB)\n' \
     "$synth_note" "$(field "$bench_line" prefill_tokens_per_s)" "$(field "$bench_line" decode_tokens_per_s)" \

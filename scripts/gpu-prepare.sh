@@ -9,14 +9,15 @@
 #
 # What travels: the CUDA test binaries (kernel compile + parity, KV cache types, device
 # checks), the gemma-core unit-test binary (CUDA engine vs CPU engine vs llama.cpp on the
-# tiny models, KV types, decode graph), the kernel micro-benchmark, the examples generate /
-# bench / synth and logits_kl (mean KL of two logit dumps), a subset of the tiny fixtures
-# (~27 MB), the Gemma 3 vocabulary for `synth --vocab-from` (6.5 MB), the CPU's greedy
-# `generate --json` outputs on two tiny models (generate-cpu-<variant>.json) and the CPU's
-# `--dump-logits` of the 64-token fixture sequence for every carried variant and KV type
-# (kl/cpu-<variant>-kv<type>.f32), which the GPU run compares with its own. The real 270M
-# model (~250 MB) does not fit the 64 MiB limit and does not travel; the 12B file is
-# generated there by `synth`. Total about 51 MiB.
+# tiny models, KV types, decode graph), the CUDA image encoder test (gemma-vision
+# cuda_encode) with the vision fixtures it reads (~2 MB), the kernel micro-benchmark, the
+# examples generate / bench / synth and logits_kl (mean KL of two logit dumps), a subset
+# of the tiny fixtures (~27 MB), the Gemma 3 vocabulary for `synth --vocab-from` (6.5 MB),
+# the CPU's greedy `generate --json` outputs on two tiny models (generate-cpu-<variant>.json)
+# and the CPU's `--dump-logits` of the 64-token fixture sequence for every carried variant
+# and KV type (kl/cpu-<variant>-kv<type>.f32), which the GPU run compares with its own. The
+# real 270M model (~250 MB) does not fit the 64 MiB limit and does not travel; the 12B file
+# and the real-shape mmproj are generated there by `synth`. Total about 51 MiB (5 for vision).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${GPU_BIN:-gpu-bin}"
@@ -53,6 +54,8 @@ echo "building CUDA test binaries"
 cargo test --release --no-run --message-format=json -p gemma-kernels \
   --test cuda_nvrtc --test cuda_device --test cuda_parity --test cuda_kv_types | copy_tests
 cargo test --release --no-run --message-format=json -p gemma-core --lib | copy_tests
+# The CUDA image encoder against the vision fixtures and the CPU encoder (gpu-check.sh step 9).
+cargo test --release --no-run --message-format=json -p gemma-vision --test cuda_encode | copy_tests
 
 echo "building the kernel benchmark and logits_kl"
 cargo build --release -q -p gemma-kernels --example cuda_bench --example logits_kl
@@ -70,6 +73,17 @@ for v in $variants; do
 done
 echo "$variants" > "$out/fixtures/variants.txt"
 cp "$fixtures/tokenizer/gemma3-vocab.gguf" "$out/fixtures/"
+# Vision fixtures for cuda_encode (~2 MB): both tiny mmproj files, the images, and the
+# references it reads (every squash intermediate and the tokens of both fits).
+mkdir -p "$out/fixtures/vision/images" "$out/fixtures/vision/ref"
+cp "$fixtures"/vision/mmproj-tiny-f32.gguf "$fixtures"/vision/mmproj-tiny-f16.gguf "$out/fixtures/vision/"
+cp "$fixtures"/vision/images/*.png "$out/fixtures/vision/images/"
+for stem in gradient_224x224 checker_320x320 noise_300x200; do
+  for ref in squash.embd squash.layer0 squash.layer1 squash.vision_out squash.pooled squash.normed \
+    squash.tokens letterbox.tokens; do
+    cp "$fixtures/vision/ref/$stem.$ref.f32" "$out/fixtures/vision/ref/"
+  done
+done
 
 # The CPU's greedy continuations, for the GPU run to compare (same flags there, plus
 # --device cuda; scripts/gpu-check.sh reads GEN_ARGS from here).

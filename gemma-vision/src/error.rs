@@ -87,4 +87,8 @@ pub enum VisionError {
         /// The size of the given pixels.
         found: usize,
     },
+    /// The CUDA encoder failed: no usable driver, GPU or NVRTC (the same one line as
+    /// `--device cuda` for the language model), or a device call or launch failed.
+    #[error(transparent)]
+    Cuda(#[from] gemma_kernels::cuda::CudaError),
 }

@@ -28,6 +28,8 @@
 //! `gemma_kernels::quant::dequantize` reads) are converted to f32 while a cache-blocked
 //! GEMM packs them, and activations are never rounded to f16. The GEMM, softmax and
 //! GELU have Scalar, AVX2 and AVX-512 versions chosen at run time (`GEMMA_ISA` forces one).
+//! [`VisionModel::set_cuda_device`] (or a [`CudaEncoder`]) runs the same steps on a CUDA
+//! GPU, f32 throughout, with the kernels of `gemma_kernels::cuda`.
 //!
 //! # Feeding the language model
 //! The soft tokens replace the image in the prompt: `<start_of_image>` (id 255999), then
@@ -38,6 +40,7 @@
 
 mod attention;
 mod config;
+mod cuda;
 mod decode;
 mod encoder;
 mod error;
@@ -56,6 +59,7 @@ mod weights;
 pub use image;
 
 pub use config::VisionConfig;
+pub use cuda::CudaEncoder;
 pub use decode::{decode_rgb8, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE};
 pub use error::VisionError;
 pub use jpeg::JpegError;

@@ -1,6 +1,7 @@
 //! [`VisionModel`]: an mmproj file loaded and ready to turn pixels into soft tokens.
 
 use crate::config::VisionConfig;
+use crate::cuda::CudaSlot;
 use crate::encoder::{Ctx, Scratch};
 use crate::error::VisionError;
 use crate::kernels::Kernels;
@@ -30,8 +31,10 @@ pub enum Stage {
 pub struct VisionModel {
     gguf: GgufFile,
     config: VisionConfig,
-    weights: Weights,
+    pub(crate) weights: Weights,
     kernels: Kernels,
+    /// Set by [`VisionModel::set_cuda_device`]: [`VisionModel::encode`] runs there.
+    cuda: Option<CudaSlot>,
 }
 
 impl VisionModel {
@@ -50,6 +53,7 @@ impl VisionModel {
             config,
             weights,
             kernels: *Kernels::current(),
+            cuda: None,
         })
     }
 
@@ -90,6 +94,20 @@ impl VisionModel {
         }
     }
 
+    /// Runs [`VisionModel::encode`] on CUDA device `ordinal` from now on (`None`: on the
+    /// CPU, the default). The weights are uploaded by the next encode, which is where a
+    /// machine without a usable GPU, driver or NVRTC reports [`VisionError::Cuda`] (one
+    /// line). [`VisionModel::encode_traced`] stays on the CPU; [`crate::CudaEncoder`]
+    /// traces the GPU's intermediates.
+    pub fn set_cuda_device(&mut self, ordinal: Option<usize>) {
+        self.cuda = ordinal.map(CudaSlot::new);
+    }
+
+    /// The CUDA device [`VisionModel::encode`] runs on, if one was chosen.
+    pub fn cuda_device(&self) -> Option<usize> {
+        self.cuda.as_ref().map(CudaSlot::ordinal)
+    }
+
     /// [`crate::preprocess`] with this model's config.
     pub fn preprocess<'a>(
         &self,
@@ -100,8 +118,12 @@ impl VisionModel {
     }
 
     /// Encodes one image: `n_image_tokens() x text_hidden()` f32 values, row-major,
-    /// tokens in raster order of the pooled grid. Runs in the current rayon pool.
+    /// tokens in raster order of the pooled grid. Runs in the current rayon pool, or on
+    /// the GPU chosen with [`VisionModel::set_cuda_device`].
     pub fn encode(&self, pixels: &Pixels) -> Result<Vec<f32>, VisionError> {
+        if let Some(slot) = &self.cuda {
+            return slot.encode(self, pixels);
+        }
         self.encode_traced(pixels, &mut |_, _| {})
     }
 

@@ -3,7 +3,7 @@
 
 use crate::config::{VisionConfig, INPUT_PROJECTION};
 use crate::error::VisionError;
-use gemma_gguf::{GgufFile, TensorInfo};
+use gemma_gguf::{GgmlType, GgufFile, TensorInfo};
 use gemma_kernels::quant;
 
 /// A tensor viewed as a row-major matrix of `rows x cols` elements in its ggml type
@@ -36,6 +36,16 @@ impl Matrix {
         let mut out = vec![0f32; self.rows * self.cols];
         quant::dequantize(self.info.ty, gguf.tensor_data(&self.info), &mut out)?;
         Ok(out)
+    }
+
+    /// The ggml type of the elements.
+    pub fn ty(&self) -> GgmlType {
+        self.info.ty
+    }
+
+    /// The raw bytes in the file: `rows` rows of whole blocks (uploaded as they are).
+    pub fn bytes<'a>(&self, gguf: &'a GgufFile) -> &'a [u8] {
+        gguf.tensor_data(&self.info)
     }
 }
 

@@ -163,5 +163,6 @@ fn first_function(k: Kernel) -> &'static str {
         Kernel::MatmulFloat => "matvec_f16_1",
         Kernel::Attention => "attn_decode_256",
         Kernel::FlashAttn => "flash_prefill_256",
+        Kernel::Vision => "vis_layer_norm",
     }
 }

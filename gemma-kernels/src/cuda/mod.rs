@@ -26,6 +26,7 @@ pub mod graph;
 pub mod launch;
 pub mod modules;
 pub mod ops;
+pub mod vision;
 
 pub use attention::{
     attention_decode, attention_prefill, attention_prefill_cached, AttnShape, DecodeScratch,

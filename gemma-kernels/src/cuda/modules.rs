@@ -33,11 +33,14 @@ pub enum Kernel {
     Attention,
     /// `flash_attn.cu`: tiled prefill attention.
     FlashAttn,
+    /// `vision.cu`: the SigLIP image encoder's LayerNorm, bias/GELU/residual, patch and
+    /// pooling steps and its bidirectional attention.
+    Vision,
 }
 
 impl Kernel {
     /// Every kernel file, in a fixed order.
-    pub const ALL: [Kernel; 9] = [
+    pub const ALL: [Kernel; 10] = [
         Kernel::Quantize,
         Kernel::Norm,
         Kernel::Rope,
@@ -47,6 +50,7 @@ impl Kernel {
         Kernel::MatmulFloat,
         Kernel::Attention,
         Kernel::FlashAttn,
+        Kernel::Vision,
     ];
 
     /// The file name without `.cu`.
@@ -61,6 +65,7 @@ impl Kernel {
             Kernel::MatmulFloat => "matmul_float",
             Kernel::Attention => "attention",
             Kernel::FlashAttn => "flash_attn",
+            Kernel::Vision => "vision",
         }
     }
 
@@ -75,6 +80,7 @@ impl Kernel {
             Kernel::MatmulFloat => include_str!("../../kernels/matmul_float.cu"),
             Kernel::Attention => include_str!("../../kernels/attention.cu"),
             Kernel::FlashAttn => include_str!("../../kernels/flash_attn.cu"),
+            Kernel::Vision => include_str!("../../kernels/vision.cu"),
         }
     }
 
@@ -122,6 +128,11 @@ impl Kernel {
                 "attn_prefill_q8_0_64", "attn_prefill_q8_0_128", "attn_prefill_q8_0_256",
             ],
             Kernel::FlashAttn => &["flash_prefill_64", "flash_prefill_128", "flash_prefill_256"],
+            Kernel::Vision => &[
+                "vis_layer_norm", "vis_im2col", "vis_add_bias_position", "vis_add_bias", "vis_bias_gelu",
+                "vis_add_bias_residual", "vis_attention_16", "vis_attention_32", "vis_attention_64",
+                "vis_attention_72", "vis_attention_80", "vis_avg_pool",
+            ],
         }
     }
 
@@ -255,7 +266,7 @@ pub fn cached_ptx(kernel: Kernel, arch: ComputeArch) -> Result<String, CudaError
 /// The modules of one device, loaded on first use, and the functions looked up in them.
 pub(crate) struct ModuleCache {
     arch: ComputeArch,
-    modules: [OnceLock<Arc<CudaModule>>; 9],
+    modules: [OnceLock<Arc<CudaModule>>; 10],
     functions: Mutex<HashMap<&'static str, CudaFunction>>,
 }
 
