@@ -57,6 +57,19 @@ pub(super) fn prefetch_ahead<B>(block: &B) {
     }
 }
 
+/// Prefetches into L2 the cache lines of the `blocks` weight blocks that start
+/// `PREFETCH_BYTES` after `block` (a loop step's worth of blocks).
+#[inline(always)]
+pub(super) fn prefetch_far<B>(block: &B, blocks: usize) {
+    let ahead = (block as *const B)
+        .cast::<i8>()
+        .wrapping_add(PREFETCH_BYTES);
+    for line in 0..(blocks * std::mem::size_of::<B>()).div_ceil(64) {
+        // SAFETY: a prefetch is only a hint: it never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64 * line)) };
+    }
+}
+
 /// Loads 32 bytes of `data` starting at byte `at`.
 ///
 /// # Safety

@@ -10,6 +10,7 @@
 //! inside the returned closures are sound.
 
 use crate::cpu::isa::{has_avx512_vnni, Isa};
+use super::avx2_kquants::prefetch_far;
 use crate::quant::{
     BlockIQ4_NL, BlockIQ4_XS, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1,
     BlockQ8_K, VecDot,
@@ -339,6 +340,7 @@ unsafe fn pairs_q8_0<W>(
         let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
         let mut i = 0;
         while i + 4 <= n {
+            prefetch_far(wb(i), 4);
             acc0 = pair_q8_0(
                 acc0,
                 (wb(i), wb(i + 1)),

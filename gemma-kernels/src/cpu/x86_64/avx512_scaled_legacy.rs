@@ -8,6 +8,7 @@
 //! sums are those of `avx512_legacy` (`vpdpbusd`, offset subtracted), scaled by
 //! `[d_w·d_x ×8, ×8]` per pair; results agree with the scalar twin to float rounding.
 
+use super::avx2_kquants::prefetch_far;
 use crate::cpu::isa::{has_avx512_vnni, Isa};
 use crate::quant::{BlockQ4_0, BlockQ5_0, BlockQ8_0};
 use half::f16;
@@ -122,6 +123,7 @@ unsafe fn pairs<W>(
         let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
         let mut i = 0;
         while i + 4 <= n {
+            prefetch_far(w.get_unchecked(i), 4);
             acc0 = pair(acc0, w, x, scales, i, false, off, &d, &quants);
             acc1 = pair(acc1, w, x, scales, i + 2, false, off, &d, &quants);
             i += 4;
