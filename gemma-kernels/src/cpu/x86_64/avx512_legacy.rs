@@ -9,8 +9,8 @@
 //! function returns the kernel only when the CPU has the features, so the `unsafe` calls
 //! inside the returned closures are sound.
 
-use crate::cpu::isa::{has_avx512_vnni, Isa};
 use super::avx2_kquants::prefetch_far;
+use crate::cpu::isa::{has_avx512_vnni, Isa};
 use crate::quant::{
     BlockIQ4_NL, BlockIQ4_XS, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1,
     BlockQ8_K, VecDot,
