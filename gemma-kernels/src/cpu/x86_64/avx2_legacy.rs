@@ -6,6 +6,7 @@
 //! Each public function returns the kernel only when the CPU has the features, so the
 //! `unsafe` calls inside the returned closures are sound.
 
+use super::avx2_kquants::prefetch_far;
 use crate::cpu::isa::Isa;
 use crate::quant::{
     BlockIQ4_NL, BlockIQ4_XS, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1,
@@ -167,6 +168,7 @@ fn dot_blocks_q8_0<W>(
                 x.get_unchecked(i + 1),
             )
         };
+        prefetch_far(w0, 2);
         let (d0, d1) = scale_pair(d(w0), x0.d, d(w1), x1.d);
         let p0 = dot_i8(signed(w0), load32(&x0.qs));
         let p1 = dot_i8(signed(w1), load32(&x1.qs));
@@ -206,6 +208,8 @@ fn dot_blocks_q8_1<W>(
     let mut mins = 0.0f32;
     let mut i = 0;
     while i + 2 <= n {
+        // SAFETY: i < n <= w.len().
+        prefetch_far(unsafe { w.get_unchecked(i) }, 2);
         let (a0, m0) = block(acc0, i);
         let (a1, m1) = block(acc1, i + 1);
         (acc0, acc1, mins) = (a0, a1, mins + m0 + m1);
