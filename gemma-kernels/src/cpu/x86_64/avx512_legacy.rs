@@ -475,6 +475,7 @@ unsafe fn dot_floats<T>(w: &[T], x: &[T], load: impl Fn(*const T, u16) -> __m512
         let mut acc = [_mm512_setzero_ps(); 4];
         let mut i = 0;
         while i + 64 <= n {
+            prefetch_far(w.get_unchecked(i), 64);
             for (k, a) in acc.iter_mut().enumerate() {
                 let o = i + 16 * k;
                 *a = _mm512_fmadd_ps(load(pw.add(o), 0xffff), load(px.add(o), 0xffff), *a);
