@@ -6,8 +6,8 @@
 //! terms (Q2_K, Q4_K, Q5_K) and the constant offsets of the symmetric formats (Q3_K's
 //! `-4`, Q6_K's `-32`) come from the activation block sums `bsums`, so the weights stay
 //! unsigned. Integer arithmetic is exact; only the float accumulation order differs from
-//! the scalar twins. Each kernel prefetches the weight blocks it will need a few blocks
-//! ahead ([`prefetch_ahead`]), which matvec needs to approach the memory bandwidth.
+//! the scalar twins. Each kernel prefetches the weight blocks it will need 16 KiB ahead
+//! ([`prefetch_ahead`]), which matvec needs to approach the memory bandwidth.
 //!
 //! Only [`q2_k`]..[`q6_k`] are visible: they return the kernel when the CPU supports
 //! AVX2, FMA and F16C (checked once per call of the constructor).
@@ -45,16 +45,10 @@ constructors! {
 /// threads, Q4_K/Q6_K on the 12B shapes) and the 12B decode by 7%.
 const PREFETCH_BYTES: usize = 16384;
 
-/// Prefetches the cache lines of the weight block `PREFETCH_BYTES` after `block`.
+/// Prefetches into L2 the cache lines of the weight block `PREFETCH_BYTES` after `block`.
 #[inline(always)]
 pub(super) fn prefetch_ahead<B>(block: &B) {
-    let ahead = (block as *const B)
-        .cast::<i8>()
-        .wrapping_add(PREFETCH_BYTES);
-    for line in 0..std::mem::size_of::<B>().div_ceil(64) {
-        // SAFETY: a prefetch is only a hint: it never faults, whatever the address.
-        unsafe { _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64 * line)) };
-    }
+    prefetch_far(block, 1);
 }
 
 /// Prefetches into L2 the cache lines of the `blocks` weight blocks that start

@@ -397,6 +397,7 @@ unsafe fn pairs_q8_1<W>(
         let mut i = 0;
         while i < n {
             let j = if i + 1 < n { i + 1 } else { i };
+            prefetch_far(w.get_unchecked(i), 2);
             let (w0, w1) = (w.get_unchecked(i), w.get_unchecked(j));
             let (x0, x1) = (x.get_unchecked(i), x.get_unchecked(j));
             let (d0, m0) = dm(w0);
@@ -443,6 +444,7 @@ unsafe fn dot_iq4_xs(
         let mut acc = _mm512_setzero_ps();
         for i in 0..n {
             let (wb, xb) = (w.get_unchecked(i), x.get_unchecked(i));
+            prefetch_far(wb, 1);
             let mut sums = _mm512_setzero_si512();
             for ib in (0..8).step_by(2) {
                 let q = wb.qs.as_ptr().add(16 * ib);
