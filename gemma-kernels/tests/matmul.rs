@@ -210,6 +210,43 @@ fn one_token_and_many_token_paths_agree() {
     }
 }
 
+/// Rows of more than 256 blocks (the 12B's `ffn_down`) take other one-token kernels for
+/// Q4_0 and Q5_0 (four rows at a time, the rest one by one): row counts that leave every
+/// remainder, cross the 64-row tasks, an odd number of blocks, two threads.
+#[test]
+fn long_rows_match_f64_reference() {
+    let mut rng = Rng(7);
+    let cols = 257 * 32;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .expect("pool");
+    for ty in [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0] {
+        for rows in [1usize, 3, 6, 70, 131] {
+            let data = random_weights(ty, rows, cols, &mut rng);
+            let w = WeightMatrix::new(ty, &data, rows, cols).expect("weight matrix");
+            let mut wd = vec![0.0f32; rows * cols];
+            quant::dequantize(ty, &data, &mut wd).expect("dequantize");
+            let x = rng.vec(cols);
+            let xd = dequantized_activations(ty, &x, cols);
+            let y = pool.install(|| run(&w, &x, 1));
+            for r in 0..rows {
+                let (mut want, mut scale) = (0.0f64, 0.0f64);
+                for k in 0..cols {
+                    let p = f64::from(wd[r * cols + k]) * f64::from(xd[k]);
+                    want += p;
+                    scale += p.abs();
+                }
+                let got = f64::from(y[r]);
+                assert!(
+                    (got - want).abs() <= tolerance(ty) * scale.max(1e-30),
+                    "{ty:?} rows={rows} r={r}: {got} vs {want} (scale {scale})"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn results_do_not_depend_on_thread_count_or_scratch_reuse() {
     let mut rng = Rng(9);
