@@ -228,6 +228,13 @@ fn hostile_frame_headers_give_typed_errors() {
             other => panic!("{w}x{h}: expected ImageTooLarge, got {other:?}"),
         }
     }
+    // A size within the limits that the few bytes of scan data cannot hold (one bit per
+    // block at least) is refused before the planes are allocated.
+    let bad = edit_sof(&jpeg, |b| {
+        b[1..5].copy_from_slice(&[6_000u16.to_be_bytes(), 9_000u16.to_be_bytes()].concat())
+    });
+    let err = jpeg_error(decode_rgb8(&bad), "9000x6000 claimed by a small file");
+    assert!(matches!(err, JpegError::Truncated { .. }), "{err:?}");
     type Edit = fn(&mut Vec<u8>);
     let bad_segment: [(Edit, &str); 7] = [
         (|b| b[3..5].fill(0), "width 0"),

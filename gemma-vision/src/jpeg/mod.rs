@@ -164,6 +164,18 @@ impl<'a> Decoder<'a> {
     /// Reads every scan and returns the RGB8 image.
     fn decode(mut self, frame: Frame) -> Result<Decoded, JpegError> {
         let n = frame.components.len();
+        // Every block of a component in the image costs at least one bit of scan data (its
+        // DC code): a file far shorter than the size its header claims is refused before
+        // the coefficient planes are allocated.
+        let fewest_blocks = (0..n)
+            .map(|c| frame.component_width(c).div_ceil(8) * frame.component_height(c).div_ceil(8))
+            .min()
+            .unwrap_or(0);
+        if self.data.len().saturating_sub(self.pos) < fewest_blocks / 8 {
+            return Err(JpegError::Truncated {
+                offset: self.data.len(),
+            });
+        }
         let mut buffers: Vec<ComponentBuffer> = (0..n)
             .map(|c| {
                 let blocks = frame.blocks_w(c) * frame.blocks_h(c);
