@@ -97,12 +97,12 @@ fn run_as<B: QuantBlock, C: QuantBlock<Act = crate::quant::BlockQ8_0>>(
             let first = chunk * DECODE_ROWS_PER_TASK;
             let mut done = 0;
             if long {
-                for (g, out) in ys.chunks_exact_mut(ROWS).enumerate() {
+                let (groups, _) = ys.as_chunks_mut::<ROWS>();
+                for (g, out) in groups.iter_mut().enumerate() {
                     let r = first + g * ROWS;
-                    let out: &mut [f32; ROWS] = out.try_into().unwrap_or_else(|_| unreachable!());
                     many(&weights[r * bpr..(r + ROWS) * bpr], pairs, scales, out);
                 }
-                done = ys.len() / ROWS * ROWS;
+                done = groups.len() * ROWS;
             }
             for (i, out) in ys.iter_mut().enumerate().skip(done) {
                 let r = first + i;
