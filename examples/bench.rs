@@ -9,10 +9,9 @@
 //! `--decode` single-token steps (batch 1). Medians over `--reps` repetitions, after one
 //! warm-up repetition (it pages the weights in). The decode bound is the machine's
 //! memory bandwidth (the faster of a plain and a software-prefetching read of a 512 MiB
-//! buffer by the same number of threads) divided
-//! by the bytes of weights one token reads. `--json` prints one object with
-//! `prefill_tokens_per_s`, `decode_tokens_per_s`, `peak_rss_bytes`,
-//! `decode_bound_tokens_per_s` and the details. With `--mmproj F --image IMG` it also
+//! buffer by the same number of threads) divided by the bytes of weights one token
+//! reads. `--json` prints one object with `prefill_tokens_per_s`, `decode_tokens_per_s`,
+//! `peak_rss_bytes`, `decode_bound_tokens_per_s` and the details. With `--mmproj F --image IMG` it also
 //! times the image's preprocessing and encoding to soft tokens (median over the same
 //! repetitions, after a warm-up; `image_encode_seconds` in the JSON).
 
