@@ -15,6 +15,7 @@ use std::time::Duration;
 const BYTES: usize = 1 << 30;
 
 /// Bytes ahead of the current line that [`sum_prefetching`] requests.
+#[cfg(target_arch = "x86_64")]
 const PREFETCH_BYTES: usize = 16 << 10;
 
 /// Sums `words` with 16 independent accumulators (vectorised loads, no dependency chain).

@@ -2,13 +2,17 @@
 //! take the activation block scales widened to f32 once per product (Q4_0 and Q5_0 with
 //! AVX-512 VNNI); every other case takes the format's plain dot product.
 
-use super::{Rows, DECODE_ROWS_PER_TASK};
+use super::Rows;
+#[cfg(target_arch = "x86_64")]
+use super::DECODE_ROWS_PER_TASK;
 use crate::quant::QuantBlock;
+#[cfg(target_arch = "x86_64")]
 use rayon::prelude::*;
 
 /// Rows of at most this many blocks take the one-row scaled kernels; longer rows (4096+
 /// values, e.g. the 12B's `ffn_down`) take the kernels that multiply several rows with
 /// each activation block while it is in registers.
+#[cfg(target_arch = "x86_64")]
 const MAX_BLOCKS_PER_ROW: usize = 256;
 
 /// Runs the one-token product of `rows` with a scaled kernel when the format has one on
