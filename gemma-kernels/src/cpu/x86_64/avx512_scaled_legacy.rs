@@ -174,24 +174,8 @@ unsafe fn q5_0_kernel(w: &[BlockQ5_0], x: &[BlockQ8_0], scales: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::x86_64::avx512_gemm::tests::values;
     use crate::quant::QuantBlock;
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761) | 1;
-        (0..n)
-            .map(|i| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                let v = (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5;
-                if i % 97 == 0 {
-                    v * 40.0
-                } else {
-                    v
-                }
-            })
-            .collect()
-    }
 
     fn check<B: QuantBlock<Act = BlockQ8_0>>(kernel: ScaledVecDot<B>) {
         for blocks in (1..=17).chain([31, 32, 33, 120, 121, 480]) {
