@@ -101,6 +101,7 @@ run_test nvrtc-compile 120 cuda_nvrtc --test-threads=2
 run_test device 30 cuda_device
 run_test kernel-parity 180 cuda_parity --test-threads=4
 run_test kv-types 60 cuda_kv_types
+run_test fused-kernels 60 cuda_fused
 run_test engine-tiny-parity 180 gemma_core-lib backend::cuda
 
 # Mean KL(CPU || GPU) of the fixture sequence's logits (CPU dumps made by gpu-prepare.sh).
@@ -115,11 +116,21 @@ for run in $(cat "$BIN/kl/runs.txt" 2>/dev/null); do
   # Bound: 1e-3 (the issue's goal) for the float model; the quantized tiny models differ
   # from llama.cpp by 5e-3 .. 1.4e-2 already on the CPU (their activation quantization), so
   # there the GPU may differ from the CPU by at most twice the CPU's KL to llama.cpp.
+  # K-quant products: the GPU quantizes activations per 32 values (q8_1, as llama.cpp's
+  # CUDA backend), the CPU per 256 (q8_K, as llama.cpp's CPU backend), so every activation
+  # rounds differently: there the bound is three times the CPU's KL to llama.cpp.
+  # A Q8_0 cache: both engines round K, V and the query identically (cuda_kv_types), but
+  # f32 differences upstream flip whole Q8_0 steps; a CPU-only emulation with f32-cache-sized
+  # noise gave mean KL 1.0e-3 .. 2.3e-3, hence 3e-3 there.
   ref_kl=$(sed -n 's/^mean_kl=\([^ ]*\).*/\1/p' "$BIN/kl/llama-vs-cpu-$v.txt" 2>/dev/null)
   bound=1e-3 bound_note="<= 1e-3"
-  if [ "$v" != f16 ] && [ -n "$ref_kl" ]; then
-    bound=$(awk -v r="$ref_kl" 'BEGIN { printf "%.3e", 2 * r }')
-    bound_note="<= 2x llama.cpp-vs-CPU KL ($ref_kl)"
+  if [ "$kv" = q8_0 ]; then
+    bound=3e-3 bound_note="<= 3e-3 (Q8_0 cache)"
+  elif [ "$v" != f16 ] && [ -n "$ref_kl" ]; then
+    factor=2
+    case $v in q4_k|q6_k|q4_k_m|q2_k|q3_k_m|iq4_xs) factor=3 ;; esac
+    bound=$(awk -v r="$ref_kl" -v f=$factor 'BEGIN { printf "%.3e", f * r }')
+    bound_note="<= ${factor}x llama.cpp-vs-CPU KL ($ref_kl)"
   fi
   line=$("$BIN/logits_kl" "$BIN/kl/cpu-$v-kv$kv.f32" "$gpu_dump" 512 "$bound" 2>&1)
   case $? in
@@ -190,6 +201,47 @@ if [ $quick -eq 0 ] && [ -f "$model" ]; then
 fi
 rm -f "$model"
 
+# 8b. The real Gemma 3 270M Q4_K_M, joined from its parts (gpu-m1..gpu-m4, carried by
+# earlier calls, and $BIN/real/part5): for every fixture prompt, our CPU engine and the GPU
+# engine on this machine, greedy 32 tokens each (ids compared with each other and with
+# llama.cpp's) and the logits of every prompt position (mean KL(CPU || GPU), bound 1e-3);
+# then the 270M's prefill / decode speed on the GPU, eager and with decode graphs.
+real_rows=()
+real_model=/tmp/gemma-270m-q4_k_m.gguf
+if [ -f "$BIN/real/part5" ]; then
+  cat gpu-m1/part gpu-m2/part gpu-m3/part gpu-m4/part "$BIN/real/part5" > "$real_model" 2>/dev/null
+  if [ "$(sha256sum "$real_model" | cut -d' ' -f1)" != "$(cat "$BIN/real/sha256")" ]; then
+    real_rows+=("real 270M: NOT RUN (parts missing or corrupt: $(ls -d gpu-m* 2>/dev/null | tr '\n' ' '))")
+    rm -f "$real_model"
+  fi
+fi
+if [ -f "$real_model" ]; then
+  for name in $(cat "$BIN/real/prompts.txt"); do
+    toks=$(cat "$BIN/real/$name.tokens")
+    for d in cpu cuda; do
+      timeout 120 "$BIN/generate" --model "$real_model" --tokens "$toks" --max-tokens 32 --temperature 0 \
+        --ignore-eos --json --device $d --dump-logits "/tmp/real-$d-$name.f32" > "$OUT/real-$d-$name.log" 2>&1
+    done
+    line=$("$BIN/logits_kl" "/tmp/real-cpu-$name.f32" "/tmp/real-cuda-$name.f32" 262144 1e-3 2>&1)
+    case $? in 0) verdict=PASS ;; 1) verdict="FAIL (mean KL > 1e-3)" ;; *) verdict="FAIL (no dump)" ;; esac
+    cpu=$(ids "$OUT/real-cpu-$name.log") gpu=$(ids "$OUT/real-cuda-$name.log")
+    llama=$(cat "$BIN/real/$name.greedy")
+    g_ids=$(echo "${gpu#*:}" | tr -d '[]')
+    c_ids=$(echo "${cpu#*:}" | tr -d '[]')
+    same() { [ -n "$1" ] && [ "$1" = "$2" ] && echo same || echo DIFFERENT; }
+    real_rows+=("$(printf 'real %-13s %-66s %s | greedy gpu vs cpu %s, gpu vs llama.cpp %s' "$name" "$line" "$verdict" \
+      "$(same "$g_ids" "$c_ids")" "$(same "$g_ids" "$llama")")")
+    rm -f "/tmp/real-cpu-$name.f32" "/tmp/real-cuda-$name.f32"
+  done
+  step bench-270m 120 "$BIN/bench" --model "$real_model" --device cuda --prefill 512 --decode 128 --reps 3 --json
+  GEMMA_CUDA_GRAPH=1 step bench-270m-graph 120 "$BIN/bench" --model "$real_model" --device cuda --prefill 512 \
+    --decode 128 --reps 3 --json
+  rm -f "$real_model"
+elif [ ${#real_rows[@]} -eq 0 ]; then
+  real_rows+=("real 270M: NOT RUN (no $BIN/real/part5: run scripts/gpu-prepare.sh)")
+fi
+printf '%s\n' "${real_rows[@]}" | tee "$OUT/real.log"
+
 # 9. The CUDA image encoder: fixtures, then real shapes.
 run_test vision-cuda-encode 120 cuda_encode --test-threads=1
 vision_rows=()
@@ -256,6 +308,13 @@ if [ -n "$bench_line" ]; then
     "$(field "$bench_line" decode_weight_bytes_per_s 1e9)" "$(field "$bench_line" vram_bytes 1073741824)" \
     "$(field "$bench_line" vram_device_used_bytes 1073741824)"
 fi
+printf '%s\n' "${real_rows[@]}"
+for f in bench-270m bench-270m-graph; do
+  l=$(grep -h '^{' "$OUT/$f.log" 2>/dev/null | tail -n1)
+  [ -n "$l" ] && printf 'bench real 270M Q4_K_M on cuda (%s): prefill pp512 %.0f tok/s | decode tg128 %.1f tok/s | VRAM held %.2f GiB\n' \
+    "$([ $f = bench-270m ] && echo eager || echo GEMMA_CUDA_GRAPH=1)" "$(field "$l" prefill_tokens_per_s)" \
+    "$(field "$l" decode_tokens_per_s)" "$(field "$l" vram_bytes 1073741824)"
+done
 if [ -n "$graph_line" ]; then
   printf 'bench %s Q4_K_M on cuda with GEMMA_CUDA_GRAPH=1: decode tg64 %.1f tok/s (eager above)\n' \
     "$synth_note" "$(field "$graph_line" decode_tokens_per_s)"

@@ -123,6 +123,25 @@ impl AttentionJob {
     }
 }
 
+/// The arguments of [`Backend::qk_norm_rope`] besides the buffers.
+#[derive(Clone, Copy, Debug)]
+pub struct QkNormRope<'a> {
+    /// Head geometry (query and key heads, head size).
+    pub heads: HeadShape,
+    /// The per-head norm of the queries and of the keys.
+    pub q_norm: &'a Norm,
+    /// See `q_norm`.
+    pub k_norm: &'a Norm,
+    /// RMSNorm epsilon.
+    pub eps: f32,
+    /// Position of row 0.
+    pub pos0: usize,
+    /// The layer's RoPE base and scaling.
+    pub rope: Rope,
+    /// Factor of the queries after RoPE.
+    pub q_scale: f32,
+}
+
 /// Device memory of a GPU backend, in bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DeviceMemory {
@@ -214,6 +233,54 @@ pub trait Backend: Send {
 
     /// `x[i] += y[i]` for the first `len` values.
     fn add(&mut self, x: &mut Self::Buffer, y: &Self::Buffer, len: usize) -> Result<(), CoreError>;
+
+    /// Products of several weights with one input (Q, K and V; gate and up):
+    /// `ys[i] = x W_i^T`, as [`Backend::matmul`] each (the default); a backend may run them
+    /// together (same values).
+    fn matmul_many(
+        &mut self,
+        ws: &[&Weight],
+        x: &Self::Buffer,
+        n: usize,
+        ys: &mut [&mut Self::Buffer],
+    ) -> Result<(), CoreError> {
+        for (w, y) in ws.iter().zip(ys.iter_mut()) {
+            self.matmul(w, x, n, y)?;
+        }
+        Ok(())
+    }
+
+    /// One layer's QK-norm, RoPE and query scale: [`Backend::rms_norm_inplace`] over every
+    /// query and key head, [`Backend::rope`] on both, then [`Backend::scale`] of the
+    /// queries. The default makes exactly those calls; a backend may fuse them (same values).
+    fn qk_norm_rope(
+        &mut self,
+        q: &mut Self::Buffer,
+        k: &mut Self::Buffer,
+        n_tokens: usize,
+        p: &QkNormRope,
+    ) -> Result<(), CoreError> {
+        let h = p.heads;
+        self.rms_norm_inplace(q, n_tokens * h.n_head, p.q_norm, p.eps)?;
+        self.rms_norm_inplace(k, n_tokens * h.n_head_kv, p.k_norm, p.eps)?;
+        self.rope(q, n_tokens, h.n_head, h.head_dim_k, p.pos0, p.rope)?;
+        self.rope(k, n_tokens, h.n_head_kv, h.head_dim_k, p.pos0, p.rope)?;
+        self.scale(q, n_tokens * h.n_head * h.head_dim_k, p.q_scale)
+    }
+
+    /// A post-norm and its residual: `o = rms_norm(o) * w` over `rows` rows, then
+    /// `x += o`. The default makes those two calls; a backend may fuse them (same values).
+    fn rms_norm_add(
+        &mut self,
+        o: &mut Self::Buffer,
+        rows: usize,
+        w: &Norm,
+        eps: f32,
+        x: &mut Self::Buffer,
+    ) -> Result<(), CoreError> {
+        self.rms_norm_inplace(o, rows, w, eps)?;
+        self.add(x, o, rows * w.len)
+    }
 
     /// Stores the keys and values of batch rows `rows` (row `t` is position `pos0 + t`)
     /// into their slots.

@@ -4,7 +4,7 @@
 //! (prefill; decode is `n = 1`); the logits of the rows the caller wants are computed
 //! afterwards by [`logits`], a few rows at a time.
 
-use crate::backend::{AttentionJob, Backend, HeadShape};
+use crate::backend::{AttentionJob, Backend, HeadShape, QkNormRope};
 use crate::kv_cache::KvCache;
 use crate::state::State;
 use crate::trace::{Trace, TraceEntry};
@@ -68,6 +68,8 @@ pub(crate) fn forward<B: Backend>(
     let tile = cache.max_tile();
     // The batch rows the buffers hold: all of them, then only `keep` after the last attention.
     let mut held = pos0..pos0 + n;
+    // Without a trace to record between them, a backend may fuse steps (same values).
+    let fuse = trace.is_none();
     let mut tr =
         |b: &mut B,
          name: fmt::Arguments<'_>,
@@ -99,25 +101,40 @@ pub(crate) fn forward<B: Backend>(
         tr(b, format_args!("attn_norm-{il}"), &st.h, &held, c.n_embd)?;
 
         // Projections: q = Wq h, k = Wk h, v = Wv h.
-        b.matmul(&lw.wq, &st.h, n, &mut st.q)?;
-        b.matmul(&lw.wk, &st.h, n, &mut st.k)?;
-        b.matmul(&lw.wv, &st.h, n, &mut st.v)?;
+        b.matmul_many(
+            &[&lw.wq, &lw.wk, &lw.wv],
+            &st.h,
+            n,
+            &mut [&mut st.q, &mut st.k, &mut st.v],
+        )?;
         tr(b, format_args!("Qcur-{il}"), &st.q, &held, c.q_dim())?;
         tr(b, format_args!("Kcur-{il}"), &st.k, &held, c.k_dim())?;
         tr(b, format_args!("Vcur-{il}"), &st.v, &held, c.v_dim())?;
 
-        // QK-norm: an RMSNorm over each query and key head.
-        b.rms_norm_inplace(&mut st.q, n * c.n_head, &lw.q_norm, eps)?;
-        b.rms_norm_inplace(&mut st.k, n * c.n_head_kv, &lw.k_norm, eps)?;
-        tr(b, format_args!("Qcur_normed-{il}"), &st.q, &held, c.q_dim())?;
-        tr(b, format_args!("Kcur_normed-{il}"), &st.k, &held, c.k_dim())?;
-
-        // RoPE with the layer's base and scaling, then the query scale.
-        b.rope(&mut st.q, n, c.n_head, c.head_dim_k, pos0, lc.rope)?;
-        b.rope(&mut st.k, n, c.n_head_kv, c.head_dim_k, pos0, lc.rope)?;
-        b.scale(&mut st.q, n * c.q_dim(), c.attention_scale)?;
-        tr(b, format_args!("Qcur_rope-{il}"), &st.q, &held, c.q_dim())?;
-        tr(b, format_args!("Kcur_rope-{il}"), &st.k, &held, c.k_dim())?;
+        // QK-norm (an RMSNorm over each query and key head), RoPE with the layer's base
+        // and scaling, then the query scale.
+        if fuse {
+            let p = QkNormRope {
+                heads,
+                q_norm: &lw.q_norm,
+                k_norm: &lw.k_norm,
+                eps,
+                pos0,
+                rope: lc.rope,
+                q_scale: c.attention_scale,
+            };
+            b.qk_norm_rope(&mut st.q, &mut st.k, n, &p)?;
+        } else {
+            b.rms_norm_inplace(&mut st.q, n * c.n_head, &lw.q_norm, eps)?;
+            b.rms_norm_inplace(&mut st.k, n * c.n_head_kv, &lw.k_norm, eps)?;
+            tr(b, format_args!("Qcur_normed-{il}"), &st.q, &held, c.q_dim())?;
+            tr(b, format_args!("Kcur_normed-{il}"), &st.k, &held, c.k_dim())?;
+            b.rope(&mut st.q, n, c.n_head, c.head_dim_k, pos0, lc.rope)?;
+            b.rope(&mut st.k, n, c.n_head_kv, c.head_dim_k, pos0, lc.rope)?;
+            b.scale(&mut st.q, n * c.q_dim(), c.attention_scale)?;
+            tr(b, format_args!("Qcur_rope-{il}"), &st.q, &held, c.q_dim())?;
+            tr(b, format_args!("Kcur_rope-{il}"), &st.k, &held, c.k_dim())?;
+        }
 
         // In the last layer, keep only the rows wanted if the backend can: their
         // residual rows go to the front now (attention does not read them).
@@ -174,15 +191,19 @@ pub(crate) fn forward<B: Backend>(
         // Output projection, post-attention norm, residual: x += rms_norm(Wo att).
         b.matmul(&lw.wo, &st.att, rows, &mut st.o)?;
         tr(b, format_args!("attn_out-{il}"), &st.o, &held, c.n_embd)?;
-        b.rms_norm_inplace(&mut st.o, rows, &lw.post_attn_norm, eps)?;
-        tr(
-            b,
-            format_args!("attn_post_norm-{il}"),
-            &st.o,
-            &held,
-            c.n_embd,
-        )?;
-        b.add(&mut st.x, &st.o, rows * c.n_embd)?;
+        if fuse {
+            b.rms_norm_add(&mut st.o, rows, &lw.post_attn_norm, eps, &mut st.x)?;
+        } else {
+            b.rms_norm_inplace(&mut st.o, rows, &lw.post_attn_norm, eps)?;
+            tr(
+                b,
+                format_args!("attn_post_norm-{il}"),
+                &st.o,
+                &held,
+                c.n_embd,
+            )?;
+            b.add(&mut st.x, &st.o, rows * c.n_embd)?;
+        }
         tr(b, format_args!("sa_out-{il}"), &st.x, &held, c.n_embd)?;
 
         // FFN input: h = rms_norm(x) * ffn_norm.
@@ -190,23 +211,31 @@ pub(crate) fn forward<B: Backend>(
         tr(b, format_args!("ffn_norm-{il}"), &st.h, &held, c.n_embd)?;
 
         // GeGLU: gelu_tanh(W_gate h) * (W_up h), then W_down.
-        b.matmul(&lw.ffn_gate, &st.h, rows, &mut st.gate)?;
-        b.matmul(&lw.ffn_up, &st.h, rows, &mut st.up)?;
+        b.matmul_many(
+            &[&lw.ffn_gate, &lw.ffn_up],
+            &st.h,
+            rows,
+            &mut [&mut st.gate, &mut st.up],
+        )?;
         b.geglu(&mut st.gate, &st.up, rows * c.n_ff)?;
         tr(b, format_args!("ffn_geglu-{il}"), &st.gate, &held, c.n_ff)?;
         b.matmul(&lw.ffn_down, &st.gate, rows, &mut st.o)?;
         tr(b, format_args!("ffn_out-{il}"), &st.o, &held, c.n_embd)?;
 
         // Post-FFN norm and residual: x += rms_norm(ffn).
-        b.rms_norm_inplace(&mut st.o, rows, &lw.post_ffn_norm, eps)?;
-        tr(
-            b,
-            format_args!("ffn_post_norm-{il}"),
-            &st.o,
-            &held,
-            c.n_embd,
-        )?;
-        b.add(&mut st.x, &st.o, rows * c.n_embd)?;
+        if fuse {
+            b.rms_norm_add(&mut st.o, rows, &lw.post_ffn_norm, eps, &mut st.x)?;
+        } else {
+            b.rms_norm_inplace(&mut st.o, rows, &lw.post_ffn_norm, eps)?;
+            tr(
+                b,
+                format_args!("ffn_post_norm-{il}"),
+                &st.o,
+                &held,
+                c.n_embd,
+            )?;
+            b.add(&mut st.x, &st.o, rows * c.n_embd)?;
+        }
         tr(b, format_args!("l_out-{il}"), &st.x, &held, c.n_embd)?;
     }
     cache.commit(n);

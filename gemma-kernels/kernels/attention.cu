@@ -14,7 +14,9 @@
 // query is rounded through Q8_0 first, as the CPU backend quantizes it for Q·K).
 // attn_prefill_<kv>_<D> serves prefill over f32 / Q8_0 caches holding every key a query
 // sees: one block per (token, head), warps over keys with an online softmax, merged at the
-// end (f16 caches use the tiled flash_attn.cu instead).
+// end (f16 caches use the tiled flash_attn.cu instead). An image span [img_start, img_end)
+// of positions (empty: text only) makes its tokens see each other: a query inside it also
+// sees the keys after it up to img_end (Gemma 3's bidirectional image attention).
 
 #define ATT_THREADS 128
 #define ATT_MAX_G 8
@@ -211,14 +213,14 @@ static __device__ __forceinline__ void attn_combine(const float *__restrict__ pa
 }
 
 // Prefill over an f32 / Q8_0 cache that holds every visible key: token t (position
-// p0 + t) of head h attends to positions [lo, p0 + t], lo = max(0, p0 + t - window + 1)
-// (0 for window 0), position p in slot p % n_slots. q, out: n x n_heads x D.
-// grid: (n, n_heads), block: 128.
+// qp = p0 + t) of head h attends to positions [lo, hi), lo = max(0, qp - window + 1)
+// (0 for window 0), hi = qp + 1, or max(qp + 1, img_end) when img_start <= qp < img_end;
+// position p in slot p % n_slots. q, out: n x n_heads x D. grid: (n, n_heads), block: 128.
 template <int D, int KV>
 static __device__ __forceinline__ void attn_prefill_rows(const float *__restrict__ q, const void *__restrict__ kc,
                                                          const void *__restrict__ vc, int n_heads, int n_kv,
-                                                         int n_slots, int p0, int window, float scale,
-                                                         float *__restrict__ out) {
+                                                         int n_slots, int p0, int window, int img_start,
+                                                         int img_end, float scale, float *__restrict__ out) {
     constexpr int EPL = D / WARP;
     constexpr int NW = ATT_THREADS / WARP;
     const int t = blockIdx.x, h = blockIdx.y;
@@ -226,6 +228,7 @@ static __device__ __forceinline__ void attn_prefill_rows(const float *__restrict
     const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
     const int qp = p0 + t;
     const int lo = window > 0 ? max(0, qp - window + 1) : 0;
+    const int hi = qp >= img_start && qp < img_end ? max(qp + 1, img_end) : qp + 1;  // exclusive
     float qf[EPL], o[EPL];
 #pragma unroll
     for (int e = 0; e < EPL; ++e) {
@@ -242,7 +245,7 @@ static __device__ __forceinline__ void attn_prefill_rows(const float *__restrict
         for (int e = 0; e < EPL; ++e) qf[e] = q8_0_roundtrip(qf[e], amax);
     }
     float m = NEG_INF, l = 0.0f;
-    for (int kp = lo + warp; kp <= qp; kp += NW) {
+    for (int kp = lo + warp; kp < hi; kp += NW) {
         const i64 row = ((i64) (kp % n_slots) * n_kv + hk) * D + lane * EPL;
         float kf[EPL], vf[EPL];
         load_kv<KV, EPL>(kc, row, kf);
@@ -295,8 +298,9 @@ static __device__ __forceinline__ void attn_prefill_rows(const float *__restrict
 #define ATTN_PREFILL(NAME, D, KV)                                                                              \
     extern "C" __global__ void __launch_bounds__(ATT_THREADS) NAME(                                           \
         const float *q, const void *kc, const void *vc, int n_heads, int n_kv, int n_slots, int p0, int window, \
-        float scale, float *out) {                                                                             \
-        attn_prefill_rows<D, KV>(q, kc, vc, n_heads, n_kv, n_slots, p0, window, scale, out);                   \
+        int img_start, int img_end, float scale, float *out) {                                                 \
+        attn_prefill_rows<D, KV>(q, kc, vc, n_heads, n_kv, n_slots, p0, window, img_start, img_end, scale,    \
+                                 out);                                                                         \
     }
 
 #define ATTN_KERNELS(D)                                                                                        \

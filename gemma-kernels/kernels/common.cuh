@@ -214,6 +214,15 @@ static __device__ __forceinline__ float block_sum(float v, float *scratch) {
 }
 
 // ---------------------------------------------------------------------------------
+// GELU, tanh approximation (Gemma's activation), as ggml computes it.
+#define GELU_COEF_A 0.044715f
+#define SQRT_2_OVER_PI 0.79788456080286535587989211986876f
+
+static __device__ __forceinline__ float gelu_tanh(float x) {
+    return 0.5f * x * (1.0f + tanhf(SQRT_2_OVER_PI * x * (1.0f + GELU_COEF_A * x * x)));
+}
+
+// ---------------------------------------------------------------------------------
 // Quantizes one 32-value block of activations to q8_1, one warp per block: lane i holds
 // value i and writes q[i] to qs[lane]; lane 0 writes {d, s} to *ds.
 static __device__ __forceinline__ void quantize_q8_1_lane(float v, i8 *qs, float2 *ds, int lane) {

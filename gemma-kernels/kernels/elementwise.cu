@@ -1,13 +1,6 @@
 // Elementwise ops, the embedding row gather and KV-cache writes (f16, f32, Q8_0). 1-D grids of 256 threads,
 // each thread striding over the elements.
 
-#define GELU_COEF_A 0.044715f
-#define SQRT_2_OVER_PI 0.79788456080286535587989211986876f
-
-static __device__ __forceinline__ float gelu_tanh(float x) {
-    return 0.5f * x * (1.0f + tanhf(SQRT_2_OVER_PI * x * (1.0f + GELU_COEF_A * x * x)));
-}
-
 // out[i] = gelu_tanh(gate[i]) * up[i]; out may alias gate or up.
 extern "C" __global__ void geglu(const float *gate, const float *up, float *out, i64 n) {
     for (i64 i = blockIdx.x * (i64) blockDim.x + threadIdx.x; i < n; i += (i64) gridDim.x * blockDim.x)

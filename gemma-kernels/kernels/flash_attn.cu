@@ -6,6 +6,10 @@
 // the cache yet (a ring of `window` slots suffices; the caller stores them afterwards);
 // with p_new past the last position every key comes from the cache.
 //
+// An image span [img_start, img_end) of positions (empty: text only) makes its tokens see
+// each other (Gemma 3's bidirectional image attention): a query at qp inside it also sees
+// the keys after it up to img_end, which must then be readable (in the cache, or new rows).
+//
 // A block of 4 warps handles one query head and BQ = 4 * QPW consecutive tokens (QPW per
 // warp), walking the key range in tiles of 32 keys kept in shared memory. Scores: lane j
 // owns key j of the tile; online softmax per query; weighted values: lanes across the head
@@ -39,8 +43,8 @@ template <int D>
 static __device__ __forceinline__ void flash_prefill(const float *__restrict__ q, const u16 *__restrict__ k_new,
                                                      const u16 *__restrict__ v_new, const u16 *__restrict__ kc,
                                                      const u16 *__restrict__ vc, int n, int n_heads, int n_kv,
-                                                     int p0, int p_new, int n_slots, int window, float scale,
-                                                     float *__restrict__ out) {
+                                                     int p0, int p_new, int n_slots, int window, int img_start,
+                                                     int img_end, float scale, float *__restrict__ out) {
     constexpr int QPW = 512 / D;         // queries per warp
     constexpr int BQ = 4 * QPW;          // queries per block
     constexpr int EPL = D / WARP;        // value dims per lane
@@ -60,7 +64,10 @@ static __device__ __forceinline__ void flash_prefill(const float *__restrict__ q
     }
 
     const int t_last = min(t0 + BQ, n) - 1;
-    const int k_end = p0 + t_last + 1;  // exclusive
+    // Exclusive end of the keys any query of the block sees: past the image when one of
+    // the block's positions p0 + t0 .. p0 + t_last lies inside it.
+    const bool block_in_image = img_start < img_end && img_start <= p0 + t_last && p0 + t0 < img_end;
+    const int k_end = block_in_image ? max(p0 + t_last + 1, img_end) : p0 + t_last + 1;
     const int k_begin = window > 0 ? max(0, p0 + t0 - window + 1) : 0;
 
     float m[QPW], l[QPW], o[QPW][EPL];
@@ -118,7 +125,8 @@ static __device__ __forceinline__ void flash_prefill(const float *__restrict__ q
 #pragma unroll
         for (int qi = 0; qi < QPW; ++qi) {
             const int qp = p0 + t0 + warp * QPW + qi;
-            const bool ok = kp < k_end && kp <= qp && (window <= 0 || qp - kp < window);
+            const int q_end = qp >= img_start && qp < img_end ? max(qp + 1, img_end) : qp + 1;
+            const bool ok = kp < k_end && kp < q_end && (window <= 0 || qp - kp < window);
             const float sv_ = ok ? s[qi] : NEG_INF;
             const float m_new = fmaxf(m[qi], warp_max(sv_));
             if (m_new == NEG_INF) {  // nothing visible yet for this query
@@ -162,8 +170,10 @@ static __device__ __forceinline__ void flash_prefill(const float *__restrict__ q
 #define FLASH_KERNEL(D)                                                                                      \
     extern "C" __global__ void __launch_bounds__(FA_THREADS) flash_prefill_##D(                             \
         const float *q, const u16 *k_new, const u16 *v_new, const u16 *kc, const u16 *vc, int n, int n_heads, \
-        int n_kv, int p0, int p_new, int n_slots, int window, float scale, float *out) {                     \
-        flash_prefill<D>(q, k_new, v_new, kc, vc, n, n_heads, n_kv, p0, p_new, n_slots, window, scale, out); \
+        int n_kv, int p0, int p_new, int n_slots, int window, int img_start, int img_end, float scale,        \
+        float *out) {                                                                                        \
+        flash_prefill<D>(q, k_new, v_new, kc, vc, n, n_heads, n_kv, p0, p_new, n_slots, window, img_start,   \
+                         img_end, scale, out);                                                               \
     }
 
 FLASH_KERNEL(64)

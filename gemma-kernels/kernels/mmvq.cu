@@ -17,6 +17,7 @@
 // pair), so the full term is added exactly once per block.
 
 #define MMVQ_THREADS 128
+#define MMVQ_ROWS (MMVQ_THREADS / WARP)  // weight rows per block, one per warp
 #define LO4 0x0F0F0F0F
 
 // Bit i (i < 4) of x moved to bit 4 of byte i: the fifth bit of four 5-bit values.
@@ -375,50 +376,74 @@ static __device__ __forceinline__ void run_task(const u8 *blk, int t, ActView a,
 }
 
 // w: rows x nb blocks; aq/ads: NC activation rows (q8_1, row length k_pad); y: NC x rows.
+// One warp per weight row (MMVQ_ROWS rows per block of MMVQ_THREADS; `tile` is the block's
+// index among the matrix's blocks): lane l takes tasks l, l + 32, ... so the warp reads
+// consecutive bytes of its row, several 16-byte loads in flight per lane (the unrolled
+// loop), and the sums meet in shuffles alone.
 template <int TY, int NC>
 static __device__ __forceinline__ void mmvq(const u8 *__restrict__ w, int nb, const i8 *__restrict__ aq,
                                             const float2 *__restrict__ ads, int k_pad, float *__restrict__ y,
-                                            int rows) {
+                                            int rows, int tile) {
     typedef MmvqType<TY> T;
-    const int row = blockIdx.x;
+    const int lane = threadIdx.x % WARP;
+    const int row = tile * MMVQ_ROWS + threadIdx.x / WARP;
+    if (row >= rows) return;  // whole warps leave together
     const u8 *wrow = w + (i64) row * nb * T::BYTES;
     const ActView a = {aq, ads, k_pad};
     float acc[NC];
 #pragma unroll
     for (int c = 0; c < NC; ++c) acc[c] = 0.0f;
     const int n_tasks = nb * T::TPB;
-#pragma unroll 2
-    for (int task = threadIdx.x; task < n_tasks; task += MMVQ_THREADS) {
+#pragma unroll 4
+    for (int task = lane; task < n_tasks; task += WARP) {
         const int b = task / T::TPB;
         run_task<TY, NC>(wrow + (i64) b * T::BYTES, task % T::TPB, a, b * T::QK, acc);
     }
-    __shared__ float partial[MMVQ_THREADS / WARP][NC];
-    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
 #pragma unroll
     for (int c = 0; c < NC; ++c) {
         const float s = warp_sum(acc[c]);
-        if (lane == 0) partial[warp][c] = s;
+        if (lane == c) y[(i64) c * rows + row] = s;
     }
-    __syncthreads();
-    if (threadIdx.x < NC) {
-        float s = 0.0f;
-#pragma unroll
-        for (int wi = 0; wi < MMVQ_THREADS / WARP; ++wi) s += partial[wi][threadIdx.x];
-        y[(i64) threadIdx.x * rows + row] = s;
+}
+
+// Up to three products of one token with matrices of the same type and row length (Q, K and
+// V; gate and up) in one launch: the grid's blocks cover matrix 0's rows, then matrix 1's,
+// then matrix 2's (rows 0 for an absent one). One launch fills the GPU where the small K and
+// V products alone would leave most of it idle.
+template <int TY>
+static __device__ __forceinline__ void mmvq_multi(const u8 *w0, float *y0, int rows0, const u8 *w1, float *y1,
+                                                  int rows1, const u8 *w2, float *y2, int rows2, int nb,
+                                                  const i8 *aq, const float2 *ads, int k_pad) {
+    int tile = blockIdx.x;
+    const int tiles0 = (rows0 + MMVQ_ROWS - 1) / MMVQ_ROWS, tiles1 = (rows1 + MMVQ_ROWS - 1) / MMVQ_ROWS;
+    if (tile < tiles0) {
+        mmvq<TY, 1>(w0, nb, aq, ads, k_pad, y0, rows0, tile);
+    } else if (tile < tiles0 + tiles1) {
+        mmvq<TY, 1>(w1, nb, aq, ads, k_pad, y1, rows1, tile - tiles0);
+    } else {
+        mmvq<TY, 1>(w2, nb, aq, ads, k_pad, y2, rows2, tile - tiles0 - tiles1);
     }
 }
 
 #define MMVQ_KERNEL(NAME, TY, NC)                                                                       \
     extern "C" __global__ void __launch_bounds__(MMVQ_THREADS) mmvq_##NAME##_##NC(                     \
         const u8 *w, int nb, const i8 *aq, const float2 *ads, int k_pad, float *y, int rows) {          \
-        mmvq<TY, NC>(w, nb, aq, ads, k_pad, y, rows);                                                   \
+        mmvq<TY, NC>(w, nb, aq, ads, k_pad, y, rows, blockIdx.x);                                       \
+    }
+
+#define MMVQ_MULTI_KERNEL(NAME, TY)                                                                     \
+    extern "C" __global__ void __launch_bounds__(MMVQ_THREADS) mmvq_multi_##NAME(                      \
+        const u8 *w0, float *y0, int rows0, const u8 *w1, float *y1, int rows1, const u8 *w2, float *y2, \
+        int rows2, int nb, const i8 *aq, const float2 *ads, int k_pad) {                                \
+        mmvq_multi<TY>(w0, y0, rows0, w1, y1, rows1, w2, y2, rows2, nb, aq, ads, k_pad);                \
     }
 
 #define MMVQ_ALL_NC(NAME, TY) \
     MMVQ_KERNEL(NAME, TY, 1)  \
     MMVQ_KERNEL(NAME, TY, 2)  \
     MMVQ_KERNEL(NAME, TY, 4)  \
-    MMVQ_KERNEL(NAME, TY, 8)
+    MMVQ_KERNEL(NAME, TY, 8)  \
+    MMVQ_MULTI_KERNEL(NAME, TY)
 
 MMVQ_ALL_NC(q4_0, GGML_Q4_0)
 MMVQ_ALL_NC(q5_0, GGML_Q5_0)

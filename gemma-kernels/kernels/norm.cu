@@ -20,32 +20,42 @@ extern "C" __global__ void __launch_bounds__(256) rms_norm(
     for (int i = threadIdx.x; i < dim; i += blockDim.x) outr[i] = xr[i] * inv * w[i];
 }
 
-// Post-norm and residual add in one pass: residual += rms_norm(x) * w.
+// Post-norm and residual add in one pass: x = rms_norm(x) * w, residual += x (the same
+// values as rms_norm in place followed by add_f32, in one launch).
 extern "C" __global__ void __launch_bounds__(256) rms_norm_add(
-    const float *__restrict__ x, const float *__restrict__ w, float *__restrict__ residual, int dim, float eps) {
+    float *__restrict__ x, const float *__restrict__ w, float *__restrict__ residual, int dim, float eps) {
     __shared__ float scratch[32];
-    const float *xr = x + (i64) blockIdx.x * dim;
+    float *xr = x + (i64) blockIdx.x * dim;
     float *rr = residual + (i64) blockIdx.x * dim;
     const float inv = row_inv_rms(xr, dim, eps, scratch);
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) rr[i] += xr[i] * inv * w[i];
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        const float v = xr[i] * inv * w[i];
+        xr[i] = v;
+        rr[i] += v;
+    }
 }
 
 // Pre-norm fused with the activation quantization of the matrix product that follows:
-// writes the normed row straight to the q8_1 layout (see quantize.cu). dim <= k_pad.
-// grid: rows, block: 256.
+// writes the normed row (the same values as rms_norm) to out and to the q8_1 layout (see
+// quantize.cu). dim <= k_pad. grid: rows, block: 256.
 extern "C" __global__ void __launch_bounds__(256) rms_norm_q8_1(
-    const float *__restrict__ x, const float *__restrict__ w, int dim, float eps, int k_pad,
-    i8 *__restrict__ qs, float2 *__restrict__ ds) {
+    const float *__restrict__ x, const float *__restrict__ w, float *__restrict__ out, int dim, float eps,
+    int k_pad, i8 *__restrict__ qs, float2 *__restrict__ ds) {
     __shared__ float scratch[32];
     const int row = blockIdx.x;
     const float *xr = x + (i64) row * dim;
+    float *outr = out + (i64) row * dim;
     const float inv = row_inv_rms(xr, dim, eps, scratch);
     const int lane = threadIdx.x % WARP;
     i8 *qr = qs + (i64) row * k_pad;
     float2 *dr = ds + (i64) row * (k_pad / QK8);
     for (int blk = threadIdx.x / WARP; blk < k_pad / QK8; blk += blockDim.x / WARP) {
         const int i = blk * QK8 + lane;
-        const float v = i < dim ? xr[i] * inv * w[i] : 0.0f;
+        float v = 0.0f;
+        if (i < dim) {
+            v = xr[i] * inv * w[i];
+            outr[i] = v;
+        }
         quantize_q8_1_lane(v, qr + blk * QK8, dr + blk, lane);
     }
 }

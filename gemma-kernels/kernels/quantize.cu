@@ -13,3 +13,21 @@ extern "C" __global__ void __launch_bounds__(256) quantize_q8_1(
     const float v = i < k ? x[(i64) row * k + i] : 0.0f;
     quantize_q8_1_lane(v, qs + (i64) row * k_pad + blk * QK8, ds + (i64) row * (k_pad / QK8) + blk, lane);
 }
+
+// out = gelu_tanh(gate) * up (the values of elementwise.cu's geglu; out may alias gate),
+// also quantized to q8_1 as quantize_q8_1 does for one row of n values (k_pad = n rounded
+// up to 256: the layout of rows of length n when n is a multiple of 256).
+// grid: k_pad / 256, block: 256.
+extern "C" __global__ void __launch_bounds__(256) geglu_q8_1(
+    const float *gate, const float *__restrict__ up, float *out, i64 n, i8 *__restrict__ qs,
+    float2 *__restrict__ ds) {
+    const i64 blk = (i64) blockIdx.x * 8 + threadIdx.x / WARP;
+    const int lane = threadIdx.x % WARP;
+    const i64 i = blk * QK8 + lane;
+    float v = 0.0f;
+    if (i < n) {
+        v = gelu_tanh(gate[i]) * up[i];
+        out[i] = v;
+    }
+    quantize_q8_1_lane(v, qs + blk * QK8, ds + blk, lane);
+}

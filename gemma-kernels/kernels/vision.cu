@@ -9,13 +9,6 @@
 //   vis_attention_<hd>:    softmax(q k^T * scale) v per head over all patches, no mask.
 //   vis_avg_pool:          mean of each k x k block of the patch grid.
 
-#define VIS_GELU_COEF_A 0.044715f
-#define VIS_SQRT_2_OVER_PI 0.79788456080286535587989211986876f
-
-static __device__ __forceinline__ float vis_gelu_tanh(float x) {
-    return 0.5f * x * (1.0f + tanhf(VIS_SQRT_2_OVER_PI * x * (1.0f + VIS_GELU_COEF_A * x * x)));
-}
-
 // One block per row. out may alias x (each thread writes only the elements it read).
 // grid: rows, block: 256.
 extern "C" __global__ void __launch_bounds__(256) vis_layer_norm(
@@ -72,7 +65,7 @@ extern "C" __global__ void vis_add_bias(float *x, const float *__restrict__ b, i
 // x[i] = gelu_tanh(x[i] + b[i % dim]) for i < n. 1-D grid of 256 threads, striding.
 extern "C" __global__ void vis_bias_gelu(float *x, const float *__restrict__ b, int dim, i64 n) {
     for (i64 i = blockIdx.x * (i64) blockDim.x + threadIdx.x; i < n; i += (i64) gridDim.x * blockDim.x)
-        x[i] = vis_gelu_tanh(x[i] + b[i % dim]);
+        x[i] = gelu_tanh(x[i] + b[i % dim]);  // common.cuh
 }
 
 // h[i] += y[i] + b[i % dim] for i < n. 1-D grid of 256 threads, striding.

@@ -178,7 +178,7 @@ fn check_attention<E: HostKv>(dev: &CudaDevice, rng: &mut Rng, label: &str) {
         }
         let mag = vec![1.0; want.len()];
         let mut out = cuda::zeros::<f32>(dev, n * nh * hd).unwrap();
-        cuda::attention_prefill_cached(dev, &qd, &kd, &vd, n, p0, &shape, &mut out).unwrap();
+        cuda::attention_prefill_cached(dev, &qd, &kd, &vd, n, p0, 0..0, &shape, &mut out).unwrap();
         assert_close(
             &format!("{label} prefill attention hd {hd} window {window} p0 {p0} n {n}"),
             &cuda::download(dev, &out).unwrap(),

@@ -205,7 +205,16 @@ fn rms_norms_match_reference() {
     }
 
     let mut res = cuda::upload(&dev, &r0).unwrap();
-    ops::rms_norm_add(&dev, &xd, &wd, &mut res, rows, dim, eps).unwrap();
+    let mut normed = cuda::upload(&dev, &x).unwrap();
+    ops::rms_norm_add(&dev, &mut normed, &wd, &mut res, rows, dim, eps).unwrap();
+    assert_close(
+        "rms_norm_add normed input",
+        &cuda::download(&dev, &normed).unwrap(),
+        &want,
+        &mag,
+        1e-5,
+        1e-7,
+    );
     let want_add: Vec<f64> = want
         .iter()
         .zip(&r0)
@@ -226,7 +235,14 @@ fn rms_norms_match_reference() {
     );
 
     let mut q = Q8Activations::new(&dev, dim, rows).unwrap();
-    ops::rms_norm_q8_1(&dev, &xd, &wd, rows, dim, eps, &mut q).unwrap();
+    let mut out_q = cuda::zeros::<f32>(&dev, rows * dim).unwrap();
+    ops::rms_norm_q8_1(&dev, &xd, &wd, &mut out_q, rows, dim, eps, &mut q).unwrap();
+    let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+    assert_eq!(
+        bits(cuda::download(&dev, &out_q).unwrap()),
+        bits(cuda::download(&dev, &out).unwrap()),
+        "rms_norm_q8_1 writes the values of rms_norm"
+    );
     let (qs, ds) = q.download(&dev).unwrap();
     let k_pad = cuda::padded_len(dim);
     for r in 0..rows {
@@ -599,7 +615,7 @@ fn prefill_attention_matches_reference_with_cache_and_window() {
             up16(&cache_of(&vh, lo, total, slots, kvw)),
         );
         let mut out2 = cuda::zeros::<f32>(&dev, n * nh * hd).unwrap();
-        cuda::attention_prefill_cached(&dev, &qd, &kf, &vf, n, p0, &full, &mut out2).unwrap();
+        cuda::attention_prefill_cached(&dev, &qd, &kf, &vf, n, p0, 0..0, &full, &mut out2).unwrap();
         let got2 = cuda::download(&dev, &out2).unwrap();
         assert_close(
             &format!("cached prefill attention hd {hd} window {window}"),

@@ -4,7 +4,7 @@
 //! `gemma_kernels::cuda`. Products with quantized weights run on q8_1 activations (dp4a
 //! for up to 8 tokens, int8 tensor cores above); norms, residuals and attention in f32.
 
-use super::{AttentionJob, Backend, DeviceMemory, KvShape};
+use super::{AttentionJob, Backend, DeviceMemory, KvShape, QkNormRope};
 use crate::attention::SlotMap;
 use crate::config::Rope;
 use crate::kv_cache::KvType;
@@ -33,6 +33,9 @@ mod tag {
     pub const STORE_KV: u64 = 9;
     pub const ATTENTION: u64 = 10;
     pub const COPY_ROWS: u64 = 11;
+    pub const QK_NORM_ROPE: u64 = 12;
+    pub const RMS_NORM_ADD: u64 = 13;
+    pub const MATMUL_MULTI: u64 = 14;
 }
 
 /// A CUDA error as a [`CoreError`] (the device name carries the message).
@@ -442,6 +445,13 @@ impl Backend for CudaBackend<'_> {
             return launch::matmul_float(&self.dev, m, x, n, y).map_err(core_err);
         }
         let key = (device_addr(&self.dev, x), n, w.cols);
+        if n > 1 && self.q8_of == Some((key.0, 1, n * w.cols)) {
+            // Quantized as one row by geglu: the same bytes as n rows when cols % 256 == 0.
+            let q8 = self.q8.as_mut().ok_or(CoreError::EmptyInput)?;
+            if q8.split_rows(n, w.cols).is_ok() {
+                self.q8_of = Some(key);
+            }
+        }
         if self.q8_of != Some(key) {
             self.q8(w.cols, n)?;
             let q8 = self.q8.as_mut().ok_or(CoreError::EmptyInput)?;
@@ -453,6 +463,57 @@ impl Backend for CudaBackend<'_> {
         launch::matmul_q8(dev, m, q8, n, y).map_err(core_err)?;
         if device_addr(&self.dev, y) == key.0 {
             self.q8_of = None;
+        }
+        Ok(())
+    }
+
+    fn matmul_many(
+        &mut self,
+        ws: &[&Weight],
+        x: &CudaSlice<f32>,
+        n: usize,
+        ys: &mut [&mut CudaSlice<f32>],
+    ) -> Result<(), CoreError> {
+        // One token: consecutive weights of one quantized type and row length run in one
+        // launch (each call notes its own step signature, as matmul does).
+        let mut i = 0;
+        while i < ws.len().min(ys.len()) {
+            let (w0, ty) = (ws[i], ws[i].ty);
+            let run = ws[i..ys.len().min(ws.len())]
+                .iter()
+                .take(3)
+                .take_while(|w| w.ty == ty && w.cols == w0.cols)
+                .count();
+            if n != 1 || run < 2 || !launch::uses_q8_activations(ty) || !cuda::is_supported(ty) {
+                self.matmul(w0, x, n, ys[i])?;
+                i += 1;
+                continue;
+            }
+            let group = &ws[i..i + run];
+            let mut args = vec![device_addr(&self.dev, x), w0.cols as u64];
+            for (w, y) in group.iter().zip(ys[i..i + run].iter()) {
+                args.extend([w.bytes.start as u64, device_addr(&self.dev, y)]);
+            }
+            if !self.replaying(tag::MATMUL_MULTI, &args) {
+                for w in group {
+                    self.upload_matrix(w)?;
+                }
+                let key = (device_addr(&self.dev, x), 1, w0.cols);
+                if self.q8_of != Some(key) {
+                    self.q8(w0.cols, 1)?;
+                    let q8 = self.q8.as_mut().ok_or(CoreError::EmptyInput)?;
+                    launch::quantize_q8_1(&self.dev, x, 1, w0.cols, q8).map_err(core_err)?;
+                    self.q8_of = Some(key);
+                }
+                let mats: Vec<&DeviceMatrix> = group
+                    .iter()
+                    .map(|w| &self.matrices[&w.bytes.start])
+                    .collect();
+                let q8 = self.q8.as_ref().ok_or(CoreError::EmptyInput)?;
+                launch::matvec_q8_multi(&self.dev, &mats, q8, &mut ys[i..i + run])
+                    .map_err(core_err)?;
+            }
+            i += run;
         }
         Ok(())
     }
@@ -476,12 +537,19 @@ impl Backend for CudaBackend<'_> {
         if self.replaying(tag::RMS_NORM, &args) {
             return Ok(());
         }
+        // The normed rows are also quantized for the products that usually follow.
         self.q8_of = None;
         let len = w.len;
         self.norm(w)?;
-        let wd = &self.norms[&w.bytes.start];
-        let xv = x.slice(first * len..(first + rows) * len);
-        ops::rms_norm(&self.dev, &xv, wd, out, rows, len, eps).map_err(core_err)
+        self.q8(len, rows)?;
+        let (wd, xv) = (
+            &self.norms[&w.bytes.start],
+            x.slice(first * len..(first + rows) * len),
+        );
+        let q8 = self.q8.as_mut().ok_or(CoreError::EmptyInput)?;
+        ops::rms_norm_q8_1(&self.dev, &xv, wd, out, rows, len, eps, q8).map_err(core_err)?;
+        self.q8_of = Some((device_addr(&self.dev, out), rows, len));
+        Ok(())
     }
 
     fn rms_norm_inplace(
@@ -564,8 +632,13 @@ impl Backend for CudaBackend<'_> {
         if self.replaying(tag::GEGLU, &args) {
             return Ok(());
         }
+        // The result is also quantized (as one row) for the down projection that follows.
         self.q8_of = None;
-        ops::geglu_inplace(&self.dev, gate, up, len).map_err(core_err)
+        self.q8(len, 1)?;
+        let q8 = self.q8.as_mut().ok_or(CoreError::EmptyInput)?;
+        ops::geglu_q8_1(&self.dev, gate, up, len, q8).map_err(core_err)?;
+        self.q8_of = Some((device_addr(&self.dev, gate), 1, len));
+        Ok(())
     }
 
     fn add(
@@ -584,6 +657,78 @@ impl Backend for CudaBackend<'_> {
         }
         self.q8_of = None;
         ops::add(&self.dev, x, y, len).map_err(core_err)
+    }
+
+    fn qk_norm_rope(
+        &mut self,
+        q: &mut CudaSlice<f32>,
+        k: &mut CudaSlice<f32>,
+        n_tokens: usize,
+        p: &QkNormRope,
+    ) -> Result<(), CoreError> {
+        let h = p.heads;
+        let args = [
+            device_addr(&self.dev, q),
+            device_addr(&self.dev, k),
+            n_tokens as u64,
+            p.q_norm.bytes.start as u64,
+            p.k_norm.bytes.start as u64,
+            u64::from(p.rope.freq_base.to_bits()),
+            u64::from(p.rope.freq_scale.to_bits()),
+            u64::from(p.q_scale.to_bits()),
+        ];
+        if self.replaying(tag::QK_NORM_ROPE, &args) {
+            return self.graph.note_pos(p.pos0);
+        }
+        self.q8_of = None;
+        self.norm(p.q_norm)?;
+        self.norm(p.k_norm)?;
+        let shape = ops::QkNormRope {
+            n_q_heads: h.n_head,
+            n_k_heads: h.n_head_kv,
+            head_dim: h.head_dim_k,
+            freq_base: p.rope.freq_base,
+            freq_scale: p.rope.freq_scale,
+            q_scale: p.q_scale,
+            eps: p.eps,
+        };
+        let pos = if self.capturing_at(p.pos0)? {
+            self.step_pos()?
+        } else {
+            self.positions(p.pos0, n_tokens)?;
+            self.positions
+                .as_ref()
+                .ok_or(CoreError::EmptyInput)?
+                .slice(0..n_tokens)
+        };
+        let (wq, wk) = (
+            &self.norms[&p.q_norm.bytes.start],
+            &self.norms[&p.k_norm.bytes.start],
+        );
+        ops::qk_norm_rope(&self.dev, q, k, wq, wk, &pos, n_tokens, shape).map_err(core_err)
+    }
+
+    fn rms_norm_add(
+        &mut self,
+        o: &mut CudaSlice<f32>,
+        rows: usize,
+        w: &Norm,
+        eps: f32,
+        x: &mut CudaSlice<f32>,
+    ) -> Result<(), CoreError> {
+        let args = [
+            device_addr(&self.dev, o),
+            rows as u64,
+            w.bytes.start as u64,
+            device_addr(&self.dev, x),
+        ];
+        if self.replaying(tag::RMS_NORM_ADD, &args) {
+            return Ok(());
+        }
+        self.q8_of = None;
+        self.norm(w)?;
+        let wd = &self.norms[&w.bytes.start];
+        ops::rms_norm_add(&self.dev, o, wd, x, rows, w.len, eps).map_err(core_err)
     }
 
     fn store_kv(
@@ -641,13 +786,15 @@ impl Backend for CudaBackend<'_> {
         out: &mut CudaSlice<f32>,
     ) -> Result<(), CoreError> {
         self.q8_of = None;
-        if job.image.is_some() {
-            // supports_images() is false: the engine never sends image jobs here.
+        if job.image.is_some() && self.graph.mode != StepMode::Idle {
+            // Image batches start with load_rows, which ends any step: never in a graph.
             return Err(CoreError::DeviceUnavailable {
-                device: "cuda".into(),
-                reason: "the CUDA backend has no bidirectional image attention",
+                device: "cuda (GEMMA_CUDA_GRAPH=1)".into(),
+                reason: "image attention inside a captured decode step",
             });
         }
+        // The image's positions (its tokens see each other), empty for text.
+        let image = job.image.clone().unwrap_or(0..0);
         let h = job.heads;
         let shape = AttnShape {
             n_heads: h.n_head,
@@ -666,6 +813,8 @@ impl Backend for CudaBackend<'_> {
             rows.end as u64,
             shape.n_slots as u64,
             shape.window as u64,
+            image.start as u64,
+            image.end as u64,
             device_addr(&self.dev, out),
         ];
         if self.replaying(tag::ATTENTION, &args) {
@@ -673,7 +822,10 @@ impl Backend for CudaBackend<'_> {
         }
         let qv = q.slice(rows.start * width..rows.end * width);
         let mut ov = out.slice_mut(rows.start * width..rows.end * width);
-        if rows.len() == 1 {
+        let p0 = job.pos0 + rows.start;
+        // Decode attention is causal: one token that sees image keys after it (a token of
+        // an image but its last) takes the prefill kernels, which honour the image.
+        if rows.len() == 1 && job.visible_keys(p0).end == p0 + 1 {
             let key = (shape.n_slots, shape.window);
             let captured = self.capturing_at(job.pos0 + rows.start)?;
             if !self.decode.contains_key(&key) {
@@ -707,10 +859,10 @@ impl Backend for CudaBackend<'_> {
                 dev, &qv, k, v, &pos, &shape, scratch, &mut ov
             ));
         }
-        let p0 = job.pos0 + rows.start;
         let (dev, n) = (&self.dev, rows.len());
         with_kv!(store, |k, v| {
-            cuda::attention_prefill_cached(dev, &qv, k, v, n, p0, &shape, &mut ov).map_err(core_err)
+            cuda::attention_prefill_cached(dev, &qv, k, v, n, p0, image.clone(), &shape, &mut ov)
+                .map_err(core_err)
         })
     }
 
@@ -757,6 +909,27 @@ impl Backend for CudaBackend<'_> {
             done += n;
         }
         Ok(true)
+    }
+
+    fn supports_images(&self) -> bool {
+        true
+    }
+
+    fn load_rows(&mut self, rows: &[f32], out: &mut CudaSlice<f32>) -> Result<(), CoreError> {
+        self.end_step()?;
+        self.q8_of = None;
+        if rows.len() > out.len() {
+            return Err(core_err(CudaError::Shape {
+                what: "image embedding rows",
+                needed: rows.len(),
+                actual: out.len(),
+            }));
+        }
+        let mut dst = out.slice_mut(..rows.len());
+        self.dev
+            .stream()
+            .memcpy_htod(rows, &mut dst)
+            .map_err(|e| core_err(e.into()))
     }
 
     fn device_memory(&self) -> Option<DeviceMemory> {

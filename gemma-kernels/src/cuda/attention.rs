@@ -1,6 +1,8 @@
 //! Typed launches of attention over the KV cache: decode (one token, split over keys,
 //! then merged) and prefill (flash-style tiles over f16 caches, causal + sliding window;
-//! one block per query row over f32 / Q8_0 caches).
+//! one block per query row over f32 / Q8_0 caches). Prefill over the cache also takes the
+//! positions of an image whose tokens see each other (Gemma 3's bidirectional attention
+//! inside an image; causal elsewhere).
 //!
 //! Cache layout per layer: `n_slots x n_kv_heads x head_dim` values for K and for V, as f16
 //! (`u16` buffers), f32, or Q8_0 blocks of 32 values (`u8` buffers of 34-byte blocks; see
@@ -14,6 +16,7 @@ use super::error::{check_len, CudaError};
 use super::launch::{grid_dim, int, launch, ptr, ptr_mut, Arg};
 use super::modules::Kernel;
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr};
+use std::ops::Range;
 
 /// How a KV cache stores its values on the device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -303,14 +306,29 @@ where
     check_len("new keys", kv_width, k_new.len())?;
     check_len("new values", kv_width, v_new.len())?;
     let new_kv = (ptr(dev, k_new), ptr(dev, v_new));
-    prefill(dev, q, new_kv, k_cache, v_cache, n, (p0, p0), shape, out)
+    prefill(
+        dev,
+        q,
+        new_kv,
+        k_cache,
+        v_cache,
+        n,
+        (p0, p0),
+        (0, 0),
+        shape,
+        out,
+    )
 }
 
 /// Attention of n tokens at positions p0 .. p0 + n - 1 whose keys and values are all in
 /// the cache already (stored before, as the forward pass of gemma-core does): the cache
 /// must hold every key a query sees, i.e. a ring needs window + n - 1 slots. Any cache
 /// format ([`KvElem`]): f16 runs the flash kernel, f32 / Q8_0 one block per query row.
-#[allow(clippy::too_many_arguments)] // mirrors the kernel: query, cache, positions, shape, output
+///
+/// `image` (positions; empty for text) is an image whose tokens see each other: a query
+/// at a position inside it sees the keys of its window and every key up to `image.end`
+/// (which the cache must hold too); queries outside it are causal.
+#[allow(clippy::too_many_arguments)] // mirrors the kernel: query, cache, positions, image, shape, output
 pub fn attention_prefill_cached<E, Q, K, V, O>(
     dev: &CudaDevice,
     q: &Q,
@@ -318,6 +336,7 @@ pub fn attention_prefill_cached<E, Q, K, V, O>(
     v_cache: &V,
     n: usize,
     p0: usize,
+    image: Range<usize>,
     shape: &AttnShape,
     out: &mut O,
 ) -> Result<(), CudaError>
@@ -329,14 +348,30 @@ where
     O: DevicePtrMut<f32>,
 {
     shape.check()?;
-    let needed = if shape.window > 0 {
-        (shape.window + n - 1).min(p0 + n)
+    // The exclusive end of the keys any query sees: past the queries when the image
+    // covers one of them.
+    let sees_image = !image.is_empty() && image.start < p0 + n && p0 < image.end;
+    let k_end = if sees_image {
+        (p0 + n).max(image.end)
     } else {
         p0 + n
     };
+    let needed = if shape.window > 0 {
+        (shape.window + k_end - p0 - 1).min(k_end)
+    } else {
+        k_end
+    };
     check_len("KV cache slots for the visible keys", needed, shape.n_slots)?;
+    let image = if sees_image {
+        (
+            int("image start", image.start)?,
+            int("image end", image.end)?,
+        )
+    } else {
+        (0, 0)
+    };
     if let Some(name) = prefill_rows_name(shape.head_dim, E::KIND) {
-        return prefill_rows(dev, q, k_cache, v_cache, n, p0, shape, name, out);
+        return prefill_rows(dev, q, k_cache, v_cache, n, p0, image, shape, name, out);
     }
     let cache = (ptr(dev, k_cache), ptr(dev, v_cache));
     prefill(
@@ -347,12 +382,14 @@ where
         v_cache,
         n,
         (p0, i32::MAX as usize),
+        image,
         shape,
         out,
     )
 }
 
-/// Launches attn_prefill_<kv>_<D> (`name`): one block per (token, head).
+/// Launches attn_prefill_<kv>_<D> (`name`): one block per (token, head); `image` =
+/// (start, end) positions of the image span, (0, 0) for none.
 #[allow(clippy::too_many_arguments)] // the kernel's parameter list
 fn prefill_rows<E, Q, K, V, O>(
     dev: &CudaDevice,
@@ -361,6 +398,7 @@ fn prefill_rows<E, Q, K, V, O>(
     v_cache: &V,
     n: usize,
     p0: usize,
+    image: (i32, i32),
     shape: &AttnShape,
     name: &'static str,
     out: &mut O,
@@ -386,6 +424,8 @@ where
         Arg::I(int("n_slots", shape.n_slots)?),
         Arg::I(int("p0", p0)?),
         Arg::I(int("window", shape.window)?),
+        Arg::I(image.0),
+        Arg::I(image.1),
         Arg::F(shape.scale),
         Arg::P(ptr_mut(dev, out)),
     ];
@@ -394,7 +434,8 @@ where
 }
 
 /// Launches flash_prefill_<D>; `new_kv` holds the device addresses of the new tokens' K
-/// and V (read for positions >= positions.1), `positions` = (p0, p_new).
+/// and V (read for positions >= positions.1), `positions` = (p0, p_new), `image` =
+/// (start, end) positions of the image span, (0, 0) for none.
 #[allow(clippy::too_many_arguments)] // the kernel's parameter list
 fn prefill<E, Q, K, V, O>(
     dev: &CudaDevice,
@@ -404,6 +445,7 @@ fn prefill<E, Q, K, V, O>(
     v_cache: &V,
     n: usize,
     (p0, p_new): (usize, usize),
+    image: (i32, i32),
     shape: &AttnShape,
     out: &mut O,
 ) -> Result<(), CudaError>
@@ -445,6 +487,8 @@ where
         Arg::I(int("p_new", p_new)?),
         Arg::I(int("n_slots", shape.n_slots)?),
         Arg::I(int("window", shape.window)?),
+        Arg::I(image.0),
+        Arg::I(image.1),
         Arg::F(shape.scale),
         Arg::P(ptr_mut(dev, out)),
     ];

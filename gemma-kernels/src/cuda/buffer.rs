@@ -178,6 +178,19 @@ impl Q8Activations {
         Ok(())
     }
 
+    /// Reads the current contents, one row of `rows * k` values, as `rows` rows of `k`: the
+    /// same bytes when k is a multiple of 256 (no padding between rows). Fails otherwise.
+    pub fn split_rows(&mut self, rows: usize, k: usize) -> Result<(), CudaError> {
+        if self.rows != 1 || rows.checked_mul(k) != Some(self.k) || !k.is_multiple_of(256) {
+            return Err(CudaError::Shape {
+                what: "q8_1 rows to split (one row of rows x k, k a multiple of 256)",
+                needed: rows.saturating_mul(k),
+                actual: self.k,
+            });
+        }
+        self.set_shape(rows, k)
+    }
+
     /// Copies the quantized values and the {d, s} pairs of the current contents to the host.
     pub fn download(&self, dev: &CudaDevice) -> Result<(Vec<i8>, Vec<f32>), CudaError> {
         let qs = dev

@@ -13,6 +13,9 @@ use gemma_gguf::GgmlType;
 /// cores (mmq).
 pub const MMVQ_MAX_TOKENS: usize = 8;
 
+/// Weight rows per mmvq block of 128 threads (one warp each; `MMVQ_ROWS` in mmvq.cu).
+const MMVQ_ROWS_PER_BLOCK: usize = 4;
+
 /// One kernel argument, passed by value.
 pub(crate) enum Arg {
     /// A device pointer.
@@ -94,31 +97,23 @@ pub(crate) fn launch(
     Ok(())
 }
 
-/// The mmvq kernel names of one type, for 1, 2, 4 and 8 tokens.
-fn mmvq_names(ty: GgmlType) -> Option<[&'static str; 4]> {
+/// The mmvq kernel names of one type: for 1, 2, 4 and 8 tokens, then the one-token kernel
+/// over up to three matrices (`mmvq_multi_<type>`).
+#[rustfmt::skip]
+fn mmvq_names(ty: GgmlType) -> Option<[&'static str; 5]> {
     Some(match ty {
-        GgmlType::Q4_0 => ["mmvq_q4_0_1", "mmvq_q4_0_2", "mmvq_q4_0_4", "mmvq_q4_0_8"],
-        GgmlType::Q5_0 => ["mmvq_q5_0_1", "mmvq_q5_0_2", "mmvq_q5_0_4", "mmvq_q5_0_8"],
-        GgmlType::Q8_0 => ["mmvq_q8_0_1", "mmvq_q8_0_2", "mmvq_q8_0_4", "mmvq_q8_0_8"],
-        GgmlType::Q4_K => ["mmvq_q4_K_1", "mmvq_q4_K_2", "mmvq_q4_K_4", "mmvq_q4_K_8"],
-        GgmlType::Q5_K => ["mmvq_q5_K_1", "mmvq_q5_K_2", "mmvq_q5_K_4", "mmvq_q5_K_8"],
-        GgmlType::Q6_K => ["mmvq_q6_K_1", "mmvq_q6_K_2", "mmvq_q6_K_4", "mmvq_q6_K_8"],
-        GgmlType::Q4_1 => ["mmvq_q4_1_1", "mmvq_q4_1_2", "mmvq_q4_1_4", "mmvq_q4_1_8"],
-        GgmlType::Q5_1 => ["mmvq_q5_1_1", "mmvq_q5_1_2", "mmvq_q5_1_4", "mmvq_q5_1_8"],
-        GgmlType::IQ4_NL => [
-            "mmvq_iq4_nl_1",
-            "mmvq_iq4_nl_2",
-            "mmvq_iq4_nl_4",
-            "mmvq_iq4_nl_8",
-        ],
-        GgmlType::Q2_K => ["mmvq_q2_K_1", "mmvq_q2_K_2", "mmvq_q2_K_4", "mmvq_q2_K_8"],
-        GgmlType::Q3_K => ["mmvq_q3_K_1", "mmvq_q3_K_2", "mmvq_q3_K_4", "mmvq_q3_K_8"],
-        GgmlType::IQ4_XS => [
-            "mmvq_iq4_xs_1",
-            "mmvq_iq4_xs_2",
-            "mmvq_iq4_xs_4",
-            "mmvq_iq4_xs_8",
-        ],
+        GgmlType::Q4_0 => ["mmvq_q4_0_1", "mmvq_q4_0_2", "mmvq_q4_0_4", "mmvq_q4_0_8", "mmvq_multi_q4_0"],
+        GgmlType::Q5_0 => ["mmvq_q5_0_1", "mmvq_q5_0_2", "mmvq_q5_0_4", "mmvq_q5_0_8", "mmvq_multi_q5_0"],
+        GgmlType::Q8_0 => ["mmvq_q8_0_1", "mmvq_q8_0_2", "mmvq_q8_0_4", "mmvq_q8_0_8", "mmvq_multi_q8_0"],
+        GgmlType::Q4_K => ["mmvq_q4_K_1", "mmvq_q4_K_2", "mmvq_q4_K_4", "mmvq_q4_K_8", "mmvq_multi_q4_K"],
+        GgmlType::Q5_K => ["mmvq_q5_K_1", "mmvq_q5_K_2", "mmvq_q5_K_4", "mmvq_q5_K_8", "mmvq_multi_q5_K"],
+        GgmlType::Q6_K => ["mmvq_q6_K_1", "mmvq_q6_K_2", "mmvq_q6_K_4", "mmvq_q6_K_8", "mmvq_multi_q6_K"],
+        GgmlType::Q4_1 => ["mmvq_q4_1_1", "mmvq_q4_1_2", "mmvq_q4_1_4", "mmvq_q4_1_8", "mmvq_multi_q4_1"],
+        GgmlType::Q5_1 => ["mmvq_q5_1_1", "mmvq_q5_1_2", "mmvq_q5_1_4", "mmvq_q5_1_8", "mmvq_multi_q5_1"],
+        GgmlType::IQ4_NL => ["mmvq_iq4_nl_1", "mmvq_iq4_nl_2", "mmvq_iq4_nl_4", "mmvq_iq4_nl_8", "mmvq_multi_iq4_nl"],
+        GgmlType::Q2_K => ["mmvq_q2_K_1", "mmvq_q2_K_2", "mmvq_q2_K_4", "mmvq_q2_K_8", "mmvq_multi_q2_K"],
+        GgmlType::Q3_K => ["mmvq_q3_K_1", "mmvq_q3_K_2", "mmvq_q3_K_4", "mmvq_q3_K_8", "mmvq_multi_q3_K"],
+        GgmlType::IQ4_XS => ["mmvq_iq4_xs_1", "mmvq_iq4_xs_2", "mmvq_iq4_xs_4", "mmvq_iq4_xs_8", "mmvq_multi_iq4_xs"],
         _ => return None,
     })
 }
@@ -274,7 +269,11 @@ pub fn matmul_q8<Y: DevicePtrMut<f32>>(
                 dev,
                 Kernel::Mmvq,
                 names[idx],
-                (grid_dim("rows", w.rows())?, 1, 1),
+                (
+                    grid_dim("rows", w.rows().div_ceil(MMVQ_ROWS_PER_BLOCK))?,
+                    1,
+                    1,
+                ),
                 128,
                 &args,
             )?;
@@ -298,6 +297,73 @@ pub fn matmul_q8<Y: DevicePtrMut<f32>>(
         Arg::I(rows),
     ];
     launch(dev, Kernel::Mmq, mmq, grid, 128, &args)
+}
+
+/// Products of one token's q8_1 activations `x` with two or three matrices of the same
+/// quantized type and row length, in one launch: `ys[i] = x W_i^T`.
+pub fn matvec_q8_multi<Y: DevicePtrMut<f32>>(
+    dev: &CudaDevice,
+    ws: &[&DeviceMatrix],
+    x: &Q8Activations,
+    ys: &mut [&mut Y],
+) -> Result<(), CudaError> {
+    let (first, ty) = match ws.first() {
+        Some(w) if (2..=3).contains(&ws.len()) && ys.len() == ws.len() => (*w, w.ty()),
+        _ => {
+            return Err(CudaError::Unsupported {
+                what: "matrices of one multi-matrix product",
+                value: ws.len(),
+                rule: "2 or 3, with one output each",
+            })
+        }
+    };
+    if let Some(w) = ws.iter().find(|w| w.ty() != ty || w.cols() != first.cols()) {
+        return Err(CudaError::Shape {
+            what: "row length of a multi-matrix product (one type, one row length)",
+            needed: first.cols(),
+            actual: w.cols(),
+        });
+    }
+    let name = mmvq_names(ty).ok_or(CudaError::UnsupportedType(ty))?[4];
+    if x.k() != first.cols() {
+        return Err(CudaError::Shape {
+            what: "q8_1 activation row length",
+            needed: first.cols(),
+            actual: x.k(),
+        });
+    }
+    check_len("q8_1 activation rows", 1, x.rows())?;
+    let mut args = Vec::with_capacity(13);
+    let mut tiles = 0;
+    for i in 0..3 {
+        match (ws.get(i), ys.get_mut(i)) {
+            (Some(w), Some(y)) => {
+                check_len("multi-matrix product output", w.rows(), y.len())?;
+                let yp = ptr_mut(dev, &mut **y);
+                args.extend([
+                    Arg::P(ptr(dev, w.data())),
+                    Arg::P(yp),
+                    Arg::I(int("rows", w.rows())?),
+                ]);
+                tiles += w.rows().div_ceil(MMVQ_ROWS_PER_BLOCK);
+            }
+            _ => args.extend([Arg::P(0), Arg::P(0), Arg::I(0)]),
+        }
+    }
+    args.extend([
+        Arg::I(int("blocks per row", first.cols() / ty.block_elems())?),
+        Arg::P(ptr(dev, &x.qs)),
+        Arg::P(ptr(dev, &x.ds)),
+        Arg::I(int("k_pad", x.k_pad())?),
+    ]);
+    launch(
+        dev,
+        Kernel::Mmvq,
+        name,
+        (grid_dim("row tiles", tiles)?, 1, 1),
+        128,
+        &args,
+    )
 }
 
 /// y (n x rows) = x W^T for an F32 / F16 / BF16 W and f32 activations x (n x cols).

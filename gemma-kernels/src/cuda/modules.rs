@@ -88,9 +88,9 @@ impl Kernel {
     #[rustfmt::skip]
     pub fn functions(self) -> &'static [&'static str] {
         match self {
-            Kernel::Quantize => &["quantize_q8_1"],
+            Kernel::Quantize => &["quantize_q8_1", "geglu_q8_1"],
             Kernel::Norm => &["rms_norm", "rms_norm_add", "rms_norm_q8_1"],
-            Kernel::Rope => &["rope_neox"],
+            Kernel::Rope => &["rope_neox", "qk_norm_rope"],
             Kernel::Elementwise => &[
                 "geglu", "add_f32", "scale_f32", "f32_to_f16", "get_rows", "kv_store", "kv_store_f32",
                 "kv_store_q8_0",
@@ -108,6 +108,9 @@ impl Kernel {
                 "mmvq_q2_K_1", "mmvq_q2_K_2", "mmvq_q2_K_4", "mmvq_q2_K_8",
                 "mmvq_q3_K_1", "mmvq_q3_K_2", "mmvq_q3_K_4", "mmvq_q3_K_8",
                 "mmvq_iq4_xs_1", "mmvq_iq4_xs_2", "mmvq_iq4_xs_4", "mmvq_iq4_xs_8",
+                "mmvq_multi_q4_0", "mmvq_multi_q5_0", "mmvq_multi_q8_0", "mmvq_multi_q4_K",
+                "mmvq_multi_q5_K", "mmvq_multi_q6_K", "mmvq_multi_q4_1", "mmvq_multi_q5_1",
+                "mmvq_multi_iq4_nl", "mmvq_multi_q2_K", "mmvq_multi_q3_K", "mmvq_multi_iq4_xs",
             ],
             Kernel::Mmq => &[
                 "mmq_q4_0", "mmq_q5_0", "mmq_q8_0", "mmq_q4_K", "mmq_q5_K", "mmq_q6_K",

@@ -79,10 +79,11 @@ pub fn rms_norm_inplace<X: DevicePtrMut<f32>, W: DevicePtr<f32>>(
     )
 }
 
-/// residual += rms_norm(x) * w (Gemma's post-attention / post-FFN norm and the residual add).
-pub fn rms_norm_add<X: DevicePtr<f32>, W: DevicePtr<f32>, R: DevicePtrMut<f32>>(
+/// x = rms_norm(x) * w, then residual += x: Gemma's post-attention / post-FFN norm and the
+/// residual add in one launch, with the values of [`rms_norm_inplace`] then [`add`].
+pub fn rms_norm_add<X: DevicePtrMut<f32>, W: DevicePtr<f32>, R: DevicePtrMut<f32>>(
     dev: &CudaDevice,
-    x: &X,
+    x: &mut X,
     w: &W,
     residual: &mut R,
     rows: usize,
@@ -93,7 +94,7 @@ pub fn rms_norm_add<X: DevicePtr<f32>, W: DevicePtr<f32>, R: DevicePtrMut<f32>>(
     checked_rows("rms_norm_add residual", rows, dim, residual.len())?;
     check_len("rms_norm_add weight", dim, w.len())?;
     let args = [
-        Arg::P(ptr(dev, x)),
+        Arg::P(ptr_mut(dev, x)),
         Arg::P(ptr(dev, w)),
         Arg::P(ptr_mut(dev, residual)),
         Arg::I(int("dim", dim)?),
@@ -109,27 +110,32 @@ pub fn rms_norm_add<X: DevicePtr<f32>, W: DevicePtr<f32>, R: DevicePtrMut<f32>>(
     )
 }
 
-/// rms_norm(x) * w quantized straight to q8_1 (the input of the products that follow).
-pub fn rms_norm_q8_1<X: DevicePtr<f32>, W: DevicePtr<f32>>(
+/// out = rms_norm(x) * w (the values of [`rms_norm`]), also quantized to q8_1 in `q8` (the
+/// input of the products that follow), in one launch.
+#[allow(clippy::too_many_arguments)] // rms_norm's arguments plus the q8_1 output
+pub fn rms_norm_q8_1<X: DevicePtr<f32>, W: DevicePtr<f32>, O: DevicePtrMut<f32>>(
     dev: &CudaDevice,
     x: &X,
     w: &W,
+    out: &mut O,
     rows: usize,
     dim: usize,
     eps: f32,
-    out: &mut Q8Activations,
+    q8: &mut Q8Activations,
 ) -> Result<(), CudaError> {
     checked_rows("rms_norm_q8_1 input", rows, dim, x.len())?;
+    checked_rows("rms_norm_q8_1 output", rows, dim, out.len())?;
     check_len("rms_norm_q8_1 weight", dim, w.len())?;
-    out.set_shape(rows, dim)?;
+    q8.set_shape(rows, dim)?;
     let args = [
         Arg::P(ptr(dev, x)),
         Arg::P(ptr(dev, w)),
+        Arg::P(ptr_mut(dev, out)),
         Arg::I(int("dim", dim)?),
         Arg::F(eps),
-        Arg::I(int("k_pad", out.k_pad())?),
-        Arg::P(ptr_mut(dev, &mut out.qs)),
-        Arg::P(ptr_mut(dev, &mut out.ds)),
+        Arg::I(int("k_pad", q8.k_pad())?),
+        Arg::P(ptr_mut(dev, &mut q8.qs)),
+        Arg::P(ptr_mut(dev, &mut q8.ds)),
     ];
     launch(
         dev,
@@ -195,6 +201,108 @@ pub fn rope_neox<X: DevicePtrMut<f32>, P: DevicePtr<i32>>(
         grid_dim("threads", head_dim / 2)?,
         &args,
     )
+}
+
+/// Shape, frequencies and scales of [`qk_norm_rope`].
+#[derive(Clone, Copy, Debug)]
+pub struct QkNormRope {
+    /// Query heads per token.
+    pub n_q_heads: usize,
+    /// Key heads per token.
+    pub n_k_heads: usize,
+    /// Dimensions per head (even, at most 2048).
+    pub head_dim: usize,
+    /// Base of the RoPE frequencies.
+    pub freq_base: f32,
+    /// Linear RoPE position scaling.
+    pub freq_scale: f32,
+    /// Factor of the queries after RoPE (the attention scale).
+    pub q_scale: f32,
+    /// Epsilon of the per-head RMSNorm.
+    pub eps: f32,
+}
+
+/// One layer's QK-norm, RoPE and query scale in one launch: every head of q (n tokens x
+/// n_q_heads x head_dim) and k (n x n_k_heads x head_dim) becomes rms_norm(head) * wq (wk),
+/// rotated as [`rope_neox`] does at positions[t]; q is then scaled. The values of
+/// [`rms_norm_inplace`], [`rope_neox`] and [`scale`] in turn.
+#[allow(clippy::too_many_arguments)] // two tensors, their two norm weights, positions, shape
+pub fn qk_norm_rope<Q, K, W, P>(
+    dev: &CudaDevice,
+    q: &mut Q,
+    k: &mut K,
+    wq: &W,
+    wk: &W,
+    positions: &P,
+    n: usize,
+    p: QkNormRope,
+) -> Result<(), CudaError>
+where
+    Q: DevicePtrMut<f32>,
+    K: DevicePtrMut<f32>,
+    W: DevicePtr<f32>,
+    P: DevicePtr<i32>,
+{
+    let hd = p.head_dim;
+    if !hd.is_multiple_of(2) || hd > 2048 {
+        return Err(CudaError::Unsupported {
+            what: "head_dim",
+            value: hd,
+            rule: "even, at most 2048",
+        });
+    }
+    check_len("qk_norm_rope queries", n * p.n_q_heads * hd, q.len())?;
+    check_len("qk_norm_rope keys", n * p.n_k_heads * hd, k.len())?;
+    check_len("qk_norm_rope query norm", hd, wq.len())?;
+    check_len("qk_norm_rope key norm", hd, wk.len())?;
+    check_len("qk_norm_rope positions", n, positions.len())?;
+    let args = [
+        Arg::P(ptr_mut(dev, q)),
+        Arg::P(ptr_mut(dev, k)),
+        Arg::P(ptr(dev, wq)),
+        Arg::P(ptr(dev, wk)),
+        Arg::I(int("query heads", p.n_q_heads)?),
+        Arg::I(int("key heads", p.n_k_heads)?),
+        Arg::I(int("head_dim", hd)?),
+        Arg::P(ptr(dev, positions)),
+        Arg::F(p.freq_base),
+        Arg::F(p.freq_scale),
+        Arg::F(p.q_scale),
+        Arg::F(p.eps),
+    ];
+    let grid = (
+        grid_dim("tokens", n)?,
+        grid_dim("heads", p.n_q_heads + p.n_k_heads)?,
+        1,
+    );
+    let threads = grid_dim("threads", (hd / 2).div_ceil(32) * 32)?;
+    launch(dev, Kernel::Rope, "qk_norm_rope", grid, threads, &args)
+}
+
+/// gate = gelu_tanh(gate) * up (n elements, the values of [`geglu_inplace`]), also quantized
+/// to q8_1 in `q8` as one row of n values: the layout of rows of length `k` for any k that
+/// is a multiple of 256 and divides n (see [`Q8Activations`]).
+pub fn geglu_q8_1<G: DevicePtrMut<f32>, U: DevicePtr<f32>>(
+    dev: &CudaDevice,
+    gate: &mut G,
+    up: &U,
+    n: usize,
+    q8: &mut Q8Activations,
+) -> Result<(), CudaError> {
+    check_len("geglu gate", n, gate.len())?;
+    check_len("geglu up", n, up.len())?;
+    q8.set_shape(1, n)?;
+    let g = ptr_mut(dev, gate);
+    let args = [
+        Arg::P(g),
+        Arg::P(ptr(dev, up)),
+        Arg::P(g),
+        Arg::L(n as i64),
+        Arg::P(ptr_mut(dev, &mut q8.qs)),
+        Arg::P(ptr_mut(dev, &mut q8.ds)),
+    ];
+    let grid = (grid_dim("blocks", q8.k_pad() / 256)?, 1, 1);
+    launch(dev, Kernel::Quantize, "geglu_q8_1", grid, 256, &args)
 }
 
 /// out = gelu_tanh(gate) * up, n elements.

@@ -1,0 +1,126 @@
+//! The fused decode kernels against references: `qk_norm_rope` (per-head RMSNorm, NEOX RoPE
+//! and the query scale in one launch) against f64 math, and `geglu_q8_1` (GeGLU with the
+//! q8_1 quantization of its result) against the plain `geglu` kernel bit for bit and the
+//! independent q8_1 twin. Runs where a CUDA device is present; elsewhere each test prints
+//! "no CUDA device: GPU tests not run" and returns (the one allowed exception to no-skip).
+
+mod cuda_util;
+
+use cuda_util::*;
+use gemma_kernels::cuda::{self, ops, Q8Activations};
+
+/// rms_norm(head) * w, rotated NEOX style at `pos`, times `scale`, in f64.
+fn norm_rope_ref(head: &[f32], w: &[f32], eps: f32, pos: i32, base: f32, fscale: f32) -> Vec<f64> {
+    let hd = head.len();
+    let half = hd / 2;
+    let ms = head.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / hd as f64;
+    let inv = 1.0 / (ms + f64::from(eps)).sqrt();
+    let n: Vec<f64> = (0..hd)
+        .map(|i| f64::from(head[i]) * inv * f64::from(w[i]))
+        .collect();
+    let mut out = vec![0f64; hd];
+    for i in 0..half {
+        let theta =
+            f64::from(pos) * f64::from(fscale) * f64::from(base).powf(-2.0 * i as f64 / hd as f64);
+        let (s, c) = theta.sin_cos();
+        out[i] = n[i] * c - n[i + half] * s;
+        out[i + half] = n[i] * s + n[i + half] * c;
+    }
+    out
+}
+
+#[test]
+fn qk_norm_rope_matches_norm_then_rope_then_scale() {
+    let Some(dev) = device() else { return };
+    let mut rng = Rng::new(21);
+    // Gemma 3's head size (256) and a small one whose half is below a warp (16).
+    for (hd, n_q, n_k) in [(256, 4, 2), (16, 3, 1)] {
+        let n = 3;
+        let positions: Vec<i32> = vec![0, 5, 700];
+        let (q, k) = (rng.vec(n * n_q * hd), rng.vec(n * n_k * hd));
+        let wq: Vec<f32> = (0..hd).map(|_| 1.0 + rng.uniform()).collect();
+        let wk: Vec<f32> = (0..hd).map(|_| 1.0 + rng.uniform()).collect();
+        let p = ops::QkNormRope {
+            n_q_heads: n_q,
+            n_k_heads: n_k,
+            head_dim: hd,
+            freq_base: 10_000.0,
+            freq_scale: 0.125,
+            q_scale: 0.0625,
+            eps: 1e-6,
+        };
+        let (mut qd, mut kd) = (
+            cuda::upload(&dev, &q).unwrap(),
+            cuda::upload(&dev, &k).unwrap(),
+        );
+        let (wqd, wkd, pd) = (
+            cuda::upload(&dev, &wq).unwrap(),
+            cuda::upload(&dev, &wk).unwrap(),
+            cuda::upload(&dev, &positions).unwrap(),
+        );
+        ops::qk_norm_rope(&dev, &mut qd, &mut kd, &wqd, &wkd, &pd, n, p).unwrap();
+        for (name, src, got, w, heads, scale) in [
+            (
+                "q",
+                &q,
+                cuda::download(&dev, &qd).unwrap(),
+                &wq,
+                n_q,
+                p.q_scale,
+            ),
+            ("k", &k, cuda::download(&dev, &kd).unwrap(), &wk, n_k, 1.0),
+        ] {
+            let mut want = Vec::with_capacity(src.len());
+            let mut mag = Vec::with_capacity(src.len());
+            for (i, head) in src.chunks(hd).enumerate() {
+                let pos = positions[i / heads];
+                let r = norm_rope_ref(head, w, p.eps, pos, p.freq_base, p.freq_scale);
+                want.extend(r.iter().map(|v| v * f64::from(scale)));
+                // f32 angles (as llama.cpp): the error grows with the position.
+                let bound = f64::from(scale) * 4.0 * (1.0 + f64::from(pos) / 100.0);
+                mag.extend(std::iter::repeat_n(bound, hd));
+            }
+            assert_close(
+                &format!("qk_norm_rope {name}, head_dim {hd}"),
+                &got,
+                &want,
+                &mag,
+                2e-4,
+                0.0,
+            );
+        }
+    }
+}
+
+#[test]
+fn geglu_q8_1_matches_geglu_and_the_q8_1_twin() {
+    let Some(dev) = device() else { return };
+    let mut rng = Rng::new(22);
+    // A multiple of 256 (read back as 3 rows of 1280) and a ragged length.
+    for n in [3840, 10_000] {
+        let (g, u) = (rng.vec(n), rng.vec(n));
+        let (gd, ud) = (
+            cuda::upload(&dev, &g).unwrap(),
+            cuda::upload(&dev, &u).unwrap(),
+        );
+        let mut plain = cuda::zeros::<f32>(&dev, n).unwrap();
+        ops::geglu(&dev, &gd, &ud, &mut plain, n).unwrap();
+        let plain = cuda::download(&dev, &plain).unwrap();
+
+        let mut fused = cuda::upload(&dev, &g).unwrap();
+        let mut q8 = Q8Activations::new(&dev, n, 1).unwrap();
+        ops::geglu_q8_1(&dev, &mut fused, &ud, n, &mut q8).unwrap();
+        let fused = cuda::download(&dev, &fused).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&fused), bits(&plain), "geglu_q8_1 values, n {n}");
+
+        let (qs, ds) = q8.download(&dev).unwrap();
+        let twin = q8_1_twin(&plain, 1, n);
+        assert_eq!(qs, twin.qs, "geglu_q8_1 q values, n {n}");
+        assert_eq!(bits(&ds), bits(&twin.ds), "geglu_q8_1 d and s, n {n}");
+        if n % 256 == 0 {
+            q8.split_rows(3, n / 3).unwrap();
+            assert_eq!((q8.rows(), q8.k()), (3, n / 3), "split rows");
+        }
+    }
+}
