@@ -148,6 +148,45 @@ fn bench_matvec(
     Ok(us)
 }
 
+/// One launch of the multi-matrix matvec over matrices of `rows_each` rows (one token), in
+/// microseconds, printed with its bandwidth.
+fn bench_matvec_multi(
+    dev: &CudaDevice,
+    t: &Timer,
+    ty: GgmlType,
+    rows_each: &[usize],
+    cols: usize,
+    peak: f64,
+) -> Result<f64, CudaError> {
+    let sets: Vec<Vec<DeviceMatrix>> = rows_each
+        .iter()
+        .map(|&r| matrices(dev, ty, r, cols))
+        .collect::<Result<_, _>>()?;
+    let copies = sets.iter().map(Vec::len).min().unwrap_or(1);
+    let x = cuda::upload(dev, &vec![0.5f32; cols])?;
+    let mut q = Q8Activations::new(dev, cols, 1)?;
+    launch::quantize_q8_1(dev, &x, 1, cols, &mut q)?;
+    let mut ys: Vec<cuda::CudaSlice<f32>> = rows_each
+        .iter()
+        .map(|&r| cuda::zeros::<f32>(dev, r))
+        .collect::<Result<_, _>>()?;
+    let us = t.time(dev, 50, |i| {
+        let ws: Vec<&DeviceMatrix> = sets.iter().map(|s| &s[i % copies]).collect();
+        let mut outs: Vec<&mut cuda::CudaSlice<f32>> = ys.iter_mut().collect();
+        launch::matvec_q8_multi(dev, &ws, &q, &mut outs)
+    })?;
+    let bytes: usize = sets.iter().map(|s| s[0].bytes()).sum();
+    let gbps = bytes as f64 / us / 1000.0;
+    let shape: Vec<String> = rows_each.iter().map(|r| r.to_string()).collect();
+    println!(
+        "matvec {:<5} ({})x{cols:<6} one launch {us:8.1} us  {gbps:7.0} GB/s  {:5.1}% of {peak:.0}",
+        ty.name(),
+        shape.join("+"),
+        100.0 * gbps / peak
+    );
+    Ok(us)
+}
+
 fn bench_matmul(
     dev: &CudaDevice,
     t: &Timer,
@@ -265,7 +304,20 @@ fn run() -> Result<(), CudaError> {
     let output = bench_matvec(&dev, &t, GgmlType::Q6_K, 262_144, h, peak)?;
     let step_us = 48.0 * per_layer + output;
     println!(
-        "12B Q4_K_M decode estimate (matvecs only): {step_us:.0} us/token = {:.0} tokens/s",
+        "12B Q4_K_M decode estimate (matvecs only, one launch each): {step_us:.0} us/token = {:.0} tokens/s",
+        1e6 / step_us
+    );
+    // The same step as the engine runs it: Q and K in one launch (V in its own where it is
+    // Q6_K), gate and up in one launch.
+    let per_layer = bench_matvec_multi(&dev, &t, GgmlType::Q4_K, &[q, kvd], h, peak)?
+        + bench_matvec(&dev, &t, GgmlType::Q6_K, kvd, h, peak)?
+        + bench_matvec(&dev, &t, GgmlType::Q4_K, h, q, peak)?
+        + bench_matvec_multi(&dev, &t, GgmlType::Q4_K, &[ff, ff], h, peak)?
+        + bench_matvec(&dev, &t, GgmlType::Q6_K, h, ff, peak)?;
+    bench_matvec_multi(&dev, &t, GgmlType::Q4_K, &[q, kvd, kvd], h, peak)?;
+    let step_us = 48.0 * per_layer + output;
+    println!(
+        "12B Q4_K_M decode estimate (matvecs only, Q+K and gate+up fused): {step_us:.0} us/token = {:.0} tokens/s",
         1e6 / step_us
     );
     for ty in [GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0] {

@@ -34,34 +34,44 @@ extern "C" __global__ void get_rows(const u8 *__restrict__ w, int ty, i64 row_by
         out[(i64) t * dim + i] = __fmul_rn(dequant_elem(ty, row, i), scale);
 }
 
-// Stores K (or V) rows of n tokens into the f16 cache: token t goes to slot
-// positions[t] % n_slots (a ring for sliding-window layers, n_slots = context for global
-// ones). Only the last n_slots tokens are stored, so no two tokens race for a slot.
-// src: n x width floats, cache: n_slots x width halves. grid: n, block: 256.
-extern "C" __global__ void kv_store(const float *__restrict__ src, int n, int width, const i32 *__restrict__ positions,
-                                    int n_slots, u16 *__restrict__ cache) {
+// Stores the K rows (blockIdx.y 0) and the V rows (blockIdx.y 1; a grid of height 1 stores
+// K only) of n tokens into their caches: token t goes to slot positions[t] % n_slots (a ring
+// for sliding-window layers, n_slots = context for global ones). Only the last n_slots
+// tokens are stored, so no two tokens race for a slot. src: n x width floats.
+// kv_store: f16 caches (n_slots x width halves). grid: (n, 1 or 2), block: 256.
+extern "C" __global__ void kv_store(const float *__restrict__ src_k, const float *__restrict__ src_v, int n,
+                                    int width, const i32 *__restrict__ positions, int n_slots,
+                                    u16 *__restrict__ cache_k, u16 *__restrict__ cache_v) {
     const int t = blockIdx.x;
     if (t < n - n_slots) return;
+    const float *src = blockIdx.y ? src_v : src_k;
+    u16 *cache = blockIdx.y ? cache_v : cache_k;
     const i64 slot = positions[t] % n_slots;
     for (int i = threadIdx.x; i < width; i += blockDim.x) cache[slot * width + i] = f2h(src[(i64) t * width + i]);
 }
 
-// kv_store for an f32 cache (n_slots x width floats).
-extern "C" __global__ void kv_store_f32(const float *__restrict__ src, int n, int width,
-                                        const i32 *__restrict__ positions, int n_slots, float *__restrict__ cache) {
+// kv_store for f32 caches (n_slots x width floats).
+extern "C" __global__ void kv_store_f32(const float *__restrict__ src_k, const float *__restrict__ src_v, int n,
+                                        int width, const i32 *__restrict__ positions, int n_slots,
+                                        float *__restrict__ cache_k, float *__restrict__ cache_v) {
     const int t = blockIdx.x;
     if (t < n - n_slots) return;
+    const float *src = blockIdx.y ? src_v : src_k;
+    float *cache = blockIdx.y ? cache_v : cache_k;
     const i64 slot = positions[t] % n_slots;
     for (int i = threadIdx.x; i < width; i += blockDim.x) cache[slot * width + i] = src[(i64) t * width + i];
 }
 
-// kv_store for a Q8_0 cache (n_slots rows of width / 32 blocks of 34 bytes; width a multiple
+// kv_store for Q8_0 caches (n_slots rows of width / 32 blocks of 34 bytes; width a multiple
 // of 32), quantized like the CPU cache (BlockQ8_0::quantize_act): d = amax / 127 stored as
 // f16, q = round-to-nearest-even(x * 127 / amax). One warp per block of 32.
-extern "C" __global__ void kv_store_q8_0(const float *__restrict__ src, int n, int width,
-                                         const i32 *__restrict__ positions, int n_slots, u8 *__restrict__ cache) {
+extern "C" __global__ void kv_store_q8_0(const float *__restrict__ src_k, const float *__restrict__ src_v, int n,
+                                         int width, const i32 *__restrict__ positions, int n_slots,
+                                         u8 *__restrict__ cache_k, u8 *__restrict__ cache_v) {
     const int t = blockIdx.x;
     if (t < n - n_slots) return;
+    const float *src = blockIdx.y ? src_v : src_k;
+    u8 *cache = blockIdx.y ? cache_v : cache_k;
     const i64 slot = positions[t] % n_slots;
     const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
     const int nb = width / 32;

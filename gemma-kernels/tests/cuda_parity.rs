@@ -383,15 +383,38 @@ fn kv_store_fills_ring_slots_with_the_last_tokens() {
     );
     let mut cache = cuda::zeros::<u16>(&dev, n_slots * width).unwrap();
     ops::kv_store(&dev, &sd, n, width, &pd, n_slots, &mut cache).unwrap();
-    let got = cuda::download(&dev, &cache).unwrap();
-    for t in n - n_slots..n {
-        let slot = positions[t] as usize % n_slots;
-        for i in 0..width {
-            assert_eq!(
-                got[slot * width + i],
-                half::f16::from_f32(src[t * width + i]).to_bits(),
-                "token {t} elem {i}"
-            );
+    // Keys and values in one launch: the values are the rows negated.
+    let neg: Vec<f32> = src.iter().map(|v| -v).collect();
+    let nd = cuda::upload(&dev, &neg).unwrap();
+    let mut k_cache = cuda::zeros::<u16>(&dev, n_slots * width).unwrap();
+    let mut v_cache = cuda::zeros::<u16>(&dev, n_slots * width).unwrap();
+    ops::kv_store_pair(
+        &dev,
+        &sd,
+        &nd,
+        n,
+        width,
+        &pd,
+        n_slots,
+        &mut k_cache,
+        &mut v_cache,
+    )
+    .unwrap();
+    for (what, cache, rows) in [
+        ("k", &cache, &src),
+        ("pair k", &k_cache, &src),
+        ("pair v", &v_cache, &neg),
+    ] {
+        let got = cuda::download(&dev, cache).unwrap();
+        for t in n - n_slots..n {
+            let slot = positions[t] as usize % n_slots;
+            for i in 0..width {
+                assert_eq!(
+                    got[slot * width + i],
+                    half::f16::from_f32(rows[t * width + i]).to_bits(),
+                    "{what}: token {t} elem {i}"
+                );
+            }
         }
     }
 }

@@ -767,15 +767,25 @@ impl Backend for CudaBackend<'_> {
         let kv = k.slice(rows.start * width..rows.end * width);
         let vv = v.slice(rows.start * width..rows.end * width);
         let dev = &self.dev;
-        let store_one = |src: &cuda::CudaView<f32>, dst: &mut KvBuf| -> Result<(), CudaError> {
-            match dst {
-                KvBuf::F16(c) => ops::kv_store(dev, src, n, width, &pos, slots, c),
-                KvBuf::F32(c) => ops::kv_store(dev, src, n, width, &pos, slots, c),
-                KvBuf::Q8_0(c) => ops::kv_store(dev, src, n, width, &pos, slots, c),
+        match (&mut store.k, &mut store.v) {
+            (KvBuf::F16(k), KvBuf::F16(v)) => {
+                ops::kv_store_pair(dev, &kv, &vv, n, width, &pos, slots, k, v)
             }
-        };
-        store_one(&kv, &mut store.k).map_err(core_err)?;
-        store_one(&vv, &mut store.v).map_err(core_err)
+            (KvBuf::F32(k), KvBuf::F32(v)) => {
+                ops::kv_store_pair(dev, &kv, &vv, n, width, &pos, slots, k, v)
+            }
+            (KvBuf::Q8_0(k), KvBuf::Q8_0(v)) => {
+                ops::kv_store_pair(dev, &kv, &vv, n, width, &pos, slots, k, v)
+            }
+            // alloc_kv gives keys and values one type.
+            _ => {
+                return Err(CoreError::DeviceUnavailable {
+                    device: "cuda".into(),
+                    reason: "the keys and values of a KV store differ in type",
+                })
+            }
+        }
+        .map_err(core_err)
     }
 
     fn attention(

@@ -465,8 +465,56 @@ pub fn kv_store<E: KvElem, S: DevicePtr<f32>, P: DevicePtr<i32>, C: DevicePtrMut
     n_slots: usize,
     cache: &mut C,
 ) -> Result<(), CudaError> {
-    check_len("kv_store input", n * width, src.len())?;
-    check_len("kv_store positions", n, positions.len())?;
+    check_kv_store::<E>(src.len(), n, width, positions.len(), n_slots, cache.len())?;
+    let (s, c) = (ptr(dev, src), ptr_mut(dev, cache));
+    launch_kv_store::<E>(
+        dev,
+        [s, s],
+        n,
+        width,
+        ptr(dev, positions),
+        n_slots,
+        [c, c],
+        1,
+    )
+}
+
+/// [`kv_store`] of a token batch's keys and values into their two caches, in one launch.
+#[allow(clippy::too_many_arguments)] // two sources and two caches of one layout
+pub fn kv_store_pair<E, S, P, C>(
+    dev: &CudaDevice,
+    k: &S,
+    v: &S,
+    n: usize,
+    width: usize,
+    positions: &P,
+    n_slots: usize,
+    k_cache: &mut C,
+    v_cache: &mut C,
+) -> Result<(), CudaError>
+where
+    E: KvElem,
+    S: DevicePtr<f32>,
+    P: DevicePtr<i32>,
+    C: DevicePtrMut<E>,
+{
+    check_kv_store::<E>(k.len(), n, width, positions.len(), n_slots, k_cache.len())?;
+    check_kv_store::<E>(v.len(), n, width, positions.len(), n_slots, v_cache.len())?;
+    let srcs = [ptr(dev, k), ptr(dev, v)];
+    let caches = [ptr_mut(dev, k_cache), ptr_mut(dev, v_cache)];
+    launch_kv_store::<E>(dev, srcs, n, width, ptr(dev, positions), n_slots, caches, 2)
+}
+
+fn check_kv_store<E: KvElem>(
+    src_len: usize,
+    n: usize,
+    width: usize,
+    positions_len: usize,
+    n_slots: usize,
+    cache_len: usize,
+) -> Result<(), CudaError> {
+    check_len("kv_store input", n * width, src_len)?;
+    check_len("kv_store positions", n, positions_len)?;
     if E::KIND == KvKind::Q8_0 && !width.is_multiple_of(32) {
         return Err(CudaError::Unsupported {
             what: "Q8_0 KV row width",
@@ -477,26 +525,42 @@ pub fn kv_store<E: KvElem, S: DevicePtr<f32>, P: DevicePtr<i32>, C: DevicePtrMut
     check_len(
         "kv_store cache",
         E::KIND.buffer_len(n_slots * width),
-        cache.len(),
-    )?;
+        cache_len,
+    )
+}
+
+/// The store kernel of `E`'s caches over (K, V) sources and caches; `pairs` 1 stores K only.
+#[allow(clippy::too_many_arguments)] // the kernel's arguments
+fn launch_kv_store<E: KvElem>(
+    dev: &CudaDevice,
+    srcs: [u64; 2],
+    n: usize,
+    width: usize,
+    positions: u64,
+    n_slots: usize,
+    caches: [u64; 2],
+    pairs: u32,
+) -> Result<(), CudaError> {
     let name = match E::KIND {
         KvKind::F16 => "kv_store",
         KvKind::F32 => "kv_store_f32",
         KvKind::Q8_0 => "kv_store_q8_0",
     };
     let args = [
-        Arg::P(ptr(dev, src)),
+        Arg::P(srcs[0]),
+        Arg::P(srcs[1]),
         Arg::I(int("n", n)?),
         Arg::I(int("width", width)?),
-        Arg::P(ptr(dev, positions)),
+        Arg::P(positions),
         Arg::I(int("n_slots", n_slots)?),
-        Arg::P(ptr_mut(dev, cache)),
+        Arg::P(caches[0]),
+        Arg::P(caches[1]),
     ];
     launch(
         dev,
         Kernel::Elementwise,
         name,
-        (grid_dim("tokens", n)?, 1, 1),
+        (grid_dim("tokens", n)?, pairs, 1),
         256,
         &args,
     )
