@@ -22,8 +22,8 @@
 #   6. kernel timings at 12B shapes: matvec GB/s vs HBM, matmul TOPS, attention (cuda_bench);
 #   7. greedy `generate --device cuda --json` on the tiny f16 and q4_k_m models, its ids
 #      compared with the CPU's (precomputed by gpu-prepare.sh): MATCH / MISMATCH;
-#   7b. the same greedy runs with GEMMA_CUDA_GRAPH=1 (decode steps replayed from a CUDA
-#      graph): ids compared with the eager GPU run and the CPU: MATCH / MISMATCH;
+#   7b. the same greedy runs with decode graphs (the default; the eager runs above set
+#      GEMMA_CUDA_GRAPH=0): ids compared with the eager GPU run and the CPU: MATCH / MISMATCH;
 #   8. `synth` a 12B Q4_K_M (in the background from the start; fallback: 8 of its 48 layers
 #      if that fails or takes > 200 s), then `bench --device cuda --prefill 512 --decode 64
 #      --reps 2 --json`: tokens/s, VRAM, once eager and once with GEMMA_CUDA_GRAPH=1;
@@ -185,7 +185,7 @@ for v in f16 q4_k_m; do
   # shellcheck disable=SC2086
   GEMMA_CUDA_GRAPH=1 step "generate-graph-$v" 60 "$BIN/generate" --model "$model" $gen_args --device cuda
   # shellcheck disable=SC2086
-  step "generate-$v" 60 "$BIN/generate" --model "$model" $gen_args --device cuda
+  GEMMA_CUDA_GRAPH=0 step "generate-$v" 60 "$BIN/generate" --model "$model" $gen_args --device cuda
   gpu=$(ids "$OUT/generate-$v.log") cpu=$(ids "$BIN/generate-cpu-$v.json")
   graph=$(ids "$OUT/generate-graph-$v.log")
   compare_ids "generate $v decode graph vs eager GPU ids:" "$graph" "$gpu"
@@ -212,7 +212,8 @@ if [ $quick -eq 0 ] && ! grep -q '^wrote ' "$OUT/synth-12b.log"; then
     --vocab-from "$BIN/fixtures/gemma3-vocab.gguf" --out "$model"
 fi
 if [ $quick -eq 0 ] && [ -f "$model" ]; then
-  step bench-12b 240 "$BIN/bench" --model "$model" --device cuda --prefill 512 --decode 64 --reps 2 --json
+  GEMMA_CUDA_GRAPH=0 step bench-12b 240 "$BIN/bench" --model "$model" --device cuda --prefill 512 --decode 64 \
+    --reps 2 --json
   bench_line=$(grep -h '^{' "$OUT/bench-12b.log" | tail -n1)
   GEMMA_CUDA_GRAPH=1 step bench-12b-graph 120 "$BIN/bench" --model "$model" --device cuda --prefill 16 \
     --decode 64 --reps 2 --json
@@ -252,7 +253,8 @@ if [ -f "$real_model" ]; then
       "$(same "$g_ids" "$c_ids")" "$(same "$g_ids" "$llama")")")
     rm -f "/tmp/real-cpu-$name.f32" "/tmp/real-cuda-$name.f32"
   done
-  step bench-270m 120 "$BIN/bench" --model "$real_model" --device cuda --prefill 512 --decode 128 --reps 3 --json
+  GEMMA_CUDA_GRAPH=0 step bench-270m 120 "$BIN/bench" --model "$real_model" --device cuda --prefill 512 \
+    --decode 128 --reps 3 --json
   GEMMA_CUDA_GRAPH=1 step bench-270m-graph 120 "$BIN/bench" --model "$real_model" --device cuda --prefill 512 \
     --decode 128 --reps 3 --json
   rm -f "$real_model"

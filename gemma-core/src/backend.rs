@@ -317,6 +317,13 @@ pub trait Backend: Send {
         Ok(false)
     }
 
+    /// Told before a forward pass that records a trace: its buffers are read mid-pass and
+    /// its steps run unfused, so a backend that replays recorded steps stops doing so.
+    /// Nothing by default.
+    fn tracing(&mut self) -> Result<(), CoreError> {
+        Ok(())
+    }
+
     /// The device memory this backend holds; `None` for a backend on host memory (the default).
     fn device_memory(&self) -> Option<DeviceMemory> {
         None

@@ -70,6 +70,9 @@ pub(crate) fn forward<B: Backend>(
     let mut held = pos0..pos0 + n;
     // Without a trace to record between them, a backend may fuse steps (same values).
     let fuse = trace.is_none();
+    if !fuse {
+        b.tracing()?;
+    }
     let mut tr =
         |b: &mut B,
          name: fmt::Arguments<'_>,

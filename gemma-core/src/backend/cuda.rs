@@ -127,8 +127,10 @@ pub struct CudaBackend<'m> {
     /// engine for the whole session).
     buffer_bytes: usize,
     kv_bytes: usize,
-    /// One-token steps captured as a CUDA graph and replayed (opt-in).
+    /// One-token steps captured as a CUDA graph and replayed (on unless `GEMMA_CUDA_GRAPH=0`).
     graph: DecodeGraph,
+    /// Counts the buffer and KV allocations (a new session's): part of a step's signature.
+    alloc_epoch: u64,
 }
 
 impl<'m> CudaBackend<'m> {
@@ -152,10 +154,11 @@ impl<'m> CudaBackend<'m> {
             buffer_bytes: 0,
             kv_bytes: 0,
             graph: DecodeGraph::new(graph::enabled_by_env()),
+            alloc_epoch: 0,
         })
     }
 
-    /// Turns decode-step graphs on or off (default: on when `GEMMA_CUDA_GRAPH=1`); see
+    /// Turns decode-step graphs on or off (default: on unless `GEMMA_CUDA_GRAPH=0`); see
     /// the `graph` module. Ends a step in flight first.
     pub fn set_decode_graph(&mut self, enabled: bool) -> Result<(), CoreError> {
         self.end_step()?;
@@ -165,7 +168,12 @@ impl<'m> CudaBackend<'m> {
 
     /// Ends a one-token step in flight (launches its graph) before a call outside steps.
     fn end_step(&mut self) -> Result<(), CoreError> {
-        let r = self.graph.flush(&self.dev);
+        self.finish_step(false)
+    }
+
+    /// [`Self::end_step`]; `read`: the step ends because a buffer (its logits) is read.
+    fn finish_step(&mut self, read: bool) -> Result<(), CoreError> {
+        let r = self.graph.flush(&self.dev, read);
         if r.is_err() {
             self.graph.abort(&self.dev);
         }
@@ -351,6 +359,7 @@ impl Backend for CudaBackend<'_> {
 
     fn alloc(&mut self, len: usize) -> Result<CudaSlice<f32>, CoreError> {
         self.end_step()?;
+        self.alloc_epoch += 1;
         let buf = cuda::zeros::<f32>(&self.dev, len).map_err(core_err)?;
         self.buffer_bytes += len * 4;
         Ok(buf)
@@ -358,6 +367,7 @@ impl Backend for CudaBackend<'_> {
 
     fn alloc_kv(&mut self, shape: KvShape) -> Result<CudaKvStore, CoreError> {
         self.end_step()?;
+        self.alloc_epoch += 1;
         let heads = shape.heads;
         if heads.head_dim_k != heads.head_dim_v {
             return Err(CoreError::DeviceUnavailable {
@@ -400,12 +410,17 @@ impl Backend for CudaBackend<'_> {
         }
         self.upload_matrix(table)?;
         if self.graph.enabled && tokens.len() == 1 {
-            let mode = self.graph.begin_step(&self.dev, tokens[0])?;
+            // The allocation epoch tells a new session's steps (new buffers) from the
+            // captured one's at this first call, before anything is skipped.
             let args = [
                 table.bytes.start as u64,
                 u64::from(scale.to_bits()),
                 device_addr(&self.dev, out),
+                self.alloc_epoch,
             ];
+            let mode = self
+                .graph
+                .begin_step(&self.dev, tokens[0], tag::EMBED, &args)?;
             if self.replaying(tag::EMBED, &args) {
                 return Ok(());
             }
@@ -799,7 +814,7 @@ impl Backend for CudaBackend<'_> {
         if job.image.is_some() && self.graph.mode != StepMode::Idle {
             // Image batches start with load_rows, which ends any step: never in a graph.
             return Err(CoreError::DeviceUnavailable {
-                device: "cuda (GEMMA_CUDA_GRAPH=1)".into(),
+                device: "cuda (decode graph; GEMMA_CUDA_GRAPH=0 turns it off)".into(),
                 reason: "image attention inside a captured decode step",
             });
         }
@@ -842,7 +857,7 @@ impl Backend for CudaBackend<'_> {
                 if captured {
                     // Allocating inside a capture would put the buffer's lifetime in the graph.
                     return Err(CoreError::DeviceUnavailable {
-                        device: "cuda (GEMMA_CUDA_GRAPH=1)".into(),
+                        device: "cuda (decode graph; GEMMA_CUDA_GRAPH=0 turns it off)".into(),
                         reason: "decode attention scratch missing while capturing a step",
                     });
                 }
@@ -942,6 +957,11 @@ impl Backend for CudaBackend<'_> {
             .map_err(|e| core_err(e.into()))
     }
 
+    fn tracing(&mut self) -> Result<(), CoreError> {
+        // A traced step reads buffers mid-step and runs unfused: no graphs from here on.
+        self.set_decode_graph(false)
+    }
+
     fn device_memory(&self) -> Option<DeviceMemory> {
         let (free, total) = self.dev.mem_info().ok()?;
         Some(DeviceMemory {
@@ -957,7 +977,7 @@ impl Backend for CudaBackend<'_> {
         range: Range<usize>,
         out: &mut [f32],
     ) -> Result<(), CoreError> {
-        self.end_step()?;
+        self.finish_step(true)?;
         if out.len() != range.len() || range.end > buf.len() {
             return Err(core_err(CudaError::Shape {
                 what: "read range",
