@@ -151,11 +151,9 @@ impl DecodeGraph {
         tag: u64,
         args: &[u64],
     ) -> Result<StepMode, CoreError> {
-        if self.graph.is_some() {
-            if self.graph_sigs.first() != Some(&fold(SIG_START, tag, args)) {
-                self.graph = None;
-                self.eager_steps = 0;
-            }
+        if self.graph.is_some() && self.graph_sigs.first() != Some(&fold(SIG_START, tag, args)) {
+            self.graph = None;
+            self.eager_steps = 0;
         }
         if self.inputs.is_none() {
             self.inputs = Some(StepInputs {
@@ -197,7 +195,9 @@ impl DecodeGraph {
             }
             StepMode::Replaying => {
                 let whole = self.sigs.len() == self.graph_sigs.len();
-                if self.diverged || !(whole || !logits_read) {
+                // A step ending early (no logits) runs the whole graph: the rest is the
+                // output head, whose results nobody reads.
+                if self.diverged || (!whole && logits_read) {
                     self.graph = None;
                     return Err(graph_err(
                         "this decode step's calls differ from the captured step's (GEMMA_CUDA_GRAPH=0 turns decode graphs off)",
