@@ -249,8 +249,8 @@ if [ -f "$real_model" ]; then
     g_ids=$(echo "${gpu#*:}" | tr -d '[]')
     c_ids=$(echo "${cpu#*:}" | tr -d '[]')
     same() { [ -n "$1" ] && [ "$1" = "$2" ] && echo same || echo DIFFERENT; }
-    real_rows+=("$(printf 'real %-13s %-66s %s | greedy gpu vs cpu %s, gpu vs llama.cpp %s' "$name" "$line" "$verdict" \
-      "$(same "$g_ids" "$c_ids")" "$(same "$g_ids" "$llama")")")
+    real_rows+=("$(printf 'real %-13s %-66s %s | greedy 32: gpu vs cpu %s, gpu vs llama.cpp %s, cpu vs llama.cpp %s' \
+      "$name" "$line" "$verdict" "$(same "$g_ids" "$c_ids")" "$(same "$g_ids" "$llama")" "$(same "$c_ids" "$llama")")")
     rm -f "/tmp/real-cpu-$name.f32" "/tmp/real-cuda-$name.f32"
   done
   GEMMA_CUDA_GRAPH=0 step bench-270m 120 "$BIN/bench" --model "$real_model" --device cuda --prefill 512 \
