@@ -105,11 +105,11 @@ run_test() {  # run_test NAME SECONDS BINARY [ARGS...]
 
 # The synth 12B (random weights, real shapes, ~7.3 GB; about 100 s of quantizing on the
 # CPU cores) is made in the background while the GPU tests run; step 8 waits for it.
-model=/tmp/gemma-synth-12b-q4_k_m.gguf
+synth_model=/tmp/gemma-synth-12b-q4_k_m.gguf
 synth_pid=""
 if [ $quick -eq 0 ]; then
   timeout 200 "$BIN/synth" --size 12b --quant Q4_K_M --vocab-from "$BIN/fixtures/gemma3-vocab.gguf" \
-    --out "$model" > "$OUT/synth-12b.log" 2>&1 &
+    --out "$synth_model" > "$OUT/synth-12b.log" 2>&1 &
   synth_pid=$!
 fi
 
@@ -181,11 +181,11 @@ compare_ids() {
   gen_rows+=("$(printf '%-42s %s' "$label" "$verdict")")
 }
 for v in f16 q4_k_m; do
-  model="$BIN/fixtures/tiny/tiny-gemma3-t1-$v.gguf"
+  tiny_model="$BIN/fixtures/tiny/tiny-gemma3-t1-$v.gguf"
   # shellcheck disable=SC2086
-  GEMMA_CUDA_GRAPH=1 step "generate-graph-$v" 60 "$BIN/generate" --model "$model" $gen_args --device cuda
+  GEMMA_CUDA_GRAPH=1 step "generate-graph-$v" 60 "$BIN/generate" --model "$tiny_model" $gen_args --device cuda
   # shellcheck disable=SC2086
-  GEMMA_CUDA_GRAPH=0 step "generate-$v" 60 "$BIN/generate" --model "$model" $gen_args --device cuda
+  GEMMA_CUDA_GRAPH=0 step "generate-$v" 60 "$BIN/generate" --model "$tiny_model" $gen_args --device cuda
   gpu=$(ids "$OUT/generate-$v.log") cpu=$(ids "$BIN/generate-cpu-$v.json")
   graph=$(ids "$OUT/generate-graph-$v.log")
   compare_ids "generate $v decode graph vs eager GPU ids:" "$graph" "$gpu"
@@ -209,17 +209,17 @@ fi
 if [ $quick -eq 0 ] && ! grep -q '^wrote ' "$OUT/synth-12b.log"; then
   synth_note="12B shapes, 8 of 48 layers (the full 12B synth failed or took > 200 s)"
   step synth-12b-8layers 60 "$BIN/synth" --size 12b --layers 8 --quant Q4_K_M \
-    --vocab-from "$BIN/fixtures/gemma3-vocab.gguf" --out "$model"
+    --vocab-from "$BIN/fixtures/gemma3-vocab.gguf" --out "$synth_model"
 fi
-if [ $quick -eq 0 ] && [ -f "$model" ]; then
-  GEMMA_CUDA_GRAPH=0 step bench-12b 240 "$BIN/bench" --model "$model" --device cuda --prefill 512 --decode 64 \
+if [ $quick -eq 0 ] && [ -f "$synth_model" ]; then
+  GEMMA_CUDA_GRAPH=0 step bench-12b 240 "$BIN/bench" --model "$synth_model" --device cuda --prefill 512 --decode 64 \
     --reps 2 --json
   bench_line=$(grep -h '^{' "$OUT/bench-12b.log" | tail -n1)
-  GEMMA_CUDA_GRAPH=1 step bench-12b-graph 120 "$BIN/bench" --model "$model" --device cuda --prefill 16 \
+  GEMMA_CUDA_GRAPH=1 step bench-12b-graph 120 "$BIN/bench" --model "$synth_model" --device cuda --prefill 16 \
     --decode 64 --reps 2 --json
   graph_line=$(grep -h '^{' "$OUT/bench-12b-graph.log" | tail -n1)
 fi
-rm -f "$model"
+rm -f "$synth_model"
 
 # 8b. The real Gemma 3 270M Q4_K_M, joined from its parts (gpu-m1..gpu-m4, carried by
 # earlier calls, and $BIN/real/part5): for every fixture prompt, our CPU engine and the GPU

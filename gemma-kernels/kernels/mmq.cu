@@ -2,18 +2,18 @@
 // y[c * rows + r] = dot(W row r, x column c) for n tokens, x quantized to q8_1.
 //
 // A block of 128 threads (2 x 2 warps) computes a 64 (weight rows) x 64 (tokens) tile,
-// stepping through K in tiles of 256, software-pipelined: the raw weight bytes and the
-// activations of the next tile are copied to shared memory with cp.async while the tensor
-// cores work on the current one (measured on an H200 without the pipeline: 92-128 TOPS,
-// the blocks waiting on their global loads). Each step unpacks the weights of the tile to
-// signed int8 in shared memory (offsets -8 / -16 / -32 applied; K-quant mins kept aside)
-// with one f32 scale per 16 weights, then every warp runs
+// stepping through K in tiles of 256. Each step unpacks the weights of the tile to signed
+// int8 in shared memory (offsets -8 / -16 / -32 applied; K-quant mins kept aside) with one
+// f32 scale per 16 weights, copies the activation tile, then every warp runs
 // m16n8k32 mma (m16n8k16 pairs for Q6_K, whose scales change every 16 weights) on its
 // 32 x 32 sub-tile, scaling each int32 result by weight scale x activation scale into f32
 // accumulators. The K-quant min term is subtracted once per K tile: sum_j min[r][j] * s[c][j]
 // (Q4_1 / Q5_1 store minus their minimum there). Q2_K, whose minimums change every 16
 // weights, instead multiplies an all-ones A fragment with the activations (the sums of 16
 // activations) and subtracts min x sum per 16 inside the K loop.
+// (Tried on an H200 and reverted: software-pipelining the tiles with cp.async, 85 KiB of
+// dynamic shared memory per block, ran slower: Q4_K 688 against 656 us, Q8_0 678 against
+// 519 us for 15360 x 3840 x 512, presumably from 2 blocks per SM instead of 5.)
 
 #define MMQ_BM 64
 #define MMQ_BN 64
@@ -21,14 +21,13 @@
 #define MMQ_THREADS 128
 #define MMQ_ROW_INTS (MMQ_BK / 4 + 4)  // +4 ints: conflict-free fragment loads
 
-// Plain loads for the unpack functions, which read the raw weight tile from shared memory.
-static __device__ __forceinline__ int ld_i32_a2(const u8 *p) {
-    const u16 *p16 = (const u16 *) p;
-    return (int) ((u32) p16[0] | ((u32) p16[1] << 16));
-}
-static __device__ __forceinline__ u16 ld_u16(const u8 *p) { return *(const u16 *) p; }
-static __device__ __forceinline__ int4 ld_i4(const u8 *p) { return *(const int4 *) p; }
-static __device__ __forceinline__ int ld_u8(const u8 *p) { return *p; }
+struct __align__(16) MmqSmem {
+    int w[MMQ_BM][MMQ_ROW_INTS];          // weights, int8 x 4 per int
+    int x[MMQ_BN][MMQ_ROW_INTS];          // activations
+    float ws[MMQ_BM][MMQ_BK / 16 + 1];    // weight scale per 16 weights
+    float wm[MMQ_BM][MMQ_BK / 16 + 1];    // min per 32 weights (d_min * m; Q2_K: per 16)
+    float2 xd[MMQ_BN][MMQ_BK / 32];       // activation {d, s} per 32
+};
 
 static __device__ __forceinline__ int sub8_nibbles(int v) {  // 0..15 -> -8..7 per byte
     const int x = v ^ 0x08080808;
@@ -63,69 +62,69 @@ static __device__ __forceinline__ void scale_min_w(int j, int s0, int s1, int s2
 }
 
 // Unpacks one 32-weight block (Q4_0 / Q5_0 / Q8_0) into tile row r at int offset oi.
-template <int TY, class S>
-static __device__ __forceinline__ void unpack_block32(const u8 *blk, S &s, int r, int j) {
+template <int TY>
+static __device__ __forceinline__ void unpack_block32(const u8 *blk, MmqSmem &s, int r, int j) {
     int *dst = &s.w[r][8 * j];
     float d;
     if (TY == GGML_Q4_0) {
         const block_q4_0 *b = (const block_q4_0 *) blk;
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-            const int v = ld_i32_a2(b->qs + 4 * i);
+            const int v = load_i32_a2(b->qs + 4 * i);
             dst[i] = sub8_nibbles(v & 0x0F0F0F0F);
             dst[4 + i] = sub8_nibbles((v >> 4) & 0x0F0F0F0F);
         }
-        d = h2f(ld_u16(blk));
+        d = h2f(load_u16(blk));
     } else if (TY == GGML_Q5_0) {
         const block_q5_0 *b = (const block_q5_0 *) blk;
-        const u32 qh = (u32) ld_i32_a2(b->qh);
+        const u32 qh = (u32) load_i32_a2(b->qh);
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-            const int v = ld_i32_a2(b->qs + 4 * i);
+            const int v = load_i32_a2(b->qs + 4 * i);
             dst[i] = sub16_bytes((v & 0x0F0F0F0F) | bits4_to_b4m(qh >> (4 * i)));
             dst[4 + i] = sub16_bytes(((v >> 4) & 0x0F0F0F0F) | bits4_to_b4m(qh >> (16 + 4 * i)));
         }
-        d = h2f(ld_u16(blk));
+        d = h2f(load_u16(blk));
     } else if (TY == GGML_Q4_1 || TY == GGML_Q5_1) {
         const bool q5 = TY == GGML_Q5_1;
-        const u32 qh = q5 ? (u32) ld_i32_a2(blk + 4) : 0u;
+        const u32 qh = q5 ? (u32) load_i32_a2(blk + 4) : 0u;
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-            const int v = ld_i32_a2(blk + (q5 ? 8 : 4) + 4 * i);
+            const int v = load_i32_a2(blk + (q5 ? 8 : 4) + 4 * i);
             dst[i] = (v & 0x0F0F0F0F) | (q5 ? bits4_to_b4m(qh >> (4 * i)) : 0);
             dst[4 + i] = ((v >> 4) & 0x0F0F0F0F) | (q5 ? bits4_to_b4m(qh >> (16 + 4 * i)) : 0);
         }
-        d = h2f(ld_u16(blk));
-        s.wm[r][j] = -h2f(ld_u16(blk + 2));  // w = d q + m: the min term adds m * s
+        d = h2f(load_u16(blk));
+        s.wm[r][j] = -h2f(load_u16(blk + 2));  // w = d q + m: the min term adds m * s
     } else if (TY == GGML_IQ4_NL) {
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-            const int v = ld_i32_a2(blk + 2 + 4 * i);
+            const int v = load_i32_a2(blk + 2 + 4 * i);
             dst[i] = iq4_values4(v & 0x0F0F0F0F);
             dst[4 + i] = iq4_values4((v >> 4) & 0x0F0F0F0F);
         }
-        d = h2f(ld_u16(blk));
+        d = h2f(load_u16(blk));
     } else {
         const block_q8_0 *b = (const block_q8_0 *) blk;
 #pragma unroll
-        for (int i = 0; i < 8; ++i) dst[i] = ld_i32_a2((const u8 *) b->qs + 4 * i);
-        d = h2f(ld_u16(blk));
+        for (int i = 0; i < 8; ++i) dst[i] = load_i32_a2((const u8 *) b->qs + 4 * i);
+        d = h2f(load_u16(blk));
     }
     s.ws[r][2 * j] = d;
     s.ws[r][2 * j + 1] = d;
 }
 
 // Unpacks task t (0..7) of one K-quant super-block into tile row r.
-template <int TY, class S>
-static __device__ __forceinline__ void unpack_superblock(const u8 *blk, S &s, int r, int t) {
+template <int TY>
+static __device__ __forceinline__ void unpack_superblock(const u8 *blk, MmqSmem &s, int r, int t) {
     if (TY == GGML_Q4_K || TY == GGML_Q5_K) {
         const bool q5 = TY == GGML_Q5_K;
         const int ch = t >> 1, h = t & 1;
-        const int4 hdr = ld_i4(blk);
-        const int4 v = ld_i4(blk + (q5 ? 48 : 16) + 32 * ch + 16 * h);
+        const int4 hdr = load_i4(blk);
+        const int4 v = load_i4(blk + (q5 ? 48 : 16) + 32 * ch + 16 * h);
         int qhw[4] = {0, 0, 0, 0};
         if (q5) {
-            const int4 qh = ld_i4(blk + 16 + 16 * h);
+            const int4 qh = load_i4(blk + 16 + 16 * h);
             qhw[0] = qh.x; qhw[1] = qh.y; qhw[2] = qh.z; qhw[3] = qh.w;
         }
         const int vw[4] = {v.x, v.y, v.z, v.w};
@@ -154,9 +153,9 @@ static __device__ __forceinline__ void unpack_superblock(const u8 *blk, S &s, in
         int *dst = &s.w[r][(128 * n + 32 * g) / 4];
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
-            const int v = (ld_i32_a2(blk + (q3 ? 32 : 16) + 32 * n + 4 * i) >> (2 * g)) & 0x03030303;
+            const int v = (load_i32_a2(blk + (q3 ? 32 : 16) + 32 * n + 4 * i) >> (2 * g)) & 0x03030303;
             if (q3) {
-                const int h = (ld_i32_a2(blk + 4 * i) >> (4 * n + g)) & 0x01010101;
+                const int h = (load_i32_a2(blk + 4 * i) >> (4 * n + g)) & 0x01010101;
                 const int x = (v | (h << 2)) ^ 0x04040404;  // q + 4h - 4 as int8
                 dst[i] = x | ((x & 0x04040404) * 0x3E);
             } else {
@@ -168,11 +167,11 @@ static __device__ __forceinline__ void unpack_superblock(const u8 *blk, S &s, in
         for (int k = 0; k < 2; ++k) {
             if (q3) {
                 const block_q3_K *b = (const block_q3_K *) blk;
-                s.ws[r][s0 + k] = h2f(ld_u16(blk + 108)) * (float) (q3_K_scale(b->scales, s0 + k) - 32);
+                s.ws[r][s0 + k] = h2f(load_u16(blk + 108)) * (float) (q3_K_scale(b->scales, s0 + k) - 32);
             } else {
-                const int sc = ld_u8(blk + s0 + k);
-                s.ws[r][s0 + k] = h2f(ld_u16(blk + 80)) * (float) (sc & 0xF);
-                s.wm[r][s0 + k] = h2f(ld_u16(blk + 82)) * (float) (sc >> 4);
+                const int sc = __ldg(blk + s0 + k);
+                s.ws[r][s0 + k] = h2f(load_u16(blk + 80)) * (float) (sc & 0xF);
+                s.wm[r][s0 + k] = h2f(load_u16(blk + 82)) * (float) (sc >> 4);
             }
         }
     } else if (TY == GGML_IQ4_XS) {
@@ -181,12 +180,12 @@ static __device__ __forceinline__ void unpack_superblock(const u8 *blk, S &s, in
         int *dst = &s.w[r][8 * t];
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-            const int v = ld_i32_a2(b->qs + 16 * t + 4 * i);
+            const int v = load_i32_a2(b->qs + 16 * t + 4 * i);
             dst[i] = iq4_values4(v & 0x0F0F0F0F);
             dst[4 + i] = iq4_values4((v >> 4) & 0x0F0F0F0F);
         }
-        const int ls = ((ld_u8(&b->scales_l[t / 2]) >> (4 * (t % 2))) & 0xF) | (((ld_u16(blk + 2) >> (2 * t)) & 3) << 4);
-        const float dl = h2f(ld_u16(blk)) * (float) (ls - 32);
+        const int ls = ((__ldg(&b->scales_l[t / 2]) >> (4 * (t % 2))) & 0xF) | (((load_u16(blk + 2) >> (2 * t)) & 3) << 4);
+        const float dl = h2f(load_u16(blk)) * (float) (ls - 32);
         s.ws[r][2 * t] = dl;
         s.ws[r][2 * t + 1] = dl;
     } else {  // Q6_K
@@ -196,8 +195,8 @@ static __device__ __forceinline__ void unpack_superblock(const u8 *blk, S &s, in
         const u8 *qhp = b->qh + 32 * n + l0;
 #pragma unroll
         for (int w = 0; w < 2; ++w) {
-            const int la = ld_i32_a2(qla + 4 * w), lb = ld_i32_a2(qla + 32 + 4 * w);
-            const int hh = ld_i32_a2(qhp + 4 * w);
+            const int la = load_i32_a2(qla + 4 * w), lb = load_i32_a2(qla + 32 + 4 * w);
+            const int hh = load_i32_a2(qhp + 4 * w);
             const int base = 128 * n + l0 + 4 * w;
             s.w[r][(base + 0) / 4] = sub32_bytes6((la & 0x0F0F0F0F) | ((hh & 0x03030303) << 4));
             s.w[r][(base + 32) / 4] = sub32_bytes6((lb & 0x0F0F0F0F) | (((hh >> 2) & 0x03030303) << 4));
@@ -205,7 +204,7 @@ static __device__ __forceinline__ void unpack_superblock(const u8 *blk, S &s, in
             s.w[r][(base + 96) / 4] = sub32_bytes6(((lb >> 4) & 0x0F0F0F0F) | (((hh >> 6) & 0x03030303) << 4));
         }
         if ((l0 & 15) == 0) {
-            const float d = h2f(ld_u16((const u8 *) &b->d));
+            const float d = h2f(load_u16((const u8 *) &b->d));
             const int is = l0 / 16;
 #pragma unroll
             for (int k = 0; k < 4; ++k) s.ws[r][8 * n + 2 * k + is] = d * (float) b->scales[8 * n + is + 2 * k];
@@ -227,92 +226,34 @@ template <> struct MmqType<GGML_Q2_K> { enum { QK = 256, BYTES = 84, MIN = 2, S1
 template <> struct MmqType<GGML_Q3_K> { enum { QK = 256, BYTES = 110, MIN = 0, S16 = 1 }; };
 template <> struct MmqType<GGML_IQ4_XS> { enum { QK = 256, BYTES = 136, MIN = 0, S16 = 0 }; };
 
-// Raw bytes of one row's K tile: 8 blocks of 32 weights or one super-block, copied in
-// aligned 16-byte pieces (up to 15 bytes before the tile and after it).
-template <int TY> struct MmqRaw {
-    enum {
-        SPAN = MmqType<TY>::QK == 32 ? 8 * MmqType<TY>::BYTES : MmqType<TY>::BYTES,
-        BYTES = 16 * ((SPAN + 15 + 15) / 16),
-        CHUNKS = BYTES / 16
-    };
-};
-
-// Shared memory of one block (dynamic, > 48 KiB): the unpacked weight tile with its scales,
-// two activation tiles (the one in use and the next, arriving), and the raw weight bytes of
-// the next K tile (arriving while the current one is multiplied).
-template <int TY> struct __align__(16) MmqSmem {
-    int w[MMQ_BM][MMQ_ROW_INTS];          // weights, int8 x 4 per int
-    float ws[MMQ_BM][MMQ_BK / 16 + 1];    // weight scale per 16 weights
-    float wm[MMQ_BM][MMQ_BK / 16 + 1];    // min per 32 weights (d_min * m; Q2_K: per 16)
-    int x[2][MMQ_BN][MMQ_ROW_INTS];       // activations, double-buffered
-    float2 xd[2][MMQ_BN][MMQ_BK / 32];    // activation {d, s} per 32
-    u8 raw[MMQ_BM][MmqRaw<TY>::BYTES];    // the next weight tile as stored
-};
-
-static __device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
-    const u32 dst = (u32) __cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(gmem));
-}
-static __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
-static __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
-
-// First block of the K tile at k0, and how many blocks of it the row has.
+// Fills the weight part of the tile for K offset k0 (row r0 of the matrix).
 template <int TY>
-static __device__ __forceinline__ void tile_blocks(int nb, int k0, int *b0, int *nblk) {
-    if (MmqType<TY>::QK == 32) {
-        *b0 = k0 / 32;
-        *nblk = min(8, nb - *b0);
-    } else {
-        *b0 = k0 / 256;
-        *nblk = 1;
-    }
-}
-
-// Starts copying the raw weight tile at K offset k0 (rows r0 ..) into s.raw.
-template <int TY>
-static __device__ __forceinline__ void issue_w_raw(const u8 *w, int nb, int rows, int r0, int k0, MmqSmem<TY> &s) {
+static __device__ __forceinline__ void load_w_tile(const u8 *w, int nb, int rows, int r0, int k0, MmqSmem &s) {
     typedef MmqType<TY> T;
-    int b0, nblk;
-    tile_blocks<TY>(nb, k0, &b0, &nblk);
-    for (int idx = threadIdx.x; idx < MMQ_BM * MmqRaw<TY>::CHUNKS; idx += MMQ_THREADS) {
-        const int r = idx / MmqRaw<TY>::CHUNKS, c = idx % MmqRaw<TY>::CHUNKS;
-        const int row = r0 + r;
-        if (row >= rows) continue;
-        const u8 *src = w + ((i64) row * nb + b0) * T::BYTES;
-        const u8 *base = (const u8 *) ((size_t) src & ~(size_t) 15);
-        if (16 * c < (int) (src - base) + nblk * T::BYTES) cp_async16(&s.raw[r][16 * c], base + 16 * c);
-    }
-}
-
-// Unpacks the raw tile (arrived) into s.w / s.ws / s.wm; rows and blocks past the matrix
-// become zeros.
-template <int TY>
-static __device__ __forceinline__ void unpack_w_raw(const u8 *w, int nb, int rows, int r0, int k0, MmqSmem<TY> &s) {
-    typedef MmqType<TY> T;
-    int b0, nblk;
-    tile_blocks<TY>(nb, k0, &b0, &nblk);
     // 64 rows x 8 tasks: a 32-weight block per task, or an eighth of a super-block.
     for (int task = threadIdx.x; task < MMQ_BM * 8; task += MMQ_THREADS) {
         const int r = task / 8, t = task % 8;
         const int row = r0 + r;
-        const bool live = row < rows && (T::QK == 256 || t < nblk);
-        if (live) {
-            // Where the tile starts in s.raw: its address's offset within 16 bytes.
-            const size_t src = (size_t) (w + ((i64) row * nb + b0) * T::BYTES);
-            const u8 *blk = &s.raw[r][src & 15];
-            if (T::QK == 32) {
-                unpack_block32<TY>(blk + t * T::BYTES, s, r, t);
+        if (T::QK == 32) {
+            const int b = k0 / 32 + t;
+            if (row < rows && b < nb) {
+                unpack_block32<TY>(w + ((i64) row * nb + b) * T::BYTES, s, r, t);
             } else {
-                unpack_superblock<TY>(blk, s, r, t);
+#pragma unroll
+                for (int i = 0; i < 8; ++i) s.w[r][8 * t + i] = 0;
+                s.ws[r][2 * t] = 0.0f;
+                s.ws[r][2 * t + 1] = 0.0f;
+                s.wm[r][t] = 0.0f;
             }
         } else {
-#pragma unroll
-            for (int i = 0; i < 8; ++i) s.w[r][8 * t + i] = 0;
-            s.ws[r][2 * t] = 0.0f;
-            s.ws[r][2 * t + 1] = 0.0f;
-            if (T::QK == 32) {
-                s.wm[r][t] = 0.0f;
+            const int b = k0 / 256;
+            if (row < rows) {
+                unpack_superblock<TY>(w + ((i64) row * nb + b) * T::BYTES, s, r, t);
             } else {
+#pragma unroll
+                for (int i = 0; i < 8; ++i) s.w[r][8 * t + i] = 0;
+                s.ws[r][2 * t] = 0.0f;
+                s.ws[r][2 * t + 1] = 0.0f;
                 s.wm[r][2 * t] = 0.0f;
                 s.wm[r][2 * t + 1] = 0.0f;
             }
@@ -320,29 +261,19 @@ static __device__ __forceinline__ void unpack_w_raw(const u8 *w, int nb, int row
     }
 }
 
-// Starts copying the activation tile at k0 (tokens c0 ..) into x / xd; zeros past n.
-static __device__ __forceinline__ void issue_x(const i8 *xq, const float2 *xd, int k_pad, int n, int c0, int k0,
-                                               int (&sx)[MMQ_BN][MMQ_ROW_INTS],
-                                               float2 (&sxd)[MMQ_BN][MMQ_BK / 32]) {
+static __device__ __forceinline__ void load_x_tile(const i8 *xq, const float2 *xd, int k_pad, int n, int c0,
+                                                   int k0, MmqSmem &s) {
     for (int idx = threadIdx.x; idx < MMQ_BN * (MMQ_BK / 16); idx += MMQ_THREADS) {
         const int c = idx / (MMQ_BK / 16), q = idx % (MMQ_BK / 16);
         const int col = c0 + c;
-        if (col < n) {
-            cp_async16(&sx[c][4 * q], xq + (i64) col * k_pad + k0 + 16 * q);
-        } else {
-            *(int4 *) &sx[c][4 * q] = make_int4(0, 0, 0, 0);
-        }
+        int4 v = make_int4(0, 0, 0, 0);
+        if (col < n) v = load_i4(xq + (i64) col * k_pad + k0 + 16 * q);
+        *(int4 *) &s.x[c][4 * q] = v;
     }
-    // 8 {d, s} pairs (64 bytes) per token: 4 pieces.
-    for (int idx = threadIdx.x; idx < MMQ_BN * 4; idx += MMQ_THREADS) {
-        const int c = idx / 4, q = idx % 4;
+    for (int idx = threadIdx.x; idx < MMQ_BN * (MMQ_BK / 32); idx += MMQ_THREADS) {
+        const int c = idx / (MMQ_BK / 32), j = idx % (MMQ_BK / 32);
         const int col = c0 + c;
-        if (col < n) {
-            cp_async16(&sxd[c][2 * q], xd + (i64) col * (k_pad / QK8) + k0 / QK8 + 2 * q);
-        } else {
-            sxd[c][2 * q] = make_float2(0.0f, 0.0f);
-            sxd[c][2 * q + 1] = make_float2(0.0f, 0.0f);
-        }
+        s.xd[c][j] = col < n ? xd[(i64) col * (k_pad / QK8) + k0 / QK8 + j] : make_float2(0.0f, 0.0f);
     }
 }
 
@@ -360,110 +291,14 @@ static __device__ __forceinline__ void mma_k16(int (&c)[4], int a0, int a1, int 
                  : "r"(a0), "r"(a1), "r"(b0));
 }
 
-// One K tile of the warp's 32 x 32 sub-tile (rows wr.., tokens wc..) into acc.
-template <int TY>
-static __device__ __forceinline__ void mma_tile(const MmqSmem<TY> &s, int buf, float (&acc)[2][4][4], int wr, int wc,
-                                                int g, int tig) {
-    typedef MmqType<TY> T;
-    const int(&sx)[MMQ_BN][MMQ_ROW_INTS] = s.x[buf];
-    const float2(&sxd)[MMQ_BN][MMQ_BK / 32] = s.xd[buf];
-#pragma unroll 2
-    for (int j = 0; j < MMQ_BK / 32; ++j) {
-        const int ki = 8 * j + tig;
-        int a[2][4], b[4][2];
-#pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-            const int rr = wr + 16 * mt + g;
-            a[mt][0] = s.w[rr][ki];
-            a[mt][1] = s.w[rr + 8][ki];
-            a[mt][2] = s.w[rr][ki + 4];
-            a[mt][3] = s.w[rr + 8][ki + 4];
-        }
-#pragma unroll
-        for (int nt = 0; nt < 4; ++nt) {
-            const int cc = wc + 8 * nt + g;
-            b[nt][0] = sx[cc][ki];
-            b[nt][1] = sx[cc][ki + 4];
-        }
-        int ones[4][2][4];  // Q2_K: sums of the 16-activation halves per column
-        if (T::MIN == 2) {
-#pragma unroll
-            for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-                for (int hh = 0; hh < 2; ++hh) {
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) ones[nt][hh][i] = 0;
-                    mma_k16(ones[nt][hh], 0x01010101, 0x01010101, b[nt][hh]);
-                }
-        }
-        float xs[4][2];
-#pragma unroll
-        for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) xs[nt][e] = sxd[wc + 8 * nt + 2 * tig + e][j].x;
-#pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-            const int rr = wr + 16 * mt + g;
-            float wsc[2][2];  // scales of rows rr and rr + 8, both 16-halves
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                wsc[h][0] = s.ws[rr + 8 * h][2 * j];
-                wsc[h][1] = s.ws[rr + 8 * h][2 * j + 1];
-            }
-#pragma unroll
-            for (int nt = 0; nt < 4; ++nt) {
-                if (T::S16) {
-                    int c1[4] = {0, 0, 0, 0}, c2[4] = {0, 0, 0, 0};
-                    mma_k16(c1, a[mt][0], a[mt][1], b[nt][0]);
-                    mma_k16(c2, a[mt][2], a[mt][3], b[nt][1]);
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) {
-                        const int row = rr + 8 * (i / 2);
-                        float v = (float) c1[i] * wsc[i / 2][0] + (float) c2[i] * wsc[i / 2][1];
-                        if (T::MIN == 2)
-                            v -= (float) ones[nt][0][i] * s.wm[row][2 * j] + (float) ones[nt][1][i] * s.wm[row][2 * j + 1];
-                        acc[mt][nt][i] += v * xs[nt][i % 2];
-                    }
-                } else {
-                    int c[4] = {0, 0, 0, 0};
-                    mma_k32(c, a[mt][0], a[mt][1], a[mt][2], a[mt][3], b[nt][0], b[nt][1]);
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) acc[mt][nt][i] += (float) c[i] * wsc[i / 2][0] * xs[nt][i % 2];
-                }
-            }
-        }
-    }
-    if (T::MIN == 1) {
-#pragma unroll
-        for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-            for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-                for (int i = 0; i < 4; ++i) {
-                    const int row = wr + 16 * mt + g + 8 * (i / 2);
-                    const int col = wc + 8 * nt + 2 * tig + (i % 2);
-                    float m = 0.0f;
-#pragma unroll
-                    for (int jj = 0; jj < MMQ_BK / 32; ++jj) m += s.wm[row][jj] * sxd[col][jj].y;
-                    acc[mt][nt][i] -= m;
-                }
-    }
-}
-
 // w: rows x nb blocks; xq/xd: n activation rows (q8_1, length k_pad); k: row length.
-// grid: (ceil(rows / 64), ceil(n / 64)), block: 128, dynamic shared memory:
-// sizeof(MmqSmem<TY>) (the launcher computes the same size; a smaller one traps).
-// Pipeline per K tile: wait for its raw weights and activations, unpack the weights, start
-// copying the next tile's (cp.async), then run the tensor cores on this one.
+// grid: (ceil(rows / 64), ceil(n / 64)), block: 128.
 template <int TY>
 static __device__ __forceinline__ void mmq(const u8 *__restrict__ w, int nb, int k, const i8 *__restrict__ xq,
                                            const float2 *__restrict__ xd, int k_pad, int n, float *__restrict__ y,
                                            int rows) {
-    extern __shared__ __align__(16) unsigned char mmq_smem[];
-    MmqSmem<TY> &s = *reinterpret_cast<MmqSmem<TY> *>(mmq_smem);
-    u32 smem_bytes;
-    asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(smem_bytes));
-    if (smem_bytes < sizeof(MmqSmem<TY>)) __trap();
+    typedef MmqType<TY> T;
+    __shared__ MmqSmem s;
     const int r0 = blockIdx.x * MMQ_BM, c0 = blockIdx.y * MMQ_BN;
     const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
     const int g = lane / 4, tig = lane % 4;
@@ -477,22 +312,89 @@ static __device__ __forceinline__ void mmq(const u8 *__restrict__ w, int nb, int
 #pragma unroll
             for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.0f;
 
-    const int steps = (k + MMQ_BK - 1) / MMQ_BK;
-    issue_w_raw<TY>(w, nb, rows, r0, 0, s);
-    issue_x(xq, xd, k_pad, n, c0, 0, s.x[0], s.xd[0]);
-    cp_async_commit();
-    for (int i = 0; i < steps; ++i) {
-        const int k0 = i * MMQ_BK, buf = i & 1;
-        cp_async_wait_all();
-        __syncthreads();  // tile i arrived for every thread; tile i - 1's products are done
-        unpack_w_raw<TY>(w, nb, rows, r0, k0, s);
-        __syncthreads();  // weights unpacked; s.raw free again
-        if (i + 1 < steps) {
-            issue_w_raw<TY>(w, nb, rows, r0, k0 + MMQ_BK, s);
-            issue_x(xq, xd, k_pad, n, c0, k0 + MMQ_BK, s.x[buf ^ 1], s.xd[buf ^ 1]);
-            cp_async_commit();
+    for (int k0 = 0; k0 < k; k0 += MMQ_BK) {
+        load_w_tile<TY>(w, nb, rows, r0, k0, s);
+        load_x_tile(xq, xd, k_pad, n, c0, k0, s);
+        __syncthreads();
+#pragma unroll 2
+        for (int j = 0; j < MMQ_BK / 32; ++j) {
+            const int ki = 8 * j + tig;
+            int a[2][4], b[4][2];
+#pragma unroll
+            for (int mt = 0; mt < 2; ++mt) {
+                const int rr = wr + 16 * mt + g;
+                a[mt][0] = s.w[rr][ki];
+                a[mt][1] = s.w[rr + 8][ki];
+                a[mt][2] = s.w[rr][ki + 4];
+                a[mt][3] = s.w[rr + 8][ki + 4];
+            }
+#pragma unroll
+            for (int nt = 0; nt < 4; ++nt) {
+                const int cc = wc + 8 * nt + g;
+                b[nt][0] = s.x[cc][ki];
+                b[nt][1] = s.x[cc][ki + 4];
+            }
+            int ones[4][2][4];  // Q2_K: sums of the 16-activation halves per column
+            if (T::MIN == 2) {
+#pragma unroll
+                for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+                    for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+                        for (int i = 0; i < 4; ++i) ones[nt][hh][i] = 0;
+                        mma_k16(ones[nt][hh], 0x01010101, 0x01010101, b[nt][hh]);
+                    }
+            }
+            float xs[4][2];
+#pragma unroll
+            for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) xs[nt][e] = s.xd[wc + 8 * nt + 2 * tig + e][j].x;
+#pragma unroll
+            for (int mt = 0; mt < 2; ++mt) {
+                const int rr = wr + 16 * mt + g;
+#pragma unroll
+                for (int nt = 0; nt < 4; ++nt) {
+                    if (T::S16) {
+                        int c1[4] = {0, 0, 0, 0}, c2[4] = {0, 0, 0, 0};
+                        mma_k16(c1, a[mt][0], a[mt][1], b[nt][0]);
+                        mma_k16(c2, a[mt][2], a[mt][3], b[nt][1]);
+#pragma unroll
+                        for (int i = 0; i < 4; ++i) {
+                            const int row = rr + 8 * (i / 2);
+                            float v = (float) c1[i] * s.ws[row][2 * j] + (float) c2[i] * s.ws[row][2 * j + 1];
+                            if (T::MIN == 2)
+                                v -= (float) ones[nt][0][i] * s.wm[row][2 * j] + (float) ones[nt][1][i] * s.wm[row][2 * j + 1];
+                            acc[mt][nt][i] += v * xs[nt][i % 2];
+                        }
+                    } else {
+                        int c[4] = {0, 0, 0, 0};
+                        mma_k32(c, a[mt][0], a[mt][1], a[mt][2], a[mt][3], b[nt][0], b[nt][1]);
+#pragma unroll
+                        for (int i = 0; i < 4; ++i) {
+                            const int row = rr + 8 * (i / 2);
+                            acc[mt][nt][i] += (float) c[i] * s.ws[row][2 * j] * xs[nt][i % 2];
+                        }
+                    }
+                }
+            }
         }
-        mma_tile<TY>(s, buf, acc, wr, wc, g, tig);
+        if (T::MIN == 1) {
+#pragma unroll
+            for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+                for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) {
+                        const int row = wr + 16 * mt + g + 8 * (i / 2);
+                        const int col = wc + 8 * nt + 2 * tig + (i % 2);
+                        float m = 0.0f;
+#pragma unroll
+                        for (int jj = 0; jj < MMQ_BK / 32; ++jj) m += s.wm[row][jj] * s.xd[col][jj].y;
+                        acc[mt][nt][i] -= m;
+                    }
+        }
+        __syncthreads();
     }
 
 #pragma unroll

@@ -30,9 +30,6 @@ pub fn is_supported(ty: GgmlType) -> bool {
     SUPPORTED_TYPES.contains(&ty)
 }
 
-/// Zero bytes held after a matrix's blocks (see [`DeviceMatrix::upload`]).
-pub const MATRIX_PAD: usize = 16;
-
 /// A `rows x cols` weight matrix on the device, bytes exactly as in the GGUF file (rows of
 /// `ty.row_bytes(cols)` bytes); uploaded once, never converted.
 pub struct DeviceMatrix {
@@ -75,12 +72,7 @@ impl DeviceMatrix {
                 actual: data.len(),
             });
         }
-        // MATRIX_PAD zero bytes after the blocks: the prefill kernel copies each row's tile
-        // in aligned 16-byte pieces, which may run up to 15 bytes past the last row.
-        let mut padded = dev.stream().alloc_zeros::<u8>(needed + MATRIX_PAD)?;
-        dev.stream()
-            .memcpy_htod(data, &mut padded.slice_mut(..needed))?;
-        let data = padded;
+        let data = dev.stream().clone_htod(data)?;
         Ok(DeviceMatrix {
             ty,
             rows,
@@ -110,7 +102,7 @@ impl DeviceMatrix {
         self.row_bytes
     }
 
-    /// Bytes of device memory held (the blocks and [`MATRIX_PAD`]).
+    /// Bytes of device memory held.
     pub fn bytes(&self) -> usize {
         self.data.len()
     }

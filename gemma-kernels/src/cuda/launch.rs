@@ -13,9 +13,6 @@ use gemma_gguf::GgmlType;
 /// cores (mmq).
 pub const MMVQ_MAX_TOKENS: usize = 8;
 
-/// Weight rows per mmvq block of 128 threads (one warp each; `MMVQ_ROWS` in mmvq.cu).
-const MMVQ_ROWS_PER_BLOCK: usize = 4;
-
 /// One kernel argument, passed by value.
 pub(crate) enum Arg {
     /// A device pointer.
@@ -74,25 +71,7 @@ pub(crate) fn launch(
     block: u32,
     args: &[Arg],
 ) -> Result<(), CudaError> {
-    launch_with_smem(dev, kernel, name, grid, block, 0, args)
-}
-
-/// [`launch`] with `smem` bytes of dynamic shared memory (above 48 KiB the function is
-/// allowed that much first).
-pub(crate) fn launch_with_smem(
-    dev: &CudaDevice,
-    kernel: Kernel,
-    name: &'static str,
-    grid: (u32, u32, u32),
-    block: u32,
-    smem: u32,
-    args: &[Arg],
-) -> Result<(), CudaError> {
     let f = dev.function(kernel, name)?;
-    if smem > 48 * 1024 {
-        let attr = cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
-        f.set_attribute(attr, smem as i32)?;
-    }
     let stream = dev.stream();
     let mut b = stream.launch_builder(&f);
     for a in args {
@@ -106,7 +85,7 @@ pub(crate) fn launch_with_smem(
     let cfg = LaunchConfig {
         grid_dim: grid,
         block_dim: (block, 1, 1),
-        shared_mem_bytes: smem,
+        shared_mem_bytes: 0,
     };
     // SAFETY: every caller passes the argument list of the kernel's C signature in
     // kernels/*.cu (types and order), and has checked that each buffer holds the elements the
@@ -287,11 +266,7 @@ pub fn matmul_q8<Y: DevicePtrMut<f32>>(
                 dev,
                 Kernel::Mmvq,
                 names[idx],
-                (
-                    grid_dim("rows", w.rows().div_ceil(MMVQ_ROWS_PER_BLOCK))?,
-                    1,
-                    1,
-                ),
+                (grid_dim("rows", w.rows())?, 1, 1),
                 128,
                 &args,
             )?;
@@ -314,26 +289,7 @@ pub fn matmul_q8<Y: DevicePtrMut<f32>>(
         Arg::P(yp),
         Arg::I(rows),
     ];
-    let smem = mmq_smem_bytes(w.ty());
-    launch_with_smem(dev, Kernel::Mmq, mmq, grid, 128, smem, &args)
-}
-
-/// Dynamic shared memory of the mmq kernel of `ty`: `sizeof(MmqSmem<TY>)` in mmq.cu (the
-/// kernel traps if given less). Tiles of 64 rows x 64 tokens x 256 values, rows padded by 4
-/// ints; the raw weight tile holds 8 blocks of 32 or one super-block in 16-byte pieces,
-/// with room for up to 15 bytes of misalignment.
-fn mmq_smem_bytes(ty: GgmlType) -> u32 {
-    const ROW: usize = (256 / 4 + 4) * 4;
-    const SCALES: usize = (256 / 16 + 1) * 4;
-    let span = if ty.block_elems() == 32 {
-        8 * ty.block_bytes()
-    } else {
-        ty.block_bytes()
-    };
-    let raw = 16 * (span + 15).div_ceil(16);
-    // w, ws + wm, two x tiles, two xd tiles (8 float2 per token), raw
-    let bytes = 64 * ROW + 2 * 64 * SCALES + 2 * 64 * ROW + 2 * 64 * 8 * 8 + 64 * raw;
-    bytes as u32
+    launch(dev, Kernel::Mmq, mmq, grid, 128, &args)
 }
 
 /// Products of one token's q8_1 activations `x` with two or three matrices of the same
@@ -371,7 +327,7 @@ pub fn matvec_q8_multi<Y: DevicePtrMut<f32>>(
     }
     check_len("q8_1 activation rows", 1, x.rows())?;
     let mut args = Vec::with_capacity(13);
-    let mut tiles = 0;
+    let mut blocks = 0;
     for i in 0..3 {
         match (ws.get(i), ys.get_mut(i)) {
             (Some(w), Some(y)) => {
@@ -382,7 +338,7 @@ pub fn matvec_q8_multi<Y: DevicePtrMut<f32>>(
                     Arg::P(yp),
                     Arg::I(int("rows", w.rows())?),
                 ]);
-                tiles += w.rows().div_ceil(MMVQ_ROWS_PER_BLOCK);
+                blocks += w.rows();
             }
             _ => args.extend([Arg::P(0), Arg::P(0), Arg::I(0)]),
         }
@@ -397,7 +353,7 @@ pub fn matvec_q8_multi<Y: DevicePtrMut<f32>>(
         dev,
         Kernel::Mmvq,
         name,
-        (grid_dim("row tiles", tiles)?, 1, 1),
+        (grid_dim("rows", blocks)?, 1, 1),
         128,
         &args,
     )
