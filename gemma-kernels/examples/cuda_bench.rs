@@ -9,7 +9,8 @@
 use cudarc::driver::sys::CUevent_flags;
 use gemma_gguf::GgmlType;
 use gemma_kernels::cuda::{
-    self, launch, AttnShape, CudaDevice, CudaError, DecodeScratch, DeviceMatrix, Q8Activations,
+    self, launch, ActFormat, AttnShape, CudaDevice, CudaError, DecodeScratch, DeviceMatrix,
+    Q8Activations,
 };
 
 /// Fills `n` bytes quickly with xorshift output; f16 scale fields get small sane values.
@@ -129,7 +130,7 @@ fn bench_matvec(
     let mut q = Q8Activations::new(dev, cols, 1)?;
     let mut y = cuda::zeros::<f32>(dev, rows)?;
     if launch::uses_q8_activations(ty) {
-        launch::quantize_q8_1(dev, &x, 1, cols, &mut q)?;
+        launch::quantize_q8_1(dev, &x, 1, cols, ActFormat::for_weights(ty), &mut q)?;
     }
     let us = t.time(dev, 50, |i| {
         let w = &ws[i % ws.len()];
@@ -165,7 +166,7 @@ fn bench_matvec_multi(
     let copies = sets.iter().map(Vec::len).min().unwrap_or(1);
     let x = cuda::upload(dev, &vec![0.5f32; cols])?;
     let mut q = Q8Activations::new(dev, cols, 1)?;
-    launch::quantize_q8_1(dev, &x, 1, cols, &mut q)?;
+    launch::quantize_q8_1(dev, &x, 1, cols, ActFormat::for_weights(ty), &mut q)?;
     let mut ys: Vec<cuda::CudaSlice<f32>> = rows_each
         .iter()
         .map(|&r| cuda::zeros::<f32>(dev, r))

@@ -115,6 +115,12 @@ static_assert(sizeof(block_iq4_xs) == 136, "block_iq4_xs size");
 // for a row of n elements (n padded to a multiple of 256 with zeros):
 //   qs: n int8 values, ds: n / 32 float2 {d, s} with x ~= d * q and s = d * sum(q).
 // ds of row t starts at ds_base + t * (n / 32); qs of row t at qs_base + t * n.
+// The quants and scales are those of the CPU backend's activation blocks for the weight
+// type (ggml's vec_dot_type), so both backends multiply the same integers:
+#define ACT_Q8_0 0  // Q4_0, Q5_0, Q8_0, IQ4_NL: per 32, d = f16(amax / 127), q = rint(x * 127 / amax)
+#define ACT_Q8_1 1  // Q4_1, Q5_1: the same d and q, s = f16(amax / 127 * sum(q))
+#define ACT_Q8_K 2  // K-quants, IQ4_XS: per 256, d = 1 / (-127 / max) (max: the first value of
+                    // largest magnitude), q = min(rint(x * -127 / max), 127)
 
 // ---------------------------------------------------------------------------------
 // Conversions (PTX, so no cuda_fp16.h is needed).
@@ -223,16 +229,45 @@ static __device__ __forceinline__ float gelu_tanh(float x) {
 }
 
 // ---------------------------------------------------------------------------------
-// Quantizes one 32-value block of activations to q8_1, one warp per block: lane i holds
-// value i and writes q[i] to qs[lane]; lane 0 writes {d, s} to *ds.
-static __device__ __forceinline__ void quantize_q8_1_lane(float v, i8 *qs, float2 *ds, int lane) {
+// Quantizes 256 activations in format `fmt` (ACT_*): thread i of a block of 256 holds value
+// i, warp w the 32-block w; writes qs[i] and, from lane 0 of each warp, ds[w]. Every thread
+// of the block calls it (ACT_Q8_K reduces over the block). smax: 8 floats of shared memory.
+static __device__ __forceinline__ void quantize_act256(float v, int fmt, i8 *qs, float2 *ds, float *smax) {
+    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
     const float amax = warp_max(fabsf(v));
-    const float d = amax / 127.0f;
-    const int q = amax == 0.0f ? 0 : (int) roundf(v / d);
-    qs[lane] = (i8) q;
-    float sum = (float) q;
-    sum = warp_sum(sum);  // exact: |sum| <= 32 * 127
-    if (lane == 0) *ds = make_float2(d, d * sum);
+    int q;
+    float d, s;
+    if (fmt == ACT_Q8_K) {
+        // The first value of largest magnitude, with its sign: first within each warp, then
+        // the first warp holding the block's largest magnitude.
+        const u32 at = __ballot_sync(0xffffffffu, fabsf(v) == amax);
+        const float wmax = __shfl_sync(0xffffffffu, v, at ? __ffs(at) - 1 : 0);
+        __syncthreads();  // smax may still be read by a previous call
+        if (lane == 0) smax[warp] = wmax;
+        __syncthreads();
+        float mx = 0.0f;
+#pragma unroll
+        for (int w = 0; w < 8; ++w)
+            if (fabsf(smax[w]) > fabsf(mx)) mx = smax[w];
+        if (mx == 0.0f) {
+            q = 0;
+            d = 0.0f;
+        } else {
+            const float iscale = -127.0f / mx;
+            q = min(__float2int_rn(iscale * v), 127);
+            d = 1.0f / iscale;
+        }
+        s = d * warp_sum((float) q);  // exact: |sum| <= 32 * 128
+    } else {
+        const float d32 = amax / 127.0f;
+        d = h2f(f2h(d32));
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        q = max(-128, min(127, __float2int_rn(v * id)));
+        const float sum = warp_sum((float) q);
+        s = fmt == ACT_Q8_1 ? h2f(f2h(d32 * sum)) : d * sum;
+    }
+    qs[threadIdx.x] = (i8) q;
+    if (lane == 0) ds[warp] = make_float2(d, s);
 }
 
 // ---------------------------------------------------------------------------------

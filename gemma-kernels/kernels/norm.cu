@@ -36,26 +36,26 @@ extern "C" __global__ void __launch_bounds__(256) rms_norm_add(
 }
 
 // Pre-norm fused with the activation quantization of the matrix product that follows:
-// writes the normed row (the same values as rms_norm) to out and to the q8_1 layout (see
-// quantize.cu). dim <= k_pad. grid: rows, block: 256.
+// writes the normed row (the same values as rms_norm) to out and, in format fmt, to the q8_1
+// layout (see quantize.cu). dim <= k_pad. grid: rows, block: 256.
 extern "C" __global__ void __launch_bounds__(256) rms_norm_q8_1(
     const float *__restrict__ x, const float *__restrict__ w, float *__restrict__ out, int dim, float eps,
-    int k_pad, i8 *__restrict__ qs, float2 *__restrict__ ds) {
+    int k_pad, int fmt, i8 *__restrict__ qs, float2 *__restrict__ ds) {
     __shared__ float scratch[32];
+    __shared__ float smax[8];
     const int row = blockIdx.x;
     const float *xr = x + (i64) row * dim;
     float *outr = out + (i64) row * dim;
     const float inv = row_inv_rms(xr, dim, eps, scratch);
-    const int lane = threadIdx.x % WARP;
     i8 *qr = qs + (i64) row * k_pad;
     float2 *dr = ds + (i64) row * (k_pad / QK8);
-    for (int blk = threadIdx.x / WARP; blk < k_pad / QK8; blk += blockDim.x / WARP) {
-        const int i = blk * QK8 + lane;
+    for (int g = 0; g < k_pad; g += 256) {  // blockDim.x == 256: one value per thread
+        const int i = g + threadIdx.x;
         float v = 0.0f;
         if (i < dim) {
             v = xr[i] * inv * w[i];
             outr[i] = v;
         }
-        quantize_q8_1_lane(v, qr + blk * QK8, dr + blk, lane);
+        quantize_act256(v, fmt, qr + g, dr + g / QK8, smax);
     }
 }

@@ -1,13 +1,13 @@
 //! The fused decode kernels against references: `qk_norm_rope` (per-head RMSNorm, NEOX RoPE
 //! and the query scale in one launch) against f64 math, and `geglu_q8_1` (GeGLU with the
-//! q8_1 quantization of its result) against the plain `geglu` kernel bit for bit and the
-//! independent q8_1 twin. Runs where a CUDA device is present; elsewhere each test prints
+//! quantization of its result) against the plain `geglu` kernel and the CPU backend's
+//! activation quantizers, bit for bit. Runs where a CUDA device is present; elsewhere each test prints
 //! "no CUDA device: GPU tests not run" and returns (the one allowed exception to no-skip).
 
 mod cuda_util;
 
 use cuda_util::*;
-use gemma_kernels::cuda::{self, ops, Q8Activations};
+use gemma_kernels::cuda::{self, ops, ActFormat, Q8Activations};
 
 /// rms_norm(head) * w, rotated NEOX style at `pos`, times `scale`, in f64.
 fn norm_rope_ref(head: &[f32], w: &[f32], eps: f32, pos: i32, base: f32, fscale: f32) -> Vec<f64> {
@@ -93,7 +93,7 @@ fn qk_norm_rope_matches_norm_then_rope_then_scale() {
 }
 
 #[test]
-fn geglu_q8_1_matches_geglu_and_the_q8_1_twin() {
+fn geglu_q8_1_matches_geglu_and_the_cpu_quantizers() {
     let Some(dev) = device() else { return };
     let mut rng = Rng::new(22);
     // A multiple of 256 (read back as 3 rows of 1280) and a ragged length.
@@ -107,20 +107,30 @@ fn geglu_q8_1_matches_geglu_and_the_q8_1_twin() {
         ops::geglu(&dev, &gd, &ud, &mut plain, n).unwrap();
         let plain = cuda::download(&dev, &plain).unwrap();
 
-        let mut fused = cuda::upload(&dev, &g).unwrap();
-        let mut q8 = Q8Activations::new(&dev, n, 1).unwrap();
-        ops::geglu_q8_1(&dev, &mut fused, &ud, n, &mut q8).unwrap();
-        let fused = cuda::download(&dev, &fused).unwrap();
-        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&fused), bits(&plain), "geglu_q8_1 values, n {n}");
+        for format in [ActFormat::Q8_0, ActFormat::Q8_1, ActFormat::Q8K] {
+            let mut fused = cuda::upload(&dev, &g).unwrap();
+            let mut q8 = Q8Activations::new(&dev, n, 1).unwrap();
+            ops::geglu_q8_1(&dev, &mut fused, &ud, n, format, &mut q8).unwrap();
+            let fused = cuda::download(&dev, &fused).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&fused), bits(&plain), "geglu_q8_1 values, n {n}");
 
-        let (qs, ds) = q8.download(&dev).unwrap();
-        let twin = q8_1_twin(&plain, 1, n);
-        assert_eq!(qs, twin.qs, "geglu_q8_1 q values, n {n}");
-        assert_eq!(bits(&ds), bits(&twin.ds), "geglu_q8_1 d and s, n {n}");
-        if n % 256 == 0 {
-            q8.split_rows(3, n / 3).unwrap();
-            assert_eq!((q8.rows(), q8.k()), (3, n / 3), "split rows");
+            let (qs, ds) = q8.download(&dev).unwrap();
+            let twin = act_twin(&plain, 1, n, format);
+            assert_eq!(qs, twin.qs, "geglu_q8_1 {format:?} q values, n {n}");
+            assert_eq!(
+                bits(&ds),
+                bits(&twin.ds),
+                "geglu_q8_1 {format:?} d and s, n {n}"
+            );
+            if n % 256 == 0 {
+                q8.split_rows(3, n / 3).unwrap();
+                assert_eq!(
+                    (q8.rows(), q8.k(), q8.format()),
+                    (3, n / 3, format),
+                    "split rows"
+                );
+            }
         }
     }
 }

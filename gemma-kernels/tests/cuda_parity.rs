@@ -8,7 +8,7 @@ mod cuda_util;
 
 use cuda_util::*;
 use gemma_gguf::GgmlType;
-use gemma_kernels::cuda::{self, launch, ops, DeviceMatrix, Q8Activations};
+use gemma_kernels::cuda::{self, launch, ops, ActFormat, DeviceMatrix, Q8Activations};
 
 const QUANT_TYPES: [GgmlType; 12] = [
     GgmlType::Q4_0,
@@ -72,23 +72,32 @@ fn dequantization_matches_cpu_bit_for_bit() {
 }
 
 #[test]
-fn activation_quantization_matches_the_cpu_twin_exactly() {
+fn activation_quantization_matches_the_cpu_backend_exactly() {
     let Some(dev) = device() else { return };
     let mut rng = Rng::new(2);
-    for (rows, k) in [(1, 256), (3, 640), (5, 3840)] {
-        let mut x = rng.vec(rows * k);
-        x[k / 2] = 0.0;
-        for v in &mut x[..32] {
-            *v = 0.0; // an all-zero block
+    for format in [ActFormat::Q8_0, ActFormat::Q8_1, ActFormat::Q8K] {
+        for (rows, k) in [(1, 256), (3, 640), (5, 3840)] {
+            let mut x = rng.vec(rows * k);
+            x[k / 2] = 0.0;
+            for v in &mut x[..32] {
+                *v = 0.0; // an all-zero block
+            }
+            // Equal magnitudes of both signs: the first one decides Q8_K's sign.
+            x[40] = -3.0;
+            x[41] = 3.0;
+            let xd = cuda::upload(&dev, &x).unwrap();
+            let mut q = Q8Activations::new(&dev, k, rows).unwrap();
+            launch::quantize_q8_1(&dev, &xd, rows, k, format, &mut q).unwrap();
+            let (qs, ds) = q.download(&dev).unwrap();
+            let twin = act_twin(&x, rows, k, format);
+            assert_eq!(qs, twin.qs, "{format:?} q values, {rows} x {k}");
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&ds),
+                bits(&twin.ds),
+                "{format:?} d and s, {rows} x {k}"
+            );
         }
-        let xd = cuda::upload(&dev, &x).unwrap();
-        let mut q = Q8Activations::new(&dev, k, rows).unwrap();
-        launch::quantize_q8_1(&dev, &xd, rows, k, &mut q).unwrap();
-        let (qs, ds) = q.download(&dev).unwrap();
-        let twin = q8_1_twin(&x, rows, k);
-        assert_eq!(qs, twin.qs, "q values, {rows} x {k}");
-        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&ds), bits(&twin.ds), "d and s, {rows} x {k}");
     }
 }
 
@@ -106,7 +115,7 @@ fn check_product(dev: &cuda::CudaDevice, rng: &mut Rng, ty: GgmlType, rows: usiz
     launch::matmul(dev, &w, &xd, n, &mut scratch, &mut y).unwrap();
     let got = cuda::download(dev, &y).unwrap();
     let xq = if launch::uses_q8_activations(ty) {
-        q8_1_values(&q8_1_twin(&x, n, cols), n, cols)
+        q8_1_values(&act_twin(&x, n, cols, ActFormat::for_weights(ty)), n, cols)
     } else {
         x
     };
@@ -234,27 +243,27 @@ fn rms_norms_match_reference() {
         1e-7,
     );
 
-    let mut q = Q8Activations::new(&dev, dim, rows).unwrap();
-    let mut out_q = cuda::zeros::<f32>(&dev, rows * dim).unwrap();
-    ops::rms_norm_q8_1(&dev, &xd, &wd, &mut out_q, rows, dim, eps, &mut q).unwrap();
-    let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
-    assert_eq!(
-        bits(cuda::download(&dev, &out_q).unwrap()),
-        bits(cuda::download(&dev, &out).unwrap()),
-        "rms_norm_q8_1 writes the values of rms_norm"
-    );
-    let (qs, ds) = q.download(&dev).unwrap();
-    let k_pad = cuda::padded_len(dim);
-    for r in 0..rows {
-        for i in 0..dim {
-            let d = ds[(r * k_pad / 32 + i / 32) * 2];
-            let v = f64::from(d) * f64::from(qs[r * k_pad + i]);
-            let e = want[r * dim + i];
-            assert!(
-                (v - e).abs() <= 0.5001 * f64::from(d) + 1e-6 * e.abs(),
-                "rms_norm_q8_1 row {r} elem {i}: {v} vs {e}"
-            );
-        }
+    // Fused with the quantization, in every format: the values of rms_norm, quantized as
+    // the CPU backend quantizes them.
+    let normed = cuda::download(&dev, &out).unwrap();
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    for format in [ActFormat::Q8_0, ActFormat::Q8_1, ActFormat::Q8K] {
+        let mut q = Q8Activations::new(&dev, dim, rows).unwrap();
+        let mut out_q = cuda::zeros::<f32>(&dev, rows * dim).unwrap();
+        ops::rms_norm_q8_1(&dev, &xd, &wd, &mut out_q, rows, dim, eps, format, &mut q).unwrap();
+        assert_eq!(
+            bits(&cuda::download(&dev, &out_q).unwrap()),
+            bits(&normed),
+            "rms_norm_q8_1 writes the values of rms_norm"
+        );
+        let (qs, ds) = q.download(&dev).unwrap();
+        let twin = act_twin(&normed, rows, dim, format);
+        assert_eq!(qs, twin.qs, "rms_norm_q8_1 {format:?} q values");
+        assert_eq!(
+            bits(&ds),
+            bits(&twin.ds),
+            "rms_norm_q8_1 {format:?} d and s"
+        );
     }
 }
 

@@ -11,8 +11,8 @@ use crate::kv_cache::KvType;
 use crate::weights::{Norm, Weight};
 use crate::CoreError;
 use gemma_kernels::cuda::{
-    self, launch, ops, AttnShape, CudaDevice, CudaError, CudaSlice, DecodeScratch, DeviceMatrix,
-    DevicePtr, KvElem, KvKind, Q8Activations,
+    self, launch, ops, ActFormat, AttnShape, CudaDevice, CudaError, CudaSlice, DecodeScratch,
+    DeviceMatrix, DevicePtr, KvElem, KvKind, Q8Activations,
 };
 use graph::{DecodeGraph, StepMode};
 use std::collections::HashMap;
@@ -115,7 +115,10 @@ pub struct CudaBackend<'m> {
     /// (device address, rows, row length) it holds: Q, K, V (and gate, up) share one input,
     /// quantized once. Every other operation that writes a buffer forgets it.
     q8: Option<Q8Activations>,
-    q8_of: Option<(u64, usize, usize)>,
+    q8_of: Option<(u64, usize, usize, ActFormat)>,
+    /// The activation format the last product with each input buffer took: the fused
+    /// producers (norm, GeGLU) quantize their output in it.
+    act_format_of: HashMap<u64, ActFormat>,
     /// Token ids of the last embedding.
     ids: Option<CudaSlice<i32>>,
     /// Positions pos0 .. pos0 + n of the current batch, and which (pos0, n) they hold.
@@ -147,6 +150,7 @@ impl<'m> CudaBackend<'m> {
             norms: HashMap::new(),
             q8: None,
             q8_of: None,
+            act_format_of: HashMap::new(),
             ids: None,
             positions: None,
             positions_for: (usize::MAX, 0),
@@ -459,8 +463,10 @@ impl Backend for CudaBackend<'_> {
             let m = &self.matrices[&w.bytes.start];
             return launch::matmul_float(&self.dev, m, x, n, y).map_err(core_err);
         }
-        let key = (device_addr(&self.dev, x), n, w.cols);
-        if n > 1 && self.q8_of == Some((key.0, 1, n * w.cols)) {
+        let format = ActFormat::for_weights(w.ty);
+        let key = (device_addr(&self.dev, x), n, w.cols, format);
+        self.act_format_of.insert(key.0, format);
+        if n > 1 && self.q8_of == Some((key.0, 1, n * w.cols, format)) {
             // Quantized as one row by geglu: the same bytes as n rows when cols % 256 == 0.
             let q8 = self.q8.as_mut().ok_or(CoreError::EmptyInput)?;
             if q8.split_rows(n, w.cols).is_ok() {
@@ -470,7 +476,7 @@ impl Backend for CudaBackend<'_> {
         if self.q8_of != Some(key) {
             self.q8(w.cols, n)?;
             let q8 = self.q8.as_mut().ok_or(CoreError::EmptyInput)?;
-            launch::quantize_q8_1(&self.dev, x, n, w.cols, q8).map_err(core_err)?;
+            launch::quantize_q8_1(&self.dev, x, n, w.cols, format, q8).map_err(core_err)?;
             self.q8_of = Some(key);
         }
         let (dev, m) = (&self.dev, &self.matrices[&w.bytes.start]);
@@ -513,11 +519,14 @@ impl Backend for CudaBackend<'_> {
                 for w in group {
                     self.upload_matrix(w)?;
                 }
-                let key = (device_addr(&self.dev, x), 1, w0.cols);
+                let format = ActFormat::for_weights(ty);
+                let key = (device_addr(&self.dev, x), 1, w0.cols, format);
+                self.act_format_of.insert(key.0, format);
                 if self.q8_of != Some(key) {
                     self.q8(w0.cols, 1)?;
                     let q8 = self.q8.as_mut().ok_or(CoreError::EmptyInput)?;
-                    launch::quantize_q8_1(&self.dev, x, 1, w0.cols, q8).map_err(core_err)?;
+                    launch::quantize_q8_1(&self.dev, x, 1, w0.cols, format, q8)
+                        .map_err(core_err)?;
                     self.q8_of = Some(key);
                 }
                 let mats: Vec<&DeviceMatrix> = group
@@ -561,9 +570,13 @@ impl Backend for CudaBackend<'_> {
             &self.norms[&w.bytes.start],
             x.slice(first * len..(first + rows) * len),
         );
+        let out_addr = device_addr(&self.dev, out);
+        let format = self.act_format_of.get(&out_addr).copied();
+        let format = format.unwrap_or(ActFormat::Q8_0);
         let q8 = self.q8.as_mut().ok_or(CoreError::EmptyInput)?;
-        ops::rms_norm_q8_1(&self.dev, &xv, wd, out, rows, len, eps, q8).map_err(core_err)?;
-        self.q8_of = Some((device_addr(&self.dev, out), rows, len));
+        ops::rms_norm_q8_1(&self.dev, &xv, wd, out, rows, len, eps, format, q8)
+            .map_err(core_err)?;
+        self.q8_of = Some((out_addr, rows, len, format));
         Ok(())
     }
 
@@ -650,9 +663,12 @@ impl Backend for CudaBackend<'_> {
         // The result is also quantized (as one row) for the down projection that follows.
         self.q8_of = None;
         self.q8(len, 1)?;
+        let gate_addr = device_addr(&self.dev, gate);
+        let format = self.act_format_of.get(&gate_addr).copied();
+        let format = format.unwrap_or(ActFormat::Q8_0);
         let q8 = self.q8.as_mut().ok_or(CoreError::EmptyInput)?;
-        ops::geglu_q8_1(&self.dev, gate, up, len, q8).map_err(core_err)?;
-        self.q8_of = Some((device_addr(&self.dev, gate), 1, len));
+        ops::geglu_q8_1(&self.dev, gate, up, len, format, q8).map_err(core_err)?;
+        self.q8_of = Some((gate_addr, 1, len, format));
         Ok(())
     }
 

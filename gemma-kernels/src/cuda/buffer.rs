@@ -118,14 +118,47 @@ pub fn padded_len(k: usize) -> usize {
     k.div_ceil(256) * 256
 }
 
-/// Activations quantized to q8_1 for integer dot products: `rows` rows of `k` values
-/// (padded with zeros to k_pad = [`padded_len`]`(k)`), per 32 values an f32 scale d and
-/// s = d * sum(q). Layout: `qs` rows of k_pad int8, `ds` rows of k_pad / 32 pairs {d, s}.
-/// One buffer serves every product of a model: its shape is set by each quantization.
+/// How activations are quantized for the products with one weight type: the CPU backend's
+/// activation blocks for it (ggml's `vec_dot_type`), so that both backends multiply the same
+/// integers by the same scales (`ACT_*` in kernels/common.cuh).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ActFormat {
+    /// Per 32 values: d = f16(amax / 127), q = round-half-even(x * 127 / amax); as
+    /// `BlockQ8_0` (Q4_0, Q5_0, Q8_0, IQ4_NL weights).
+    Q8_0 = 0,
+    /// The same d and q, with s = f16(amax / 127 * sum(q)); as `BlockQ8_1` (Q4_1, Q5_1).
+    Q8_1 = 1,
+    /// Per 256 values: d = -max / 127 with max the first value of largest magnitude,
+    /// q = min(round(x / d), 127); as `BlockQ8_K` (the K-quants and IQ4_XS).
+    Q8K = 2,
+}
+
+impl ActFormat {
+    /// The format of the products with `ty` weights (quantized types; Q8_0 for others).
+    pub fn for_weights(ty: GgmlType) -> ActFormat {
+        match ty {
+            GgmlType::Q4_1 | GgmlType::Q5_1 => ActFormat::Q8_1,
+            GgmlType::Q2_K
+            | GgmlType::Q3_K
+            | GgmlType::Q4_K
+            | GgmlType::Q5_K
+            | GgmlType::Q6_K
+            | GgmlType::IQ4_XS => ActFormat::Q8K,
+            _ => ActFormat::Q8_0,
+        }
+    }
+}
+
+/// Activations quantized for integer dot products: `rows` rows of `k` values (padded with
+/// zeros to k_pad = [`padded_len`]`(k)`), per 32 values a scale d and s = d * sum(q) (both
+/// f32, with the values of the [`ActFormat`] they were quantized in). Layout: `qs` rows of
+/// k_pad int8, `ds` rows of k_pad / 32 pairs {d, s}. One buffer serves every product of a
+/// model: its shape and format are set by each quantization.
 pub struct Q8Activations {
     k: usize,
     k_pad: usize,
     rows: usize,
+    format: ActFormat,
     pub(crate) qs: CudaSlice<i8>,
     pub(crate) ds: CudaSlice<f32>,
 }
@@ -140,6 +173,7 @@ impl Q8Activations {
             k: max_k,
             k_pad: padded_len(max_k),
             rows: 0,
+            format: ActFormat::Q8_0,
             qs,
             ds,
         })
@@ -165,16 +199,27 @@ impl Q8Activations {
         self.rows
     }
 
+    /// Format of the current contents.
+    pub fn format(&self) -> ActFormat {
+        self.format
+    }
+
     /// Bytes of device memory held (values and scales).
     pub fn bytes(&self) -> usize {
         self.qs.len() + self.ds.len() * 4
     }
 
-    /// Sets the shape of the next contents; fails when it does not fit the allocation.
-    pub(crate) fn set_shape(&mut self, rows: usize, k: usize) -> Result<(), CudaError> {
+    /// Sets the shape and format of the next contents; fails when they do not fit the
+    /// allocation.
+    pub(crate) fn set_shape(
+        &mut self,
+        rows: usize,
+        k: usize,
+        format: ActFormat,
+    ) -> Result<(), CudaError> {
         let k_pad = padded_len(k);
         check_len("q8_1 activation buffer", rows * k_pad, self.qs.len())?;
-        (self.rows, self.k, self.k_pad) = (rows, k, k_pad);
+        (self.rows, self.k, self.k_pad, self.format) = (rows, k, k_pad, format);
         Ok(())
     }
 
@@ -188,7 +233,7 @@ impl Q8Activations {
                 actual: self.k,
             });
         }
-        self.set_shape(rows, k)
+        self.set_shape(rows, k, self.format)
     }
 
     /// Copies the quantized values and the {d, s} pairs of the current contents to the host.

@@ -2,7 +2,7 @@
 //! dp4a), prefill matmul (mmq, int8 tensor cores) and the float-weight fallbacks; plus the
 //! argument plumbing every launch function of this module tree uses.
 
-use super::buffer::{DeviceMatrix, Q8Activations};
+use super::buffer::{ActFormat, DeviceMatrix, Q8Activations};
 use super::device::CudaDevice;
 use super::error::{check_len, CudaError};
 use super::modules::Kernel;
@@ -190,16 +190,17 @@ fn token_chunks(n: usize) -> impl Iterator<Item = (usize, usize, usize)> {
     })
 }
 
-/// Quantizes `rows` rows of `k` floats (row-major) to q8_1 in `out`.
+/// Quantizes `rows` rows of `k` floats (row-major) to the q8_1 layout in `out`, in `format`.
 pub fn quantize_q8_1<X: DevicePtr<f32>>(
     dev: &CudaDevice,
     x: &X,
     rows: usize,
     k: usize,
+    format: ActFormat,
     out: &mut Q8Activations,
 ) -> Result<(), CudaError> {
     check_len("quantize_q8_1 input", rows * k, x.len())?;
-    out.set_shape(rows, k)?;
+    out.set_shape(rows, k, format)?;
     let (xp, qp, dp) = (
         ptr(dev, x),
         ptr_mut(dev, &mut out.qs),
@@ -214,6 +215,7 @@ pub fn quantize_q8_1<X: DevicePtr<f32>>(
         Arg::P(xp),
         Arg::I(int("k", k)?),
         Arg::I(int("k_pad", out.k_pad())?),
+        Arg::I(format as i32),
         Arg::P(qp),
         Arg::P(dp),
     ];
@@ -240,6 +242,7 @@ pub fn matmul_q8<Y: DevicePtrMut<f32>>(
             actual: x.k(),
         });
     }
+    check_format(w.ty(), x)?;
     check_len("q8_1 activation rows", n, x.rows())?;
     check_len("matmul output", n * w.rows(), y.len())?;
     let nb = int("blocks per row", w.cols() / w.ty().block_elems())?;
@@ -292,6 +295,18 @@ pub fn matmul_q8<Y: DevicePtrMut<f32>>(
     launch(dev, Kernel::Mmq, mmq, grid, 128, &args)
 }
 
+/// Fails unless `x` was quantized in the format products with `ty` weights take.
+fn check_format(ty: GgmlType, x: &Q8Activations) -> Result<(), CudaError> {
+    if x.format() != ActFormat::for_weights(ty) {
+        return Err(CudaError::Unsupported {
+            what: "activation format (ActFormat) for these weights",
+            value: x.format() as usize,
+            rule: "ActFormat::for_weights of the weight type",
+        });
+    }
+    Ok(())
+}
+
 /// Products of one token's q8_1 activations `x` with two or three matrices of the same
 /// quantized type and row length, in one launch: `ys[i] = x W_i^T`.
 pub fn matvec_q8_multi<Y: DevicePtrMut<f32>>(
@@ -325,6 +340,7 @@ pub fn matvec_q8_multi<Y: DevicePtrMut<f32>>(
             actual: x.k(),
         });
     }
+    check_format(ty, x)?;
     check_len("q8_1 activation rows", 1, x.rows())?;
     let mut args = Vec::with_capacity(13);
     let mut blocks = 0;
@@ -422,7 +438,7 @@ pub fn matmul<X: DevicePtr<f32>, Y: DevicePtrMut<f32>>(
     if !uses_q8_activations(w.ty()) {
         return matmul_float(dev, w, x, n, y);
     }
-    quantize_q8_1(dev, x, n, w.cols(), scratch)?;
+    quantize_q8_1(dev, x, n, w.cols(), ActFormat::for_weights(w.ty()), scratch)?;
     matmul_q8(dev, w, scratch, n, y)
 }
 

@@ -3,7 +3,7 @@
 //! stores. All tensors are row-major f32 unless said otherwise.
 
 use super::attention::{KvElem, KvKind};
-use super::buffer::{DeviceMatrix, Q8Activations};
+use super::buffer::{ActFormat, DeviceMatrix, Q8Activations};
 use super::device::CudaDevice;
 use super::error::{check_len, CudaError};
 use super::launch::{grid_dim, int, launch, ptr, ptr_mut, Arg};
@@ -110,9 +110,9 @@ pub fn rms_norm_add<X: DevicePtrMut<f32>, W: DevicePtr<f32>, R: DevicePtrMut<f32
     )
 }
 
-/// out = rms_norm(x) * w (the values of [`rms_norm`]), also quantized to q8_1 in `q8` (the
-/// input of the products that follow), in one launch.
-#[allow(clippy::too_many_arguments)] // rms_norm's arguments plus the q8_1 output
+/// out = rms_norm(x) * w (the values of [`rms_norm`]), also quantized in `format` to `q8`
+/// (the input of the products that follow), in one launch.
+#[allow(clippy::too_many_arguments)] // rms_norm's arguments plus the quantized output
 pub fn rms_norm_q8_1<X: DevicePtr<f32>, W: DevicePtr<f32>, O: DevicePtrMut<f32>>(
     dev: &CudaDevice,
     x: &X,
@@ -121,12 +121,13 @@ pub fn rms_norm_q8_1<X: DevicePtr<f32>, W: DevicePtr<f32>, O: DevicePtrMut<f32>>
     rows: usize,
     dim: usize,
     eps: f32,
+    format: ActFormat,
     q8: &mut Q8Activations,
 ) -> Result<(), CudaError> {
     checked_rows("rms_norm_q8_1 input", rows, dim, x.len())?;
     checked_rows("rms_norm_q8_1 output", rows, dim, out.len())?;
     check_len("rms_norm_q8_1 weight", dim, w.len())?;
-    q8.set_shape(rows, dim)?;
+    q8.set_shape(rows, dim, format)?;
     let args = [
         Arg::P(ptr(dev, x)),
         Arg::P(ptr(dev, w)),
@@ -134,6 +135,7 @@ pub fn rms_norm_q8_1<X: DevicePtr<f32>, W: DevicePtr<f32>, O: DevicePtrMut<f32>>
         Arg::I(int("dim", dim)?),
         Arg::F(eps),
         Arg::I(int("k_pad", q8.k_pad())?),
+        Arg::I(format as i32),
         Arg::P(ptr_mut(dev, &mut q8.qs)),
         Arg::P(ptr_mut(dev, &mut q8.ds)),
     ];
@@ -280,24 +282,26 @@ where
 }
 
 /// gate = gelu_tanh(gate) * up (n elements, the values of [`geglu_inplace`]), also quantized
-/// to q8_1 in `q8` as one row of n values: the layout of rows of length `k` for any k that
-/// is a multiple of 256 and divides n (see [`Q8Activations`]).
+/// in `format` to `q8` as one row of n values: the layout of rows of length `k` for any k
+/// that is a multiple of 256 and divides n (see [`Q8Activations::split_rows`]).
 pub fn geglu_q8_1<G: DevicePtrMut<f32>, U: DevicePtr<f32>>(
     dev: &CudaDevice,
     gate: &mut G,
     up: &U,
     n: usize,
+    format: ActFormat,
     q8: &mut Q8Activations,
 ) -> Result<(), CudaError> {
     check_len("geglu gate", n, gate.len())?;
     check_len("geglu up", n, up.len())?;
-    q8.set_shape(1, n)?;
+    q8.set_shape(1, n, format)?;
     let g = ptr_mut(dev, gate);
     let args = [
         Arg::P(g),
         Arg::P(ptr(dev, up)),
         Arg::P(g),
         Arg::L(n as i64),
+        Arg::I(format as i32),
         Arg::P(ptr_mut(dev, &mut q8.qs)),
         Arg::P(ptr_mut(dev, &mut q8.ds)),
     ];

@@ -1,10 +1,12 @@
 //! Shared helpers of the CUDA tests: the device (or the one allowed skip), a seeded random
-//! generator, random GGUF blocks, and an independent CPU twin of the q8_1 activation format.
+//! generator, random GGUF blocks, and the CPU backend's activation blocks in the GPU layout.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+use bytemuck::Zeroable;
 use gemma_gguf::GgmlType;
-use gemma_kernels::cuda::{CudaDevice, CudaError};
+use gemma_kernels::cuda::{ActFormat, CudaDevice, CudaError};
+use gemma_kernels::quant::{BlockQ8_0, BlockQ8_1, BlockQ8_K, QuantBlock};
 use half::f16;
 
 /// The GPU, or `None` (after printing why) when this machine has no CUDA driver or device:
@@ -123,44 +125,58 @@ pub fn dequantize(ty: GgmlType, data: &[u8], elems: usize) -> Vec<f32> {
     out
 }
 
-/// The q8_1 activation format, computed independently on the CPU: per row, k_pad values
-/// (zeros past k); per 32 values d = amax / 127, q = round(x / d), s = d * sum(q).
+/// The GPU's activation layout (qs rows of k_pad, {d, s} per 32) filled from the CPU
+/// backend's own activation blocks for `format` (`BlockQ8_0::quantize_act`,
+/// `BlockQ8_1::quantize_act`, `BlockQ8_K::quantize`): the values the GPU must reproduce.
 pub struct Q8Twin {
     pub qs: Vec<i8>,
     pub ds: Vec<f32>, // {d, s} pairs
 }
 
-pub fn q8_1_twin(x: &[f32], rows: usize, k: usize) -> Q8Twin {
+pub fn act_twin(x: &[f32], rows: usize, k: usize, format: ActFormat) -> Q8Twin {
     let k_pad = k.div_ceil(256) * 256;
     let mut qs = vec![0i8; rows * k_pad];
     let mut ds = vec![0f32; rows * k_pad / 32 * 2];
     for r in 0..rows {
-        for b in 0..k_pad / 32 {
-            let vals: Vec<f32> = (0..32)
-                .map(|i| {
-                    let e = b * 32 + i;
-                    if e < k {
-                        x[r * k + e]
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
-            let amax = vals.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let d = amax / 127.0;
-            let mut sum = 0i32;
-            for (i, v) in vals.iter().enumerate() {
-                let q = if amax == 0.0 {
-                    0
-                } else {
-                    (v / d).round() as i32
-                };
-                qs[r * k_pad + b * 32 + i] = q as i8;
-                sum += q;
+        let mut row = vec![0f32; k_pad];
+        row[..k].copy_from_slice(&x[r * k..(r + 1) * k]);
+        // Per 32-block: the quants and (d, s).
+        let mut blocks: Vec<([i8; 32], f32, f32)> = Vec::new();
+        match format {
+            ActFormat::Q8_0 => {
+                let mut b = vec![BlockQ8_0::zeroed(); k_pad / 32];
+                BlockQ8_0::quantize_act(&row, &mut b);
+                for blk in &b {
+                    let d = blk.d.to_f32();
+                    let sum: i32 = blk.qs.iter().map(|&q| i32::from(q)).sum();
+                    blocks.push((blk.qs, d, d * sum as f32));
+                }
             }
-            let o = (r * k_pad / 32 + b) * 2;
+            ActFormat::Q8_1 => {
+                let mut b = vec![BlockQ8_1::zeroed(); k_pad / 32];
+                BlockQ8_1::quantize_act(&row, &mut b);
+                for blk in &b {
+                    blocks.push((blk.qs, blk.d.to_f32(), blk.s.to_f32()));
+                }
+            }
+            ActFormat::Q8K => {
+                let mut b = vec![BlockQ8_K::zeroed(); k_pad / 256];
+                BlockQ8_K::quantize(&row, &mut b);
+                for blk in &b {
+                    for q32 in blk.qs.chunks_exact(32) {
+                        let sum: i32 = q32.iter().map(|&q| i32::from(q)).sum();
+                        let mut q = [0i8; 32];
+                        q.copy_from_slice(q32);
+                        blocks.push((q, blk.d, blk.d * sum as f32));
+                    }
+                }
+            }
+        }
+        for (j, (q, d, sum)) in blocks.into_iter().enumerate() {
+            qs[r * k_pad + 32 * j..r * k_pad + 32 * j + 32].copy_from_slice(&q);
+            let o = (r * k_pad / 32 + j) * 2;
             ds[o] = d;
-            ds[o + 1] = d * sum as f32;
+            ds[o + 1] = sum;
         }
     }
     Q8Twin { qs, ds }
