@@ -31,6 +31,8 @@
 #      gpu-m4, see gpu-prepare.sh): for every fixture prompt, greedy 32 tokens and the logits
 #      of every position from our CPU engine and from the GPU engine on this machine (mean
 #      KL <= 1e-3, ids compared with each other and llama.cpp's); its speed on the GPU;
+#   8c. with a llama.cpp CUDA build at $LLAMA_CUDA_DIR (scripts/llamacpp-cuda/README.md):
+#      llama-bench on the same 12B synth and real 270M files, side by side with ours;
 #   9. the CUDA image encoder (gemma-vision cuda_encode): every stage and the soft tokens of
 #      the fixture images with both tiny mmproj files against the references and the CPU,
 #      head_dim 72 and partial tiles on random files; then (not with --quick) `synth` a 270M
@@ -66,6 +68,36 @@ step() {
   [ $rc -eq 0 ] || status="FAIL rc=$rc"
   [ $rc -eq 124 ] && status="TIMEOUT ${limit}s"
   rows+=("$(printf '%-22s %-16s %4ss' "$name" "$status" "$d")")
+}
+
+# llama_bench NAME MODEL: llama.cpp's CUDA backend on MODEL (llama-bench -ngl 99 -p 512 -n 64
+# -r 3, flash attention auto = on) when a build is at $LLAMA_CUDA_DIR (see
+# scripts/llamacpp-cuda/README.md); logs to $OUT/NAME.log and adds a row "prefill / decode".
+LLAMA_CUDA_DIR="${LLAMA_CUDA_DIR:-llama-cuda}"
+llama_rows=()
+llama_bench() {
+  local name=$1 model=$2
+  if [ ! -x "$LLAMA_CUDA_DIR/llama-bench" ]; then
+    llama_rows+=("llama.cpp CUDA on $name: NOT RUN (no build at $LLAMA_CUDA_DIR)")
+    return
+  fi
+  step "$name" 240 bash "$LLAMA_CUDA_DIR/run.sh" "$model"
+  llama_rows+=("$(python3 - "$OUT/$name.log" "$name" <<'PY'
+import json, sys
+text = open(sys.argv[1], errors="replace").read()
+start = text.find("\n[")
+try:
+    runs = json.loads(text[start + 1:] if start >= 0 else text[text.index("["):])
+except ValueError:
+    print(f"llama.cpp CUDA on {sys.argv[2]}: no JSON (see the log)")
+    sys.exit(0)
+pp = [r["avg_ts"] for r in runs if r.get("n_prompt", 0) > 0 and r.get("n_gen", 0) == 0]
+tg = [r["avg_ts"] for r in runs if r.get("n_gen", 0) > 0 and r.get("n_prompt", 0) == 0]
+backends = sorted({r.get("backends", "?") for r in runs})
+print(f"llama.cpp CUDA on {sys.argv[2]}: prefill pp512 {pp[0] if pp else 0:.0f} tok/s | decode tg64 "
+      f"{tg[0] if tg else 0:.1f} tok/s (backends {','.join(backends)}, flash attention auto)")
+PY
+)")
 }
 
 echo "=== nvidia-smi"
@@ -218,6 +250,7 @@ if [ $quick -eq 0 ] && [ -f "$synth_model" ]; then
   GEMMA_CUDA_GRAPH=1 step bench-12b-graph 120 "$BIN/bench" --model "$synth_model" --device cuda --prefill 16 \
     --decode 64 --reps 2 --json
   graph_line=$(grep -h '^{' "$OUT/bench-12b-graph.log" | tail -n1)
+  llama_bench llama-12b "$synth_model"
 fi
 rm -f "$synth_model"
 
@@ -257,6 +290,7 @@ if [ -f "$real_model" ]; then
     --decode 128 --reps 3 --json
   GEMMA_CUDA_GRAPH=1 step bench-270m-graph 120 "$BIN/bench" --model "$real_model" --device cuda --prefill 512 \
     --decode 128 --reps 3 --json
+  llama_bench llama-270m "$real_model"
   rm -f "$real_model"
 elif [ ${#real_rows[@]} -eq 0 ]; then
   real_rows+=("real 270M: NOT RUN (no $BIN/real/part5: run scripts/gpu-prepare.sh)")
@@ -330,6 +364,7 @@ if [ -n "$bench_line" ]; then
     "$(field "$bench_line" vram_device_used_bytes 1073741824)"
 fi
 printf '%s\n' "${real_rows[@]}"
+[ ${#llama_rows[@]} -eq 0 ] || printf '%s\n' "${llama_rows[@]}"
 for f in bench-270m bench-270m-graph; do
   l=$(grep -h '^{' "$OUT/$f.log" 2>/dev/null | tail -n1)
   [ -n "$l" ] && printf 'bench real 270M Q4_K_M on cuda (%s): prefill pp512 %.0f tok/s | decode tg128 %.1f tok/s | VRAM held %.2f GiB\n' \
