@@ -31,6 +31,7 @@
 #      gpu-m4, see gpu-prepare.sh): for every fixture prompt, greedy 32 tokens and the logits
 #      of every position from our CPU engine and from the GPU engine on this machine (mean
 #      KL <= 1e-3, ids compared with each other and llama.cpp's); its speed on the GPU;
+#   8b'. `GEMMA_CUDA_PROFILE=1 bench` on the 12B: GPU time per operation (prefill + decode);
 #   8c. with a llama.cpp CUDA build at $LLAMA_CUDA_DIR (scripts/llamacpp-cuda/README.md):
 #      llama-bench on the same 12B synth and real 270M files, side by side with ours;
 #   9. the CUDA image encoder (gemma-vision cuda_encode): every stage and the soft tokens of
@@ -250,6 +251,9 @@ if [ $quick -eq 0 ] && [ -f "$synth_model" ]; then
   GEMMA_CUDA_GRAPH=1 step bench-12b-graph 120 "$BIN/bench" --model "$synth_model" --device cuda --prefill 16 \
     --decode 64 --reps 2 --json
   graph_line=$(grep -h '^{' "$OUT/bench-12b-graph.log" | tail -n1)
+  # Where the GPU time goes: per-operation event timings (eager, prefill 512 + decode 32).
+  GEMMA_CUDA_PROFILE=1 step profile-12b 120 "$BIN/bench" --model "$synth_model" --device cuda --prefill 512 \
+    --decode 32 --reps 1
   llama_bench llama-12b "$synth_model"
 fi
 rm -f "$synth_model"
@@ -365,6 +369,7 @@ if [ -n "$bench_line" ]; then
 fi
 printf '%s\n' "${real_rows[@]}"
 [ ${#llama_rows[@]} -eq 0 ] || printf '%s\n' "${llama_rows[@]}"
+sed -n '/^GPU time per operation/,/^[^ ]/p' "$OUT/profile-12b.log" 2>/dev/null | head -n 20
 for f in bench-270m bench-270m-graph; do
   l=$(grep -h '^{' "$OUT/$f.log" 2>/dev/null | tail -n1)
   [ -n "$l" ] && printf 'bench real 270M Q4_K_M on cuda (%s): prefill pp512 %.0f tok/s | decode tg128 %.1f tok/s | VRAM held %.2f GiB\n' \

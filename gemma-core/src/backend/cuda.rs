@@ -134,6 +134,9 @@ pub struct CudaBackend<'m> {
     graph: DecodeGraph,
     /// Counts the buffer and KV allocations (a new session's): part of a step's signature.
     alloc_epoch: u64,
+    /// GPU time per operation, with `GEMMA_CUDA_PROFILE=1`: printed to stderr when the
+    /// backend is dropped; profiling runs every step eagerly (no decode graphs).
+    profile: Option<cuda::profile::Profile>,
 }
 
 impl<'m> CudaBackend<'m> {
@@ -143,6 +146,8 @@ impl<'m> CudaBackend<'m> {
             device: format!("cuda:{ordinal} ({e})"),
             reason: "see the message in parentheses",
         })?;
+        let profile = cuda::profile::enabled_by_env().then(|| cuda::profile::Profile::new(&dev));
+        let graphs = graph::enabled_by_env() && profile.is_none();
         Ok(CudaBackend {
             dev,
             file,
@@ -157,8 +162,9 @@ impl<'m> CudaBackend<'m> {
             decode: HashMap::new(),
             buffer_bytes: 0,
             kv_bytes: 0,
-            graph: DecodeGraph::new(graph::enabled_by_env()),
+            graph: DecodeGraph::new(graphs),
             alloc_epoch: 0,
+            profile,
         })
     }
 
@@ -173,6 +179,11 @@ impl<'m> CudaBackend<'m> {
     /// Ends a one-token step in flight (launches its graph) before a call outside steps.
     fn end_step(&mut self) -> Result<(), CoreError> {
         self.finish_step(false)
+    }
+
+    /// Times a call of operation `name` until the returned span drops (when profiling).
+    fn span(&self, name: &'static str) -> Option<cuda::profile::Span> {
+        self.profile.as_ref().map(|p| p.span(name))
     }
 
     /// [`Self::end_step`]; `read`: the step ends because a buffer (its logits) is read.
@@ -400,6 +411,7 @@ impl Backend for CudaBackend<'_> {
         scale: f32,
         out: &mut CudaSlice<f32>,
     ) -> Result<(), CoreError> {
+        let _span = self.span("embed");
         self.end_step()?;
         self.q8_of = None;
         let mut ids = Vec::with_capacity(tokens.len());
@@ -448,6 +460,11 @@ impl Backend for CudaBackend<'_> {
         n: usize,
         y: &mut CudaSlice<f32>,
     ) -> Result<(), CoreError> {
+        let _span = self.span(if n <= launch::MMVQ_MAX_TOKENS {
+            "matmul (mmvq)"
+        } else {
+            "matmul (mmq)"
+        });
         let args = [
             w.bytes.start as u64,
             device_addr(&self.dev, x),
@@ -495,6 +512,11 @@ impl Backend for CudaBackend<'_> {
         n: usize,
         ys: &mut [&mut CudaSlice<f32>],
     ) -> Result<(), CoreError> {
+        let _span = self.span(if n <= launch::MMVQ_MAX_TOKENS {
+            "matmul_many (mmvq)"
+        } else {
+            "matmul_many (mmq)"
+        });
         // One token: consecutive weights of one quantized type and row length run in one
         // launch (each call notes its own step signature, as matmul does).
         let mut i = 0;
@@ -551,6 +573,7 @@ impl Backend for CudaBackend<'_> {
         eps: f32,
         out: &mut CudaSlice<f32>,
     ) -> Result<(), CoreError> {
+        let _span = self.span("rms_norm (+ q8)");
         let args = [
             device_addr(&self.dev, x),
             first as u64,
@@ -587,6 +610,7 @@ impl Backend for CudaBackend<'_> {
         w: &Norm,
         eps: f32,
     ) -> Result<(), CoreError> {
+        let _span = self.span("rms_norm_inplace");
         let args = [device_addr(&self.dev, x), rows as u64, w.bytes.start as u64];
         if self.replaying(tag::RMS_NORM_INPLACE, &args) {
             return Ok(());
@@ -606,6 +630,7 @@ impl Backend for CudaBackend<'_> {
         pos0: usize,
         rope: Rope,
     ) -> Result<(), CoreError> {
+        let _span = self.span("rope");
         let args = [
             device_addr(&self.dev, x),
             n_tokens as u64,
@@ -634,6 +659,7 @@ impl Backend for CudaBackend<'_> {
     }
 
     fn scale(&mut self, x: &mut CudaSlice<f32>, len: usize, s: f32) -> Result<(), CoreError> {
+        let _span = self.span("scale");
         let args = [
             device_addr(&self.dev, x),
             len as u64,
@@ -652,6 +678,7 @@ impl Backend for CudaBackend<'_> {
         up: &CudaSlice<f32>,
         len: usize,
     ) -> Result<(), CoreError> {
+        let _span = self.span("geglu (+ q8)");
         let args = [
             device_addr(&self.dev, gate),
             device_addr(&self.dev, up),
@@ -678,6 +705,7 @@ impl Backend for CudaBackend<'_> {
         y: &CudaSlice<f32>,
         len: usize,
     ) -> Result<(), CoreError> {
+        let _span = self.span("add");
         let args = [
             device_addr(&self.dev, x),
             device_addr(&self.dev, y),
@@ -697,6 +725,7 @@ impl Backend for CudaBackend<'_> {
         n_tokens: usize,
         p: &QkNormRope,
     ) -> Result<(), CoreError> {
+        let _span = self.span("qk_norm_rope");
         let h = p.heads;
         let args = [
             device_addr(&self.dev, q),
@@ -747,6 +776,7 @@ impl Backend for CudaBackend<'_> {
         eps: f32,
         x: &mut CudaSlice<f32>,
     ) -> Result<(), CoreError> {
+        let _span = self.span("rms_norm_add");
         let args = [
             device_addr(&self.dev, o),
             rows as u64,
@@ -771,6 +801,7 @@ impl Backend for CudaBackend<'_> {
         pos0: usize,
         slot_map: SlotMap,
     ) -> Result<(), CoreError> {
+        let _span = self.span("store_kv");
         let heads = store.shape.heads;
         let width = heads.n_head_kv * heads.head_dim_k;
         let slots = n_slots(slot_map, store);
@@ -826,6 +857,11 @@ impl Backend for CudaBackend<'_> {
         job: &AttentionJob,
         out: &mut CudaSlice<f32>,
     ) -> Result<(), CoreError> {
+        let _span = self.span(if job.rows.len() == 1 {
+            "attention (decode)"
+        } else {
+            "attention (prefill)"
+        });
         self.q8_of = None;
         if job.image.is_some() && self.graph.mode != StepMode::Idle {
             // Image batches start with load_rows, which ends any step: never in a graph.
@@ -914,6 +950,7 @@ impl Backend for CudaBackend<'_> {
         rows: usize,
         width: usize,
     ) -> Result<bool, CoreError> {
+        let _span = self.span("copy_rows");
         let args = [
             device_addr(&self.dev, buf),
             from as u64,
@@ -1006,7 +1043,23 @@ impl Backend for CudaBackend<'_> {
             .stream()
             .memcpy_dtoh(&view, out)
             .map_err(|e| core_err(e.into()))?;
-        self.dev.synchronize().map_err(core_err)
+        self.dev.synchronize().map_err(core_err)?;
+        if let Some(p) = self.profile.as_mut() {
+            p.collect();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for CudaBackend<'_> {
+    /// Prints the profile (with `GEMMA_CUDA_PROFILE=1`) once the stream has finished.
+    fn drop(&mut self) {
+        if let Some(p) = self.profile.as_mut() {
+            if self.dev.synchronize().is_ok() {
+                p.collect();
+            }
+            eprint!("{}", p.report());
+        }
     }
 }
 

@@ -26,6 +26,7 @@ pub mod graph;
 pub mod launch;
 pub mod modules;
 pub mod ops;
+pub mod profile;
 pub mod vision;
 
 pub use attention::{
