@@ -7,18 +7,23 @@
 use super::{AttentionJob, Backend, DeviceMemory, KvShape, QkNormRope};
 use crate::attention::SlotMap;
 use crate::config::Rope;
-use crate::kv_cache::KvType;
 use crate::weights::{Norm, Weight};
 use crate::CoreError;
 use gemma_kernels::cuda::{
-    self, launch, ops, ActFormat, AttnShape, CudaDevice, CudaError, CudaSlice, DecodeScratch,
-    DeviceMatrix, DevicePtr, KvElem, KvKind, Q8Activations,
+    self, ops, ActFormat, CudaDevice, CudaError, CudaSlice, DecodeScratch, DeviceMatrix, DevicePtr,
+    Q8Activations,
 };
 use graph::{DecodeGraph, StepMode};
 use std::collections::HashMap;
 use std::ops::Range;
 
 mod graph;
+mod kv;
+mod products;
+mod row_ops;
+
+pub use kv::CudaKvStore;
+use kv::KvBuf;
 
 /// Signature tags of the calls of a decode step (see [`graph`]).
 mod tag {
@@ -44,64 +49,6 @@ fn core_err(e: CudaError) -> CoreError {
         device: format!("cuda ({e})"),
         reason: "a CUDA operation failed",
     }
-}
-
-/// One layer's keys or values on the device: `slots x n_head_kv x head_dim` values.
-enum KvBuf {
-    /// f16 bits.
-    F16(CudaSlice<u16>),
-    /// f32 values.
-    F32(CudaSlice<f32>),
-    /// Q8_0 blocks (34 bytes per 32 values), quantized like the CPU cache.
-    Q8_0(CudaSlice<u8>),
-}
-
-impl KvBuf {
-    fn zeroed(dev: &CudaDevice, kv_type: KvType, values: usize) -> Result<KvBuf, CudaError> {
-        Ok(match kv_type {
-            KvType::F16 => KvBuf::F16(cuda::zeros(dev, KvKind::F16.buffer_len(values))?),
-            KvType::F32 => KvBuf::F32(cuda::zeros(dev, KvKind::F32.buffer_len(values))?),
-            KvType::Q8_0 => KvBuf::Q8_0(cuda::zeros(dev, KvKind::Q8_0.buffer_len(values))?),
-        })
-    }
-
-    fn bytes(&self) -> usize {
-        match self {
-            KvBuf::F16(b) => b.len() * 2,
-            KvBuf::F32(b) => b.len() * 4,
-            KvBuf::Q8_0(b) => b.len(),
-        }
-    }
-}
-
-/// One layer's keys and values on the device.
-pub struct CudaKvStore {
-    shape: KvShape,
-    k: KvBuf,
-    v: KvBuf,
-}
-
-impl CudaKvStore {
-    /// Bytes of device memory held.
-    pub fn bytes(&self) -> usize {
-        self.k.bytes() + self.v.bytes()
-    }
-}
-
-/// Runs `$body` with `$k` / `$v` bound to the typed buffers of a store's K and V (both
-/// always have the same type).
-macro_rules! with_kv {
-    ($store:expr, |$k:ident, $v:ident| $body:expr) => {
-        match (&$store.k, &$store.v) {
-            (KvBuf::F16($k), KvBuf::F16($v)) => $body,
-            (KvBuf::F32($k), KvBuf::F32($v)) => $body,
-            (KvBuf::Q8_0($k), KvBuf::Q8_0($v)) => $body,
-            _ => Err(CoreError::DeviceUnavailable {
-                device: "cuda".into(),
-                reason: "a KV store's keys and values differ in type",
-            }),
-        }
-    };
 }
 
 /// Runs the model on one GPU with the bytes of the model file as the weight source.
@@ -312,56 +259,12 @@ impl<'m> CudaBackend<'m> {
         }
         self.positions.as_ref().ok_or(CoreError::EmptyInput)
     }
-
-    /// The q8_1 buffer, large enough for n rows of k values.
-    fn q8(&mut self, k: usize, n: usize) -> Result<&mut Q8Activations, CoreError> {
-        let big_enough = self
-            .q8
-            .as_ref()
-            .is_some_and(|q| q.capacity() >= cuda::padded_len(k) * n);
-        if !big_enough {
-            self.q8 = Some(Q8Activations::new(&self.dev, k, n).map_err(core_err)?);
-        }
-        self.q8.as_mut().ok_or(CoreError::EmptyInput)
-    }
-}
-
-/// The device address of a store's keys (identifies the layer in step signatures).
-fn store_addr(dev: &CudaDevice, store: &CudaKvStore) -> u64 {
-    let (addr, _sync) = match &store.k {
-        KvBuf::F16(b) => b.device_ptr(dev.stream()),
-        KvBuf::F32(b) => b.device_ptr(dev.stream()),
-        KvBuf::Q8_0(b) => b.device_ptr(dev.stream()),
-    };
-    addr
-}
-
-/// Decode attention over a cache of any element type.
-#[allow(clippy::too_many_arguments)] // forwards attention_decode's arguments
-fn decode<E: KvElem>(
-    dev: &CudaDevice,
-    q: &cuda::CudaView<f32>,
-    k: &CudaSlice<E>,
-    v: &CudaSlice<E>,
-    pos: &cuda::CudaView<i32>,
-    shape: &AttnShape,
-    scratch: &mut DecodeScratch,
-    out: &mut cuda::CudaViewMut<f32>,
-) -> Result<(), CoreError> {
-    cuda::attention_decode(dev, q, k, v, pos, shape, scratch, out).map_err(core_err)
 }
 
 /// The device address of a buffer.
 fn device_addr(dev: &CudaDevice, buf: &CudaSlice<f32>) -> u64 {
     let (addr, _sync) = buf.device_ptr(dev.stream());
     addr
-}
-
-fn n_slots(map: SlotMap, store: &CudaKvStore) -> usize {
-    match map {
-        SlotMap::Linear => store.shape.slots,
-        SlotMap::Ring { slots } => slots,
-    }
 }
 
 impl Backend for CudaBackend<'_> {
@@ -460,49 +363,7 @@ impl Backend for CudaBackend<'_> {
         n: usize,
         y: &mut CudaSlice<f32>,
     ) -> Result<(), CoreError> {
-        let _span = self.span(if n <= launch::MMVQ_MAX_TOKENS {
-            "matmul (mmvq)"
-        } else {
-            "matmul (mmq)"
-        });
-        let args = [
-            w.bytes.start as u64,
-            device_addr(&self.dev, x),
-            n as u64,
-            device_addr(&self.dev, y),
-        ];
-        if self.replaying(tag::MATMUL, &args) {
-            return Ok(());
-        }
-        self.upload_matrix(w)?;
-        if !launch::uses_q8_activations(w.ty) {
-            self.q8_of = None;
-            let m = &self.matrices[&w.bytes.start];
-            return launch::matmul_float(&self.dev, m, x, n, y).map_err(core_err);
-        }
-        let format = ActFormat::for_weights(w.ty);
-        let key = (device_addr(&self.dev, x), n, w.cols, format);
-        self.act_format_of.insert(key.0, format);
-        if n > 1 && self.q8_of == Some((key.0, 1, n * w.cols, format)) {
-            // Quantized as one row by geglu: the same bytes as n rows when cols % 256 == 0.
-            let q8 = self.q8.as_mut().ok_or(CoreError::EmptyInput)?;
-            if q8.split_rows(n, w.cols).is_ok() {
-                self.q8_of = Some(key);
-            }
-        }
-        if self.q8_of != Some(key) {
-            self.q8(w.cols, n)?;
-            let q8 = self.q8.as_mut().ok_or(CoreError::EmptyInput)?;
-            launch::quantize_q8_1(&self.dev, x, n, w.cols, format, q8).map_err(core_err)?;
-            self.q8_of = Some(key);
-        }
-        let (dev, m) = (&self.dev, &self.matrices[&w.bytes.start]);
-        let q8 = self.q8.as_ref().ok_or(CoreError::EmptyInput)?;
-        launch::matmul_q8(dev, m, q8, n, y).map_err(core_err)?;
-        if device_addr(&self.dev, y) == key.0 {
-            self.q8_of = None;
-        }
-        Ok(())
+        self.product(w, x, n, y)
     }
 
     fn matmul_many(
@@ -512,56 +373,7 @@ impl Backend for CudaBackend<'_> {
         n: usize,
         ys: &mut [&mut CudaSlice<f32>],
     ) -> Result<(), CoreError> {
-        let _span = self.span(if n <= launch::MMVQ_MAX_TOKENS {
-            "matmul_many (mmvq)"
-        } else {
-            "matmul_many (mmq)"
-        });
-        // One token: consecutive weights of one quantized type and row length run in one
-        // launch (each call notes its own step signature, as matmul does).
-        let mut i = 0;
-        while i < ws.len().min(ys.len()) {
-            let (w0, ty) = (ws[i], ws[i].ty);
-            let run = ws[i..ys.len().min(ws.len())]
-                .iter()
-                .take(3)
-                .take_while(|w| w.ty == ty && w.cols == w0.cols)
-                .count();
-            if n != 1 || run < 2 || !launch::uses_q8_activations(ty) || !cuda::is_supported(ty) {
-                self.matmul(w0, x, n, ys[i])?;
-                i += 1;
-                continue;
-            }
-            let group = &ws[i..i + run];
-            let mut args = vec![device_addr(&self.dev, x), w0.cols as u64];
-            for (w, y) in group.iter().zip(ys[i..i + run].iter()) {
-                args.extend([w.bytes.start as u64, device_addr(&self.dev, y)]);
-            }
-            if !self.replaying(tag::MATMUL_MULTI, &args) {
-                for w in group {
-                    self.upload_matrix(w)?;
-                }
-                let format = ActFormat::for_weights(ty);
-                let key = (device_addr(&self.dev, x), 1, w0.cols, format);
-                self.act_format_of.insert(key.0, format);
-                if self.q8_of != Some(key) {
-                    self.q8(w0.cols, 1)?;
-                    let q8 = self.q8.as_mut().ok_or(CoreError::EmptyInput)?;
-                    launch::quantize_q8_1(&self.dev, x, 1, w0.cols, format, q8)
-                        .map_err(core_err)?;
-                    self.q8_of = Some(key);
-                }
-                let mats: Vec<&DeviceMatrix> = group
-                    .iter()
-                    .map(|w| &self.matrices[&w.bytes.start])
-                    .collect();
-                let q8 = self.q8.as_ref().ok_or(CoreError::EmptyInput)?;
-                launch::matvec_q8_multi(&self.dev, &mats, q8, &mut ys[i..i + run])
-                    .map_err(core_err)?;
-            }
-            i += run;
-        }
-        Ok(())
+        self.products(ws, x, n, ys)
     }
 
     fn rms_norm(
@@ -573,34 +385,7 @@ impl Backend for CudaBackend<'_> {
         eps: f32,
         out: &mut CudaSlice<f32>,
     ) -> Result<(), CoreError> {
-        let _span = self.span("rms_norm (+ q8)");
-        let args = [
-            device_addr(&self.dev, x),
-            first as u64,
-            rows as u64,
-            w.bytes.start as u64,
-            device_addr(&self.dev, out),
-        ];
-        if self.replaying(tag::RMS_NORM, &args) {
-            return Ok(());
-        }
-        // The normed rows are also quantized for the products that usually follow.
-        self.q8_of = None;
-        let len = w.len;
-        self.norm(w)?;
-        self.q8(len, rows)?;
-        let (wd, xv) = (
-            &self.norms[&w.bytes.start],
-            x.slice(first * len..(first + rows) * len),
-        );
-        let out_addr = device_addr(&self.dev, out);
-        let format = self.act_format_of.get(&out_addr).copied();
-        let format = format.unwrap_or(ActFormat::Q8_0);
-        let q8 = self.q8.as_mut().ok_or(CoreError::EmptyInput)?;
-        ops::rms_norm_q8_1(&self.dev, &xv, wd, out, rows, len, eps, format, q8)
-            .map_err(core_err)?;
-        self.q8_of = Some((out_addr, rows, len, format));
-        Ok(())
+        self.norm_rows(x, first, rows, w, eps, out)
     }
 
     fn rms_norm_inplace(
@@ -610,15 +395,7 @@ impl Backend for CudaBackend<'_> {
         w: &Norm,
         eps: f32,
     ) -> Result<(), CoreError> {
-        let _span = self.span("rms_norm_inplace");
-        let args = [device_addr(&self.dev, x), rows as u64, w.bytes.start as u64];
-        if self.replaying(tag::RMS_NORM_INPLACE, &args) {
-            return Ok(());
-        }
-        self.q8_of = None;
-        self.norm(w)?;
-        let wd = &self.norms[&w.bytes.start];
-        ops::rms_norm_inplace(&self.dev, x, wd, rows, w.len, eps).map_err(core_err)
+        self.norm_rows_inplace(x, rows, w, eps)
     }
 
     fn rope(
@@ -630,46 +407,11 @@ impl Backend for CudaBackend<'_> {
         pos0: usize,
         rope: Rope,
     ) -> Result<(), CoreError> {
-        let _span = self.span("rope");
-        let args = [
-            device_addr(&self.dev, x),
-            n_tokens as u64,
-            n_heads as u64,
-            head_dim as u64,
-            u64::from(rope.freq_base.to_bits()),
-            u64::from(rope.freq_scale.to_bits()),
-        ];
-        if self.replaying(tag::ROPE, &args) {
-            return self.graph.note_pos(pos0);
-        }
-        self.q8_of = None;
-        let r = ops::Rope {
-            n_heads,
-            head_dim,
-            freq_base: rope.freq_base,
-            freq_scale: rope.freq_scale,
-        };
-        if self.capturing_at(pos0)? {
-            let pos = self.step_pos()?;
-            return ops::rope_neox(&self.dev, x, &pos, n_tokens, r).map_err(core_err);
-        }
-        self.positions(pos0, n_tokens)?;
-        let pos = self.positions.as_ref().ok_or(CoreError::EmptyInput)?;
-        ops::rope_neox(&self.dev, x, pos, n_tokens, r).map_err(core_err)
+        self.rotate(x, n_tokens, n_heads, head_dim, pos0, rope)
     }
 
     fn scale(&mut self, x: &mut CudaSlice<f32>, len: usize, s: f32) -> Result<(), CoreError> {
-        let _span = self.span("scale");
-        let args = [
-            device_addr(&self.dev, x),
-            len as u64,
-            u64::from(s.to_bits()),
-        ];
-        if self.replaying(tag::SCALE, &args) {
-            return Ok(());
-        }
-        self.q8_of = None;
-        ops::scale(&self.dev, x, s, len).map_err(core_err)
+        self.scale_values(x, len, s)
     }
 
     fn geglu(
@@ -678,25 +420,7 @@ impl Backend for CudaBackend<'_> {
         up: &CudaSlice<f32>,
         len: usize,
     ) -> Result<(), CoreError> {
-        let _span = self.span("geglu (+ q8)");
-        let args = [
-            device_addr(&self.dev, gate),
-            device_addr(&self.dev, up),
-            len as u64,
-        ];
-        if self.replaying(tag::GEGLU, &args) {
-            return Ok(());
-        }
-        // The result is also quantized (as one row) for the down projection that follows.
-        self.q8_of = None;
-        self.q8(len, 1)?;
-        let gate_addr = device_addr(&self.dev, gate);
-        let format = self.act_format_of.get(&gate_addr).copied();
-        let format = format.unwrap_or(ActFormat::Q8_0);
-        let q8 = self.q8.as_mut().ok_or(CoreError::EmptyInput)?;
-        ops::geglu_q8_1(&self.dev, gate, up, len, format, q8).map_err(core_err)?;
-        self.q8_of = Some((gate_addr, 1, len, format));
-        Ok(())
+        self.gated_gelu(gate, up, len)
     }
 
     fn add(
@@ -705,17 +429,7 @@ impl Backend for CudaBackend<'_> {
         y: &CudaSlice<f32>,
         len: usize,
     ) -> Result<(), CoreError> {
-        let _span = self.span("add");
-        let args = [
-            device_addr(&self.dev, x),
-            device_addr(&self.dev, y),
-            len as u64,
-        ];
-        if self.replaying(tag::ADD, &args) {
-            return Ok(());
-        }
-        self.q8_of = None;
-        ops::add(&self.dev, x, y, len).map_err(core_err)
+        self.add_values(x, y, len)
     }
 
     fn qk_norm_rope(
@@ -725,47 +439,7 @@ impl Backend for CudaBackend<'_> {
         n_tokens: usize,
         p: &QkNormRope,
     ) -> Result<(), CoreError> {
-        let _span = self.span("qk_norm_rope");
-        let h = p.heads;
-        let args = [
-            device_addr(&self.dev, q),
-            device_addr(&self.dev, k),
-            n_tokens as u64,
-            p.q_norm.bytes.start as u64,
-            p.k_norm.bytes.start as u64,
-            u64::from(p.rope.freq_base.to_bits()),
-            u64::from(p.rope.freq_scale.to_bits()),
-            u64::from(p.q_scale.to_bits()),
-        ];
-        if self.replaying(tag::QK_NORM_ROPE, &args) {
-            return self.graph.note_pos(p.pos0);
-        }
-        self.q8_of = None;
-        self.norm(p.q_norm)?;
-        self.norm(p.k_norm)?;
-        let shape = ops::QkNormRope {
-            n_q_heads: h.n_head,
-            n_k_heads: h.n_head_kv,
-            head_dim: h.head_dim_k,
-            freq_base: p.rope.freq_base,
-            freq_scale: p.rope.freq_scale,
-            q_scale: p.q_scale,
-            eps: p.eps,
-        };
-        let pos = if self.capturing_at(p.pos0)? {
-            self.step_pos()?
-        } else {
-            self.positions(p.pos0, n_tokens)?;
-            self.positions
-                .as_ref()
-                .ok_or(CoreError::EmptyInput)?
-                .slice(0..n_tokens)
-        };
-        let (wq, wk) = (
-            &self.norms[&p.q_norm.bytes.start],
-            &self.norms[&p.k_norm.bytes.start],
-        );
-        ops::qk_norm_rope(&self.dev, q, k, wq, wk, &pos, n_tokens, shape).map_err(core_err)
+        self.norm_rope_heads(q, k, n_tokens, p)
     }
 
     fn rms_norm_add(
@@ -776,20 +450,7 @@ impl Backend for CudaBackend<'_> {
         eps: f32,
         x: &mut CudaSlice<f32>,
     ) -> Result<(), CoreError> {
-        let _span = self.span("rms_norm_add");
-        let args = [
-            device_addr(&self.dev, o),
-            rows as u64,
-            w.bytes.start as u64,
-            device_addr(&self.dev, x),
-        ];
-        if self.replaying(tag::RMS_NORM_ADD, &args) {
-            return Ok(());
-        }
-        self.q8_of = None;
-        self.norm(w)?;
-        let wd = &self.norms[&w.bytes.start];
-        ops::rms_norm_add(&self.dev, o, wd, x, rows, w.len, eps).map_err(core_err)
+        self.post_norm_add(o, rows, w, eps, x)
     }
 
     fn store_kv(
@@ -801,53 +462,7 @@ impl Backend for CudaBackend<'_> {
         pos0: usize,
         slot_map: SlotMap,
     ) -> Result<(), CoreError> {
-        let _span = self.span("store_kv");
-        let heads = store.shape.heads;
-        let width = heads.n_head_kv * heads.head_dim_k;
-        let slots = n_slots(slot_map, store);
-        let args = [
-            device_addr(&self.dev, k),
-            device_addr(&self.dev, v),
-            rows.start as u64,
-            rows.end as u64,
-            slots as u64,
-            store_addr(&self.dev, store),
-        ];
-        if self.replaying(tag::STORE_KV, &args) {
-            return self.graph.note_pos(pos0 + rows.start);
-        }
-        let pos = if self.capturing_at(pos0 + rows.start)? {
-            self.step_pos()?
-        } else {
-            self.positions(pos0, rows.end)?;
-            self.positions
-                .as_ref()
-                .ok_or(CoreError::EmptyInput)?
-                .slice(rows.clone())
-        };
-        let n = rows.len();
-        let kv = k.slice(rows.start * width..rows.end * width);
-        let vv = v.slice(rows.start * width..rows.end * width);
-        let dev = &self.dev;
-        match (&mut store.k, &mut store.v) {
-            (KvBuf::F16(k), KvBuf::F16(v)) => {
-                ops::kv_store_pair(dev, &kv, &vv, n, width, &pos, slots, k, v)
-            }
-            (KvBuf::F32(k), KvBuf::F32(v)) => {
-                ops::kv_store_pair(dev, &kv, &vv, n, width, &pos, slots, k, v)
-            }
-            (KvBuf::Q8_0(k), KvBuf::Q8_0(v)) => {
-                ops::kv_store_pair(dev, &kv, &vv, n, width, &pos, slots, k, v)
-            }
-            // alloc_kv gives keys and values one type.
-            _ => {
-                return Err(CoreError::DeviceUnavailable {
-                    device: "cuda".into(),
-                    reason: "the keys and values of a KV store differ in type",
-                })
-            }
-        }
-        .map_err(core_err)
+        self.store_kv_rows(store, k, v, rows, pos0, slot_map)
     }
 
     fn attention(
@@ -857,90 +472,7 @@ impl Backend for CudaBackend<'_> {
         job: &AttentionJob,
         out: &mut CudaSlice<f32>,
     ) -> Result<(), CoreError> {
-        let _span = self.span(if job.rows.len() == 1 {
-            "attention (decode)"
-        } else {
-            "attention (prefill)"
-        });
-        self.q8_of = None;
-        if job.image.is_some() && self.graph.mode != StepMode::Idle {
-            // Image batches start with load_rows, which ends any step: never in a graph.
-            return Err(CoreError::DeviceUnavailable {
-                device: "cuda (decode graph; GEMMA_CUDA_GRAPH=0 turns it off)".into(),
-                reason: "image attention inside a captured decode step",
-            });
-        }
-        // The image's positions (its tokens see each other), empty for text.
-        let image = job.image.clone().unwrap_or(0..0);
-        let h = job.heads;
-        let shape = AttnShape {
-            n_heads: h.n_head,
-            n_kv_heads: h.n_head_kv,
-            head_dim: h.head_dim_k,
-            n_slots: n_slots(job.slot_map, store),
-            window: job.window.unwrap_or(0),
-            scale: 1.0, // the forward pass scales the queries
-        };
-        let width = h.n_head * h.head_dim_k;
-        let rows = job.rows.clone();
-        let args = [
-            device_addr(&self.dev, q),
-            store_addr(&self.dev, store),
-            rows.start as u64,
-            rows.end as u64,
-            shape.n_slots as u64,
-            shape.window as u64,
-            image.start as u64,
-            image.end as u64,
-            device_addr(&self.dev, out),
-        ];
-        if self.replaying(tag::ATTENTION, &args) {
-            return self.graph.note_pos(job.pos0 + rows.start);
-        }
-        let qv = q.slice(rows.start * width..rows.end * width);
-        let mut ov = out.slice_mut(rows.start * width..rows.end * width);
-        let p0 = job.pos0 + rows.start;
-        // Decode attention is causal: one token that sees image keys after it (a token of
-        // an image but its last) takes the prefill kernels, which honour the image.
-        if rows.len() == 1 && job.visible_keys(p0).end == p0 + 1 {
-            let key = (shape.n_slots, shape.window);
-            let captured = self.capturing_at(job.pos0 + rows.start)?;
-            if !self.decode.contains_key(&key) {
-                if captured {
-                    // Allocating inside a capture would put the buffer's lifetime in the graph.
-                    return Err(CoreError::DeviceUnavailable {
-                        device: "cuda (decode graph; GEMMA_CUDA_GRAPH=0 turns it off)".into(),
-                        reason: "decode attention scratch missing while capturing a step",
-                    });
-                }
-                let s = DecodeScratch::new(&self.dev, &shape).map_err(core_err)?;
-                self.decode.insert(key, s);
-            }
-            let pos = if captured {
-                self.graph
-                    .inputs
-                    .as_ref()
-                    .ok_or(CoreError::EmptyInput)?
-                    .pos
-                    .slice(0..1)
-            } else {
-                self.positions(job.pos0, rows.end)?;
-                self.positions
-                    .as_ref()
-                    .ok_or(CoreError::EmptyInput)?
-                    .slice(rows.start..rows.end)
-            };
-            let scratch = self.decode.get_mut(&key).ok_or(CoreError::EmptyInput)?;
-            let dev = &self.dev;
-            return with_kv!(store, |k, v| decode(
-                dev, &qv, k, v, &pos, &shape, scratch, &mut ov
-            ));
-        }
-        let (dev, n) = (&self.dev, rows.len());
-        with_kv!(store, |k, v| {
-            cuda::attention_prefill_cached(dev, &qv, k, v, n, p0, image.clone(), &shape, &mut ov)
-                .map_err(core_err)
-        })
+        self.attend(q, store, job, out)
     }
 
     fn copy_rows(

@@ -1,0 +1,266 @@
+//! The KV cache on the device (f16, f32 or Q8_0, as on the CPU) and the backend's K/V stores
+//! and attention calls: decode attention split over keys (reading only the live window of
+//! local layers), prefill attention tiled, image spans bidirectional.
+
+use super::graph::StepMode;
+use super::{core_err, device_addr, tag, CudaBackend};
+use crate::attention::SlotMap;
+use crate::backend::{AttentionJob, KvShape};
+use crate::kv_cache::KvType;
+use crate::CoreError;
+use gemma_kernels::cuda::{
+    self, ops, AttnShape, CudaDevice, CudaError, CudaSlice, DecodeScratch, DevicePtr, KvElem,
+    KvKind,
+};
+use std::ops::Range;
+
+/// One layer's keys or values on the device: `slots x n_head_kv x head_dim` values.
+pub(super) enum KvBuf {
+    /// f16 bits.
+    F16(CudaSlice<u16>),
+    /// f32 values.
+    F32(CudaSlice<f32>),
+    /// Q8_0 blocks (34 bytes per 32 values), quantized like the CPU cache.
+    Q8_0(CudaSlice<u8>),
+}
+
+impl KvBuf {
+    /// A zeroed buffer of `values` keys or values of `kv_type`.
+    pub(super) fn zeroed(
+        dev: &CudaDevice,
+        kv_type: KvType,
+        values: usize,
+    ) -> Result<KvBuf, CudaError> {
+        Ok(match kv_type {
+            KvType::F16 => KvBuf::F16(cuda::zeros(dev, KvKind::F16.buffer_len(values))?),
+            KvType::F32 => KvBuf::F32(cuda::zeros(dev, KvKind::F32.buffer_len(values))?),
+            KvType::Q8_0 => KvBuf::Q8_0(cuda::zeros(dev, KvKind::Q8_0.buffer_len(values))?),
+        })
+    }
+
+    /// Bytes of device memory held.
+    pub(super) fn bytes(&self) -> usize {
+        match self {
+            KvBuf::F16(b) => b.len() * 2,
+            KvBuf::F32(b) => b.len() * 4,
+            KvBuf::Q8_0(b) => b.len(),
+        }
+    }
+}
+
+/// One layer's keys and values on the device.
+pub struct CudaKvStore {
+    pub(super) shape: KvShape,
+    pub(super) k: KvBuf,
+    pub(super) v: KvBuf,
+}
+
+impl CudaKvStore {
+    /// Bytes of device memory held.
+    pub fn bytes(&self) -> usize {
+        self.k.bytes() + self.v.bytes()
+    }
+}
+
+/// Runs `$body` with `$k` / `$v` bound to the typed buffers of a store's K and V (both
+/// always have the same type).
+macro_rules! with_kv {
+    ($store:expr, |$k:ident, $v:ident| $body:expr) => {
+        match (&$store.k, &$store.v) {
+            (KvBuf::F16($k), KvBuf::F16($v)) => $body,
+            (KvBuf::F32($k), KvBuf::F32($v)) => $body,
+            (KvBuf::Q8_0($k), KvBuf::Q8_0($v)) => $body,
+            _ => Err(CoreError::DeviceUnavailable {
+                device: "cuda".into(),
+                reason: "a KV store's keys and values differ in type",
+            }),
+        }
+    };
+}
+
+/// The device address of a store's keys (identifies the layer in step signatures).
+fn store_addr(dev: &CudaDevice, store: &CudaKvStore) -> u64 {
+    let (addr, _sync) = match &store.k {
+        KvBuf::F16(b) => b.device_ptr(dev.stream()),
+        KvBuf::F32(b) => b.device_ptr(dev.stream()),
+        KvBuf::Q8_0(b) => b.device_ptr(dev.stream()),
+    };
+    addr
+}
+
+/// Decode attention over a cache of any element type.
+#[allow(clippy::too_many_arguments)] // forwards attention_decode's arguments
+fn decode<E: KvElem>(
+    dev: &CudaDevice,
+    q: &cuda::CudaView<f32>,
+    k: &CudaSlice<E>,
+    v: &CudaSlice<E>,
+    pos: &cuda::CudaView<i32>,
+    shape: &AttnShape,
+    scratch: &mut DecodeScratch,
+    out: &mut cuda::CudaViewMut<f32>,
+) -> Result<(), CoreError> {
+    cuda::attention_decode(dev, q, k, v, pos, shape, scratch, out).map_err(core_err)
+}
+
+fn n_slots(map: SlotMap, store: &CudaKvStore) -> usize {
+    match map {
+        SlotMap::Linear => store.shape.slots,
+        SlotMap::Ring { slots } => slots,
+    }
+}
+
+impl CudaBackend<'_> {
+    /// [`crate::backend::Backend::store_kv`].
+    pub(super) fn store_kv_rows(
+        &mut self,
+        store: &mut CudaKvStore,
+        k: &CudaSlice<f32>,
+        v: &CudaSlice<f32>,
+        rows: Range<usize>,
+        pos0: usize,
+        slot_map: SlotMap,
+    ) -> Result<(), CoreError> {
+        let _span = self.span("store_kv");
+        let heads = store.shape.heads;
+        let width = heads.n_head_kv * heads.head_dim_k;
+        let slots = n_slots(slot_map, store);
+        let args = [
+            device_addr(&self.dev, k),
+            device_addr(&self.dev, v),
+            rows.start as u64,
+            rows.end as u64,
+            slots as u64,
+            store_addr(&self.dev, store),
+        ];
+        if self.replaying(tag::STORE_KV, &args) {
+            return self.graph.note_pos(pos0 + rows.start);
+        }
+        let pos = if self.capturing_at(pos0 + rows.start)? {
+            self.step_pos()?
+        } else {
+            self.positions(pos0, rows.end)?;
+            self.positions
+                .as_ref()
+                .ok_or(CoreError::EmptyInput)?
+                .slice(rows.clone())
+        };
+        let n = rows.len();
+        let kv = k.slice(rows.start * width..rows.end * width);
+        let vv = v.slice(rows.start * width..rows.end * width);
+        let dev = &self.dev;
+        match (&mut store.k, &mut store.v) {
+            (KvBuf::F16(k), KvBuf::F16(v)) => {
+                ops::kv_store_pair(dev, &kv, &vv, n, width, &pos, slots, k, v)
+            }
+            (KvBuf::F32(k), KvBuf::F32(v)) => {
+                ops::kv_store_pair(dev, &kv, &vv, n, width, &pos, slots, k, v)
+            }
+            (KvBuf::Q8_0(k), KvBuf::Q8_0(v)) => {
+                ops::kv_store_pair(dev, &kv, &vv, n, width, &pos, slots, k, v)
+            }
+            // alloc_kv gives keys and values one type.
+            _ => {
+                return Err(CoreError::DeviceUnavailable {
+                    device: "cuda".into(),
+                    reason: "the keys and values of a KV store differ in type",
+                })
+            }
+        }
+        .map_err(core_err)
+    }
+
+    /// [`crate::backend::Backend::attention`].
+    pub(super) fn attend(
+        &mut self,
+        q: &CudaSlice<f32>,
+        store: &CudaKvStore,
+        job: &AttentionJob,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<(), CoreError> {
+        let _span = self.span(if job.rows.len() == 1 {
+            "attention (decode)"
+        } else {
+            "attention (prefill)"
+        });
+        self.q8_of = None;
+        if job.image.is_some() && self.graph.mode != StepMode::Idle {
+            // Image batches start with load_rows, which ends any step: never in a graph.
+            return Err(CoreError::DeviceUnavailable {
+                device: "cuda (decode graph; GEMMA_CUDA_GRAPH=0 turns it off)".into(),
+                reason: "image attention inside a captured decode step",
+            });
+        }
+        // The image's positions (its tokens see each other), empty for text.
+        let image = job.image.clone().unwrap_or(0..0);
+        let h = job.heads;
+        let shape = AttnShape {
+            n_heads: h.n_head,
+            n_kv_heads: h.n_head_kv,
+            head_dim: h.head_dim_k,
+            n_slots: n_slots(job.slot_map, store),
+            window: job.window.unwrap_or(0),
+            scale: 1.0, // the forward pass scales the queries
+        };
+        let width = h.n_head * h.head_dim_k;
+        let rows = job.rows.clone();
+        let args = [
+            device_addr(&self.dev, q),
+            store_addr(&self.dev, store),
+            rows.start as u64,
+            rows.end as u64,
+            shape.n_slots as u64,
+            shape.window as u64,
+            image.start as u64,
+            image.end as u64,
+            device_addr(&self.dev, out),
+        ];
+        if self.replaying(tag::ATTENTION, &args) {
+            return self.graph.note_pos(job.pos0 + rows.start);
+        }
+        let qv = q.slice(rows.start * width..rows.end * width);
+        let mut ov = out.slice_mut(rows.start * width..rows.end * width);
+        let p0 = job.pos0 + rows.start;
+        // Decode attention is causal: one token that sees image keys after it (a token of
+        // an image but its last) takes the prefill kernels, which honour the image.
+        if rows.len() == 1 && job.visible_keys(p0).end == p0 + 1 {
+            let key = (shape.n_slots, shape.window);
+            let captured = self.capturing_at(job.pos0 + rows.start)?;
+            if !self.decode.contains_key(&key) {
+                if captured {
+                    // Allocating inside a capture would put the buffer's lifetime in the graph.
+                    return Err(CoreError::DeviceUnavailable {
+                        device: "cuda (decode graph; GEMMA_CUDA_GRAPH=0 turns it off)".into(),
+                        reason: "decode attention scratch missing while capturing a step",
+                    });
+                }
+                let s = DecodeScratch::new(&self.dev, &shape).map_err(core_err)?;
+                self.decode.insert(key, s);
+            }
+            let pos = if captured {
+                self.graph
+                    .inputs
+                    .as_ref()
+                    .ok_or(CoreError::EmptyInput)?
+                    .pos
+                    .slice(0..1)
+            } else {
+                self.positions(job.pos0, rows.end)?;
+                self.positions
+                    .as_ref()
+                    .ok_or(CoreError::EmptyInput)?
+                    .slice(rows.start..rows.end)
+            };
+            let scratch = self.decode.get_mut(&key).ok_or(CoreError::EmptyInput)?;
+            let dev = &self.dev;
+            return with_kv!(store, |k, v| decode(
+                dev, &qv, k, v, &pos, &shape, scratch, &mut ov
+            ));
+        }
+        let (dev, n) = (&self.dev, rows.len());
+        with_kv!(store, |k, v| {
+            cuda::attention_prefill_cached(dev, &qv, k, v, n, p0, image.clone(), &shape, &mut ov)
+                .map_err(core_err)
+        })
+    }
+}

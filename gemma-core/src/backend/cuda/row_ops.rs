@@ -1,0 +1,255 @@
+//! The backend's row and elementwise operations: RMSNorm (fused with the activation
+//! quantization of the products that follow, or with the residual add), the per-head
+//! QK-norm fused with RoPE and the query scale, GeGLU (fused with the quantization of the
+//! down projection's input), adds and scales. Each notes itself in a decode step's
+//! signature and launches nothing while a captured step is replayed.
+
+use super::{core_err, device_addr, tag, CudaBackend};
+use crate::backend::QkNormRope;
+use crate::config::Rope;
+use crate::weights::Norm;
+use crate::CoreError;
+use gemma_kernels::cuda::{ops, ActFormat, CudaSlice};
+
+impl CudaBackend<'_> {
+    /// [`crate::backend::Backend::rms_norm`].
+    pub(super) fn norm_rows(
+        &mut self,
+        x: &CudaSlice<f32>,
+        first: usize,
+        rows: usize,
+        w: &Norm,
+        eps: f32,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<(), CoreError> {
+        let _span = self.span("rms_norm (+ q8)");
+        let args = [
+            device_addr(&self.dev, x),
+            first as u64,
+            rows as u64,
+            w.bytes.start as u64,
+            device_addr(&self.dev, out),
+        ];
+        if self.replaying(tag::RMS_NORM, &args) {
+            return Ok(());
+        }
+        // The normed rows are also quantized for the products that usually follow.
+        self.q8_of = None;
+        let len = w.len;
+        self.norm(w)?;
+        self.q8(len, rows)?;
+        let (wd, xv) = (
+            &self.norms[&w.bytes.start],
+            x.slice(first * len..(first + rows) * len),
+        );
+        let out_addr = device_addr(&self.dev, out);
+        let format = self.act_format_of.get(&out_addr).copied();
+        let format = format.unwrap_or(ActFormat::Q8_0);
+        let q8 = self.q8.as_mut().ok_or(CoreError::EmptyInput)?;
+        ops::rms_norm_q8_1(&self.dev, &xv, wd, out, rows, len, eps, format, q8)
+            .map_err(core_err)?;
+        self.q8_of = Some((out_addr, rows, len, format));
+        Ok(())
+    }
+
+    /// [`crate::backend::Backend::rms_norm_inplace`].
+    pub(super) fn norm_rows_inplace(
+        &mut self,
+        x: &mut CudaSlice<f32>,
+        rows: usize,
+        w: &Norm,
+        eps: f32,
+    ) -> Result<(), CoreError> {
+        let _span = self.span("rms_norm_inplace");
+        let args = [device_addr(&self.dev, x), rows as u64, w.bytes.start as u64];
+        if self.replaying(tag::RMS_NORM_INPLACE, &args) {
+            return Ok(());
+        }
+        self.q8_of = None;
+        self.norm(w)?;
+        let wd = &self.norms[&w.bytes.start];
+        ops::rms_norm_inplace(&self.dev, x, wd, rows, w.len, eps).map_err(core_err)
+    }
+
+    /// [`crate::backend::Backend::rope`].
+    pub(super) fn rotate(
+        &mut self,
+        x: &mut CudaSlice<f32>,
+        n_tokens: usize,
+        n_heads: usize,
+        head_dim: usize,
+        pos0: usize,
+        rope: Rope,
+    ) -> Result<(), CoreError> {
+        let _span = self.span("rope");
+        let args = [
+            device_addr(&self.dev, x),
+            n_tokens as u64,
+            n_heads as u64,
+            head_dim as u64,
+            u64::from(rope.freq_base.to_bits()),
+            u64::from(rope.freq_scale.to_bits()),
+        ];
+        if self.replaying(tag::ROPE, &args) {
+            return self.graph.note_pos(pos0);
+        }
+        self.q8_of = None;
+        let r = ops::Rope {
+            n_heads,
+            head_dim,
+            freq_base: rope.freq_base,
+            freq_scale: rope.freq_scale,
+        };
+        if self.capturing_at(pos0)? {
+            let pos = self.step_pos()?;
+            return ops::rope_neox(&self.dev, x, &pos, n_tokens, r).map_err(core_err);
+        }
+        self.positions(pos0, n_tokens)?;
+        let pos = self.positions.as_ref().ok_or(CoreError::EmptyInput)?;
+        ops::rope_neox(&self.dev, x, pos, n_tokens, r).map_err(core_err)
+    }
+
+    /// [`crate::backend::Backend::scale`].
+    pub(super) fn scale_values(
+        &mut self,
+        x: &mut CudaSlice<f32>,
+        len: usize,
+        s: f32,
+    ) -> Result<(), CoreError> {
+        let _span = self.span("scale");
+        let args = [
+            device_addr(&self.dev, x),
+            len as u64,
+            u64::from(s.to_bits()),
+        ];
+        if self.replaying(tag::SCALE, &args) {
+            return Ok(());
+        }
+        self.q8_of = None;
+        ops::scale(&self.dev, x, s, len).map_err(core_err)
+    }
+
+    /// [`crate::backend::Backend::geglu`].
+    pub(super) fn gated_gelu(
+        &mut self,
+        gate: &mut CudaSlice<f32>,
+        up: &CudaSlice<f32>,
+        len: usize,
+    ) -> Result<(), CoreError> {
+        let _span = self.span("geglu (+ q8)");
+        let args = [
+            device_addr(&self.dev, gate),
+            device_addr(&self.dev, up),
+            len as u64,
+        ];
+        if self.replaying(tag::GEGLU, &args) {
+            return Ok(());
+        }
+        // The result is also quantized (as one row) for the down projection that follows.
+        self.q8_of = None;
+        self.q8(len, 1)?;
+        let gate_addr = device_addr(&self.dev, gate);
+        let format = self.act_format_of.get(&gate_addr).copied();
+        let format = format.unwrap_or(ActFormat::Q8_0);
+        let q8 = self.q8.as_mut().ok_or(CoreError::EmptyInput)?;
+        ops::geglu_q8_1(&self.dev, gate, up, len, format, q8).map_err(core_err)?;
+        self.q8_of = Some((gate_addr, 1, len, format));
+        Ok(())
+    }
+
+    /// [`crate::backend::Backend::add`].
+    pub(super) fn add_values(
+        &mut self,
+        x: &mut CudaSlice<f32>,
+        y: &CudaSlice<f32>,
+        len: usize,
+    ) -> Result<(), CoreError> {
+        let _span = self.span("add");
+        let args = [
+            device_addr(&self.dev, x),
+            device_addr(&self.dev, y),
+            len as u64,
+        ];
+        if self.replaying(tag::ADD, &args) {
+            return Ok(());
+        }
+        self.q8_of = None;
+        ops::add(&self.dev, x, y, len).map_err(core_err)
+    }
+
+    /// [`crate::backend::Backend::qk_norm_rope`].
+    pub(super) fn norm_rope_heads(
+        &mut self,
+        q: &mut CudaSlice<f32>,
+        k: &mut CudaSlice<f32>,
+        n_tokens: usize,
+        p: &QkNormRope,
+    ) -> Result<(), CoreError> {
+        let _span = self.span("qk_norm_rope");
+        let h = p.heads;
+        let args = [
+            device_addr(&self.dev, q),
+            device_addr(&self.dev, k),
+            n_tokens as u64,
+            p.q_norm.bytes.start as u64,
+            p.k_norm.bytes.start as u64,
+            u64::from(p.rope.freq_base.to_bits()),
+            u64::from(p.rope.freq_scale.to_bits()),
+            u64::from(p.q_scale.to_bits()),
+        ];
+        if self.replaying(tag::QK_NORM_ROPE, &args) {
+            return self.graph.note_pos(p.pos0);
+        }
+        self.q8_of = None;
+        self.norm(p.q_norm)?;
+        self.norm(p.k_norm)?;
+        let shape = ops::QkNormRope {
+            n_q_heads: h.n_head,
+            n_k_heads: h.n_head_kv,
+            head_dim: h.head_dim_k,
+            freq_base: p.rope.freq_base,
+            freq_scale: p.rope.freq_scale,
+            q_scale: p.q_scale,
+            eps: p.eps,
+        };
+        let pos = if self.capturing_at(p.pos0)? {
+            self.step_pos()?
+        } else {
+            self.positions(p.pos0, n_tokens)?;
+            self.positions
+                .as_ref()
+                .ok_or(CoreError::EmptyInput)?
+                .slice(0..n_tokens)
+        };
+        let (wq, wk) = (
+            &self.norms[&p.q_norm.bytes.start],
+            &self.norms[&p.k_norm.bytes.start],
+        );
+        ops::qk_norm_rope(&self.dev, q, k, wq, wk, &pos, n_tokens, shape).map_err(core_err)
+    }
+
+    /// [`crate::backend::Backend::rms_norm_add`].
+    pub(super) fn post_norm_add(
+        &mut self,
+        o: &mut CudaSlice<f32>,
+        rows: usize,
+        w: &Norm,
+        eps: f32,
+        x: &mut CudaSlice<f32>,
+    ) -> Result<(), CoreError> {
+        let _span = self.span("rms_norm_add");
+        let args = [
+            device_addr(&self.dev, o),
+            rows as u64,
+            w.bytes.start as u64,
+            device_addr(&self.dev, x),
+        ];
+        if self.replaying(tag::RMS_NORM_ADD, &args) {
+            return Ok(());
+        }
+        self.q8_of = None;
+        self.norm(w)?;
+        let wd = &self.norms[&w.bytes.start];
+        ops::rms_norm_add(&self.dev, o, wd, x, rows, w.len, eps).map_err(core_err)
+    }
+}
