@@ -27,8 +27,8 @@
 #   8. `synth` a 12B Q4_K_M (in the background from the start; fallback: 8 of its 48 layers
 #      if that fails or takes > 200 s), then `bench --device cuda --prefill 512 --decode 64
 #      --reps 2 --json`: tokens/s, VRAM, once eager and once with GEMMA_CUDA_GRAPH=1;
-#   8b. the real Gemma 3 270M Q4_K_M, joined from parts carried by earlier calls (gpu-m1 ..
-#      gpu-m4, see gpu-prepare.sh): for every fixture prompt, greedy 32 tokens and the logits
+#   8b. the real Gemma 3 270M Q4_K_M, joined from parts carried by earlier calls (gpu-mI/part
+#      or /tmp/gp/I, see gpu-prepare.sh): for every fixture prompt, greedy 32 tokens and the logits
 #      of every position from our CPU engine and from the GPU engine on this machine (mean
 #      KL <= 1e-3, ids compared with each other and llama.cpp's); its speed on the GPU;
 #   8b'. `GEMMA_CUDA_PROFILE=1 bench` on the 12B: GPU time per operation (prefill + decode);
@@ -74,7 +74,7 @@ step() {
 # llama_bench NAME MODEL: llama.cpp's CUDA backend on MODEL (llama-bench -ngl 99 -p 512 -n 64
 # -r 3, flash attention auto = on) when a build is at $LLAMA_CUDA_DIR (see
 # scripts/llamacpp-cuda/README.md); logs to $OUT/NAME.log and adds a row "prefill / decode".
-LLAMA_CUDA_DIR="${LLAMA_CUDA_DIR:-llama-cuda}"
+LLAMA_CUDA_DIR="${LLAMA_CUDA_DIR:-$([ -d llama-cuda ] && echo llama-cuda || echo /tmp/llama-cuda)}"
 llama_rows=()
 llama_bench() {
   local name=$1 model=$2
@@ -266,9 +266,13 @@ rm -f "$synth_model"
 real_rows=()
 real_model=/tmp/gemma-270m-q4_k_m.gguf
 if [ -f "$BIN/real/part5" ]; then
-  cat gpu-m1/part gpu-m2/part gpu-m3/part gpu-m4/part "$BIN/real/part5" > "$real_model" 2>/dev/null
+  parts=()
+  for i in 1 2 3 4; do
+    if [ -f "gpu-m$i/part" ]; then parts+=("gpu-m$i/part"); else parts+=("/tmp/gp/$i"); fi
+  done
+  cat "${parts[@]}" "$BIN/real/part5" > "$real_model" 2>/dev/null
   if [ "$(sha256sum "$real_model" | cut -d' ' -f1)" != "$(cat "$BIN/real/sha256")" ]; then
-    real_rows+=("real 270M: NOT RUN (parts missing or corrupt: $(ls -d gpu-m* 2>/dev/null | tr '\n' ' '))")
+    real_rows+=("real 270M: NOT RUN (parts missing or corrupt: ${parts[*]})")
     rm -f "$real_model"
   fi
 fi

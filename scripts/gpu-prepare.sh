@@ -5,19 +5,25 @@
 # in all) and has no Rust toolchain and no network, so everything travels in gpu-bin/:
 #
 #   scripts/gpu-prepare.sh           # here, with cargo; prints the size of gpu-bin/
-#   device run:  command "bash scripts/gpu-check.sh", carry ["gpu-bin"]
+#   device runs, back to back (the machine stays warm 30 s; carried folders do not stay,
+#   files the commands copy to /tmp do):
+#     for I in 1..4: command "mkdir -p /tmp/gp && cp gpu-mI/part /tmp/gp/I", carry ["gpu-mI"]
+#     if a llama.cpp CUDA build is at llama-cuda/ (scripts/llamacpp-cuda/README.md):
+#       command "mkdir -p /tmp/llama-cuda && cp -a llama-cuda/. /tmp/llama-cuda/", carry ["llama-cuda"]
+#     command "bash scripts/gpu-check.sh", carry ["gpu-bin"] (~5 min; tar $OUT's logs: at
+#       most 8 files come back)
 #
 # What travels: the CUDA test binaries (kernel compile + parity, KV cache types, device
 # checks), the gemma-core unit-test binary (CUDA engine vs CPU engine vs llama.cpp on the
 # tiny models, KV types, decode graph), the CUDA image encoder test (gemma-vision
 # cuda_encode) with the vision fixtures it reads (~2 MB), the kernel micro-benchmark, the
-# examples generate / bench / synth and logits_kl (mean KL of two logit dumps), a subset
-# of the tiny fixtures (~27 MB), the Gemma 3 vocabulary for `synth --vocab-from` (6.5 MB),
+# examples generate / bench / synth and logits_kl (mean KL of two logit dumps), three of
+# the tiny fixtures (~12 MB), the Gemma 3 vocabulary for `synth --vocab-from` (6.5 MB),
 # the CPU's greedy `generate --json` outputs on two tiny models (generate-cpu-<variant>.json)
 # and the CPU's `--dump-logits` of the 64-token fixture sequence for every carried variant
-# and KV type (kl/cpu-<variant>-kv<type>.f32), which the GPU run compares with its own. The
-# real 270M model (~250 MB) does not fit the 64 MiB limit and does not travel; the 12B file
-# and the real-shape mmproj are generated there by `synth`. Total about 51 MiB (5 for vision).
+# and KV type (kl/cpu-<variant>-kv<type>.f32), which the GPU run compares with its own, and
+# the last 21 MB of the real 270M with its prompts (real/; the rest travels in gpu-m1..4).
+# The 12B file and the real-shape mmproj are generated there by `synth`. Total about 59 MiB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${GPU_BIN:-gpu-bin}"
@@ -151,5 +157,6 @@ echo "  real 270M: 4 parts in gpu-m1..gpu-m4 ($(du -sm gpu-m1 | cut -f1) MiB eac
 du -sh "$out"
 size=$(du -sm "$out" | cut -f1)
 [ "$size" -lt 60 ] || echo "WARNING: $out is ${size} MiB (aim: < 60 MiB)"
-total=$(du -sm --exclude=.git --exclude=target --exclude='target-*' --exclude='gpu-m*' --exclude=fuzz . | cut -f1)
+total=$(du -sm --exclude=.git --exclude=target --exclude='target-*' --exclude='gpu-m*' --exclude=fuzz \
+  --exclude=llama-cuda . | cut -f1)
 echo "repository tree with gpu-bin: ~${total} MiB (limit 64 MiB, ignored build folders excluded)"
