@@ -199,6 +199,14 @@ static __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
+// Sum of an int over the warp, wrapping like the CPU quantizers' i32 sums.
+static __device__ __forceinline__ int warp_sum_i(int v) {
+    u32 u = (u32) v;
+#pragma unroll
+    for (int o = WARP / 2; o > 0; o >>= 1) u += (u32) __shfl_xor_sync(0xffffffffu, (int) u, o);
+    return (int) u;
+}
+
 static __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
     for (int o = WARP / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
@@ -254,7 +262,9 @@ static __device__ __forceinline__ void quantize_act256(float v, int fmt, i8 *qs,
             d = 0.0f;
         } else {
             const float iscale = -127.0f / mx;
-            q = min(__float2int_rn(iscale * v), 127);
+            // |mx| < 127 / FLT_MAX makes iscale infinite; ggml's nearest_int then gives
+            // quants whose int8 is 0 (and d = 1 / iscale = +-0).
+            q = fabsf(iscale) <= 3.40282347e38f ? min(__float2int_rn(iscale * v), 127) : 0;
             d = 1.0f / iscale;
         }
         s = d * warp_sum((float) q);  // exact: |sum| <= 32 * 128
@@ -262,9 +272,13 @@ static __device__ __forceinline__ void quantize_act256(float v, int fmt, i8 *qs,
         const float d32 = amax / 127.0f;
         d = h2f(f2h(d32));
         const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-        q = max(-128, min(127, __float2int_rn(v * id)));
-        const float sum = warp_sum((float) q);
-        s = fmt == ACT_Q8_1 ? h2f(f2h(d32 * sum)) : d * sum;
+        const float r = v * id;
+        // x86 cvtps2dq, as the CPU quantizers round: NaN and values outside the int range
+        // (the +-inf products when 127 / amax overflows, amax < 127 / FLT_MAX) give INT_MIN.
+        const int qi = fabsf(r) < 2147483648.0f ? __float2int_rn(r) : (int) 0x80000000u;
+        q = max(-128, min(127, qi));
+        // Q8_1's s sums the unclamped quants (wrapping), Q8_0's twin the stored int8 ones.
+        s = fmt == ACT_Q8_1 ? h2f(f2h(d32 * (float) warp_sum_i(qi))) : d * warp_sum((float) q);
     }
     qs[threadIdx.x] = (i8) q;
     if (lane == 0) ds[warp] = make_float2(d, s);
