@@ -82,13 +82,8 @@ impl CudaBackend<'_> {
         n: usize,
         ys: &mut [&mut CudaSlice<f32>],
     ) -> Result<(), CoreError> {
-        let _span = self.span(if n <= launch::MMVQ_MAX_TOKENS {
-            "matmul_many (mmvq)"
-        } else {
-            "matmul_many (mmq)"
-        });
         // One token: consecutive weights of one quantized type and row length run in one
-        // launch (each call notes its own step signature, as matmul does).
+        // launch (each call notes its own step signature and profile span, as matmul does).
         let mut i = 0;
         while i < ws.len().min(ys.len()) {
             let (w0, ty) = (ws[i], ws[i].ty);
@@ -107,6 +102,7 @@ impl CudaBackend<'_> {
             for (w, y) in group.iter().zip(ys[i..i + run].iter()) {
                 args.extend([w.bytes.start as u64, device_addr(&self.dev, y)]);
             }
+            let _span = self.span("matmul, 2-3 in one (mmvq)");
             if !self.replaying(tag::MATMUL_MULTI, &args) {
                 for w in group {
                     self.upload_matrix(w)?;
@@ -128,6 +124,12 @@ impl CudaBackend<'_> {
                 let q8 = self.q8.as_ref().ok_or(CoreError::EmptyInput)?;
                 launch::matvec_q8_multi(&self.dev, &mats, q8, &mut ys[i..i + run])
                     .map_err(core_err)?;
+                if ys[i..i + run]
+                    .iter()
+                    .any(|y| device_addr(&self.dev, y) == key.0)
+                {
+                    self.q8_of = None;
+                }
             }
             i += run;
         }
