@@ -1,0 +1,337 @@
+// A CPU emulation of the CUDA execution model, enough to compile gemma-kernels' .cu files as
+// host C++ and run them with real SIMT semantics (tests/cuda_emulated.rs, no GPU needed).
+//
+// Emulated:
+// - A launch runs its blocks one after the other. The threads of a block are cooperative
+//   fibers (ucontext) that switch only at synchronization points, in an order chosen by a
+//   seeded schedule: Random (any ready thread next) or WarpGreedy (the current warp runs as
+//   far as it can before another warp starts, so warps drift apart as far as the code lets
+//   them). A missing __syncthreads lets a later phase overwrite shared memory that another
+//   warp still reads, and gives wrong results under some schedule.
+// - __syncthreads is a barrier of the whole block. __shfl_sync, __shfl_xor_sync and
+//   __ballot_sync (full mask only) make all 32 lanes of a warp meet, exchange, and meet
+//   again. A thread that never reaches a barrier the others wait at, or lanes of one warp at
+//   different barriers (divergence), stop the program with exit code 3 and a message.
+// - __shared__ variables are one static copy, shared by the fibers of the running block.
+// - The arithmetic the quantizers depend on, exactly: __float2int_rn (PTX cvt.rni.s32.f32:
+//   nearest even, saturating, NaN -> 0), the _rn intrinsics (never fused), and the two PTX
+//   asm f16 conversions of common.cuh (cvt.f32.f16, cvt.rn.f16.f32) in software.
+//
+// Not emulated:
+// - Concurrent blocks, atomics, memory fences, races between blocks in global memory.
+// - Partial warp masks and independent scheduling of the lanes of a warp between
+//   synchronization points (lanes interleave only there, like warps).
+// - The GPU's math library: tanhf, sqrtf, ... are the host's, and the compiler's floating
+//   point contraction differs (build with -ffp-contract=off). Float outputs of the kernels
+//   may differ from a GPU's in the last bits; the tests compare what the kernels derive
+//   from their own float values.
+// - Shared memory starts with the previous block's contents (undefined on a GPU).
+// - Anything beyond the CUDA surface of common.cuh, quantize.cu and norm.cu defined below;
+//   blocks are 1-D (threadIdx.y = threadIdx.z = 0).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <vector>
+#include <ucontext.h>
+
+namespace emu {
+
+enum class Schedule { Random, WarpGreedy };
+
+// What a thread waits for at a barrier (two different ones at one barrier: divergence).
+enum Kind { K_SYNC, K_SHFL_WRITE, K_SHFL_READ, K_BALLOT_WRITE, K_BALLOT_READ };
+
+inline const char *kind_name(int k) {
+    static const char *names[] = {"__syncthreads", "shfl (write)", "shfl (read)", "ballot (write)", "ballot (read)"};
+    return names[k];
+}
+
+constexpr int MAX_THREADS = 1024;
+constexpr int MAX_WARPS = MAX_THREADS / 32;
+constexpr size_t STACK_BYTES = 64 * 1024;
+
+struct Barrier {
+    int size = 0;
+    int kind = K_SYNC;
+    std::vector<int> waiters;  // threads that arrived, released when all `size` have
+};
+
+struct Fiber {
+    ucontext_t ctx;
+    unsigned tid = 0;
+    bool done = false;
+    std::vector<char> stack;
+};
+
+struct uint3_ { unsigned x, y, z; };
+
+// The running block. Barrier 0 is the block's, barrier 1 + w warp w's.
+struct Block {
+    Fiber fibers[MAX_THREADS];
+    Barrier barriers[1 + MAX_WARPS];
+    std::vector<int> ready[MAX_WARPS];  // per warp: threads that can run
+    int n_ready = 0;
+    int cur_warp = 0;
+    Fiber *cur = nullptr;
+    ucontext_t sched_ctx;
+    uint32_t exchange_buf[MAX_WARPS][32];
+    void (*body)() = nullptr;
+    Schedule schedule = Schedule::Random;
+    std::mt19937_64 rng{1};
+};
+
+inline Block B;
+inline uint3_ block_idx, block_dim, grid_dim;
+
+[[noreturn]] inline void die(const char *msg) {
+    std::fprintf(stderr, "EMU ERROR: %s (block %u,%u", msg, block_idx.x, block_idx.y);
+    if (B.cur) std::fprintf(stderr, ", thread %u", B.cur->tid);
+    std::fprintf(stderr, ")\n");
+    std::exit(3);
+}
+
+inline void make_ready(int t) {
+    B.ready[t / 32].push_back(t);
+    B.n_ready++;
+}
+
+// The current thread arrives at barrier `bar` for `kind`; returns when the barrier released
+// it and the schedule picked it again.
+inline void arrive(int bar, int kind) {
+    Barrier &b = B.barriers[bar];
+    if (!b.waiters.empty() && b.kind != kind) {
+        char msg[160];
+        std::snprintf(msg, sizeof msg, "divergence at barrier %d: %s while others wait at %s", bar, kind_name(kind),
+                      kind_name(b.kind));
+        die(msg);
+    }
+    b.kind = kind;
+    b.waiters.push_back((int) B.cur->tid);
+    if ((int) b.waiters.size() == b.size) {
+        for (int t : b.waiters) make_ready(t);
+        b.waiters.clear();
+    }
+    swapcontext(&B.cur->ctx, &B.sched_ctx);
+}
+
+inline void fiber_main() {
+    B.body();
+    B.cur->done = true;
+    swapcontext(&B.cur->ctx, &B.sched_ctx);
+}
+
+// Removes the next thread to run from the ready lists.
+inline int pick_thread() {
+    int w = B.cur_warp;
+    if (B.schedule == Schedule::Random || B.ready[w].empty()) {
+        size_t r = B.rng() % (size_t) B.n_ready;
+        for (w = 0; r >= B.ready[w].size(); ++w) r -= B.ready[w].size();
+        B.cur_warp = w;
+    }
+    std::vector<int> &list = B.ready[w];
+    const size_t i = B.rng() % list.size();
+    const int t = list[i];
+    list[i] = list.back();
+    list.pop_back();
+    B.n_ready--;
+    return t;
+}
+
+// Resets `f` to start thread `tid` at fiber_main.
+[[gnu::noinline]] inline void start_fiber(Fiber &f, unsigned tid) {
+    f.tid = tid;
+    f.done = false;
+    if (f.stack.empty()) f.stack.resize(STACK_BYTES);
+    getcontext(&f.ctx);
+    f.ctx.uc_stack.ss_sp = f.stack.data();
+    f.ctx.uc_stack.ss_size = f.stack.size();
+    f.ctx.uc_link = nullptr;
+    makecontext(&f.ctx, fiber_main, 0);
+}
+
+// Runs `body` as one block of n_threads threads (a multiple of 32).
+inline void run_block(int n_threads, void (*body)()) {
+    if (n_threads % 32 != 0 || n_threads <= 0 || n_threads > MAX_THREADS) die("bad block size");
+    B.body = body;
+    B.n_ready = 0;
+    B.barriers[0] = Barrier{n_threads, K_SYNC, {}};
+    for (int w = 0; w < n_threads / 32; ++w) {
+        B.barriers[1 + w] = Barrier{32, K_SYNC, {}};
+        B.ready[w].clear();
+    }
+    for (int t = 0; t < n_threads; ++t) {
+        start_fiber(B.fibers[t], (unsigned) t);
+        make_ready(t);
+    }
+    int n_done = 0;
+    while (n_done < n_threads) {
+        if (B.n_ready == 0) {
+            std::fprintf(stderr, "  %d of %d threads finished\n", n_done, n_threads);
+            for (int b = 0; b <= n_threads / 32; ++b) {
+                const Barrier &bar = B.barriers[b];
+                if (bar.waiters.empty()) continue;
+                std::fprintf(stderr, "  %zu threads (first: %d) wait at %s of %s\n", bar.waiters.size(), bar.waiters[0],
+                             kind_name(bar.kind), b == 0 ? "the block" : "a warp");
+            }
+            die("deadlock: threads wait at a barrier that the others never reach");
+        }
+        B.cur = &B.fibers[pick_thread()];
+        swapcontext(&B.sched_ctx, &B.cur->ctx);
+        if (B.cur->done) n_done++;
+        B.cur = nullptr;
+    }
+}
+
+inline uint32_t float_bits(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    return u;
+}
+
+inline float bits_float(uint32_t u) {
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+
+// Lane `src_lane` of the current warp's `mine`: all 32 lanes write, meet, read, meet.
+inline uint32_t warp_exchange(uint32_t mine, int src_lane) {
+    const int t = (int) B.cur->tid, w = t / 32;
+    B.exchange_buf[w][t % 32] = mine;
+    arrive(1 + w, K_SHFL_WRITE);
+    const uint32_t r = B.exchange_buf[w][src_lane & 31];
+    arrive(1 + w, K_SHFL_READ);
+    return r;
+}
+
+// IEEE binary16 -> binary32 (exact), as PTX cvt.f32.f16.
+inline float half_to_float(uint16_t h) {
+    const uint32_t sign = (uint32_t) (h & 0x8000) << 16;
+    const int e = (h >> 10) & 0x1f;
+    const uint32_t m = h & 0x3ff;
+    if (e == 0x1f) return bits_float(sign | 0x7f800000u | (m << 13) | (m ? 0x400000u : 0));  // inf, quiet NaN
+    if (e == 0) return bits_float(sign | float_bits((float) m * 0x1p-24f));  // zero, subnormal
+    return bits_float(sign | ((uint32_t) (e - 15 + 127) << 23) | (m << 13));
+}
+
+// binary32 -> binary16, round to nearest even, as PTX cvt.rn.f16.f32.
+inline uint16_t float_to_half(float f) {
+    const uint32_t x = float_bits(f);
+    const uint16_t sign = (x >> 16) & 0x8000;
+    const uint32_t ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u) return sign | 0x7e00 | ((ax >> 13) & 0x3ff);  // quiet NaN
+    if (ax == 0x7f800000u) return sign | 0x7c00;
+    if ((ax >> 23) == 0) return sign;  // f32 subnormal: far below half the smallest f16
+    const int e = (int) (ax >> 23) - 127;
+    const uint32_t mant = (ax & 0x7fffff) | 0x800000;  // 24-bit significand
+    if (e > 15) return sign | 0x7c00;
+    // Right shift from the 24-bit significand to the f16 one (normal: 11 bits).
+    const int shift = e >= -14 ? 13 : 13 + (-14 - e);
+    if (shift > 25) return sign;  // below half the smallest f16 subnormal
+    uint32_t q = mant >> shift;
+    const uint32_t rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (q & 1))) q++;
+    if (e < -14) return sign | (uint16_t) q;  // subnormal (q == 0x400 is the smallest normal)
+    const uint32_t bits = ((uint32_t) (e + 15) << 10) + (q - 0x400);  // a carry bumps the exponent
+    return sign | (uint16_t) (bits >= 0x7c00 ? 0x7c00 : bits);
+}
+
+}  // namespace emu
+
+// ---------------------------------------------------------------------------------
+// The CUDA surface the kernels use.
+
+#define __device__
+#define __global__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static
+#define threadIdx (emu::uint3_{emu::B.cur->tid, 0, 0})
+#define blockIdx (emu::block_idx)
+#define blockDim (emu::block_dim)
+#define gridDim (emu::grid_dim)
+
+struct float2 { float x, y; };
+struct int2 { int x, y; };
+struct int4 { int x, y, z, w; };
+
+inline float2 make_float2(float x, float y) { return float2{x, y}; }
+template <class T> inline T __ldg(const T *p) { return *p; }
+inline float __int_as_float(int i) { return emu::bits_float((uint32_t) i); }
+inline float __uint_as_float(unsigned u) { return emu::bits_float(u); }
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline float __fmul_rn(float a, float b) { volatile float r = a * b; return r; }
+inline float __fadd_rn(float a, float b) { volatile float r = a + b; return r; }
+inline float __fsub_rn(float a, float b) { volatile float r = a - b; return r; }
+
+// PTX cvt.rni.s32.f32: nearest even, saturating, NaN -> 0.
+inline int __float2int_rn(float x) {
+    if (x != x) return 0;
+    const float r = std::nearbyintf(x);
+    if (r >= 2147483648.0f) return INT32_MAX;
+    if (r < -2147483648.0f) return INT32_MIN;
+    return (int) r;
+}
+
+inline int __ffs(int x) { return x == 0 ? 0 : __builtin_ctz((unsigned) x) + 1; }
+
+inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
+    const uint64_t v = ((uint64_t) y << 32) | x;
+    unsigned r = 0;
+    for (int i = 0; i < 4; ++i) r |= (unsigned) ((v >> (8 * ((s >> (4 * i)) & 7))) & 0xff) << (8 * i);
+    return r;
+}
+
+inline int __dp4a(int a, int b, int c) {
+    for (int i = 0; i < 4; ++i) c += (int) (signed char) (a >> (8 * i)) * (int) (signed char) (b >> (8 * i));
+    return c;
+}
+
+inline void __syncthreads() { emu::arrive(0, emu::K_SYNC); }
+
+inline void emu_full_mask(unsigned mask) {
+    if (mask != 0xffffffffu) emu::die("partial warp mask (not emulated)");
+}
+
+inline float __shfl_sync(unsigned mask, float v, int src_lane) {
+    emu_full_mask(mask);
+    return emu::bits_float(emu::warp_exchange(emu::float_bits(v), src_lane));
+}
+
+inline float __shfl_xor_sync(unsigned mask, float v, int lane_mask) {
+    emu_full_mask(mask);
+    return emu::bits_float(emu::warp_exchange(emu::float_bits(v), ((int) emu::B.cur->tid % 32) ^ lane_mask));
+}
+
+inline int __shfl_xor_sync(unsigned mask, int v, int lane_mask) {
+    emu_full_mask(mask);
+    return (int) emu::warp_exchange((uint32_t) v, ((int) emu::B.cur->tid % 32) ^ lane_mask);
+}
+
+inline unsigned __ballot_sync(unsigned mask, int pred) {
+    emu_full_mask(mask);
+    const int t = (int) emu::B.cur->tid, w = t / 32;
+    emu::B.exchange_buf[w][t % 32] = pred ? 1 : 0;
+    emu::arrive(1 + w, emu::K_BALLOT_WRITE);
+    unsigned r = 0;
+    for (int i = 0; i < 32; ++i) r |= emu::B.exchange_buf[w][i] << i;
+    emu::arrive(1 + w, emu::K_BALLOT_READ);
+    return r;
+}
+
+// The two PTX asm statements of common.cuh: h2f (cvt.f32.f16 from u16 h into float f) and
+// f2h (cvt.rn.f16.f32 from float f into u16 h). Both functions name their operands f and h,
+// so `asm(...)` becomes a call on those two variables, chosen by the instruction text.
+// Includers #undef asm after the kernel sources.
+inline void emu_asm(const char *text, float &f, unsigned short &h) {
+    if (std::strstr(text, "cvt.f32.f16")) f = emu::half_to_float(h);
+    else if (std::strstr(text, "cvt.rn.f16.f32")) h = emu::float_to_half(f);
+    else emu::die("unknown asm statement");
+}
+#define asm(...) emu_asm(#__VA_ARGS__, f, h)

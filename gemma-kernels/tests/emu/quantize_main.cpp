@@ -1,0 +1,102 @@
+// Runs the activation quantization kernels of gemma-kernels (quantize_q8_1, geglu_q8_1,
+// rms_norm_q8_1, all built on quantize_act256 of common.cuh) under the SIMT emulation of
+// emu.h, for tests/cuda_emulated.rs. The kernel sources are the real ones, included below.
+//
+// usage: quantize_emu random|warp-greedy SEED < cases > results
+// stdin (native endian): u32 case count, then per case u32 kernel (0 quantize_q8_1,
+//   1 geglu_q8_1, 2 rms_norm_q8_1), u32 fmt (ACT_*), u32 rows, u32 k, f32 eps, and the
+//   inputs: kernel 0: x (rows x k); 1: gate, up (k each; rows must be 1); 2: x (rows x k), w (k).
+// stdout per case: qs (rows x k_pad int8), ds (rows x k_pad / 32 float2 {d, s}) and, for
+//   kernels 1 and 2, the float output (rows x k). k_pad = k rounded up to 256. Entries a
+//   kernel fails to write keep a poison value (qs 0x5A, floats NaN 0x7fbadbad).
+#include <functional>
+
+#include "emu.h"
+
+#include "../../kernels/common.cuh"
+#include "../../kernels/norm.cu"
+#include "../../kernels/quantize.cu"
+#undef asm
+
+static std::function<void()> g_kernel;
+
+static void run_kernel() { g_kernel(); }
+
+// Launches `kernel` on a grid of gx x gy blocks of 256 threads.
+static void launch(unsigned gx, unsigned gy, std::function<void()> kernel) {
+    g_kernel = std::move(kernel);
+    emu::grid_dim = {gx, gy, 1};
+    emu::block_dim = {256, 1, 1};
+    for (unsigned y = 0; y < gy; ++y)
+        for (unsigned x = 0; x < gx; ++x) {
+            emu::block_idx = {x, y, 0};
+            emu::run_block(256, run_kernel);
+        }
+}
+
+template <class T> static void read_vals(T *p, size_t n) {
+    if (std::fread(p, sizeof(T), n, stdin) != n) {
+        std::fprintf(stderr, "quantize_emu: input ends early\n");
+        std::exit(2);
+    }
+}
+
+template <class T> static void write_vals(const T *p, size_t n) {
+    if (n != 0 && std::fwrite(p, sizeof(T), n, stdout) != n) {
+        std::fprintf(stderr, "quantize_emu: write failed\n");
+        std::exit(2);
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3 || (std::strcmp(argv[1], "random") != 0 && std::strcmp(argv[1], "warp-greedy") != 0)) {
+        std::fprintf(stderr, "usage: quantize_emu random|warp-greedy SEED < cases > results\n");
+        return 2;
+    }
+    emu::B.schedule = std::strcmp(argv[1], "random") == 0 ? emu::Schedule::Random : emu::Schedule::WarpGreedy;
+    emu::B.rng.seed(std::strtoull(argv[2], nullptr, 10));
+    const float poison = emu::bits_float(0x7fbadbad);
+    uint32_t n_cases;
+    read_vals(&n_cases, 1);
+    for (uint32_t c = 0; c < n_cases; ++c) {
+        uint32_t head[4];
+        float eps;
+        read_vals(head, 4);
+        read_vals(&eps, 1);
+        const uint32_t kernel = head[0], rows = head[2];
+        const int fmt = (int) head[1], k = (int) head[3];
+        const int k_pad = (k + 255) / 256 * 256;
+        std::vector<i8> qs((size_t) rows * k_pad, 0x5A);
+        std::vector<float2> ds((size_t) rows * k_pad / QK8, float2{poison, poison});
+        std::vector<float> out;
+        if (kernel == 0) {
+            std::vector<float> x((size_t) rows * k);
+            read_vals(x.data(), x.size());
+            launch(k_pad / 256, rows, [&] { quantize_q8_1(x.data(), k, k_pad, fmt, qs.data(), ds.data()); });
+        } else if (kernel == 1) {
+            if (rows != 1) {
+                std::fprintf(stderr, "quantize_emu: geglu_q8_1 takes one row\n");
+                return 2;
+            }
+            std::vector<float> gate(k), up(k);
+            read_vals(gate.data(), k);
+            read_vals(up.data(), k);
+            // out aliases gate, as the Rust launcher passes it.
+            launch(k_pad / 256, 1, [&] { geglu_q8_1(gate.data(), up.data(), gate.data(), k, fmt, qs.data(), ds.data()); });
+            out = gate;
+        } else if (kernel == 2) {
+            std::vector<float> x((size_t) rows * k), w(k);
+            read_vals(x.data(), x.size());
+            read_vals(w.data(), k);
+            out.assign((size_t) rows * k, poison);
+            launch(rows, 1, [&] { rms_norm_q8_1(x.data(), w.data(), out.data(), k, eps, k_pad, fmt, qs.data(), ds.data()); });
+        } else {
+            std::fprintf(stderr, "quantize_emu: unknown kernel %u\n", kernel);
+            return 2;
+        }
+        write_vals(qs.data(), qs.size());
+        write_vals(ds.data(), ds.size());
+        write_vals(out.data(), out.size());
+    }
+    return std::fflush(stdout) == 0 ? 0 : 2;
+}
