@@ -13,13 +13,10 @@
 
 mod cuda_util;
 
-use cuda_util::{act_twin, Rng};
+use cuda_util::{act_twin, build_emulator, run_emulator, Rng};
 use gemma_kernels::cpu::ops::gelu_tanh;
 use gemma_kernels::cuda::ActFormat;
-use std::hash::{Hash, Hasher};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 /// The kernels of quantize_main.cpp (the ids it reads).
@@ -53,44 +50,10 @@ const SOURCES: [&str; 5] = [
 /// that is impossible.
 fn emulator() -> &'static Path {
     static EMULATOR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match EMULATOR.get_or_init(build_emulator) {
+    match EMULATOR.get_or_init(|| build_emulator("quantize_emu", &SOURCES)) {
         Ok(path) => path,
         Err(e) => panic!("{e}"),
     }
-}
-
-fn build_emulator() -> Result<PathBuf, String> {
-    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for src in SOURCES {
-        let text = std::fs::read(crate_dir.join(src))
-            .map_err(|e| format!("cannot read {}: {e}", crate_dir.join(src).display()))?;
-        text.hash(&mut hasher);
-    }
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let exe = dir.join(format!("quantize_emu-{:016x}", hasher.finish()));
-    // Built under a name of this process, then renamed: concurrent runs never see half a file.
-    let partial = exe.with_extension(format!("{}.partial", std::process::id()));
-    let output = Command::new("c++")
-        .args(["-std=c++20", "-O2", "-ffp-contract=off", "-o"])
-        .arg(&partial)
-        .arg(crate_dir.join(SOURCES[0]))
-        .output()
-        .map_err(|e| {
-            format!(
-                "cannot run the C++ compiler `c++` ({e}): this test needs a C++20 compiler \
-                 (g++ or clang++) with <ucontext.h> to emulate the CUDA kernels"
-            )
-        })?;
-    if !output.status.success() {
-        return Err(format!(
-            "`c++` failed to compile the CUDA emulation {}:\n{}",
-            SOURCES[0],
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    std::fs::rename(&partial, &exe).map_err(|e| format!("rename {}: {e}", partial.display()))?;
-    Ok(exe)
 }
 
 /// One launch: `a` is x (Quantize, RmsNorm) or gate (Geglu), `b` is up (Geglu) or the norm
@@ -313,29 +276,8 @@ fn encode(cases: &[Case]) -> Vec<u8> {
 }
 
 /// Runs the cases under one schedule; returns the emulator's output.
-fn run_emulator(cases: &[Case], schedule: &str, seed: u64) -> Vec<u8> {
-    let mut child = Command::new(emulator())
-        .args([schedule, &seed.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the kernel emulator");
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    let input = encode(cases);
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let output = child.wait_with_output().expect("run the kernel emulator");
-    assert!(
-        output.status.success(),
-        "kernel emulator ({schedule} schedule, seed {seed}) failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    writer
-        .join()
-        .expect("stdin writer")
-        .expect("write the emulator's input");
-    output.stdout
+fn run_cases(cases: &[Case], schedule: &str, seed: u64) -> Vec<u8> {
+    run_emulator(emulator(), schedule, seed, encode(cases))
 }
 
 /// Reads the emulator's output in order.
@@ -457,7 +399,7 @@ fn check_kernel(kernel: Kernel) {
     let cases = cases(kernel);
     let mut bad = Vec::new();
     for (schedule, seed) in SCHEDULES {
-        let output = run_emulator(&cases, schedule, seed);
+        let output = run_cases(&cases, schedule, seed);
         bad.extend(mismatches(&cases, &output, schedule));
     }
     let blocks: usize = cases.iter().map(|c| c.rows * c.k.div_ceil(256) * 8).sum();

@@ -237,3 +237,81 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], mag: &[f64], rel: f64
     }
     eprintln!("{what}: ok, worst error {worst:.3} of tolerance");
 }
+
+/// Compiles a driver of the CUDA emulation (tests/emu/emu.h) into `$CARGO_TARGET_TMPDIR`:
+/// `sources[0]` (relative to the crate) is the file given to `c++`, the others those it
+/// includes. The binary is named `name` plus a hash of the compiler flags and every
+/// source's contents, so runs of different sources sharing a target dir never mix binaries.
+/// Errors say why there is none (no C++20 compiler `c++`, a compile error).
+pub fn build_emulator(name: &str, sources: &[&str]) -> Result<std::path::PathBuf, String> {
+    use std::hash::{Hash, Hasher};
+    // The kernels read raw bytes through casts to other types: no strict aliasing.
+    const FLAGS: [&str; 4] = [
+        "-std=c++20",
+        "-O2",
+        "-ffp-contract=off",
+        "-fno-strict-aliasing",
+    ];
+    let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    FLAGS.hash(&mut hasher);
+    for src in sources {
+        let text = std::fs::read(crate_dir.join(src))
+            .map_err(|e| format!("cannot read {}: {e}", crate_dir.join(src).display()))?;
+        text.hash(&mut hasher);
+    }
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let exe = dir.join(format!("{name}-{:016x}", hasher.finish()));
+    // Built under a name of this process, then renamed: concurrent runs never see half a file.
+    let partial = exe.with_extension(format!("{}.partial", std::process::id()));
+    let output = std::process::Command::new("c++")
+        .args(FLAGS)
+        .arg("-o")
+        .arg(&partial)
+        .arg(crate_dir.join(sources[0]))
+        .output()
+        .map_err(|e| {
+            format!(
+                "cannot run the C++ compiler `c++` ({e}): this test needs a C++20 compiler \
+                 (g++ or clang++) with <ucontext.h> to emulate the CUDA kernels"
+            )
+        })?;
+    if !output.status.success() {
+        return Err(format!(
+            "`c++` failed to compile the CUDA emulation {}:\n{}",
+            sources[0],
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    std::fs::rename(&partial, &exe).map_err(|e| format!("rename {}: {e}", partial.display()))?;
+    Ok(exe)
+}
+
+/// Runs the emulator `exe` under one schedule ("random" or "warp-greedy") and seed with
+/// `input` on stdin; returns its stdout, or panics with its stderr when it fails.
+pub fn run_emulator(exe: &std::path::Path, schedule: &str, seed: u64, input: Vec<u8>) -> Vec<u8> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(exe)
+        .args([schedule, &seed.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the kernel emulator");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let output = child.wait_with_output().expect("run the kernel emulator");
+    assert!(
+        output.status.success(),
+        "kernel emulator {} ({schedule} schedule, seed {seed}) failed ({}):\n{}",
+        exe.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    writer
+        .join()
+        .expect("stdin writer")
+        .expect("write the emulator's input");
+    output.stdout
+}

@@ -1,5 +1,6 @@
 // A CPU emulation of the CUDA execution model, enough to compile gemma-kernels' .cu files as
-// host C++ and run them with real SIMT semantics (tests/cuda_emulated.rs, no GPU needed).
+// host C++ and run them with real SIMT semantics (tests/cuda_emulated.rs and
+// tests/cuda_emulated_mmvq.rs, no GPU needed).
 //
 // Emulated:
 // - A launch runs its blocks one after the other. The threads of a block are cooperative
@@ -15,7 +16,12 @@
 // - __shared__ variables are one static copy, shared by the fibers of the running block.
 // - The arithmetic the quantizers depend on, exactly: __float2int_rn (PTX cvt.rni.s32.f32:
 //   nearest even, saturating, NaN -> 0), the _rn intrinsics (never fused), and the two PTX
-//   asm f16 conversions of common.cuh (cvt.f32.f16, cvt.rn.f16.f32) in software.
+//   asm f16 conversions of common.cuh (cvt.f32.f16, cvt.rn.f16.f32) in software; the
+//   integer intrinsics of the matvec kernels (__dp4a, __byte_perm with selector nibbles
+//   below 8).
+// - Faults a GPU raises on loads: __ldg of a vector type (int2, int4, float2: aligned as
+//   CUDA's) or a u16 from a misaligned address stops the program. Plain dereferences and
+//   accesses out of bounds are not checked (mmvq_main.cpp's guard bytes catch stray writes).
 //
 // Not emulated:
 // - Concurrent blocks, atomics, memory fences, races between blocks in global memory.
@@ -26,8 +32,9 @@
 //   may differ from a GPU's in the last bits; the tests compare what the kernels derive
 //   from their own float values.
 // - Shared memory starts with the previous block's contents (undefined on a GPU).
-// - Anything beyond the CUDA surface of common.cuh, quantize.cu and norm.cu defined below;
-//   blocks are 1-D (threadIdx.y = threadIdx.z = 0).
+// - Anything beyond the CUDA surface of common.cuh, quantize.cu, norm.cu and mmvq.cu defined
+//   below (__launch_bounds__ and __restrict__ are accepted and mean nothing here); blocks
+//   are 1-D (threadIdx.y = threadIdx.z = 0).
 #pragma once
 
 #include <cmath>
@@ -256,12 +263,17 @@ inline uint16_t float_to_half(float f) {
 #define blockDim (emu::block_dim)
 #define gridDim (emu::grid_dim)
 
-struct float2 { float x, y; };
-struct int2 { int x, y; };
-struct int4 { int x, y, z, w; };
+// Aligned as CUDA's vector types: a load of one from a misaligned address faults on a GPU.
+struct alignas(8) float2 { float x, y; };
+struct alignas(8) int2 { int x, y; };
+struct alignas(16) int4 { int x, y, z, w; };
 
 inline float2 make_float2(float x, float y) { return float2{x, y}; }
-template <class T> inline T __ldg(const T *p) { return *p; }
+// A read-only load; stops the program where a GPU would fault (misaligned address).
+template <class T> inline T __ldg(const T *p) {
+    if ((uintptr_t) p % alignof(T) != 0) emu::die("misaligned __ldg (a GPU faults)");
+    return *p;
+}
 inline float __int_as_float(int i) { return emu::bits_float((uint32_t) i); }
 inline float __uint_as_float(unsigned u) { return emu::bits_float(u); }
 inline int min(int a, int b) { return a < b ? a : b; }
@@ -288,9 +300,11 @@ inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
     return r;
 }
 
+// Signed 8-bit lanes; the sum wraps like the GPU's 32-bit add.
 inline int __dp4a(int a, int b, int c) {
-    for (int i = 0; i < 4; ++i) c += (int) (signed char) (a >> (8 * i)) * (int) (signed char) (b >> (8 * i));
-    return c;
+    uint32_t r = (uint32_t) c;
+    for (int i = 0; i < 4; ++i) r += (uint32_t) ((int) (signed char) (a >> (8 * i)) * (int) (signed char) (b >> (8 * i)));
+    return (int) r;
 }
 
 inline void __syncthreads() { emu::arrive(0, emu::K_SYNC); }

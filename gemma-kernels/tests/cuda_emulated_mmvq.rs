@@ -1,0 +1,322 @@
+//! The CUDA decode matvec kernels (kernels/mmvq.cu) on every machine, no GPU needed: for
+//! each quantized type the GPU backend supports, `mmvq_<type>_<n>` (n = 1, 2 tokens)
+//! against f64 math on the dequantized weights and the quantized activations the GPU gets
+//! (`act_twin`), and `mmvq_multi_<type>` (two or three matrices of different row counts in
+//! one launch) bit for bit against the single-matrix kernel on each matrix.
+//!
+//! tests/emu/mmvq_main.cpp compiles the real kernel sources as host C++ under the SIMT
+//! emulation of tests/emu/emu.h (see its header for what is and is not emulated), launched
+//! as src/cuda/launch.rs launches them, under two thread schedules; it stops on a misaligned
+//! vector load or a write outside an output. Needs a C++20 compiler `c++` with
+//! <ucontext.h>: the test fails when there is none.
+
+mod cuda_util;
+
+use cuda_util::{
+    act_twin, build_emulator, dequantize, matmul_ref, q8_1_values, random_matrix, run_emulator,
+    Q8Twin, Rng,
+};
+use gemma_gguf::GgmlType;
+use gemma_kernels::cuda::{self, padded_len, ActFormat};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The sources of the emulator (the first is compiled; see `build_emulator`).
+const SOURCES: [&str; 4] = [
+    "tests/emu/mmvq_main.cpp",
+    "tests/emu/emu.h",
+    "kernels/common.cuh",
+    "kernels/mmvq.cu",
+];
+/// (schedule, seed) pairs every launch runs under.
+const SCHEDULES: [(&str, u64); 2] = [("random", 11), ("warp-greedy", 5)];
+/// NaN the emulator leaves in outputs the kernel did not write.
+const POISON: u32 = 0x7fba_dbad;
+/// Rows of the three matrices: primes, none a multiple of another. (Each row is a block of
+/// 128 emulated threads; more rows cost time and test nothing more.)
+const ROWS: [usize; 3] = [13, 5, 7];
+/// Token counts of the single-matrix kernels tested (`mmvq_<type>_<n>`; the kernels for 4
+/// and 8 tokens are the same template).
+const TOKENS: [usize; 2] = [1, 2];
+/// Tolerance of the products: relative to the sum of |terms|, plus absolute (cuda_parity's).
+const REL_TOL: f64 = 2e-5;
+const ABS_TOL: f64 = 1e-6;
+
+/// Compiles tests/emu/mmvq_main.cpp once per test binary; panics with the reason when that
+/// is impossible.
+fn emulator() -> &'static Path {
+    static EMULATOR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match EMULATOR.get_or_init(|| build_emulator("mmvq_emu", &SOURCES)) {
+        Ok(path) => path,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The quantized types of the GPU backend (those with mmvq kernels).
+fn quantized_types() -> Vec<GgmlType> {
+    let types: Vec<GgmlType> = cuda::SUPPORTED_TYPES
+        .into_iter()
+        .filter(|ty| ty.is_quantized())
+        .collect();
+    assert_eq!(types.len(), 12, "quantized GPU types: {types:?}");
+    types
+}
+
+/// Row lengths: cuda_parity's (fewer tasks than threads, a partial 256-group for the 32-block
+/// types), and one where every thread takes tasks twice or more, the last round partial.
+fn row_lengths(ty: GgmlType) -> [usize; 2] {
+    if ty.block_elems() == 256 {
+        [768, 4352] // 24 and 136 tasks of 8 per block
+    } else {
+        [640, 4160] // 40 and 260 tasks of 2 per block
+    }
+}
+
+/// Three random matrices of `ty` (ROWS), and 8 tokens of activations as the GPU gets them.
+struct Problem {
+    ty: GgmlType,
+    cols: usize,
+    weights: [Vec<u8>; 3],
+    act: Q8Twin,
+}
+
+impl Problem {
+    fn new(rng: &mut Rng, ty: GgmlType, cols: usize) -> Self {
+        let weights = ROWS.map(|rows| random_matrix(rng, ty, rows, cols));
+        let x = rng.vec(8 * cols);
+        let act = act_twin(&x, 8, cols, ActFormat::for_weights(ty));
+        Problem {
+            ty,
+            cols,
+            weights,
+            act,
+        }
+    }
+
+    fn k_pad(&self) -> usize {
+        padded_len(self.cols)
+    }
+
+    /// The launch header of mmvq_main.cpp, then the weights of `mats` and n tokens.
+    fn encode(&self, op: u32, n: usize, mats: &[usize], out: &mut Vec<u8>) {
+        let k_pad = self.k_pad();
+        let mut rows = [0u32; 3];
+        for (slot, &m) in rows.iter_mut().zip(mats) {
+            *slot = ROWS[m] as u32;
+        }
+        let head = [
+            op,
+            self.ty.id(),
+            n as u32,
+            (self.cols / self.ty.block_elems()) as u32,
+            k_pad as u32,
+        ];
+        for v in head.iter().chain(&rows) {
+            out.extend(v.to_ne_bytes());
+        }
+        for &m in mats {
+            out.extend(&self.weights[m]);
+        }
+        let tokens = if op == 0 { n } else { 1 };
+        out.extend(self.act.qs[..tokens * k_pad].iter().map(|&q| q as u8));
+        let ds = &self.act.ds[..tokens * k_pad / 32 * 2];
+        out.extend(ds.iter().flat_map(|v| v.to_ne_bytes()));
+    }
+}
+
+/// One kernel launch and the number of floats it outputs.
+enum Launch {
+    /// `mmvq_<type>_<n>` on matrix `mat` of problem `p` with the first n tokens.
+    Single { p: usize, mat: usize, n: usize },
+    /// `mmvq_multi_<type>` on the matrices `mats` (in this order) of problem `p`, token 0.
+    Multi { p: usize, mats: Vec<usize> },
+}
+
+impl Launch {
+    fn outputs(&self) -> usize {
+        match self {
+            Launch::Single { mat, n, .. } => n * ROWS[*mat],
+            // The emulator writes three outputs, absent ones empty.
+            Launch::Multi { mats, .. } => mats.iter().map(|&m| ROWS[m]).sum(),
+        }
+    }
+}
+
+/// Runs `launches` under every schedule; returns each launch's output per schedule.
+fn run(problems: &[Problem], launches: &[Launch]) -> Vec<Vec<Vec<f32>>> {
+    let mut input = (launches.len() as u32).to_ne_bytes().to_vec();
+    for l in launches {
+        match l {
+            Launch::Single { p, mat, n } => problems[*p].encode(0, *n, &[*mat], &mut input),
+            Launch::Multi { p, mats } => problems[*p].encode(1, mats.len(), mats, &mut input),
+        }
+    }
+    SCHEDULES
+        .iter()
+        .map(|&(schedule, seed)| {
+            let out = run_emulator(emulator(), schedule, seed, input.clone());
+            let floats: Vec<f32> = out
+                .chunks_exact(4)
+                .map(|c| f32::from_ne_bytes(c.try_into().expect("4 bytes")))
+                .collect();
+            let total: usize = launches.iter().map(Launch::outputs).sum();
+            assert_eq!(floats.len(), total, "emulator output length ({schedule})");
+            let mut rest = &floats[..];
+            launches
+                .iter()
+                .map(|l| {
+                    let (head, tail) = rest.split_at(l.outputs());
+                    rest = tail;
+                    head.to_vec()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The problems: every quantized type at the row lengths `which` picks of `row_lengths`.
+fn problems(seed: u64, which: &[usize]) -> Vec<Problem> {
+    let mut rng = Rng::new(seed);
+    quantized_types()
+        .into_iter()
+        .flat_map(|ty| which.iter().map(move |&i| (ty, row_lengths(ty)[i])))
+        .map(|(ty, cols)| Problem::new(&mut rng, ty, cols))
+        .collect()
+}
+
+/// Checks `got` (n x rows of matrix `mat`) against f64 math; returns a line per bad output
+/// and raises `worst` to the largest error seen as a fraction of its tolerance.
+fn check_product(
+    p: &Problem,
+    mat: usize,
+    n: usize,
+    got: &[f32],
+    what: &str,
+    worst: &mut f64,
+) -> Vec<String> {
+    let (rows, cols) = (ROWS[mat], p.cols);
+    let w = dequantize(p.ty, &p.weights[mat], rows * cols);
+    let x = q8_1_values(&p.act, 8, cols);
+    let (want, mag) = matmul_ref(&w, &x[..n * cols], rows, cols, n);
+    let mut bad = Vec::new();
+    for (i, &g) in got.iter().enumerate() {
+        let (err, tol) = ((f64::from(g) - want[i]).abs(), REL_TOL * mag[i] + ABS_TOL);
+        *worst = worst.max(err / tol);
+        // NaN: the poison of an unwritten output.
+        if g.is_nan() || err > tol {
+            bad.push(format!(
+                "{what}: token {} row {}: {g} (bits {:#x}) vs f64 {} (err {err:e}, tol {tol:e})",
+                i / rows,
+                i % rows,
+                g.to_bits(),
+                want[i]
+            ));
+        }
+    }
+    bad
+}
+
+/// Fails listing the first problems found, or reports how many outputs were checked.
+fn report(bad: &[String], checked: usize, what: &str) {
+    assert!(
+        bad.is_empty(),
+        "{} of {checked} outputs wrong, e.g.:\n{}",
+        bad.len(),
+        bad[..bad.len().min(12)].join("\n")
+    );
+    eprintln!(
+        "{what}: {checked} outputs ({} schedules) ok",
+        SCHEDULES.len()
+    );
+}
+
+#[test]
+fn single_matrix_kernels_match_f64_reference() {
+    let problems = problems(0x3377_0001, &[0, 1]);
+    let launches: Vec<Launch> = (0..problems.len())
+        .flat_map(|p| TOKENS.map(|n| Launch::Single { p, mat: 0, n }))
+        .collect();
+    let outputs = run(&problems, &launches);
+    let (mut bad, mut checked, mut worst) = (Vec::new(), 0, 0f64);
+    for ((schedule, _), per_launch) in SCHEDULES.iter().zip(&outputs) {
+        for (l, got) in launches.iter().zip(per_launch) {
+            let Launch::Single { p, mat, n } = *l else {
+                unreachable!("single launches only")
+            };
+            let pr = &problems[p];
+            let what = format!(
+                "mmvq {} {} x {} with {n} tokens ({schedule})",
+                pr.ty, ROWS[mat], pr.cols
+            );
+            bad.extend(check_product(pr, mat, n, got, &what, &mut worst));
+            checked += got.len();
+        }
+    }
+    report(&bad, checked, "mmvq_<type>_<1, 2>");
+    eprintln!("mmvq_<type>_<1, 2>: worst error {worst:.3} of the tolerance");
+}
+
+#[test]
+fn multi_matrix_kernel_matches_single_matrix_kernel_bit_for_bit() {
+    // The row length only matters inside a block, where the multi kernel runs the single
+    // kernel's code: cuda_parity's only.
+    let problems = problems(0x3377_0002, &[0]);
+    let mut launches = Vec::new();
+    for p in 0..problems.len() {
+        for mat in 0..3 {
+            launches.push(Launch::Single { p, mat, n: 1 });
+        }
+        launches.push(Launch::Multi {
+            p,
+            mats: vec![0, 1],
+        });
+        launches.push(Launch::Multi {
+            p,
+            mats: vec![0, 1, 2],
+        });
+        launches.push(Launch::Multi {
+            p,
+            mats: vec![2, 0],
+        });
+    }
+    let outputs = run(&problems, &launches);
+    let (mut bad, mut checked, mut worst) = (Vec::new(), 0, 0f64);
+    for ((schedule, _), per_launch) in SCHEDULES.iter().zip(&outputs) {
+        // The single-matrix outputs of each problem's three matrices, checked on the way.
+        let mut singles: Vec<Vec<&[f32]>> = vec![Vec::new(); problems.len()];
+        for (l, got) in launches.iter().zip(per_launch) {
+            match l {
+                Launch::Single { p, mat, n } => {
+                    let pr = &problems[*p];
+                    let what = format!("mmvq {} {} x {} ({schedule})", pr.ty, ROWS[*mat], pr.cols);
+                    bad.extend(check_product(pr, *mat, *n, got, &what, &mut worst));
+                    singles[*p].push(got);
+                }
+                Launch::Multi { p, mats } => {
+                    let pr = &problems[*p];
+                    let want: Vec<f32> = mats
+                        .iter()
+                        .flat_map(|&m| singles[*p][m].iter().copied())
+                        .collect();
+                    let shapes: Vec<usize> = mats.iter().map(|&m| ROWS[m]).collect();
+                    for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                        if g.to_bits() != w.to_bits() || g.to_bits() == POISON {
+                            bad.push(format!(
+                                "mmvq_multi {} rows {shapes:?} x {} ({schedule}): output {i}: \
+                                 {g} (bits {:#x}) vs single-matrix kernel {w}",
+                                pr.ty,
+                                pr.cols,
+                                g.to_bits()
+                            ));
+                        }
+                    }
+                    checked += got.len();
+                }
+            }
+        }
+    }
+    report(&bad, checked, "mmvq_multi_<type>");
+    eprintln!(
+        "mmvq_<type>_1 on the multi kernel's matrices: worst error {worst:.3} of the tolerance"
+    );
+}

@@ -1,0 +1,176 @@
+// Runs the decode matvec kernels of gemma-kernels (mmvq_<type>_<nc> and mmvq_multi_<type> of
+// kernels/mmvq.cu) under the SIMT emulation of emu.h, for tests/cuda_emulated_mmvq.rs. The
+// kernel sources are the real ones, included below; launches mirror src/cuda/launch.rs
+// (matmul_q8, matvec_q8_multi): 128 threads per block, one block per weight row.
+//
+// usage: mmvq_emu random|warp-greedy SEED < cases > results
+// stdin (native endian): u32 case count, then per case u32 op (0: mmvq_<type>_<n>, 1:
+//   mmvq_multi_<type>), u32 type (ggml id), u32 n (tokens for op 0: 1, 2, 4 or 8; matrices
+//   for op 1: 2 or 3), u32 nb (weight blocks per row), u32 k_pad, u32 rows[3] (op 0: rows[0]
+//   only), the weights (rows[i] x nb blocks for each matrix), then the activations of n (op
+//   0) or 1 (op 1) tokens: qs (k_pad int8 each), ds (k_pad / 32 float2 {d, s} each).
+// stdout per case: op 0: y (n x rows[0] floats); op 1: y_0, y_1, y_2 (rows[i] floats each).
+//   Outputs a kernel fails to write keep a poison value (NaN 0x7fbadbad).
+// Every buffer lives in its own 256-byte aligned "device allocation" between guard bytes
+// (as cudaMalloc aligns); a write outside an output stops the program with exit code 3.
+#include <functional>
+
+#include "emu.h"
+
+#include "../../kernels/common.cuh"
+#include "../../kernels/mmvq.cu"
+#undef asm
+
+typedef void (*SingleKernel)(const u8 *, int, const i8 *, const float2 *, int, float *, int);
+typedef void (*MultiKernel)(const u8 *, float *, int, const u8 *, float *, int, const u8 *, float *, int, int,
+                            const i8 *, const float2 *, int);
+
+// The kernels of one weight type.
+struct TypeKernels {
+    int ty;
+    int block_bytes;
+    SingleKernel single[4];  // 1, 2, 4, 8 tokens
+    MultiKernel multi;
+};
+
+#define TYPE_KERNELS(NAME, TY)                                                                               \
+    TypeKernels {                                                                                            \
+        TY, MmvqType<TY>::BYTES, {mmvq_##NAME##_1, mmvq_##NAME##_2, mmvq_##NAME##_4, mmvq_##NAME##_8},       \
+            mmvq_multi_##NAME                                                                                \
+    }
+
+static const TypeKernels KERNELS[] = {
+    TYPE_KERNELS(q4_0, GGML_Q4_0),     TYPE_KERNELS(q5_0, GGML_Q5_0), TYPE_KERNELS(q8_0, GGML_Q8_0),
+    TYPE_KERNELS(q4_K, GGML_Q4_K),     TYPE_KERNELS(q5_K, GGML_Q5_K), TYPE_KERNELS(q6_K, GGML_Q6_K),
+    TYPE_KERNELS(q4_1, GGML_Q4_1),     TYPE_KERNELS(q5_1, GGML_Q5_1), TYPE_KERNELS(iq4_nl, GGML_IQ4_NL),
+    TYPE_KERNELS(q2_K, GGML_Q2_K),     TYPE_KERNELS(q3_K, GGML_Q3_K), TYPE_KERNELS(iq4_xs, GGML_IQ4_XS),
+};
+
+[[noreturn]] static void fail(const char *msg) {
+    std::fprintf(stderr, "mmvq_emu: %s\n", msg);
+    std::exit(2);
+}
+
+template <class T> static void read_vals(T *p, size_t n) {
+    if (n != 0 && std::fread(p, sizeof(T), n, stdin) != n) fail("input ends early");
+}
+
+template <class T> static void write_vals(const T *p, size_t n) {
+    if (n != 0 && std::fwrite(p, sizeof(T), n, stdout) != n) fail("write failed");
+}
+
+// A device allocation: `bytes` at a 256-byte aligned address, GUARD bytes of 0xA5 each side.
+class DevBuf {
+    static constexpr size_t GUARD = 256;
+    std::vector<uint8_t> storage_;
+    uint8_t *data_ = nullptr;
+    size_t bytes_ = 0;
+
+  public:
+    DevBuf(const DevBuf &) = delete;
+    DevBuf(DevBuf &&) = default;
+    explicit DevBuf(size_t bytes) : storage_(bytes + 3 * GUARD, 0xA5), bytes_(bytes) {
+        const uintptr_t base = (uintptr_t) storage_.data() + GUARD;
+        data_ = (uint8_t *) ((base + 255) / 256 * 256);
+    }
+    template <class T> T *as() const { return bytes_ ? (T *) data_ : nullptr; }
+    size_t bytes() const { return bytes_; }
+    // True when no byte outside [data, data + bytes) changed.
+    bool guards_intact() const {
+        for (size_t i = 0; i < storage_.size(); ++i) {
+            const uint8_t *p = storage_.data() + i;
+            if ((p < data_ || p >= data_ + bytes_) && *p != 0xA5) return false;
+        }
+        return true;
+    }
+};
+
+static DevBuf read_buf(size_t bytes) {
+    DevBuf b(bytes);
+    read_vals(b.as<uint8_t>(), bytes);
+    return b;
+}
+
+static DevBuf poisoned_output(size_t n) {
+    DevBuf b(n * sizeof(float));
+    for (size_t i = 0; i < n; ++i) b.as<float>()[i] = emu::bits_float(0x7fbadbad);
+    return b;
+}
+
+static std::function<void()> g_kernel;
+
+static void run_kernel() { g_kernel(); }
+
+// Launches `kernel` on gx blocks of MMVQ_THREADS threads.
+static void launch(unsigned gx, std::function<void()> kernel) {
+    g_kernel = std::move(kernel);
+    emu::grid_dim = {gx, 1, 1};
+    emu::block_dim = {MMVQ_THREADS, 1, 1};
+    for (unsigned x = 0; x < gx; ++x) {
+        emu::block_idx = {x, 0, 0};
+        emu::run_block(MMVQ_THREADS, run_kernel);
+    }
+}
+
+static void check_guards(const DevBuf &b, const char *what, uint32_t c, const uint32_t *head) {
+    if (!b.guards_intact()) {
+        std::fprintf(stderr, "EMU ERROR: case %u (op %u, type %u, n %u, rows %u %u %u) wrote outside %s\n", c,
+                     head[0], head[1], head[2], head[5], head[6], head[7], what);
+        std::exit(3);
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3 || (std::strcmp(argv[1], "random") != 0 && std::strcmp(argv[1], "warp-greedy") != 0))
+        fail("usage: mmvq_emu random|warp-greedy SEED < cases > results");
+    emu::B.schedule = std::strcmp(argv[1], "random") == 0 ? emu::Schedule::Random : emu::Schedule::WarpGreedy;
+    emu::B.rng.seed(std::strtoull(argv[2], nullptr, 10));
+    uint32_t n_cases;
+    read_vals(&n_cases, 1);
+    for (uint32_t c = 0; c < n_cases; ++c) {
+        uint32_t head[8];
+        read_vals(head, 8);
+        const uint32_t op = head[0], ty = head[1], n = head[2];
+        const int nb = (int) head[3], k_pad = (int) head[4];
+        const int rows[3] = {(int) head[5], (int) head[6], (int) head[7]};
+        const TypeKernels *kern = nullptr;
+        for (const TypeKernels &k : KERNELS)
+            if ((uint32_t) k.ty == ty) kern = &k;
+        if (!kern) fail("unknown weight type");
+        if (k_pad % 256 != 0) fail("k_pad must be a multiple of 256");
+        const int n_mats = op == 0 ? 1 : (int) n;
+        const int n_tokens = op == 0 ? (int) n : 1;
+        if (op > 1 || n_mats < 1 || n_mats > 3) fail("bad op or matrix count");
+        std::vector<DevBuf> w;
+        for (int i = 0; i < n_mats; ++i) w.push_back(read_buf((size_t) rows[i] * nb * kern->block_bytes));
+        DevBuf qs = read_buf((size_t) n_tokens * k_pad);
+        DevBuf ds = read_buf((size_t) n_tokens * k_pad / QK8 * sizeof(float2));
+        std::vector<DevBuf> y;
+        if (op == 0) {
+            int idx = n == 1 ? 0 : n == 2 ? 1 : n == 4 ? 2 : n == 8 ? 3 : -1;
+            if (idx < 0) fail("tokens must be 1, 2, 4 or 8");
+            y.push_back(poisoned_output((size_t) n * rows[0]));
+            const SingleKernel k = kern->single[idx];
+            launch(rows[0], [&] {
+                k(w[0].as<u8>(), nb, qs.as<i8>(), ds.as<float2>(), k_pad, y[0].as<float>(), rows[0]);
+            });
+        } else {
+            // Absent matrices: null pointers and 0 rows, as matvec_q8_multi passes them.
+            for (int i = 0; i < 3; ++i) y.push_back(poisoned_output(i < n_mats ? (size_t) rows[i] : 0));
+            auto wp = [&](int i) { return i < n_mats ? w[i].as<u8>() : nullptr; };
+            auto rw = [&](int i) { return i < n_mats ? rows[i] : 0; };
+            launch(rw(0) + rw(1) + rw(2), [&] {
+                kern->multi(wp(0), y[0].as<float>(), rw(0), wp(1), y[1].as<float>(), rw(1), wp(2), y[2].as<float>(),
+                            rw(2), nb, qs.as<i8>(), ds.as<float2>(), k_pad);
+            });
+        }
+        for (const DevBuf &b : w) check_guards(b, "a weight matrix", c, head);
+        check_guards(qs, "the activation quants", c, head);
+        check_guards(ds, "the activation scales", c, head);
+        for (const DevBuf &b : y) {
+            check_guards(b, "an output", c, head);
+            write_vals(b.as<uint8_t>(), b.bytes());
+        }
+    }
+    return std::fflush(stdout) == 0 ? 0 : 2;
+}
