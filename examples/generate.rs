@@ -25,6 +25,7 @@ mod vision_support;
 
 use clap::Parser;
 use gemma_core::image::{END_OF_IMAGE, START_OF_IMAGE};
+use gemma_core::memory;
 use gemma_core::{
     Device, EncodeOptions, KvType, Model, ModelOptions, Sampler, SamplerConfig, StreamDecoder,
     Tokenizer,
@@ -283,6 +284,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             "peak_rss_bytes": peak_rss,
             "kv_bytes": session.kv_bytes(),
             "vram_bytes": session.vram_bytes(),
+            "vram_predicted_bytes": predicted_vram(&model, &session)?,
             "vram_device_used_bytes": session.device_memory().map(|m| m.device_used),
             "ctx": session.ctx_len(),
             "threads": session.threads(),
@@ -360,4 +362,23 @@ fn peak_rss_bytes() -> u64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
+}
+
+/// The memory planner's prediction of what the session's backend holds on the GPU
+/// (weights, KV cache and working buffers; the CUDA context is not counted), to print
+/// next to the measured `vram_bytes`; `None` on the CPU.
+fn predicted_vram(
+    model: &Model,
+    session: &gemma_core::Session<'_>,
+) -> Result<Option<u64>, Box<dyn Error>> {
+    if !matches!(model.options().device, Device::Cuda(_)) {
+        return Ok(None);
+    }
+    let shape = memory::ModelShape::from_gguf(model.gguf())?;
+    let options = memory::PlanOptions {
+        tokenizer: false,
+        ..memory::PlanOptions::for_model(model.options(), session.ctx_len(), session.kv_type())
+    };
+    let plan = memory::plan(&shape, &options, None)?;
+    Ok(Some(plan.total_bytes() - plan.runtime_bytes))
 }

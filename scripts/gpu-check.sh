@@ -226,7 +226,8 @@ for v in f16 q4_k_m; do
   compare_ids "generate $v eager GPU vs CPU ids:" "$gpu" "$cpu"
   [ "$gpu" = "$cpu" ] || gen_rows+=("  cpu ${cpu#*:}" "  gpu ${gpu#*:}")
   vram=$(grep -o '"vram_bytes":[0-9]*' "$OUT/generate-$v.log" | head -n1)
-  [ -n "$vram" ] && gen_rows+=("  $v ${vram//\"/}")
+  planned=$(grep -o '"vram_predicted_bytes":[0-9]*' "$OUT/generate-$v.log" | head -n1)
+  [ -n "$vram" ] && gen_rows+=("  $v ${vram//\"/} (the planner: ${planned//\"/})")
 done
 
 # A synth 12B Q4_K_M (random weights, real shapes; ~7.3 GB in /tmp), then its speed and VRAM,
