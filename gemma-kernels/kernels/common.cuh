@@ -151,6 +151,46 @@ static __device__ __forceinline__ int load_i32_a2(const u8 *p) {
     return (int) ((u32) __ldg(p16) | ((u32) __ldg(p16 + 1) << 16));
 }
 
+// Keeps a loaded value where it is: the compiler must materialize it at this empty asm
+// statement, so it cannot sink the load into a later conditional block (the decode matvec
+// issues all of a round's loads together this way).
+static __device__ __forceinline__ void pin(int &v) {
+    asm volatile("" : "+r"(v));
+}
+static __device__ __forceinline__ void pin(int2 &v) {
+    pin(v.x);
+    pin(v.y);
+}
+static __device__ __forceinline__ void pin(int4 &v) {
+    pin(v.x);
+    pin(v.y);
+    pin(v.z);
+    pin(v.w);
+}
+
+// N consecutive 32-bit words from a 2-byte aligned address in aligned 32-bit loads: the N
+// or N + 1 words covering them, funnel-shifted (and pinned). It may read the 2 bytes after the run
+// (device matrices keep DEVICE_MATRIX_TAIL bytes after their last block for this), never
+// a byte before the 4-byte word holding p.
+template <int N> static __device__ __forceinline__ void load_words_a2(const u8 *p, int *out) {
+    const u32 *base = (const u32 *) ((u64) p & ~3ull);
+    const u32 shift = (u32) ((u64) p & 2) * 8;  // 0 or 16
+    u32 w[N + 1];
+#pragma unroll
+    for (int i = 0; i < N; ++i) w[i] = __ldg(base + i);
+    w[N] = shift != 0 ? __ldg(base + N) : 0u;
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+        out[i] = (int) __funnelshift_r(w[i], w[i + 1], shift);
+        pin(out[i]);
+    }
+}
+
+// A 32-bit word from a 4-byte aligned address.
+static __device__ __forceinline__ int load_i32(const u8 *p) {
+    return (int) __ldg((const u32 *) p);
+}
+
 static __device__ __forceinline__ u16 load_u16(const u8 *p) {
     return __ldg((const u16 *) p);
 }

@@ -1,10 +1,12 @@
 // Quantized matrix x vector products for decode (1..8 tokens): y[c * rows + r] =
-// dot(W row r, x column c), with x quantized to q8_1 (see common.cuh) and integer dot
-// products (dp4a), in the structure of ggml-cuda's mmvq: one block of 128 threads per
-// weight row; every thread takes "tasks" (a fixed slice of one weight block) in order, so a
-// warp reads consecutive bytes of the row; a task's weights are loaded once and dotted with
-// every token; partial sums meet in a warp + shared-memory reduction. (One warp per row,
-// tried on an H200, was slower: Q4_K 15360x3840 23.2 us against 18.3 us.)
+// dot(W row r, x column c), with x quantized to 8 bits (see common.cuh) and integer dot
+// products (dp4a). Blocks of 128 threads take a few whole rows each (see mmvq below); the
+// rows are cut into "tasks" (a fixed slice of one weight block) in memory order, so a warp
+// reads consecutive bytes; a task's weights are loaded once and dotted with every token;
+// partial sums meet in a warp + shared-memory reduction. (One row per block, the layout of
+// ggml-cuda's mmvq, measured on an H200: Q4_K 15360x3840 18.3 us, 38% of the bandwidth,
+// and 381 us for the 262144-row Q6_K output matrix, 45%: its time grew with the number of
+// blocks more than with bytes. One warp per row was slower: 23.2 us.)
 //
 // Per task (TPB tasks per block):
 //   Q4_0, Q5_0: 2 tasks of 8 qs bytes (16 weights); Q8_0: 2 tasks of 16 weights;
@@ -53,111 +55,151 @@ struct ActView {
 };
 
 // ---------------------------------------------------------------------------------
+// One struct per weight type: QK weights and BYTES bytes per block, TPB tasks per block;
+// load(blk, t) reads everything task t takes from its weight block into registers (and
+// nothing else: no branch, so a thread's tasks all have their loads in flight together);
+// dot<NC>(t, a, e0, acc) adds the task's products with NC tokens to acc.
 
-template <int NC>
-static __device__ __forceinline__ void task_q4_0(const u8 *blk, int t, ActView a, int e0, float *acc) {
-    const block_q4_0 *b = (const block_q4_0 *) blk;
-    const int v0 = load_i32_a2(b->qs + 8 * t);
-    const int v1 = load_i32_a2(b->qs + 8 * t + 4);
-    const float d = h2f(load_u16(blk));
-#pragma unroll
-    for (int c = 0; c < NC; ++c) {
-        const int2 ul = load_i2(a.q(c, e0) + 8 * t);
-        const int2 uh = load_i2(a.q(c, e0) + 16 + 8 * t);
-        int s = dp4a(v0 & LO4, ul.x, 0);
-        s = dp4a(v1 & LO4, ul.y, s);
-        s = dp4a((v0 >> 4) & LO4, uh.x, s);
-        s = dp4a((v1 >> 4) & LO4, uh.y, s);
-        const float2 ds = a.d(c, e0);
-        acc[c] += d * (ds.x * (float) s - 4.0f * ds.y);  // -8 * s / 2 tasks
-    }
-}
+template <int TY> struct Task;
 
-template <int NC>
-static __device__ __forceinline__ void task_q5_0(const u8 *blk, int t, ActView a, int e0, float *acc) {
-    const block_q5_0 *b = (const block_q5_0 *) blk;
-    const u32 qh = (u32) load_i32_a2(b->qh);
-    const int v0 = load_i32_a2(b->qs + 8 * t);
-    const int v1 = load_i32_a2(b->qs + 8 * t + 4);
-    const int l0 = (v0 & LO4) | bits4_to_b4(qh >> (8 * t));
-    const int l1 = (v1 & LO4) | bits4_to_b4(qh >> (8 * t + 4));
-    const int h0 = ((v0 >> 4) & LO4) | bits4_to_b4(qh >> (16 + 8 * t));
-    const int h1 = ((v1 >> 4) & LO4) | bits4_to_b4(qh >> (20 + 8 * t));
-    const float d = h2f(load_u16(blk));
-#pragma unroll
-    for (int c = 0; c < NC; ++c) {
-        const int2 ul = load_i2(a.q(c, e0) + 8 * t);
-        const int2 uh = load_i2(a.q(c, e0) + 16 + 8 * t);
-        int s = dp4a(l0, ul.x, 0);
-        s = dp4a(l1, ul.y, s);
-        s = dp4a(h0, uh.x, s);
-        s = dp4a(h1, uh.y, s);
-        const float2 ds = a.d(c, e0);
-        acc[c] += d * (ds.x * (float) s - 8.0f * ds.y);  // -16 * s / 2 tasks
+template <> struct Task<GGML_Q4_0> {
+    enum { QK = 32, BYTES = 18, TPB = 2 };
+    int v[2];
+    int d;  // f16 bits
+    __device__ __forceinline__ void load(const u8 *blk, int t) {
+        load_words_a2<2>(blk + 2 + 8 * t, v);
+        d = load_u16(blk);
+        pin(d);
     }
-}
+    __device__ __forceinline__ float scale() const { return h2f((u16) d); }
+    template <int NC> __device__ __forceinline__ void dot(int t, ActView a, int e0, float *acc) const {
+#pragma unroll
+        for (int c = 0; c < NC; ++c) {
+            const int2 ul = load_i2(a.q(c, e0) + 8 * t);
+            const int2 uh = load_i2(a.q(c, e0) + 16 + 8 * t);
+            int s = dp4a(v[0] & LO4, ul.x, 0);
+            s = dp4a(v[1] & LO4, ul.y, s);
+            s = dp4a((v[0] >> 4) & LO4, uh.x, s);
+            s = dp4a((v[1] >> 4) & LO4, uh.y, s);
+            const float2 ds = a.d(c, e0);
+            acc[c] += ds.x * (float) s - 4.0f * ds.y;  // -8 * s / 2 tasks
+        }
+    }
+};
 
-template <int NC>
-static __device__ __forceinline__ void task_q8_0(const u8 *blk, int t, ActView a, int e0, float *acc) {
-    const block_q8_0 *b = (const block_q8_0 *) blk;
-    const u8 *q = (const u8 *) b->qs + 16 * t;
-    const int v0 = load_i32_a2(q), v1 = load_i32_a2(q + 4), v2 = load_i32_a2(q + 8), v3 = load_i32_a2(q + 12);
-    const float d = h2f(load_u16(blk));
-#pragma unroll
-    for (int c = 0; c < NC; ++c) {
-        const int4 u = load_i4(a.q(c, e0) + 16 * t);
-        int s = dp4a(v0, u.x, 0);
-        s = dp4a(v1, u.y, s);
-        s = dp4a(v2, u.z, s);
-        s = dp4a(v3, u.w, s);
-        acc[c] += d * a.d(c, e0).x * (float) s;
+template <> struct Task<GGML_Q5_0> {
+    enum { QK = 32, BYTES = 22, TPB = 2 };
+    int qh[1], v[2];
+    int d;  // f16 bits
+    __device__ __forceinline__ void load(const u8 *blk, int t) {
+        load_words_a2<1>(blk + 2, qh);
+        load_words_a2<2>(blk + 6 + 8 * t, v);
+        d = load_u16(blk);
+        pin(d);
     }
-}
+    __device__ __forceinline__ float scale() const { return h2f((u16) d); }
+    template <int NC> __device__ __forceinline__ void dot(int t, ActView a, int e0, float *acc) const {
+        const u32 h = (u32) qh[0];
+        const int l0 = (v[0] & LO4) | bits4_to_b4(h >> (8 * t));
+        const int l1 = (v[1] & LO4) | bits4_to_b4(h >> (8 * t + 4));
+        const int h0 = ((v[0] >> 4) & LO4) | bits4_to_b4(h >> (16 + 8 * t));
+        const int h1 = ((v[1] >> 4) & LO4) | bits4_to_b4(h >> (20 + 8 * t));
+#pragma unroll
+        for (int c = 0; c < NC; ++c) {
+            const int2 ul = load_i2(a.q(c, e0) + 8 * t);
+            const int2 uh = load_i2(a.q(c, e0) + 16 + 8 * t);
+            int s = dp4a(l0, ul.x, 0);
+            s = dp4a(l1, ul.y, s);
+            s = dp4a(h0, uh.x, s);
+            s = dp4a(h1, uh.y, s);
+            const float2 ds = a.d(c, e0);
+            acc[c] += ds.x * (float) s - 8.0f * ds.y;  // -16 * s / 2 tasks
+        }
+    }
+};
+
+template <> struct Task<GGML_Q8_0> {
+    enum { QK = 32, BYTES = 34, TPB = 2 };
+    int v[4];
+    int d;  // f16 bits
+    __device__ __forceinline__ void load(const u8 *blk, int t) {
+        load_words_a2<4>(blk + 2 + 16 * t, v);
+        d = load_u16(blk);
+        pin(d);
+    }
+    __device__ __forceinline__ float scale() const { return h2f((u16) d); }
+    template <int NC> __device__ __forceinline__ void dot(int t, ActView a, int e0, float *acc) const {
+#pragma unroll
+        for (int c = 0; c < NC; ++c) {
+            const int4 u = load_i4(a.q(c, e0) + 16 * t);
+            int s = dp4a(v[0], u.x, 0);
+            s = dp4a(v[1], u.y, s);
+            s = dp4a(v[2], u.z, s);
+            s = dp4a(v[3], u.w, s);
+            acc[c] += a.d(c, e0).x * (float) s;
+        }
+    }
+};
 
 // Q4_K / Q5_K: task t covers chunk c = t / 2 (64 weights), half h = t % 2: qs bytes
 // [32c + 16h, +16) hold weights 64c + 16h + i (low nibbles, sub-block 2c) and
 // 64c + 32 + 16h + i (high nibbles, sub-block 2c + 1).
-template <int NC, bool Q5>
-static __device__ __forceinline__ void task_qk45(const u8 *blk, int t, ActView a, int e0, float *acc) {
-    const int ch = t >> 1, h = t & 1;
-    const int4 hdr = load_i4(blk);  // d, dmin, scales[12]
-    const int qs_off = Q5 ? 48 : 16;
-    const int4 v = load_i4(blk + qs_off + 32 * ch + 16 * h);
-    int lo[4] = {v.x & LO4, v.y & LO4, v.z & LO4, v.w & LO4};
-    int hi[4] = {(v.x >> 4) & LO4, (v.y >> 4) & LO4, (v.z >> 4) & LO4, (v.w >> 4) & LO4};
-    if (Q5) {
-        const int4 qh = load_i4(blk + 16 + 16 * h);
-        const int qhw[4] = {qh.x, qh.y, qh.z, qh.w};
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            lo[i] |= ((qhw[i] >> (2 * ch)) & 0x01010101) << 4;
-            hi[i] |= ((qhw[i] >> (2 * ch + 1)) & 0x01010101) << 4;
+template <bool Q5> struct TaskQK45 {
+    enum { QK = 256, BYTES = Q5 ? 176 : 144, TPB = 8 };
+    int4 hdr;  // d, dmin, scales[12]
+    int4 v;
+    int4 qh;   // Q5_K only
+    __device__ __forceinline__ void load(const u8 *blk, int t) {
+        const int ch = t >> 1, h = t & 1;
+        hdr = load_i4(blk);
+        v = load_i4(blk + (Q5 ? 48 : 16) + 32 * ch + 16 * h);
+        pin(hdr);
+        pin(v);
+        if (Q5) {
+            qh = load_i4(blk + 16 + 16 * h);
+            pin(qh);
         }
     }
-    int sc_a, m_a, sc_b, m_b;
-    scale_min_words(2 * ch, hdr.y, hdr.z, hdr.w, &sc_a, &m_a);
-    scale_min_words(2 * ch + 1, hdr.y, hdr.z, hdr.w, &sc_b, &m_b);
-    const float d = h2f((u16) (hdr.x & 0xFFFF));
-    const float dmin = h2f((u16) ((u32) hdr.x >> 16));
+    __device__ __forceinline__ float scale() const { return 1.0f; }
+    template <int NC> __device__ __forceinline__ void dot(int t, ActView a, int e0, float *acc) const {
+        const int ch = t >> 1, h = t & 1;
+        int lo[4] = {v.x & LO4, v.y & LO4, v.z & LO4, v.w & LO4};
+        int hi[4] = {(v.x >> 4) & LO4, (v.y >> 4) & LO4, (v.z >> 4) & LO4, (v.w >> 4) & LO4};
+        if (Q5) {
+            const int qhw[4] = {qh.x, qh.y, qh.z, qh.w};
 #pragma unroll
-    for (int c = 0; c < NC; ++c) {
-        const i8 *q = a.q(c, e0);
-        const int4 ua = load_i4(q + 64 * ch + 16 * h);
-        const int4 ub = load_i4(q + 64 * ch + 32 + 16 * h);
-        int sa = dp4a(lo[0], ua.x, 0);
-        sa = dp4a(lo[1], ua.y, sa);
-        sa = dp4a(lo[2], ua.z, sa);
-        sa = dp4a(lo[3], ua.w, sa);
-        int sb = dp4a(hi[0], ub.x, 0);
-        sb = dp4a(hi[1], ub.y, sb);
-        sb = dp4a(hi[2], ub.z, sb);
-        sb = dp4a(hi[3], ub.w, sb);
-        const float2 da = a.d(c, e0 + 64 * ch);
-        const float2 db = a.d(c, e0 + 64 * ch + 32);
-        acc[c] += d * ((float) sc_a * da.x * (float) sa + (float) sc_b * db.x * (float) sb)
-                - 0.5f * dmin * ((float) m_a * da.y + (float) m_b * db.y);
+            for (int i = 0; i < 4; ++i) {
+                lo[i] |= ((qhw[i] >> (2 * ch)) & 0x01010101) << 4;
+                hi[i] |= ((qhw[i] >> (2 * ch + 1)) & 0x01010101) << 4;
+            }
+        }
+        int sc_a, m_a, sc_b, m_b;
+        scale_min_words(2 * ch, hdr.y, hdr.z, hdr.w, &sc_a, &m_a);
+        scale_min_words(2 * ch + 1, hdr.y, hdr.z, hdr.w, &sc_b, &m_b);
+        const float d = h2f((u16) (hdr.x & 0xFFFF));
+        const float dmin = h2f((u16) ((u32) hdr.x >> 16));
+#pragma unroll
+        for (int c = 0; c < NC; ++c) {
+            const i8 *q = a.q(c, e0);
+            const int4 ua = load_i4(q + 64 * ch + 16 * h);
+            const int4 ub = load_i4(q + 64 * ch + 32 + 16 * h);
+            int sa = dp4a(lo[0], ua.x, 0);
+            sa = dp4a(lo[1], ua.y, sa);
+            sa = dp4a(lo[2], ua.z, sa);
+            sa = dp4a(lo[3], ua.w, sa);
+            int sb = dp4a(hi[0], ub.x, 0);
+            sb = dp4a(hi[1], ub.y, sb);
+            sb = dp4a(hi[2], ub.z, sb);
+            sb = dp4a(hi[3], ub.w, sb);
+            const float2 da = a.d(c, e0 + 64 * ch);
+            const float2 db = a.d(c, e0 + 64 * ch + 32);
+            acc[c] += d * ((float) sc_a * da.x * (float) sa + (float) sc_b * db.x * (float) sb)
+                    - 0.5f * dmin * ((float) m_a * da.y + (float) m_b * db.y);
+        }
     }
-}
+};
+template <> struct Task<GGML_Q4_K> : TaskQK45<false> {};
+template <> struct Task<GGML_Q5_K> : TaskQK45<true> {};
 
 // Bytes 0..3 hold 6-bit values 0..63; returns them minus 32 as signed bytes.
 static __device__ __forceinline__ int sub32_bytes(int v) {
@@ -167,117 +209,166 @@ static __device__ __forceinline__ int sub32_bytes(int v) {
 
 // Q6_K: task t covers half n = t / 4 and l in [l0, l0 + 8), l0 = 8 (t % 4): weights
 // 128n + 32k + l for k = 0..3 (each group in its own activation block).
-template <int NC>
-static __device__ __forceinline__ void task_q6_K(const u8 *blk, int t, ActView a, int e0, float *acc) {
-    const block_q6_K *b = (const block_q6_K *) blk;
-    const int n = t >> 2, l0 = 8 * (t & 3);
-    const u8 *qla = b->ql + 64 * n + l0;
-    const u8 *qlb = qla + 32;
-    const u8 *qhp = b->qh + 32 * n + l0;
-    int q[4][2];
-#pragma unroll
-    for (int w = 0; w < 2; ++w) {
-        const int la = load_i32_a2(qla + 4 * w), lb = load_i32_a2(qlb + 4 * w), hh = load_i32_a2(qhp + 4 * w);
-        q[0][w] = sub32_bytes((la & LO4) | ((hh & 0x03030303) << 4));
-        q[1][w] = sub32_bytes((lb & LO4) | (((hh >> 2) & 0x03030303) << 4));
-        q[2][w] = sub32_bytes(((la >> 4) & LO4) | (((hh >> 4) & 0x03030303) << 4));
-        q[3][w] = sub32_bytes(((lb >> 4) & LO4) | (((hh >> 6) & 0x03030303) << 4));
+template <> struct Task<GGML_Q6_K> {
+    enum { QK = 256, BYTES = 210, TPB = 8 };
+    int la[2], lb[2], hh[2];
+    int scw[2];  // scales[8n .. 8n + 8)
+    int d;  // f16 bits
+    __device__ __forceinline__ void load(const u8 *blk, int t) {
+        const block_q6_K *b = (const block_q6_K *) blk;
+        const int n = t >> 2, l0 = 8 * (t & 3);
+        load_words_a2<2>(b->ql + 64 * n + l0, la);
+        load_words_a2<2>(b->ql + 64 * n + l0 + 32, lb);
+        load_words_a2<2>(b->qh + 32 * n + l0, hh);
+        load_words_a2<2>((const u8 *) b->scales + 8 * n, scw);
+        d = load_u16((const u8 *) &b->d);
+        pin(d);
     }
-    const int is = l0 / 16;
-    float sc[4];
+    __device__ __forceinline__ float scale() const { return h2f((u16) d); }
+    template <int NC> __device__ __forceinline__ void dot(int t, ActView a, int e0, float *acc) const {
+        const int n = t >> 2, l0 = 8 * (t & 3);
+        int q[4][2];
 #pragma unroll
-    for (int k = 0; k < 4; ++k) sc[k] = (float) __ldg(&b->scales[8 * n + is + 2 * k]);
-    const float d = h2f(load_u16((const u8 *) &b->d));
-#pragma unroll
-    for (int c = 0; c < NC; ++c) {
-        float sum = 0.0f;
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            const int eg = e0 + 128 * n + 32 * k;
-            const int2 u = load_i2(a.q(c, eg) + l0);
-            const int s = dp4a(q[k][1], u.y, dp4a(q[k][0], u.x, 0));
-            sum += sc[k] * a.d(c, eg).x * (float) s;
+        for (int w = 0; w < 2; ++w) {
+            q[0][w] = sub32_bytes((la[w] & LO4) | ((hh[w] & 0x03030303) << 4));
+            q[1][w] = sub32_bytes((lb[w] & LO4) | (((hh[w] >> 2) & 0x03030303) << 4));
+            q[2][w] = sub32_bytes(((la[w] >> 4) & LO4) | (((hh[w] >> 4) & 0x03030303) << 4));
+            q[3][w] = sub32_bytes(((lb[w] >> 4) & LO4) | (((hh[w] >> 6) & 0x03030303) << 4));
         }
-        acc[c] += d * sum;
+        // Scale k of the task: byte l0 / 16 + 2k of scales[8n ..], a signed byte.
+        float sc[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) sc[k] = (float) (i8) (scw[k / 2] >> (8 * ((l0 / 16) + 2 * (k % 2))));
+#pragma unroll
+        for (int c = 0; c < NC; ++c) {
+            float sum = 0.0f;
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                const int eg = e0 + 128 * n + 32 * k;
+                const int2 u = load_i2(a.q(c, eg) + l0);
+                const int s = dp4a(q[k][1], u.y, dp4a(q[k][0], u.x, 0));
+                sum += sc[k] * a.d(c, eg).x * (float) s;
+            }
+            acc[c] += sum;
+        }
     }
-}
+};
 
 // Q4_1 / Q5_1: unsigned quants plus a minimum m: a task adds half of m * s.
-template <int NC, bool Q5>
-static __device__ __forceinline__ void task_q45_1(const u8 *blk, int t, ActView a, int e0, float *acc) {
-    const int qs_off = Q5 ? 8 : 4;
-    const int v0 = load_i32_a2(blk + qs_off + 8 * t);
-    const int v1 = load_i32_a2(blk + qs_off + 8 * t + 4);
-    int l0 = v0 & LO4, l1 = v1 & LO4, h0 = (v0 >> 4) & LO4, h1 = (v1 >> 4) & LO4;
-    if (Q5) {
-        const u32 qh = (u32) load_i32_a2(blk + 4);
-        l0 |= bits4_to_b4(qh >> (8 * t));
-        l1 |= bits4_to_b4(qh >> (8 * t + 4));
-        h0 |= bits4_to_b4(qh >> (16 + 8 * t));
-        h1 |= bits4_to_b4(qh >> (20 + 8 * t));
+template <bool Q5> struct TaskQ45_1 {
+    enum { QK = 32, BYTES = Q5 ? 24 : 20, TPB = 2 };
+    int dm, v0, v1;
+    int qh;  // Q5_1 only
+    __device__ __forceinline__ void load(const u8 *blk, int t) {  // Q4_1: 4-byte, Q5_1: 8-byte aligned
+        if (Q5) {
+            const int2 head = load_i2(blk), q = load_i2(blk + 8 + 8 * t);
+            dm = head.x;
+            qh = head.y;
+            v0 = q.x;
+            v1 = q.y;
+        } else {
+            dm = load_i32(blk);
+            v0 = load_i32(blk + 4 + 8 * t);
+            v1 = load_i32(blk + 4 + 8 * t + 4);
+        }
+        pin(dm);
+        pin(v0);
+        pin(v1);
+        if (Q5) pin(qh);
     }
-    const int dm = load_i32_a2(blk);
-    const float d = h2f((u16) (dm & 0xFFFF)), m = h2f((u16) ((u32) dm >> 16));
+    __device__ __forceinline__ float scale() const { return 1.0f; }
+    template <int NC> __device__ __forceinline__ void dot(int t, ActView a, int e0, float *acc) const {
+        int l0 = v0 & LO4, l1 = v1 & LO4, h0 = (v0 >> 4) & LO4, h1 = (v1 >> 4) & LO4;
+        if (Q5) {
+            l0 |= bits4_to_b4((u32) qh >> (8 * t));
+            l1 |= bits4_to_b4((u32) qh >> (8 * t + 4));
+            h0 |= bits4_to_b4((u32) qh >> (16 + 8 * t));
+            h1 |= bits4_to_b4((u32) qh >> (20 + 8 * t));
+        }
+        const float d = h2f((u16) (dm & 0xFFFF)), m = h2f((u16) ((u32) dm >> 16));
 #pragma unroll
-    for (int c = 0; c < NC; ++c) {
-        const int2 ul = load_i2(a.q(c, e0) + 8 * t);
-        const int2 uh = load_i2(a.q(c, e0) + 16 + 8 * t);
-        int s = dp4a(l0, ul.x, 0);
-        s = dp4a(l1, ul.y, s);
-        s = dp4a(h0, uh.x, s);
-        s = dp4a(h1, uh.y, s);
-        const float2 ds = a.d(c, e0);
-        acc[c] += d * ds.x * (float) s + 0.5f * m * ds.y;
+        for (int c = 0; c < NC; ++c) {
+            const int2 ul = load_i2(a.q(c, e0) + 8 * t);
+            const int2 uh = load_i2(a.q(c, e0) + 16 + 8 * t);
+            int s = dp4a(l0, ul.x, 0);
+            s = dp4a(l1, ul.y, s);
+            s = dp4a(h0, uh.x, s);
+            s = dp4a(h1, uh.y, s);
+            const float2 ds = a.d(c, e0);
+            acc[c] += d * ds.x * (float) s + 0.5f * m * ds.y;
+        }
     }
-}
+};
+template <> struct Task<GGML_Q4_1> : TaskQ45_1<false> {};
+template <> struct Task<GGML_Q5_1> : TaskQ45_1<true> {};
 
-template <int NC>
-static __device__ __forceinline__ void task_iq4_nl(const u8 *blk, int t, ActView a, int e0, float *acc) {
-    const int v0 = load_i32_a2(blk + 2 + 8 * t);
-    const int v1 = load_i32_a2(blk + 2 + 8 * t + 4);
-    const int l0 = iq4_values4(v0 & LO4), l1 = iq4_values4(v1 & LO4);
-    const int h0 = iq4_values4((v0 >> 4) & LO4), h1 = iq4_values4((v1 >> 4) & LO4);
-    const float d = h2f(load_u16(blk));
-#pragma unroll
-    for (int c = 0; c < NC; ++c) {
-        const int2 ul = load_i2(a.q(c, e0) + 8 * t);
-        const int2 uh = load_i2(a.q(c, e0) + 16 + 8 * t);
-        int s = dp4a(l0, ul.x, 0);
-        s = dp4a(l1, ul.y, s);
-        s = dp4a(h0, uh.x, s);
-        s = dp4a(h1, uh.y, s);
-        acc[c] += d * a.d(c, e0).x * (float) s;
+template <> struct Task<GGML_IQ4_NL> {
+    enum { QK = 32, BYTES = 18, TPB = 2 };
+    int v[2];
+    int d;  // f16 bits
+    __device__ __forceinline__ void load(const u8 *blk, int t) {
+        load_words_a2<2>(blk + 2 + 8 * t, v);
+        d = load_u16(blk);
+        pin(d);
     }
-}
+    __device__ __forceinline__ float scale() const { return h2f((u16) d); }
+    template <int NC> __device__ __forceinline__ void dot(int t, ActView a, int e0, float *acc) const {
+        const int l0 = iq4_values4(v[0] & LO4), l1 = iq4_values4(v[1] & LO4);
+        const int h0 = iq4_values4((v[0] >> 4) & LO4), h1 = iq4_values4((v[1] >> 4) & LO4);
+#pragma unroll
+        for (int c = 0; c < NC; ++c) {
+            const int2 ul = load_i2(a.q(c, e0) + 8 * t);
+            const int2 uh = load_i2(a.q(c, e0) + 16 + 8 * t);
+            int s = dp4a(l0, ul.x, 0);
+            s = dp4a(l1, ul.y, s);
+            s = dp4a(h0, uh.x, s);
+            s = dp4a(h1, uh.y, s);
+            acc[c] += a.d(c, e0).x * (float) s;
+        }
+    }
+};
 
 // IQ4_XS: task t is block t (32 weights, qs bytes 16t..16t+16, one activation block).
-template <int NC>
-static __device__ __forceinline__ void task_iq4_xs(const u8 *blk, int t, ActView a, int e0, float *acc) {
-    const block_iq4_xs *b = (const block_iq4_xs *) blk;
-    int lo[4], hi[4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        const int v = load_i32_a2(b->qs + 16 * t + 4 * i);
-        lo[i] = iq4_values4(v & LO4);
-        hi[i] = iq4_values4((v >> 4) & LO4);
+template <> struct Task<GGML_IQ4_XS> {
+    enum { QK = 256, BYTES = 136, TPB = 8 };
+    int2 head;  // d, scales_h, scales_l[4]
+    int2 v[2];
+    __device__ __forceinline__ void load(const u8 *blk, int t) {  // 8-byte aligned blocks
+        head = load_i2(blk);
+        v[0] = load_i2(blk + 8 + 16 * t);
+        v[1] = load_i2(blk + 8 + 16 * t + 8);
+        pin(head);
+        pin(v[0]);
+        pin(v[1]);
     }
-    const int ls = ((__ldg(&b->scales_l[t / 2]) >> (4 * (t % 2))) & 0xF) | (((load_u16(blk + 2) >> (2 * t)) & 3) << 4);
-    const float dl = h2f(load_u16(blk)) * (float) (ls - 32);
+    __device__ __forceinline__ float scale() const { return 1.0f; }
+    template <int NC> __device__ __forceinline__ void dot(int t, ActView a, int e0, float *acc) const {
+        const int w[4] = {v[0].x, v[0].y, v[1].x, v[1].y};
+        int lo[4], hi[4];
 #pragma unroll
-    for (int c = 0; c < NC; ++c) {
-        const int4 ul = load_i4(a.q(c, e0) + 32 * t);
-        const int4 uh = load_i4(a.q(c, e0) + 32 * t + 16);
-        int s = dp4a(lo[0], ul.x, 0);
-        s = dp4a(lo[1], ul.y, s);
-        s = dp4a(lo[2], ul.z, s);
-        s = dp4a(lo[3], ul.w, s);
-        s = dp4a(hi[0], uh.x, s);
-        s = dp4a(hi[1], uh.y, s);
-        s = dp4a(hi[2], uh.z, s);
-        s = dp4a(hi[3], uh.w, s);
-        acc[c] += dl * a.d(c, e0 + 32 * t).x * (float) s;
+        for (int i = 0; i < 4; ++i) {
+            lo[i] = iq4_values4(w[i] & LO4);
+            hi[i] = iq4_values4((w[i] >> 4) & LO4);
+        }
+        const u32 scale_h = (u32) head.x >> 16, scale_l = (u32) head.y >> (8 * (t / 2));
+        const int ls = (int) (((scale_l >> (4 * (t % 2))) & 0xF) | (((scale_h >> (2 * t)) & 3) << 4));
+        const float dl = h2f((u16) (head.x & 0xFFFF)) * (float) (ls - 32);
+#pragma unroll
+        for (int c = 0; c < NC; ++c) {
+            const int4 ul = load_i4(a.q(c, e0) + 32 * t);
+            const int4 uh = load_i4(a.q(c, e0) + 32 * t + 16);
+            int s = dp4a(lo[0], ul.x, 0);
+            s = dp4a(lo[1], ul.y, s);
+            s = dp4a(lo[2], ul.z, s);
+            s = dp4a(lo[3], ul.w, s);
+            s = dp4a(hi[0], uh.x, s);
+            s = dp4a(hi[1], uh.y, s);
+            s = dp4a(hi[2], uh.z, s);
+            s = dp4a(hi[3], uh.w, s);
+            acc[c] += dl * a.d(c, e0 + 32 * t).x * (float) s;
+        }
     }
-}
+};
 
 // Values 0..7 per byte to -4..3.
 static __device__ __forceinline__ int sub4_bytes(int v) {
@@ -288,157 +379,212 @@ static __device__ __forceinline__ int sub4_bytes(int v) {
 // Q2_K / Q3_K: task t covers n = t / 4, g = t % 4: weights 128n + 32g + l (l < 32), the 2-bit
 // field g of qs[32n + l]; sub-blocks 8n + 2g (l < 16) and 8n + 2g + 1. Q2_K subtracts
 // dmin * min * (sum of the 16 activations); Q3_K adds the high bit and offsets by -4.
-template <int NC, bool Q3>
-static __device__ __forceinline__ void task_q23_K(const u8 *blk, int t, ActView a, int e0, float *acc) {
-    const int n = t >> 2, g = t & 3;
-    const int qs_off = Q3 ? 32 : 16;
-    int q[8];
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-        const int v = load_i32_a2(blk + qs_off + 32 * n + 4 * i);
-        q[i] = (v >> (2 * g)) & 0x03030303;
-        if (Q3) {
-            const int h = load_i32_a2(blk + 4 * i);
-            q[i] = sub4_bytes(q[i] | (((h >> (4 * n + g)) & 0x01010101) << 2));
-        }
-    }
-    const int s0 = 8 * n + 2 * g;
-    float sc_a, sc_b, mn_a = 0.0f, mn_b = 0.0f, d;
-    if (Q3) {
-        const block_q3_K *b = (const block_q3_K *) blk;
-        sc_a = (float) (q3_K_scale(b->scales, s0) - 32);
-        sc_b = (float) (q3_K_scale(b->scales, s0 + 1) - 32);
-        d = h2f(load_u16(blk + 108));
-    } else {
-        const int sa = __ldg(blk + s0), sb = __ldg(blk + s0 + 1);
-        sc_a = (float) (sa & 0xF);
-        sc_b = (float) (sb & 0xF);
-        const int dd = load_i32_a2(blk + 80);
-        d = h2f((u16) (dd & 0xFFFF));
-        const float dmin = h2f((u16) ((u32) dd >> 16));
-        mn_a = dmin * (float) (sa >> 4);
-        mn_b = dmin * (float) (sb >> 4);
-    }
-    const int eg = e0 + 128 * n + 32 * g;
-#pragma unroll
-    for (int c = 0; c < NC; ++c) {
-        const int4 ua = load_i4(a.q(c, eg));
-        const int4 ub = load_i4(a.q(c, eg) + 16);
-        int sa = dp4a(q[0], ua.x, 0);
-        sa = dp4a(q[1], ua.y, sa);
-        sa = dp4a(q[2], ua.z, sa);
-        sa = dp4a(q[3], ua.w, sa);
-        int sb = dp4a(q[4], ub.x, 0);
-        sb = dp4a(q[5], ub.y, sb);
-        sb = dp4a(q[6], ub.z, sb);
-        sb = dp4a(q[7], ub.w, sb);
-        const float dx = a.d(c, eg).x;
-        float r = d * dx * (sc_a * (float) sa + sc_b * (float) sb);
-        if (!Q3) {
-            const int xa = dp4a(0x01010101, ua.w, dp4a(0x01010101, ua.z, dp4a(0x01010101, ua.y, dp4a(0x01010101, ua.x, 0))));
-            const int xb = dp4a(0x01010101, ub.w, dp4a(0x01010101, ub.z, dp4a(0x01010101, ub.y, dp4a(0x01010101, ub.x, 0))));
-            r -= dx * (mn_a * (float) xa + mn_b * (float) xb);
-        }
-        acc[c] += r;
-    }
+// q3_K_scale of sub-block s from the 12 scale bytes held in three words.
+static __device__ __forceinline__ int q3_K_scale_words(const int *w, int s) {
+    const int lo = (byte_of(w[(s % 8) / 4], s % 4) >> (4 * (s / 8))) & 0xF;
+    const int hi = (byte_of(w[2], s % 4) >> (2 * (s / 4))) & 3;
+    return lo | (hi << 4);
 }
+
+template <bool Q3> struct TaskQ23_K {
+    enum { QK = 256, BYTES = Q3 ? 110 : 84, TPB = 8 };
+    int qs[8];
+    int hm[8];   // Q3_K: hmask words
+    int scw[3];  // Q2_K: scales[s0], scales[s0 + 1] (s0 = 8n + 2g) in the low bytes; Q3_K: scales[12]
+    int dd;      // Q2_K: d | dmin << 16; Q3_K: d
+    __device__ __forceinline__ void load(const u8 *blk, int t) {  // Q2_K: 4-byte, Q3_K: 2-byte aligned
+        const int n = t >> 2, g = t & 3;
+        if (Q3) {
+            load_words_a2<8>(blk + 32 + 32 * n, qs);
+            load_words_a2<8>(blk, hm);
+            load_words_a2<3>(blk + 96, scw);
+            dd = load_u16(blk + 108);
+        } else {
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                qs[i] = load_i32(blk + 16 + 32 * n + 4 * i);
+                pin(qs[i]);
+            }
+            scw[0] = load_u16(blk + 8 * n + 2 * g);
+            pin(scw[0]);
+            dd = load_i32(blk + 80);
+        }
+        pin(dd);
+    }
+    // Q3_K: d, applied outside dot; Q2_K's d and dmin are applied inside.
+    __device__ __forceinline__ float scale() const { return Q3 ? h2f((u16) dd) : 1.0f; }
+    template <int NC> __device__ __forceinline__ void dot(int t, ActView a, int e0, float *acc) const {
+        const int n = t >> 2, g = t & 3, s0 = 8 * n + 2 * g;
+        int q[8];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            q[i] = (qs[i] >> (2 * g)) & 0x03030303;
+            if (Q3) q[i] = sub4_bytes(q[i] | (((hm[i] >> (4 * n + g)) & 0x01010101) << 2));
+        }
+        float sc_a, sc_b, mn_a = 0.0f, mn_b = 0.0f, d;
+        if (Q3) {
+            sc_a = (float) (q3_K_scale_words(scw, s0) - 32);
+            sc_b = (float) (q3_K_scale_words(scw, s0 + 1) - 32);
+            d = 1.0f;  // scale()
+        } else {
+            const int sa = scw[0] & 0xFF, sb = (scw[0] >> 8) & 0xFF;
+            sc_a = (float) (sa & 0xF);
+            sc_b = (float) (sb & 0xF);
+            d = h2f((u16) (dd & 0xFFFF));
+            const float dmin = h2f((u16) ((u32) dd >> 16));
+            mn_a = dmin * (float) (sa >> 4);
+            mn_b = dmin * (float) (sb >> 4);
+        }
+        const int eg = e0 + 128 * n + 32 * g;
+#pragma unroll
+        for (int c = 0; c < NC; ++c) {
+            const int4 ua = load_i4(a.q(c, eg));
+            const int4 ub = load_i4(a.q(c, eg) + 16);
+            int sa = dp4a(q[0], ua.x, 0);
+            sa = dp4a(q[1], ua.y, sa);
+            sa = dp4a(q[2], ua.z, sa);
+            sa = dp4a(q[3], ua.w, sa);
+            int sb = dp4a(q[4], ub.x, 0);
+            sb = dp4a(q[5], ub.y, sb);
+            sb = dp4a(q[6], ub.z, sb);
+            sb = dp4a(q[7], ub.w, sb);
+            const float dx = a.d(c, eg).x;
+            float r = d * dx * (sc_a * (float) sa + sc_b * (float) sb);
+            if (!Q3) {
+                const int xa = dp4a(0x01010101, ua.w, dp4a(0x01010101, ua.z, dp4a(0x01010101, ua.y, dp4a(0x01010101, ua.x, 0))));
+                const int xb = dp4a(0x01010101, ub.w, dp4a(0x01010101, ub.z, dp4a(0x01010101, ub.y, dp4a(0x01010101, ub.x, 0))));
+                r -= dx * (mn_a * (float) xa + mn_b * (float) xb);
+            }
+            acc[c] += r;
+        }
+    }
+};
+template <> struct Task<GGML_Q2_K> : TaskQ23_K<false> {};
+template <> struct Task<GGML_Q3_K> : TaskQ23_K<true> {};
 
 // ---------------------------------------------------------------------------------
 
-template <int TY> struct MmvqType;
-template <> struct MmvqType<GGML_Q4_0> { enum { QK = 32, BYTES = 18, TPB = 2 }; };
-template <> struct MmvqType<GGML_Q5_0> { enum { QK = 32, BYTES = 22, TPB = 2 }; };
-template <> struct MmvqType<GGML_Q8_0> { enum { QK = 32, BYTES = 34, TPB = 2 }; };
-template <> struct MmvqType<GGML_Q4_K> { enum { QK = 256, BYTES = 144, TPB = 8 }; };
-template <> struct MmvqType<GGML_Q5_K> { enum { QK = 256, BYTES = 176, TPB = 8 }; };
-template <> struct MmvqType<GGML_Q6_K> { enum { QK = 256, BYTES = 210, TPB = 8 }; };
-template <> struct MmvqType<GGML_Q4_1> { enum { QK = 32, BYTES = 20, TPB = 2 }; };
-template <> struct MmvqType<GGML_Q5_1> { enum { QK = 32, BYTES = 24, TPB = 2 }; };
-template <> struct MmvqType<GGML_IQ4_NL> { enum { QK = 32, BYTES = 18, TPB = 2 }; };
-template <> struct MmvqType<GGML_Q2_K> { enum { QK = 256, BYTES = 84, TPB = 8 }; };
-template <> struct MmvqType<GGML_Q3_K> { enum { QK = 256, BYTES = 110, TPB = 8 }; };
-template <> struct MmvqType<GGML_IQ4_XS> { enum { QK = 256, BYTES = 136, TPB = 8 }; };
-
-template <int TY, int NC>
-static __device__ __forceinline__ void run_task(const u8 *blk, int t, ActView a, int e0, float *acc) {
-    if (TY == GGML_Q4_0) task_q4_0<NC>(blk, t, a, e0, acc);
-    if (TY == GGML_Q5_0) task_q5_0<NC>(blk, t, a, e0, acc);
-    if (TY == GGML_Q8_0) task_q8_0<NC>(blk, t, a, e0, acc);
-    if (TY == GGML_Q4_K) task_qk45<NC, false>(blk, t, a, e0, acc);
-    if (TY == GGML_Q5_K) task_qk45<NC, true>(blk, t, a, e0, acc);
-    if (TY == GGML_Q6_K) task_q6_K<NC>(blk, t, a, e0, acc);
-    if (TY == GGML_Q4_1) task_q45_1<NC, false>(blk, t, a, e0, acc);
-    if (TY == GGML_Q5_1) task_q45_1<NC, true>(blk, t, a, e0, acc);
-    if (TY == GGML_IQ4_NL) task_iq4_nl<NC>(blk, t, a, e0, acc);
-    if (TY == GGML_Q2_K) task_q23_K<NC, false>(blk, t, a, e0, acc);
-    if (TY == GGML_Q3_K) task_q23_K<NC, true>(blk, t, a, e0, acc);
-    if (TY == GGML_IQ4_XS) task_iq4_xs<NC>(blk, t, a, e0, acc);
-}
+// Rows per block at most, for NC tokens.
+#define MMVQ_MAX_ROWS(NC) ((NC) >= 8 ? 1 : 8 / (NC))
+// Tasks a thread takes per round; their loads are all issued before the dot products.
+#define MMVQ_ITEMS 4
 
 // w: rows x nb blocks; aq/ads: NC activation rows (q8_1, row length k_pad); y: NC x rows.
-// The block computes weight row `row`.
+// The block computes weight rows row0 .. row0 + n_rows - 1. A row of n_tasks tasks takes
+// P = ceil(n_tasks / MMVQ_THREADS) passes of the block's threads (thread t: tasks t,
+// t + MMVQ_THREADS, ...), so a warp reads consecutive bytes of one row. Item i of the block
+// is pass i % P of row i / P; thread t keeps item i's partial sums in slot i % MMVQ_ITEMS and
+// takes MMVQ_ITEMS items per round, all their loads in flight at once. Contract (the host's
+// mmvq_rows_per_block keeps it): n_rows * P <= MMVQ_ITEMS (one round; short rows share a
+// block: a Q4_K row of 3840 weights is 120 tasks, 4 rows per block) or n_rows == 1 (long
+// rows: several rounds into the same slots). Either way slot j holds row j / P. Slots meet in
+// one warp + shared-memory reduction; the order of every float sum depends only on (nb,
+// n_rows): results are deterministic for a given rows per block.
 template <int TY, int NC>
 static __device__ __forceinline__ void mmvq(const u8 *__restrict__ w, int nb, const i8 *__restrict__ aq,
                                             const float2 *__restrict__ ads, int k_pad, float *__restrict__ y,
-                                            int rows, int row) {
-    typedef MmvqType<TY> T;
-    const u8 *wrow = w + (i64) row * nb * T::BYTES;
+                                            int rows, int row0, int n_rows) {
+    typedef Task<TY> T;
+    const u8 *wrows = w + (i64) row0 * nb * T::BYTES;
     const ActView a = {aq, ads, k_pad};
-    float acc[NC];
-#pragma unroll
-    for (int c = 0; c < NC; ++c) acc[c] = 0.0f;
     const int n_tasks = nb * T::TPB;
-#pragma unroll 2
-    for (int task = threadIdx.x; task < n_tasks; task += MMVQ_THREADS) {
-        const int b = task / T::TPB;
-        run_task<TY, NC>(wrow + (i64) b * T::BYTES, task % T::TPB, a, b * T::QK, acc);
+    const int passes = (n_tasks + MMVQ_THREADS - 1) / MMVQ_THREADS;
+    const int n_items = n_rows * passes;
+    float acc[MMVQ_ITEMS][NC];
+#pragma unroll
+    for (int j = 0; j < MMVQ_ITEMS; ++j)
+#pragma unroll
+        for (int c = 0; c < NC; ++c) acc[j][c] = 0.0f;
+    for (int i0 = 0; i0 < n_items; i0 += MMVQ_ITEMS) {
+        T task[MMVQ_ITEMS];
+        int tt[MMVQ_ITEMS];
+        bool live[MMVQ_ITEMS];
+#pragma unroll
+        for (int j = 0; j < MMVQ_ITEMS; ++j) {  // every load first ...
+            const int item = i0 + j;
+            const int r = item / passes;
+            const int t = (item - r * passes) * MMVQ_THREADS + threadIdx.x;
+            // An item past the end loads task 0 of row 0 and drops it: no branch.
+            live[j] = item < n_items && t < n_tasks;
+            tt[j] = live[j] ? t : 0;
+            task[j].load(wrows + ((i64) (live[j] ? r : 0) * nb + tt[j] / T::TPB) * T::BYTES, tt[j] % T::TPB);
+        }
+        // ... then the products: the branch ends the compiler's basic block, so the loads
+        // above stay together (in one block it interleaves them with the products, to save
+        // registers); the block scale is applied outside, where its load cannot sink to.
+#pragma unroll
+        for (int j = 0; j < MMVQ_ITEMS; ++j) {
+            float part[NC];
+#pragma unroll
+            for (int c = 0; c < NC; ++c) part[c] = 0.0f;
+            if (live[j]) task[j].template dot<NC>(tt[j] % T::TPB, a, tt[j] / T::TPB * T::QK, part);
+            const float scale = task[j].scale();
+#pragma unroll
+            for (int c = 0; c < NC; ++c) acc[j][c] += live[j] ? scale * part[c] : 0.0f;
+        }
     }
-    __shared__ float partial[MMVQ_THREADS / WARP][NC];
+    __shared__ float partial[MMVQ_THREADS / WARP][MMVQ_ITEMS][NC];
     const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
 #pragma unroll
-    for (int c = 0; c < NC; ++c) {
-        const float s = warp_sum(acc[c]);
-        if (lane == 0) partial[warp][c] = s;
+    for (int j = 0; j < MMVQ_ITEMS; ++j) {
+        if (j < n_items) {  // uniform over the block
+#pragma unroll
+            for (int c = 0; c < NC; ++c) {
+                const float s = warp_sum(acc[j][c]);
+                if (lane == 0) partial[warp][j][c] = s;
+            }
+        }
     }
     __syncthreads();
-    if (threadIdx.x < NC) {
+    if (threadIdx.x < n_rows * NC) {
+        const int r = threadIdx.x / NC, c = threadIdx.x % NC;
         float s = 0.0f;
+        for (int j = r * passes; j < min((r + 1) * passes, MMVQ_ITEMS); ++j)
 #pragma unroll
-        for (int wi = 0; wi < MMVQ_THREADS / WARP; ++wi) s += partial[wi][threadIdx.x];
-        y[(i64) threadIdx.x * rows + row] = s;
+            for (int wi = 0; wi < MMVQ_THREADS / WARP; ++wi) s += partial[wi][j][c];
+        y[(i64) c * rows + row0 + r] = s;
     }
 }
 
+// The rows of block `blk` when a matrix of `rows` rows takes `per_block` rows per block.
+static __device__ __forceinline__ int block_rows(int blk, int rows, int per_block) {
+    return min(per_block, rows - blk * per_block);
+}
+
 // Up to three products of one token with matrices of the same type and row length (Q, K and
-// V; gate and up) in one launch: blocks 0 .. rows0 - 1 compute matrix 0's rows, then matrix
-// 1's, then matrix 2's (rows 0 for an absent one). One launch keeps the GPU busy where the
-// small K and V products alone would leave most of it idle (measured on an H200 with
-// 12B shapes: Q+K in one launch 11.7 us against 9.6 + 8.9 us apart).
+// V; gate and up) in one launch: the first blocks compute matrix 0's rows (per_block rows
+// each), then matrix 1's, then matrix 2's (rows 0 for an absent one). One launch keeps the
+// GPU busy where the small K and V products alone would leave most of it idle (measured on
+// an H200 with 12B shapes: Q+K in one launch 11.7 us against 9.6 + 8.9 us apart).
 template <int TY>
 static __device__ __forceinline__ void mmvq_multi(const u8 *w0, float *y0, int rows0, const u8 *w1, float *y1,
                                                   int rows1, const u8 *w2, float *y2, int rows2, int nb,
-                                                  const i8 *aq, const float2 *ads, int k_pad) {
-    const int row = blockIdx.x;
-    if (row < rows0) {
-        mmvq<TY, 1>(w0, nb, aq, ads, k_pad, y0, rows0, row);
-    } else if (row < rows0 + rows1) {
-        mmvq<TY, 1>(w1, nb, aq, ads, k_pad, y1, rows1, row - rows0);
+                                                  const i8 *aq, const float2 *ads, int k_pad, int per_block) {
+    const int blocks0 = (rows0 + per_block - 1) / per_block;
+    const int blocks1 = (rows1 + per_block - 1) / per_block;
+    int blk = blockIdx.x;
+    if (blk < blocks0) {
+        mmvq<TY, 1>(w0, nb, aq, ads, k_pad, y0, rows0, blk * per_block, block_rows(blk, rows0, per_block));
+    } else if ((blk -= blocks0) < blocks1) {
+        mmvq<TY, 1>(w1, nb, aq, ads, k_pad, y1, rows1, blk * per_block, block_rows(blk, rows1, per_block));
     } else {
-        mmvq<TY, 1>(w2, nb, aq, ads, k_pad, y2, rows2, row - rows0 - rows1);
+        blk -= blocks1;
+        mmvq<TY, 1>(w2, nb, aq, ads, k_pad, y2, rows2, blk * per_block, block_rows(blk, rows2, per_block));
     }
 }
 
 #define MMVQ_KERNEL(NAME, TY, NC)                                                                       \
     extern "C" __global__ void __launch_bounds__(MMVQ_THREADS) mmvq_##NAME##_##NC(                     \
-        const u8 *w, int nb, const i8 *aq, const float2 *ads, int k_pad, float *y, int rows) {          \
-        mmvq<TY, NC>(w, nb, aq, ads, k_pad, y, rows, blockIdx.x);                                       \
+        const u8 *w, int nb, const i8 *aq, const float2 *ads, int k_pad, float *y, int rows, int per_block) { \
+        mmvq<TY, NC>(w, nb, aq, ads, k_pad, y, rows, blockIdx.x * per_block,                            \
+                     block_rows(blockIdx.x, rows, per_block));                                          \
     }
 
 #define MMVQ_MULTI_KERNEL(NAME, TY)                                                                     \
     extern "C" __global__ void __launch_bounds__(MMVQ_THREADS) mmvq_multi_##NAME(                      \
         const u8 *w0, float *y0, int rows0, const u8 *w1, float *y1, int rows1, const u8 *w2, float *y2, \
-        int rows2, int nb, const i8 *aq, const float2 *ads, int k_pad) {                                \
-        mmvq_multi<TY>(w0, y0, rows0, w1, y1, rows1, w2, y2, rows2, nb, aq, ads, k_pad);                \
+        int rows2, int nb, const i8 *aq, const float2 *ads, int k_pad, int per_block) {                 \
+        mmvq_multi<TY>(w0, y0, rows0, w1, y1, rows1, w2, y2, rows2, nb, aq, ads, k_pad, per_block);     \
     }
 
 #define MMVQ_ALL_NC(NAME, TY) \

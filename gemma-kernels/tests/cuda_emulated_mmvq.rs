@@ -1,8 +1,9 @@
 //! The CUDA decode matvec kernels (kernels/mmvq.cu) on every machine, no GPU needed: for
-//! each quantized type the GPU backend supports, `mmvq_<type>_<n>` (n = 1, 2 tokens)
-//! against f64 math on the dequantized weights and the quantized activations the GPU gets
-//! (`act_twin`), and `mmvq_multi_<type>` (two or three matrices of different row counts in
-//! one launch) bit for bit against the single-matrix kernel on each matrix.
+//! each quantized type the GPU backend supports, `mmvq_<type>_<n>` (n = 1, 2 tokens; one row
+//! per block and the rows per block `launch::mmvq_rows_per_block` picks) against f64 math on
+//! the dequantized weights and the quantized activations the GPU gets (`act_twin`), and
+//! `mmvq_multi_<type>` (two or three matrices of different row counts in one launch) bit for
+//! bit against the single-matrix kernel on each matrix.
 //!
 //! tests/emu/mmvq_main.cpp compiles the real kernel sources as host C++ under the SIMT
 //! emulation of tests/emu/emu.h (see its header for what is and is not emulated), launched
@@ -17,7 +18,7 @@ use cuda_util::{
     Q8Twin, Rng,
 };
 use gemma_gguf::GgmlType;
-use gemma_kernels::cuda::{self, padded_len, ActFormat};
+use gemma_kernels::cuda::{self, launch, padded_len, ActFormat};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -32,8 +33,9 @@ const SOURCES: [&str; 4] = [
 const SCHEDULES: [(&str, u64); 2] = [("random", 11), ("warp-greedy", 5)];
 /// NaN the emulator leaves in outputs the kernel did not write.
 const POISON: u32 = 0x7fba_dbad;
-/// Rows of the three matrices: primes, none a multiple of another. (Each row is a block of
-/// 128 emulated threads; more rows cost time and test nothing more.)
+/// Rows of the three matrices: primes, none a multiple of another, so the last block of
+/// several rows is partial. (Each block runs 128 emulated threads; more rows cost time and
+/// test nothing more.)
 const ROWS: [usize; 3] = [13, 5, 7];
 /// Token counts of the single-matrix kernels tested (`mmvq_<type>_<n>`; the kernels for 4
 /// and 8 tokens are the same template).
@@ -63,12 +65,14 @@ fn quantized_types() -> Vec<GgmlType> {
 }
 
 /// Row lengths: cuda_parity's (fewer tasks than threads, a partial 256-group for the 32-block
-/// types), and one where every thread takes tasks twice or more, the last round partial.
-fn row_lengths(ty: GgmlType) -> [usize; 2] {
+/// types; 4 rows per block); one where every thread takes tasks twice or more, the last pass
+/// partial (K-quants: 2 passes, 2 rows per block; the others 3 passes, 1 row); one of 5
+/// passes, so a thread runs two rounds, the second partial.
+fn row_lengths(ty: GgmlType) -> [usize; 3] {
     if ty.block_elems() == 256 {
-        [768, 4352] // 24 and 136 tasks of 8 per block
+        [768, 4352, 16640] // 24, 136 and 520 tasks of 8 per block
     } else {
-        [640, 4160] // 40 and 260 tasks of 2 per block
+        [640, 4160, 8320] // 40, 260 and 520 tasks of 2 per block
     }
 }
 
@@ -97,8 +101,13 @@ impl Problem {
         padded_len(self.cols)
     }
 
+    /// The rows per block the host launches n tokens with.
+    fn per_block(&self, n: usize) -> usize {
+        launch::mmvq_rows_per_block(self.ty, self.cols, n)
+    }
+
     /// The launch header of mmvq_main.cpp, then the weights of `mats` and n tokens.
-    fn encode(&self, op: u32, n: usize, mats: &[usize], out: &mut Vec<u8>) {
+    fn encode(&self, op: u32, n: usize, mats: &[usize], per_block: usize, out: &mut Vec<u8>) {
         let k_pad = self.k_pad();
         let mut rows = [0u32; 3];
         for (slot, &m) in rows.iter_mut().zip(mats) {
@@ -111,7 +120,7 @@ impl Problem {
             (self.cols / self.ty.block_elems()) as u32,
             k_pad as u32,
         ];
-        for v in head.iter().chain(&rows) {
+        for v in head.iter().chain(&rows).chain(&[per_block as u32]) {
             out.extend(v.to_ne_bytes());
         }
         for &m in mats {
@@ -127,8 +136,14 @@ impl Problem {
 /// One kernel launch and the number of floats it outputs.
 enum Launch {
     /// `mmvq_<type>_<n>` on matrix `mat` of problem `p` with the first n tokens.
-    Single { p: usize, mat: usize, n: usize },
-    /// `mmvq_multi_<type>` on the matrices `mats` (in this order) of problem `p`, token 0.
+    Single {
+        p: usize,
+        mat: usize,
+        n: usize,
+        per_block: usize,
+    },
+    /// `mmvq_multi_<type>` on the matrices `mats` (in this order) of problem `p`, token 0,
+    /// with the rows per block of one token.
     Multi { p: usize, mats: Vec<usize> },
 }
 
@@ -147,8 +162,16 @@ fn run(problems: &[Problem], launches: &[Launch]) -> Vec<Vec<Vec<f32>>> {
     let mut input = (launches.len() as u32).to_ne_bytes().to_vec();
     for l in launches {
         match l {
-            Launch::Single { p, mat, n } => problems[*p].encode(0, *n, &[*mat], &mut input),
-            Launch::Multi { p, mats } => problems[*p].encode(1, mats.len(), mats, &mut input),
+            Launch::Single {
+                p,
+                mat,
+                n,
+                per_block,
+            } => problems[*p].encode(0, *n, &[*mat], *per_block, &mut input),
+            Launch::Multi { p, mats } => {
+                let pr = &problems[*p];
+                pr.encode(1, mats.len(), mats, pr.per_block(1), &mut input)
+            }
         }
     }
     SCHEDULES
@@ -232,20 +255,42 @@ fn report(bad: &[String], checked: usize, what: &str) {
 
 #[test]
 fn single_matrix_kernels_match_f64_reference() {
-    let problems = problems(0x3377_0001, &[0, 1]);
-    let launches: Vec<Launch> = (0..problems.len())
-        .flat_map(|p| TOKENS.map(|n| Launch::Single { p, mat: 0, n }))
-        .collect();
+    let problems = problems(0x3377_0001, &[0, 1, 2]);
+    let mut launches = Vec::new();
+    let mut grouped = 0;
+    for (p, pr) in problems.iter().enumerate() {
+        for n in TOKENS {
+            let mut layouts = vec![1, pr.per_block(n)];
+            layouts.dedup();
+            grouped += usize::from(layouts.len() > 1);
+            for per_block in layouts {
+                launches.push(Launch::Single {
+                    p,
+                    mat: 0,
+                    n,
+                    per_block,
+                });
+            }
+        }
+    }
+    // Both row lengths of every type at 1 and 2 tokens but the long legacy rows: 36 of 48.
+    assert_eq!(grouped, 36, "launches with several rows per block");
     let outputs = run(&problems, &launches);
     let (mut bad, mut checked, mut worst) = (Vec::new(), 0, 0f64);
     for ((schedule, _), per_launch) in SCHEDULES.iter().zip(&outputs) {
         for (l, got) in launches.iter().zip(per_launch) {
-            let Launch::Single { p, mat, n } = *l else {
+            let Launch::Single {
+                p,
+                mat,
+                n,
+                per_block,
+            } = *l
+            else {
                 unreachable!("single launches only")
             };
             let pr = &problems[p];
             let what = format!(
-                "mmvq {} {} x {} with {n} tokens ({schedule})",
+                "mmvq {} {} x {} with {n} tokens, {per_block} rows per block ({schedule})",
                 pr.ty, ROWS[mat], pr.cols
             );
             bad.extend(check_product(pr, mat, n, got, &what, &mut worst));
@@ -259,12 +304,18 @@ fn single_matrix_kernels_match_f64_reference() {
 #[test]
 fn multi_matrix_kernel_matches_single_matrix_kernel_bit_for_bit() {
     // The row length only matters inside a block, where the multi kernel runs the single
-    // kernel's code: cuda_parity's only.
+    // kernel's code: cuda_parity's only (4 rows per block, the last block of each matrix
+    // partial).
     let problems = problems(0x3377_0002, &[0]);
     let mut launches = Vec::new();
-    for p in 0..problems.len() {
+    for (p, pr) in problems.iter().enumerate() {
         for mat in 0..3 {
-            launches.push(Launch::Single { p, mat, n: 1 });
+            launches.push(Launch::Single {
+                p,
+                mat,
+                n: 1,
+                per_block: pr.per_block(1),
+            });
         }
         launches.push(Launch::Multi {
             p,
@@ -286,7 +337,7 @@ fn multi_matrix_kernel_matches_single_matrix_kernel_bit_for_bit() {
         let mut singles: Vec<Vec<&[f32]>> = vec![Vec::new(); problems.len()];
         for (l, got) in launches.iter().zip(per_launch) {
             match l {
-                Launch::Single { p, mat, n } => {
+                Launch::Single { p, mat, n, .. } => {
                     let pr = &problems[*p];
                     let what = format!("mmvq {} {} x {} ({schedule})", pr.ty, ROWS[*mat], pr.cols);
                     bad.extend(check_product(pr, *mat, *n, got, &what, &mut worst));

@@ -171,6 +171,37 @@ pub fn uses_q8_activations(ty: GgmlType) -> bool {
     mmq_name(ty).is_some()
 }
 
+/// Tasks an mmvq thread takes per round (MMVQ_ITEMS); a block has 128 threads.
+const MMVQ_ITEMS: usize = 4;
+
+/// Most weight rows one mmvq block computes for `tokens` (1..=8) tokens (MMVQ_MAX_ROWS).
+pub fn mmvq_max_rows(tokens: usize) -> usize {
+    if tokens >= 8 {
+        1
+    } else {
+        8 / tokens.max(1)
+    }
+}
+
+/// Weight rows per block of the decode matvec (mmvq) for rows of `cols` weights of `ty` and
+/// `tokens` tokens: as many as one round of the block's threads covers (a row of `cols`
+/// weights takes ceil(tasks / 128) passes, 2 tasks per block of 32, 8 per block of 256;
+/// a round is 4 passes), so a Q4_K row of 3840 weights shares a block with 3 others; at
+/// least 1 and at most [`mmvq_max_rows`]. `GEMMA_CUDA_MMVQ_ROWS=r` lowers it to r, to
+/// compare layouts; the choice changes the order of float sums, not their terms.
+pub fn mmvq_rows_per_block(ty: GgmlType, cols: usize, tokens: usize) -> usize {
+    static FORCED: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let forced = *FORCED.get_or_init(|| {
+        std::env::var("GEMMA_CUDA_MMVQ_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    let tasks_per_block = if ty.block_elems() == 256 { 8 } else { 2 };
+    let passes = (cols / ty.block_elems() * tasks_per_block).div_ceil(128);
+    let limit = (MMVQ_ITEMS / passes.max(1)).clamp(1, mmvq_max_rows(tokens));
+    forced.map_or(limit, |r| r.clamp(1, limit))
+}
+
 /// Splits n (<= 8) tokens into chunks of 8, 4, 2, 1: (first token, chunk size, name index).
 fn token_chunks(n: usize) -> impl Iterator<Item = (usize, usize, usize)> {
     let mut c0 = 0;
@@ -255,7 +286,8 @@ pub fn matmul_q8<Y: DevicePtrMut<f32>>(
         ptr_mut(dev, y),
     );
     if n <= MMVQ_MAX_TOKENS {
-        for (c0, _, idx) in token_chunks(n) {
+        for (c0, nc, idx) in token_chunks(n) {
+            let per_block = mmvq_rows_per_block(w.ty(), w.cols(), nc);
             let args = [
                 Arg::P(wp),
                 Arg::I(nb),
@@ -264,12 +296,13 @@ pub fn matmul_q8<Y: DevicePtrMut<f32>>(
                 Arg::I(int("k_pad", k_pad)?),
                 Arg::P(yp + (c0 * w.rows() * 4) as u64),
                 Arg::I(rows),
+                Arg::I(int("rows per block", per_block)?),
             ];
             launch(
                 dev,
                 Kernel::Mmvq,
                 names[idx],
-                (grid_dim("rows", w.rows())?, 1, 1),
+                (grid_dim("row groups", w.rows().div_ceil(per_block))?, 1, 1),
                 128,
                 &args,
             )?;
@@ -342,7 +375,8 @@ pub fn matvec_q8_multi<Y: DevicePtrMut<f32>>(
     }
     check_format(ty, x)?;
     check_len("q8_1 activation rows", 1, x.rows())?;
-    let mut args = Vec::with_capacity(13);
+    let per_block = mmvq_rows_per_block(ty, first.cols(), 1);
+    let mut args = Vec::with_capacity(14);
     let mut blocks = 0;
     for i in 0..3 {
         match (ws.get(i), ys.get_mut(i)) {
@@ -354,7 +388,7 @@ pub fn matvec_q8_multi<Y: DevicePtrMut<f32>>(
                     Arg::P(yp),
                     Arg::I(int("rows", w.rows())?),
                 ]);
-                blocks += w.rows();
+                blocks += w.rows().div_ceil(per_block);
             }
             _ => args.extend([Arg::P(0), Arg::P(0), Arg::I(0)]),
         }
@@ -364,12 +398,13 @@ pub fn matvec_q8_multi<Y: DevicePtrMut<f32>>(
         Arg::P(ptr(dev, &x.qs)),
         Arg::P(ptr(dev, &x.ds)),
         Arg::I(int("k_pad", x.k_pad())?),
+        Arg::I(int("rows per block", per_block)?),
     ]);
     launch(
         dev,
         Kernel::Mmvq,
         name,
-        (grid_dim("rows", blocks)?, 1, 1),
+        (grid_dim("row groups", blocks)?, 1, 1),
         128,
         &args,
     )

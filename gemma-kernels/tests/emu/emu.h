@@ -17,8 +17,8 @@
 // - The arithmetic the quantizers depend on, exactly: __float2int_rn (PTX cvt.rni.s32.f32:
 //   nearest even, saturating, NaN -> 0), the _rn intrinsics (never fused), and the two PTX
 //   asm f16 conversions of common.cuh (cvt.f32.f16, cvt.rn.f16.f32) in software; the
-//   integer intrinsics of the matvec kernels (__dp4a, __byte_perm with selector nibbles
-//   below 8).
+//   integer intrinsics of the matvec kernels (__dp4a, __funnelshift_r, __byte_perm with
+//   selector nibbles below 8).
 // - Faults a GPU raises on loads: __ldg of a vector type (int2, int4, float2: aligned as
 //   CUDA's) or a u16 from a misaligned address stops the program. Plain dereferences and
 //   accesses out of bounds are not checked (mmvq_main.cpp's guard bytes catch stray writes).
@@ -292,6 +292,11 @@ inline int __float2int_rn(float x) {
 }
 
 inline int __ffs(int x) { return x == 0 ? 0 : __builtin_ctz((unsigned) x) + 1; }
+
+// The 32 bits of hi:lo from bit (shift & 31) up.
+inline unsigned __funnelshift_r(unsigned lo, unsigned hi, unsigned shift) {
+    return (unsigned) (((((uint64_t) hi) << 32) | lo) >> (shift & 31));
+}
 
 inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
     const uint64_t v = ((uint64_t) y << 32) | x;

@@ -1,13 +1,13 @@
 // Runs the decode matvec kernels of gemma-kernels (mmvq_<type>_<nc> and mmvq_multi_<type> of
 // kernels/mmvq.cu) under the SIMT emulation of emu.h, for tests/cuda_emulated_mmvq.rs. The
 // kernel sources are the real ones, included below; launches mirror src/cuda/launch.rs
-// (matmul_q8, matvec_q8_multi): 128 threads per block, one block per weight row.
+// (matmul_q8, matvec_q8_multi): 128 threads per block, `per_block` weight rows per block.
 //
 // usage: mmvq_emu random|warp-greedy SEED < cases > results
 // stdin (native endian): u32 case count, then per case u32 op (0: mmvq_<type>_<n>, 1:
 //   mmvq_multi_<type>), u32 type (ggml id), u32 n (tokens for op 0: 1, 2, 4 or 8; matrices
 //   for op 1: 2 or 3), u32 nb (weight blocks per row), u32 k_pad, u32 rows[3] (op 0: rows[0]
-//   only), the weights (rows[i] x nb blocks for each matrix), then the activations of n (op
+//   only), u32 per_block (rows per block, as launch.rs's mmvq_rows_per_block), the weights (rows[i] x nb blocks for each matrix), then the activations of n (op
 //   0) or 1 (op 1) tokens: qs (k_pad int8 each), ds (k_pad / 32 float2 {d, s} each).
 // stdout per case: op 0: y (n x rows[0] floats); op 1: y_0, y_1, y_2 (rows[i] floats each).
 //   Outputs a kernel fails to write keep a poison value (NaN 0x7fbadbad).
@@ -21,9 +21,9 @@
 #include "../../kernels/mmvq.cu"
 #undef asm
 
-typedef void (*SingleKernel)(const u8 *, int, const i8 *, const float2 *, int, float *, int);
+typedef void (*SingleKernel)(const u8 *, int, const i8 *, const float2 *, int, float *, int, int);
 typedef void (*MultiKernel)(const u8 *, float *, int, const u8 *, float *, int, const u8 *, float *, int, int,
-                            const i8 *, const float2 *, int);
+                            const i8 *, const float2 *, int, int);
 
 // The kernels of one weight type.
 struct TypeKernels {
@@ -35,7 +35,7 @@ struct TypeKernels {
 
 #define TYPE_KERNELS(NAME, TY)                                                                               \
     TypeKernels {                                                                                            \
-        TY, MmvqType<TY>::BYTES, {mmvq_##NAME##_1, mmvq_##NAME##_2, mmvq_##NAME##_4, mmvq_##NAME##_8},       \
+        TY, Task<TY>::BYTES, {mmvq_##NAME##_1, mmvq_##NAME##_2, mmvq_##NAME##_4, mmvq_##NAME##_8},       \
             mmvq_multi_##NAME                                                                                \
     }
 
@@ -114,8 +114,8 @@ static void launch(unsigned gx, std::function<void()> kernel) {
 
 static void check_guards(const DevBuf &b, const char *what, uint32_t c, const uint32_t *head) {
     if (!b.guards_intact()) {
-        std::fprintf(stderr, "EMU ERROR: case %u (op %u, type %u, n %u, rows %u %u %u) wrote outside %s\n", c,
-                     head[0], head[1], head[2], head[5], head[6], head[7], what);
+        std::fprintf(stderr, "EMU ERROR: case %u (op %u, type %u, n %u, rows %u %u %u / %u) wrote outside %s\n",
+                     c, head[0], head[1], head[2], head[5], head[6], head[7], head[8], what);
         std::exit(3);
     }
 }
@@ -128,11 +128,14 @@ int main(int argc, char **argv) {
     uint32_t n_cases;
     read_vals(&n_cases, 1);
     for (uint32_t c = 0; c < n_cases; ++c) {
-        uint32_t head[8];
-        read_vals(head, 8);
+        uint32_t head[9];
+        read_vals(head, 9);
         const uint32_t op = head[0], ty = head[1], n = head[2];
         const int nb = (int) head[3], k_pad = (int) head[4];
         const int rows[3] = {(int) head[5], (int) head[6], (int) head[7]};
+        const int per_block = (int) head[8];
+        if (per_block < 1) fail("rows per block must be positive");
+        auto groups = [&](int r) { return (unsigned) ((r + per_block - 1) / per_block); };
         const TypeKernels *kern = nullptr;
         for (const TypeKernels &k : KERNELS)
             if ((uint32_t) k.ty == ty) kern = &k;
@@ -151,17 +154,17 @@ int main(int argc, char **argv) {
             if (idx < 0) fail("tokens must be 1, 2, 4 or 8");
             y.push_back(poisoned_output((size_t) n * rows[0]));
             const SingleKernel k = kern->single[idx];
-            launch(rows[0], [&] {
-                k(w[0].as<u8>(), nb, qs.as<i8>(), ds.as<float2>(), k_pad, y[0].as<float>(), rows[0]);
+            launch(groups(rows[0]), [&] {
+                k(w[0].as<u8>(), nb, qs.as<i8>(), ds.as<float2>(), k_pad, y[0].as<float>(), rows[0], per_block);
             });
         } else {
             // Absent matrices: null pointers and 0 rows, as matvec_q8_multi passes them.
             for (int i = 0; i < 3; ++i) y.push_back(poisoned_output(i < n_mats ? (size_t) rows[i] : 0));
             auto wp = [&](int i) { return i < n_mats ? w[i].as<u8>() : nullptr; };
             auto rw = [&](int i) { return i < n_mats ? rows[i] : 0; };
-            launch(rw(0) + rw(1) + rw(2), [&] {
+            launch(groups(rw(0)) + groups(rw(1)) + groups(rw(2)), [&] {
                 kern->multi(wp(0), y[0].as<float>(), rw(0), wp(1), y[1].as<float>(), rw(1), wp(2), y[2].as<float>(),
-                            rw(2), nb, qs.as<i8>(), ds.as<float2>(), k_pad);
+                            rw(2), nb, qs.as<i8>(), ds.as<float2>(), k_pad, per_block);
             });
         }
         for (const DevBuf &b : w) check_guards(b, "a weight matrix", c, head);
