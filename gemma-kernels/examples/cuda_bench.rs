@@ -149,6 +149,35 @@ fn bench_matvec(
     Ok(us)
 }
 
+/// Decode matvec times of one quantized shape at each rows-per-block layout the kernel
+/// allows (1, 2, 4, ... up to `launch::mmvq_row_limit`), one line.
+fn bench_matvec_layouts(
+    dev: &CudaDevice,
+    t: &Timer,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    peak: f64,
+) -> Result<(), CudaError> {
+    let ws = matrices(dev, ty, rows, cols)?;
+    let x = cuda::upload(dev, &vec![0.5f32; cols])?;
+    let mut q = Q8Activations::new(dev, cols, 1)?;
+    let mut y = cuda::zeros::<f32>(dev, rows)?;
+    launch::quantize_q8_1(dev, &x, 1, cols, ActFormat::for_weights(ty), &mut q)?;
+    let mut line = format!("matvec {:<5} {rows:>6}x{cols:<6} rows/block:", ty.name());
+    let mut per_block = 1;
+    while per_block <= launch::mmvq_row_limit(ty, cols, 1) {
+        let us = t.time(dev, 50, |i| {
+            launch::matvec_q8_with_rows(dev, &ws[i % ws.len()], &q, per_block, &mut y)
+        })?;
+        let gbps = ws[0].bytes() as f64 / us / 1000.0;
+        line += &format!("  {per_block}: {us:6.1} us {:4.1}%", 100.0 * gbps / peak);
+        per_block *= 2;
+    }
+    println!("{line}");
+    Ok(())
+}
+
 /// One launch of the multi-matrix matvec over matrices of `rows_each` rows (one token), in
 /// microseconds, printed with its bandwidth.
 fn bench_matvec_multi(
@@ -292,6 +321,17 @@ fn run() -> Result<(), CudaError> {
         GgmlType::BF16,
     ] {
         bench_matvec(&dev, &t, ty, ff, h, peak)?;
+    }
+    // The mmvq layouts side by side (the engine uses the largest).
+    for (ty, rows, cols) in [
+        (GgmlType::Q4_K, ff, h),
+        (GgmlType::Q4_K, kvd, h),
+        (GgmlType::Q6_K, ff, h),
+        (GgmlType::Q6_K, 262_144, h),
+        (GgmlType::Q8_0, ff, h),
+        (GgmlType::Q4_0, ff, h),
+    ] {
+        bench_matvec_layouts(&dev, &t, ty, rows, cols, peak)?;
     }
     // A 12B Q4_K_M decode step from matvec times: Q4_K projections and FFN, Q6_K V and
     // FFN-down (llama.cpp's Q4_K_M mix uses Q6_K for about half of them; all are counted

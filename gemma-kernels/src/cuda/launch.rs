@@ -183,12 +183,20 @@ pub fn mmvq_max_rows(tokens: usize) -> usize {
     }
 }
 
-/// Weight rows per block of the decode matvec (mmvq) for rows of `cols` weights of `ty` and
-/// `tokens` tokens: as many as one round of the block's threads covers (a row of `cols`
-/// weights takes ceil(tasks / 128) passes, 2 tasks per block of 32, 8 per block of 256;
-/// a round is 4 passes), so a Q4_K row of 3840 weights shares a block with 3 others; at
-/// least 1 and at most [`mmvq_max_rows`]. `GEMMA_CUDA_MMVQ_ROWS=r` lowers it to r, to
-/// compare layouts; the choice changes the order of float sums, not their terms.
+/// Most weight rows per block of the decode matvec (mmvq) for rows of `cols` weights of
+/// `ty` and `tokens` tokens: as many as one round of the block's threads covers (a row of
+/// `cols` weights takes ceil(tasks / 128) passes, 2 tasks per block of 32, 8 per block of
+/// 256; a round is 4 passes), so a Q4_K row of 3840 weights shares a block with 3 others; at
+/// least 1 and at most [`mmvq_max_rows`].
+pub fn mmvq_row_limit(ty: GgmlType, cols: usize, tokens: usize) -> usize {
+    let tasks_per_block = if ty.block_elems() == 256 { 8 } else { 2 };
+    let passes = (cols / ty.block_elems() * tasks_per_block).div_ceil(128);
+    (MMVQ_ITEMS / passes.max(1)).clamp(1, mmvq_max_rows(tokens))
+}
+
+/// The rows per block products launch with: [`mmvq_row_limit`], or less where
+/// `GEMMA_CUDA_MMVQ_ROWS=r` asks for r (to compare layouts). The choice changes the order of
+/// float sums, not their terms.
 pub fn mmvq_rows_per_block(ty: GgmlType, cols: usize, tokens: usize) -> usize {
     static FORCED: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     let forced = *FORCED.get_or_init(|| {
@@ -196,9 +204,7 @@ pub fn mmvq_rows_per_block(ty: GgmlType, cols: usize, tokens: usize) -> usize {
             .ok()
             .and_then(|v| v.parse().ok())
     });
-    let tasks_per_block = if ty.block_elems() == 256 { 8 } else { 2 };
-    let passes = (cols / ty.block_elems() * tasks_per_block).div_ceil(128);
-    let limit = (MMVQ_ITEMS / passes.max(1)).clamp(1, mmvq_max_rows(tokens));
+    let limit = mmvq_row_limit(ty, cols, tokens);
     forced.map_or(limit, |r| r.clamp(1, limit))
 }
 
@@ -266,16 +272,19 @@ pub fn matmul_q8<Y: DevicePtrMut<f32>>(
         (Some(a), Some(b)) => (a, b),
         _ => return Err(CudaError::UnsupportedType(w.ty())),
     };
-    if x.k() != w.cols() {
-        return Err(CudaError::Shape {
-            what: "q8_1 activation row length",
-            needed: w.cols(),
-            actual: x.k(),
-        });
+    check_q8_product(w, x, n, y.len())?;
+    if n <= MMVQ_MAX_TOKENS {
+        for (c0, nc, idx) in token_chunks(n) {
+            let per_block = mmvq_rows_per_block(w.ty(), w.cols(), nc);
+            let at = MmvqChunk {
+                name: names[idx],
+                token: c0,
+                per_block,
+            };
+            launch_mmvq(dev, w, x, &at, y)?;
+        }
+        return Ok(());
     }
-    check_format(w.ty(), x)?;
-    check_len("q8_1 activation rows", n, x.rows())?;
-    check_len("matmul output", n * w.rows(), y.len())?;
     let nb = int("blocks per row", w.cols() / w.ty().block_elems())?;
     let rows = int("rows", w.rows())?;
     let k_pad = x.k_pad();
@@ -285,30 +294,6 @@ pub fn matmul_q8<Y: DevicePtrMut<f32>>(
         ptr(dev, &x.ds),
         ptr_mut(dev, y),
     );
-    if n <= MMVQ_MAX_TOKENS {
-        for (c0, nc, idx) in token_chunks(n) {
-            let per_block = mmvq_rows_per_block(w.ty(), w.cols(), nc);
-            let args = [
-                Arg::P(wp),
-                Arg::I(nb),
-                Arg::P(qp + (c0 * k_pad) as u64),
-                Arg::P(dp + (c0 * k_pad / 32 * 8) as u64),
-                Arg::I(int("k_pad", k_pad)?),
-                Arg::P(yp + (c0 * w.rows() * 4) as u64),
-                Arg::I(rows),
-                Arg::I(int("rows per block", per_block)?),
-            ];
-            launch(
-                dev,
-                Kernel::Mmvq,
-                names[idx],
-                (grid_dim("row groups", w.rows().div_ceil(per_block))?, 1, 1),
-                128,
-                &args,
-            )?;
-        }
-        return Ok(());
-    }
     let grid = (
         grid_dim("row tiles", w.rows().div_ceil(64))?,
         grid_dim("token tiles", n.div_ceil(64))?,
@@ -326,6 +311,75 @@ pub fn matmul_q8<Y: DevicePtrMut<f32>>(
         Arg::I(rows),
     ];
     launch(dev, Kernel::Mmq, mmq, grid, 128, &args)
+}
+
+/// One mmvq launch: kernel `name` on the tokens from `token` on, `per_block` rows per block.
+struct MmvqChunk {
+    name: &'static str,
+    token: usize,
+    per_block: usize,
+}
+
+fn launch_mmvq<Y: DevicePtrMut<f32>>(
+    dev: &CudaDevice,
+    w: &DeviceMatrix,
+    x: &Q8Activations,
+    at: &MmvqChunk,
+    y: &mut Y,
+) -> Result<(), CudaError> {
+    let k_pad = x.k_pad();
+    let args = [
+        Arg::P(ptr(dev, w.data())),
+        Arg::I(int("blocks per row", w.cols() / w.ty().block_elems())?),
+        Arg::P(ptr(dev, &x.qs) + (at.token * k_pad) as u64),
+        Arg::P(ptr(dev, &x.ds) + (at.token * k_pad / 32 * 8) as u64),
+        Arg::I(int("k_pad", k_pad)?),
+        Arg::P(ptr_mut(dev, y) + (at.token * w.rows() * 4) as u64),
+        Arg::I(int("rows", w.rows())?),
+        Arg::I(int("rows per block", at.per_block)?),
+    ];
+    let grid = grid_dim("row groups", w.rows().div_ceil(at.per_block))?;
+    launch(dev, Kernel::Mmvq, at.name, (grid, 1, 1), 128, &args)
+}
+
+/// y = x W^T for one token's q8_1 activations `x` with `per_block` weight rows per block
+/// (clamped to 1 ..= [`mmvq_row_limit`]), to compare layouts; [`matmul_q8`] picks
+/// [`mmvq_rows_per_block`].
+pub fn matvec_q8_with_rows<Y: DevicePtrMut<f32>>(
+    dev: &CudaDevice,
+    w: &DeviceMatrix,
+    x: &Q8Activations,
+    per_block: usize,
+    y: &mut Y,
+) -> Result<(), CudaError> {
+    let name = mmvq_names(w.ty()).ok_or(CudaError::UnsupportedType(w.ty()))?[0];
+    check_q8_product(w, x, 1, y.len())?;
+    let at = MmvqChunk {
+        name,
+        token: 0,
+        per_block: per_block.clamp(1, mmvq_row_limit(w.ty(), w.cols(), 1)),
+    };
+    launch_mmvq(dev, w, x, &at, y)
+}
+
+/// Fails unless `x` holds n rows of W's row length in W's activation format and the output
+/// has `y_len` = n x rows floats.
+fn check_q8_product(
+    w: &DeviceMatrix,
+    x: &Q8Activations,
+    n: usize,
+    y_len: usize,
+) -> Result<(), CudaError> {
+    if x.k() != w.cols() {
+        return Err(CudaError::Shape {
+            what: "q8_1 activation row length",
+            needed: w.cols(),
+            actual: x.k(),
+        });
+    }
+    check_format(w.ty(), x)?;
+    check_len("q8_1 activation rows", n, x.rows())?;
+    check_len("matmul output", n * w.rows(), y_len)
 }
 
 /// Fails unless `x` was quantized in the format products with `ty` weights take.
