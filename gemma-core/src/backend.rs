@@ -282,6 +282,24 @@ pub trait Backend: Send {
         self.add(x, o, rows * w.len)
     }
 
+    /// A post-norm, its residual and the next pre-norm: [`Backend::rms_norm_add`] of `o`
+    /// into `x` with `w`, then `out = rms_norm(x) * next` over the same `rows` rows. The
+    /// default makes those two calls; a backend may fuse them (same values).
+    #[allow(clippy::too_many_arguments)] // both norms' arguments
+    fn rms_norm_add_norm(
+        &mut self,
+        o: &mut Self::Buffer,
+        rows: usize,
+        w: &Norm,
+        x: &mut Self::Buffer,
+        next: &Norm,
+        eps: f32,
+        out: &mut Self::Buffer,
+    ) -> Result<(), CoreError> {
+        self.rms_norm_add(o, rows, w, eps, x)?;
+        self.rms_norm(x, 0, rows, next, eps, out)
+    }
+
     /// Stores the keys and values of batch rows `rows` (row `t` is position `pos0 + t`)
     /// into their slots.
     fn store_kv(

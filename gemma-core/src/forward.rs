@@ -81,6 +81,9 @@ pub(crate) fn forward<B: Backend>(
          width: usize| { record(trace.as_deref_mut(), b, name, buf, held.clone(), width) };
     // Where the final state of row `keep.start` will be.
     let mut kept_row0 = keep.start;
+    // Whether `st.h` already holds this layer's attention input (fused into the previous
+    // layer's last norm).
+    let mut h_ready = false;
     cache.begin(n)?;
 
     // Embedding: x = token_embd[token] * sqrt(n_embd), or the image rows as they are.
@@ -100,7 +103,9 @@ pub(crate) fn forward<B: Backend>(
         let last_layer = il + 1 == c.n_layer;
 
         // Attention input: h = rms_norm(x) * attn_norm.
-        b.rms_norm(&st.x, 0, n, &lw.attn_norm, eps, &mut st.h)?;
+        if !std::mem::take(&mut h_ready) {
+            b.rms_norm(&st.x, 0, n, &lw.attn_norm, eps, &mut st.h)?;
+        }
         tr(b, format_args!("attn_norm-{il}"), &st.h, &held, c.n_embd)?;
 
         // Projections: q = Wq h, k = Wk h, v = Wv h.
@@ -194,8 +199,10 @@ pub(crate) fn forward<B: Backend>(
         // Output projection, post-attention norm, residual: x += rms_norm(Wo att).
         b.matmul(&lw.wo, &st.att, rows, &mut st.o)?;
         tr(b, format_args!("attn_out-{il}"), &st.o, &held, c.n_embd)?;
+        // FFN input: h = rms_norm(x) * ffn_norm.
         if fuse {
-            b.rms_norm_add(&mut st.o, rows, &lw.post_attn_norm, eps, &mut st.x)?;
+            let (post, next) = (&lw.post_attn_norm, &lw.ffn_norm);
+            b.rms_norm_add_norm(&mut st.o, rows, post, &mut st.x, next, eps, &mut st.h)?;
         } else {
             b.rms_norm_inplace(&mut st.o, rows, &lw.post_attn_norm, eps)?;
             tr(
@@ -206,11 +213,9 @@ pub(crate) fn forward<B: Backend>(
                 c.n_embd,
             )?;
             b.add(&mut st.x, &st.o, rows * c.n_embd)?;
+            tr(b, format_args!("sa_out-{il}"), &st.x, &held, c.n_embd)?;
+            b.rms_norm(&st.x, 0, rows, &lw.ffn_norm, eps, &mut st.h)?;
         }
-        tr(b, format_args!("sa_out-{il}"), &st.x, &held, c.n_embd)?;
-
-        // FFN input: h = rms_norm(x) * ffn_norm.
-        b.rms_norm(&st.x, 0, rows, &lw.ffn_norm, eps, &mut st.h)?;
         tr(b, format_args!("ffn_norm-{il}"), &st.h, &held, c.n_embd)?;
 
         // GeGLU: gelu_tanh(W_gate h) * (W_up h), then W_down.
@@ -225,8 +230,22 @@ pub(crate) fn forward<B: Backend>(
         b.matmul(&lw.ffn_down, &st.gate, rows, &mut st.o)?;
         tr(b, format_args!("ffn_out-{il}"), &st.o, &held, c.n_embd)?;
 
-        // Post-FFN norm and residual: x += rms_norm(ffn).
-        if fuse {
+        // Post-FFN norm and residual: x += rms_norm(ffn); fused with the next layer's
+        // attention input (all rows go on: only the last layer drops rows).
+        let next_layer = w.layers.get(il + 1);
+        if let (true, Some(next)) = (fuse, next_layer) {
+            let post = &lw.post_ffn_norm;
+            b.rms_norm_add_norm(
+                &mut st.o,
+                rows,
+                post,
+                &mut st.x,
+                &next.attn_norm,
+                eps,
+                &mut st.h,
+            )?;
+            h_ready = true;
+        } else if fuse {
             b.rms_norm_add(&mut st.o, rows, &lw.post_ffn_norm, eps, &mut st.x)?;
         } else {
             b.rms_norm_inplace(&mut st.o, rows, &lw.post_ffn_norm, eps)?;

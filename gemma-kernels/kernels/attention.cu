@@ -292,6 +292,7 @@ static __device__ __forceinline__ void attn_prefill_rows(const float *__restrict
     extern "C" __global__ void __launch_bounds__(ATT_THREADS) NAME(                                           \
         const float *q, const void *kc, const void *vc, int n_heads, int n_kv, int n_slots, const i32 *pos_ptr, \
         int window, int kps, float scale, float *part_o, float2 *part_ml) {                                   \
+        pdl_entry();                                                                                           \
         attn_decode<D, KV>(q, kc, vc, n_heads, n_kv, n_slots, pos_ptr, window, kps, scale, part_o, part_ml);   \
     }
 
@@ -299,6 +300,7 @@ static __device__ __forceinline__ void attn_prefill_rows(const float *__restrict
     extern "C" __global__ void __launch_bounds__(ATT_THREADS) NAME(                                           \
         const float *q, const void *kc, const void *vc, int n_heads, int n_kv, int n_slots, int p0, int window, \
         int img_start, int img_end, float scale, float *out) {                                                 \
+        pdl_entry();                                                                                          \
         attn_prefill_rows<D, KV>(q, kc, vc, n_heads, n_kv, n_slots, p0, window, img_start, img_end, scale,    \
                                  out);                                                                         \
     }
@@ -311,6 +313,7 @@ static __device__ __forceinline__ void attn_prefill_rows(const float *__restrict
     ATTN_PREFILL(attn_prefill_q8_0_##D, D, KV_Q8_0)                                                            \
     extern "C" __global__ void attn_combine_##D(const float *part_o, const float2 *part_ml, int n_splits,     \
                                                 float *out) {                                                  \
+        pdl_entry();                                                                                           \
         attn_combine<D>(part_o, part_ml, n_splits, out);                                                       \
     }
 

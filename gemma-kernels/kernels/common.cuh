@@ -142,6 +142,33 @@ static __device__ __forceinline__ float bf2f(u16 b) {
 }
 
 // ---------------------------------------------------------------------------------
+// Programmatic dependent launch (sm_90 and up; no-ops below, and in a kernel launched
+// without the attribute, see launch.rs). The next kernel on the stream may start once every
+// block of this one has called pdl_launch_dependents (or exited); pdl_wait returns once the
+// previous kernel has finished and its writes are visible. A kernel launched with the
+// attribute calls pdl_wait before it touches any memory another kernel writes or reads
+// (only the weights, which nothing writes, may be read before), and so finishes after its
+// predecessor: the chain stays ordered.
+
+static __device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
+static __device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// The start of a kernel with nothing to do before its inputs are ready.
+static __device__ __forceinline__ void pdl_entry() {
+    pdl_wait();
+    pdl_launch_dependents();
+}
+
+// ---------------------------------------------------------------------------------
 // Loads.
 
 // A 32-bit word from a 2-byte aligned address (the blocks of Q4_0, Q5_0, Q8_0, Q6_K are

@@ -3,22 +3,26 @@
 
 // out[i] = gelu_tanh(gate[i]) * up[i]; out may alias gate or up.
 extern "C" __global__ void geglu(const float *gate, const float *up, float *out, i64 n) {
+    pdl_entry();
     for (i64 i = blockIdx.x * (i64) blockDim.x + threadIdx.x; i < n; i += (i64) gridDim.x * blockDim.x)
         out[i] = gelu_tanh(gate[i]) * up[i];
 }
 
 // a[i] += b[i]
 extern "C" __global__ void add_f32(float *a, const float *b, i64 n) {
+    pdl_entry();
     for (i64 i = blockIdx.x * (i64) blockDim.x + threadIdx.x; i < n; i += (i64) gridDim.x * blockDim.x) a[i] += b[i];
 }
 
 // a[i] *= s
 extern "C" __global__ void scale_f32(float *a, float s, i64 n) {
+    pdl_entry();
     for (i64 i = blockIdx.x * (i64) blockDim.x + threadIdx.x; i < n; i += (i64) gridDim.x * blockDim.x) a[i] *= s;
 }
 
 // dst[i] = (half) src[i], round to nearest even.
 extern "C" __global__ void f32_to_f16(const float *__restrict__ src, u16 *__restrict__ dst, i64 n) {
+    pdl_entry();
     for (i64 i = blockIdx.x * (i64) blockDim.x + threadIdx.x; i < n; i += (i64) gridDim.x * blockDim.x)
         dst[i] = f2h(src[i]);
 }
@@ -28,6 +32,7 @@ extern "C" __global__ void f32_to_f16(const float *__restrict__ src, u16 *__rest
 // grid: n tokens, block: 256.
 extern "C" __global__ void get_rows(const u8 *__restrict__ w, int ty, i64 row_bytes, const i32 *__restrict__ ids,
                                     int dim, float scale, float *__restrict__ out) {
+    pdl_entry();
     const int t = blockIdx.x;
     const u8 *row = w + (i64) ids[t] * row_bytes;
     for (int i = threadIdx.x; i < dim; i += blockDim.x)
@@ -42,6 +47,7 @@ extern "C" __global__ void get_rows(const u8 *__restrict__ w, int ty, i64 row_by
 extern "C" __global__ void kv_store(const float *__restrict__ src_k, const float *__restrict__ src_v, int n,
                                     int width, const i32 *__restrict__ positions, int n_slots,
                                     u16 *__restrict__ cache_k, u16 *__restrict__ cache_v) {
+    pdl_entry();
     const int t = blockIdx.x;
     if (t < n - n_slots) return;
     const float *src = blockIdx.y ? src_v : src_k;
@@ -54,6 +60,7 @@ extern "C" __global__ void kv_store(const float *__restrict__ src_k, const float
 extern "C" __global__ void kv_store_f32(const float *__restrict__ src_k, const float *__restrict__ src_v, int n,
                                         int width, const i32 *__restrict__ positions, int n_slots,
                                         float *__restrict__ cache_k, float *__restrict__ cache_v) {
+    pdl_entry();
     const int t = blockIdx.x;
     if (t < n - n_slots) return;
     const float *src = blockIdx.y ? src_v : src_k;
@@ -68,6 +75,7 @@ extern "C" __global__ void kv_store_f32(const float *__restrict__ src_k, const f
 extern "C" __global__ void kv_store_q8_0(const float *__restrict__ src_k, const float *__restrict__ src_v, int n,
                                          int width, const i32 *__restrict__ positions, int n_slots,
                                          u8 *__restrict__ cache_k, u8 *__restrict__ cache_v) {
+    pdl_entry();
     const int t = blockIdx.x;
     if (t < n - n_slots) return;
     const float *src = blockIdx.y ? src_v : src_k;

@@ -65,6 +65,7 @@ static __device__ __forceinline__ void matvec_f(const u8 *__restrict__ w, int k,
 #define MATVEC_F_KERNEL(NAME, TY, NC)                                                               \
     extern "C" __global__ void __launch_bounds__(MVF_THREADS) matvec_##NAME##_##NC(                \
         const u8 *w, int k, const float *x, float *y, int rows) {                                  \
+        pdl_entry();                                                                                \
         matvec_f<TY, NC>(w, k, x, y, rows);                                                         \
     }
 
@@ -138,6 +139,7 @@ static __device__ __forceinline__ void matmul_f(const u8 *__restrict__ w, int k,
 #define MATMUL_F_KERNEL(NAME, TY)                                                                    \
     extern "C" __global__ void __launch_bounds__(256) matmul_##NAME(const u8 *w, int k, const float *x, \
                                                                     int n, float *y, int rows) {     \
+        pdl_entry();                                                                                 \
         matmul_f<TY>(w, k, x, n, y, rows);                                                           \
     }
 

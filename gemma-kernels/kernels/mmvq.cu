@@ -509,6 +509,9 @@ static __device__ __forceinline__ void mmvq(const u8 *__restrict__ w, int nb, co
             tt[j] = live[j] ? t : 0;
             task[j].load(wrows + ((i64) (live[j] ? r : 0) * nb + tt[j] / T::TPB) * T::BYTES, tt[j] % T::TPB);
         }
+        // The first round's weights are on their way: now wait for the activations (and
+        // the output buffer) of the kernels before this one.
+        if (i0 == 0) pdl_wait();
         // ... then the products: the branch ends the compiler's basic block, so the loads
         // above stay together (in one block it interleaves them with the products, to save
         // registers); the block scale is applied outside, where its load cannot sink to.
@@ -576,6 +579,7 @@ static __device__ __forceinline__ void mmvq_multi(const u8 *w0, float *y0, int r
 #define MMVQ_KERNEL(NAME, TY, NC)                                                                       \
     extern "C" __global__ void __launch_bounds__(MMVQ_THREADS) mmvq_##NAME##_##NC(                     \
         const u8 *w, int nb, const i8 *aq, const float2 *ads, int k_pad, float *y, int rows, int per_block) { \
+        pdl_launch_dependents();                                                                        \
         mmvq<TY, NC>(w, nb, aq, ads, k_pad, y, rows, blockIdx.x * per_block,                            \
                      block_rows(blockIdx.x, rows, per_block));                                          \
     }
@@ -584,6 +588,7 @@ static __device__ __forceinline__ void mmvq_multi(const u8 *w0, float *y0, int r
     extern "C" __global__ void __launch_bounds__(MMVQ_THREADS) mmvq_multi_##NAME(                      \
         const u8 *w0, float *y0, int rows0, const u8 *w1, float *y1, int rows1, const u8 *w2, float *y2, \
         int rows2, int nb, const i8 *aq, const float2 *ads, int k_pad, int per_block) {                 \
+        pdl_launch_dependents();                                                                        \
         mmvq_multi<TY>(w0, y0, rows0, w1, y1, rows1, w2, y2, rows2, nb, aq, ads, k_pad, per_block);     \
     }
 

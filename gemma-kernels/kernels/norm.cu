@@ -13,6 +13,7 @@ static __device__ __forceinline__ float row_inv_rms(const float *x, int dim, flo
 // out may alias x. grid: rows, block: 256.
 extern "C" __global__ void __launch_bounds__(256) rms_norm(
     const float *x, const float *__restrict__ w, float *out, int dim, float eps) {
+    pdl_entry();
     __shared__ float scratch[32];
     const float *xr = x + (i64) blockIdx.x * dim;
     float *outr = out + (i64) blockIdx.x * dim;
@@ -24,6 +25,7 @@ extern "C" __global__ void __launch_bounds__(256) rms_norm(
 // values as rms_norm in place followed by add_f32, in one launch).
 extern "C" __global__ void __launch_bounds__(256) rms_norm_add(
     float *__restrict__ x, const float *__restrict__ w, float *__restrict__ residual, int dim, float eps) {
+    pdl_entry();
     __shared__ float scratch[32];
     float *xr = x + (i64) blockIdx.x * dim;
     float *rr = residual + (i64) blockIdx.x * dim;
@@ -41,6 +43,7 @@ extern "C" __global__ void __launch_bounds__(256) rms_norm_add(
 extern "C" __global__ void __launch_bounds__(256) rms_norm_q8_1(
     const float *__restrict__ x, const float *__restrict__ w, float *__restrict__ out, int dim, float eps,
     int k_pad, int fmt, i8 *__restrict__ qs, float2 *__restrict__ ds) {
+    pdl_entry();
     __shared__ float scratch[32];
     __shared__ float smax[8];
     const int row = blockIdx.x;
@@ -54,6 +57,45 @@ extern "C" __global__ void __launch_bounds__(256) rms_norm_q8_1(
         float v = 0.0f;
         if (i < dim) {
             v = xr[i] * inv * w[i];
+            outr[i] = v;
+        }
+        quantize_act256(v, fmt, qr + g, dr + g / QK8, smax);
+    }
+}
+
+// A post-norm, its residual add and the next pre-norm with its activation quantization in
+// one pass: o = rms_norm(o) * w_post, residual += o, out = rms_norm(residual) * w_next,
+// written and quantized in format fmt (the same values as rms_norm_add then rms_norm_q8_1:
+// every thread sums the squares of the residual values it wrote, in the order rms_norm_q8_1
+// reads them). dim <= k_pad. grid: rows, block: 256.
+extern "C" __global__ void __launch_bounds__(256) rms_norm_add_norm_q8_1(
+    float *__restrict__ o, const float *__restrict__ w_post, float *__restrict__ residual,
+    const float *__restrict__ w_next, float *__restrict__ out, int dim, float eps, int k_pad, int fmt,
+    i8 *__restrict__ qs, float2 *__restrict__ ds) {
+    pdl_entry();
+    __shared__ float scratch[32];
+    __shared__ float smax[8];
+    const int row = blockIdx.x;
+    float *orow = o + (i64) row * dim;
+    float *rrow = residual + (i64) row * dim;
+    float *outr = out + (i64) row * dim;
+    const float inv_post = row_inv_rms(orow, dim, eps, scratch);
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        const float v = orow[i] * inv_post * w_post[i];
+        orow[i] = v;
+        const float r = rrow[i] + v;
+        rrow[i] = r;
+        ss += r * r;
+    }
+    const float inv_next = 1.0f / sqrtf(block_sum(ss, scratch) / (float) dim + eps);
+    i8 *qr = qs + (i64) row * k_pad;
+    float2 *dr = ds + (i64) row * (k_pad / QK8);
+    for (int g = 0; g < k_pad; g += 256) {  // blockDim.x == 256: the values this thread wrote
+        const int i = g + threadIdx.x;
+        float v = 0.0f;
+        if (i < dim) {
+            v = rrow[i] * inv_next * w_next[i];
             outr[i] = v;
         }
         quantize_act256(v, fmt, qr + g, dr + g / QK8, smax);

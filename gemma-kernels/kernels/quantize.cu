@@ -6,6 +6,7 @@
 // grid: (k_pad / 256, rows), block: 256 threads (one value each; 8 warps, one 32-block each).
 extern "C" __global__ void __launch_bounds__(256) quantize_q8_1(
     const float *__restrict__ x, int k, int k_pad, int fmt, i8 *__restrict__ qs, float2 *__restrict__ ds) {
+    pdl_entry();
     __shared__ float smax[8];
     const int row = blockIdx.y;
     const int i = blockIdx.x * 256 + threadIdx.x;
@@ -20,6 +21,7 @@ extern "C" __global__ void __launch_bounds__(256) quantize_q8_1(
 extern "C" __global__ void __launch_bounds__(256) geglu_q8_1(
     const float *gate, const float *__restrict__ up, float *out, i64 n, int fmt, i8 *__restrict__ qs,
     float2 *__restrict__ ds) {
+    pdl_entry();
     __shared__ float smax[8];
     const i64 i = (i64) blockIdx.x * 256 + threadIdx.x;
     float v = 0.0f;

@@ -4,6 +4,7 @@
 // grid: (n, n_heads), block: head_dim / 2 threads (at most 1024).
 extern "C" __global__ void rope_neox(float *x, int n_heads, int head_dim, const i32 *__restrict__ positions,
                                      float freq_base, float freq_scale) {
+    pdl_entry();
     const int t = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
     const int half = head_dim / 2;
     if (i >= half) return;
@@ -26,6 +27,7 @@ extern "C" __global__ void qk_norm_rope(float *q, float *k, const float *__restr
                                         const float *__restrict__ wk, int n_q, int n_k, int head_dim,
                                         const i32 *__restrict__ positions, float freq_base, float freq_scale,
                                         float q_scale, float eps) {
+    pdl_entry();
     __shared__ float scratch[32];
     const int t = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
     const int half = head_dim / 2;

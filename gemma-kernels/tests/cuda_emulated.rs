@@ -2,7 +2,9 @@
 //! (no GPU needed): `quantize_act256` of kernels/common.cuh through its three kernels
 //! (`quantize_q8_1`, `geglu_q8_1`, `rms_norm_q8_1`), in the three formats, must give the
 //! quants and {d, s} of `BlockQ8_0::quantize_act`, `BlockQ8_1::quantize_act` and
-//! `BlockQ8_K::quantize` (`act_twin`) for any finite input.
+//! `BlockQ8_K::quantize` (`act_twin`) for any finite input. The fused post-norm, residual
+//! and pre-norm (`rms_norm_add_norm_q8_1`) must give bit for bit what its two kernels
+//! (`rms_norm_add`, then `rms_norm_q8_1`) give.
 //!
 //! tests/emu/quantize_main.cpp compiles the real kernel sources as host C++ under the SIMT
 //! emulation of tests/emu/emu.h (a block's threads as fibers meeting at real barriers, warp
@@ -431,4 +433,88 @@ fn geglu_q8_1_matches_cpu_quantizers() {
 #[test]
 fn rms_norm_q8_1_matches_cpu_quantizers() {
     check_kernel(Kernel::RmsNorm);
+}
+
+/// Ids of quantize_main.cpp: the fused kernel and its two-kernel sequence.
+const ADD_NORM_FUSED: u32 = 3;
+const ADD_NORM_PAIR: u32 = 4;
+
+#[test]
+fn rms_norm_add_norm_q8_1_matches_its_two_kernels() {
+    let mut rng = Rng::new(0x5eed_add0);
+    let rows = 2;
+    // Inputs per case: o, residual, w_post, w_next.
+    let mut inputs = Vec::new();
+    for format in FORMATS {
+        for (si, &style) in ["normal", "mixed_scale", "zeros", "tiny", "huge"]
+            .iter()
+            .enumerate()
+        {
+            for &k in &ROW_LENS {
+                let o: Vec<f32> = (0..rows)
+                    .flat_map(|r| gen_row(style, k, &mut rng, si + r))
+                    .collect();
+                let residual: Vec<f32> = (0..rows)
+                    .flat_map(|r| gen_row("normal", k, &mut rng, r))
+                    .collect();
+                let w_post: Vec<f32> = (0..k).map(|_| 1.0 + 0.2 * rng.uniform()).collect();
+                let w_next: Vec<f32> = (0..k).map(|_| 1.0 + 0.2 * rng.uniform()).collect();
+                inputs.push((format, style, k, [o, residual, w_post, w_next]));
+            }
+        }
+    }
+    let mut bytes = ((2 * inputs.len()) as u32).to_ne_bytes().to_vec();
+    for (format, _, k, vecs) in &inputs {
+        for kernel in [ADD_NORM_FUSED, ADD_NORM_PAIR] {
+            for v in [kernel, *format as u32, rows as u32, *k as u32] {
+                bytes.extend(v.to_ne_bytes());
+            }
+            bytes.extend(1e-6f32.to_ne_bytes());
+            bytes.extend(vecs.iter().flatten().flat_map(|v| v.to_ne_bytes()));
+        }
+    }
+    let mut bad = Vec::new();
+    for (schedule, seed) in SCHEDULES {
+        let output = run_emulator(emulator(), schedule, seed, bytes.clone());
+        let mut reader = Reader(&output);
+        for (format, style, k, _) in &inputs {
+            let k_pad = k.div_ceil(256) * 256;
+            // qs, ds, out, o, residual of the fused kernel, then of the pair.
+            let mut read = || {
+                let mut words: Vec<u32> = reader
+                    .bytes(rows * k_pad)
+                    .iter()
+                    .map(|&b| u32::from(b))
+                    .collect();
+                let floats = reader.f32s(rows * k_pad / 32 * 2 + 3 * rows * k);
+                words.extend(floats.iter().map(|v| v.to_bits()));
+                (words, floats)
+            };
+            let (fused, floats) = read();
+            let (pair, _) = read();
+            let what = format!("{format:?} {style} k={k} ({schedule})");
+            if let Some(i) = (0..fused.len()).find(|&i| fused[i] != pair[i]) {
+                bad.push(format!(
+                    "{what}: output word {i}: fused {:#x}, pair {:#x}",
+                    fused[i], pair[i]
+                ));
+            }
+            if let Some(i) = floats.iter().position(|v| v.to_bits() == POISON) {
+                bad.push(format!("{what}: float output {i} not written"));
+            }
+        }
+        assert!(reader.0.is_empty(), "emulator output too long");
+    }
+    assert!(
+        bad.is_empty(),
+        "{} of {} cases differ, e.g.:\n{}",
+        bad.len(),
+        inputs.len() * SCHEDULES.len(),
+        bad[..bad.len().min(12)].join("\n")
+    );
+    eprintln!(
+        "rms_norm_add_norm_q8_1: {} cases x {} schedules bit-identical to rms_norm_add + rms_norm_q8_1",
+        inputs.len(),
+        SCHEDULES.len()
+    );
 }

@@ -1,7 +1,8 @@
 //! The fused decode kernels against references: `qk_norm_rope` (per-head RMSNorm, NEOX RoPE
-//! and the query scale in one launch) against f64 math, and `geglu_q8_1` (GeGLU with the
+//! and the query scale in one launch) against f64 math, `geglu_q8_1` (GeGLU with the
 //! quantization of its result) against the plain `geglu` kernel and the CPU backend's
-//! activation quantizers, bit for bit. Runs where a CUDA device is present; elsewhere each test prints
+//! activation quantizers, bit for bit, and `rms_norm_add_norm_q8_1` against `rms_norm_add`
+//! then `rms_norm_q8_1`, bit for bit. Runs where a CUDA device is present; elsewhere each test prints
 //! "no CUDA device: GPU tests not run" and returns (the one allowed exception to no-skip).
 
 mod cuda_util;
@@ -131,6 +132,45 @@ fn geglu_q8_1_matches_geglu_and_the_cpu_quantizers() {
                     "split rows"
                 );
             }
+        }
+    }
+}
+
+#[test]
+fn rms_norm_add_norm_q8_1_matches_its_two_kernels() {
+    let Some(dev) = device() else { return };
+    let mut rng = Rng::new(23);
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    for (rows, dim) in [(1, 3840), (3, 640), (2, 1000)] {
+        let (o, x) = (rng.vec(rows * dim), rng.vec(rows * dim));
+        let w_post: Vec<f32> = (0..dim).map(|_| 1.0 + 0.2 * rng.uniform()).collect();
+        let w_next: Vec<f32> = (0..dim).map(|_| 1.0 + 0.2 * rng.uniform()).collect();
+        let (wp, wn) = (
+            cuda::upload(&dev, &w_post).unwrap(),
+            cuda::upload(&dev, &w_next).unwrap(),
+        );
+        for format in [ActFormat::Q8_0, ActFormat::Q8_1, ActFormat::Q8K] {
+            let run = |fused: bool| {
+                let mut od = cuda::upload(&dev, &o).unwrap();
+                let mut xd = cuda::upload(&dev, &x).unwrap();
+                let mut out = cuda::zeros::<f32>(&dev, rows * dim).unwrap();
+                let mut q8 = Q8Activations::new(&dev, dim, rows).unwrap();
+                if fused {
+                    ops::rms_norm_add_norm_q8_1(
+                        &dev, &mut od, &wp, &mut xd, &wn, &mut out, rows, dim, 1e-6, format,
+                        &mut q8,
+                    )
+                    .unwrap();
+                } else {
+                    ops::rms_norm_add(&dev, &mut od, &wp, &mut xd, rows, dim, 1e-6).unwrap();
+                    ops::rms_norm_q8_1(&dev, &xd, &wn, &mut out, rows, dim, 1e-6, format, &mut q8)
+                        .unwrap();
+                }
+                let (qs, ds) = q8.download(&dev).unwrap();
+                let floats = [&od, &xd, &out].map(|b| bits(&cuda::download(&dev, b).unwrap()));
+                (floats, qs, bits(&ds))
+            };
+            assert_eq!(run(true), run(false), "{rows} x {dim} {format:?}");
         }
     }
 }

@@ -1,5 +1,8 @@
 //! Every CUDA kernel file compiles with NVRTC, for Ampere (compute_80) and Hopper
-//! (compute_90), and defines exactly the entry points the launch layer calls. Needs only
+//! (compute_90), and defines exactly the entry points the launch layer calls; on Hopper,
+//! every entry point of a file launched with programmatic dependent launch
+//! (`Kernel::pdl_ready`) waits for its predecessor (`griddepcontrol.wait`) and lets its
+//! successor start (`griddepcontrol.launch_dependents`). Needs only
 //! libnvrtc (no GPU): `scripts/setup-nvrtc.sh` installs it and prints the folder to put on
 //! LD_LIBRARY_PATH. Fails, with that advice, when NVRTC cannot be loaded.
 //!
@@ -31,6 +34,25 @@ fn entries(ptx: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Each `.entry` function of a PTX module with its text (up to the next entry).
+fn entry_bodies(ptx: &str) -> Vec<(String, &str)> {
+    let mut starts: Vec<(usize, String)> = ptx
+        .match_indices(".visible .entry ")
+        .map(|(i, m)| {
+            let name = ptx[i + m.len()..]
+                .split(['(', ' '])
+                .next()
+                .unwrap_or_default();
+            (i, name.to_string())
+        })
+        .collect();
+    starts.push((ptx.len(), String::new()));
+    starts
+        .windows(2)
+        .map(|w| (w[0].1.clone(), &ptx[w[0].0..w[1].0]))
+        .collect()
+}
+
 fn compile_all(arch: ComputeArch) {
     require_nvrtc();
     let dump = std::env::var_os("GEMMA_PTX_DUMP").map(std::path::PathBuf::from);
@@ -49,6 +71,16 @@ fn compile_all(arch: ComputeArch) {
             "{}.cu entry points differ from Kernel::functions()",
             kernel.name()
         );
+        if arch.major >= 9 && kernel.pdl_ready() {
+            for (name, body) in entry_bodies(&ptx) {
+                for op in ["griddepcontrol.wait", "griddepcontrol.launch_dependents"] {
+                    assert!(
+                        body.contains(op),
+                        "{name}: no {op} (programmatic dependent launch)"
+                    );
+                }
+            }
+        }
         if let Some(dir) = &dump {
             std::fs::create_dir_all(dir).expect("create GEMMA_PTX_DUMP folder");
             std::fs::write(

@@ -41,6 +41,7 @@ mod tag {
     pub const QK_NORM_ROPE: u64 = 12;
     pub const RMS_NORM_ADD: u64 = 13;
     pub const MATMUL_MULTI: u64 = 14;
+    pub const RMS_NORM_ADD_NORM: u64 = 15;
 }
 
 /// A CUDA error as a [`CoreError`] (the device name carries the message).
@@ -451,6 +452,20 @@ impl Backend for CudaBackend<'_> {
         x: &mut CudaSlice<f32>,
     ) -> Result<(), CoreError> {
         self.post_norm_add(o, rows, w, eps, x)
+    }
+
+    fn rms_norm_add_norm(
+        &mut self,
+        o: &mut CudaSlice<f32>,
+        rows: usize,
+        w: &Norm,
+        x: &mut CudaSlice<f32>,
+        next: &Norm,
+        eps: f32,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<(), CoreError> {
+        let norms = row_ops::NormPair { post: w, next };
+        self.post_norm_add_norm(o, rows, &norms, x, eps, out)
     }
 
     fn store_kv(

@@ -45,6 +45,7 @@ pub struct CudaDevice {
     name: String,
     sm_count: usize,
     modules: ModuleCache,
+    pdl: bool,
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -94,7 +95,17 @@ impl CudaDevice {
             name,
             sm_count,
             modules: ModuleCache::new(arch),
+            pdl: major >= 9 && std::env::var("GEMMA_CUDA_PDL").is_ok_and(|v| v == "1"),
         })
+    }
+
+    /// Whether kernels of the decode path are launched with programmatic dependent launch
+    /// (`GEMMA_CUDA_PDL=1` on compute capability 9.0 and up; off by default until measured):
+    /// the next kernel starts while the previous one finishes, and a matvec streams its
+    /// first weights before it waits for its activations (see `pdl_wait` in
+    /// kernels/common.cuh).
+    pub fn pdl(&self) -> bool {
+        self.pdl
     }
 
     /// The device name, e.g. "NVIDIA H100 80GB HBM3".

@@ -6,8 +6,9 @@ use super::buffer::{ActFormat, DeviceMatrix, Q8Activations};
 use super::device::CudaDevice;
 use super::error::{check_len, CudaError};
 use super::modules::Kernel;
-use cudarc::driver::{DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
+use cudarc::driver::{sys, CudaFunction, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 use gemma_gguf::GgmlType;
+use std::ffi::c_void;
 
 /// Up to this many tokens a product runs as matrix x vector(s) (mmvq); above it, on tensor
 /// cores (mmq).
@@ -72,6 +73,9 @@ pub(crate) fn launch(
     args: &[Arg],
 ) -> Result<(), CudaError> {
     let f = dev.function(kernel, name)?;
+    if dev.pdl() && kernel.pdl_ready() {
+        return launch_pdl(dev, &f, grid, block, args);
+    }
     let stream = dev.stream();
     let mut b = stream.launch_builder(&f);
     for a in args {
@@ -91,6 +95,60 @@ pub(crate) fn launch(
     // kernels/*.cu (types and order), and has checked that each buffer holds the elements the
     // kernel touches for the given dimensions.
     unsafe { b.launch(cfg) }?;
+    Ok(())
+}
+
+/// [`launch`] with programmatic stream serialization (cuLaunchKernelEx): the kernel may
+/// start before the previous one on the stream has finished; it waits for it on the device.
+fn launch_pdl(
+    dev: &CudaDevice,
+    f: &CudaFunction,
+    grid: (u32, u32, u32),
+    block: u32,
+    args: &[Arg],
+) -> Result<(), CudaError> {
+    let mut params: Vec<*mut c_void> = args
+        .iter()
+        .map(|a| match a {
+            Arg::P(v) => v as *const u64 as *mut c_void,
+            Arg::I(v) => v as *const i32 as *mut c_void,
+            Arg::L(v) => v as *const i64 as *mut c_void,
+            Arg::F(v) => v as *const f32 as *mut c_void,
+        })
+        .collect();
+    // SAFETY: a zeroed attribute value is valid (a plain C union); the field set is the one
+    // the attribute id selects.
+    let mut attr = sys::CUlaunchAttribute {
+        id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
+        pad: [0; 4],
+        value: unsafe { std::mem::zeroed() },
+    };
+    attr.value.programmaticStreamSerializationAllowed = 1;
+    let config = sys::CUlaunchConfig {
+        gridDimX: grid.0,
+        gridDimY: grid.1,
+        gridDimZ: grid.2,
+        blockDimX: block,
+        blockDimY: 1,
+        blockDimZ: 1,
+        sharedMemBytes: 0,
+        hStream: dev.stream().cu_stream(),
+        attrs: &mut attr,
+        numAttrs: 1,
+    };
+    dev.context().bind_to_thread()?;
+    // SAFETY: as in `launch` (the argument list matches the kernel's C signature, buffers
+    // are large enough); `params` points at `args`, and both outlive the call, which copies
+    // the values; the stream and function belong to this device's context.
+    unsafe {
+        sys::cuLaunchKernelEx(
+            &config,
+            f.cu_function(),
+            params.as_mut_ptr(),
+            std::ptr::null_mut(),
+        )
+    }
+    .result()?;
     Ok(())
 }
 

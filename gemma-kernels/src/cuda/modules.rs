@@ -53,6 +53,22 @@ impl Kernel {
         Kernel::Vision,
     ];
 
+    /// Whether every kernel of the file calls `pdl_wait` (kernels/common.cuh) before it
+    /// touches memory other kernels write, so it may be launched with programmatic dependent
+    /// launch (the decode path).
+    pub fn pdl_ready(self) -> bool {
+        matches!(
+            self,
+            Kernel::Quantize
+                | Kernel::Norm
+                | Kernel::Rope
+                | Kernel::Elementwise
+                | Kernel::Mmvq
+                | Kernel::MatmulFloat
+                | Kernel::Attention
+        )
+    }
+
     /// The file name without `.cu`.
     pub fn name(self) -> &'static str {
         match self {
@@ -89,7 +105,12 @@ impl Kernel {
     pub fn functions(self) -> &'static [&'static str] {
         match self {
             Kernel::Quantize => &["quantize_q8_1", "geglu_q8_1"],
-            Kernel::Norm => &["rms_norm", "rms_norm_add", "rms_norm_q8_1"],
+            Kernel::Norm => &[
+                "rms_norm",
+                "rms_norm_add",
+                "rms_norm_q8_1",
+                "rms_norm_add_norm_q8_1",
+            ],
             Kernel::Rope => &["rope_neox", "qk_norm_rope"],
             Kernel::Elementwise => &[
                 "geglu", "add_f32", "scale_f32", "f32_to_f16", "get_rows", "kv_store", "kv_store_f32",

@@ -149,6 +149,58 @@ pub fn rms_norm_q8_1<X: DevicePtr<f32>, W: DevicePtr<f32>, O: DevicePtrMut<f32>>
     )
 }
 
+/// A post-norm, its residual and the next pre-norm in one launch: o = rms_norm(o) * w_post,
+/// residual += o, out = rms_norm(residual) * w_next, also quantized in `format` to `q8` (the
+/// values of [`rms_norm_add`] then [`rms_norm_q8_1`]).
+#[allow(clippy::too_many_arguments)] // both norms' arguments plus the quantized output
+pub fn rms_norm_add_norm_q8_1<O, W, R, Out>(
+    dev: &CudaDevice,
+    o: &mut O,
+    w_post: &W,
+    residual: &mut R,
+    w_next: &W,
+    out: &mut Out,
+    rows: usize,
+    dim: usize,
+    eps: f32,
+    format: ActFormat,
+    q8: &mut Q8Activations,
+) -> Result<(), CudaError>
+where
+    O: DevicePtrMut<f32>,
+    W: DevicePtr<f32>,
+    R: DevicePtrMut<f32>,
+    Out: DevicePtrMut<f32>,
+{
+    checked_rows("rms_norm_add_norm_q8_1 input", rows, dim, o.len())?;
+    checked_rows("rms_norm_add_norm_q8_1 residual", rows, dim, residual.len())?;
+    checked_rows("rms_norm_add_norm_q8_1 output", rows, dim, out.len())?;
+    check_len("rms_norm_add_norm_q8_1 post weight", dim, w_post.len())?;
+    check_len("rms_norm_add_norm_q8_1 next weight", dim, w_next.len())?;
+    q8.set_shape(rows, dim, format)?;
+    let args = [
+        Arg::P(ptr_mut(dev, o)),
+        Arg::P(ptr(dev, w_post)),
+        Arg::P(ptr_mut(dev, residual)),
+        Arg::P(ptr(dev, w_next)),
+        Arg::P(ptr_mut(dev, out)),
+        Arg::I(int("dim", dim)?),
+        Arg::F(eps),
+        Arg::I(int("k_pad", q8.k_pad())?),
+        Arg::I(format as i32),
+        Arg::P(ptr_mut(dev, &mut q8.qs)),
+        Arg::P(ptr_mut(dev, &mut q8.ds)),
+    ];
+    launch(
+        dev,
+        Kernel::Norm,
+        "rms_norm_add_norm_q8_1",
+        (grid_dim("rows", rows)?, 1, 1),
+        256,
+        &args,
+    )
+}
+
 /// Shape and frequencies of a rotary embedding.
 #[derive(Clone, Copy, Debug)]
 pub struct Rope {

@@ -1,14 +1,18 @@
 // Runs the activation quantization kernels of gemma-kernels (quantize_q8_1, geglu_q8_1,
-// rms_norm_q8_1, all built on quantize_act256 of common.cuh) under the SIMT emulation of
-// emu.h, for tests/cuda_emulated.rs. The kernel sources are the real ones, included below.
+// rms_norm_q8_1, rms_norm_add_norm_q8_1, all built on quantize_act256 of common.cuh) under
+// the SIMT emulation of emu.h, for tests/cuda_emulated.rs. The kernel sources are the real
+// ones, included below.
 //
 // usage: quantize_emu random|warp-greedy SEED < cases > results
 // stdin (native endian): u32 case count, then per case u32 kernel (0 quantize_q8_1,
-//   1 geglu_q8_1, 2 rms_norm_q8_1), u32 fmt (ACT_*), u32 rows, u32 k, f32 eps, and the
-//   inputs: kernel 0: x (rows x k); 1: gate, up (k each; rows must be 1); 2: x (rows x k), w (k).
+//   1 geglu_q8_1, 2 rms_norm_q8_1, 3 rms_norm_add_norm_q8_1, 4 rms_norm_add then
+//   rms_norm_q8_1), u32 fmt (ACT_*), u32 rows, u32 k, f32 eps, and the inputs: kernel 0:
+//   x (rows x k); 1: gate, up (k each; rows must be 1); 2: x (rows x k), w (k); 3 and 4:
+//   o, residual (rows x k each), w_post, w_next (k each).
 // stdout per case: qs (rows x k_pad int8), ds (rows x k_pad / 32 float2 {d, s}) and, for
-//   kernels 1 and 2, the float output (rows x k). k_pad = k rounded up to 256. Entries a
-//   kernel fails to write keep a poison value (qs 0x5A, floats NaN 0x7fbadbad).
+//   kernels 1 to 4, the float output (rows x k); kernels 3 and 4 then o and residual as they
+//   leave them. k_pad = k rounded up to 256. Entries a kernel fails to write keep a poison
+//   value (qs 0x5A, floats NaN 0x7fbadbad).
 #include <functional>
 
 #include "emu.h"
@@ -90,6 +94,26 @@ int main(int argc, char **argv) {
             read_vals(w.data(), k);
             out.assign((size_t) rows * k, poison);
             launch(rows, 1, [&] { rms_norm_q8_1(x.data(), w.data(), out.data(), k, eps, k_pad, fmt, qs.data(), ds.data()); });
+        } else if (kernel == 3 || kernel == 4) {
+            std::vector<float> o((size_t) rows * k), res((size_t) rows * k), wp(k), wn(k);
+            read_vals(o.data(), o.size());
+            read_vals(res.data(), res.size());
+            read_vals(wp.data(), k);
+            read_vals(wn.data(), k);
+            out.assign((size_t) rows * k, poison);
+            if (kernel == 3) {
+                launch(rows, 1, [&] {
+                    rms_norm_add_norm_q8_1(o.data(), wp.data(), res.data(), wn.data(), out.data(), k, eps, k_pad, fmt,
+                                           qs.data(), ds.data());
+                });
+            } else {
+                launch(rows, 1, [&] { rms_norm_add(o.data(), wp.data(), res.data(), k, eps); });
+                launch(rows, 1, [&] {
+                    rms_norm_q8_1(res.data(), wn.data(), out.data(), k, eps, k_pad, fmt, qs.data(), ds.data());
+                });
+            }
+            out.insert(out.end(), o.begin(), o.end());
+            out.insert(out.end(), res.begin(), res.end());
         } else {
             std::fprintf(stderr, "quantize_emu: unknown kernel %u\n", kernel);
             return 2;

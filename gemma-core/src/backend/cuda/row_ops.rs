@@ -252,4 +252,53 @@ impl CudaBackend<'_> {
         let wd = &self.norms[&w.bytes.start];
         ops::rms_norm_add(&self.dev, o, wd, x, rows, w.len, eps).map_err(core_err)
     }
+
+    /// [`crate::backend::Backend::rms_norm_add_norm`]: one launch that also quantizes `out`
+    /// for the products that read it (as [`Self::norm_rows`]).
+    pub(super) fn post_norm_add_norm(
+        &mut self,
+        o: &mut CudaSlice<f32>,
+        rows: usize,
+        norms: &NormPair,
+        x: &mut CudaSlice<f32>,
+        eps: f32,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<(), CoreError> {
+        let _span = self.span("rms_norm_add_norm (+ q8)");
+        let args = [
+            device_addr(&self.dev, o),
+            rows as u64,
+            norms.post.bytes.start as u64,
+            device_addr(&self.dev, x),
+            norms.next.bytes.start as u64,
+            device_addr(&self.dev, out),
+        ];
+        if self.replaying(tag::RMS_NORM_ADD_NORM, &args) {
+            return Ok(());
+        }
+        self.q8_of = None;
+        let len = norms.post.len;
+        self.norm(norms.post)?;
+        self.norm(norms.next)?;
+        self.q8(len, rows)?;
+        let out_addr = device_addr(&self.dev, out);
+        let format = self.act_format_of.get(&out_addr).copied();
+        let format = format.unwrap_or(ActFormat::Q8_0);
+        let (wp, wn) = (
+            &self.norms[&norms.post.bytes.start],
+            &self.norms[&norms.next.bytes.start],
+        );
+        let q8 = self.q8.as_mut().ok_or(CoreError::EmptyInput)?;
+        ops::rms_norm_add_norm_q8_1(&self.dev, o, wp, x, wn, out, rows, len, eps, format, q8)
+            .map_err(core_err)?;
+        self.q8_of = Some((out_addr, rows, len, format));
+        Ok(())
+    }
+}
+
+/// The two norms of [`CudaBackend::post_norm_add_norm`]: the post-norm of the added values
+/// and the pre-norm of the next block.
+pub(super) struct NormPair<'w> {
+    pub(super) post: &'w Norm,
+    pub(super) next: &'w Norm,
 }
