@@ -8,7 +8,8 @@
 //! tests/emu/mmvq_main.cpp compiles the real kernel sources as host C++ under the SIMT
 //! emulation of tests/emu/emu.h (see its header for what is and is not emulated), launched
 //! as src/cuda/launch.rs launches them, under two thread schedules; it stops on a misaligned
-//! vector load or a write outside an output. Needs a C++20 compiler `c++` with
+//! vector load, a load outside the buffers (a weight matrix's DEVICE_MATRIX_TAIL included)
+//! or a write outside an output. Needs a C++20 compiler `c++` with
 //! <ucontext.h>: the test fails when there is none.
 
 mod cuda_util;
@@ -67,12 +68,14 @@ fn quantized_types() -> Vec<GgmlType> {
 /// Row lengths: cuda_parity's (fewer tasks than threads, a partial 256-group for the 32-block
 /// types; 4 rows per block); one where every thread takes tasks twice or more, the last pass
 /// partial (K-quants: 2 passes, 2 rows per block; the others 3 passes, 1 row); one of 5
-/// passes, so a thread runs two rounds, the second partial.
+/// passes, so a thread runs two rounds, the second partial. The longer 32-block rows have
+/// an odd number of blocks, so the last block of a matrix starts 2 bytes past a 4-byte
+/// boundary (Q4_0, Q5_0, Q8_0, IQ4_NL): its aligned loads read into the matrix tail.
 fn row_lengths(ty: GgmlType) -> [usize; 3] {
     if ty.block_elems() == 256 {
         [768, 4352, 16640] // 24, 136 and 520 tasks of 8 per block
     } else {
-        [640, 4160, 8320] // 40, 260 and 520 tasks of 2 per block
+        [640, 4128, 8288] // 40, 258 and 518 tasks of 2 per block
     }
 }
 
@@ -120,7 +123,8 @@ impl Problem {
             (self.cols / self.ty.block_elems()) as u32,
             k_pad as u32,
         ];
-        for v in head.iter().chain(&rows).chain(&[per_block as u32]) {
+        let tail = [per_block as u32, cuda::DEVICE_MATRIX_TAIL as u32];
+        for v in head.iter().chain(&rows).chain(&tail) {
             out.extend(v.to_ne_bytes());
         }
         for &m in mats {

@@ -20,8 +20,10 @@
 //   integer intrinsics of the matvec kernels (__dp4a, __funnelshift_r, __byte_perm with
 //   selector nibbles below 8).
 // - Faults a GPU raises on loads: __ldg of a vector type (int2, int4, float2: aligned as
-//   CUDA's) or a u16 from a misaligned address stops the program. Plain dereferences and
-//   accesses out of bounds are not checked (mmvq_main.cpp's guard bytes catch stray writes).
+//   CUDA's) or a u16 from a misaligned address stops the program, and so does an __ldg
+//   outside the registered allocations (emu::readable, when a program registers any: see
+//   mmvq_main.cpp). Plain dereferences are not checked (mmvq_main.cpp's guard bytes catch
+//   stray writes).
 //
 // Not emulated:
 // - Concurrent blocks, atomics, memory fences, races between blocks in global memory.
@@ -100,6 +102,18 @@ inline uint3_ block_idx, block_dim, grid_dim;
     if (B.cur) std::fprintf(stderr, ", thread %u", B.cur->tid);
     std::fprintf(stderr, ")\n");
     std::exit(3);
+}
+
+// The readable "device allocations": [start, end) ranges. When any are registered, an __ldg
+// outside all of them stops the program (a read past a buffer, as a GPU may fault on).
+inline std::vector<std::pair<uintptr_t, uintptr_t>> readable;
+
+inline void check_readable(const void *p, size_t n) {
+    if (readable.empty()) return;
+    const uintptr_t a = (uintptr_t) p;
+    for (const auto &r : readable)
+        if (a >= r.first && a + n <= r.second) return;
+    die("__ldg outside every device allocation");
 }
 
 inline void make_ready(int t) {
@@ -272,6 +286,7 @@ inline float2 make_float2(float x, float y) { return float2{x, y}; }
 // A read-only load; stops the program where a GPU would fault (misaligned address).
 template <class T> inline T __ldg(const T *p) {
     if ((uintptr_t) p % alignof(T) != 0) emu::die("misaligned __ldg (a GPU faults)");
+    emu::check_readable(p, sizeof(T));
     return *p;
 }
 inline float __int_as_float(int i) { return emu::bits_float((uint32_t) i); }

@@ -7,7 +7,8 @@
 // stdin (native endian): u32 case count, then per case u32 op (0: mmvq_<type>_<n>, 1:
 //   mmvq_multi_<type>), u32 type (ggml id), u32 n (tokens for op 0: 1, 2, 4 or 8; matrices
 //   for op 1: 2 or 3), u32 nb (weight blocks per row), u32 k_pad, u32 rows[3] (op 0: rows[0]
-//   only), u32 per_block (rows per block, as launch.rs's mmvq_rows_per_block), the weights (rows[i] x nb blocks for each matrix), then the activations of n (op
+//   only), u32 per_block (rows per block, as launch.rs's mmvq_rows_per_block), u32 tail (the
+//   bytes after each weight matrix a kernel may read: DEVICE_MATRIX_TAIL), the weights (rows[i] x nb blocks for each matrix), then the activations of n (op
 //   0) or 1 (op 1) tokens: qs (k_pad int8 each), ds (k_pad / 32 float2 {d, s} each).
 // stdout per case: op 0: y (n x rows[0] floats); op 1: y_0, y_1, y_2 (rows[i] floats each).
 //   Outputs a kernel fails to write keep a poison value (NaN 0x7fbadbad).
@@ -59,7 +60,8 @@ template <class T> static void write_vals(const T *p, size_t n) {
     if (n != 0 && std::fwrite(p, sizeof(T), n, stdout) != n) fail("write failed");
 }
 
-// A device allocation: `bytes` at a 256-byte aligned address, GUARD bytes of 0xA5 each side.
+// A device allocation: `bytes` at a 256-byte aligned address, GUARD bytes of 0xA5 each side;
+// kernels may read it and its first `tail` guard bytes (emu::readable).
 class DevBuf {
     static constexpr size_t GUARD = 256;
     std::vector<uint8_t> storage_;
@@ -69,9 +71,10 @@ class DevBuf {
   public:
     DevBuf(const DevBuf &) = delete;
     DevBuf(DevBuf &&) = default;
-    explicit DevBuf(size_t bytes) : storage_(bytes + 3 * GUARD, 0xA5), bytes_(bytes) {
+    explicit DevBuf(size_t bytes, size_t tail = 0) : storage_(bytes + 3 * GUARD, 0xA5), bytes_(bytes) {
         const uintptr_t base = (uintptr_t) storage_.data() + GUARD;
         data_ = (uint8_t *) ((base + 255) / 256 * 256);
+        emu::readable.emplace_back((uintptr_t) data_, (uintptr_t) data_ + bytes + tail);
     }
     template <class T> T *as() const { return bytes_ ? (T *) data_ : nullptr; }
     size_t bytes() const { return bytes_; }
@@ -85,8 +88,8 @@ class DevBuf {
     }
 };
 
-static DevBuf read_buf(size_t bytes) {
-    DevBuf b(bytes);
+static DevBuf read_buf(size_t bytes, size_t tail = 0) {
+    DevBuf b(bytes, tail);
     read_vals(b.as<uint8_t>(), bytes);
     return b;
 }
@@ -128,8 +131,8 @@ int main(int argc, char **argv) {
     uint32_t n_cases;
     read_vals(&n_cases, 1);
     for (uint32_t c = 0; c < n_cases; ++c) {
-        uint32_t head[9];
-        read_vals(head, 9);
+        uint32_t head[10];
+        read_vals(head, 10);
         const uint32_t op = head[0], ty = head[1], n = head[2];
         const int nb = (int) head[3], k_pad = (int) head[4];
         const int rows[3] = {(int) head[5], (int) head[6], (int) head[7]};
@@ -145,7 +148,8 @@ int main(int argc, char **argv) {
         const int n_tokens = op == 0 ? (int) n : 1;
         if (op > 1 || n_mats < 1 || n_mats > 3) fail("bad op or matrix count");
         std::vector<DevBuf> w;
-        for (int i = 0; i < n_mats; ++i) w.push_back(read_buf((size_t) rows[i] * nb * kern->block_bytes));
+        emu::readable.clear();
+        for (int i = 0; i < n_mats; ++i) w.push_back(read_buf((size_t) rows[i] * nb * kern->block_bytes, head[9]));
         DevBuf qs = read_buf((size_t) n_tokens * k_pad);
         DevBuf ds = read_buf((size_t) n_tokens * k_pad / QK8 * sizeof(float2));
         std::vector<DevBuf> y;
