@@ -1,7 +1,8 @@
 // Attention over the KV cache for one decoding token, split over keys
 // ("flash-decoding"): attn_decode_<D> computes, per KV head and per split of at most
 // `kps` keys, the unnormalised partial softmax(q k) v of every query head of that KV head
-// (GQA); attn_combine_<D> merges the splits.
+// (GQA); attn_combine_<D> merges the splits (and may quantize the result for the output
+// projection, as quantize_q8_1 would).
 //
 // Cache layout: n_slots x n_kv x D halves. The query sits at position pos = *pos_ptr (read
 // on the device, so a captured graph can be replayed for every step); it attends to the
@@ -190,10 +191,13 @@ static __device__ __forceinline__ void attn_decode(const float *__restrict__ q, 
     }
 }
 
-// out: n_heads x D. grid: n_heads, block: D.
+// out: n_heads x D. grid: n_heads, block: D. With fmt >= 0 (ACT_*; D == 256 only) the
+// row is also quantized for the output projection: head h is 256-block h of qs / ds (the
+// values quantize_q8_1 gives for out).
 template <int D>
 static __device__ __forceinline__ void attn_combine(const float *__restrict__ part_o, const float2 *__restrict__ part_ml,
-                                                    int n_splits, float *__restrict__ out) {
+                                                    int n_splits, float *__restrict__ out, int fmt,
+                                                    i8 *__restrict__ qs, float2 *__restrict__ ds) {
     const int h = blockIdx.x, d = threadIdx.x;
     float m = NEG_INF;
     for (int s = 0; s < n_splits; ++s) {
@@ -209,7 +213,12 @@ static __device__ __forceinline__ void attn_combine(const float *__restrict__ pa
             o += part_o[((i64) h * n_splits + s) * D + d] * f;
         }
     }
-    out[(i64) h * D + d] = o / l;
+    const float v = o / l;
+    out[(i64) h * D + d] = v;
+    if (D == 256 && fmt >= 0) {  // uniform over the block
+        __shared__ float smax[8];
+        quantize_act256(v, fmt, qs + (i64) h * 256, ds + (i64) h * (256 / QK8), smax);
+    }
 }
 
 // Prefill over an f32 / Q8_0 cache that holds every visible key: token t (position
@@ -312,9 +321,9 @@ static __device__ __forceinline__ void attn_prefill_rows(const float *__restrict
     ATTN_PREFILL(attn_prefill_f32_##D, D, KV_F32)                                                              \
     ATTN_PREFILL(attn_prefill_q8_0_##D, D, KV_Q8_0)                                                            \
     extern "C" __global__ void attn_combine_##D(const float *part_o, const float2 *part_ml, int n_splits,     \
-                                                float *out) {                                                  \
+                                                float *out, int fmt, i8 *qs, float2 *ds) {                     \
         pdl_entry();                                                                                           \
-        attn_combine<D>(part_o, part_ml, n_splits, out);                                                       \
+        attn_combine<D>(part_o, part_ml, n_splits, out, fmt, qs, ds);                                          \
     }
 
 ATTN_KERNELS(64)

@@ -4,7 +4,9 @@
 //! quants and {d, s} of `BlockQ8_0::quantize_act`, `BlockQ8_1::quantize_act` and
 //! `BlockQ8_K::quantize` (`act_twin`) for any finite input. The fused post-norm, residual
 //! and pre-norm (`rms_norm_add_norm_q8_1`) must give bit for bit what its two kernels
-//! (`rms_norm_add`, then `rms_norm_q8_1`) give.
+//! (`rms_norm_add`, then `rms_norm_q8_1`) give, and so must the decode attention's merge
+//! of its splits that quantizes its result (`attn_combine_256`) against the merge followed
+//! by `quantize_q8_1`.
 //!
 //! tests/emu/quantize_main.cpp compiles the real kernel sources as host C++ under the SIMT
 //! emulation of tests/emu/emu.h (a block's threads as fibers meeting at real barriers, warp
@@ -40,12 +42,13 @@ const POISON: u32 = 0x7fba_dbad;
 
 /// The sources of the emulator; its binary is named by a hash of their contents, so runs of
 /// different sources sharing a target dir never mix binaries.
-const SOURCES: [&str; 5] = [
+const SOURCES: [&str; 6] = [
     "tests/emu/quantize_main.cpp",
     "tests/emu/emu.h",
     "kernels/common.cuh",
     "kernels/quantize.cu",
     "kernels/norm.cu",
+    "kernels/attention.cu",
 ];
 
 /// Compiles tests/emu/quantize_main.cpp once per test binary; panics with the reason when
@@ -514,6 +517,81 @@ fn rms_norm_add_norm_q8_1_matches_its_two_kernels() {
     );
     eprintln!(
         "rms_norm_add_norm_q8_1: {} cases x {} schedules bit-identical to rms_norm_add + rms_norm_q8_1",
+        inputs.len(),
+        SCHEDULES.len()
+    );
+}
+
+/// Ids of quantize_main.cpp: the split merge quantizing its output, and the merge followed
+/// by quantize_q8_1.
+const COMBINE_FUSED: u32 = 5;
+const COMBINE_THEN_QUANTIZE: u32 = 6;
+
+#[test]
+fn attn_combine_quantizing_matches_combine_then_quantize() {
+    let mut rng = Rng::new(0x5eed_c0b1);
+    let heads = 4;
+    let k = heads * 256;
+    // Inputs per case: part_o, then part_ml as {m, l} pairs.
+    let mut inputs = Vec::new();
+    for format in FORMATS {
+        for splits in [1usize, 3] {
+            let part_o = rng.vec(heads * splits * 256);
+            let mut part_ml = Vec::new();
+            for i in 0..heads * splits {
+                // A split without keys (l = 0) in the middle of each head's three.
+                let empty = splits == 3 && i % 3 == 1;
+                let l = 1.0 + 5.0 * (rng.uniform() + 1.0); // 1 .. 11
+                part_ml.extend([rng.uniform() * 4.0, if empty { 0.0 } else { l }]);
+            }
+            inputs.push((format, splits, part_o, part_ml));
+        }
+    }
+    let mut bytes = ((2 * inputs.len()) as u32).to_ne_bytes().to_vec();
+    for (format, splits, part_o, part_ml) in &inputs {
+        for kernel in [COMBINE_FUSED, COMBINE_THEN_QUANTIZE] {
+            for v in [kernel, *format as u32, 1, k as u32] {
+                bytes.extend(v.to_ne_bytes());
+            }
+            bytes.extend((*splits as f32).to_ne_bytes());
+            bytes.extend(part_o.iter().chain(part_ml).flat_map(|v| v.to_ne_bytes()));
+        }
+    }
+    let mut bad = Vec::new();
+    for (schedule, seed) in SCHEDULES {
+        let output = run_emulator(emulator(), schedule, seed, bytes.clone());
+        let mut reader = Reader(&output);
+        for (format, splits, _, _) in &inputs {
+            // qs, ds and the merged row: the fused kernel's, then the pair's.
+            let mut read = || {
+                let mut words: Vec<u32> = reader.bytes(k).iter().map(|&b| u32::from(b)).collect();
+                let floats = reader.f32s(k / 32 * 2 + k);
+                words.extend(floats.iter().map(|v| v.to_bits()));
+                (words, floats)
+            };
+            let (fused, floats) = read();
+            let (pair, _) = read();
+            let what = format!("{format:?} {splits} splits ({schedule})");
+            if let Some(i) = (0..fused.len()).find(|&i| fused[i] != pair[i]) {
+                bad.push(format!(
+                    "{what}: output word {i}: fused {:#x}, pair {:#x}",
+                    fused[i], pair[i]
+                ));
+            }
+            if let Some(i) = floats
+                .iter()
+                .position(|v| v.to_bits() == POISON || !v.is_finite())
+            {
+                bad.push(format!(
+                    "{what}: float output {i} not written or not finite"
+                ));
+            }
+        }
+        assert!(reader.0.is_empty(), "emulator output too long");
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    eprintln!(
+        "attn_combine_256: {} cases x {} schedules bit-identical to the merge + quantize_q8_1",
         inputs.len(),
         SCHEDULES.len()
     );

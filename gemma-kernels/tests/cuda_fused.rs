@@ -1,14 +1,15 @@
 //! The fused decode kernels against references: `qk_norm_rope` (per-head RMSNorm, NEOX RoPE
 //! and the query scale in one launch) against f64 math, `geglu_q8_1` (GeGLU with the
 //! quantization of its result) against the plain `geglu` kernel and the CPU backend's
-//! activation quantizers, bit for bit, and `rms_norm_add_norm_q8_1` against `rms_norm_add`
-//! then `rms_norm_q8_1`, bit for bit. Runs where a CUDA device is present; elsewhere each test prints
+//! activation quantizers, bit for bit, `rms_norm_add_norm_q8_1` against `rms_norm_add`
+//! then `rms_norm_q8_1`, and `attention_decode_q8` against `attention_decode` then
+//! `quantize_q8_1`, bit for bit. Runs where a CUDA device is present; elsewhere each test prints
 //! "no CUDA device: GPU tests not run" and returns (the one allowed exception to no-skip).
 
 mod cuda_util;
 
 use cuda_util::*;
-use gemma_kernels::cuda::{self, ops, ActFormat, Q8Activations};
+use gemma_kernels::cuda::{self, launch, ops, ActFormat, Q8Activations};
 
 /// rms_norm(head) * w, rotated NEOX style at `pos`, times `scale`, in f64.
 fn norm_rope_ref(head: &[f32], w: &[f32], eps: f32, pos: i32, base: f32, fscale: f32) -> Vec<f64> {
@@ -172,5 +173,66 @@ fn rms_norm_add_norm_q8_1_matches_its_two_kernels() {
             };
             assert_eq!(run(true), run(false), "{rows} x {dim} {format:?}");
         }
+    }
+}
+
+#[test]
+fn attention_decode_q8_matches_attention_then_quantize() {
+    let Some(dev) = device() else { return };
+    let mut rng = Rng::new(24);
+    let (nh, nkv, hd, slots) = (8, 2, 256, 64);
+    let shape = cuda::AttnShape {
+        n_heads: nh,
+        n_kv_heads: nkv,
+        head_dim: hd,
+        n_slots: slots,
+        window: 0,
+        scale: 1.0 / 16.0,
+    };
+    let cache = |rng: &mut Rng| -> Vec<u16> {
+        rng.vec(slots * nkv * hd)
+            .iter()
+            .map(|&v| half::f16::from_f32(v).to_bits())
+            .collect()
+    };
+    let (kd, vd) = (
+        cuda::upload(&dev, &cache(&mut rng)).unwrap(),
+        cuda::upload(&dev, &cache(&mut rng)).unwrap(),
+    );
+    let qd = cuda::upload(&dev, &rng.vec(nh * hd)).unwrap();
+    let pd = cuda::upload(&dev, &[40i32]).unwrap();
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    for format in [ActFormat::Q8_0, ActFormat::Q8_1, ActFormat::Q8K] {
+        let mut scratch = cuda::DecodeScratch::new(&dev, &shape).unwrap();
+        let mut plain = cuda::zeros::<f32>(&dev, nh * hd).unwrap();
+        cuda::attention_decode(&dev, &qd, &kd, &vd, &pd, &shape, &mut scratch, &mut plain).unwrap();
+        let mut q8_plain = Q8Activations::new(&dev, nh * hd, 1).unwrap();
+        launch::quantize_q8_1(&dev, &plain, 1, nh * hd, format, &mut q8_plain).unwrap();
+
+        let mut fused = cuda::zeros::<f32>(&dev, nh * hd).unwrap();
+        let mut q8 = Q8Activations::new(&dev, nh * hd, 1).unwrap();
+        let kv = cuda::DecodeKv {
+            k: &kd,
+            v: &vd,
+            pos: &pd,
+        };
+        cuda::attention_decode_q8(
+            &dev,
+            &qd,
+            &kv,
+            &shape,
+            &mut scratch,
+            &mut fused,
+            Some((&mut q8, format)),
+        )
+        .unwrap();
+        let (a, b) = (
+            cuda::download(&dev, &plain).unwrap(),
+            cuda::download(&dev, &fused).unwrap(),
+        );
+        assert_eq!(bits(&a), bits(&b), "attention output, {format:?}");
+        let ((qa, da), (qb, db)) = (q8_plain.download(&dev).unwrap(), q8.download(&dev).unwrap());
+        assert_eq!(qa, qb, "quants, {format:?}");
+        assert_eq!(bits(&da), bits(&db), "d and s, {format:?}");
     }
 }

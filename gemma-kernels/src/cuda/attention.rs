@@ -10,7 +10,7 @@
 //! Position p lives in slot p % n_slots: sliding-window layers keep a ring of `window`
 //! slots, global layers one slot per context position.
 
-use super::buffer::zeros;
+use super::buffer::{zeros, ActFormat, Q8Activations};
 use super::device::CudaDevice;
 use super::error::{check_len, CudaError};
 use super::launch::{grid_dim, int, launch, ptr, ptr_mut, Arg};
@@ -214,6 +214,45 @@ where
     P: DevicePtr<i32>,
     O: DevicePtrMut<f32>,
 {
+    let kv = DecodeKv {
+        k: k_cache,
+        v: v_cache,
+        pos,
+    };
+    attention_decode_q8(dev, q, &kv, shape, scratch, out, None)
+}
+
+/// The cache of one layer and the position of the decoding token, for
+/// [`attention_decode_q8`].
+pub struct DecodeKv<'a, K, V, P> {
+    /// Keys.
+    pub k: &'a K,
+    /// Values.
+    pub v: &'a V,
+    /// The token's position (one device int).
+    pub pos: &'a P,
+}
+
+/// [`attention_decode`] that also quantizes its output row in `format` into `q8` when given
+/// (head_dim 256 only; the values `quantize_q8_1` gives), for the output projection.
+pub fn attention_decode_q8<E, Q, K, V, P, O>(
+    dev: &CudaDevice,
+    q: &Q,
+    kv: &DecodeKv<'_, K, V, P>,
+    shape: &AttnShape,
+    scratch: &mut DecodeScratch,
+    out: &mut O,
+    q8: Option<(&mut Q8Activations, ActFormat)>,
+) -> Result<(), CudaError>
+where
+    E: KvElem,
+    Q: DevicePtr<f32>,
+    K: DevicePtr<E>,
+    V: DevicePtr<E>,
+    P: DevicePtr<i32>,
+    O: DevicePtrMut<f32>,
+{
+    let (k_cache, v_cache, pos) = (kv.k, kv.v, kv.pos);
     shape.check()?;
     let width = shape.n_heads * shape.head_dim;
     check_len("attention query", width, q.len())?;
@@ -251,11 +290,29 @@ where
         1,
     );
     launch(dev, Kernel::Attention, decode, grid, 128, &args)?;
+    let (fmt, qs, ds) = match q8 {
+        Some((q8, format)) => {
+            if shape.head_dim != 256 {
+                return Err(CudaError::Unsupported {
+                    what: "head_dim of a decode attention that quantizes its output",
+                    value: shape.head_dim,
+                    rule: "256",
+                });
+            }
+            q8.set_shape(1, width, format)?;
+            let (qs, ds) = (ptr_mut(dev, &mut q8.qs), ptr_mut(dev, &mut q8.ds));
+            (format as i32, qs, ds)
+        }
+        None => (-1, 0, 0),
+    };
     let args = [
         Arg::P(po),
         Arg::P(pml),
         Arg::I(int("splits", scratch.n_splits)?),
         Arg::P(ptr_mut(dev, out)),
+        Arg::I(fmt),
+        Arg::P(qs),
+        Arg::P(ds),
     ];
     let block = grid_dim("head_dim", shape.head_dim)?;
     launch(

@@ -30,8 +30,8 @@ pub mod profile;
 pub mod vision;
 
 pub use attention::{
-    attention_decode, attention_prefill, attention_prefill_cached, AttnShape, DecodeScratch,
-    KvElem, KvKind,
+    attention_decode, attention_decode_q8, attention_prefill, attention_prefill_cached, AttnShape,
+    DecodeKv, DecodeScratch, KvElem, KvKind,
 };
 pub use buffer::{
     download, is_supported, padded_len, upload, zeros, ActFormat, DeviceMatrix, Q8Activations,

@@ -281,6 +281,7 @@ inline uint16_t float_to_half(float f) {
 struct alignas(8) float2 { float x, y; };
 struct alignas(8) int2 { int x, y; };
 struct alignas(16) int4 { int x, y, z, w; };
+struct alignas(16) float4 { float x, y, z, w; };
 
 inline float2 make_float2(float x, float y) { return float2{x, y}; }
 // A read-only load; stops the program where a GPU would fault (misaligned address).

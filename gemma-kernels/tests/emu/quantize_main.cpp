@@ -1,16 +1,18 @@
 // Runs the activation quantization kernels of gemma-kernels (quantize_q8_1, geglu_q8_1,
-// rms_norm_q8_1, rms_norm_add_norm_q8_1, all built on quantize_act256 of common.cuh) under
-// the SIMT emulation of emu.h, for tests/cuda_emulated.rs. The kernel sources are the real
-// ones, included below.
+// rms_norm_q8_1, rms_norm_add_norm_q8_1, attn_combine_256, all built on quantize_act256 of
+// common.cuh) under the SIMT emulation of emu.h, for tests/cuda_emulated.rs. The kernel
+// sources are the real ones, included below.
 //
 // usage: quantize_emu random|warp-greedy SEED < cases > results
 // stdin (native endian): u32 case count, then per case u32 kernel (0 quantize_q8_1,
 //   1 geglu_q8_1, 2 rms_norm_q8_1, 3 rms_norm_add_norm_q8_1, 4 rms_norm_add then
-//   rms_norm_q8_1), u32 fmt (ACT_*), u32 rows, u32 k, f32 eps, and the inputs: kernel 0:
-//   x (rows x k); 1: gate, up (k each; rows must be 1); 2: x (rows x k), w (k); 3 and 4:
-//   o, residual (rows x k each), w_post, w_next (k each).
+//   rms_norm_q8_1, 5 attn_combine_256 quantizing, 6 attn_combine_256 then quantize_q8_1),
+//   u32 fmt (ACT_*), u32 rows, u32 k, f32 eps, and the inputs: kernel 0: x (rows x k);
+//   1: gate, up (k each; rows must be 1); 2: x (rows x k), w (k); 3 and 4: o, residual
+//   (rows x k each), w_post, w_next (k each); 5 and 6 (rows = 1, k = heads x 256, eps read
+//   as the split count s): part_o (heads x s x 256), part_ml (heads x s float2 {m, l}).
 // stdout per case: qs (rows x k_pad int8), ds (rows x k_pad / 32 float2 {d, s}) and, for
-//   kernels 1 to 4, the float output (rows x k); kernels 3 and 4 then o and residual as they
+//   kernels 1 to 6, the float output (rows x k); kernels 3 and 4 then o and residual as they
 //   leave them. k_pad = k rounded up to 256. Entries a kernel fails to write keep a poison
 //   value (qs 0x5A, floats NaN 0x7fbadbad).
 #include <functional>
@@ -20,6 +22,7 @@
 #include "../../kernels/common.cuh"
 #include "../../kernels/norm.cu"
 #include "../../kernels/quantize.cu"
+#include "../../kernels/attention.cu"
 #undef asm
 
 static std::function<void()> g_kernel;
@@ -114,6 +117,23 @@ int main(int argc, char **argv) {
             }
             out.insert(out.end(), o.begin(), o.end());
             out.insert(out.end(), res.begin(), res.end());
+        } else if (kernel == 5 || kernel == 6) {
+            const int splits = (int) eps, heads = k / 256;
+            if (rows != 1 || k % 256 != 0 || splits < 1) {
+                std::fprintf(stderr, "quantize_emu: attn_combine takes one row of heads x 256\n");
+                return 2;
+            }
+            std::vector<float> part_o((size_t) heads * splits * 256);
+            std::vector<float2> part_ml((size_t) heads * splits);
+            read_vals(part_o.data(), part_o.size());
+            read_vals(part_ml.data(), part_ml.size());
+            out.assign(k, poison);
+            const int f = kernel == 5 ? fmt : -1;
+            launch(heads, 1, [&] {
+                attn_combine_256(part_o.data(), part_ml.data(), splits, out.data(), f, qs.data(), ds.data());
+            });
+            if (kernel == 6)
+                launch(k_pad / 256, 1, [&] { quantize_q8_1(out.data(), k, k_pad, fmt, qs.data(), ds.data()); });
         } else {
             std::fprintf(stderr, "quantize_emu: unknown kernel %u\n", kernel);
             return 2;

@@ -9,8 +9,8 @@ use crate::backend::{AttentionJob, KvShape};
 use crate::kv_cache::KvType;
 use crate::CoreError;
 use gemma_kernels::cuda::{
-    self, ops, AttnShape, CudaDevice, CudaError, CudaSlice, DecodeScratch, DevicePtr, KvElem,
-    KvKind,
+    self, ops, ActFormat, AttnShape, CudaDevice, CudaError, CudaSlice, DecodeScratch, DevicePtr,
+    KvElem, KvKind, Q8Activations,
 };
 use std::ops::Range;
 
@@ -88,8 +88,9 @@ fn store_addr(dev: &CudaDevice, store: &CudaKvStore) -> u64 {
     addr
 }
 
-/// Decode attention over a cache of any element type.
-#[allow(clippy::too_many_arguments)] // forwards attention_decode's arguments
+/// Decode attention over a cache of any element type, its output also quantized for the
+/// output projection when `q8` is given.
+#[allow(clippy::too_many_arguments)] // forwards attention_decode_q8's arguments
 fn decode<E: KvElem>(
     dev: &CudaDevice,
     q: &cuda::CudaView<f32>,
@@ -99,8 +100,10 @@ fn decode<E: KvElem>(
     shape: &AttnShape,
     scratch: &mut DecodeScratch,
     out: &mut cuda::CudaViewMut<f32>,
+    q8: Option<(&mut Q8Activations, ActFormat)>,
 ) -> Result<(), CoreError> {
-    cuda::attention_decode(dev, q, k, v, pos, shape, scratch, out).map_err(core_err)
+    let kv = cuda::DecodeKv { k, v, pos };
+    cuda::attention_decode_q8(dev, q, &kv, shape, scratch, out, q8).map_err(core_err)
 }
 
 fn n_slots(map: SlotMap, store: &CudaKvStore) -> usize {
@@ -218,6 +221,7 @@ impl CudaBackend<'_> {
         if self.replaying(tag::ATTENTION, &args) {
             return self.graph.note_pos(job.pos0 + rows.start);
         }
+        let out_addr = device_addr(&self.dev, out);
         let qv = q.slice(rows.start * width..rows.end * width);
         let mut ov = out.slice_mut(rows.start * width..rows.end * width);
         let p0 = job.pos0 + rows.start;
@@ -226,6 +230,13 @@ impl CudaBackend<'_> {
         if rows.len() == 1 && job.visible_keys(p0).end == p0 + 1 {
             let key = (shape.n_slots, shape.window);
             let captured = self.capturing_at(job.pos0 + rows.start)?;
+            // The output projection's activations, quantized here when its format is known
+            // (from an earlier step) and the row is the buffer's first.
+            let format = self.act_format_of.get(&out_addr).copied();
+            let fused = format.filter(|_| shape.head_dim == 256 && rows.start == 0);
+            if fused.is_some() {
+                self.q8(width, 1)?;
+            }
             if !self.decode.contains_key(&key) {
                 if captured {
                     // Allocating inside a capture would put the buffer's lifetime in the graph.
@@ -252,10 +263,18 @@ impl CudaBackend<'_> {
                     .slice(rows.start..rows.end)
             };
             let scratch = self.decode.get_mut(&key).ok_or(CoreError::EmptyInput)?;
+            let q8 = match (fused, self.q8.as_mut()) {
+                (Some(format), Some(q8)) => Some((q8, format)),
+                _ => None,
+            };
             let dev = &self.dev;
-            return with_kv!(store, |k, v| decode(
-                dev, &qv, k, v, &pos, &shape, scratch, &mut ov
-            ));
+            with_kv!(store, |k, v| decode(
+                dev, &qv, k, v, &pos, &shape, scratch, &mut ov, q8
+            ))?;
+            if let Some(format) = fused {
+                self.q8_of = Some((out_addr, 1, width, format));
+            }
+            return Ok(());
         }
         let (dev, n) = (&self.dev, rows.len());
         with_kv!(store, |k, v| {
