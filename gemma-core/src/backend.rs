@@ -268,6 +268,24 @@ pub trait Backend: Send {
         self.scale(q, n_tokens * h.n_head * h.head_dim_k, p.q_scale)
     }
 
+    /// [`Backend::qk_norm_rope`] of `n_tokens` rows, then [`Backend::store_kv`] of all of
+    /// them (the keys after the norm and RoPE, and `v`) at `p.pos0`. The default makes those
+    /// two calls; a backend may fuse them (same values).
+    #[allow(clippy::too_many_arguments)] // both calls' arguments
+    fn qk_norm_rope_store(
+        &mut self,
+        q: &mut Self::Buffer,
+        k: &mut Self::Buffer,
+        v: &Self::Buffer,
+        n_tokens: usize,
+        p: &QkNormRope,
+        store: &mut Self::KvStore,
+        slot_map: SlotMap,
+    ) -> Result<(), CoreError> {
+        self.qk_norm_rope(q, k, n_tokens, p)?;
+        self.store_kv(store, k, v, 0..n_tokens, p.pos0, slot_map)
+    }
+
     /// A post-norm and its residual: `o = rms_norm(o) * w` over `rows` rows, then
     /// `x += o`. The default makes those two calls; a backend may fuse them (same values).
     fn rms_norm_add(

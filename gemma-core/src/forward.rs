@@ -120,7 +120,11 @@ pub(crate) fn forward<B: Backend>(
         tr(b, format_args!("Vcur-{il}"), &st.v, &held, c.v_dim())?;
 
         // QK-norm (an RMSNorm over each query and key head), RoPE with the layer's base
-        // and scaling, then the query scale.
+        // and scaling, then the query scale; a batch of one attention tile also stores its
+        // keys and values now.
+        let layer = cache.layer_mut(il);
+        let (window, slot_map) = (layer.window(), layer.slot_map());
+        let mut stored = false;
         if fuse {
             let p = QkNormRope {
                 heads,
@@ -131,7 +135,13 @@ pub(crate) fn forward<B: Backend>(
                 rope: lc.rope,
                 q_scale: c.attention_scale,
             };
-            b.qk_norm_rope(&mut st.q, &mut st.k, n, &p)?;
+            if n <= tile {
+                let store = layer.store_mut();
+                b.qk_norm_rope_store(&mut st.q, &mut st.k, &st.v, n, &p, store, slot_map)?;
+                stored = true;
+            } else {
+                b.qk_norm_rope(&mut st.q, &mut st.k, n, &p)?;
+            }
         } else {
             b.rms_norm_inplace(&mut st.q, n * c.n_head, &lw.q_norm, eps)?;
             b.rms_norm_inplace(&mut st.k, n * c.n_head_kv, &lw.k_norm, eps)?;
@@ -153,18 +163,18 @@ pub(crate) fn forward<B: Backend>(
         // Attention: store a tile's keys and values, then its queries attend to the
         // cache (causal, within the window of a local layer).
         let attend = if prune { keep.clone() } else { 0..n };
-        let layer = cache.layer_mut(il);
-        let (window, slot_map) = (layer.window(), layer.slot_map());
         for first in (0..n).step_by(tile.min(n)) {
             let rows = first..(first + tile).min(n);
-            b.store_kv(
-                layer.store_mut(),
-                &st.k,
-                &st.v,
-                rows.clone(),
-                pos0,
-                slot_map,
-            )?;
+            if !stored {
+                b.store_kv(
+                    layer.store_mut(),
+                    &st.k,
+                    &st.v,
+                    rows.clone(),
+                    pos0,
+                    slot_map,
+                )?;
+            }
             let rows = rows.start.max(attend.start)..rows.end.min(attend.end);
             if !rows.is_empty() {
                 let job = AttentionJob {

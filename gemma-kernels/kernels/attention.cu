@@ -46,10 +46,6 @@ static __device__ __forceinline__ void load_halves(const u16 *p, float *f) {  //
     }
 }
 
-#define KV_F16 0
-#define KV_F32 1
-#define KV_Q8_0 2
-
 // N consecutive cached values (N in {1, 2, 4, 8}; elem a multiple of N) as floats.
 template <int KV, int N>
 static __device__ __forceinline__ void load_kv(const void *base, i64 elem, float *f) {

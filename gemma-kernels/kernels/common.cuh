@@ -18,6 +18,11 @@ typedef unsigned long long u64;
 #define NEG_INF __int_as_float(0xff800000)  // -infinity (no math.h under NVRTC)
 #define QK8 32  // elements per block of the q8_1-style activation format
 
+// KV-cache element formats (attention.cu, rope.cu; KvKind in attention.rs).
+#define KV_F16 0
+#define KV_F32 1
+#define KV_Q8_0 2
+
 // ---------------------------------------------------------------------------------
 // GGUF weight blocks. `d`/`dmin` are IEEE half values kept as raw u16 bits.
 

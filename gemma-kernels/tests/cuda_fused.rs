@@ -2,8 +2,9 @@
 //! and the query scale in one launch) against f64 math, `geglu_q8_1` (GeGLU with the
 //! quantization of its result) against the plain `geglu` kernel and the CPU backend's
 //! activation quantizers, bit for bit, `rms_norm_add_norm_q8_1` against `rms_norm_add`
-//! then `rms_norm_q8_1`, and `attention_decode_q8` against `attention_decode` then
-//! `quantize_q8_1`, bit for bit. Runs where a CUDA device is present; elsewhere each test prints
+//! then `rms_norm_q8_1`, `attention_decode_q8` against `attention_decode` then
+//! `quantize_q8_1`, and `qk_norm_rope_store` against `qk_norm_rope` then `kv_store_pair`
+//! (f16 cache), bit for bit. Runs where a CUDA device is present; elsewhere each test prints
 //! "no CUDA device: GPU tests not run" and returns (the one allowed exception to no-skip).
 
 mod cuda_util;
@@ -235,4 +236,65 @@ fn attention_decode_q8_matches_attention_then_quantize() {
         assert_eq!(qa, qb, "quants, {format:?}");
         assert_eq!(bits(&da), bits(&db), "d and s, {format:?}");
     }
+}
+
+#[test]
+fn qk_norm_rope_store_matches_qk_norm_rope_then_kv_store() {
+    let Some(dev) = device() else { return };
+    let mut rng = Rng::new(25);
+    let (n, n_q, n_k, hd, slots) = (2, 8, 4, 256, 16);
+    let p = ops::QkNormRope {
+        n_q_heads: n_q,
+        n_k_heads: n_k,
+        head_dim: hd,
+        freq_base: 10_000.0,
+        freq_scale: 1.0,
+        q_scale: 0.0625,
+        eps: 1e-6,
+    };
+    let (q, k, v) = (
+        rng.vec(n * n_q * hd),
+        rng.vec(n * n_k * hd),
+        rng.vec(n * n_k * hd),
+    );
+    let w: Vec<f32> = (0..hd).map(|_| 1.0 + 0.2 * rng.uniform()).collect();
+    let (wd, vd, pd) = (
+        cuda::upload(&dev, &w).unwrap(),
+        cuda::upload(&dev, &v).unwrap(),
+        cuda::upload(&dev, &[17i32, 18]).unwrap(),
+    );
+    let run = |fused: bool| {
+        let (mut qd, mut kd) = (
+            cuda::upload(&dev, &q).unwrap(),
+            cuda::upload(&dev, &k).unwrap(),
+        );
+        let mut kc = cuda::zeros::<u16>(&dev, slots * n_k * hd).unwrap();
+        let mut vc = cuda::zeros::<u16>(&dev, slots * n_k * hd).unwrap();
+        if fused {
+            let kv = ops::KvTarget {
+                v: &vd,
+                n_slots: slots,
+                k_cache: &mut kc,
+                v_cache: &mut vc,
+            };
+            ops::qk_norm_rope_store(&dev, &mut qd, &mut kd, &wd, &wd, &pd, n, p, kv).unwrap();
+        } else {
+            ops::qk_norm_rope(&dev, &mut qd, &mut kd, &wd, &wd, &pd, n, p).unwrap();
+            ops::kv_store_pair(&dev, &kd, &vd, n, n_k * hd, &pd, slots, &mut kc, &mut vc).unwrap();
+        }
+        let f = |b: &cuda::CudaSlice<f32>| {
+            cuda::download(&dev, b)
+                .unwrap()
+                .iter()
+                .map(|x| x.to_bits())
+                .collect::<Vec<_>>()
+        };
+        (
+            f(&qd),
+            f(&kd),
+            cuda::download(&dev, &kc).unwrap(),
+            cuda::download(&dev, &vc).unwrap(),
+        )
+    };
+    assert_eq!(run(true), run(false));
 }

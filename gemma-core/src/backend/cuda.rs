@@ -42,6 +42,7 @@ mod tag {
     pub const RMS_NORM_ADD: u64 = 13;
     pub const MATMUL_MULTI: u64 = 14;
     pub const RMS_NORM_ADD_NORM: u64 = 15;
+    pub const QK_NORM_ROPE_STORE: u64 = 16;
 }
 
 /// A CUDA error as a [`CoreError`] (the device name carries the message).
@@ -466,6 +467,19 @@ impl Backend for CudaBackend<'_> {
     ) -> Result<(), CoreError> {
         let norms = row_ops::NormPair { post: w, next };
         self.post_norm_add_norm(o, rows, &norms, x, eps, out)
+    }
+
+    fn qk_norm_rope_store(
+        &mut self,
+        q: &mut CudaSlice<f32>,
+        k: &mut CudaSlice<f32>,
+        v: &CudaSlice<f32>,
+        n_tokens: usize,
+        p: &QkNormRope,
+        store: &mut CudaKvStore,
+        slot_map: SlotMap,
+    ) -> Result<(), CoreError> {
+        self.norm_rope_store(q, k, v, n_tokens, p, store, slot_map)
     }
 
     fn store_kv(

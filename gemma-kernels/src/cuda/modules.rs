@@ -111,7 +111,13 @@ impl Kernel {
                 "rms_norm_q8_1",
                 "rms_norm_add_norm_q8_1",
             ],
-            Kernel::Rope => &["rope_neox", "qk_norm_rope"],
+            Kernel::Rope => &[
+                "rope_neox",
+                "qk_norm_rope",
+                "qk_norm_rope_store_f16",
+                "qk_norm_rope_store_f32",
+                "qk_norm_rope_store_q8_0",
+            ],
             Kernel::Elementwise => &[
                 "geglu", "add_f32", "scale_f32", "f32_to_f16", "get_rows", "kv_store", "kv_store_f32",
                 "kv_store_q8_0",

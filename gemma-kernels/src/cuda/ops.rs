@@ -535,6 +535,107 @@ pub fn kv_store<E: KvElem, S: DevicePtr<f32>, P: DevicePtr<i32>, C: DevicePtrMut
     )
 }
 
+/// The tokens' keys and values and where they go: the caches of one layer, `n_slots` slots
+/// (token t to slot positions[t] % n_slots, as [`kv_store`]).
+pub struct KvTarget<'a, S, C> {
+    /// The values (n x n_k_heads x head_dim floats); the keys are [`qk_norm_rope_store`]'s k.
+    pub v: &'a S,
+    /// Slots of each cache.
+    pub n_slots: usize,
+    /// Key cache.
+    pub k_cache: &'a mut C,
+    /// Value cache.
+    pub v_cache: &'a mut C,
+}
+
+/// [`qk_norm_rope`] and [`kv_store_pair`] of the same tokens in one launch: the normed,
+/// rotated keys and the values go to their caches (the values of those two calls). A Q8_0
+/// cache needs head_dim / 2 to be a multiple of 32.
+#[allow(clippy::too_many_arguments)] // qk_norm_rope's arguments plus the caches
+pub fn qk_norm_rope_store<E, Q, K, W, P, S, C>(
+    dev: &CudaDevice,
+    q: &mut Q,
+    k: &mut K,
+    wq: &W,
+    wk: &W,
+    positions: &P,
+    n: usize,
+    p: QkNormRope,
+    kv: KvTarget<'_, S, C>,
+) -> Result<(), CudaError>
+where
+    E: KvElem,
+    Q: DevicePtrMut<f32>,
+    K: DevicePtrMut<f32>,
+    W: DevicePtr<f32>,
+    P: DevicePtr<i32>,
+    S: DevicePtr<f32>,
+    C: DevicePtrMut<E>,
+{
+    let hd = p.head_dim;
+    if !hd.is_multiple_of(2)
+        || hd > 2048
+        || (E::KIND == KvKind::Q8_0 && !(hd / 2).is_multiple_of(32))
+    {
+        return Err(CudaError::Unsupported {
+            what: "head_dim of a fused QK-norm, RoPE and KV store",
+            value: hd,
+            rule: "even, at most 2048; with a Q8_0 cache, head_dim / 2 a multiple of 32",
+        });
+    }
+    check_len("qk_norm_rope_store queries", n * p.n_q_heads * hd, q.len())?;
+    check_len("qk_norm_rope_store query norm", hd, wq.len())?;
+    check_len("qk_norm_rope_store key norm", hd, wk.len())?;
+    let width = p.n_k_heads * hd;
+    check_kv_store::<E>(
+        k.len(),
+        n,
+        width,
+        positions.len(),
+        kv.n_slots,
+        kv.k_cache.len(),
+    )?;
+    check_kv_store::<E>(
+        kv.v.len(),
+        n,
+        width,
+        positions.len(),
+        kv.n_slots,
+        kv.v_cache.len(),
+    )?;
+    let name = match E::KIND {
+        KvKind::F16 => "qk_norm_rope_store_f16",
+        KvKind::F32 => "qk_norm_rope_store_f32",
+        KvKind::Q8_0 => "qk_norm_rope_store_q8_0",
+    };
+    let args = [
+        Arg::P(ptr_mut(dev, q)),
+        Arg::P(ptr_mut(dev, k)),
+        Arg::P(ptr(dev, kv.v)),
+        Arg::P(ptr(dev, wq)),
+        Arg::P(ptr(dev, wk)),
+        Arg::I(int("tokens", n)?),
+        Arg::I(int("query heads", p.n_q_heads)?),
+        Arg::I(int("key heads", p.n_k_heads)?),
+        Arg::I(int("head_dim", hd)?),
+        Arg::P(ptr(dev, positions)),
+        Arg::F(p.freq_base),
+        Arg::F(p.freq_scale),
+        Arg::F(p.q_scale),
+        Arg::F(p.eps),
+        Arg::I(int("slots", kv.n_slots)?),
+        Arg::P(ptr_mut(dev, kv.k_cache)),
+        Arg::P(ptr_mut(dev, kv.v_cache)),
+    ];
+    let grid = (
+        grid_dim("tokens", n)?,
+        grid_dim("heads", p.n_q_heads + 2 * p.n_k_heads)?,
+        1,
+    );
+    let threads = grid_dim("threads", (hd / 2).div_ceil(32) * 32)?;
+    launch(dev, Kernel::Rope, name, grid, threads, &args)
+}
+
 /// [`kv_store`] of a token batch's keys and values into their two caches, in one launch.
 #[allow(clippy::too_many_arguments)] // two sources and two caches of one layout
 pub fn kv_store_pair<E, S, P, C>(

@@ -5,7 +5,7 @@
 use super::graph::StepMode;
 use super::{core_err, device_addr, tag, CudaBackend};
 use crate::attention::SlotMap;
-use crate::backend::{AttentionJob, KvShape};
+use crate::backend::{AttentionJob, KvShape, QkNormRope};
 use crate::kv_cache::KvType;
 use crate::CoreError;
 use gemma_kernels::cuda::{
@@ -161,6 +161,109 @@ impl CudaBackend<'_> {
             }
             (KvBuf::Q8_0(k), KvBuf::Q8_0(v)) => {
                 ops::kv_store_pair(dev, &kv, &vv, n, width, &pos, slots, k, v)
+            }
+            // alloc_kv gives keys and values one type.
+            _ => {
+                return Err(CoreError::DeviceUnavailable {
+                    device: "cuda".into(),
+                    reason: "the keys and values of a KV store differ in type",
+                })
+            }
+        }
+        .map_err(core_err)
+    }
+
+    /// [`crate::backend::Backend::qk_norm_rope_store`]: one launch, unless a Q8_0 cache's
+    /// blocks straddle a warp (head_dim / 2 not a multiple of 32) or keys and values differ
+    /// in width.
+    #[allow(clippy::too_many_arguments)] // the trait method's arguments
+    pub(super) fn norm_rope_store(
+        &mut self,
+        q: &mut CudaSlice<f32>,
+        k: &mut CudaSlice<f32>,
+        v: &CudaSlice<f32>,
+        n: usize,
+        p: &QkNormRope,
+        store: &mut CudaKvStore,
+        slot_map: SlotMap,
+    ) -> Result<(), CoreError> {
+        let h = p.heads;
+        let q8_cache = matches!(store.k, KvBuf::Q8_0(_));
+        if h.head_dim_v != h.head_dim_k || (q8_cache && !(h.head_dim_k / 2).is_multiple_of(32)) {
+            self.norm_rope_heads(q, k, n, p)?;
+            return self.store_kv_rows(store, k, v, 0..n, p.pos0, slot_map);
+        }
+        let _span = self.span("qk_norm_rope + store_kv");
+        let slots = n_slots(slot_map, store);
+        let args = [
+            device_addr(&self.dev, q),
+            device_addr(&self.dev, k),
+            device_addr(&self.dev, v),
+            n as u64,
+            p.q_norm.bytes.start as u64,
+            p.k_norm.bytes.start as u64,
+            u64::from(p.rope.freq_base.to_bits()),
+            u64::from(p.rope.freq_scale.to_bits()),
+            u64::from(p.q_scale.to_bits()),
+            slots as u64,
+            store_addr(&self.dev, store),
+        ];
+        if self.replaying(tag::QK_NORM_ROPE_STORE, &args) {
+            return self.graph.note_pos(p.pos0);
+        }
+        self.q8_of = None;
+        self.norm(p.q_norm)?;
+        self.norm(p.k_norm)?;
+        let shape = ops::QkNormRope {
+            n_q_heads: h.n_head,
+            n_k_heads: h.n_head_kv,
+            head_dim: h.head_dim_k,
+            freq_base: p.rope.freq_base,
+            freq_scale: p.rope.freq_scale,
+            q_scale: p.q_scale,
+            eps: p.eps,
+        };
+        let pos = if self.capturing_at(p.pos0)? {
+            self.step_pos()?
+        } else {
+            self.positions(p.pos0, n)?;
+            self.positions
+                .as_ref()
+                .ok_or(CoreError::EmptyInput)?
+                .slice(0..n)
+        };
+        let (wq, wk) = (
+            &self.norms[&p.q_norm.bytes.start],
+            &self.norms[&p.k_norm.bytes.start],
+        );
+        let dev = &self.dev;
+        match (&mut store.k, &mut store.v) {
+            (KvBuf::F16(k_cache), KvBuf::F16(v_cache)) => {
+                let kv = ops::KvTarget {
+                    v,
+                    n_slots: slots,
+                    k_cache,
+                    v_cache,
+                };
+                ops::qk_norm_rope_store(dev, q, k, wq, wk, &pos, n, shape, kv)
+            }
+            (KvBuf::F32(k_cache), KvBuf::F32(v_cache)) => {
+                let kv = ops::KvTarget {
+                    v,
+                    n_slots: slots,
+                    k_cache,
+                    v_cache,
+                };
+                ops::qk_norm_rope_store(dev, q, k, wq, wk, &pos, n, shape, kv)
+            }
+            (KvBuf::Q8_0(k_cache), KvBuf::Q8_0(v_cache)) => {
+                let kv = ops::KvTarget {
+                    v,
+                    n_slots: slots,
+                    k_cache,
+                    v_cache,
+                };
+                ops::qk_norm_rope_store(dev, q, k, wq, wk, &pos, n, shape, kv)
             }
             // alloc_kv gives keys and values one type.
             _ => {
