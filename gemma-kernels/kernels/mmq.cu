@@ -277,18 +277,29 @@ static __device__ __forceinline__ void load_x_tile(const i8 *xq, const float2 *x
     }
 }
 
+// (Without __CUDA_ARCH__: the CPU emulation of tests/emu/emu.h.)
 static __device__ __forceinline__ void mma_k32(int (&c)[4], int a0, int a1, int a2, int a3, int b0, int b1) {
+#ifdef __CUDA_ARCH__
     asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
                  "{%0, %1, %2, %3};"
                  : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#else
+    const uint32_t a[4] = {(uint32_t) a0, (uint32_t) a1, (uint32_t) a2, (uint32_t) a3}, b[2] = {(uint32_t) b0, (uint32_t) b1};
+    emu::mma_s8(32, c, a, b);
+#endif
 }
 
 static __device__ __forceinline__ void mma_k16(int (&c)[4], int a0, int a1, int b0) {
+#ifdef __CUDA_ARCH__
     asm volatile("mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5}, {%6}, "
                  "{%0, %1, %2, %3};"
                  : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
                  : "r"(a0), "r"(a1), "r"(b0));
+#else
+    const uint32_t a[2] = {(uint32_t) a0, (uint32_t) a1}, b[1] = {(uint32_t) b0};
+    emu::mma_s8(16, c, a, b);
+#endif
 }
 
 // w: rows x nb blocks; xq/xd: n activation rows (q8_1, length k_pad); k: row length.

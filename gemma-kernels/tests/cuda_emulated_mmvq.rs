@@ -1,7 +1,9 @@
-//! The CUDA decode matvec kernels (kernels/mmvq.cu) on every machine, no GPU needed: for
-//! each quantized type the GPU backend supports, `mmvq_<type>_<n>` (n = 1, 2 tokens; one row
-//! per block and the rows per block `launch::mmvq_rows_per_block` picks) against f64 math on
-//! the dequantized weights and the quantized activations the GPU gets (`act_twin`), and
+//! The CUDA quantized matrix kernels on every machine, no GPU needed: for each quantized
+//! type the GPU backend supports, the decode matvec `mmvq_<type>_<n>` (kernels/mmvq.cu;
+//! n = 1, 2 tokens; one row per block and the rows per block `launch::mmvq_rows_per_block`
+//! picks) and the prefill matmul `mmq_<type>` (kernels/mmq.cu, on emulated int8 tensor
+//! cores; 70 rows x 72 tokens: partial 64 x 64 tiles both ways) against f64 math on the
+//! dequantized weights and the quantized activations the GPU gets (`act_twin`), and
 //! `mmvq_multi_<type>` (two or three matrices of different row counts in one launch) bit for
 //! bit against the single-matrix kernel on each matrix.
 //!
@@ -9,8 +11,8 @@
 //! emulation of tests/emu/emu.h (see its header for what is and is not emulated), launched
 //! as src/cuda/launch.rs launches them, under two thread schedules; it stops on a misaligned
 //! vector load, a load outside the buffers (a weight matrix's DEVICE_MATRIX_TAIL included)
-//! or a write outside an output. Needs a C++20 compiler `c++` with
-//! <ucontext.h>: the test fails when there is none.
+//! or a write outside an output. Needs a C++20 compiler `c++` with <ucontext.h>: the test
+//! fails when there is none.
 
 mod cuda_util;
 
@@ -24,20 +26,25 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// The sources of the emulator (the first is compiled; see `build_emulator`).
-const SOURCES: [&str; 4] = [
+const SOURCES: [&str; 5] = [
     "tests/emu/mmvq_main.cpp",
     "tests/emu/emu.h",
     "kernels/common.cuh",
     "kernels/mmvq.cu",
+    "kernels/mmq.cu",
 ];
 /// (schedule, seed) pairs every launch runs under.
 const SCHEDULES: [(&str, u64); 2] = [("random", 11), ("warp-greedy", 5)];
 /// NaN the emulator leaves in outputs the kernel did not write.
 const POISON: u32 = 0x7fba_dbad;
-/// Rows of the three matrices: primes, none a multiple of another, so the last block of
-/// several rows is partial. (Each block runs 128 emulated threads; more rows cost time and
-/// test nothing more.)
+/// Rows of the three matrices of the matvec problems: primes, none a multiple of another, so
+/// the last block of several rows is partial. (Each block runs 128 emulated threads; more
+/// rows cost time and test nothing more.)
 const ROWS: [usize; 3] = [13, 5, 7];
+/// The prefill matmul problem: 70 rows x 72 tokens, two 64 x 64 output tiles each way, the
+/// second ones partial.
+const MMQ_ROWS: usize = 70;
+const MMQ_TOKENS: usize = 72;
 /// Token counts of the single-matrix kernels tested (`mmvq_<type>_<n>`; the kernels for 4
 /// and 8 tokens are the same template).
 const TOKENS: [usize; 2] = [1, 2];
@@ -79,22 +86,27 @@ fn row_lengths(ty: GgmlType) -> [usize; 3] {
     }
 }
 
-/// Three random matrices of `ty` (ROWS), and 8 tokens of activations as the GPU gets them.
+/// Random matrices of `ty` (`rows`; empty where 0), and `tokens` tokens of activations as the
+/// GPU gets them.
 struct Problem {
     ty: GgmlType,
     cols: usize,
+    rows: [usize; 3],
+    tokens: usize,
     weights: [Vec<u8>; 3],
     act: Q8Twin,
 }
 
 impl Problem {
-    fn new(rng: &mut Rng, ty: GgmlType, cols: usize) -> Self {
-        let weights = ROWS.map(|rows| random_matrix(rng, ty, rows, cols));
-        let x = rng.vec(8 * cols);
-        let act = act_twin(&x, 8, cols, ActFormat::for_weights(ty));
+    fn new(rng: &mut Rng, ty: GgmlType, cols: usize, rows: [usize; 3], tokens: usize) -> Self {
+        let weights = rows.map(|r| random_matrix(rng, ty, r, cols));
+        let x = rng.vec(tokens * cols);
+        let act = act_twin(&x, tokens, cols, ActFormat::for_weights(ty));
         Problem {
             ty,
             cols,
+            rows,
+            tokens,
             weights,
             act,
         }
@@ -114,7 +126,7 @@ impl Problem {
         let k_pad = self.k_pad();
         let mut rows = [0u32; 3];
         for (slot, &m) in rows.iter_mut().zip(mats) {
-            *slot = ROWS[m] as u32;
+            *slot = self.rows[m] as u32;
         }
         let head = [
             op,
@@ -130,7 +142,7 @@ impl Problem {
         for &m in mats {
             out.extend(&self.weights[m]);
         }
-        let tokens = if op == 0 { n } else { 1 };
+        let tokens = if op == 1 { 1 } else { n };
         out.extend(self.act.qs[..tokens * k_pad].iter().map(|&q| q as u8));
         let ds = &self.act.ds[..tokens * k_pad / 32 * 2];
         out.extend(ds.iter().flat_map(|v| v.to_ne_bytes()));
@@ -149,14 +161,17 @@ enum Launch {
     /// `mmvq_multi_<type>` on the matrices `mats` (in this order) of problem `p`, token 0,
     /// with the rows per block of one token.
     Multi { p: usize, mats: Vec<usize> },
+    /// `mmq_<type>` on matrix 0 of problem `p` with all its tokens.
+    Mmq { p: usize },
 }
 
 impl Launch {
-    fn outputs(&self) -> usize {
+    fn outputs(&self, problems: &[Problem]) -> usize {
         match self {
-            Launch::Single { mat, n, .. } => n * ROWS[*mat],
+            Launch::Single { p, mat, n, .. } => n * problems[*p].rows[*mat],
             // The emulator writes three outputs, absent ones empty.
-            Launch::Multi { mats, .. } => mats.iter().map(|&m| ROWS[m]).sum(),
+            Launch::Multi { p, mats } => mats.iter().map(|&m| problems[*p].rows[m]).sum(),
+            Launch::Mmq { p } => problems[*p].tokens * problems[*p].rows[0],
         }
     }
 }
@@ -176,6 +191,10 @@ fn run(problems: &[Problem], launches: &[Launch]) -> Vec<Vec<Vec<f32>>> {
                 let pr = &problems[*p];
                 pr.encode(1, mats.len(), mats, pr.per_block(1), &mut input)
             }
+            Launch::Mmq { p } => {
+                let pr = &problems[*p];
+                pr.encode(2, pr.tokens, &[0], 1, &mut input)
+            }
         }
     }
     SCHEDULES
@@ -186,13 +205,13 @@ fn run(problems: &[Problem], launches: &[Launch]) -> Vec<Vec<Vec<f32>>> {
                 .chunks_exact(4)
                 .map(|c| f32::from_ne_bytes(c.try_into().expect("4 bytes")))
                 .collect();
-            let total: usize = launches.iter().map(Launch::outputs).sum();
+            let total: usize = launches.iter().map(|l| l.outputs(problems)).sum();
             assert_eq!(floats.len(), total, "emulator output length ({schedule})");
             let mut rest = &floats[..];
             launches
                 .iter()
                 .map(|l| {
-                    let (head, tail) = rest.split_at(l.outputs());
+                    let (head, tail) = rest.split_at(l.outputs(problems));
                     rest = tail;
                     head.to_vec()
                 })
@@ -201,13 +220,14 @@ fn run(problems: &[Problem], launches: &[Launch]) -> Vec<Vec<Vec<f32>>> {
         .collect()
 }
 
-/// The problems: every quantized type at the row lengths `which` picks of `row_lengths`.
+/// The matvec problems: every quantized type at the row lengths `which` picks of
+/// `row_lengths`, ROWS, 8 tokens.
 fn problems(seed: u64, which: &[usize]) -> Vec<Problem> {
     let mut rng = Rng::new(seed);
     quantized_types()
         .into_iter()
         .flat_map(|ty| which.iter().map(move |&i| (ty, row_lengths(ty)[i])))
-        .map(|(ty, cols)| Problem::new(&mut rng, ty, cols))
+        .map(|(ty, cols)| Problem::new(&mut rng, ty, cols, ROWS, 8))
         .collect()
 }
 
@@ -221,10 +241,13 @@ fn check_product(
     what: &str,
     worst: &mut f64,
 ) -> Vec<String> {
-    let (rows, cols) = (ROWS[mat], p.cols);
+    let (rows, cols) = (p.rows[mat], p.cols);
     let w = dequantize(p.ty, &p.weights[mat], rows * cols);
-    let x = q8_1_values(&p.act, 8, cols);
-    let (want, mag) = matmul_ref(&w, &x[..n * cols], rows, cols, n);
+    let x = q8_1_values(&p.act, p.tokens, cols);
+    let (mut want, mag) = matmul_ref(&w, &x[..n * cols], rows, cols, n);
+    if ActFormat::for_weights(p.ty) == ActFormat::Q8_1 {
+        min_term_correction(p, mat, n, &mut want);
+    }
     let mut bad = Vec::new();
     for (i, &g) in got.iter().enumerate() {
         let (err, tol) = ((f64::from(g) - want[i]).abs(), REL_TOL * mag[i] + ABS_TOL);
@@ -241,6 +264,31 @@ fn check_product(
         }
     }
     bad
+}
+
+/// Q4_1 / Q5_1: the kernels (and the CPU's vec_dot) take a block's min times the sum of its
+/// activations from the activation block's s, which Q8_1 stores rounded to f16; moves the
+/// f64 reference (exact sums) onto that s: += m * (s - d * sum(q)) per 32-block.
+fn min_term_correction(p: &Problem, mat: usize, n: usize, want: &mut [f64]) {
+    let (rows, nb, bytes) = (p.rows[mat], p.cols / 32, p.ty.block_bytes());
+    let k_pad = p.k_pad();
+    for t in 0..n {
+        for r in 0..rows {
+            let mut fix = 0.0;
+            for b in 0..nb {
+                let blk = &p.weights[mat][(r * nb + b) * bytes..];
+                let m = f64::from(half::f16::from_le_bytes([blk[2], blk[3]]).to_f32());
+                let j = t * k_pad / 32 + b;
+                let (d, s) = (f64::from(p.act.ds[2 * j]), f64::from(p.act.ds[2 * j + 1]));
+                let sum_q: f64 = p.act.qs[32 * j..32 * j + 32]
+                    .iter()
+                    .map(|&q| f64::from(q))
+                    .sum();
+                fix += m * (s - d * sum_q);
+            }
+            want[t * rows + r] += fix;
+        }
+    }
 }
 
 /// Fails listing the first problems found, or reports how many outputs were checked.
@@ -295,7 +343,7 @@ fn single_matrix_kernels_match_f64_reference() {
             let pr = &problems[p];
             let what = format!(
                 "mmvq {} {} x {} with {n} tokens, {per_block} rows per block ({schedule})",
-                pr.ty, ROWS[mat], pr.cols
+                pr.ty, pr.rows[mat], pr.cols
             );
             bad.extend(check_product(pr, mat, n, got, &what, &mut worst));
             checked += got.len();
@@ -343,7 +391,10 @@ fn multi_matrix_kernel_matches_single_matrix_kernel_bit_for_bit() {
             match l {
                 Launch::Single { p, mat, n, .. } => {
                     let pr = &problems[*p];
-                    let what = format!("mmvq {} {} x {} ({schedule})", pr.ty, ROWS[*mat], pr.cols);
+                    let what = format!(
+                        "mmvq {} {} x {} ({schedule})",
+                        pr.ty, pr.rows[*mat], pr.cols
+                    );
                     bad.extend(check_product(pr, *mat, *n, got, &what, &mut worst));
                     singles[*p].push(got);
                 }
@@ -353,7 +404,7 @@ fn multi_matrix_kernel_matches_single_matrix_kernel_bit_for_bit() {
                         .iter()
                         .flat_map(|&m| singles[*p][m].iter().copied())
                         .collect();
-                    let shapes: Vec<usize> = mats.iter().map(|&m| ROWS[m]).collect();
+                    let shapes: Vec<usize> = mats.iter().map(|&m| pr.rows[m]).collect();
                     for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
                         if g.to_bits() != w.to_bits() || g.to_bits() == POISON {
                             bad.push(format!(
@@ -367,6 +418,7 @@ fn multi_matrix_kernel_matches_single_matrix_kernel_bit_for_bit() {
                     }
                     checked += got.len();
                 }
+                Launch::Mmq { .. } => unreachable!("matvec launches only"),
             }
         }
     }
@@ -374,4 +426,31 @@ fn multi_matrix_kernel_matches_single_matrix_kernel_bit_for_bit() {
     eprintln!(
         "mmvq_<type>_1 on the multi kernel's matrices: worst error {worst:.3} of the tolerance"
     );
+}
+
+#[test]
+fn prefill_matmul_kernels_match_f64_reference() {
+    let mut rng = Rng::new(0x3377_0003);
+    let problems: Vec<Problem> = quantized_types()
+        .into_iter()
+        .map(|ty| {
+            let cols = row_lengths(ty)[0];
+            Problem::new(&mut rng, ty, cols, [MMQ_ROWS, 0, 0], MMQ_TOKENS)
+        })
+        .collect();
+    let launches: Vec<Launch> = (0..problems.len()).map(|p| Launch::Mmq { p }).collect();
+    let outputs = run(&problems, &launches);
+    let (mut bad, mut checked, mut worst) = (Vec::new(), 0, 0f64);
+    for ((schedule, _), per_launch) in SCHEDULES.iter().zip(&outputs) {
+        for (pr, got) in problems.iter().zip(per_launch) {
+            let what = format!(
+                "mmq {} {} x {} with {} tokens ({schedule})",
+                pr.ty, MMQ_ROWS, pr.cols, MMQ_TOKENS
+            );
+            bad.extend(check_product(pr, 0, MMQ_TOKENS, got, &what, &mut worst));
+            checked += got.len();
+        }
+    }
+    report(&bad, checked, "mmq_<type>");
+    eprintln!("mmq_<type>: worst error {worst:.3} of the tolerance");
 }

@@ -14,6 +14,8 @@
 //   again. A thread that never reaches a barrier the others wait at, or lanes of one warp at
 //   different barriers (divergence), stop the program with exit code 3 and a message.
 // - __shared__ variables are one static copy, shared by the fibers of the running block.
+// - The int8 tensor-core products of mmq.cu (mma.sync m16n8k16 / m16n8k32, s8 x s8 + s32)
+//   with their fragment layouts, as a warp-wide step (emu::mma_s8).
 // - The arithmetic the quantizers depend on, exactly: __float2int_rn (PTX cvt.rni.s32.f32:
 //   nearest even, saturating, NaN -> 0), the _rn intrinsics (never fused), and the two PTX
 //   asm f16 conversions of common.cuh (cvt.f32.f16, cvt.rn.f16.f32) in software; the
@@ -34,9 +36,9 @@
 //   may differ from a GPU's in the last bits; the tests compare what the kernels derive
 //   from their own float values.
 // - Shared memory starts with the previous block's contents (undefined on a GPU).
-// - Anything beyond the CUDA surface of common.cuh, quantize.cu, norm.cu and mmvq.cu defined
-//   below (__launch_bounds__ and __restrict__ are accepted and mean nothing here); blocks
-//   are 1-D (threadIdx.y = threadIdx.z = 0).
+// - Anything beyond the CUDA surface of the kernel files the emulator programs include,
+//   defined below (__launch_bounds__, __align__ and __restrict__ are accepted; only
+//   __align__ means something here); blocks are 1-D (threadIdx.y = threadIdx.z = 0).
 #pragma once
 
 #include <cmath>
@@ -53,10 +55,11 @@ namespace emu {
 enum class Schedule { Random, WarpGreedy };
 
 // What a thread waits for at a barrier (two different ones at one barrier: divergence).
-enum Kind { K_SYNC, K_SHFL_WRITE, K_SHFL_READ, K_BALLOT_WRITE, K_BALLOT_READ };
+enum Kind { K_SYNC, K_SHFL_WRITE, K_SHFL_READ, K_BALLOT_WRITE, K_BALLOT_READ, K_MMA_WRITE, K_MMA_READ };
 
 inline const char *kind_name(int k) {
-    static const char *names[] = {"__syncthreads", "shfl (write)", "shfl (read)", "ballot (write)", "ballot (read)"};
+    static const char *names[] = {"__syncthreads", "shfl (write)", "shfl (read)", "ballot (write)",
+                                  "ballot (read)",  "mma (write)",  "mma (read)"};
     return names[k];
 }
 
@@ -230,6 +233,38 @@ inline uint32_t warp_exchange(uint32_t mine, int src_lane) {
     return r;
 }
 
+// One lane's fragments of an int8 mma.sync.
+struct MmaFragments {
+    uint32_t a[4], b[2];
+};
+inline MmaFragments mma_buf[MAX_WARPS][32];
+
+// mma.sync.aligned.m16n8k{K}.row.col.s32.s8.s8.s32 (K = 16 or 32) of the current thread's
+// warp, with the PTX ISA's fragment layouts (g = lane / 4, t = lane % 4): A register r holds
+// row g + 8 (r % 2) and the 4 bytes k = 4t + 16 (r / 2) .. + 3; B register r the 4 bytes
+// k = 4t + 16 r .. + 3 of column g; C / D element i is row g + 8 (i / 2), column
+// 2t + i % 2. Every lane must call it (a warp-wide barrier, like a shuffle).
+inline void mma_s8(int k_size, int32_t (&c)[4], const uint32_t *a, const uint32_t *b) {
+    const int tid = (int) B.cur->tid, w = tid / 32, lane = tid % 32;
+    MmaFragments &mine = mma_buf[w][lane];
+    for (int r = 0; r < k_size / 8; ++r) mine.a[r] = a[r];
+    for (int r = 0; r < k_size / 16; ++r) mine.b[r] = b[r];
+    arrive(1 + w, K_MMA_WRITE);
+    auto byte = [](uint32_t v, int i) { return (int) (int8_t) (v >> (8 * i)); };
+    auto a_at = [&](int row, int k) { return byte(mma_buf[w][4 * (row % 8) + (k % 16) / 4].a[row / 8 + 2 * (k / 16)], k % 4); };
+    auto b_at = [&](int k, int col) { return byte(mma_buf[w][4 * col + (k % 16) / 4].b[k / 16], k % 4); };
+    const int g = lane / 4, t = lane % 4;
+    int32_t d[4];
+    for (int i = 0; i < 4; ++i) {
+        const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
+        uint32_t sum = (uint32_t) c[i];  // wraps like the hardware's 32-bit accumulator
+        for (int k = 0; k < k_size; ++k) sum += (uint32_t) (a_at(row, k) * b_at(k, col));
+        d[i] = (int32_t) sum;
+    }
+    arrive(1 + w, K_MMA_READ);
+    for (int i = 0; i < 4; ++i) c[i] = d[i];
+}
+
 // IEEE binary16 -> binary32 (exact), as PTX cvt.f32.f16.
 inline float half_to_float(uint16_t h) {
     const uint32_t sign = (uint32_t) (h & 0x8000) << 16;
@@ -271,6 +306,7 @@ inline uint16_t float_to_half(float f) {
 #define __global__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
+#define __align__(n) alignas(n)
 #define __shared__ static
 #define threadIdx (emu::uint3_{emu::B.cur->tid, 0, 0})
 #define blockIdx (emu::block_idx)
@@ -284,6 +320,7 @@ struct alignas(16) int4 { int x, y, z, w; };
 struct alignas(16) float4 { float x, y, z, w; };
 
 inline float2 make_float2(float x, float y) { return float2{x, y}; }
+inline int4 make_int4(int x, int y, int z, int w) { return int4{x, y, z, w}; }
 // A read-only load; stops the program where a GPU would fault (misaligned address).
 template <class T> inline T __ldg(const T *p) {
     if ((uintptr_t) p % alignof(T) != 0) emu::die("misaligned __ldg (a GPU faults)");

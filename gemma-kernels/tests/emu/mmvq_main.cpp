@@ -1,16 +1,19 @@
-// Runs the decode matvec kernels of gemma-kernels (mmvq_<type>_<nc> and mmvq_multi_<type> of
-// kernels/mmvq.cu) under the SIMT emulation of emu.h, for tests/cuda_emulated_mmvq.rs. The
-// kernel sources are the real ones, included below; launches mirror src/cuda/launch.rs
-// (matmul_q8, matvec_q8_multi): 128 threads per block, `per_block` weight rows per block.
+// Runs the quantized matrix kernels of gemma-kernels (the decode matvecs mmvq_<type>_<nc> and
+// mmvq_multi_<type> of kernels/mmvq.cu, the prefill matmul mmq_<type> of kernels/mmq.cu on
+// emulated int8 tensor cores) under the SIMT emulation of emu.h, for
+// tests/cuda_emulated_mmvq.rs. The kernel sources are the real ones, included below;
+// launches mirror src/cuda/launch.rs (matmul_q8, matvec_q8_multi): 128 threads per block,
+// `per_block` weight rows per mmvq block, 64 x 64 output tiles per mmq block.
 //
 // usage: mmvq_emu random|warp-greedy SEED < cases > results
 // stdin (native endian): u32 case count, then per case u32 op (0: mmvq_<type>_<n>, 1:
-//   mmvq_multi_<type>), u32 type (ggml id), u32 n (tokens for op 0: 1, 2, 4 or 8; matrices
-//   for op 1: 2 or 3), u32 nb (weight blocks per row), u32 k_pad, u32 rows[3] (op 0: rows[0]
+//   mmvq_multi_<type>, 2: mmq_<type>), u32 type (ggml id), u32 n (tokens for op 0: 1, 2, 4
+//   or 8; matrices for op 1: 2 or 3; tokens for op 2), u32 nb (weight blocks per row), u32 k_pad, u32 rows[3] (op 0: rows[0]
 //   only), u32 per_block (rows per block, as launch.rs's mmvq_rows_per_block), u32 tail (the
 //   bytes after each weight matrix a kernel may read: DEVICE_MATRIX_TAIL), the weights (rows[i] x nb blocks for each matrix), then the activations of n (op
 //   0) or 1 (op 1) tokens: qs (k_pad int8 each), ds (k_pad / 32 float2 {d, s} each).
-// stdout per case: op 0: y (n x rows[0] floats); op 1: y_0, y_1, y_2 (rows[i] floats each).
+// stdout per case: ops 0 and 2: y (n x rows[0] floats); op 1: y_0, y_1, y_2 (rows[i] floats
+//   each).
 //   Outputs a kernel fails to write keep a poison value (NaN 0x7fbadbad).
 // Every buffer lives in its own 256-byte aligned "device allocation" between guard bytes
 // (as cudaMalloc aligns); a write outside an output stops the program with exit code 3.
@@ -20,24 +23,28 @@
 
 #include "../../kernels/common.cuh"
 #include "../../kernels/mmvq.cu"
+#include "../../kernels/mmq.cu"
 #undef asm
 
 typedef void (*SingleKernel)(const u8 *, int, const i8 *, const float2 *, int, float *, int, int);
 typedef void (*MultiKernel)(const u8 *, float *, int, const u8 *, float *, int, const u8 *, float *, int, int,
                             const i8 *, const float2 *, int, int);
+typedef void (*MmqKernel)(const u8 *, int, int, const i8 *, const float2 *, int, int, float *, int);
 
 // The kernels of one weight type.
 struct TypeKernels {
     int ty;
     int block_bytes;
+    int block_elems;
     SingleKernel single[4];  // 1, 2, 4, 8 tokens
     MultiKernel multi;
+    MmqKernel mmq;
 };
 
 #define TYPE_KERNELS(NAME, TY)                                                                               \
     TypeKernels {                                                                                            \
-        TY, Task<TY>::BYTES, {mmvq_##NAME##_1, mmvq_##NAME##_2, mmvq_##NAME##_4, mmvq_##NAME##_8},       \
-            mmvq_multi_##NAME                                                                                \
+        TY, Task<TY>::BYTES, Task<TY>::QK, {mmvq_##NAME##_1, mmvq_##NAME##_2, mmvq_##NAME##_4, mmvq_##NAME##_8},       \
+            mmvq_multi_##NAME, mmq_##NAME                                                                    \
     }
 
 static const TypeKernels KERNELS[] = {
@@ -104,15 +111,16 @@ static std::function<void()> g_kernel;
 
 static void run_kernel() { g_kernel(); }
 
-// Launches `kernel` on gx blocks of MMVQ_THREADS threads.
-static void launch(unsigned gx, std::function<void()> kernel) {
+// Launches `kernel` on gx x gy blocks of 128 threads (MMVQ_THREADS, MMQ_THREADS).
+static void launch(unsigned gx, std::function<void()> kernel, unsigned gy = 1) {
     g_kernel = std::move(kernel);
-    emu::grid_dim = {gx, 1, 1};
+    emu::grid_dim = {gx, gy, 1};
     emu::block_dim = {MMVQ_THREADS, 1, 1};
-    for (unsigned x = 0; x < gx; ++x) {
-        emu::block_idx = {x, 0, 0};
-        emu::run_block(MMVQ_THREADS, run_kernel);
-    }
+    for (unsigned y = 0; y < gy; ++y)
+        for (unsigned x = 0; x < gx; ++x) {
+            emu::block_idx = {x, y, 0};
+            emu::run_block(MMVQ_THREADS, run_kernel);
+        }
 }
 
 static void check_guards(const DevBuf &b, const char *what, uint32_t c, const uint32_t *head) {
@@ -144,16 +152,26 @@ int main(int argc, char **argv) {
             if ((uint32_t) k.ty == ty) kern = &k;
         if (!kern) fail("unknown weight type");
         if (k_pad % 256 != 0) fail("k_pad must be a multiple of 256");
-        const int n_mats = op == 0 ? 1 : (int) n;
-        const int n_tokens = op == 0 ? (int) n : 1;
-        if (op > 1 || n_mats < 1 || n_mats > 3) fail("bad op or matrix count");
+        const int n_mats = op == 1 ? (int) n : 1;
+        const int n_tokens = op == 1 ? 1 : (int) n;
+        if (op > 2 || n_mats < 1 || n_mats > 3) fail("bad op or matrix count");
         std::vector<DevBuf> w;
         emu::readable.clear();
         for (int i = 0; i < n_mats; ++i) w.push_back(read_buf((size_t) rows[i] * nb * kern->block_bytes, head[9]));
         DevBuf qs = read_buf((size_t) n_tokens * k_pad);
         DevBuf ds = read_buf((size_t) n_tokens * k_pad / QK8 * sizeof(float2));
         std::vector<DevBuf> y;
-        if (op == 0) {
+        if (op == 2) {
+            y.push_back(poisoned_output((size_t) n * rows[0]));
+            const int k = nb * kern->block_elems;
+            launch(
+                (unsigned) ((rows[0] + MMQ_BM - 1) / MMQ_BM),
+                [&] {
+                    kern->mmq(w[0].as<u8>(), nb, k, qs.as<i8>(), ds.as<float2>(), k_pad, (int) n, y[0].as<float>(),
+                              rows[0]);
+                },
+                (unsigned) ((n + MMQ_BN - 1) / MMQ_BN));
+        } else if (op == 0) {
             int idx = n == 1 ? 0 : n == 2 ? 1 : n == 4 ? 2 : n == 8 ? 3 : -1;
             if (idx < 0) fail("tokens must be 1, 2, 4 or 8");
             y.push_back(poisoned_output((size_t) n * rows[0]));
