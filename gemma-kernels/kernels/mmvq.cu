@@ -464,8 +464,6 @@ template <> struct Task<GGML_Q3_K> : TaskQ23_K<true> {};
 
 // ---------------------------------------------------------------------------------
 
-// Rows per block at most, for NC tokens.
-#define MMVQ_MAX_ROWS(NC) ((NC) >= 8 ? 1 : 8 / (NC))
 // Tasks a thread takes per round; their loads are all issued before the dot products.
 #define MMVQ_ITEMS 4
 

@@ -232,7 +232,8 @@ pub fn uses_q8_activations(ty: GgmlType) -> bool {
 /// Tasks an mmvq thread takes per round (MMVQ_ITEMS); a block has 128 threads.
 const MMVQ_ITEMS: usize = 4;
 
-/// Most weight rows one mmvq block computes for `tokens` (1..=8) tokens (MMVQ_MAX_ROWS).
+/// Most weight rows the host gives one mmvq block for `tokens` (1..=8) tokens: 8 / tokens
+/// (a task already dots its weights with every token).
 pub fn mmvq_max_rows(tokens: usize) -> usize {
     if tokens >= 8 {
         1
