@@ -19,6 +19,10 @@
 #define MMQ_BN 64
 #define MMQ_BK 256
 #define MMQ_THREADS 128
+// Blocks per multiprocessor the register budget must allow: 4, as many as the 47.5 KiB of
+// shared memory lets fit (caps the K-quant kernels at 128 registers; they took 131-139, so
+// only 3 blocks fit by registers).
+#define MMQ_MIN_BLOCKS 4
 #define MMQ_ROW_INTS (MMQ_BK / 4 + 4)  // +4 ints: conflict-free fragment loads
 
 struct __align__(16) MmqSmem {
@@ -421,7 +425,7 @@ static __device__ __forceinline__ void mmq(const u8 *__restrict__ w, int nb, int
 }
 
 #define MMQ_KERNEL(NAME, TY)                                                                              \
-    extern "C" __global__ void __launch_bounds__(MMQ_THREADS) mmq_##NAME(                                \
+    extern "C" __global__ void __launch_bounds__(MMQ_THREADS, MMQ_MIN_BLOCKS) mmq_##NAME(                \
         const u8 *w, int nb, int k, const i8 *xq, const float2 *xd, int k_pad, int n, float *y, int rows) { \
         mmq<TY>(w, nb, k, xq, xd, k_pad, n, y, rows);                                                     \
     }
