@@ -1,7 +1,9 @@
 // Attention over the KV cache for one decoding token, split over keys
-// ("flash-decoding"): attn_decode_<D> computes, per KV head and per split of at most
-// `kps` keys, the unnormalised partial softmax(q k) v of every query head of that KV head
-// (GQA); attn_combine_<D> merges the splits (and may quantize the result for the output
+// ("flash-decoding"): attn_decode_<D> computes, per KV head and per split, the unnormalised
+// partial softmax(q k) v of every query head of that KV head (GQA); the live keys are
+// spread over the splits in runs of a multiple of 32 keys (at most ATT_MAX_KPS; the host
+// allocates enough splits), sized on the device from the position, so every step of a
+// captured graph uses as many splits as its keys fill; attn_combine_<D> merges the splits (and may quantize the result for the output
 // projection, as quantize_q8_1 would).
 //
 // Cache layout: n_slots x n_kv x D halves. The query sits at position pos = *pos_ptr (read
@@ -87,11 +89,12 @@ static __device__ __forceinline__ float q8_0_roundtrip(float v, float amax) {
 }
 
 // q: n_heads x D floats; part_o: n_heads x n_splits x D; part_ml: n_heads x n_splits {m, l}.
-// grid: (n_kv, n_splits), block: 128. n_heads / n_kv <= 8, kps <= 256.
+// grid: (n_kv, n_splits), block: 128. n_heads / n_kv <= 8; n_splits x ATT_MAX_KPS covers
+// every live key.
 template <int D, int KV>
 static __device__ __forceinline__ void attn_decode(const float *__restrict__ q, const void *__restrict__ kc,
                                                    const void *__restrict__ vc, int n_heads, int n_kv, int n_slots,
-                                                   const i32 *__restrict__ pos_ptr, int window, int kps, float scale,
+                                                   const i32 *__restrict__ pos_ptr, int window, float scale,
                                                    float *__restrict__ part_o, float2 *__restrict__ part_ml) {
     constexpr int EPL = D / WARP;                     // key dims per lane
     constexpr int DPT = D >= ATT_THREADS ? D / ATT_THREADS : 1;  // value dims per thread
@@ -103,6 +106,7 @@ static __device__ __forceinline__ void attn_decode(const float *__restrict__ q, 
     const int n_all = pos_ptr[0] + 1;
     const int n_live = window > 0 ? min(n_all, window) : n_all;
     const int start = n_all - n_live;
+    const int kps = min(ATT_MAX_KPS, max(WARP, ((n_live + n_splits - 1) / n_splits + WARP - 1) / WARP * WARP));
     const int i0 = split * kps, i1 = min(i0 + kps, n_live);
     if (i0 >= i1) {
         if (threadIdx.x < G) part_ml[(hk * G + threadIdx.x) * n_splits + split] = make_float2(NEG_INF, 0.0f);
@@ -296,9 +300,9 @@ static __device__ __forceinline__ void attn_prefill_rows(const float *__restrict
 #define ATTN_DECODE(NAME, D, KV)                                                                               \
     extern "C" __global__ void __launch_bounds__(ATT_THREADS) NAME(                                           \
         const float *q, const void *kc, const void *vc, int n_heads, int n_kv, int n_slots, const i32 *pos_ptr, \
-        int window, int kps, float scale, float *part_o, float2 *part_ml) {                                   \
+        int window, float scale, float *part_o, float2 *part_ml) {                                            \
         pdl_entry();                                                                                           \
-        attn_decode<D, KV>(q, kc, vc, n_heads, n_kv, n_slots, pos_ptr, window, kps, scale, part_o, part_ml);   \
+        attn_decode<D, KV>(q, kc, vc, n_heads, n_kv, n_slots, pos_ptr, window, scale, part_o, part_ml);        \
     }
 
 #define ATTN_PREFILL(NAME, D, KV)                                                                              \

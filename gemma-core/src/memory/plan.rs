@@ -374,10 +374,14 @@ fn cuda_scratch_bytes(model: &ModelShape, options: &PlanOptions) -> u64 {
     let decode: u64 = decode_kinds
         .iter()
         .map(|&(slots, window)| {
+            // gemma_kernels::cuda::DecodeScratch::new
             let live = window.map_or(slots, |w| w.min(slots)).max(1);
-            let splits_wanted = (2 * CUDA_SM_COUNT).div_ceil(c.n_head_kv).max(1);
-            let per_split = (live.div_ceil(splits_wanted).div_ceil(32) * 32).clamp(32, 256);
-            (c.n_head * live.div_ceil(per_split) * (c.head_dim_v + 2) * 4) as u64
+            let splits = (8 * CUDA_SM_COUNT)
+                .div_ceil(c.n_head_kv.max(1))
+                .max(live.div_ceil(256))
+                .min(live.div_ceil(32))
+                .max(1);
+            (c.n_head * splits * (c.head_dim_v + 2) * 4) as u64
         })
         .sum();
     4 * state_floats(c, tokens, logit_rows) + q8 + decode + CUDA_POOL_SLACK_BYTES

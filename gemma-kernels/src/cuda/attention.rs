@@ -115,33 +115,30 @@ impl AttnShape {
 /// Per-layer scratch of decode attention: the partial results of the key splits. The split
 /// count depends only on the shape, so a captured decode graph stays valid for every step.
 pub struct DecodeScratch {
-    kps: usize,
     n_splits: usize,
     part_o: CudaSlice<f32>,
     part_ml: CudaSlice<f32>,
 }
 
 impl DecodeScratch {
-    /// Sizes the splits so that about two blocks per multiprocessor work at full context.
+    /// Allocates the splits: enough that every live key fits (256 per split at most), about
+    /// 8 blocks per multiprocessor, and no more than one per 32 keys. Each step spreads its
+    /// live keys over them (on the device, from the position).
     pub fn new(dev: &CudaDevice, shape: &AttnShape) -> Result<Self, CudaError> {
         shape.check()?;
         let max_live = shape.max_live().max(1);
-        let splits_wanted = (2 * dev.sm_count()).div_ceil(shape.n_kv_heads).max(1);
-        let kps = (max_live.div_ceil(splits_wanted).div_ceil(32) * 32).clamp(32, 256);
-        let n_splits = max_live.div_ceil(kps);
+        let n_splits = (8 * dev.sm_count())
+            .div_ceil(shape.n_kv_heads)
+            .max(max_live.div_ceil(256))
+            .min(max_live.div_ceil(32))
+            .max(1);
         let part_o = zeros::<f32>(dev, shape.n_heads * n_splits * shape.head_dim)?;
         let part_ml = zeros::<f32>(dev, shape.n_heads * n_splits * 2)?;
         Ok(DecodeScratch {
-            kps,
             n_splits,
             part_o,
             part_ml,
         })
-    }
-
-    /// Keys per split.
-    pub fn keys_per_split(&self) -> usize {
-        self.kps
     }
 
     /// Number of splits.
@@ -279,7 +276,6 @@ where
         Arg::I(int("n_slots", shape.n_slots)?),
         Arg::P(ptr(dev, pos)),
         Arg::I(int("window", shape.window)?),
-        Arg::I(int("keys per split", scratch.kps)?),
         Arg::F(shape.scale),
         Arg::P(po),
         Arg::P(pml),
