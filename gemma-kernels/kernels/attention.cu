@@ -24,6 +24,7 @@
 #define ATT_THREADS 128
 #define ATT_MAX_G 8
 #define ATT_MAX_KPS 256
+#define ATT_KEYS_IN_FLIGHT 4  // keys a warp loads before it scores them
 
 template <int N>
 static __device__ __forceinline__ void load_halves(const u16 *p, float *f) {  // N in {2, 4, 8}
@@ -123,17 +124,26 @@ static __device__ __forceinline__ void attn_decode(const float *__restrict__ q, 
         __syncthreads();
     }
 
-    // Scores: one warp per key, lanes across the head dimension.
-    for (int i = i0 + warp; i < i1; i += ATT_THREADS / WARP) {
-        const i64 slot = (start + i) % n_slots;
-        float kf[EPL];
-        load_kv<KV, EPL>(kc, (slot * n_kv + hk) * D + lane * EPL, kf);
-        for (int g = 0; g < G; ++g) {
-            float dot = 0.0f;
+    // Scores: one warp per key (keys w, w + 4, ... of the split for warp w), lanes across the
+    // head dimension; ATT_KEYS_IN_FLIGHT keys' loads are issued before their dot products.
+    constexpr int NW = ATT_THREADS / WARP;
+    for (int i = i0 + warp; i < i1; i += ATT_KEYS_IN_FLIGHT * NW) {
+        float kf[ATT_KEYS_IN_FLIGHT][EPL];
 #pragma unroll
-            for (int e = 0; e < EPL; ++e) dot += sq[g][lane * EPL + e] * kf[e];
-            dot = warp_sum(dot);
-            if (lane == 0) sp[g][i - i0] = dot;
+        for (int u = 0; u < ATT_KEYS_IN_FLIGHT; ++u) {  // a key past the split loads key i
+            const int key = i + u * NW < i1 ? i + u * NW : i;
+            load_kv<KV, EPL>(kc, (((start + key) % n_slots) * n_kv + hk) * D + lane * EPL, kf[u]);
+        }
+#pragma unroll
+        for (int u = 0; u < ATT_KEYS_IN_FLIGHT; ++u) {
+            if (i + u * NW >= i1) break;  // uniform over the warp
+            for (int g = 0; g < G; ++g) {
+                float dot = 0.0f;
+#pragma unroll
+                for (int e = 0; e < EPL; ++e) dot += sq[g][lane * EPL + e] * kf[u][e];
+                dot = warp_sum(dot);
+                if (lane == 0) sp[g][i + u * NW - i0] = dot;
+            }
         }
     }
     __syncthreads();
@@ -166,7 +176,7 @@ static __device__ __forceinline__ void attn_decode(const float *__restrict__ q, 
     for (int g = 0; g < ATT_MAX_G; ++g)
 #pragma unroll
         for (int e = 0; e < DPT; ++e) acc[g][e] = 0.0f;
-#pragma unroll 4
+#pragma unroll 8
     for (int i = i0; i < i1; ++i) {
         const i64 slot = (start + i) % n_slots;
         float vf[DPT];
