@@ -176,7 +176,7 @@ static __device__ __forceinline__ void attn_decode(const float *__restrict__ q, 
     for (int g = 0; g < ATT_MAX_G; ++g)
 #pragma unroll
         for (int e = 0; e < DPT; ++e) acc[g][e] = 0.0f;
-#pragma unroll 8
+#pragma unroll 16
     for (int i = i0; i < i1; ++i) {
         const i64 slot = (start + i) % n_slots;
         float vf[DPT];
