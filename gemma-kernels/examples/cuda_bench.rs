@@ -262,6 +262,13 @@ fn bench_attention(
     })?;
     let gbps = (2 * ctx * 8 * 256 * 2) as f64 / us / 1000.0;
     println!("attention decode  ctx {ctx:>6} (16 q / 8 kv heads x 256) {us:8.1} us  {gbps:7.0} GB/s of K+V");
+    // A short context in the same cache (the splits the live keys fill).
+    let live: i32 = 600;
+    let pos = cuda::upload(dev, &[live - 1])?;
+    let us = t.time(dev, 50, |_| {
+        cuda::attention_decode(dev, &q, &kc, &vc, &pos, &shape, &mut scratch, &mut out)
+    })?;
+    println!("attention decode  pos {live:>6} of a {ctx}-slot cache          {us:8.1} us");
     let p0 = ctx - n_prefill;
     let us = t.time(dev, 5, |_| {
         cuda::attention_prefill(dev, &q, &kc, &vc, &kc, &vc, n_prefill, p0, &shape, &mut out)
