@@ -12,7 +12,9 @@
 #   3. every kernel compiled by this machine's NVRTC (cuda_nvrtc), device checks;
 #   4. kernel parity against CPU references on random data (cuda_parity: every weight
 #      type's dequantization, mmvq and mmq; cuda_kv_types: f32 / Q8_0 KV store + attention;
-#      cuda_fused: the fused QK-norm + RoPE and GeGLU + q8_1 kernels);
+#      cuda_fused: the fused kernels against the launches they replace: QK-norm + RoPE,
+#      GeGLU + q8_1, post-norm + residual + pre-norm + q8_1, attention + q8_1, QK-norm +
+#      RoPE + KV store);
 #   5. the CUDA engine against the CPU engine and llama.cpp on the tiny models, with f32 and
 #      Q8_0 KV caches, with image spans, and decode-graph replays against eager steps
 #      (gemma-core); again with programmatic dependent launch (GEMMA_CUDA_PDL=1);
