@@ -183,14 +183,15 @@ fn bench_matvec_layouts(
 fn bench_matvec_multi(
     dev: &CudaDevice,
     t: &Timer,
-    ty: GgmlType,
-    rows_each: &[usize],
+    mats: &[(GgmlType, usize)],
     cols: usize,
     peak: f64,
 ) -> Result<f64, CudaError> {
-    let sets: Vec<Vec<DeviceMatrix>> = rows_each
+    let ty = mats[0].0;
+    let rows_each: Vec<usize> = mats.iter().map(|m| m.1).collect();
+    let sets: Vec<Vec<DeviceMatrix>> = mats
         .iter()
-        .map(|&r| matrices(dev, ty, r, cols))
+        .map(|&(t, r)| matrices(dev, t, r, cols))
         .collect::<Result<_, _>>()?;
     let copies = sets.iter().map(Vec::len).min().unwrap_or(1);
     let x = cuda::upload(dev, &vec![0.5f32; cols])?;
@@ -207,7 +208,16 @@ fn bench_matvec_multi(
     })?;
     let bytes: usize = sets.iter().map(|s| s[0].bytes()).sum();
     let gbps = bytes as f64 / us / 1000.0;
-    let shape: Vec<String> = rows_each.iter().map(|r| r.to_string()).collect();
+    let shape: Vec<String> = mats
+        .iter()
+        .map(|&(t, r)| {
+            if t == ty {
+                r.to_string()
+            } else {
+                format!("{r} {}", t.name())
+            }
+        })
+        .collect();
     println!(
         "matvec {:<5} ({})x{cols:<6} one launch {us:8.1} us  {gbps:7.0} GB/s  {:5.1}% of {peak:.0}",
         ty.name(),
@@ -355,17 +365,22 @@ fn run() -> Result<(), CudaError> {
         "12B Q4_K_M decode estimate (matvecs only, one launch each): {step_us:.0} us/token = {:.0} tokens/s",
         1e6 / step_us
     );
-    // The same step as the engine runs it: Q and K in one launch (V in its own where it is
-    // Q6_K), gate and up in one launch.
-    let per_layer = bench_matvec_multi(&dev, &t, GgmlType::Q4_K, &[q, kvd], h, peak)?
-        + bench_matvec(&dev, &t, GgmlType::Q6_K, kvd, h, peak)?
-        + bench_matvec(&dev, &t, GgmlType::Q4_K, h, q, peak)?
-        + bench_matvec_multi(&dev, &t, GgmlType::Q4_K, &[ff, ff], h, peak)?
+    // The same step as the engine runs it: Q, K and the Q6_K V in one launch, gate and up in
+    // one launch.
+    let k4 = GgmlType::Q4_K;
+    let per_layer = bench_matvec_multi(
+        &dev,
+        &t,
+        &[(k4, q), (k4, kvd), (GgmlType::Q6_K, kvd)],
+        h,
+        peak,
+    )? + bench_matvec(&dev, &t, GgmlType::Q4_K, h, q, peak)?
+        + bench_matvec_multi(&dev, &t, &[(k4, ff), (k4, ff)], h, peak)?
         + bench_matvec(&dev, &t, GgmlType::Q6_K, h, ff, peak)?;
-    bench_matvec_multi(&dev, &t, GgmlType::Q4_K, &[q, kvd, kvd], h, peak)?;
+    bench_matvec_multi(&dev, &t, &[(k4, q), (k4, kvd), (k4, kvd)], h, peak)?;
     let step_us = 48.0 * per_layer + output;
     println!(
-        "12B Q4_K_M decode estimate (matvecs only, Q+K and gate+up fused): {step_us:.0} us/token = {:.0} tokens/s",
+        "12B Q4_K_M decode estimate (matvecs only, Q+K+V and gate+up fused): {step_us:.0} us/token = {:.0} tokens/s",
         1e6 / step_us
     );
     for ty in [GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0] {

@@ -552,12 +552,14 @@ static __device__ __forceinline__ int block_rows(int blk, int rows, int per_bloc
     return min(per_block, rows - blk * per_block);
 }
 
-// Up to three products of one token with matrices of the same type and row length (Q, K and
-// V; gate and up) in one launch: the first blocks compute matrix 0's rows (per_block rows
-// each), then matrix 1's, then matrix 2's (rows 0 for an absent one). One launch keeps the
-// GPU busy where the small K and V products alone would leave most of it idle (measured on
-// an H200 with 12B shapes: Q+K in one launch 11.7 us against 9.6 + 8.9 us apart).
-template <int TY>
+// Up to three products of one token with matrices of one row length (Q, K and V; gate and
+// up) in one launch: the first blocks compute matrix 0's rows (per_block rows each), then
+// matrix 1's, then matrix 2's (rows 0 for an absent one). Matrices 0 and 1 are of type TY,
+// matrix 2 of type TY2 (the Q6_K V of the layers a Q4_K_M / Q5_K_M file gives more bits; the
+// two types take the same activations and rows per block). One launch keeps the GPU busy
+// where the small K and V products alone would leave most of it idle (measured on an H200
+// with 12B shapes: Q+K in one launch 11.7 us against 9.6 + 8.9 us apart).
+template <int TY, int TY2>
 static __device__ __forceinline__ void mmvq_multi(const u8 *w0, float *y0, int rows0, const u8 *w1, float *y1,
                                                   int rows1, const u8 *w2, float *y2, int rows2, int nb,
                                                   const i8 *aq, const float2 *ads, int k_pad, int per_block) {
@@ -570,7 +572,7 @@ static __device__ __forceinline__ void mmvq_multi(const u8 *w0, float *y0, int r
         mmvq<TY, 1>(w1, nb, aq, ads, k_pad, y1, rows1, blk * per_block, block_rows(blk, rows1, per_block));
     } else {
         blk -= blocks1;
-        mmvq<TY, 1>(w2, nb, aq, ads, k_pad, y2, rows2, blk * per_block, block_rows(blk, rows2, per_block));
+        mmvq<TY2, 1>(w2, nb, aq, ads, k_pad, y2, rows2, blk * per_block, block_rows(blk, rows2, per_block));
     }
 }
 
@@ -582,12 +584,12 @@ static __device__ __forceinline__ void mmvq_multi(const u8 *w0, float *y0, int r
                      block_rows(blockIdx.x, rows, per_block));                                          \
     }
 
-#define MMVQ_MULTI_KERNEL(NAME, TY)                                                                     \
+#define MMVQ_MULTI_KERNEL(NAME, TY, TY2)                                                                \
     extern "C" __global__ void __launch_bounds__(MMVQ_THREADS) mmvq_multi_##NAME(                      \
         const u8 *w0, float *y0, int rows0, const u8 *w1, float *y1, int rows1, const u8 *w2, float *y2, \
         int rows2, int nb, const i8 *aq, const float2 *ads, int k_pad, int per_block) {                 \
         pdl_launch_dependents();                                                                        \
-        mmvq_multi<TY>(w0, y0, rows0, w1, y1, rows1, w2, y2, rows2, nb, aq, ads, k_pad, per_block);     \
+        mmvq_multi<TY, TY2>(w0, y0, rows0, w1, y1, rows1, w2, y2, rows2, nb, aq, ads, k_pad, per_block); \
     }
 
 #define MMVQ_ALL_NC(NAME, TY) \
@@ -595,7 +597,7 @@ static __device__ __forceinline__ void mmvq_multi(const u8 *w0, float *y0, int r
     MMVQ_KERNEL(NAME, TY, 2)  \
     MMVQ_KERNEL(NAME, TY, 4)  \
     MMVQ_KERNEL(NAME, TY, 8)  \
-    MMVQ_MULTI_KERNEL(NAME, TY)
+    MMVQ_MULTI_KERNEL(NAME, TY, TY)
 
 MMVQ_ALL_NC(q4_0, GGML_Q4_0)
 MMVQ_ALL_NC(q5_0, GGML_Q5_0)
@@ -609,3 +611,5 @@ MMVQ_ALL_NC(iq4_nl, GGML_IQ4_NL)
 MMVQ_ALL_NC(q2_K, GGML_Q2_K)
 MMVQ_ALL_NC(q3_K, GGML_Q3_K)
 MMVQ_ALL_NC(iq4_xs, GGML_IQ4_XS)
+MMVQ_MULTI_KERNEL(q4_K_q6_K, GGML_Q4_K, GGML_Q6_K)
+MMVQ_MULTI_KERNEL(q5_K_q6_K, GGML_Q5_K, GGML_Q6_K)

@@ -85,10 +85,11 @@ fn row_lengths(ty: GgmlType) -> [usize; 3] {
     }
 }
 
-/// Random matrices of `ty` (`rows`; empty where 0), and `tokens` tokens of activations as the
-/// GPU gets them.
+/// Random matrices of `ty` (`rows`; empty where 0; matrix 2 of `ty2`), and `tokens` tokens of
+/// activations as the GPU gets them.
 struct Problem {
     ty: GgmlType,
+    ty2: GgmlType,
     cols: usize,
     rows: [usize; 3],
     tokens: usize,
@@ -98,11 +99,25 @@ struct Problem {
 
 impl Problem {
     fn new(rng: &mut Rng, ty: GgmlType, cols: usize, rows: [usize; 3], tokens: usize) -> Self {
-        let weights = rows.map(|r| random_matrix(rng, ty, r, cols));
+        Self::with_types(rng, [ty, ty], cols, rows, tokens)
+    }
+
+    /// Matrices 0 and 1 of `types[0]`, matrix 2 of `types[1]`.
+    fn with_types(
+        rng: &mut Rng,
+        types: [GgmlType; 2],
+        cols: usize,
+        rows: [usize; 3],
+        tokens: usize,
+    ) -> Self {
+        let [ty, ty2] = types;
+        let weights =
+            [0, 1, 2].map(|m| random_matrix(rng, if m == 2 { ty2 } else { ty }, rows[m], cols));
         let x = rng.vec(tokens * cols);
         let act = act_twin(&x, tokens, cols, ActFormat::for_weights(ty));
         Problem {
             ty,
+            ty2,
             cols,
             rows,
             tokens,
@@ -113,6 +128,14 @@ impl Problem {
 
     fn k_pad(&self) -> usize {
         padded_len(self.cols)
+    }
+
+    fn type_of(&self, mat: usize) -> GgmlType {
+        if mat == 2 {
+            self.ty2
+        } else {
+            self.ty
+        }
     }
 
     /// The rows per block the host launches n tokens with.
@@ -129,12 +152,13 @@ impl Problem {
         }
         let head = [
             op,
-            self.ty.id(),
+            self.type_of(mats[0]).id(),
             n as u32,
             (self.cols / self.ty.block_elems()) as u32,
             k_pad as u32,
         ];
-        let tail = [per_block as u32, cuda::DEVICE_MATRIX_TAIL as u32];
+        let type2 = self.type_of(*mats.last().unwrap_or(&0)).id();
+        let tail = [per_block as u32, cuda::DEVICE_MATRIX_TAIL as u32, type2];
         for v in head.iter().chain(&rows).chain(&tail) {
             out.extend(v.to_ne_bytes());
         }
@@ -241,10 +265,10 @@ fn check_product(
     worst: &mut f64,
 ) -> Vec<String> {
     let (rows, cols) = (p.rows[mat], p.cols);
-    let w = dequantize(p.ty, &p.weights[mat], rows * cols);
+    let w = dequantize(p.type_of(mat), &p.weights[mat], rows * cols);
     let x = q8_1_values(&p.act, p.tokens, cols);
     let (mut want, mag) = matmul_ref(&w, &x[..n * cols], rows, cols, n);
-    if ActFormat::for_weights(p.ty) == ActFormat::Q8_1 {
+    if ActFormat::for_weights(p.type_of(mat)) == ActFormat::Q8_1 {
         min_term_correction(p, mat, n, &mut want);
     }
     let mut bad = Vec::new();
@@ -269,7 +293,7 @@ fn check_product(
 /// activations from the activation block's s, which Q8_1 stores rounded to f16; moves the
 /// f64 reference (exact sums) onto that s: += m * (s - d * sum(q)) per 32-block.
 fn min_term_correction(p: &Problem, mat: usize, n: usize, want: &mut [f64]) {
-    let (rows, nb, bytes) = (p.rows[mat], p.cols / 32, p.ty.block_bytes());
+    let (rows, nb, bytes) = (p.rows[mat], p.cols / 32, p.type_of(mat).block_bytes());
     let k_pad = p.k_pad();
     for t in 0..n {
         for r in 0..rows {
@@ -361,9 +385,29 @@ fn multi_matrix_kernel_matches_single_matrix_kernel_bit_for_bit() {
     // The row length only matters inside a block, where the multi kernel runs the single
     // kernel's code: cuda_parity's only (4 rows per block, the last block of each matrix
     // partial).
-    let problems = problems(0x3377_0002, &[0]);
+    let mut problems = problems(0x3377_0002, &[0]);
+    // Q, K of a K-quant and the Q6_K V of the layers a Q4_K_M / Q5_K_M file gives more bits.
+    let mut rng = Rng::new(0x3377_0004);
+    let mixed = [GgmlType::Q4_K, GgmlType::Q5_K]
+        .map(|ty| Problem::with_types(&mut rng, [ty, GgmlType::Q6_K], row_lengths(ty)[0], ROWS, 8));
+    problems.extend(mixed);
     let mut launches = Vec::new();
     for (p, pr) in problems.iter().enumerate() {
+        if pr.ty2 != pr.ty {
+            for mat in 0..3 {
+                launches.push(Launch::Single {
+                    p,
+                    mat,
+                    n: 1,
+                    per_block: pr.per_block(1),
+                });
+            }
+            launches.push(Launch::Multi {
+                p,
+                mats: vec![0, 1, 2],
+            });
+            continue;
+        }
         for mat in 0..3 {
             launches.push(Launch::Single {
                 p,

@@ -453,8 +453,25 @@ fn check_format(ty: GgmlType, x: &Q8Activations) -> Result<(), CudaError> {
     Ok(())
 }
 
-/// Products of one token's q8_1 activations `x` with two or three matrices of the same
-/// quantized type and row length, in one launch: `ys[i] = x W_i^T`.
+/// The one-launch kernel for one token's products with matrices of these types (2 or 3 of one
+/// quantized type, or Q4_K / Q5_K twice then Q6_K), if there is one.
+pub fn multi_kernel(types: &[GgmlType]) -> Option<&'static str> {
+    let (&first, rest) = types.split_first()?;
+    if !(1..=2).contains(&rest.len()) {
+        return None;
+    }
+    if rest.iter().all(|&t| t == first) {
+        return mmvq_names(first).map(|n| n[4]);
+    }
+    match (first, rest) {
+        (GgmlType::Q4_K, [GgmlType::Q4_K, GgmlType::Q6_K]) => Some("mmvq_multi_q4_K_q6_K"),
+        (GgmlType::Q5_K, [GgmlType::Q5_K, GgmlType::Q6_K]) => Some("mmvq_multi_q5_K_q6_K"),
+        _ => None,
+    }
+}
+
+/// Products of one token's q8_1 activations `x` with two or three matrices of one row length
+/// (types as [`multi_kernel`] takes them), in one launch: `ys[i] = x W_i^T`.
 pub fn matvec_q8_multi<Y: DevicePtrMut<f32>>(
     dev: &CudaDevice,
     ws: &[&DeviceMatrix],
@@ -471,14 +488,15 @@ pub fn matvec_q8_multi<Y: DevicePtrMut<f32>>(
             })
         }
     };
-    if let Some(w) = ws.iter().find(|w| w.ty() != ty || w.cols() != first.cols()) {
+    if let Some(w) = ws.iter().find(|w| w.cols() != first.cols()) {
         return Err(CudaError::Shape {
-            what: "row length of a multi-matrix product (one type, one row length)",
+            what: "row length of a multi-matrix product (one row length)",
             needed: first.cols(),
             actual: w.cols(),
         });
     }
-    let name = mmvq_names(ty).ok_or(CudaError::UnsupportedType(ty))?[4];
+    let types: Vec<GgmlType> = ws.iter().map(|w| w.ty()).collect();
+    let name = multi_kernel(&types).ok_or(CudaError::UnsupportedType(ty))?;
     if x.k() != first.cols() {
         return Err(CudaError::Shape {
             what: "q8_1 activation row length",
@@ -486,7 +504,9 @@ pub fn matvec_q8_multi<Y: DevicePtrMut<f32>>(
             actual: x.k(),
         });
     }
-    check_format(ty, x)?;
+    for &t in &types {
+        check_format(t, x)?;
+    }
     check_len("q8_1 activation rows", 1, x.rows())?;
     let per_block = mmvq_rows_per_block(ty, first.cols(), 1);
     let mut args = Vec::with_capacity(14);

@@ -10,7 +10,8 @@
 //   mmvq_multi_<type>, 2: mmq_<type>), u32 type (ggml id), u32 n (tokens for op 0: 1, 2, 4
 //   or 8; matrices for op 1: 2 or 3; tokens for op 2), u32 nb (weight blocks per row), u32 k_pad, u32 rows[3] (op 0: rows[0]
 //   only), u32 per_block (rows per block, as launch.rs's mmvq_rows_per_block), u32 tail (the
-//   bytes after each weight matrix a kernel may read: DEVICE_MATRIX_TAIL), the weights (rows[i] x nb blocks for each matrix), then the activations of n (op
+//   bytes after each weight matrix a kernel may read: DEVICE_MATRIX_TAIL), u32 type2 (op 1:
+//   the type of matrix 2, the type above or Q6_K after Q4_K / Q5_K), the weights (rows[i] x nb blocks for each matrix), then the activations of n (op
 //   0) or 1 (op 1) tokens: qs (k_pad int8 each), ds (k_pad / 32 float2 {d, s} each).
 // stdout per case: ops 0 and 2: y (n x rows[0] floats); op 1: y_0, y_1, y_2 (rows[i] floats
 //   each).
@@ -139,8 +140,8 @@ int main(int argc, char **argv) {
     uint32_t n_cases;
     read_vals(&n_cases, 1);
     for (uint32_t c = 0; c < n_cases; ++c) {
-        uint32_t head[10];
-        read_vals(head, 10);
+        uint32_t head[11];
+        read_vals(head, 11);
         const uint32_t op = head[0], ty = head[1], n = head[2];
         const int nb = (int) head[3], k_pad = (int) head[4];
         const int rows[3] = {(int) head[5], (int) head[6], (int) head[7]};
@@ -151,13 +152,23 @@ int main(int argc, char **argv) {
         for (const TypeKernels &k : KERNELS)
             if ((uint32_t) k.ty == ty) kern = &k;
         if (!kern) fail("unknown weight type");
+        // The multi-matrix kernel, and the blocks of matrix 2 (op 1).
+        MultiKernel multi = kern->multi;
+        int block_bytes2 = kern->block_bytes;
+        if (op == 1 && head[10] != ty) {
+            if (head[10] == GGML_Q6_K && ty == GGML_Q4_K) multi = mmvq_multi_q4_K_q6_K;
+            else if (head[10] == GGML_Q6_K && ty == GGML_Q5_K) multi = mmvq_multi_q5_K_q6_K;
+            else fail("no multi-matrix kernel for these types");
+            block_bytes2 = Task<GGML_Q6_K>::BYTES;
+        }
         if (k_pad % 256 != 0) fail("k_pad must be a multiple of 256");
         const int n_mats = op == 1 ? (int) n : 1;
         const int n_tokens = op == 1 ? 1 : (int) n;
         if (op > 2 || n_mats < 1 || n_mats > 3) fail("bad op or matrix count");
         std::vector<DevBuf> w;
         emu::readable.clear();
-        for (int i = 0; i < n_mats; ++i) w.push_back(read_buf((size_t) rows[i] * nb * kern->block_bytes, head[9]));
+        for (int i = 0; i < n_mats; ++i)
+            w.push_back(read_buf((size_t) rows[i] * nb * (i == 2 ? block_bytes2 : kern->block_bytes), head[9]));
         DevBuf qs = read_buf((size_t) n_tokens * k_pad);
         DevBuf ds = read_buf((size_t) n_tokens * k_pad / QK8 * sizeof(float2));
         std::vector<DevBuf> y;
@@ -185,8 +196,8 @@ int main(int argc, char **argv) {
             auto wp = [&](int i) { return i < n_mats ? w[i].as<u8>() : nullptr; };
             auto rw = [&](int i) { return i < n_mats ? rows[i] : 0; };
             launch(groups(rw(0)) + groups(rw(1)) + groups(rw(2)), [&] {
-                kern->multi(wp(0), y[0].as<float>(), rw(0), wp(1), y[1].as<float>(), rw(1), wp(2), y[2].as<float>(),
-                            rw(2), nb, qs.as<i8>(), ds.as<float2>(), k_pad, per_block);
+                multi(wp(0), y[0].as<float>(), rw(0), wp(1), y[1].as<float>(), rw(1), wp(2), y[2].as<float>(), rw(2),
+                      nb, qs.as<i8>(), ds.as<float2>(), k_pad, per_block);
             });
         }
         for (const DevBuf &b : w) check_guards(b, "a weight matrix", c, head);

@@ -6,6 +6,7 @@
 use super::{core_err, device_addr, tag, CudaBackend};
 use crate::weights::Weight;
 use crate::CoreError;
+use gemma_gguf::GgmlType;
 use gemma_kernels::cuda::{self, launch, ActFormat, CudaSlice, DeviceMatrix, Q8Activations};
 
 impl CudaBackend<'_> {
@@ -82,16 +83,23 @@ impl CudaBackend<'_> {
         n: usize,
         ys: &mut [&mut CudaSlice<f32>],
     ) -> Result<(), CoreError> {
-        // One token: consecutive weights of one quantized type and row length run in one
-        // launch (each call notes its own step signature and profile span, as matmul does).
+        // One token: 2 or 3 consecutive weights of one row length that one kernel takes
+        // (`launch::multi_kernel`: one quantized type, or Q4_K / Q5_K twice then Q6_K) run in
+        // one launch (each call notes its own step signature and profile span, as matmul does).
         let mut i = 0;
         while i < ws.len().min(ys.len()) {
             let (w0, ty) = (ws[i], ws[i].ty);
-            let run = ws[i..ys.len().min(ws.len())]
-                .iter()
-                .take(3)
-                .take_while(|w| w.ty == ty && w.cols == w0.cols)
-                .count();
+            let end = ys.len().min(ws.len());
+            let run = (2..=3.min(end - i))
+                .rev()
+                .find(|&r| {
+                    let group = &ws[i..i + r];
+                    let types: Vec<GgmlType> = group.iter().map(|w| w.ty).collect();
+                    group.iter().all(|w| w.cols == w0.cols)
+                        && types.iter().all(|&t| cuda::is_supported(t))
+                        && launch::multi_kernel(&types).is_some()
+                })
+                .unwrap_or(1);
             if n != 1 || run < 2 || !launch::uses_q8_activations(ty) || !cuda::is_supported(ty) {
                 self.product(w0, x, n, ys[i])?;
                 i += 1;
