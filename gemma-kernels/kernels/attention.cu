@@ -70,12 +70,22 @@ static __device__ __forceinline__ void load_kv(const void *base, i64 elem, float
         } else {
             f[0] = __ldg(p);
         }
-    } else {
+    } else {  // Q8_0: the N int8 values sit 2-byte aligned in their 34-byte block
         const u8 *blk = (const u8 *) base + (elem / 32) * 34;
         const float d = h2f(load_u16(blk));
-        const i8 *q = (const i8 *) (blk + 2 + elem % 32);
+        const u8 *q = blk + 2 + elem % 32;
+        if constexpr (N >= 4) {
+            int w[N / 4];
+            load_words_a2<N / 4>(q, w);
 #pragma unroll
-        for (int i = 0; i < N; ++i) f[i] = __fmul_rn((float) __ldg(q + i), d);
+            for (int i = 0; i < N; ++i) f[i] = __fmul_rn((float) (i8) (w[i / 4] >> (8 * (i % 4))), d);
+        } else if constexpr (N == 2) {
+            const u16 v = load_u16(q);
+            f[0] = __fmul_rn((float) (i8) (v & 0xFF), d);
+            f[1] = __fmul_rn((float) (i8) (v >> 8), d);
+        } else {
+            f[0] = __fmul_rn((float) __ldg((const i8 *) q), d);
+        }
     }
 }
 

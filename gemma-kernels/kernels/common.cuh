@@ -200,17 +200,17 @@ static __device__ __forceinline__ void pin(int4 &v) {
     pin(v.w);
 }
 
-// N consecutive 32-bit words from a 2-byte aligned address in aligned 32-bit loads: the N
-// or N + 1 words covering them, funnel-shifted (and pinned). It may read the 2 bytes after the run
-// (device matrices keep DEVICE_MATRIX_TAIL bytes after their last block for this), never
-// a byte before the 4-byte word holding p.
+// N consecutive 32-bit words from a 2-byte aligned address in aligned loads (pinned): the N
+// aligned words from the one holding p and, when p is 2 bytes past a 4-byte boundary, the
+// run's last 2 bytes; funnel-shifted together. Never reads past the run; may read the 2
+// bytes before p (inside the 4-byte word holding p, so inside any 4-byte aligned buffer).
 template <int N> static __device__ __forceinline__ void load_words_a2(const u8 *p, int *out) {
     const u32 *base = (const u32 *) ((u64) p & ~3ull);
     const u32 shift = (u32) ((u64) p & 2) * 8;  // 0 or 16
     u32 w[N + 1];
 #pragma unroll
     for (int i = 0; i < N; ++i) w[i] = __ldg(base + i);
-    w[N] = shift != 0 ? __ldg(base + N) : 0u;
+    w[N] = shift != 0 ? (u32) __ldg((const u16 *) (p + 4 * N - 2)) : 0u;
 #pragma unroll
     for (int i = 0; i < N; ++i) {
         out[i] = (int) __funnelshift_r(w[i], w[i + 1], shift);

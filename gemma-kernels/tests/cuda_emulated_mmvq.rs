@@ -10,8 +10,7 @@
 //! tests/emu/mmvq_main.cpp compiles the real kernel sources as host C++ under the SIMT
 //! emulation of tests/emu/emu.h (see its header for what is and is not emulated), launched
 //! as src/cuda/launch.rs launches them, under two thread schedules; it stops on a misaligned
-//! vector load, a load outside the buffers (a weight matrix's DEVICE_MATRIX_TAIL included)
-//! or a write outside an output. Needs a C++20 compiler `c++` with <ucontext.h>: the test
+//! vector load, a load outside the buffers or a write outside an output. Needs a C++20 compiler `c++` with <ucontext.h>: the test
 //! fails when there is none.
 
 mod cuda_util;
@@ -76,7 +75,7 @@ fn quantized_types() -> Vec<GgmlType> {
 /// partial (K-quants: 2 passes, 2 rows per block; the others 3 passes, 1 row); one of 5
 /// passes, so a thread runs two rounds, the second partial. The longer 32-block rows have
 /// an odd number of blocks, so the last block of a matrix starts 2 bytes past a 4-byte
-/// boundary (Q4_0, Q5_0, Q8_0, IQ4_NL): its aligned loads read into the matrix tail.
+/// boundary (Q4_0, Q5_0, Q8_0, IQ4_NL) and its aligned loads end at the matrix's last byte.
 fn row_lengths(ty: GgmlType) -> [usize; 3] {
     if ty.block_elems() == 256 {
         [768, 4352, 16640] // 24, 136 and 520 tasks of 8 per block
@@ -158,8 +157,8 @@ impl Problem {
             k_pad as u32,
         ];
         let type2 = self.type_of(*mats.last().unwrap_or(&0)).id();
-        let tail = [per_block as u32, cuda::DEVICE_MATRIX_TAIL as u32, type2];
-        for v in head.iter().chain(&rows).chain(&tail) {
+        let layout = [per_block as u32, type2];
+        for v in head.iter().chain(&rows).chain(&layout) {
             out.extend(v.to_ne_bytes());
         }
         for &m in mats {

@@ -30,14 +30,8 @@ pub fn is_supported(ty: GgmlType) -> bool {
     SUPPORTED_TYPES.contains(&ty)
 }
 
-/// Zero bytes every [`DeviceMatrix`] keeps after its last block: the decode kernels load
-/// 2-byte aligned blocks (Q4_0, Q5_0, Q8_0, IQ4_NL, Q6_K, Q3_K) in aligned 32-bit words and
-/// may read up to 2 bytes past a block (`load_words_a2` in kernels/common.cuh).
-pub const DEVICE_MATRIX_TAIL: usize = 16;
-
 /// A `rows x cols` weight matrix on the device, bytes exactly as in the GGUF file (rows of
-/// `ty.row_bytes(cols)` bytes) and then [`DEVICE_MATRIX_TAIL`] zero bytes; uploaded once,
-/// never converted.
+/// `ty.row_bytes(cols)` bytes); uploaded once, never converted.
 pub struct DeviceMatrix {
     ty: GgmlType,
     rows: usize,
@@ -78,12 +72,7 @@ impl DeviceMatrix {
                 actual: data.len(),
             });
         }
-        let mut blocks = dev
-            .stream()
-            .alloc_zeros::<u8>(needed + DEVICE_MATRIX_TAIL)?;
-        dev.stream()
-            .memcpy_htod(data, &mut blocks.slice_mut(0..needed))?;
-        let data = blocks;
+        let data = dev.stream().clone_htod(data)?;
         Ok(DeviceMatrix {
             ty,
             rows,
@@ -113,7 +102,7 @@ impl DeviceMatrix {
         self.row_bytes
     }
 
-    /// Bytes of device memory held (the blocks and [`DEVICE_MATRIX_TAIL`]).
+    /// Bytes of device memory held.
     pub fn bytes(&self) -> usize {
         self.data.len()
     }

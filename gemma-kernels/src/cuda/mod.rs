@@ -35,7 +35,7 @@ pub use attention::{
 };
 pub use buffer::{
     download, is_supported, padded_len, upload, zeros, ActFormat, DeviceMatrix, Q8Activations,
-    DEVICE_MATRIX_TAIL, SUPPORTED_TYPES,
+    SUPPORTED_TYPES,
 };
 /// The cudarc buffer types and traits the launch functions take.
 pub use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceSlice};

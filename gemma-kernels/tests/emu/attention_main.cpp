@@ -76,6 +76,9 @@ int main(int argc, char **argv) {
         read_vals(q.data(), q.size());
         read_vals((uint8_t *) kc.data(), bytes);
         read_vals((uint8_t *) vc.data(), bytes);
+        // The caches are the only memory read through __ldg: exactly their bytes.
+        emu::readable = {{(uintptr_t) kc.data(), (uintptr_t) kc.data() + bytes},
+                         {(uintptr_t) vc.data(), (uintptr_t) vc.data() + bytes}};
         std::vector<float> part_o((size_t) n_heads * n_splits * d, emu::bits_float(0x7fbadbad));
         std::vector<float2> part_ml((size_t) n_heads * n_splits);
         std::vector<float> out((size_t) n_heads * d, emu::bits_float(0x7fbadbad));

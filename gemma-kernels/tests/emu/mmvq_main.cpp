@@ -9,9 +9,8 @@
 // stdin (native endian): u32 case count, then per case u32 op (0: mmvq_<type>_<n>, 1:
 //   mmvq_multi_<type>, 2: mmq_<type>), u32 type (ggml id), u32 n (tokens for op 0: 1, 2, 4
 //   or 8; matrices for op 1: 2 or 3; tokens for op 2), u32 nb (weight blocks per row), u32 k_pad, u32 rows[3] (op 0: rows[0]
-//   only), u32 per_block (rows per block, as launch.rs's mmvq_rows_per_block), u32 tail (the
-//   bytes after each weight matrix a kernel may read: DEVICE_MATRIX_TAIL), u32 type2 (op 1:
-//   the type of matrix 2, the type above or Q6_K after Q4_K / Q5_K), the weights (rows[i] x nb blocks for each matrix), then the activations of n (op
+//   only), u32 per_block (rows per block, as launch.rs's mmvq_rows_per_block), u32 type2 (op
+//   1: the type of matrix 2, the type above or Q6_K after Q4_K / Q5_K), the weights (rows[i] x nb blocks for each matrix), then the activations of n (op
 //   0) or 1 (op 1) tokens: qs (k_pad int8 each), ds (k_pad / 32 float2 {d, s} each).
 // stdout per case: ops 0 and 2: y (n x rows[0] floats); op 1: y_0, y_1, y_2 (rows[i] floats
 //   each).
@@ -69,7 +68,7 @@ template <class T> static void write_vals(const T *p, size_t n) {
 }
 
 // A device allocation: `bytes` at a 256-byte aligned address, GUARD bytes of 0xA5 each side;
-// kernels may read it and its first `tail` guard bytes (emu::readable).
+// kernels may read exactly its bytes (emu::readable).
 class DevBuf {
     static constexpr size_t GUARD = 256;
     std::vector<uint8_t> storage_;
@@ -79,10 +78,10 @@ class DevBuf {
   public:
     DevBuf(const DevBuf &) = delete;
     DevBuf(DevBuf &&) = default;
-    explicit DevBuf(size_t bytes, size_t tail = 0) : storage_(bytes + 3 * GUARD, 0xA5), bytes_(bytes) {
+    explicit DevBuf(size_t bytes) : storage_(bytes + 3 * GUARD, 0xA5), bytes_(bytes) {
         const uintptr_t base = (uintptr_t) storage_.data() + GUARD;
         data_ = (uint8_t *) ((base + 255) / 256 * 256);
-        emu::readable.emplace_back((uintptr_t) data_, (uintptr_t) data_ + bytes + tail);
+        emu::readable.emplace_back((uintptr_t) data_, (uintptr_t) data_ + bytes);
     }
     template <class T> T *as() const { return bytes_ ? (T *) data_ : nullptr; }
     size_t bytes() const { return bytes_; }
@@ -96,8 +95,8 @@ class DevBuf {
     }
 };
 
-static DevBuf read_buf(size_t bytes, size_t tail = 0) {
-    DevBuf b(bytes, tail);
+static DevBuf read_buf(size_t bytes) {
+    DevBuf b(bytes);
     read_vals(b.as<uint8_t>(), bytes);
     return b;
 }
@@ -140,8 +139,8 @@ int main(int argc, char **argv) {
     uint32_t n_cases;
     read_vals(&n_cases, 1);
     for (uint32_t c = 0; c < n_cases; ++c) {
-        uint32_t head[11];
-        read_vals(head, 11);
+        uint32_t head[10];
+        read_vals(head, 10);
         const uint32_t op = head[0], ty = head[1], n = head[2];
         const int nb = (int) head[3], k_pad = (int) head[4];
         const int rows[3] = {(int) head[5], (int) head[6], (int) head[7]};
@@ -155,9 +154,9 @@ int main(int argc, char **argv) {
         // The multi-matrix kernel, and the blocks of matrix 2 (op 1).
         MultiKernel multi = kern->multi;
         int block_bytes2 = kern->block_bytes;
-        if (op == 1 && head[10] != ty) {
-            if (head[10] == GGML_Q6_K && ty == GGML_Q4_K) multi = mmvq_multi_q4_K_q6_K;
-            else if (head[10] == GGML_Q6_K && ty == GGML_Q5_K) multi = mmvq_multi_q5_K_q6_K;
+        if (op == 1 && head[9] != ty) {
+            if (head[9] == GGML_Q6_K && ty == GGML_Q4_K) multi = mmvq_multi_q4_K_q6_K;
+            else if (head[9] == GGML_Q6_K && ty == GGML_Q5_K) multi = mmvq_multi_q5_K_q6_K;
             else fail("no multi-matrix kernel for these types");
             block_bytes2 = Task<GGML_Q6_K>::BYTES;
         }
@@ -168,7 +167,7 @@ int main(int argc, char **argv) {
         std::vector<DevBuf> w;
         emu::readable.clear();
         for (int i = 0; i < n_mats; ++i)
-            w.push_back(read_buf((size_t) rows[i] * nb * (i == 2 ? block_bytes2 : kern->block_bytes), head[9]));
+            w.push_back(read_buf((size_t) rows[i] * nb * (i == 2 ? block_bytes2 : kern->block_bytes)));
         DevBuf qs = read_buf((size_t) n_tokens * k_pad);
         DevBuf ds = read_buf((size_t) n_tokens * k_pad / QK8 * sizeof(float2));
         std::vector<DevBuf> y;
