@@ -176,13 +176,6 @@ static __device__ __forceinline__ void pdl_entry() {
 // ---------------------------------------------------------------------------------
 // Loads.
 
-// A 32-bit word from a 2-byte aligned address (the blocks of Q4_0, Q5_0, Q8_0, Q6_K are
-// only 2-byte aligned in a row).
-static __device__ __forceinline__ int load_i32_a2(const u8 *p) {
-    const u16 *p16 = (const u16 *) p;
-    return (int) ((u32) __ldg(p16) | ((u32) __ldg(p16 + 1) << 16));
-}
-
 // Keeps a loaded value where it is: the compiler must materialize it at this empty asm
 // statement, so it cannot sink the load into a later conditional block (the decode matvec
 // issues all of a round's loads together this way).

@@ -72,46 +72,51 @@ static __device__ __forceinline__ void unpack_block32(const u8 *blk, MmqSmem &s,
     float d;
     if (TY == GGML_Q4_0) {
         const block_q4_0 *b = (const block_q4_0 *) blk;
+        int qs[4];
+        load_words_a2<4>(b->qs, qs);
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-            const int v = load_i32_a2(b->qs + 4 * i);
-            dst[i] = sub8_nibbles(v & 0x0F0F0F0F);
-            dst[4 + i] = sub8_nibbles((v >> 4) & 0x0F0F0F0F);
+            dst[i] = sub8_nibbles(qs[i] & 0x0F0F0F0F);
+            dst[4 + i] = sub8_nibbles((qs[i] >> 4) & 0x0F0F0F0F);
         }
         d = h2f(load_u16(blk));
     } else if (TY == GGML_Q5_0) {
-        const block_q5_0 *b = (const block_q5_0 *) blk;
-        const u32 qh = (u32) load_i32_a2(b->qh);
+        int w[5];  // qh, then the 16 qs bytes
+        load_words_a2<5>(blk + 2, w);
+        const u32 qh = (u32) w[0];
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-            const int v = load_i32_a2(b->qs + 4 * i);
+            const int v = w[1 + i];
             dst[i] = sub16_bytes((v & 0x0F0F0F0F) | bits4_to_b4m(qh >> (4 * i)));
             dst[4 + i] = sub16_bytes(((v >> 4) & 0x0F0F0F0F) | bits4_to_b4m(qh >> (16 + 4 * i)));
         }
         d = h2f(load_u16(blk));
     } else if (TY == GGML_Q4_1 || TY == GGML_Q5_1) {
         const bool q5 = TY == GGML_Q5_1;
-        const u32 qh = q5 ? (u32) load_i32_a2(blk + 4) : 0u;
+        const u32 qh = q5 ? (u32) load_i32(blk + 4) : 0u;  // Q4_1 blocks 4-, Q5_1 8-byte aligned
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-            const int v = load_i32_a2(blk + (q5 ? 8 : 4) + 4 * i);
+            const int v = load_i32(blk + (q5 ? 8 : 4) + 4 * i);
             dst[i] = (v & 0x0F0F0F0F) | (q5 ? bits4_to_b4m(qh >> (4 * i)) : 0);
             dst[4 + i] = ((v >> 4) & 0x0F0F0F0F) | (q5 ? bits4_to_b4m(qh >> (16 + 4 * i)) : 0);
         }
         d = h2f(load_u16(blk));
         s.wm[r][j] = -h2f(load_u16(blk + 2));  // w = d q + m: the min term adds m * s
     } else if (TY == GGML_IQ4_NL) {
+        int qs[4];
+        load_words_a2<4>(blk + 2, qs);
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-            const int v = load_i32_a2(blk + 2 + 4 * i);
-            dst[i] = iq4_values4(v & 0x0F0F0F0F);
-            dst[4 + i] = iq4_values4((v >> 4) & 0x0F0F0F0F);
+            dst[i] = iq4_values4(qs[i] & 0x0F0F0F0F);
+            dst[4 + i] = iq4_values4((qs[i] >> 4) & 0x0F0F0F0F);
         }
         d = h2f(load_u16(blk));
     } else {
         const block_q8_0 *b = (const block_q8_0 *) blk;
+        int qs[8];
+        load_words_a2<8>((const u8 *) b->qs, qs);
 #pragma unroll
-        for (int i = 0; i < 8; ++i) dst[i] = load_i32_a2((const u8 *) b->qs + 4 * i);
+        for (int i = 0; i < 8; ++i) dst[i] = qs[i];
         d = h2f(load_u16(blk));
     }
     s.ws[r][2 * j] = d;
@@ -155,11 +160,14 @@ static __device__ __forceinline__ void unpack_superblock(const u8 *blk, MmqSmem 
         const bool q3 = TY == GGML_Q3_K;
         const int n = t >> 2, g = t & 3;
         int *dst = &s.w[r][(128 * n + 32 * g) / 4];
+        int qs[8], hm[8];
+        load_words_a2<8>(blk + (q3 ? 32 : 16) + 32 * n, qs);
+        if (q3) load_words_a2<8>(blk, hm);
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
-            const int v = (load_i32_a2(blk + (q3 ? 32 : 16) + 32 * n + 4 * i) >> (2 * g)) & 0x03030303;
+            const int v = (qs[i] >> (2 * g)) & 0x03030303;
             if (q3) {
-                const int h = (load_i32_a2(blk + 4 * i) >> (4 * n + g)) & 0x01010101;
+                const int h = (hm[i] >> (4 * n + g)) & 0x01010101;
                 const int x = (v | (h << 2)) ^ 0x04040404;  // q + 4h - 4 as int8
                 dst[i] = x | ((x & 0x04040404) * 0x3E);
             } else {
@@ -182,11 +190,12 @@ static __device__ __forceinline__ void unpack_superblock(const u8 *blk, MmqSmem 
         // Task t: block t of 32 weights.
         const block_iq4_xs *b = (const block_iq4_xs *) blk;
         int *dst = &s.w[r][8 * t];
+        const int2 q01 = load_i2(b->qs + 16 * t), q23 = load_i2(b->qs + 16 * t + 8);  // 8-byte aligned
+        const int qs[4] = {q01.x, q01.y, q23.x, q23.y};
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-            const int v = load_i32_a2(b->qs + 16 * t + 4 * i);
-            dst[i] = iq4_values4(v & 0x0F0F0F0F);
-            dst[4 + i] = iq4_values4((v >> 4) & 0x0F0F0F0F);
+            dst[i] = iq4_values4(qs[i] & 0x0F0F0F0F);
+            dst[4 + i] = iq4_values4((qs[i] >> 4) & 0x0F0F0F0F);
         }
         const int ls = ((__ldg(&b->scales_l[t / 2]) >> (4 * (t % 2))) & 0xF) | (((load_u16(blk + 2) >> (2 * t)) & 3) << 4);
         const float dl = h2f(load_u16(blk)) * (float) (ls - 32);
@@ -197,10 +206,13 @@ static __device__ __forceinline__ void unpack_superblock(const u8 *blk, MmqSmem 
         const int n = t >> 2, l0 = 8 * (t & 3);
         const u8 *qla = b->ql + 64 * n + l0;
         const u8 *qhp = b->qh + 32 * n + l0;
+        int lav[2], lbv[2], hhv[2];
+        load_words_a2<2>(qla, lav);
+        load_words_a2<2>(qla + 32, lbv);
+        load_words_a2<2>(qhp, hhv);
 #pragma unroll
         for (int w = 0; w < 2; ++w) {
-            const int la = load_i32_a2(qla + 4 * w), lb = load_i32_a2(qla + 32 + 4 * w);
-            const int hh = load_i32_a2(qhp + 4 * w);
+            const int la = lav[w], lb = lbv[w], hh = hhv[w];
             const int base = 128 * n + l0 + 4 * w;
             s.w[r][(base + 0) / 4] = sub32_bytes6((la & 0x0F0F0F0F) | ((hh & 0x03030303) << 4));
             s.w[r][(base + 32) / 4] = sub32_bytes6((lb & 0x0F0F0F0F) | (((hh >> 2) & 0x03030303) << 4));
