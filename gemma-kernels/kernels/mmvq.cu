@@ -62,16 +62,21 @@ struct ActView {
 
 template <int TY> struct Task;
 
-template <> struct Task<GGML_Q4_0> {
-    enum { QK = 32, BYTES = 18, TPB = 2 };
-    int v[2];
+// The loads of a 32-weight block that is an f16 scale d and then the quants (Q4_0, IQ4_NL:
+// 8 quant bytes per task, W = 2 words; Q8_0: 16, W = 4); the scale applies outside dot.
+template <int W> struct TaskD16 {
+    int v[W];
     int d;  // f16 bits
     __device__ __forceinline__ void load(const u8 *blk, int t) {
-        load_words_a2<2>(blk + 2 + 8 * t, v);
+        load_words_a2<W>(blk + 2 + 4 * W * t, v);
         d = load_u16(blk);
         pin(d);
     }
     __device__ __forceinline__ float scale() const { return h2f((u16) d); }
+};
+
+template <> struct Task<GGML_Q4_0> : TaskD16<2> {
+    enum { QK = 32, BYTES = 18, TPB = 2 };
     template <int NC> __device__ __forceinline__ void dot(int t, ActView a, int e0, float *acc) const {
 #pragma unroll
         for (int c = 0; c < NC; ++c) {
@@ -118,16 +123,8 @@ template <> struct Task<GGML_Q5_0> {
     }
 };
 
-template <> struct Task<GGML_Q8_0> {
+template <> struct Task<GGML_Q8_0> : TaskD16<4> {
     enum { QK = 32, BYTES = 34, TPB = 2 };
-    int v[4];
-    int d;  // f16 bits
-    __device__ __forceinline__ void load(const u8 *blk, int t) {
-        load_words_a2<4>(blk + 2 + 16 * t, v);
-        d = load_u16(blk);
-        pin(d);
-    }
-    __device__ __forceinline__ float scale() const { return h2f((u16) d); }
     template <int NC> __device__ __forceinline__ void dot(int t, ActView a, int e0, float *acc) const {
 #pragma unroll
         for (int c = 0; c < NC; ++c) {
@@ -302,16 +299,8 @@ template <bool Q5> struct TaskQ45_1 {
 template <> struct Task<GGML_Q4_1> : TaskQ45_1<false> {};
 template <> struct Task<GGML_Q5_1> : TaskQ45_1<true> {};
 
-template <> struct Task<GGML_IQ4_NL> {
+template <> struct Task<GGML_IQ4_NL> : TaskD16<2> {
     enum { QK = 32, BYTES = 18, TPB = 2 };
-    int v[2];
-    int d;  // f16 bits
-    __device__ __forceinline__ void load(const u8 *blk, int t) {
-        load_words_a2<2>(blk + 2 + 8 * t, v);
-        d = load_u16(blk);
-        pin(d);
-    }
-    __device__ __forceinline__ float scale() const { return h2f((u16) d); }
     template <int NC> __device__ __forceinline__ void dot(int t, ActView a, int e0, float *acc) const {
         const int l0 = iq4_values4(v[0] & LO4), l1 = iq4_values4(v[1] & LO4);
         const int h0 = iq4_values4((v[0] >> 4) & LO4), h1 = iq4_values4((v[1] >> 4) & LO4);

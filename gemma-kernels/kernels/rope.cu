@@ -18,6 +18,35 @@ extern "C" __global__ void rope_neox(float *x, int n_heads, int head_dim, const 
     v[i + half] = x0 * s + x1 * c;
 }
 
+// One head x (head_dim values) RMS-normed with weight w, rotated NEOX style at `pos` and
+// multiplied by `scale`, written back: thread i (all threads of the block call it; block_sum)
+// holds dimensions i and i + head_dim / 2. Returns false for the threads past head_dim / 2,
+// which hold nothing; the others get their two values in r0, r1.
+static __device__ __forceinline__ bool norm_rope_head(float *x, const float *__restrict__ w, int head_dim, int pos,
+                                                      float freq_base, float freq_scale, float scale, float eps,
+                                                      float *scratch, float &r0, float &r1) {
+    const int i = threadIdx.x, half = head_dim / 2;
+    const bool live = i < half;
+    const float x0 = live ? x[i] : 0.0f, x1 = live ? x[i + half] : 0.0f;
+    const float ss = block_sum(x0 * x0 + x1 * x1, scratch);
+    if (!live) return false;
+    const float inv = 1.0f / sqrtf(ss / (float) head_dim + eps);
+    const float n0 = x0 * inv * w[i], n1 = x1 * inv * w[i + half];
+    const float theta_scale = powf(freq_base, -2.0f / (float) head_dim);
+    const float theta = freq_scale * ((float) pos * powf(theta_scale, (float) i));
+    float s, c;
+    sincosf(theta, &s, &c);
+    r0 = n0 * c - n1 * s;
+    r1 = n0 * s + n1 * c;
+    if (scale != 1.0f) {
+        r0 *= scale;
+        r1 *= scale;
+    }
+    x[i] = r0;
+    x[i + half] = r1;
+    return true;
+}
+
 // QK-norm, RoPE and the query scale of one layer in one launch: every head of q (n x n_q x
 // head_dim) and of k (n x n_k x head_dim) is RMS-normed (weights wq / wk), rotated NEOX
 // style at positions[t], and the query heads are multiplied by q_scale: the values of
@@ -29,28 +58,12 @@ extern "C" __global__ void qk_norm_rope(float *q, float *k, const float *__restr
                                         float q_scale, float eps) {
     pdl_entry();
     __shared__ float scratch[32];
-    const int t = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
-    const int half = head_dim / 2;
+    const int t = blockIdx.x, h = blockIdx.y;
     const bool is_q = h < n_q;
-    float *v = is_q ? q + ((i64) t * n_q + h) * head_dim : k + ((i64) t * n_k + (h - n_q)) * head_dim;
-    const float *w = is_q ? wq : wk;
-    const bool live = i < half;
-    const float x0 = live ? v[i] : 0.0f, x1 = live ? v[i + half] : 0.0f;
-    const float ss = block_sum(x0 * x0 + x1 * x1, scratch);
-    if (!live) return;
-    const float inv = 1.0f / sqrtf(ss / (float) head_dim + eps);
-    const float n0 = x0 * inv * w[i], n1 = x1 * inv * w[i + half];
-    const float theta_scale = powf(freq_base, -2.0f / (float) head_dim);
-    const float theta = freq_scale * ((float) positions[t] * powf(theta_scale, (float) i));
-    float s, c;
-    sincosf(theta, &s, &c);
-    float r0 = n0 * c - n1 * s, r1 = n0 * s + n1 * c;
-    if (is_q) {
-        r0 *= q_scale;
-        r1 *= q_scale;
-    }
-    v[i] = r0;
-    v[i + half] = r1;
+    float *x = is_q ? q + ((i64) t * n_q + h) * head_dim : k + ((i64) t * n_k + (h - n_q)) * head_dim;
+    float r0, r1;
+    norm_rope_head(x, is_q ? wq : wk, head_dim, positions[t], freq_base, freq_scale, is_q ? q_scale : 1.0f, eps,
+                   scratch, r0, r1);
 }
 
 // One element of a token's K or V row stored into a cache slot row (KV_* of attention.cu:
@@ -102,23 +115,10 @@ static __device__ __forceinline__ void qk_norm_rope_store(
     }
     const bool is_q = h < n_q;
     float *x = is_q ? q + ((i64) t * n_q + h) * head_dim : k + ((i64) t * n_k + (h - n_q)) * head_dim;
-    const float *w = is_q ? wq : wk;
-    const float x0 = live ? x[i] : 0.0f, x1 = live ? x[i + half] : 0.0f;
-    const float ss = block_sum(x0 * x0 + x1 * x1, scratch);
-    if (!live) return;
-    const float inv = 1.0f / sqrtf(ss / (float) head_dim + eps);
-    const float n0 = x0 * inv * w[i], n1 = x1 * inv * w[i + half];
-    const float theta_scale = powf(freq_base, -2.0f / (float) head_dim);
-    const float theta = freq_scale * ((float) positions[t] * powf(theta_scale, (float) i));
-    float s, c;
-    sincosf(theta, &s, &c);
-    float r0 = n0 * c - n1 * s, r1 = n0 * s + n1 * c;
-    if (is_q) {
-        r0 *= q_scale;
-        r1 *= q_scale;
-    }
-    x[i] = r0;
-    x[i + half] = r1;
+    float r0, r1;
+    if (!norm_rope_head(x, is_q ? wq : wk, head_dim, positions[t], freq_base, freq_scale, is_q ? q_scale : 1.0f,
+                        eps, scratch, r0, r1))
+        return;
     if (!is_q && stored) {
         const int hk = h - n_q;
         store_kv_elem<KV>(cache_k, slot, width, hk * head_dim + i, r0);

@@ -10,28 +10,12 @@
 //   q (n_heads x D floats) and the K and V caches (n_slots rows of n_kv x D values: f16 bits,
 //   f32, or Q8_0 blocks of 34 bytes).
 // stdout per case: the attention output (n_heads x D floats).
-#include <functional>
 
 #include "emu.h"
 
 #include "../../kernels/common.cuh"
 #include "../../kernels/attention.cu"
 #undef asm
-
-static std::function<void()> g_kernel;
-
-static void run_kernel() { g_kernel(); }
-
-static void launch(unsigned gx, unsigned gy, unsigned threads, std::function<void()> kernel) {
-    g_kernel = std::move(kernel);
-    emu::grid_dim = {gx, gy, 1};
-    emu::block_dim = {threads, 1, 1};
-    for (unsigned y = 0; y < gy; ++y)
-        for (unsigned x = 0; x < gx; ++x) {
-            emu::block_idx = {x, y, 0};
-            emu::run_block((int) threads, run_kernel);
-        }
-}
 
 [[noreturn]] static void fail(const char *msg) {
     std::fprintf(stderr, "attention_emu: %s\n", msg);
@@ -84,12 +68,12 @@ int main(int argc, char **argv) {
         std::vector<float> out((size_t) n_heads * d, emu::bits_float(0x7fbadbad));
         const i32 p = pos;
         const DecodeKernel dk = decode_kernel(kv, d);
-        launch(n_kv, n_splits, ATT_THREADS, [&] {
+        emu::launch(n_kv, n_splits, ATT_THREADS, [&] {
             dk(q.data(), kc.data(), vc.data(), n_heads, n_kv, n_slots, &p, window, scale, part_o.data(),
                part_ml.data());
         });
         const CombineKernel ck = d == 64 ? attn_combine_64 : d == 128 ? attn_combine_128 : attn_combine_256;
-        launch(n_heads, 1, d, [&] { ck(part_o.data(), part_ml.data(), n_splits, out.data(), -1, nullptr, nullptr); });
+        emu::launch(n_heads, 1, d, [&] { ck(part_o.data(), part_ml.data(), n_splits, out.data(), -1, nullptr, nullptr); });
         if (std::fwrite(out.data(), 4, out.size(), stdout) != out.size()) fail("write failed");
     }
     return std::fflush(stdout) == 0 ? 0 : 2;

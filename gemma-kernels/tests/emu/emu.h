@@ -3,7 +3,8 @@
 // tests/cuda_emulated_mmvq.rs, no GPU needed).
 //
 // Emulated:
-// - A launch runs its blocks one after the other. The threads of a block are cooperative
+// - A launch (emu::launch) runs its blocks one after the other, in grid order or (BlockOrder::
+//   BySchedule) shuffled / backwards by the schedule. The threads of a block are cooperative
 //   fibers (ucontext) that switch only at synchronization points, in an order chosen by a
 //   seeded schedule: Random (any ready thread next) or WarpGreedy (the current warp runs as
 //   far as it can before another warp starts, so warps drift apart as far as the code lets
@@ -41,11 +42,13 @@
 //   __align__ means something here); blocks are 1-D (threadIdx.y = threadIdx.z = 0).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <vector>
 #include <ucontext.h>
@@ -208,6 +211,33 @@ inline void run_block(int n_threads, void (*body)()) {
         swapcontext(&B.sched_ctx, &B.cur->ctx);
         if (B.cur->done) n_done++;
         B.cur = nullptr;
+    }
+}
+
+// Which order a launch runs its blocks in: the grid's, or (BySchedule) shuffled under the
+// Random schedule and backwards under WarpGreedy, so a result that depends on which of two
+// blocks writes a location last differs between the schedules.
+enum class BlockOrder { Grid, BySchedule };
+
+inline std::function<void()> launch_body;
+inline void run_launch_body() { launch_body(); }
+
+// Runs `kernel` on a grid of gx x gy blocks of `threads` threads, one block after the other.
+inline void launch(unsigned gx, unsigned gy, unsigned threads, std::function<void()> kernel,
+                   BlockOrder order = BlockOrder::Grid) {
+    launch_body = std::move(kernel);
+    grid_dim = {gx, gy, 1};
+    block_dim = {threads, 1, 1};
+    std::vector<uint3_> blocks;
+    for (unsigned y = 0; y < gy; ++y)
+        for (unsigned x = 0; x < gx; ++x) blocks.push_back({x, y, 0});
+    if (order == BlockOrder::BySchedule) {
+        if (B.schedule == Schedule::Random) std::shuffle(blocks.begin(), blocks.end(), B.rng);
+        else std::reverse(blocks.begin(), blocks.end());
+    }
+    for (const uint3_ &blk : blocks) {
+        block_idx = blk;
+        run_block((int) threads, run_launch_body);
     }
 }
 

@@ -17,7 +17,6 @@
 //   Outputs a kernel fails to write keep a poison value (NaN 0x7fbadbad).
 // Every buffer lives in its own 256-byte aligned "device allocation" between guard bytes
 // (as cudaMalloc aligns); a write outside an output stops the program with exit code 3.
-#include <functional>
 
 #include "emu.h"
 
@@ -107,22 +106,6 @@ static DevBuf poisoned_output(size_t n) {
     return b;
 }
 
-static std::function<void()> g_kernel;
-
-static void run_kernel() { g_kernel(); }
-
-// Launches `kernel` on gx x gy blocks of 128 threads (MMVQ_THREADS, MMQ_THREADS).
-static void launch(unsigned gx, std::function<void()> kernel, unsigned gy = 1) {
-    g_kernel = std::move(kernel);
-    emu::grid_dim = {gx, gy, 1};
-    emu::block_dim = {MMVQ_THREADS, 1, 1};
-    for (unsigned y = 0; y < gy; ++y)
-        for (unsigned x = 0; x < gx; ++x) {
-            emu::block_idx = {x, y, 0};
-            emu::run_block(MMVQ_THREADS, run_kernel);
-        }
-}
-
 static void check_guards(const DevBuf &b, const char *what, uint32_t c, const uint32_t *head) {
     if (!b.guards_intact()) {
         std::fprintf(stderr, "EMU ERROR: case %u (op %u, type %u, n %u, rows %u %u %u / %u) wrote outside %s\n",
@@ -174,19 +157,16 @@ int main(int argc, char **argv) {
         if (op == 2) {
             y.push_back(poisoned_output((size_t) n * rows[0]));
             const int k = nb * kern->block_elems;
-            launch(
-                (unsigned) ((rows[0] + MMQ_BM - 1) / MMQ_BM),
-                [&] {
-                    kern->mmq(w[0].as<u8>(), nb, k, qs.as<i8>(), ds.as<float2>(), k_pad, (int) n, y[0].as<float>(),
-                              rows[0]);
-                },
-                (unsigned) ((n + MMQ_BN - 1) / MMQ_BN));
+            const unsigned gx = (unsigned) ((rows[0] + MMQ_BM - 1) / MMQ_BM), gy = (unsigned) ((n + MMQ_BN - 1) / MMQ_BN);
+            emu::launch(gx, gy, MMQ_THREADS, [&] {
+                kern->mmq(w[0].as<u8>(), nb, k, qs.as<i8>(), ds.as<float2>(), k_pad, (int) n, y[0].as<float>(), rows[0]);
+            });
         } else if (op == 0) {
             int idx = n == 1 ? 0 : n == 2 ? 1 : n == 4 ? 2 : n == 8 ? 3 : -1;
             if (idx < 0) fail("tokens must be 1, 2, 4 or 8");
             y.push_back(poisoned_output((size_t) n * rows[0]));
             const SingleKernel k = kern->single[idx];
-            launch(groups(rows[0]), [&] {
+            emu::launch(groups(rows[0]), 1, MMVQ_THREADS, [&] {
                 k(w[0].as<u8>(), nb, qs.as<i8>(), ds.as<float2>(), k_pad, y[0].as<float>(), rows[0], per_block);
             });
         } else {
@@ -194,7 +174,7 @@ int main(int argc, char **argv) {
             for (int i = 0; i < 3; ++i) y.push_back(poisoned_output(i < n_mats ? (size_t) rows[i] : 0));
             auto wp = [&](int i) { return i < n_mats ? w[i].as<u8>() : nullptr; };
             auto rw = [&](int i) { return i < n_mats ? rows[i] : 0; };
-            launch(groups(rw(0)) + groups(rw(1)) + groups(rw(2)), [&] {
+            emu::launch(groups(rw(0)) + groups(rw(1)) + groups(rw(2)), 1, MMVQ_THREADS, [&] {
                 multi(wp(0), y[0].as<float>(), rw(0), wp(1), y[1].as<float>(), rw(1), wp(2), y[2].as<float>(), rw(2),
                       nb, qs.as<i8>(), ds.as<float2>(), k_pad, per_block);
             });

@@ -15,7 +15,6 @@
 //   kernels 1 to 6, the float output (rows x k); kernels 3 and 4 then o and residual as they
 //   leave them. k_pad = k rounded up to 256. Entries a kernel fails to write keep a poison
 //   value (qs 0x5A, floats NaN 0x7fbadbad).
-#include <functional>
 
 #include "emu.h"
 
@@ -24,22 +23,6 @@
 #include "../../kernels/quantize.cu"
 #include "../../kernels/attention.cu"
 #undef asm
-
-static std::function<void()> g_kernel;
-
-static void run_kernel() { g_kernel(); }
-
-// Launches `kernel` on a grid of gx x gy blocks of 256 threads.
-static void launch(unsigned gx, unsigned gy, std::function<void()> kernel) {
-    g_kernel = std::move(kernel);
-    emu::grid_dim = {gx, gy, 1};
-    emu::block_dim = {256, 1, 1};
-    for (unsigned y = 0; y < gy; ++y)
-        for (unsigned x = 0; x < gx; ++x) {
-            emu::block_idx = {x, y, 0};
-            emu::run_block(256, run_kernel);
-        }
-}
 
 template <class T> static void read_vals(T *p, size_t n) {
     if (std::fread(p, sizeof(T), n, stdin) != n) {
@@ -79,7 +62,7 @@ int main(int argc, char **argv) {
         if (kernel == 0) {
             std::vector<float> x((size_t) rows * k);
             read_vals(x.data(), x.size());
-            launch(k_pad / 256, rows, [&] { quantize_q8_1(x.data(), k, k_pad, fmt, qs.data(), ds.data()); });
+            emu::launch(k_pad / 256, rows, 256, [&] { quantize_q8_1(x.data(), k, k_pad, fmt, qs.data(), ds.data()); });
         } else if (kernel == 1) {
             if (rows != 1) {
                 std::fprintf(stderr, "quantize_emu: geglu_q8_1 takes one row\n");
@@ -89,14 +72,14 @@ int main(int argc, char **argv) {
             read_vals(gate.data(), k);
             read_vals(up.data(), k);
             // out aliases gate, as the Rust launcher passes it.
-            launch(k_pad / 256, 1, [&] { geglu_q8_1(gate.data(), up.data(), gate.data(), k, fmt, qs.data(), ds.data()); });
+            emu::launch(k_pad / 256, 1, 256, [&] { geglu_q8_1(gate.data(), up.data(), gate.data(), k, fmt, qs.data(), ds.data()); });
             out = gate;
         } else if (kernel == 2) {
             std::vector<float> x((size_t) rows * k), w(k);
             read_vals(x.data(), x.size());
             read_vals(w.data(), k);
             out.assign((size_t) rows * k, poison);
-            launch(rows, 1, [&] { rms_norm_q8_1(x.data(), w.data(), out.data(), k, eps, k_pad, fmt, qs.data(), ds.data()); });
+            emu::launch(rows, 1, 256, [&] { rms_norm_q8_1(x.data(), w.data(), out.data(), k, eps, k_pad, fmt, qs.data(), ds.data()); });
         } else if (kernel == 3 || kernel == 4) {
             std::vector<float> o((size_t) rows * k), res((size_t) rows * k), wp(k), wn(k);
             read_vals(o.data(), o.size());
@@ -105,13 +88,13 @@ int main(int argc, char **argv) {
             read_vals(wn.data(), k);
             out.assign((size_t) rows * k, poison);
             if (kernel == 3) {
-                launch(rows, 1, [&] {
+                emu::launch(rows, 1, 256, [&] {
                     rms_norm_add_norm_q8_1(o.data(), wp.data(), res.data(), wn.data(), out.data(), k, eps, k_pad, fmt,
                                            qs.data(), ds.data());
                 });
             } else {
-                launch(rows, 1, [&] { rms_norm_add(o.data(), wp.data(), res.data(), k, eps); });
-                launch(rows, 1, [&] {
+                emu::launch(rows, 1, 256, [&] { rms_norm_add(o.data(), wp.data(), res.data(), k, eps); });
+                emu::launch(rows, 1, 256, [&] {
                     rms_norm_q8_1(res.data(), wn.data(), out.data(), k, eps, k_pad, fmt, qs.data(), ds.data());
                 });
             }
@@ -129,11 +112,11 @@ int main(int argc, char **argv) {
             read_vals(part_ml.data(), part_ml.size());
             out.assign(k, poison);
             const int f = kernel == 5 ? fmt : -1;
-            launch(heads, 1, [&] {
+            emu::launch(heads, 1, 256, [&] {
                 attn_combine_256(part_o.data(), part_ml.data(), splits, out.data(), f, qs.data(), ds.data());
             });
             if (kernel == 6)
-                launch(k_pad / 256, 1, [&] { quantize_q8_1(out.data(), k, k_pad, fmt, qs.data(), ds.data()); });
+                emu::launch(k_pad / 256, 1, 256, [&] { quantize_q8_1(out.data(), k, k_pad, fmt, qs.data(), ds.data()); });
         } else {
             std::fprintf(stderr, "quantize_emu: unknown kernel %u\n", kernel);
             return 2;

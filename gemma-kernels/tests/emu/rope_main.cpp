@@ -1,7 +1,8 @@
 // Runs the QK-norm + RoPE kernels of gemma-kernels (qk_norm_rope, qk_norm_rope_store_<kv>)
 // and the KV-cache stores (kv_store, kv_store_f32, kv_store_q8_0) under the SIMT emulation
 // of emu.h, for tests/cuda_emulated_rope.rs. The kernel sources are the real ones, included
-// below; launches mirror src/cuda/ops.rs.
+// below; launches mirror src/cuda/ops.rs, their blocks in emu::BlockOrder::BySchedule order
+// (a cache slot two tokens write must end with the same one whatever the order).
 //
 // usage: rope_emu random|warp-greedy SEED < cases > results
 // stdin (native endian): u32 case count, then per case u32 fused (1: qk_norm_rope_store_<kv>;
@@ -12,8 +13,6 @@
 // stdout per case: q, k (as the kernels leave them), then the K and V caches (n_slots rows of
 //   n_k x head_dim values: f16 bits, f32, or Q8_0 blocks of 34 bytes), which start filled
 //   with 0xA5 bytes.
-#include <algorithm>
-#include <functional>
 
 #include "emu.h"
 
@@ -21,30 +20,6 @@
 #include "../../kernels/elementwise.cu"
 #include "../../kernels/rope.cu"
 #undef asm
-
-static std::function<void()> g_kernel;
-
-static void run_kernel() { g_kernel(); }
-
-// Launches `kernel` on a grid of gx x gy blocks of `threads` threads, the blocks one after
-// the other in a shuffled order (Random schedule) or backwards (WarpGreedy): a result that
-// depends on which of two blocks writes a cache slot last differs between the schedules.
-static void launch(unsigned gx, unsigned gy, unsigned threads, std::function<void()> kernel) {
-    g_kernel = std::move(kernel);
-    emu::grid_dim = {gx, gy, 1};
-    emu::block_dim = {threads, 1, 1};
-    std::vector<emu::uint3_> blocks;
-    for (unsigned y = 0; y < gy; ++y)
-        for (unsigned x = 0; x < gx; ++x) blocks.push_back({x, y, 0});
-    if (emu::B.schedule == emu::Schedule::Random)
-        std::shuffle(blocks.begin(), blocks.end(), emu::B.rng);
-    else
-        std::reverse(blocks.begin(), blocks.end());
-    for (const emu::uint3_ &b : blocks) {
-        emu::block_idx = b;
-        emu::run_block((int) threads, run_kernel);
-    }
-}
 
 [[noreturn]] static void fail(const char *msg) {
     std::fprintf(stderr, "rope_emu: %s\n", msg);
@@ -93,7 +68,7 @@ int main(int argc, char **argv) {
         const unsigned threads = (unsigned) ((hd / 2 + 31) / 32 * 32);
         const float base = fp[0], fscale = fp[1], q_scale = fp[2], eps = fp[3];
         if (fused) {
-            launch(n, n_q + 2 * n_k, threads, [&] {
+            emu::launch(n, n_q + 2 * n_k, threads, [&] {
                 if (kv == KV_F16)
                     qk_norm_rope_store_f16(q.data(), k.data(), v.data(), wq.data(), wk.data(), n, n_q, n_k, hd,
                                            pos.data(), base, fscale, q_scale, eps, n_slots, kc, vc);
@@ -103,20 +78,20 @@ int main(int argc, char **argv) {
                 else
                     qk_norm_rope_store_q8_0(q.data(), k.data(), v.data(), wq.data(), wk.data(), n, n_q, n_k, hd,
                                             pos.data(), base, fscale, q_scale, eps, n_slots, kc, vc);
-            });
+            }, emu::BlockOrder::BySchedule);
         } else {
-            launch(n, n_q + n_k, threads, [&] {
+            emu::launch(n, n_q + n_k, threads, [&] {
                 qk_norm_rope(q.data(), k.data(), wq.data(), wk.data(), n_q, n_k, hd, pos.data(), base, fscale, q_scale,
                              eps);
-            });
-            launch(n, 2, 256, [&] {
+            }, emu::BlockOrder::BySchedule);
+            emu::launch(n, 2, 256, [&] {
                 if (kv == KV_F16)
                     kv_store(k.data(), v.data(), n, width, pos.data(), n_slots, (u16 *) kc, (u16 *) vc);
                 else if (kv == KV_F32)
                     kv_store_f32(k.data(), v.data(), n, width, pos.data(), n_slots, (float *) kc, (float *) vc);
                 else
                     kv_store_q8_0(k.data(), v.data(), n, width, pos.data(), n_slots, kc, vc);
-            });
+            }, emu::BlockOrder::BySchedule);
         }
         write_vals(q.data(), q.size());
         write_vals(k.data(), k.size());

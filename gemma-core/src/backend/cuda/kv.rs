@@ -63,8 +63,19 @@ impl CudaKvStore {
 }
 
 /// Runs `$body` with `$k` / `$v` bound to the typed buffers of a store's K and V (both
-/// always have the same type).
+/// always have the same type); `with_kv!(mut store, ...)` binds them mutably.
 macro_rules! with_kv {
+    (mut $store:expr, |$k:ident, $v:ident| $body:expr) => {
+        match (&mut $store.k, &mut $store.v) {
+            (KvBuf::F16($k), KvBuf::F16($v)) => $body,
+            (KvBuf::F32($k), KvBuf::F32($v)) => $body,
+            (KvBuf::Q8_0($k), KvBuf::Q8_0($v)) => $body,
+            _ => Err(CoreError::DeviceUnavailable {
+                device: "cuda".into(),
+                reason: "a KV store's keys and values differ in type",
+            }),
+        }
+    };
     ($store:expr, |$k:ident, $v:ident| $body:expr) => {
         match (&$store.k, &$store.v) {
             (KvBuf::F16($k), KvBuf::F16($v)) => $body,
@@ -152,25 +163,9 @@ impl CudaBackend<'_> {
         let kv = k.slice(rows.start * width..rows.end * width);
         let vv = v.slice(rows.start * width..rows.end * width);
         let dev = &self.dev;
-        match (&mut store.k, &mut store.v) {
-            (KvBuf::F16(k), KvBuf::F16(v)) => {
-                ops::kv_store_pair(dev, &kv, &vv, n, width, &pos, slots, k, v)
-            }
-            (KvBuf::F32(k), KvBuf::F32(v)) => {
-                ops::kv_store_pair(dev, &kv, &vv, n, width, &pos, slots, k, v)
-            }
-            (KvBuf::Q8_0(k), KvBuf::Q8_0(v)) => {
-                ops::kv_store_pair(dev, &kv, &vv, n, width, &pos, slots, k, v)
-            }
-            // alloc_kv gives keys and values one type.
-            _ => {
-                return Err(CoreError::DeviceUnavailable {
-                    device: "cuda".into(),
-                    reason: "the keys and values of a KV store differ in type",
-                })
-            }
-        }
-        .map_err(core_err)
+        with_kv!(mut store, |k, v| {
+            ops::kv_store_pair(dev, &kv, &vv, n, width, &pos, slots, k, v).map_err(core_err)
+        })
     }
 
     /// [`crate::backend::Backend::qk_norm_rope_store`]: one launch, unless a Q8_0 cache's
@@ -211,69 +206,18 @@ impl CudaBackend<'_> {
         if self.replaying(tag::QK_NORM_ROPE_STORE, &args) {
             return self.graph.note_pos(p.pos0);
         }
-        self.q8_of = None;
-        self.norm(p.q_norm)?;
-        self.norm(p.k_norm)?;
-        let shape = ops::QkNormRope {
-            n_q_heads: h.n_head,
-            n_k_heads: h.n_head_kv,
-            head_dim: h.head_dim_k,
-            freq_base: p.rope.freq_base,
-            freq_scale: p.rope.freq_scale,
-            q_scale: p.q_scale,
-            eps: p.eps,
-        };
-        let pos = if self.capturing_at(p.pos0)? {
-            self.step_pos()?
-        } else {
-            self.positions(p.pos0, n)?;
-            self.positions
-                .as_ref()
-                .ok_or(CoreError::EmptyInput)?
-                .slice(0..n)
-        };
-        let (wq, wk) = (
-            &self.norms[&p.q_norm.bytes.start],
-            &self.norms[&p.k_norm.bytes.start],
-        );
+        let captured = self.prepare_qk_rope(p, n)?;
+        let r = self.qk_rope_inputs(p, n, captured)?;
         let dev = &self.dev;
-        match (&mut store.k, &mut store.v) {
-            (KvBuf::F16(k_cache), KvBuf::F16(v_cache)) => {
-                let kv = ops::KvTarget {
-                    v,
-                    n_slots: slots,
-                    k_cache,
-                    v_cache,
-                };
-                ops::qk_norm_rope_store(dev, q, k, wq, wk, &pos, n, shape, kv)
-            }
-            (KvBuf::F32(k_cache), KvBuf::F32(v_cache)) => {
-                let kv = ops::KvTarget {
-                    v,
-                    n_slots: slots,
-                    k_cache,
-                    v_cache,
-                };
-                ops::qk_norm_rope_store(dev, q, k, wq, wk, &pos, n, shape, kv)
-            }
-            (KvBuf::Q8_0(k_cache), KvBuf::Q8_0(v_cache)) => {
-                let kv = ops::KvTarget {
-                    v,
-                    n_slots: slots,
-                    k_cache,
-                    v_cache,
-                };
-                ops::qk_norm_rope_store(dev, q, k, wq, wk, &pos, n, shape, kv)
-            }
-            // alloc_kv gives keys and values one type.
-            _ => {
-                return Err(CoreError::DeviceUnavailable {
-                    device: "cuda".into(),
-                    reason: "the keys and values of a KV store differ in type",
-                })
-            }
-        }
-        .map_err(core_err)
+        with_kv!(mut store, |k_cache, v_cache| {
+            let kv = ops::KvTarget {
+                v,
+                n_slots: slots,
+                k_cache,
+                v_cache,
+            };
+            ops::qk_norm_rope_store(dev, q, k, r.wq, r.wk, &r.pos, n, r.shape, kv).map_err(core_err)
+        })
     }
 
     /// [`crate::backend::Backend::attention`].

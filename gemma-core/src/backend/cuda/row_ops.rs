@@ -9,7 +9,7 @@ use crate::backend::QkNormRope;
 use crate::config::Rope;
 use crate::weights::Norm;
 use crate::CoreError;
-use gemma_kernels::cuda::{ops, ActFormat, CudaSlice};
+use gemma_kernels::cuda::{self, ops, ActFormat, CudaSlice};
 
 impl CudaBackend<'_> {
     /// [`crate::backend::Backend::rms_norm`].
@@ -186,7 +186,6 @@ impl CudaBackend<'_> {
         p: &QkNormRope,
     ) -> Result<(), CoreError> {
         let _span = self.span("qk_norm_rope");
-        let h = p.heads;
         let args = [
             device_addr(&self.dev, q),
             device_addr(&self.dev, k),
@@ -200,32 +199,55 @@ impl CudaBackend<'_> {
         if self.replaying(tag::QK_NORM_ROPE, &args) {
             return self.graph.note_pos(p.pos0);
         }
+        let captured = self.prepare_qk_rope(p, n_tokens)?;
+        let r = self.qk_rope_inputs(p, n_tokens, captured)?;
+        ops::qk_norm_rope(&self.dev, q, k, r.wq, r.wk, &r.pos, n_tokens, r.shape).map_err(core_err)
+    }
+
+    /// Uploads what a QK-norm + RoPE launch of `n` tokens reads (both norms; the positions
+    /// unless a step is being captured, which reads the graph's); returns whether capturing.
+    pub(super) fn prepare_qk_rope(&mut self, p: &QkNormRope, n: usize) -> Result<bool, CoreError> {
         self.q8_of = None;
         self.norm(p.q_norm)?;
         self.norm(p.k_norm)?;
-        let shape = ops::QkNormRope {
-            n_q_heads: h.n_head,
-            n_k_heads: h.n_head_kv,
-            head_dim: h.head_dim_k,
-            freq_base: p.rope.freq_base,
-            freq_scale: p.rope.freq_scale,
-            q_scale: p.q_scale,
-            eps: p.eps,
-        };
-        let pos = if self.capturing_at(p.pos0)? {
+        let captured = self.capturing_at(p.pos0)?;
+        if !captured {
+            self.positions(p.pos0, n)?;
+        }
+        Ok(captured)
+    }
+
+    /// The kernel shape, positions and norm weights of a QK-norm + RoPE launch, after
+    /// [`Self::prepare_qk_rope`].
+    pub(super) fn qk_rope_inputs(
+        &self,
+        p: &QkNormRope,
+        n: usize,
+        captured: bool,
+    ) -> Result<QkRopeInputs<'_>, CoreError> {
+        let h = p.heads;
+        let pos = if captured {
             self.step_pos()?
         } else {
-            self.positions(p.pos0, n_tokens)?;
             self.positions
                 .as_ref()
                 .ok_or(CoreError::EmptyInput)?
-                .slice(0..n_tokens)
+                .slice(0..n)
         };
-        let (wq, wk) = (
-            &self.norms[&p.q_norm.bytes.start],
-            &self.norms[&p.k_norm.bytes.start],
-        );
-        ops::qk_norm_rope(&self.dev, q, k, wq, wk, &pos, n_tokens, shape).map_err(core_err)
+        Ok(QkRopeInputs {
+            shape: ops::QkNormRope {
+                n_q_heads: h.n_head,
+                n_k_heads: h.n_head_kv,
+                head_dim: h.head_dim_k,
+                freq_base: p.rope.freq_base,
+                freq_scale: p.rope.freq_scale,
+                q_scale: p.q_scale,
+                eps: p.eps,
+            },
+            pos,
+            wq: &self.norms[&p.q_norm.bytes.start],
+            wk: &self.norms[&p.k_norm.bytes.start],
+        })
     }
 
     /// [`crate::backend::Backend::rms_norm_add`].
@@ -301,4 +323,12 @@ impl CudaBackend<'_> {
 pub(super) struct NormPair<'w> {
     pub(super) post: &'w Norm,
     pub(super) next: &'w Norm,
+}
+
+/// What a QK-norm + RoPE launch reads besides q and k.
+pub(super) struct QkRopeInputs<'a> {
+    pub(super) shape: ops::QkNormRope,
+    pub(super) pos: cuda::CudaView<'a, i32>,
+    pub(super) wq: &'a CudaSlice<f32>,
+    pub(super) wk: &'a CudaSlice<f32>,
 }
