@@ -16,7 +16,8 @@
 mod cuda_util;
 
 use cuda_util::{
-    act_twin, build_emulator, dequantize, matmul_ref, q8_1_values, random_matrix, run_emulator,
+    act_twin, build_emulator, dequantize, matmul_ref, min_term_correction, q8_1_values, random_matrix,
+    run_emulator,
     Q8Twin, Rng,
 };
 use gemma_gguf::GgmlType;
@@ -268,7 +269,8 @@ fn check_product(
     let x = q8_1_values(&p.act, p.tokens, cols);
     let (mut want, mag) = matmul_ref(&w, &x[..n * cols], rows, cols, n);
     if ActFormat::for_weights(p.type_of(mat)) == ActFormat::Q8_1 {
-        min_term_correction(p, mat, n, &mut want);
+        let (ty, weights) = (p.type_of(mat), &p.weights[mat]);
+        min_term_correction(ty, weights, rows, cols, &p.act, n, &mut want);
     }
     let mut bad = Vec::new();
     for (i, &g) in got.iter().enumerate() {
@@ -286,31 +288,6 @@ fn check_product(
         }
     }
     bad
-}
-
-/// Q4_1 / Q5_1: the kernels (and the CPU's vec_dot) take a block's min times the sum of its
-/// activations from the activation block's s, which Q8_1 stores rounded to f16; moves the
-/// f64 reference (exact sums) onto that s: += m * (s - d * sum(q)) per 32-block.
-fn min_term_correction(p: &Problem, mat: usize, n: usize, want: &mut [f64]) {
-    let (rows, nb, bytes) = (p.rows[mat], p.cols / 32, p.type_of(mat).block_bytes());
-    let k_pad = p.k_pad();
-    for t in 0..n {
-        for r in 0..rows {
-            let mut fix = 0.0;
-            for b in 0..nb {
-                let blk = &p.weights[mat][(r * nb + b) * bytes..];
-                let m = f64::from(half::f16::from_le_bytes([blk[2], blk[3]]).to_f32());
-                let j = t * k_pad / 32 + b;
-                let (d, s) = (f64::from(p.act.ds[2 * j]), f64::from(p.act.ds[2 * j + 1]));
-                let sum_q: f64 = p.act.qs[32 * j..32 * j + 32]
-                    .iter()
-                    .map(|&q| f64::from(q))
-                    .sum();
-                fix += m * (s - d * sum_q);
-            }
-            want[t * rows + r] += fix;
-        }
-    }
 }
 
 /// Fails listing the first problems found, or reports how many outputs were checked.

@@ -114,12 +114,17 @@ fn check_product(dev: &cuda::CudaDevice, rng: &mut Rng, ty: GgmlType, rows: usiz
     let mut y = cuda::zeros::<f32>(dev, n * rows).unwrap();
     launch::matmul(dev, &w, &xd, n, &mut scratch, &mut y).unwrap();
     let got = cuda::download(dev, &y).unwrap();
+    let format = ActFormat::for_weights(ty);
+    let act = act_twin(&x, n, cols, format);
     let xq = if launch::uses_q8_activations(ty) {
-        q8_1_values(&act_twin(&x, n, cols, ActFormat::for_weights(ty)), n, cols)
+        q8_1_values(&act, n, cols)
     } else {
         x
     };
-    let (want, mag) = matmul_ref(&wf, &xq, rows, cols, n);
+    let (mut want, mag) = matmul_ref(&wf, &xq, rows, cols, n);
+    if launch::uses_q8_activations(ty) && format == ActFormat::Q8_1 {
+        min_term_correction(ty, &data, rows, cols, &act, n, &mut want);
+    }
     assert_close(
         &format!("{ty} product {rows} x {cols}, {n} tokens"),
         &got,

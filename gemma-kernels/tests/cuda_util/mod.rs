@@ -195,6 +195,39 @@ pub fn q8_1_values(t: &Q8Twin, rows: usize, k: usize) -> Vec<f32> {
     out
 }
 
+/// Q4_1 / Q5_1: the kernels (and the CPU's vec_dot) take a block's min times the sum of its
+/// activations from the activation block's s, which Q8_1 stores rounded to f16; moves the
+/// f64 reference `want` (n x rows, exact sums) of `ty` weights onto that s:
+/// += m * (s - d * sum(q)) per 32-block.
+pub fn min_term_correction(
+    ty: GgmlType,
+    weights: &[u8],
+    rows: usize,
+    cols: usize,
+    act: &Q8Twin,
+    n: usize,
+    want: &mut [f64],
+) {
+    let (nb, bytes, k_pad) = (cols / 32, ty.block_bytes(), cols.div_ceil(256) * 256);
+    for t in 0..n {
+        for r in 0..rows {
+            let mut fix = 0.0;
+            for b in 0..nb {
+                let blk = &weights[(r * nb + b) * bytes..];
+                let m = f64::from(f16::from_le_bytes([blk[2], blk[3]]).to_f32());
+                let j = t * k_pad / 32 + b;
+                let (d, s) = (f64::from(act.ds[2 * j]), f64::from(act.ds[2 * j + 1]));
+                let sum_q: f64 = act.qs[32 * j..32 * j + 32]
+                    .iter()
+                    .map(|&q| f64::from(q))
+                    .sum();
+                fix += m * (s - d * sum_q);
+            }
+            want[t * rows + r] += fix;
+        }
+    }
+}
+
 /// y[t][r] = sum_k w[r][k] x[t][k] in f64, with the sum of |terms| for error bounds.
 pub fn matmul_ref(
     w: &[f32],

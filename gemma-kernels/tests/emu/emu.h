@@ -5,7 +5,7 @@
 // Emulated:
 // - A launch (emu::launch) runs its blocks one after the other, in grid order or (BlockOrder::
 //   BySchedule) shuffled / backwards by the schedule. The threads of a block are cooperative
-//   fibers (ucontext) that switch only at synchronization points, in an order chosen by a
+//   fibers (a hand-written stack switch on x86-64, ucontext elsewhere) that switch only at synchronization points, in an order chosen by a
 //   seeded schedule: Random (any ready thread next) or WarpGreedy (the current warp runs as
 //   far as it can before another warp starts, so warps drift apart as far as the code lets
 //   them). A missing __syncthreads lets a later phase overwrite shared memory that another
@@ -55,6 +55,75 @@
 
 namespace emu {
 
+// A suspended fiber's machine state. On x86-64 a stack switch of a few instructions
+// (emu_switch below: the callee-saved registers, MXCSR and the x87 control word are pushed on
+// the old stack, the stack pointer swapped, the new fiber's popped); elsewhere ucontext,
+// whose swapcontext costs a system call per switch.
+#if defined(__x86_64__)
+extern "C" void emu_switch(void **save_sp, void *to_sp);
+asm(R"(
+    .text
+    .weak emu_switch
+    .hidden emu_switch
+    .type emu_switch, @function
+emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size emu_switch, .-emu_switch
+)");
+
+struct Context {
+    void *sp = nullptr;
+};
+
+// Saves the running fiber's state in `from` and resumes `to`.
+inline void switch_context(Context &from, Context &to) { emu_switch(&from.sp, to.sp); }
+
+// Prepares `c` to run `entry` (which never returns) on `stack`: the frame emu_switch pops,
+// then entry's address for its `ret`, with the stack aligned as a call leaves it.
+inline void make_context(Context &c, char *stack, size_t size, void (*entry)()) {
+    uintptr_t top = ((uintptr_t) stack + size) & ~(uintptr_t) 15;
+    uint64_t *sp = (uint64_t *) (top - 16);
+    *sp = (uint64_t) (uintptr_t) entry;
+    for (int i = 0; i < 6; ++i) *--sp = 0;      // rbp, rbx, r12..r15
+    *--sp = 0x1F80ull | (0x037Full << 32);      // MXCSR default, x87 control word default
+    c.sp = sp;
+}
+#else
+struct Context {
+    ucontext_t uc;
+};
+
+inline void switch_context(Context &from, Context &to) { swapcontext(&from.uc, &to.uc); }
+
+inline void make_context(Context &c, char *stack, size_t size, void (*entry)()) {
+    getcontext(&c.uc);
+    c.uc.uc_stack.ss_sp = stack;
+    c.uc.uc_stack.ss_size = size;
+    c.uc.uc_link = nullptr;
+    makecontext(&c.uc, entry, 0);
+}
+#endif
+
 enum class Schedule { Random, WarpGreedy };
 
 // What a thread waits for at a barrier (two different ones at one barrier: divergence).
@@ -77,7 +146,7 @@ struct Barrier {
 };
 
 struct Fiber {
-    ucontext_t ctx;
+    Context ctx;
     unsigned tid = 0;
     bool done = false;
     std::vector<char> stack;
@@ -93,7 +162,7 @@ struct Block {
     int n_ready = 0;
     int cur_warp = 0;
     Fiber *cur = nullptr;
-    ucontext_t sched_ctx;
+    Context sched_ctx;
     uint32_t exchange_buf[MAX_WARPS][32];
     void (*body)() = nullptr;
     Schedule schedule = Schedule::Random;
@@ -114,9 +183,17 @@ inline uint3_ block_idx, block_dim, grid_dim;
 // outside all of them stops the program (a read past a buffer, as a GPU may fault on).
 inline std::vector<std::pair<uintptr_t, uintptr_t>> readable;
 
+// A program with its own allocation table (driver.cpp) sets this instead: whether [start,
+// start + n) lies in one allocation.
+inline bool (*is_readable)(uintptr_t start, size_t n) = nullptr;
+
 inline void check_readable(const void *p, size_t n) {
-    if (readable.empty()) return;
     const uintptr_t a = (uintptr_t) p;
+    if (is_readable) {
+        if (!is_readable(a, n)) die("__ldg outside every device allocation");
+        return;
+    }
+    if (readable.empty()) return;
     for (const auto &r : readable)
         if (a >= r.first && a + n <= r.second) return;
     die("__ldg outside every device allocation");
@@ -143,13 +220,13 @@ inline void arrive(int bar, int kind) {
         for (int t : b.waiters) make_ready(t);
         b.waiters.clear();
     }
-    swapcontext(&B.cur->ctx, &B.sched_ctx);
+    switch_context(B.cur->ctx, B.sched_ctx);
 }
 
 inline void fiber_main() {
     B.body();
     B.cur->done = true;
-    swapcontext(&B.cur->ctx, &B.sched_ctx);
+    switch_context(B.cur->ctx, B.sched_ctx);
 }
 
 // Removes the next thread to run from the ready lists.
@@ -174,11 +251,7 @@ inline int pick_thread() {
     f.tid = tid;
     f.done = false;
     if (f.stack.empty()) f.stack.resize(STACK_BYTES);
-    getcontext(&f.ctx);
-    f.ctx.uc_stack.ss_sp = f.stack.data();
-    f.ctx.uc_stack.ss_size = f.stack.size();
-    f.ctx.uc_link = nullptr;
-    makecontext(&f.ctx, fiber_main, 0);
+    make_context(f.ctx, f.stack.data(), f.stack.size(), fiber_main);
 }
 
 // Runs `body` as one block of n_threads threads (a multiple of 32).
@@ -208,7 +281,7 @@ inline void run_block(int n_threads, void (*body)()) {
             die("deadlock: threads wait at a barrier that the others never reach");
         }
         B.cur = &B.fibers[pick_thread()];
-        swapcontext(&B.sched_ctx, &B.cur->ctx);
+        switch_context(B.sched_ctx, B.cur->ctx);
         if (B.cur->done) n_done++;
         B.cur = nullptr;
     }
@@ -336,7 +409,7 @@ inline uint16_t float_to_half(float f) {
 #define __global__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-#define __align__(n) alignas(n)
+#define __align__(n) __attribute__((aligned(n)))
 #define __shared__ static
 #define threadIdx (emu::uint3_{emu::B.cur->tid, 0, 0})
 #define blockIdx (emu::block_idx)
@@ -350,6 +423,7 @@ struct alignas(16) int4 { int x, y, z, w; };
 struct alignas(16) float4 { float x, y, z, w; };
 
 inline float2 make_float2(float x, float y) { return float2{x, y}; }
+inline int2 make_int2(int x, int y) { return int2{x, y}; }
 inline int4 make_int4(int x, int y, int z, int w) { return int4{x, y, z, w}; }
 // A read-only load; stops the program where a GPU would fault (misaligned address).
 template <class T> inline T __ldg(const T *p) {
