@@ -1,16 +1,29 @@
 // NEOX-style rotary embedding (llama.cpp's rope mode 2, used by Gemma 3): dimension i is
 // rotated with i + head_dim / 2 by theta = pos * freq_scale * freq_base^(-2i / head_dim).
+
+// The angle of pair i at `pos` exactly as the CPU backend (and ggml's CPU rope) computes it:
+// pos multiplied i times by theta_scale = freq_base^(-2 / head_dim), which the host computes
+// (gemma_kernels::cpu::ops::rope_theta_scale), each product rounded to f32, then times
+// freq_scale. (powf(theta_scale, i), as ggml's CUDA rope computes it, differs by a few ulps;
+// amplified by the activation quantization downstream, such differences are a large part of
+// a quantized model's KL against the CPU.) At most head_dim / 2 - 1 dependent
+// multiplications per thread.
+static __device__ __forceinline__ float rope_angle(int pos, int i, float theta_scale, float freq_scale) {
+    float theta = (float) pos;
+    for (int j = 0; j < i; ++j) theta = __fmul_rn(theta, theta_scale);
+    return __fmul_rn(freq_scale, theta);
+}
+
 // x: n tokens x n_heads x head_dim floats, rotated in place; positions: one per token.
 // grid: (n, n_heads), block: head_dim / 2 threads (at most 1024).
 extern "C" __global__ void rope_neox(float *x, int n_heads, int head_dim, const i32 *__restrict__ positions,
-                                     float freq_base, float freq_scale) {
+                                     float theta_scale, float freq_scale) {
     pdl_entry();
     const int t = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
     const int half = head_dim / 2;
     if (i >= half) return;
     float *v = x + ((i64) t * n_heads + h) * head_dim;
-    const float theta_scale = powf(freq_base, -2.0f / (float) head_dim);
-    const float theta = freq_scale * ((float) positions[t] * powf(theta_scale, (float) i));
+    const float theta = rope_angle(positions[t], i, theta_scale, freq_scale);
     float s, c;
     sincosf(theta, &s, &c);
     const float x0 = v[i], x1 = v[i + half];
@@ -23,7 +36,7 @@ extern "C" __global__ void rope_neox(float *x, int n_heads, int head_dim, const 
 // holds dimensions i and i + head_dim / 2. Returns false for the threads past head_dim / 2,
 // which hold nothing; the others get their two values in r0, r1.
 static __device__ __forceinline__ bool norm_rope_head(float *x, const float *__restrict__ w, int head_dim, int pos,
-                                                      float freq_base, float freq_scale, float scale, float eps,
+                                                      float theta_scale, float freq_scale, float scale, float eps,
                                                       float *scratch, float &r0, float &r1) {
     const int i = threadIdx.x, half = head_dim / 2;
     const bool live = i < half;
@@ -32,8 +45,7 @@ static __device__ __forceinline__ bool norm_rope_head(float *x, const float *__r
     if (!live) return false;
     const float inv = 1.0f / sqrtf(ss / (float) head_dim + eps);
     const float n0 = x0 * inv * w[i], n1 = x1 * inv * w[i + half];
-    const float theta_scale = powf(freq_base, -2.0f / (float) head_dim);
-    const float theta = freq_scale * ((float) pos * powf(theta_scale, (float) i));
+    const float theta = rope_angle(pos, i, theta_scale, freq_scale);
     float s, c;
     sincosf(theta, &s, &c);
     r0 = n0 * c - n1 * s;
@@ -54,7 +66,7 @@ static __device__ __forceinline__ bool norm_rope_head(float *x, const float *__r
 // i + head_dim / 2. grid: (n, n_q + n_k), block: head_dim / 2 rounded up to a multiple of 32.
 extern "C" __global__ void qk_norm_rope(float *q, float *k, const float *__restrict__ wq,
                                         const float *__restrict__ wk, int n_q, int n_k, int head_dim,
-                                        const i32 *__restrict__ positions, float freq_base, float freq_scale,
+                                        const i32 *__restrict__ positions, float theta_scale, float freq_scale,
                                         float q_scale, float eps) {
     pdl_entry();
     __shared__ float scratch[32];
@@ -62,7 +74,7 @@ extern "C" __global__ void qk_norm_rope(float *q, float *k, const float *__restr
     const bool is_q = h < n_q;
     float *x = is_q ? q + ((i64) t * n_q + h) * head_dim : k + ((i64) t * n_k + (h - n_q)) * head_dim;
     float r0, r1;
-    norm_rope_head(x, is_q ? wq : wk, head_dim, positions[t], freq_base, freq_scale, is_q ? q_scale : 1.0f, eps,
+    norm_rope_head(x, is_q ? wq : wk, head_dim, positions[t], theta_scale, freq_scale, is_q ? q_scale : 1.0f, eps,
                    scratch, r0, r1);
 }
 
@@ -98,7 +110,7 @@ static __device__ __forceinline__ void store_kv_elem(void *cache, i64 row, int w
 template <int KV>
 static __device__ __forceinline__ void qk_norm_rope_store(
     float *q, float *k, const float *__restrict__ v, const float *__restrict__ wq, const float *__restrict__ wk,
-    int n, int n_q, int n_k, int head_dim, const i32 *__restrict__ positions, float freq_base, float freq_scale,
+    int n, int n_q, int n_k, int head_dim, const i32 *__restrict__ positions, float theta_scale, float freq_scale,
     float q_scale, float eps, int n_slots, void *cache_k, void *cache_v) {
     __shared__ float scratch[32];
     const int t = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
@@ -116,7 +128,7 @@ static __device__ __forceinline__ void qk_norm_rope_store(
     const bool is_q = h < n_q;
     float *x = is_q ? q + ((i64) t * n_q + h) * head_dim : k + ((i64) t * n_k + (h - n_q)) * head_dim;
     float r0, r1;
-    if (!norm_rope_head(x, is_q ? wq : wk, head_dim, positions[t], freq_base, freq_scale, is_q ? q_scale : 1.0f,
+    if (!norm_rope_head(x, is_q ? wq : wk, head_dim, positions[t], theta_scale, freq_scale, is_q ? q_scale : 1.0f,
                         eps, scratch, r0, r1))
         return;
     if (!is_q && stored) {
@@ -128,11 +140,11 @@ static __device__ __forceinline__ void qk_norm_rope_store(
 
 #define QK_NORM_ROPE_STORE(NAME, KV)                                                                          \
     extern "C" __global__ void NAME(float *q, float *k, const float *v, const float *wq, const float *wk, int n, \
-                                    int n_q, int n_k, int head_dim, const i32 *positions, float freq_base,     \
+                                    int n_q, int n_k, int head_dim, const i32 *positions, float theta_scale,   \
                                     float freq_scale, float q_scale, float eps, int n_slots, void *cache_k,    \
                                     void *cache_v) {                                                           \
         pdl_entry();                                                                                           \
-        qk_norm_rope_store<KV>(q, k, v, wq, wk, n, n_q, n_k, head_dim, positions, freq_base, freq_scale,     \
+        qk_norm_rope_store<KV>(q, k, v, wq, wk, n, n_q, n_k, head_dim, positions, theta_scale, freq_scale,   \
                                q_scale, eps, n_slots, cache_k, cache_v);                                       \
     }
 

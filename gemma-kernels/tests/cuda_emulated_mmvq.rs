@@ -16,9 +16,8 @@
 mod cuda_util;
 
 use cuda_util::{
-    act_twin, build_emulator, dequantize, matmul_ref, min_term_correction, q8_1_values, random_matrix,
-    run_emulator,
-    Q8Twin, Rng,
+    act_twin, build_emulator, dequantize, matmul_ref, min_term_correction, q8_1_values,
+    random_matrix, run_emulator, Q8Twin, Rng,
 };
 use gemma_gguf::GgmlType;
 use gemma_kernels::cuda::{self, launch, padded_len, ActFormat};

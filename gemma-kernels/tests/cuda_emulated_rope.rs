@@ -12,6 +12,7 @@
 mod cuda_util;
 
 use cuda_util::{build_emulator, run_emulator, Rng};
+use gemma_kernels::cpu::ops::rope_theta_scale;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -74,8 +75,8 @@ impl Case {
             self.n_slots as u32,
         ];
         out.extend(head.iter().flat_map(|v| v.to_ne_bytes()));
-        // freq_base, freq_scale, q_scale, eps
-        for v in [10_000.0f32, 0.125, 0.0625, 1e-6] {
+        // theta_scale (of freq_base 10 000), freq_scale, q_scale, eps
+        for v in [rope_theta_scale(10_000.0, self.hd), 0.125, 0.0625, 1e-6] {
             out.extend(v.to_ne_bytes());
         }
         out.extend((0..self.n).flat_map(|t| ((self.pos0 + t) as i32).to_ne_bytes()));

@@ -315,6 +315,28 @@ fn rope_matches_reference() {
             })
             .collect();
         assert_close(&format!("rope base {base}"), &got, &want, &mag, 2e-4, 0.0);
+        // The angles are the CPU's, bit for bit (rope_theta_scale, then one f32 product per
+        // pair): only sin / cos and the rotation's last bits may differ, at any position.
+        let mut cpu = x.clone();
+        for (t, &pos) in positions.iter().enumerate() {
+            let token = &mut cpu[t * heads * hd..(t + 1) * heads * hd];
+            gemma_kernels::cpu::ops::rope_neox(token, heads, hd, pos as usize, base, fscale);
+        }
+        let cpu_f64: Vec<f64> = cpu.iter().map(|&v| f64::from(v)).collect();
+        let pair_mag: Vec<f64> = (0..x.len())
+            .map(|i| {
+                let (o, j) = (i - i % hd, i % (hd / 2));
+                f64::from(x[o + j].abs() + x[o + j + hd / 2].abs())
+            })
+            .collect();
+        assert_close(
+            &format!("rope base {base} vs CPU"),
+            &got,
+            &cpu_f64,
+            &pair_mag,
+            1e-6,
+            1e-7,
+        );
     }
 }
 

@@ -48,7 +48,8 @@ pub fn rms_norm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
 ///
 /// Pair `i` of a head is `(x[i], x[i + head_dim/2])`, rotated by
 /// `theta_i = pos · freq_scale · freq_base^(-2i/head_dim)`. As in ggml, `freq_base^(-2/d)`
-/// is computed once and `theta` advanced by repeated f32 multiplication.
+/// ([`rope_theta_scale`]) is computed once and `theta` advanced by repeated f32
+/// multiplication.
 pub fn rope_neox(
     x: &mut [f32],
     n_heads: usize,
@@ -68,7 +69,7 @@ pub fn rope_neox(
     );
     const CHUNK: usize = 64;
     let half = head_dim / 2;
-    let theta_scale = freq_base.powf(-2.0 / head_dim as f32);
+    let theta_scale = rope_theta_scale(freq_base, head_dim);
     let mut theta = pos as f32;
     let mut cos = [0.0f32; CHUNK];
     let mut sin = [0.0f32; CHUNK];
@@ -93,6 +94,13 @@ pub fn rope_neox(
         }
         start += len;
     }
+}
+
+/// The factor between the RoPE angles of consecutive pairs, `freq_base^(-2/head_dim)` in
+/// f32: the one value both backends derive their angles from (the CUDA kernels take it
+/// from the host, so that they rotate by exactly the CPU's angles).
+pub fn rope_theta_scale(freq_base: f32, head_dim: usize) -> f32 {
+    freq_base.powf(-2.0 / head_dim as f32)
 }
 
 /// Softmax in place over the whole slice (`-inf` entries become 0).

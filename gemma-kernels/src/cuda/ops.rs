@@ -8,6 +8,7 @@ use super::device::CudaDevice;
 use super::error::{check_len, CudaError};
 use super::launch::{grid_dim, int, launch, ptr, ptr_mut, Arg};
 use super::modules::Kernel;
+use crate::cpu::ops::rope_theta_scale;
 use cudarc::driver::{DevicePtr, DevicePtrMut};
 
 /// Blocks for a 1-D elementwise launch of 256 threads over n elements.
@@ -215,7 +216,8 @@ pub struct Rope {
 }
 
 /// Rotates x (n tokens x n_heads x head_dim) in place, NEOX style, token t at
-/// positions[t]: theta = pos * freq_scale * freq_base^(-2i / head_dim).
+/// positions[t]: theta = pos * freq_scale * freq_base^(-2i / head_dim), each angle rounded as
+/// the CPU's [`crate::cpu::ops::rope_neox`] rounds it (bit for bit, before sin / cos).
 pub fn rope_neox<X: DevicePtrMut<f32>, P: DevicePtr<i32>>(
     dev: &CudaDevice,
     x: &mut X,
@@ -243,7 +245,7 @@ pub fn rope_neox<X: DevicePtrMut<f32>, P: DevicePtr<i32>>(
         Arg::I(int("n_heads", n_heads)?),
         Arg::I(int("head_dim", head_dim)?),
         Arg::P(ptr(dev, positions)),
-        Arg::F(freq_base),
+        Arg::F(rope_theta_scale(freq_base, head_dim)),
         Arg::F(freq_scale),
     ];
     let grid = (grid_dim("tokens", n)?, grid_dim("heads", n_heads)?, 1);
@@ -319,7 +321,7 @@ where
         Arg::I(int("key heads", p.n_k_heads)?),
         Arg::I(int("head_dim", hd)?),
         Arg::P(ptr(dev, positions)),
-        Arg::F(p.freq_base),
+        Arg::F(rope_theta_scale(p.freq_base, hd)),
         Arg::F(p.freq_scale),
         Arg::F(p.q_scale),
         Arg::F(p.eps),
@@ -619,7 +621,7 @@ where
         Arg::I(int("key heads", p.n_k_heads)?),
         Arg::I(int("head_dim", hd)?),
         Arg::P(ptr(dev, positions)),
-        Arg::F(p.freq_base),
+        Arg::F(rope_theta_scale(p.freq_base, hd)),
         Arg::F(p.freq_scale),
         Arg::F(p.q_scale),
         Arg::F(p.eps),

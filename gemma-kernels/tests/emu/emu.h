@@ -49,7 +49,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
-#include <random>
 #include <vector>
 #include <ucontext.h>
 
@@ -154,19 +153,37 @@ struct Fiber {
 
 struct uint3_ { unsigned x, y, z; };
 
+// The schedule's random numbers (splitmix64: cheap, as one is drawn per thread switch).
+struct Rng {
+    using result_type = uint64_t;
+    uint64_t state = 1;
+    static constexpr result_type min() { return 0; }
+    static constexpr result_type max() { return ~(result_type) 0; }
+    void seed(uint64_t s) { state = s; }
+    result_type operator()() {
+        uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        return z ^ (z >> 31);
+    }
+    // Uniform in [0, n).
+    size_t below(size_t n) { return (size_t) (((unsigned __int128) (*this)() * n) >> 64); }
+};
+
 // The running block. Barrier 0 is the block's, barrier 1 + w warp w's.
 struct Block {
     Fiber fibers[MAX_THREADS];
     Barrier barriers[1 + MAX_WARPS];
     std::vector<int> ready[MAX_WARPS];  // per warp: threads that can run
     int n_ready = 0;
+    int n_done = 0;
     int cur_warp = 0;
     Fiber *cur = nullptr;
     Context sched_ctx;
     uint32_t exchange_buf[MAX_WARPS][32];
     void (*body)() = nullptr;
     Schedule schedule = Schedule::Random;
-    std::mt19937_64 rng{1};
+    Rng rng;
 };
 
 inline Block B;
@@ -204,6 +221,39 @@ inline void make_ready(int t) {
     B.n_ready++;
 }
 
+// Removes the next thread to run from the ready lists.
+inline int pick_thread() {
+    int w = B.cur_warp;
+    if (B.schedule == Schedule::Random || B.ready[w].empty()) {
+        size_t r = B.rng.below((size_t) B.n_ready);
+        for (w = 0; r >= B.ready[w].size(); ++w) r -= B.ready[w].size();
+        B.cur_warp = w;
+    }
+    std::vector<int> &list = B.ready[w];
+    const size_t i = B.rng.below(list.size());
+    const int t = list[i];
+    list[i] = list.back();
+    list.pop_back();
+    B.n_ready--;
+    return t;
+}
+
+// Leaves the current thread for the next one the schedule picks (straight from fiber to
+// fiber), or for the scheduler of run_block when no thread is ready (all done, or deadlock).
+// Returns when the current thread is picked again.
+inline void run_next() {
+    Fiber *self = B.cur;
+    if (B.n_ready == 0) {
+        B.cur = nullptr;
+        switch_context(self->ctx, B.sched_ctx);
+        return;
+    }
+    Fiber *next = &B.fibers[pick_thread()];
+    if (next == self) return;
+    B.cur = next;
+    switch_context(self->ctx, next->ctx);
+}
+
 // The current thread arrives at barrier `bar` for `kind`; returns when the barrier released
 // it and the schedule picked it again.
 inline void arrive(int bar, int kind) {
@@ -220,30 +270,14 @@ inline void arrive(int bar, int kind) {
         for (int t : b.waiters) make_ready(t);
         b.waiters.clear();
     }
-    switch_context(B.cur->ctx, B.sched_ctx);
+    run_next();
 }
 
 inline void fiber_main() {
     B.body();
     B.cur->done = true;
-    switch_context(B.cur->ctx, B.sched_ctx);
-}
-
-// Removes the next thread to run from the ready lists.
-inline int pick_thread() {
-    int w = B.cur_warp;
-    if (B.schedule == Schedule::Random || B.ready[w].empty()) {
-        size_t r = B.rng() % (size_t) B.n_ready;
-        for (w = 0; r >= B.ready[w].size(); ++w) r -= B.ready[w].size();
-        B.cur_warp = w;
-    }
-    std::vector<int> &list = B.ready[w];
-    const size_t i = B.rng() % list.size();
-    const int t = list[i];
-    list[i] = list.back();
-    list.pop_back();
-    B.n_ready--;
-    return t;
+    B.n_done++;
+    run_next();
 }
 
 // Resets `f` to start thread `tid` at fiber_main.
@@ -268,10 +302,10 @@ inline void run_block(int n_threads, void (*body)()) {
         start_fiber(B.fibers[t], (unsigned) t);
         make_ready(t);
     }
-    int n_done = 0;
-    while (n_done < n_threads) {
+    B.n_done = 0;
+    while (B.n_done < n_threads) {
         if (B.n_ready == 0) {
-            std::fprintf(stderr, "  %d of %d threads finished\n", n_done, n_threads);
+            std::fprintf(stderr, "  %d of %d threads finished\n", B.n_done, n_threads);
             for (int b = 0; b <= n_threads / 32; ++b) {
                 const Barrier &bar = B.barriers[b];
                 if (bar.waiters.empty()) continue;
@@ -281,9 +315,7 @@ inline void run_block(int n_threads, void (*body)()) {
             die("deadlock: threads wait at a barrier that the others never reach");
         }
         B.cur = &B.fibers[pick_thread()];
-        switch_context(B.sched_ctx, B.cur->ctx);
-        if (B.cur->done) n_done++;
-        B.cur = nullptr;
+        switch_context(B.sched_ctx, B.cur->ctx);  // back when no thread is ready
     }
 }
 

@@ -7,7 +7,7 @@
 // usage: rope_emu random|warp-greedy SEED < cases > results
 // stdin (native endian): u32 case count, then per case u32 fused (1: qk_norm_rope_store_<kv>;
 //   0: qk_norm_rope, then kv_store_<kv> of k and v), u32 kv (KV_*), u32 n, u32 n_q, u32 n_k,
-//   u32 head_dim, u32 n_slots, f32 freq_base, f32 freq_scale, f32 q_scale, f32 eps, then
+//   u32 head_dim, u32 n_slots, f32 theta_scale, f32 freq_scale, f32 q_scale, f32 eps, then
 //   i32 positions (n), q (n x n_q x head_dim), k, v (n x n_k x head_dim each), wq, wk
 //   (head_dim each).
 // stdout per case: q, k (as the kernels leave them), then the K and V caches (n_slots rows of
@@ -66,22 +66,22 @@ int main(int argc, char **argv) {
         std::memset(kc, 0xA5, (size_t) n_slots * row_bytes);
         std::memset(vc, 0xA5, (size_t) n_slots * row_bytes);
         const unsigned threads = (unsigned) ((hd / 2 + 31) / 32 * 32);
-        const float base = fp[0], fscale = fp[1], q_scale = fp[2], eps = fp[3];
+        const float theta_scale = fp[0], fscale = fp[1], q_scale = fp[2], eps = fp[3];
         if (fused) {
             emu::launch(n, n_q + 2 * n_k, threads, [&] {
                 if (kv == KV_F16)
                     qk_norm_rope_store_f16(q.data(), k.data(), v.data(), wq.data(), wk.data(), n, n_q, n_k, hd,
-                                           pos.data(), base, fscale, q_scale, eps, n_slots, kc, vc);
+                                           pos.data(), theta_scale, fscale, q_scale, eps, n_slots, kc, vc);
                 else if (kv == KV_F32)
                     qk_norm_rope_store_f32(q.data(), k.data(), v.data(), wq.data(), wk.data(), n, n_q, n_k, hd,
-                                           pos.data(), base, fscale, q_scale, eps, n_slots, kc, vc);
+                                           pos.data(), theta_scale, fscale, q_scale, eps, n_slots, kc, vc);
                 else
                     qk_norm_rope_store_q8_0(q.data(), k.data(), v.data(), wq.data(), wk.data(), n, n_q, n_k, hd,
-                                            pos.data(), base, fscale, q_scale, eps, n_slots, kc, vc);
+                                            pos.data(), theta_scale, fscale, q_scale, eps, n_slots, kc, vc);
             }, emu::BlockOrder::BySchedule);
         } else {
             emu::launch(n, n_q + n_k, threads, [&] {
-                qk_norm_rope(q.data(), k.data(), wq.data(), wk.data(), n_q, n_k, hd, pos.data(), base, fscale, q_scale,
+                qk_norm_rope(q.data(), k.data(), wq.data(), wk.data(), n_q, n_k, hd, pos.data(), theta_scale, fscale, q_scale,
                              eps);
             }, emu::BlockOrder::BySchedule);
             emu::launch(n, 2, 256, [&] {
