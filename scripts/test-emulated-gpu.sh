@@ -16,14 +16,22 @@ nvrtc_dir="$(scripts/setup-nvrtc.sh)"
 export LD_LIBRARY_PATH="$emu_dir:$nvrtc_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
+cargo_args=("$@")
+# run CARGO_ARGS... [-- TEST_ARGS...]: one `cargo test`, its output kept in $log.
 run() {
-  echo "== emulated GPU: cargo test $*" >&2
-  cargo test "$@" -- --nocapture 2>&1 | tee -a "$log"
+  local args=() rest=()
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do args+=("$1"); shift; done
+  [ $# -gt 0 ] && shift && rest=("$@")
+  echo "== emulated GPU: cargo test ${cargo_args[*]} ${args[*]} -- --nocapture ${rest[*]}" >&2
+  cargo test "${cargo_args[@]}" "${args[@]}" -- --nocapture "${rest[@]}" 2>&1 | tee -a "$log"
   return "${PIPESTATUS[0]}"
 }
-run "$@" -p gemma-kernels --test cuda_device --test cuda_parity --test cuda_fused --test cuda_kv_types
-run "$@" -p gemma-vision --test cuda_encode
-run "$@" -p gemma-core --lib cuda
+run -p gemma-kernels --test cuda_device --test cuda_parity --test cuda_fused --test cuda_kv_types
+run -p gemma-vision --test cuda_encode
+# memory::cuda_check compares a session's device memory with the plan, which counts a real
+# driver's context and allocation rounding; the emulated device has neither (it measured
+# 11.5 MiB against the plan's 25.4 for the tiny model), so that test is for GPUs only.
+run -p gemma-core --lib cuda -- --skip memory::cuda_check
 if ! grep -q 'gemma-rs CUDA emulator' "$log"; then
   echo "emulated GPU tests: the emulated device was not found (see $emu_dir)" >&2
   exit 1
