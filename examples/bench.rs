@@ -209,13 +209,18 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             args.reps
         );
         println!("prefill pp{}: {prefill:.1} tok/s", args.prefill);
-        println!(
-            "decode tg{}: {decode:.2} tok/s (bound {bound:.2} tok/s = {:.1} GB/s / {:.1} MB per token; {:.0}% of it)",
-            args.decode,
-            bandwidth / 1e9,
-            bytes_per_token as f64 / 1e6,
-            100.0 * decode / bound
-        );
+        if on_gpu {
+            // No host-memory bound: the VRAM line below gives the bytes read per second.
+            println!("decode tg{}: {decode:.2} tok/s", args.decode);
+        } else {
+            println!(
+                "decode tg{}: {decode:.2} tok/s (bound {bound:.2} tok/s = {:.1} GB/s / {:.1} MB per token; {:.0}% of it)",
+                args.decode,
+                bandwidth / 1e9,
+                bytes_per_token as f64 / 1e6,
+                100.0 * decode / bound
+            );
+        }
         println!(
             "load {:.3} s | peak RSS {:.1} MiB",
             load_seconds,
