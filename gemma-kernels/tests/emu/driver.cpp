@@ -9,7 +9,9 @@
 //   (GEMMA_EMU_SMS overrides the count; launch shapes depend on it), 16 GiB.
 // - Device memory is host memory. An allocation starts filled with 0xFF bytes (NaN floats), as
 //   device memory starts with whatever it held; an __ldg outside every live allocation stops the
-//   program with a message (emu.h). Streams are synchronous: a launch or copy is done when its
+//   program with a message (emu.h), and so does a launch that wrote into the guard bytes around
+//   an allocation (checked after every launch); a copy or memset outside one allocation fails
+//   with CUDA_ERROR_INVALID_VALUE. Streams are synchronous: a launch or copy is done when its
 //   call returns, and events time host work.
 // - cuModuleLoadData ignores the PTX NVRTC made; cuModuleGetFunction finds the kernel by name
 //   among the entry points of every kernel file (registry.h). Launches run one at a time (a
@@ -18,7 +20,8 @@
 // - Stream capture records launches, copies and memsets; a graph replays them in order.
 //
 // What it is not: any notion of time, concurrency between blocks or kernels (programmatic
-// dependent launch is accepted and serialises), 2-D or 3-D thread blocks, dynamic shared memory,
+// dependent launch is accepted and serialises), 2-D or 3-D thread blocks, blocks of a size that
+// is not a multiple of 32 (both refused with an error), dynamic shared memory,
 // memory pools, unified or pinned memory, more than one device or context.
 
 #include "emu.h"
@@ -48,8 +51,14 @@ std::map<std::string, emu_driver::Binder> &kernel_table() {
     return table;
 }
 
-// Live allocations: start -> end.
-std::map<uintptr_t, uintptr_t> allocations;
+// A live allocation: [start, end) between GUARD bytes of GUARD_BYTE on each side.
+struct Allocation {
+    uintptr_t end;
+    uint8_t *base;  // what aligned_alloc returned: the leading guard
+};
+constexpr size_t GUARD = 256;
+constexpr uint8_t GUARD_BYTE = 0xA5;
+std::map<uintptr_t, Allocation> allocations;  // by start
 size_t allocated_bytes = 0;
 constexpr size_t TOTAL_BYTES = size_t(16) << 30;
 
@@ -57,7 +66,23 @@ bool is_readable(uintptr_t start, size_t n) {
     auto it = allocations.upper_bound(start);
     if (it == allocations.begin()) return false;
     --it;
-    return start + n <= it->second;
+    return start + n <= it->second.end;
+}
+
+// Whether a copy or memset of n bytes at p stays in one allocation.
+bool in_allocation(uint64_t p, size_t n) { return n == 0 || is_readable((uintptr_t) p, n); }
+
+// Stops the program when `kernel` wrote into the guard bytes of an allocation.
+void check_guards(const std::string &kernel) {
+    static const std::vector<uint8_t> clean(GUARD, GUARD_BYTE);
+    for (const auto &[start, a] : allocations) {
+        const bool before = std::memcmp(a.base, clean.data(), GUARD) != 0;
+        const bool after = std::memcmp((const void *) a.end, clean.data(), GUARD) != 0;
+        if (!before && !after) continue;
+        std::fprintf(stderr, "EMU ERROR: %s wrote %s the %zu-byte allocation at %#lx\n", kernel.c_str(),
+                     before ? "before" : "past the end of", (size_t) (a.end - start), (unsigned long) start);
+        std::exit(3);
+    }
 }
 
 struct Stream {
@@ -103,7 +128,7 @@ CUresult launch(Function *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
     }
     if (bx == 0 || bx % 32 != 0 || bx > (unsigned) emu::MAX_THREADS || gx == 0 || gy == 0) return INVALID_VALUE;
     emu_driver::BoundKernel body = f->bind(params);
-    return enqueue(stream, [body = std::move(body), gx, gy, bx] {
+    return enqueue(stream, [body = std::move(body), name = f->name, gx, gy, bx] {
         static const bool random = [] {
             const char *s = std::getenv("GEMMA_EMU_SCHEDULE");
             return s && std::string(s) == "random";
@@ -115,6 +140,7 @@ CUresult launch(Function *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
         }
         emu::B.schedule = random ? emu::Schedule::Random : emu::Schedule::WarpGreedy;
         emu::launch(gx, gy, bx, body, emu::BlockOrder::BySchedule);
+        check_guards(name);
     });
 }
 
@@ -230,10 +256,13 @@ API CUresult cuMemAlloc_v2(uint64_t *ptr, size_t bytes) {
     LOCKED;
     if (!ptr) return INVALID_VALUE;
     if (bytes == 0 || allocated_bytes + bytes > TOTAL_BYTES) return OUT_OF_MEMORY;
-    void *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
-    if (!p) return OUT_OF_MEMORY;
+    auto *base = static_cast<uint8_t *>(std::aligned_alloc(256, GUARD + (bytes + GUARD + 255) / 256 * 256));
+    if (!base) return OUT_OF_MEMORY;
+    uint8_t *p = base + GUARD;
+    std::memset(base, GUARD_BYTE, GUARD);
     std::memset(p, 0xFF, bytes);
-    allocations[(uintptr_t) p] = (uintptr_t) p + bytes;
+    std::memset(p + bytes, GUARD_BYTE, GUARD);
+    allocations[(uintptr_t) p] = Allocation{(uintptr_t) p + bytes, base};
     allocated_bytes += bytes;
     *ptr = (uint64_t) (uintptr_t) p;
     return SUCCESS;
@@ -243,9 +272,9 @@ API CUresult cuMemFree_v2(uint64_t ptr) {
     LOCKED;
     auto it = allocations.find((uintptr_t) ptr);
     if (it == allocations.end()) return INVALID_VALUE;
-    allocated_bytes -= it->second - it->first;
+    allocated_bytes -= it->second.end - it->first;
+    std::free(it->second.base);
     allocations.erase(it);
-    std::free((void *) (uintptr_t) ptr);
     return SUCCESS;
 }
 
@@ -261,16 +290,19 @@ API CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total) {
 
 API CUresult cuMemcpyHtoDAsync_v2(uint64_t dst, const void *src, size_t n, void *stream) {
     LOCKED;
+    if (!in_allocation(dst, n)) return INVALID_VALUE;
     return enqueue(stream, [=] { std::memcpy((void *) (uintptr_t) dst, src, n); });
 }
 
 API CUresult cuMemcpyDtoHAsync_v2(void *dst, uint64_t src, size_t n, void *stream) {
     LOCKED;
+    if (!in_allocation(src, n)) return INVALID_VALUE;
     return enqueue(stream, [=] { std::memcpy(dst, (const void *) (uintptr_t) src, n); });
 }
 
 API CUresult cuMemcpyDtoDAsync_v2(uint64_t dst, uint64_t src, size_t n, void *stream) {
     LOCKED;
+    if (!in_allocation(dst, n) || !in_allocation(src, n)) return INVALID_VALUE;
     return enqueue(stream, [=] { std::memmove((void *) (uintptr_t) dst, (const void *) (uintptr_t) src, n); });
 }
 
@@ -280,6 +312,7 @@ API CUresult cuMemcpyDtoD_v2(uint64_t dst, uint64_t src, size_t n) { return cuMe
 
 API CUresult cuMemsetD8Async(uint64_t dst, unsigned char v, size_t n, void *stream) {
     LOCKED;
+    if (!in_allocation(dst, n)) return INVALID_VALUE;
     return enqueue(stream, [=] { std::memset((void *) (uintptr_t) dst, v, n); });
 }
 
