@@ -5,6 +5,10 @@
 #   bash scripts/gpu-check.sh            # logs under $OUT (or /tmp/gpu-check), table last
 #   bash scripts/gpu-check.sh --quick    # skips the kernel benchmark and the 12B (~1 min)
 #
+# Dry run without a GPU, on the emulated CUDA driver (scripts/emu-cuda.sh; ~7 min, nothing
+# timed; move gpu-bin/real aside first, the real 270M takes minutes per prompt there):
+#   LD_LIBRARY_PATH="$(scripts/emu-cuda.sh):$(scripts/setup-nvrtc.sh)" bash scripts/gpu-check.sh --quick
+#
 # Steps, each under `timeout`, continuing on failure:
 #   1. nvidia-smi summary;
 #   2. find libnvrtc on the machine (CUDA toolkit, system, Python wheels) and point the
