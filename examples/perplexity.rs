@@ -4,7 +4,7 @@
 //! ```text
 //! perplexity --model F (--text-file T | --tokens-file F) [--ctx 512] [--max-chunks N]
 //!            [--save-logits BASE] [--kl-base BASE] [--kv-type f16] [--flash-attn on|off]
-//!            [--threads N] [--json]
+//!            [--device cpu|cuda[:N]] [--threads N] [--json]
 //! ```
 //! The convention is llama.cpp's: the text is tokenized with BOS (`--tokens-file` takes raw
 //! ids: JSON array or numbers separated by commas/whitespace) and cut into
@@ -24,7 +24,7 @@
 //! stores them as 16-bit log-probabilities and skips probabilities below e^-16).
 
 use clap::Parser;
-use gemma::core::{KvType, Model, ModelOptions, Tokenizer};
+use gemma::core::{Device, KvType, Model, ModelOptions, Tokenizer};
 use serde_json::{json, Value as Json};
 use std::fmt::Write as _;
 use std::fs::File;
@@ -66,9 +66,12 @@ pub struct Args {
     /// KV cache type.
     #[arg(long, default_value = "f16")]
     pub kv_type: KvType,
-    /// Attention rounding of llama.cpp with flash attention on (its default) or off.
+    /// Attention rounding of llama.cpp with flash attention on (its default) or off; CPU only.
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     pub flash_attn: String,
+    /// Device: cpu or cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    pub device: Device,
     /// Worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -321,6 +324,7 @@ pub fn run(args: &Args) -> Result<Report, String> {
     let options = ModelOptions {
         threads: args.threads,
         flash_attention: args.flash_attn == "on",
+        device: args.device,
         ..ModelOptions::default()
     };
     let model =

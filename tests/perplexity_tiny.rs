@@ -322,3 +322,48 @@ fn mismatched_or_short_inputs_are_errors() {
     assert!(same.is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--device cuda` scores the F16 model as the CPU does (mean KL to the CPU's logits under
+/// 1e-3, the same PPL within 0.5%), or fails with one line naming CUDA where there is no GPU.
+#[test]
+fn cuda_device_scores_like_the_cpu_or_says_why_not() {
+    let seq = sequence();
+    let dir = temp_dir();
+    let tokens = dir.join("t1-cuda.tokens");
+    std::fs::write(&tokens, format!("{seq:?}")).unwrap();
+    let base = dir.join("f16-cpu");
+    let model = tiny().join("tiny-gemma3-t1-f16.gguf");
+    let cpu = perplexity::run(&args(
+        &model,
+        &tokens,
+        &["--ctx", "64", "--save-logits", base.to_str().unwrap()],
+    ))
+    .unwrap();
+    let extra = [
+        "--ctx",
+        "64",
+        "--device",
+        "cuda",
+        "--kl-base",
+        base.to_str().unwrap(),
+    ];
+    let gpu = match perplexity::run(&args(&model, &tokens, &extra)) {
+        Ok(report) => report,
+        Err(message) => {
+            assert!(
+                message.to_lowercase().contains("cuda") && !message.contains('\n'),
+                "no one-line CUDA reason: {message}"
+            );
+            eprintln!("NOT RUN on a GPU (perplexity --device cuda): {message}");
+            return;
+        }
+    };
+    let mean_kl = gpu.scores.iter().map(|s| s.kld).sum::<f64>() / gpu.scores.len() as f64;
+    let (cpu_ppl, gpu_ppl) = (cpu.ppl().0, gpu.ppl().0);
+    eprintln!("perplexity --device cuda: mean KL to the CPU {mean_kl:.3e}, PPL {gpu_ppl:.4} vs {cpu_ppl:.4}");
+    assert!(mean_kl < 1e-3, "mean KL {mean_kl}");
+    assert!(
+        (gpu_ppl / cpu_ppl).ln().abs() < 0.005,
+        "PPL {gpu_ppl} vs {cpu_ppl}"
+    );
+}
