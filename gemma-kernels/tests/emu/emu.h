@@ -5,7 +5,8 @@
 // Emulated:
 // - A launch (emu::launch) runs its blocks one after the other, in grid order or (BlockOrder::
 //   BySchedule) shuffled / backwards by the schedule. The threads of a block are cooperative
-//   fibers (a hand-written stack switch on x86-64, ucontext elsewhere) that switch only at synchronization points, in an order chosen by a
+//   fibers (a hand-written stack switch on x86-64, ucontext elsewhere) that switch, straight
+//   from one to the next, only at synchronization points, in an order chosen by a
 //   seeded schedule: Random (any ready thread next) or WarpGreedy (the current warp runs as
 //   far as it can before another warp starts, so warps drift apart as far as the code lets
 //   them). A missing __syncthreads lets a later phase overwrite shared memory that another
