@@ -3,14 +3,22 @@
 //
 // A block of 128 threads (2 x 2 warps) computes a 64 (weight rows) x 64 (tokens) tile,
 // stepping through K in tiles of 256. Each step unpacks the weights of the tile to signed
-// int8 in shared memory (offsets -8 / -16 / -32 applied; K-quant mins kept aside) with one
-// f32 scale per 16 weights, copies the activation tile, then every warp runs
-// m16n8k32 mma (m16n8k16 pairs for Q6_K, whose scales change every 16 weights) on its
-// 32 x 32 sub-tile, scaling each int32 result by weight scale x activation scale into f32
-// accumulators. The K-quant min term is subtracted once per K tile: sum_j min[r][j] * s[c][j]
-// (Q4_1 / Q5_1 store minus their minimum there). Q2_K, whose minimums change every 16
-// weights, instead multiplies an all-ones A fragment with the activations (the sums of 16
-// activations) and subtracts min x sum per 16 inside the K loop.
+// int8 in shared memory (offsets -8 / -16 / -32 applied; mins kept aside), copies the
+// activation tile, then every warp runs m16n8k32 mma (m16n8k16 pairs for the types whose
+// scales change every 16 weights) on its 32 x 32 sub-tile. Two ways to scale:
+//  - super-block types (K-quants, IQ4_XS: one d per row and tile, integer sub-block scales
+//    and mins; activations in Q8_K, one d per 256) multiply each mma's int32 result by the
+//    integer sub-block scale into int32 sums (one IMAD per value) and convert once per tile:
+//    acc += d_w d_x isum - d_min d_x imin, ggml's CPU order (vec_dot_*_q8_K). The min term
+//    imin = sum over 16-weight groups of min x activation sum is two more int8 mma per tile
+//    (MmqIntMins);
+//  - the 32-block types (a float scale per 32 weights and per 32 activations) convert each
+//    mma result to float and scale it. The mma starts from I2F_BIAS, so the conversion is
+//    one FADD instead of an I2F. Q4_1 / Q5_1 subtract their min term once per tile in f32:
+//    sum_j min[r][j] * s[c][j].
+// (Before the integer sums, each 32-wide K step cost an I2F, an FMUL and an FFMA per output
+// value, and the K-quant min term 8 FFMA per value and tile: 88 TOPS measured on an H200
+// for Q4_K 15360 x 3840 x 512, against about 990 for the int8 tensor cores.)
 // (Tried on an H200 and reverted: software-pipelining the tiles with cp.async, 85 KiB of
 // dynamic shared memory per block, ran slower: Q4_K 688 against 656 us, Q8_0 678 against
 // 519 us for 15360 x 3840 x 512, presumably from 2 blocks per SM instead of 5.)
@@ -19,19 +27,42 @@
 #define MMQ_BN 64
 #define MMQ_BK 256
 #define MMQ_THREADS 128
-// Blocks per multiprocessor the register budget must allow: 4, as many as the 47.5 KiB of
-// shared memory lets fit (caps the K-quant kernels at 128 registers; they took 131-139, so
-// only 3 blocks fit by registers).
+// Blocks per multiprocessor the register budget must allow: 4, as many as the 46 KiB of
+// shared memory lets fit (caps the kernels at 128 registers; Q4_1, Q5_1 and Q2_K spill a
+// few bytes outside the K loop).
 #define MMQ_MIN_BLOCKS 4
 #define MMQ_ROW_INTS (MMQ_BK / 4 + 4)  // +4 ints: conflict-free fragment loads
+
+// The min terms of super-block types as int8 tensor-core operands, per 16 weights g of
+// the tile: m[r] packs the 16 mins of row r (Q4_K / Q5_K: each per-32 min twice), xlo and
+// xhi the sums of the 16 activations b of token c split as b = 128 hi + lo (lo in 0..127,
+// |b| <= 16 x 127 so hi in -16..15): sum_g m x b = mma(m, lo) + 128 mma(m, hi), exact.
+struct MmqIntMins {
+    int m[MMQ_BM][MMQ_BK / 64];
+    int xlo[MMQ_BN][MMQ_BK / 64];
+    int xhi[MMQ_BN][MMQ_BK / 64];
+};
 
 struct __align__(16) MmqSmem {
     int w[MMQ_BM][MMQ_ROW_INTS];          // weights, int8 x 4 per int
     int x[MMQ_BN][MMQ_ROW_INTS];          // activations
-    float ws[MMQ_BM][MMQ_BK / 16 + 1];    // weight scale per 16 weights
-    float wm[MMQ_BM][MMQ_BK / 16 + 1];    // min per 32 weights (d_min * m; Q2_K: per 16)
+    union {
+        float ws[MMQ_BM][MMQ_BK / 16 + 1];  // weight scale per 16 weights
+        int wsi[MMQ_BM][MMQ_BK / 16 + 1];   // super-block types: the integer sub-block scale
+    };
+    union {
+        float wm[MMQ_BM][MMQ_BK / 32];    // Q4_1 / Q5_1: minus the min per 32 weights
+        MmqIntMins im;                    // super-block types with mins
+    };
     float2 xd[MMQ_BN][MMQ_BK / 32];       // activation {d, s} per 32
+    float wd[MMQ_BM];                     // super-block types: the row's d
+    float wdm[MMQ_BM];                    // and its d_min
 };
+
+// An int32 mma accumulator started at I2F_BIAS holds the bits of the float 12582912 + c
+// (2^23 + 2^22 + c, exact for |c| < 2^22: an int8 dot of 32 values is at most 2^19).
+#define I2F_BIAS 0x4B400000
+static __device__ __forceinline__ float biased_to_float(int v) { return __int_as_float(v) - 12582912.0f; }
 
 static __device__ __forceinline__ int sub8_nibbles(int v) {  // 0..15 -> -8..7 per byte
     const int x = v ^ 0x08080808;
@@ -137,22 +168,25 @@ static __device__ __forceinline__ void unpack_superblock(const u8 *blk, MmqSmem 
             qhw[0] = qh.x; qhw[1] = qh.y; qhw[2] = qh.z; qhw[3] = qh.w;
         }
         const int vw[4] = {v.x, v.y, v.z, v.w};
-        int *lo = &s.w[r][(64 * ch + 16 * h) / 4];
-        int *hi = &s.w[r][(64 * ch + 32 + 16 * h) / 4];
+        int lo[4], hi[4];
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
             lo[i] = (vw[i] & 0x0F0F0F0F) | (((qhw[i] >> (2 * ch)) & 0x01010101) << 4);
             hi[i] = ((vw[i] >> 4) & 0x0F0F0F0F) | (((qhw[i] >> (2 * ch + 1)) & 0x01010101) << 4);
         }
+        // 16-byte stores: rows are 16-byte aligned (MMQ_ROW_INTS is a multiple of 4).
+        *(int4 *) &s.w[r][16 * ch + 4 * h] = make_int4(lo[0], lo[1], lo[2], lo[3]);
+        *(int4 *) &s.w[r][16 * ch + 8 + 4 * h] = make_int4(hi[0], hi[1], hi[2], hi[3]);
         if (h == 0) {
-            const float d = h2f((u16) (hdr.x & 0xFFFF)), dmin = h2f((u16) ((u32) hdr.x >> 16));
-#pragma unroll
-            for (int k = 0; k < 2; ++k) {
-                int sc, m;
-                scale_min_w(2 * ch + k, hdr.y, hdr.z, hdr.w, &sc, &m);
-                s.ws[r][2 * (2 * ch + k)] = d * (float) sc;
-                s.ws[r][2 * (2 * ch + k) + 1] = d * (float) sc;
-                s.wm[r][2 * ch + k] = dmin * (float) m;
+            int sc_a, m_a, sc_b, m_b;
+            scale_min_w(2 * ch, hdr.y, hdr.z, hdr.w, &sc_a, &m_a);
+            scale_min_w(2 * ch + 1, hdr.y, hdr.z, hdr.w, &sc_b, &m_b);
+            s.wsi[r][4 * ch] = sc_a;
+            s.wsi[r][4 * ch + 2] = sc_b;
+            s.im.m[r][ch] = m_a * 0x0101 + m_b * 0x01010000;  // groups 4ch, 4ch + 1: m_a; then m_b
+            if (ch == 0) {
+                s.wd[r] = h2f((u16) (hdr.x & 0xFFFF));
+                s.wdm[r] = h2f((u16) ((u32) hdr.x >> 16));
             }
         }
     } else if (TY == GGML_Q2_K || TY == GGML_Q3_K) {
@@ -175,15 +209,19 @@ static __device__ __forceinline__ void unpack_superblock(const u8 *blk, MmqSmem 
             }
         }
         const int s0 = 8 * n + 2 * g;
-#pragma unroll
-        for (int k = 0; k < 2; ++k) {
-            if (q3) {
-                const block_q3_K *b = (const block_q3_K *) blk;
-                s.ws[r][s0 + k] = h2f(load_u16(blk + 108)) * (float) (q3_K_scale(b->scales, s0 + k) - 32);
-            } else {
-                const int sc = __ldg(blk + s0 + k);
-                s.ws[r][s0 + k] = h2f(load_u16(blk + 80)) * (float) (sc & 0xF);
-                s.wm[r][s0 + k] = h2f(load_u16(blk + 82)) * (float) (sc >> 4);
+        if (q3) {
+            const block_q3_K *b = (const block_q3_K *) blk;
+            s.wsi[r][s0] = q3_K_scale(b->scales, s0) - 32;
+            s.wsi[r][s0 + 1] = q3_K_scale(b->scales, s0 + 1) - 32;
+            if (t == 0) s.wd[r] = h2f(load_u16(blk + 108));
+        } else {
+            const int sc = load_u16(blk + s0);  // scales s0, s0 + 1: 4-bit scale, 4-bit min
+            s.wsi[r][s0] = sc & 0xF;
+            s.wsi[r][s0 + 1] = (sc >> 8) & 0xF;
+            ((u16 *) s.im.m[r])[s0 / 2] = (u16) ((sc >> 4) & 0x0F0F);
+            if (t == 0) {
+                s.wd[r] = h2f(load_u16(blk + 80));
+                s.wdm[r] = h2f(load_u16(blk + 82));
             }
         }
     } else if (TY == GGML_IQ4_XS) {
@@ -198,9 +236,8 @@ static __device__ __forceinline__ void unpack_superblock(const u8 *blk, MmqSmem 
             dst[4 + i] = iq4_values4((qs[i] >> 4) & 0x0F0F0F0F);
         }
         const int ls = ((__ldg(&b->scales_l[t / 2]) >> (4 * (t % 2))) & 0xF) | (((load_u16(blk + 2) >> (2 * t)) & 3) << 4);
-        const float dl = h2f(load_u16(blk)) * (float) (ls - 32);
-        s.ws[r][2 * t] = dl;
-        s.ws[r][2 * t + 1] = dl;
+        s.wsi[r][2 * t] = ls - 32;
+        if (t == 0) s.wd[r] = h2f(load_u16(blk));
     } else {  // Q6_K
         const block_q6_K *b = (const block_q6_K *) blk;
         const int n = t >> 2, l0 = 8 * (t & 3);
@@ -220,27 +257,30 @@ static __device__ __forceinline__ void unpack_superblock(const u8 *blk, MmqSmem 
             s.w[r][(base + 96) / 4] = sub32_bytes6(((lb >> 4) & 0x0F0F0F0F) | (((hh >> 6) & 0x03030303) << 4));
         }
         if ((l0 & 15) == 0) {
-            const float d = h2f(load_u16((const u8 *) &b->d));
             const int is = l0 / 16;
 #pragma unroll
-            for (int k = 0; k < 4; ++k) s.ws[r][8 * n + 2 * k + is] = d * (float) b->scales[8 * n + is + 2 * k];
+            for (int k = 0; k < 4; ++k) s.wsi[r][8 * n + 2 * k + is] = b->scales[8 * n + is + 2 * k];
         }
+        if (t == 0) s.wd[r] = h2f(load_u16((const u8 *) &b->d));
     }
 }
 
+// QK, BYTES: weights and bytes per block; MIN: w = d q - min (Q4_1 / Q5_1: + min); S16: a
+// scale per 16 weights; INT: integer sub-block scales (and mins), one d (and d_min) per
+// super-block.
 template <int TY> struct MmqType;
-template <> struct MmqType<GGML_Q4_0> { enum { QK = 32, BYTES = 18, MIN = 0, S16 = 0 }; };
-template <> struct MmqType<GGML_Q5_0> { enum { QK = 32, BYTES = 22, MIN = 0, S16 = 0 }; };
-template <> struct MmqType<GGML_Q8_0> { enum { QK = 32, BYTES = 34, MIN = 0, S16 = 0 }; };
-template <> struct MmqType<GGML_Q4_K> { enum { QK = 256, BYTES = 144, MIN = 1, S16 = 0 }; };
-template <> struct MmqType<GGML_Q5_K> { enum { QK = 256, BYTES = 176, MIN = 1, S16 = 0 }; };
-template <> struct MmqType<GGML_Q6_K> { enum { QK = 256, BYTES = 210, MIN = 0, S16 = 1 }; };
-template <> struct MmqType<GGML_Q4_1> { enum { QK = 32, BYTES = 20, MIN = 1, S16 = 0 }; };
-template <> struct MmqType<GGML_Q5_1> { enum { QK = 32, BYTES = 24, MIN = 1, S16 = 0 }; };
-template <> struct MmqType<GGML_IQ4_NL> { enum { QK = 32, BYTES = 18, MIN = 0, S16 = 0 }; };
-template <> struct MmqType<GGML_Q2_K> { enum { QK = 256, BYTES = 84, MIN = 2, S16 = 1 }; };
-template <> struct MmqType<GGML_Q3_K> { enum { QK = 256, BYTES = 110, MIN = 0, S16 = 1 }; };
-template <> struct MmqType<GGML_IQ4_XS> { enum { QK = 256, BYTES = 136, MIN = 0, S16 = 0 }; };
+template <> struct MmqType<GGML_Q4_0> { enum { QK = 32, BYTES = 18, MIN = 0, S16 = 0, INT = 0 }; };
+template <> struct MmqType<GGML_Q5_0> { enum { QK = 32, BYTES = 22, MIN = 0, S16 = 0, INT = 0 }; };
+template <> struct MmqType<GGML_Q8_0> { enum { QK = 32, BYTES = 34, MIN = 0, S16 = 0, INT = 0 }; };
+template <> struct MmqType<GGML_Q4_K> { enum { QK = 256, BYTES = 144, MIN = 1, S16 = 0, INT = 1 }; };
+template <> struct MmqType<GGML_Q5_K> { enum { QK = 256, BYTES = 176, MIN = 1, S16 = 0, INT = 1 }; };
+template <> struct MmqType<GGML_Q6_K> { enum { QK = 256, BYTES = 210, MIN = 0, S16 = 1, INT = 1 }; };
+template <> struct MmqType<GGML_Q4_1> { enum { QK = 32, BYTES = 20, MIN = 1, S16 = 0, INT = 0 }; };
+template <> struct MmqType<GGML_Q5_1> { enum { QK = 32, BYTES = 24, MIN = 1, S16 = 0, INT = 0 }; };
+template <> struct MmqType<GGML_IQ4_NL> { enum { QK = 32, BYTES = 18, MIN = 0, S16 = 0, INT = 0 }; };
+template <> struct MmqType<GGML_Q2_K> { enum { QK = 256, BYTES = 84, MIN = 1, S16 = 1, INT = 1 }; };
+template <> struct MmqType<GGML_Q3_K> { enum { QK = 256, BYTES = 110, MIN = 0, S16 = 1, INT = 1 }; };
+template <> struct MmqType<GGML_IQ4_XS> { enum { QK = 256, BYTES = 136, MIN = 0, S16 = 0, INT = 1 }; };
 
 // Fills the weight part of the tile for K offset k0 (row r0 of the matrix).
 template <int TY>
@@ -270,13 +310,19 @@ static __device__ __forceinline__ void load_w_tile(const u8 *w, int nb, int rows
                 for (int i = 0; i < 8; ++i) s.w[r][8 * t + i] = 0;
                 s.ws[r][2 * t] = 0.0f;
                 s.ws[r][2 * t + 1] = 0.0f;
-                s.wm[r][2 * t] = 0.0f;
-                s.wm[r][2 * t + 1] = 0.0f;
+                if (T::MIN && t < MMQ_BK / 64) s.im.m[r][t] = 0;
+                if (t == 0) {
+                    s.wd[r] = 0.0f;
+                    s.wdm[r] = 0.0f;
+                }
             }
         }
     }
 }
 
+// Copies the activation tile; with INT_MINS also the sums of each 16 activations, as the
+// int8 halves of MmqIntMins.
+template <bool INT_MINS>
 static __device__ __forceinline__ void load_x_tile(const i8 *xq, const float2 *xd, int k_pad, int n, int c0,
                                                    int k0, MmqSmem &s) {
     for (int idx = threadIdx.x; idx < MMQ_BN * (MMQ_BK / 16); idx += MMQ_THREADS) {
@@ -285,6 +331,12 @@ static __device__ __forceinline__ void load_x_tile(const i8 *xq, const float2 *x
         int4 v = make_int4(0, 0, 0, 0);
         if (col < n) v = load_i4(xq + (i64) col * k_pad + k0 + 16 * q);
         *(int4 *) &s.x[c][4 * q] = v;
+        if (INT_MINS) {
+            const int ones = 0x01010101;
+            const int b = dp4a(v.w, ones, dp4a(v.z, ones, dp4a(v.y, ones, dp4a(v.x, ones, 0))));
+            ((u8 *) s.im.xlo[c])[q] = (u8) (b & 127);
+            ((u8 *) s.im.xhi[c])[q] = (u8) (b >> 7);
+        }
     }
     for (int idx = threadIdx.x; idx < MMQ_BN * (MMQ_BK / 32); idx += MMQ_THREADS) {
         const int c = idx / (MMQ_BK / 32), j = idx % (MMQ_BK / 32);
@@ -318,6 +370,118 @@ static __device__ __forceinline__ void mma_k16(int (&c)[4], int a0, int a1, int 
 #endif
 }
 
+// The fragments of K step j (32 wide) of a warp's 32 x 32 sub-tile: a[mt] for weight rows
+// wr + 16 mt + (0..15), b[nt] for tokens wc + 8 nt + (0..7) (mma.sync's register layouts).
+static __device__ __forceinline__ void load_fragments(const MmqSmem &s, int j, int wr, int wc, int g, int tig,
+                                                      int (&a)[2][4], int (&b)[4][2]) {
+    const int ki = 8 * j + tig;
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+        const int rr = wr + 16 * mt + g;
+        a[mt][0] = s.w[rr][ki];
+        a[mt][1] = s.w[rr + 8][ki];
+        a[mt][2] = s.w[rr][ki + 4];
+        a[mt][3] = s.w[rr + 8][ki + 4];
+    }
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt) {
+        const int cc = wc + 8 * nt + g;
+        b[nt][0] = s.x[cc][ki];
+        b[nt][1] = s.x[cc][ki + 4];
+    }
+}
+
+// Super-block types: the tile's K steps summed in int32 with the integer sub-block scales
+// (per 32, or per 16 with S16), then scaled once by the row's d and the token's Q8_K d;
+// with MINS, minus d_min x d x the int32 min term (MmqIntMins), as ggml's CPU sums them.
+// Bounds: |scale x dot| < 2^24 per 16 or 32 weights (IQ4_XS: 32 x 127 x 127 x 32), at
+// most 16 of them per tile: far from int32 overflow.
+template <bool S16, bool MINS>
+static __device__ __forceinline__ void tile_products_int(const MmqSmem &s, int wr, int wc, int g, int tig,
+                                                         float (&acc)[2][4][4]) {
+    int isum[2][4][4];
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) isum[mt][nt][i] = 0;
+#pragma unroll 1
+    for (int j = 0; j < MMQ_BK / 32; ++j) {
+        int a[2][4], b[4][2];
+        load_fragments(s, j, wr, wc, g, tig, a, b);
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+            const int rr = wr + 16 * mt + g;
+            // Scales of rows rr and rr + 8: the first and second 16 weights (S16), or all 32.
+            const int sc[2][2] = {{s.wsi[rr][2 * j], s.wsi[rr][2 * j + 1]}, {s.wsi[rr + 8][2 * j], s.wsi[rr + 8][2 * j + 1]}};
+#pragma unroll
+            for (int nt = 0; nt < 4; ++nt) {
+                if (S16) {
+                    int c1[4] = {0, 0, 0, 0}, c2[4] = {0, 0, 0, 0};
+                    mma_k16(c1, a[mt][0], a[mt][1], b[nt][0]);
+                    mma_k16(c2, a[mt][2], a[mt][3], b[nt][1]);
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) isum[mt][nt][i] += sc[i / 2][0] * c1[i] + sc[i / 2][1] * c2[i];
+                } else {
+                    int c[4] = {0, 0, 0, 0};
+                    mma_k32(c, a[mt][0], a[mt][1], a[mt][2], a[mt][3], b[nt][0], b[nt][1]);
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) isum[mt][nt][i] += sc[i / 2][0] * c[i];
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+        const int rr = wr + 16 * mt + g;
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) {
+            int lo[4] = {0, 0, 0, 0}, hi[4] = {0, 0, 0, 0};
+            if (MINS) {
+                const int cc = wc + 8 * nt + g;
+                mma_k16(lo, s.im.m[rr][tig], s.im.m[rr + 8][tig], s.im.xlo[cc][tig]);
+                mma_k16(hi, s.im.m[rr][tig], s.im.m[rr + 8][tig], s.im.xhi[cc][tig]);
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const int row = rr + 8 * (i / 2);
+                const float dx = s.xd[wc + 8 * nt + 2 * tig + (i % 2)][0].x;
+                acc[mt][nt][i] += s.wd[row] * dx * (float) isum[mt][nt][i];
+                if (MINS) acc[mt][nt][i] -= s.wdm[row] * dx * (float) (lo[i] + 128 * hi[i]);
+            }
+        }
+    }
+}
+
+// Types with a float scale per 32 weights and per 32 activations: each mma result
+// converted (biased_to_float) and scaled.
+static __device__ __forceinline__ void tile_products_float(const MmqSmem &s, int wr, int wc, int g, int tig,
+                                                           float (&acc)[2][4][4]) {
+#pragma unroll 2
+    for (int j = 0; j < MMQ_BK / 32; ++j) {
+        int a[2][4], b[4][2];
+        load_fragments(s, j, wr, wc, g, tig, a, b);
+        float xs[4][2];
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) xs[nt][e] = s.xd[wc + 8 * nt + 2 * tig + e][j].x;
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+            const int rr = wr + 16 * mt + g;
+#pragma unroll
+            for (int nt = 0; nt < 4; ++nt) {
+                int c[4] = {I2F_BIAS, I2F_BIAS, I2F_BIAS, I2F_BIAS};
+                mma_k32(c, a[mt][0], a[mt][1], a[mt][2], a[mt][3], b[nt][0], b[nt][1]);
+#pragma unroll
+                for (int i = 0; i < 4; ++i)
+                    acc[mt][nt][i] += biased_to_float(c[i]) * s.ws[rr + 8 * (i / 2)][2 * j] * xs[nt][i % 2];
+            }
+        }
+    }
+}
+
 // w: rows x nb blocks; xq/xd: n activation rows (q8_1, length k_pad); k: row length.
 // grid: (ceil(rows / 64), ceil(n / 64)), block: 128.
 template <int TY>
@@ -341,72 +505,14 @@ static __device__ __forceinline__ void mmq(const u8 *__restrict__ w, int nb, int
 
     for (int k0 = 0; k0 < k; k0 += MMQ_BK) {
         load_w_tile<TY>(w, nb, rows, r0, k0, s);
-        load_x_tile(xq, xd, k_pad, n, c0, k0, s);
+        load_x_tile<T::INT && T::MIN>(xq, xd, k_pad, n, c0, k0, s);
         __syncthreads();
-#pragma unroll 2
-        for (int j = 0; j < MMQ_BK / 32; ++j) {
-            const int ki = 8 * j + tig;
-            int a[2][4], b[4][2];
-#pragma unroll
-            for (int mt = 0; mt < 2; ++mt) {
-                const int rr = wr + 16 * mt + g;
-                a[mt][0] = s.w[rr][ki];
-                a[mt][1] = s.w[rr + 8][ki];
-                a[mt][2] = s.w[rr][ki + 4];
-                a[mt][3] = s.w[rr + 8][ki + 4];
-            }
-#pragma unroll
-            for (int nt = 0; nt < 4; ++nt) {
-                const int cc = wc + 8 * nt + g;
-                b[nt][0] = s.x[cc][ki];
-                b[nt][1] = s.x[cc][ki + 4];
-            }
-            int ones[4][2][4];  // Q2_K: sums of the 16-activation halves per column
-            if (T::MIN == 2) {
-#pragma unroll
-                for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-                    for (int hh = 0; hh < 2; ++hh) {
-#pragma unroll
-                        for (int i = 0; i < 4; ++i) ones[nt][hh][i] = 0;
-                        mma_k16(ones[nt][hh], 0x01010101, 0x01010101, b[nt][hh]);
-                    }
-            }
-            float xs[4][2];
-#pragma unroll
-            for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-                for (int e = 0; e < 2; ++e) xs[nt][e] = s.xd[wc + 8 * nt + 2 * tig + e][j].x;
-#pragma unroll
-            for (int mt = 0; mt < 2; ++mt) {
-                const int rr = wr + 16 * mt + g;
-#pragma unroll
-                for (int nt = 0; nt < 4; ++nt) {
-                    if (T::S16) {
-                        int c1[4] = {0, 0, 0, 0}, c2[4] = {0, 0, 0, 0};
-                        mma_k16(c1, a[mt][0], a[mt][1], b[nt][0]);
-                        mma_k16(c2, a[mt][2], a[mt][3], b[nt][1]);
-#pragma unroll
-                        for (int i = 0; i < 4; ++i) {
-                            const int row = rr + 8 * (i / 2);
-                            float v = (float) c1[i] * s.ws[row][2 * j] + (float) c2[i] * s.ws[row][2 * j + 1];
-                            if (T::MIN == 2)
-                                v -= (float) ones[nt][0][i] * s.wm[row][2 * j] + (float) ones[nt][1][i] * s.wm[row][2 * j + 1];
-                            acc[mt][nt][i] += v * xs[nt][i % 2];
-                        }
-                    } else {
-                        int c[4] = {0, 0, 0, 0};
-                        mma_k32(c, a[mt][0], a[mt][1], a[mt][2], a[mt][3], b[nt][0], b[nt][1]);
-#pragma unroll
-                        for (int i = 0; i < 4; ++i) {
-                            const int row = rr + 8 * (i / 2);
-                            acc[mt][nt][i] += (float) c[i] * s.ws[row][2 * j] * xs[nt][i % 2];
-                        }
-                    }
-                }
-            }
+        if (T::INT) {
+            tile_products_int<T::S16, T::MIN>(s, wr, wc, g, tig, acc);
+        } else {
+            tile_products_float(s, wr, wc, g, tig, acc);
         }
-        if (T::MIN == 1) {
+        if (!T::INT && T::MIN) {  // Q4_1 / Q5_1
 #pragma unroll
             for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
