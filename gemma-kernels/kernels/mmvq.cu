@@ -32,19 +32,6 @@ static __device__ __forceinline__ int byte_of(int w, int i) {
     return (w >> (8 * i)) & 0xFF;
 }
 
-// Scale and min of sub-block j of a K-quant block from the 12 scale bytes held in three
-// words (bytes 0-3, 4-7, 8-11); same packing as scale_min_k4.
-static __device__ __forceinline__ void scale_min_words(int j, int s0, int s1, int s2, int *sc, int *m) {
-    if (j < 4) {
-        *sc = byte_of(s0, j) & 63;
-        *m = byte_of(s1, j) & 63;
-    } else {
-        const int jj = j - 4;
-        *sc = (byte_of(s2, jj) & 0xF) | ((byte_of(s0, jj) >> 6) << 4);
-        *m = (byte_of(s2, jj) >> 4) | ((byte_of(s1, jj) >> 6) << 4);
-    }
-}
-
 // Activations of column c for the weight block starting at element e0.
 struct ActView {
     const i8 *qs;
@@ -170,9 +157,16 @@ template <bool Q5> struct TaskQK45 {
                 hi[i] |= ((qhw[i] >> (2 * ch + 1)) & 0x01010101) << 4;
             }
         }
-        int sc_a, m_a, sc_b, m_b;
-        scale_min_words(2 * ch, hdr.y, hdr.z, hdr.w, &sc_a, &m_a);
-        scale_min_words(2 * ch + 1, hdr.y, hdr.z, hdr.w, &sc_b, &m_b);
+        // Scales and mins of sub-blocks 2ch and 2ch + 1, two per 16-bit value, without a
+        // branch (the warp's threads hold all four chunks): bytes k, k + 1 (k = 2ch mod 4)
+        // of the 12 scale bytes, six bits each for ch < 2, else four from bytes 8.. plus
+        // the top two bits of bytes 0.. and 4...
+        const int k = 16 * (ch & 1);
+        const int s0 = ((u32) hdr.y >> k) & 0xFFFF, s1 = ((u32) hdr.z >> k) & 0xFFFF, s2 = ((u32) hdr.w >> k) & 0xFFFF;
+        const int sc2 = ch < 2 ? s0 & 0x3F3F : (s2 & 0x0F0F) | ((s0 >> 2) & 0x3030);
+        const int m2 = ch < 2 ? s1 & 0x3F3F : ((s2 >> 4) & 0x0F0F) | ((s1 >> 2) & 0x3030);
+        const int sc_a = sc2 & 0xFF, sc_b = sc2 >> 8;
+        const float m_a = (float) (m2 & 0xFF), m_b = (float) (m2 >> 8);
         const float d = h2f((u16) (hdr.x & 0xFFFF));
         const float dmin = h2f((u16) ((u32) hdr.x >> 16));
 #pragma unroll
@@ -188,10 +182,11 @@ template <bool Q5> struct TaskQK45 {
             sb = dp4a(hi[1], ub.y, sb);
             sb = dp4a(hi[2], ub.z, sb);
             sb = dp4a(hi[3], ub.w, sb);
+            // Q8_K activations: one d for all 256 (da.x == db.x), so the two sub-blocks
+            // meet in int32 (|sum| < 2^23: exact in f32) as ggml's CPU sums them.
             const float2 da = a.d(c, e0 + 64 * ch);
             const float2 db = a.d(c, e0 + 64 * ch + 32);
-            acc[c] += d * ((float) sc_a * da.x * (float) sa + (float) sc_b * db.x * (float) sb)
-                    - 0.5f * dmin * ((float) m_a * da.y + (float) m_b * db.y);
+            acc[c] += d * da.x * (float) (sc_a * sa + sc_b * sb) - 0.5f * dmin * (m_a * da.y + m_b * db.y);
         }
     }
 };
