@@ -47,8 +47,8 @@ struct __align__(16) MmqSmem {
     int w[MMQ_BM][MMQ_ROW_INTS];          // weights, int8 x 4 per int
     int x[MMQ_BN][MMQ_ROW_INTS];          // activations
     union {
-        float ws[MMQ_BM][MMQ_BK / 16 + 1];  // weight scale per 16 weights
-        int wsi[MMQ_BM][MMQ_BK / 16 + 1];   // super-block types: the integer sub-block scale
+        float ws[MMQ_BM][MMQ_BK / 32 + 1];  // 32-block types: the weight scale per 32
+        int wsi[MMQ_BM][MMQ_BK / 16 + 1];   // super-block types: the integer scale per 16
     };
     union {
         float wm[MMQ_BM][MMQ_BK / 32];    // Q4_1 / Q5_1: minus the min per 32 weights
@@ -96,7 +96,7 @@ static __device__ __forceinline__ void scale_min_w(int j, int s0, int s1, int s2
     }
 }
 
-// Unpacks one 32-weight block (Q4_0 / Q5_0 / Q8_0) into tile row r at int offset oi.
+// Unpacks 32-weight block j of the tile (Q4_0, Q5_0, Q8_0, Q4_1, Q5_1, IQ4_NL) into row r.
 template <int TY>
 static __device__ __forceinline__ void unpack_block32(const u8 *blk, MmqSmem &s, int r, int j) {
     int *dst = &s.w[r][8 * j];
@@ -150,8 +150,7 @@ static __device__ __forceinline__ void unpack_block32(const u8 *blk, MmqSmem &s,
         for (int i = 0; i < 8; ++i) dst[i] = qs[i];
         d = h2f(load_u16(blk));
     }
-    s.ws[r][2 * j] = d;
-    s.ws[r][2 * j + 1] = d;
+    s.ws[r][j] = d;
 }
 
 // Unpacks task t (0..7) of one K-quant super-block into tile row r.
@@ -297,8 +296,7 @@ static __device__ __forceinline__ void load_w_tile(const u8 *w, int nb, int rows
             } else {
 #pragma unroll
                 for (int i = 0; i < 8; ++i) s.w[r][8 * t + i] = 0;
-                s.ws[r][2 * t] = 0.0f;
-                s.ws[r][2 * t + 1] = 0.0f;
+                s.ws[r][t] = 0.0f;
                 s.wm[r][t] = 0.0f;
             }
         } else {
@@ -308,8 +306,8 @@ static __device__ __forceinline__ void load_w_tile(const u8 *w, int nb, int rows
             } else {
 #pragma unroll
                 for (int i = 0; i < 8; ++i) s.w[r][8 * t + i] = 0;
-                s.ws[r][2 * t] = 0.0f;
-                s.ws[r][2 * t + 1] = 0.0f;
+                s.wsi[r][2 * t] = 0;
+                s.wsi[r][2 * t + 1] = 0;
                 if (T::MIN && t < MMQ_BK / 64) s.im.m[r][t] = 0;
                 if (t == 0) {
                     s.wd[r] = 0.0f;
@@ -476,7 +474,7 @@ static __device__ __forceinline__ void tile_products_float(const MmqSmem &s, int
                 mma_k32(c, a[mt][0], a[mt][1], a[mt][2], a[mt][3], b[nt][0], b[nt][1]);
 #pragma unroll
                 for (int i = 0; i < 4; ++i)
-                    acc[mt][nt][i] += biased_to_float(c[i]) * s.ws[rr + 8 * (i / 2)][2 * j] * xs[nt][i % 2];
+                    acc[mt][nt][i] += biased_to_float(c[i]) * s.ws[rr + 8 * (i / 2)][j] * xs[nt][i % 2];
             }
         }
     }
