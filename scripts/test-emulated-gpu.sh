@@ -4,7 +4,8 @@
 # gemma-kernels/tests/emu/emu.h. Checks what a CPU can: every kernel against f64 / CPU
 # references, the fused kernels against the ones they replace, the CUDA engine against the
 # CPU engine and llama.cpp on the tiny models (every weight type, every KV type, images,
-# decode graphs), the image encoder, `perplexity --device cuda`. Not timing: the
+# decode graphs), the image encoder, `perplexity --device cuda`, the refusal of a session
+# larger than the device's free memory. Not timing: the
 # emulation runs blocks one after another, about 10^4 times slower than a GPU.
 # Fails when any of those tests did not run (no device found) as well as when one fails.
 # scripts/test.sh runs it after the workspace tests; needs NVRTC (scripts/setup-nvrtc.sh)
@@ -29,6 +30,8 @@ run() {
 run -p gemma-kernels --test cuda_device --test cuda_parity --test cuda_fused --test cuda_kv_types
 run -p gemma-vision --test cuda_encode
 run -p gemma --test perplexity_tiny cuda
+# A session larger than the device's memory (GEMMA_EMU_MEM_MIB shrinks the emulated device).
+run -p gemma --test cuda_memory
 # memory::cuda_check compares a session's device memory with the plan, which counts a real
 # driver's context and allocation rounding; the emulated device has neither (it measured
 # 11.5 MiB against the plan's 25.4 for the tiny model), so that test is for GPUs only.

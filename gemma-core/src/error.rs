@@ -147,6 +147,27 @@ pub enum CoreError {
         bytes: u64,
     },
 
+    /// The GPU has too little free memory for what a session puts on it.
+    #[error(
+        "{what} on {device} need {:.1} MiB, the device has {:.1} MiB free of {:.1} MiB \
+         (a shorter context or a smaller quantization needs less)",
+        mib(*.needed),
+        mib(*.free),
+        mib(*.total)
+    )]
+    DeviceOutOfMemory {
+        /// What did not fit.
+        what: &'static str,
+        /// The device, e.g. `cuda:0`.
+        device: String,
+        /// Bytes it needs.
+        needed: u64,
+        /// Free device memory at the time.
+        free: u64,
+        /// The device's memory.
+        total: u64,
+    },
+
     /// The KV cache type cannot store this model's heads.
     #[error("KV cache type {kv_type} needs head dimensions divisible by {block}, the model has {head_dim}")]
     KvTypeUnsupported {
@@ -170,4 +191,9 @@ pub enum CoreError {
     /// The worker thread pool could not be created.
     #[error("cannot create the thread pool: {0}")]
     ThreadPool(#[from] rayon::ThreadPoolBuildError),
+}
+
+/// Bytes in MiB, for messages.
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
 }

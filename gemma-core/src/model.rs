@@ -164,9 +164,16 @@ impl Model {
     /// A new session of `ctx_len` tokens (at most the model's `context_length`) whose KV
     /// cache stores `kv_type`; the cache is allocated now ([`Session::kv_bytes`]).
     /// A session whose cache and buffers would not fit in the memory available is
-    /// refused with [`CoreError::OutOfMemory`] before anything is allocated.
+    /// refused before anything is allocated: with [`CoreError::OutOfMemory`] on the CPU,
+    /// with [`CoreError::DeviceOutOfMemory`] on a GPU whose free memory is less than the
+    /// planner's prediction of its weights, cache and buffers.
     pub fn session(&self, ctx_len: usize, kv_type: KvType) -> Result<Session<'_>, CoreError> {
-        crate::memory::check_session_fits(self, ctx_len, kv_type)?;
-        Session::new(self, ctx_len, kv_type)
+        let plan = crate::memory::check_session_fits(self, ctx_len, kv_type)?;
+        Session::new(
+            self,
+            ctx_len,
+            kv_type,
+            plan.weights_bytes + plan.session_bytes(),
+        )
     }
 }

@@ -38,11 +38,13 @@ pub struct Session<'m> {
 impl<'m> Session<'m> {
     /// A session of `ctx_len` tokens with a `kv_type` cache on the model's device (see
     /// [`Model::session`]); a CUDA device that cannot be opened is a
-    /// [`CoreError::DeviceUnavailable`].
+    /// [`CoreError::DeviceUnavailable`], one with less free memory than the session's
+    /// `device_bytes` (weights, KV cache and buffers) a [`CoreError::DeviceOutOfMemory`].
     pub(crate) fn new(
         model: &'m Model,
         ctx_len: usize,
         kv_type: KvType,
+        device_bytes: u64,
     ) -> Result<Session<'m>, CoreError> {
         let options = model.options();
         let sizes = EngineSizes {
@@ -62,7 +64,9 @@ impl<'m> Session<'m> {
                 Box::new(Engine::new(backend, m, sizes)?)
             }
             Device::Cuda(ordinal) => {
-                Box::new(Engine::new(CudaBackend::new(bytes, ordinal)?, m, sizes)?)
+                let backend = CudaBackend::new(bytes, ordinal)?;
+                backend.check_fits(device_bytes)?;
+                Box::new(Engine::new(backend, m, sizes)?)
             }
         };
         let pool = rayon::ThreadPoolBuilder::new()

@@ -56,6 +56,7 @@ fn core_err(e: CudaError) -> CoreError {
 /// Runs the model on one GPU with the bytes of the model file as the weight source.
 pub struct CudaBackend<'m> {
     dev: CudaDevice,
+    ordinal: usize,
     file: &'m [u8],
     /// Uploaded matrices and norm vectors, by their byte offset in the file.
     matrices: HashMap<usize, DeviceMatrix>,
@@ -99,6 +100,7 @@ impl<'m> CudaBackend<'m> {
         let graphs = graph::enabled_by_env() && profile.is_none();
         Ok(CudaBackend {
             dev,
+            ordinal,
             file,
             matrices: HashMap::new(),
             norms: HashMap::new(),
@@ -115,6 +117,47 @@ impl<'m> CudaBackend<'m> {
             alloc_epoch: 0,
             profile,
         })
+    }
+
+    /// Refuses, before anything is allocated, a session whose `needed` bytes (weights, KV
+    /// cache and buffers: the memory planner's prediction) exceed the device's free memory.
+    pub fn check_fits(&self, needed: u64) -> Result<(), CoreError> {
+        let (free, total) = self.dev.mem_info().map_err(core_err)?;
+        if needed > free as u64 {
+            return Err(self.out_of_memory(
+                "the weights, KV cache and buffers",
+                needed,
+                free,
+                total,
+            ));
+        }
+        Ok(())
+    }
+
+    fn out_of_memory(
+        &self,
+        what: &'static str,
+        needed: u64,
+        free: usize,
+        total: usize,
+    ) -> CoreError {
+        CoreError::DeviceOutOfMemory {
+            what,
+            device: format!("cuda:{}", self.ordinal),
+            needed,
+            free: free as u64,
+            total: total as u64,
+        }
+    }
+
+    /// An allocation's error: [`CoreError::DeviceOutOfMemory`] when the driver ran out of
+    /// memory (`what` of `bytes` bytes did not fit), else the CUDA error.
+    fn alloc_err(&self, e: CudaError, what: &'static str, bytes: usize) -> CoreError {
+        if !e.is_out_of_memory() {
+            return core_err(e);
+        }
+        let (free, total) = self.dev.mem_info().unwrap_or((0, 0));
+        self.out_of_memory(what, bytes as u64, free, total)
     }
 
     /// Turns decode-step graphs on or off (default: on unless `GEMMA_CUDA_GRAPH=0`); see
@@ -218,8 +261,8 @@ impl<'m> CudaBackend<'m> {
                 });
             }
             let data = self.bytes(&w.name, &w.bytes)?;
-            let m =
-                DeviceMatrix::upload(&self.dev, w.ty, data, w.rows, w.cols).map_err(core_err)?;
+            let m = DeviceMatrix::upload(&self.dev, w.ty, data, w.rows, w.cols)
+                .map_err(|e| self.alloc_err(e, "the model's weights", data.len()))?;
             self.matrices.insert(w.bytes.start, m);
         }
         Ok(())
@@ -232,7 +275,8 @@ impl<'m> CudaBackend<'m> {
                 bytemuck::try_cast_slice(raw).map_err(|_| CoreError::MisalignedTensor {
                     name: n.name.clone(),
                 })?;
-            let d = cuda::upload(&self.dev, values).map_err(core_err)?;
+            let d = cuda::upload(&self.dev, values)
+                .map_err(|e| self.alloc_err(e, "the model's weights", raw.len()))?;
             self.norms.insert(n.bytes.start, d);
         }
         self.norms
@@ -280,7 +324,8 @@ impl Backend for CudaBackend<'_> {
     fn alloc(&mut self, len: usize) -> Result<CudaSlice<f32>, CoreError> {
         self.end_step()?;
         self.alloc_epoch += 1;
-        let buf = cuda::zeros::<f32>(&self.dev, len).map_err(core_err)?;
+        let buf = cuda::zeros::<f32>(&self.dev, len)
+            .map_err(|e| self.alloc_err(e, "the working buffers", len * 4))?;
         self.buffer_bytes += len * 4;
         Ok(buf)
     }
@@ -302,8 +347,9 @@ impl Backend for CudaBackend<'_> {
                 reason: "the KV row width is not a whole number of blocks",
             });
         }
-        let k = KvBuf::zeroed(&self.dev, shape.kv_type, len).map_err(core_err)?;
-        let v = KvBuf::zeroed(&self.dev, shape.kv_type, len).map_err(core_err)?;
+        let oom = |e| self.alloc_err(e, "the KV cache", shape.kv_type.row_bytes(len));
+        let k = KvBuf::zeroed(&self.dev, shape.kv_type, len).map_err(oom)?;
+        let v = KvBuf::zeroed(&self.dev, shape.kv_type, len).map_err(oom)?;
         let store = CudaKvStore { shape, k, v };
         self.kv_bytes += store.bytes();
         Ok(store)

@@ -50,9 +50,10 @@ use crate::model::{Device, Model};
 use crate::CoreError;
 
 /// The plan of a session of `model`, checked against the memory the machine has left
-/// (`MemAvailable` on Linux; no check where it is unknown, or on a GPU): a session
-/// whose KV cache and buffers do not fit fails here, before anything is allocated, with
-/// [`CoreError::OutOfMemory`].
+/// (`MemAvailable` on Linux; no check where it is unknown): a session whose KV cache and
+/// buffers do not fit fails here, before anything is allocated, with
+/// [`CoreError::OutOfMemory`]. (On a GPU the session checks the plan's weights, cache and
+/// buffers against the device's free memory when it opens the device.)
 pub fn check_session_fits(
     model: &Model,
     ctx_len: usize,

@@ -64,6 +64,16 @@ pub enum CudaError {
     },
 }
 
+impl CudaError {
+    /// Whether the driver refused an allocation for lack of device memory.
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(
+            self,
+            CudaError::Driver(e) if e.0 == cudarc::driver::sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY
+        )
+    }
+}
+
 /// Checks that a buffer holds at least `needed` elements.
 pub(crate) fn check_len(what: &'static str, needed: usize, actual: usize) -> Result<(), CudaError> {
     if actual < needed {
@@ -74,4 +84,18 @@ pub(crate) fn check_len(what: &'static str, needed: usize, actual: usize) -> Res
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CudaError;
+    use cudarc::driver::{sys::CUresult, DriverError};
+
+    #[test]
+    fn only_the_drivers_out_of_memory_counts_as_out_of_memory() {
+        let driver = |r| CudaError::Driver(DriverError(r));
+        assert!(driver(CUresult::CUDA_ERROR_OUT_OF_MEMORY).is_out_of_memory());
+        assert!(!driver(CUresult::CUDA_ERROR_INVALID_VALUE).is_out_of_memory());
+        assert!(!CudaError::NvrtcMissing.is_out_of_memory());
+    }
 }

@@ -6,7 +6,8 @@
 //
 // What it is:
 // - One device: "gemma-rs CUDA emulator", compute capability 9.0 and 132 SMs as an H100/H200
-//   (GEMMA_EMU_SMS overrides the count; launch shapes depend on it), 16 GiB.
+//   (GEMMA_EMU_SMS overrides the count; launch shapes depend on it), 16 GiB (GEMMA_EMU_MEM_MIB
+//   overrides it: allocations past it fail with CUDA_ERROR_OUT_OF_MEMORY).
 // - Device memory is host memory. An allocation starts filled with 0xFF bytes (NaN floats), as
 //   device memory starts with whatever it held; an __ldg outside every live allocation stops the
 //   program with a message (emu.h), and so does a launch that wrote into the guard bytes around
@@ -60,7 +61,17 @@ constexpr size_t GUARD = 256;
 constexpr uint8_t GUARD_BYTE = 0xA5;
 std::map<uintptr_t, Allocation> allocations;  // by start
 size_t allocated_bytes = 0;
-constexpr size_t TOTAL_BYTES = size_t(16) << 30;
+
+int env_int(const char *name, int fallback) {
+    const char *v = std::getenv(name);
+    return v && *v ? std::atoi(v) : fallback;
+}
+
+// The device's memory: 16 GiB, or GEMMA_EMU_MEM_MIB.
+size_t total_bytes() {
+    static const size_t total = size_t(env_int("GEMMA_EMU_MEM_MIB", 16 << 10)) << 20;
+    return total;
+}
 
 bool is_readable(uintptr_t start, size_t n) {
     auto it = allocations.upper_bound(start);
@@ -111,11 +122,6 @@ CUresult enqueue(void *stream, Op op) {
     if (st->capturing) st->captured.push_back(std::move(op));
     else op();
     return SUCCESS;
-}
-
-int env_int(const char *name, int fallback) {
-    const char *v = std::getenv(name);
-    return v && *v ? std::atoi(v) : fallback;
 }
 
 CUresult launch(Function *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
@@ -196,7 +202,7 @@ API CUresult cuDeviceGetName(char *name, int len, int dev) {
 
 API CUresult cuDeviceTotalMem_v2(size_t *bytes, int dev) {
     if (!bytes || dev != 0) return INVALID_VALUE;
-    *bytes = TOTAL_BYTES;
+    *bytes = total_bytes();
     return SUCCESS;
 }
 
@@ -255,7 +261,7 @@ API CUresult cuGetErrorString(CUresult e, const char **s) { return cuGetErrorNam
 API CUresult cuMemAlloc_v2(uint64_t *ptr, size_t bytes) {
     LOCKED;
     if (!ptr) return INVALID_VALUE;
-    if (bytes == 0 || allocated_bytes + bytes > TOTAL_BYTES) return OUT_OF_MEMORY;
+    if (bytes == 0 || allocated_bytes + bytes > total_bytes()) return OUT_OF_MEMORY;
     auto *base = static_cast<uint8_t *>(std::aligned_alloc(256, GUARD + (bytes + GUARD + 255) / 256 * 256));
     if (!base) return OUT_OF_MEMORY;
     uint8_t *p = base + GUARD;
@@ -283,8 +289,8 @@ API CUresult cuMemFreeAsync(uint64_t ptr, void *) { return cuMemFree_v2(ptr); }
 API CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total) {
     LOCKED;
     if (!free_bytes || !total) return INVALID_VALUE;
-    *total = TOTAL_BYTES;
-    *free_bytes = TOTAL_BYTES - allocated_bytes;
+    *total = total_bytes();
+    *free_bytes = total_bytes() - allocated_bytes;
     return SUCCESS;
 }
 
