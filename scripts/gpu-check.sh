@@ -25,7 +25,8 @@
 #   5b. mean KL(CPU || GPU) over the 64 positions of the fixture sequence, every carried
 #      variant (f16 KV) and the f16 model with f32 / Q8_0 KV (logits_kl; bound 1e-3 for the
 #      f16 model, twice the CPU's own KL to llama.cpp for the quantized ones);
-#   6. kernel timings at 12B shapes: matvec GB/s vs HBM, matmul TOPS, attention (cuda_bench);
+#   6. kernel timings at 12B shapes: matvec GB/s vs HBM and vs a plain streaming read of the
+#      same bytes (what a kernel can reach at that size), matmul TOPS, attention (cuda_bench);
 #   7. greedy `generate --device cuda --json` on the tiny f16 and q4_k_m models, its ids
 #      compared with the CPU's (precomputed by gpu-prepare.sh): MATCH / MISMATCH;
 #   7b. the same greedy runs with decode graphs (the default; the eager runs above set

@@ -1,6 +1,7 @@
 //! Micro-benchmark of the CUDA kernels at Gemma 3 12B shapes (random weights): decode
-//! matvec in weight GB/s against the HBM bandwidth, prefill matmul in TOPS, attention, and
-//! a 12B Q4_K_M decode-step estimate from the matvec times alone.
+//! matvec in weight GB/s against the HBM bandwidth and against a plain streaming read of the
+//! same bytes (`ops::read_stream`: what a kernel of that size can reach), prefill matmul in
+//! TOPS, attention, and a 12B Q4_K_M decode-step estimate from the matvec times alone.
 //!
 //! `cargo run --release -p gemma-kernels --example cuda_bench [-- --quick]`
 //! Peak bandwidth: GEMMA_HBM_GBPS, else 3350 (H100 SXM) / 4800 (H200) by device name.
@@ -9,7 +10,7 @@
 use cudarc::driver::sys::CUevent_flags;
 use gemma_gguf::GgmlType;
 use gemma_kernels::cuda::{
-    self, launch, ActFormat, AttnShape, CudaDevice, CudaError, DecodeScratch, DeviceMatrix,
+    self, launch, ops, ActFormat, AttnShape, CudaDevice, CudaError, DecodeScratch, DeviceMatrix,
     Q8Activations,
 };
 
@@ -141,8 +142,16 @@ fn bench_matvec(
         }
     })?;
     let gbps = ws[0].bytes() as f64 / us / 1000.0;
+    // The same bytes read by a plain streaming kernel, launched the same way: what the
+    // matvec could reach at this size.
+    let mut sink = cuda::zeros::<i32>(dev, ops::read_stream_blocks(dev) * 8)?;
+    let read_us = t.time(dev, 50, |i| {
+        ops::read_stream(dev, ws[i % ws.len()].data(), &mut sink)
+    })?;
+    let read_gbps = ws[0].bytes() as f64 / read_us / 1000.0;
     println!(
-        "matvec {:<5} {rows:>6}x{cols:<6} {us:8.1} us  {gbps:7.0} GB/s  {:5.1}% of {peak:.0}",
+        "matvec {:<5} {rows:>6}x{cols:<6} {us:8.1} us  {gbps:7.0} GB/s  {:5.1}% of {peak:.0} | \
+         plain read {read_us:6.1} us {read_gbps:5.0} GB/s",
         ty.name(),
         100.0 * gbps / peak
     );

@@ -97,3 +97,29 @@ extern "C" __global__ void kv_store_q8_0(const float *__restrict__ src_k, const 
         }
     }
 }
+
+// Streams n16 16-byte words from memory and writes the XOR of each warp's words to
+// out[blockIdx.x * 8 + warp]: the time a plain read of a buffer takes, the reference for
+// the matvec kernels' bandwidth (cuda_bench). Four loads in flight per thread.
+// grid: any, block: 256.
+extern "C" __global__ void __launch_bounds__(256) read_stream(const int4 *__restrict__ p, i64 n16,
+                                                              int *__restrict__ out) {
+    pdl_entry();
+    const i64 stride = (i64) gridDim.x * 256;
+    int acc = 0;
+    i64 i = blockIdx.x * (i64) 256 + threadIdx.x;
+    for (; i + 3 * stride < n16; i += 4 * stride) {
+        int4 v[4];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) v[u] = __ldg(p + i + u * stride);
+#pragma unroll
+        for (int u = 0; u < 4; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+    }
+    for (; i < n16; i += stride) {
+        const int4 v = __ldg(p + i);
+        acc ^= v.x ^ v.y ^ v.z ^ v.w;
+    }
+#pragma unroll
+    for (int o = WARP / 2; o > 0; o >>= 1) acc ^= __shfl_xor_sync(0xffffffffu, acc, o);
+    if (threadIdx.x % WARP == 0) out[blockIdx.x * 8 + threadIdx.x / WARP] = acc;
+}

@@ -686,3 +686,28 @@ fn prefill_attention_matches_reference_with_cache_and_window() {
         );
     }
 }
+
+/// The streaming-read reference of the benchmarks reads every whole 16-byte word once: the
+/// XOR of its outputs is the XOR of the buffer's 32-bit words (a tail short of 16 bytes is
+/// not read).
+#[test]
+fn read_stream_reads_every_word_once() {
+    let Some(dev) = device() else { return };
+    let mut rng = Rng::new(9);
+    // On 132 SMs (1056 blocks of 256 threads) 24 MiB take one round of four loads per
+    // thread and then single loads; the 40-byte tail has 2 whole words, 8 bytes are not read.
+    let bytes: Vec<u8> = (0..(24 << 20) + 40).map(|_| rng.next_u64() as u8).collect();
+    let d = cuda::upload(&dev, &bytes).unwrap();
+    let mut out = cuda::zeros::<i32>(&dev, ops::read_stream_blocks(&dev) * 8).unwrap();
+    ops::read_stream(&dev, &d, &mut out).unwrap();
+    let got = cuda::download(&dev, &out)
+        .unwrap()
+        .iter()
+        .fold(0, |a, &b| a ^ b);
+    let want = bytes[..bytes.len() / 16 * 16]
+        .chunks_exact(4)
+        .fold(0i32, |a, w| {
+            a ^ i32::from_le_bytes([w[0], w[1], w[2], w[3]])
+        });
+    assert_eq!(got, want);
+}

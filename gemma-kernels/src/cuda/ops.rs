@@ -9,7 +9,7 @@ use super::error::{check_len, CudaError};
 use super::launch::{grid_dim, int, launch, ptr, ptr_mut, Arg};
 use super::modules::Kernel;
 use crate::cpu::ops::rope_theta_scale;
-use cudarc::driver::{DevicePtr, DevicePtrMut};
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
 
 /// Blocks for a 1-D elementwise launch of 256 threads over n elements.
 fn elementwise_grid(dev: &CudaDevice, n: usize) -> Result<(u32, u32, u32), CudaError> {
@@ -430,6 +430,36 @@ pub fn add<A: DevicePtrMut<f32>, B: DevicePtr<f32>>(
         Kernel::Elementwise,
         "add_f32",
         elementwise_grid(dev, n)?,
+        256,
+        &args,
+    )
+}
+
+/// Blocks of [`read_stream`]: eight per multiprocessor (2048 threads each).
+pub fn read_stream_blocks(dev: &CudaDevice) -> usize {
+    dev.sm_count() * 8
+}
+
+/// Reads the whole 16-byte words of `bytes` and writes the XOR of each warp's words to
+/// `out` ([`read_stream_blocks`] x 8 values): a plain streaming read, the bandwidth
+/// reference of the matvec benchmarks.
+pub fn read_stream(
+    dev: &CudaDevice,
+    bytes: &CudaSlice<u8>,
+    out: &mut CudaSlice<i32>,
+) -> Result<(), CudaError> {
+    let blocks = read_stream_blocks(dev);
+    check_len("read_stream output", blocks * 8, out.len())?;
+    let args = [
+        Arg::P(ptr(dev, bytes)),
+        Arg::L((bytes.len() / 16) as i64),
+        Arg::P(ptr_mut(dev, out)),
+    ];
+    launch(
+        dev,
+        Kernel::Elementwise,
+        "read_stream",
+        (grid_dim("read_stream blocks", blocks)?, 1, 1),
         256,
         &args,
     )
