@@ -120,7 +120,7 @@ impl Kernel {
             ],
             Kernel::Elementwise => &[
                 "geglu", "add_f32", "scale_f32", "f32_to_f16", "get_rows", "kv_store", "kv_store_f32",
-                "kv_store_q8_0",
+                "kv_store_q8_0", "read_stream",
             ],
             Kernel::Mmvq => &[
                 "mmvq_q4_0_1", "mmvq_q4_0_2", "mmvq_q4_0_4", "mmvq_q4_0_8",
