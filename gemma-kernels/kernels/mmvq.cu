@@ -8,11 +8,12 @@
 // and 381 us for the 262144-row Q6_K output matrix, 45%: its time grew with the number of
 // blocks more than with bytes. One warp per row was slower: 23.2 us.)
 //
-// Per task (TPB tasks per block):
-//   Q4_0, Q5_0: 2 tasks of 8 qs bytes (16 weights); Q8_0: 2 tasks of 16 weights;
+// Per task (TPB tasks per block; the host's launch::mmvq_tasks_per_block says the same):
+//   Q4_0, IQ4_NL, Q8_0: 1 task, the whole block (sm_90 SASS, Q4_0: 4.6 instructions per
+//   weight byte, against 8.5 with 2 tasks of 16 weights);
+//   Q5_0, Q4_1, Q5_1: 2 tasks of 8 qs bytes (16 weights);
 //   Q4_K, Q5_K: 8 tasks of 16 qs bytes (32 weights, two sub-blocks), 16-byte loads;
-//   Q6_K: 8 tasks of 32 weights (8 from each quarter of one half).
-//   Q4_1, Q5_1, IQ4_NL: like Q4_0 (2 tasks of 16 weights);
+//   Q6_K: 4 tasks of 64 weights (16 from each quarter of one half).
 //   Q2_K, Q3_K: 8 tasks of 32 weights (one activation block, two sub-blocks of 16);
 //   IQ4_XS: 8 tasks, one block of 32 each.
 // Offsets (-8, -16 and the K-quant mins) use s = d * sum(q) of the activation block; a
@@ -49,8 +50,8 @@ struct ActView {
 
 template <int TY> struct Task;
 
-// The loads of a 32-weight block that is an f16 scale d and then the quants (Q4_0, IQ4_NL:
-// 8 quant bytes per task, W = 2 words; Q8_0: 16, W = 4); the scale applies outside dot.
+// The loads of a 32-weight block that is an f16 scale d and then the quants, one task per
+// block (Q4_0, IQ4_NL: W = 4 words; Q8_0: W = 8); the scale applies outside dot.
 template <int W> struct TaskD16 {
     int v[W];
     int d;  // f16 bits
@@ -62,19 +63,23 @@ template <int W> struct TaskD16 {
     __device__ __forceinline__ float scale() const { return h2f((u16) d); }
 };
 
-template <> struct Task<GGML_Q4_0> : TaskD16<2> {
-    enum { QK = 32, BYTES = 18, TPB = 2 };
-    template <int NC> __device__ __forceinline__ void dot(int t, ActView a, int e0, float *acc) const {
+template <> struct Task<GGML_Q4_0> : TaskD16<4> {
+    enum { QK = 32, BYTES = 18, TPB = 1 };
+    template <int NC> __device__ __forceinline__ void dot(int, ActView a, int e0, float *acc) const {
 #pragma unroll
         for (int c = 0; c < NC; ++c) {
-            const int2 ul = load_i2(a.q(c, e0) + 8 * t);
-            const int2 uh = load_i2(a.q(c, e0) + 16 + 8 * t);
+            const int4 ul = load_i4(a.q(c, e0));
+            const int4 uh = load_i4(a.q(c, e0) + 16);
             int s = dp4a(v[0] & LO4, ul.x, 0);
             s = dp4a(v[1] & LO4, ul.y, s);
+            s = dp4a(v[2] & LO4, ul.z, s);
+            s = dp4a(v[3] & LO4, ul.w, s);
             s = dp4a((v[0] >> 4) & LO4, uh.x, s);
             s = dp4a((v[1] >> 4) & LO4, uh.y, s);
+            s = dp4a((v[2] >> 4) & LO4, uh.z, s);
+            s = dp4a((v[3] >> 4) & LO4, uh.w, s);
             const float2 ds = a.d(c, e0);
-            acc[c] += ds.x * (float) s - 4.0f * ds.y;  // -8 * s / 2 tasks
+            acc[c] += ds.x * (float) s - 8.0f * ds.y;
         }
     }
 };
@@ -110,16 +115,21 @@ template <> struct Task<GGML_Q5_0> {
     }
 };
 
-template <> struct Task<GGML_Q8_0> : TaskD16<4> {
-    enum { QK = 32, BYTES = 34, TPB = 2 };
-    template <int NC> __device__ __forceinline__ void dot(int t, ActView a, int e0, float *acc) const {
+template <> struct Task<GGML_Q8_0> : TaskD16<8> {
+    enum { QK = 32, BYTES = 34, TPB = 1 };
+    template <int NC> __device__ __forceinline__ void dot(int, ActView a, int e0, float *acc) const {
 #pragma unroll
         for (int c = 0; c < NC; ++c) {
-            const int4 u = load_i4(a.q(c, e0) + 16 * t);
-            int s = dp4a(v[0], u.x, 0);
-            s = dp4a(v[1], u.y, s);
-            s = dp4a(v[2], u.z, s);
-            s = dp4a(v[3], u.w, s);
+            const int4 ua = load_i4(a.q(c, e0));
+            const int4 ub = load_i4(a.q(c, e0) + 16);
+            int s = dp4a(v[0], ua.x, 0);
+            s = dp4a(v[1], ua.y, s);
+            s = dp4a(v[2], ua.z, s);
+            s = dp4a(v[3], ua.w, s);
+            s = dp4a(v[4], ub.x, s);
+            s = dp4a(v[5], ub.y, s);
+            s = dp4a(v[6], ub.z, s);
+            s = dp4a(v[7], ub.w, s);
             acc[c] += a.d(c, e0).x * (float) s;
         }
     }
@@ -199,49 +209,52 @@ static __device__ __forceinline__ int sub32_bytes(int v) {
     return x | ((x & 0x20202020) * 6);
 }
 
-// Q6_K: task t covers half n = t / 4 and l in [l0, l0 + 8), l0 = 8 (t % 4): weights
-// 128n + 32k + l for k = 0..3 (each group in its own activation block).
+// Q6_K: task t covers half n = t / 2 and l in [l0, l0 + 16), l0 = 16 (t % 2): weights
+// 128n + 32k + l for k = 0..3 (sub-block 8n + 2k + t % 2 each); the four products meet in
+// int32 with their scales (Q8_K activations: one d for the block), as the CPU sums them.
 template <> struct Task<GGML_Q6_K> {
-    enum { QK = 256, BYTES = 210, TPB = 8 };
-    int la[2], lb[2], hh[2];
+    enum { QK = 256, BYTES = 210, TPB = 4 };
+    int la[4], lb[4], hh[4];
     int scw[2];  // scales[8n .. 8n + 8)
     int d;  // f16 bits
     __device__ __forceinline__ void load(const u8 *blk, int t) {
         const block_q6_K *b = (const block_q6_K *) blk;
-        const int n = t >> 2, l0 = 8 * (t & 3);
-        load_words_a2<2>(b->ql + 64 * n + l0, la);
-        load_words_a2<2>(b->ql + 64 * n + l0 + 32, lb);
-        load_words_a2<2>(b->qh + 32 * n + l0, hh);
+        const int n = t >> 1, l0 = 16 * (t & 1);
+        load_words_a2<4>(b->ql + 64 * n + l0, la);
+        load_words_a2<4>(b->ql + 64 * n + l0 + 32, lb);
+        load_words_a2<4>(b->qh + 32 * n + l0, hh);
         load_words_a2<2>((const u8 *) b->scales + 8 * n, scw);
         d = load_u16((const u8 *) &b->d);
         pin(d);
     }
     __device__ __forceinline__ float scale() const { return h2f((u16) d); }
     template <int NC> __device__ __forceinline__ void dot(int t, ActView a, int e0, float *acc) const {
-        const int n = t >> 2, l0 = 8 * (t & 3);
-        int q[4][2];
+        const int n = t >> 1, l0 = 16 * (t & 1);
+        int q[4][4];
 #pragma unroll
-        for (int w = 0; w < 2; ++w) {
+        for (int w = 0; w < 4; ++w) {
             q[0][w] = sub32_bytes((la[w] & LO4) | ((hh[w] & 0x03030303) << 4));
             q[1][w] = sub32_bytes((lb[w] & LO4) | (((hh[w] >> 2) & 0x03030303) << 4));
             q[2][w] = sub32_bytes(((la[w] >> 4) & LO4) | (((hh[w] >> 4) & 0x03030303) << 4));
             q[3][w] = sub32_bytes(((lb[w] >> 4) & LO4) | (((hh[w] >> 6) & 0x03030303) << 4));
         }
-        // Scale k of the task: byte l0 / 16 + 2k of scales[8n ..], a signed byte.
-        float sc[4];
+        // Scale k of the task: byte t % 2 + 2k of scales[8n ..], a signed byte.
+        int sc[4];
 #pragma unroll
-        for (int k = 0; k < 4; ++k) sc[k] = (float) (i8) (scw[k / 2] >> (8 * ((l0 / 16) + 2 * (k % 2))));
+        for (int k = 0; k < 4; ++k) sc[k] = (i8) (scw[k / 2] >> (8 * ((t & 1) + 2 * (k % 2))));
 #pragma unroll
         for (int c = 0; c < NC; ++c) {
-            float sum = 0.0f;
+            int isum = 0;
 #pragma unroll
             for (int k = 0; k < 4; ++k) {
-                const int eg = e0 + 128 * n + 32 * k;
-                const int2 u = load_i2(a.q(c, eg) + l0);
-                const int s = dp4a(q[k][1], u.y, dp4a(q[k][0], u.x, 0));
-                sum += sc[k] * a.d(c, eg).x * (float) s;
+                const int4 u = load_i4(a.q(c, e0 + 128 * n + 32 * k) + l0);
+                int s = dp4a(q[k][0], u.x, 0);
+                s = dp4a(q[k][1], u.y, s);
+                s = dp4a(q[k][2], u.z, s);
+                s = dp4a(q[k][3], u.w, s);
+                isum += sc[k] * s;
             }
-            acc[c] += sum;
+            acc[c] += a.d(c, e0).x * (float) isum;
         }
     }
 };
@@ -294,19 +307,27 @@ template <bool Q5> struct TaskQ45_1 {
 template <> struct Task<GGML_Q4_1> : TaskQ45_1<false> {};
 template <> struct Task<GGML_Q5_1> : TaskQ45_1<true> {};
 
-template <> struct Task<GGML_IQ4_NL> : TaskD16<2> {
-    enum { QK = 32, BYTES = 18, TPB = 2 };
-    template <int NC> __device__ __forceinline__ void dot(int t, ActView a, int e0, float *acc) const {
-        const int l0 = iq4_values4(v[0] & LO4), l1 = iq4_values4(v[1] & LO4);
-        const int h0 = iq4_values4((v[0] >> 4) & LO4), h1 = iq4_values4((v[1] >> 4) & LO4);
+template <> struct Task<GGML_IQ4_NL> : TaskD16<4> {
+    enum { QK = 32, BYTES = 18, TPB = 1 };
+    template <int NC> __device__ __forceinline__ void dot(int, ActView a, int e0, float *acc) const {
+        int lo[4], hi[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            lo[i] = iq4_values4(v[i] & LO4);
+            hi[i] = iq4_values4((v[i] >> 4) & LO4);
+        }
 #pragma unroll
         for (int c = 0; c < NC; ++c) {
-            const int2 ul = load_i2(a.q(c, e0) + 8 * t);
-            const int2 uh = load_i2(a.q(c, e0) + 16 + 8 * t);
-            int s = dp4a(l0, ul.x, 0);
-            s = dp4a(l1, ul.y, s);
-            s = dp4a(h0, uh.x, s);
-            s = dp4a(h1, uh.y, s);
+            const int4 ul = load_i4(a.q(c, e0));
+            const int4 uh = load_i4(a.q(c, e0) + 16);
+            int s = dp4a(lo[0], ul.x, 0);
+            s = dp4a(lo[1], ul.y, s);
+            s = dp4a(lo[2], ul.z, s);
+            s = dp4a(lo[3], ul.w, s);
+            s = dp4a(hi[0], uh.x, s);
+            s = dp4a(hi[1], uh.y, s);
+            s = dp4a(hi[2], uh.z, s);
+            s = dp4a(hi[3], uh.w, s);
             acc[c] += a.d(c, e0).x * (float) s;
         }
     }
@@ -448,16 +469,20 @@ template <> struct Task<GGML_Q3_K> : TaskQ23_K<true> {};
 
 // ---------------------------------------------------------------------------------
 
-// Tasks a thread takes per round; their loads are all issued before the dot products.
+// Tasks a thread takes per round; their loads are all issued before the dot products. Four,
+// or two of Q6_K's twice larger tasks (the same bytes in flight, fewer registers: 105 with
+// four); the host's launch::mmvq_items says the same.
 #define MMVQ_ITEMS 4
+template <int TY> struct Items { enum { N = MMVQ_ITEMS }; };
+template <> struct Items<GGML_Q6_K> { enum { N = 2 }; };
 
 // w: rows x nb blocks; aq/ads: NC activation rows (q8_1, row length k_pad); y: NC x rows.
 // The block computes weight rows row0 .. row0 + n_rows - 1. A row of n_tasks tasks takes
 // P = ceil(n_tasks / MMVQ_THREADS) passes of the block's threads (thread t: tasks t,
 // t + MMVQ_THREADS, ...), so a warp reads consecutive bytes of one row. Item i of the block
-// is pass i % P of row i / P; thread t keeps item i's partial sums in slot i % MMVQ_ITEMS and
-// takes MMVQ_ITEMS items per round, all their loads in flight at once. Contract (the host's
-// mmvq_rows_per_block keeps it): n_rows * P <= MMVQ_ITEMS (one round; short rows share a
+// is pass i % P of row i / P; thread t keeps item i's partial sums in slot i % ITEMS and
+// takes ITEMS (Items<TY>) items per round, all their loads in flight at once. Contract (the
+// host's mmvq_rows_per_block keeps it): n_rows * P <= ITEMS (one round; short rows share a
 // block: a Q4_K row of 3840 weights is 120 tasks, 4 rows per block) or n_rows == 1 (long
 // rows: several rounds into the same slots). Either way slot j holds row j / P. Slots meet in
 // one warp + shared-memory reduction; the order of every float sum depends only on (nb,
@@ -467,22 +492,23 @@ static __device__ __forceinline__ void mmvq(const u8 *__restrict__ w, int nb, co
                                             const float2 *__restrict__ ads, int k_pad, float *__restrict__ y,
                                             int rows, int row0, int n_rows) {
     typedef Task<TY> T;
+    constexpr int ITEMS = Items<TY>::N;
     const u8 *wrows = w + (i64) row0 * nb * T::BYTES;
     const ActView a = {aq, ads, k_pad};
     const int n_tasks = nb * T::TPB;
     const int passes = (n_tasks + MMVQ_THREADS - 1) / MMVQ_THREADS;
     const int n_items = n_rows * passes;
-    float acc[MMVQ_ITEMS][NC];
+    float acc[ITEMS][NC];
 #pragma unroll
-    for (int j = 0; j < MMVQ_ITEMS; ++j)
+    for (int j = 0; j < ITEMS; ++j)
 #pragma unroll
         for (int c = 0; c < NC; ++c) acc[j][c] = 0.0f;
-    for (int i0 = 0; i0 < n_items; i0 += MMVQ_ITEMS) {
-        T task[MMVQ_ITEMS];
-        int tt[MMVQ_ITEMS];
-        bool live[MMVQ_ITEMS];
+    for (int i0 = 0; i0 < n_items; i0 += ITEMS) {
+        T task[ITEMS];
+        int tt[ITEMS];
+        bool live[ITEMS];
 #pragma unroll
-        for (int j = 0; j < MMVQ_ITEMS; ++j) {  // every load first ...
+        for (int j = 0; j < ITEMS; ++j) {  // every load first ...
             const int item = i0 + j;
             const int r = item / passes;
             const int t = (item - r * passes) * MMVQ_THREADS + threadIdx.x;
@@ -498,7 +524,7 @@ static __device__ __forceinline__ void mmvq(const u8 *__restrict__ w, int nb, co
         // above stay together (in one block it interleaves them with the products, to save
         // registers); the block scale is applied outside, where its load cannot sink to.
 #pragma unroll
-        for (int j = 0; j < MMVQ_ITEMS; ++j) {
+        for (int j = 0; j < ITEMS; ++j) {
             float part[NC];
 #pragma unroll
             for (int c = 0; c < NC; ++c) part[c] = 0.0f;
@@ -508,10 +534,10 @@ static __device__ __forceinline__ void mmvq(const u8 *__restrict__ w, int nb, co
             for (int c = 0; c < NC; ++c) acc[j][c] += live[j] ? scale * part[c] : 0.0f;
         }
     }
-    __shared__ float partial[MMVQ_THREADS / WARP][MMVQ_ITEMS][NC];
+    __shared__ float partial[MMVQ_THREADS / WARP][ITEMS][NC];
     const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
 #pragma unroll
-    for (int j = 0; j < MMVQ_ITEMS; ++j) {
+    for (int j = 0; j < ITEMS; ++j) {
         if (j < n_items) {  // uniform over the block
 #pragma unroll
             for (int c = 0; c < NC; ++c) {
@@ -524,7 +550,7 @@ static __device__ __forceinline__ void mmvq(const u8 *__restrict__ w, int nb, co
     if (threadIdx.x < n_rows * NC) {
         const int r = threadIdx.x / NC, c = threadIdx.x % NC;
         float s = 0.0f;
-        for (int j = r * passes; j < min((r + 1) * passes, MMVQ_ITEMS); ++j)
+        for (int j = r * passes; j < min((r + 1) * passes, ITEMS); ++j)
 #pragma unroll
             for (int wi = 0; wi < MMVQ_THREADS / WARP; ++wi) s += partial[wi][j][c];
         y[(i64) c * rows + row0 + r] = s;

@@ -72,15 +72,16 @@ fn quantized_types() -> Vec<GgmlType> {
 
 /// Row lengths: cuda_parity's (fewer tasks than threads, a partial 256-group for the 32-block
 /// types; 4 rows per block); one where every thread takes tasks twice or more, the last pass
-/// partial (K-quants: 2 passes, 2 rows per block; the others 3 passes, 1 row); one of 5
-/// passes, so a thread runs two rounds, the second partial. The longer 32-block rows have
-/// an odd number of blocks, so the last block of a matrix starts 2 bytes past a 4-byte
+/// partial (K-quants: 2 passes, 2 rows per block; the others 2 or 3 passes, 2 rows or 1); one
+/// of 5 passes, so a thread runs two rounds, the second partial. The longer 32-block rows
+/// have an odd number of blocks, so the last block of a matrix starts 2 bytes past a 4-byte
 /// boundary (Q4_0, Q5_0, Q8_0, IQ4_NL) and its aligned loads end at the matrix's last byte.
 fn row_lengths(ty: GgmlType) -> [usize; 3] {
-    if ty.block_elems() == 256 {
-        [768, 4352, 16640] // 24, 136 and 520 tasks of 8 per block
-    } else {
-        [640, 4128, 8288] // 40, 258 and 518 tasks of 2 per block
+    match launch::mmvq_tasks_per_block(ty) {
+        8 => [768, 4352, 16640], // 24, 136 and 520 tasks
+        4 => [768, 8448, 33024], // Q6_K: 12, 132 and 516 tasks (rounds of 2)
+        1 => [640, 4128, 16416], // 20, 129 and 513 tasks
+        _ => [640, 4128, 8288],  // 40, 258 and 518 tasks of 2 per block
     }
 }
 
@@ -137,9 +138,15 @@ impl Problem {
         }
     }
 
-    /// The rows per block the host launches n tokens with.
+    /// The rows per block the host launches n tokens with (one token, with a matrix 2 of
+    /// another type: the multi-matrix product's, so the single-matrix kernels sum in its
+    /// order).
     fn per_block(&self, n: usize) -> usize {
-        launch::mmvq_rows_per_block(self.ty, self.cols, n)
+        if self.ty2 == self.ty {
+            launch::mmvq_rows_per_block(self.ty, self.cols, n)
+        } else {
+            launch::mmvq_multi_rows_per_block(&[self.ty, self.ty2], self.cols)
+        }
     }
 
     /// The launch header of mmvq_main.cpp, then the weights of `mats` and n tokens.
@@ -326,9 +333,11 @@ fn single_matrix_kernels_match_f64_reference() {
             }
         }
     }
-    // The two shorter K-quant rows and the shortest 32-block rows of every type at 1, 2 and 4
-    // tokens (8 tokens take one row per block): 54 of 120.
-    assert_eq!(grouped, 54, "launches with several rows per block");
+    // At 1, 2 and 4 tokens (8 tokens take one row per block): the two shorter rows of the
+    // K-quants but Q6_K (two passes fill its round of two tasks) and of the one-task 32-block
+    // types (Q4_0, IQ4_NL, Q8_0), the shortest rows of Q6_K and the other 32-block types: 60
+    // of 120.
+    assert_eq!(grouped, 60, "launches with several rows per block");
     let outputs = run(&problems, &launches);
     let (mut bad, mut checked, mut worst) = (Vec::new(), 0, 0f64);
     for ((schedule, _), per_launch) in SCHEDULES.iter().zip(&outputs) {

@@ -229,8 +229,16 @@ pub fn uses_q8_activations(ty: GgmlType) -> bool {
     mmq_name(ty).is_some()
 }
 
-/// Tasks an mmvq thread takes per round (MMVQ_ITEMS); a block has 128 threads.
-const MMVQ_ITEMS: usize = 4;
+/// Tasks an mmvq thread takes per round, all their loads in flight at once (`Items` in
+/// kernels/mmvq.cu): 4, or 2 for Q6_K, whose tasks are twice as large; a block has 128
+/// threads.
+fn mmvq_items(ty: GgmlType) -> usize {
+    if ty == GgmlType::Q6_K {
+        2
+    } else {
+        4
+    }
+}
 
 /// Most weight rows the host gives one mmvq block for `tokens` (1..=8) tokens: 8 / tokens
 /// (a task already dots its weights with every token).
@@ -242,15 +250,35 @@ pub fn mmvq_max_rows(tokens: usize) -> usize {
     }
 }
 
+/// Tasks (a thread's share of work) per weight block of the decode matvec: the `TPB` of
+/// `Task<type>` in kernels/mmvq.cu.
+pub fn mmvq_tasks_per_block(ty: GgmlType) -> usize {
+    match ty {
+        GgmlType::Q4_0 | GgmlType::IQ4_NL | GgmlType::Q8_0 => 1,
+        GgmlType::Q6_K => 4,
+        _ if ty.block_elems() == 256 => 8,
+        _ => 2,
+    }
+}
+
 /// Most weight rows per block of the decode matvec (mmvq) for rows of `cols` weights of
 /// `ty` and `tokens` tokens: as many as one round of the block's threads covers (a row of
-/// `cols` weights takes ceil(tasks / 128) passes, 2 tasks per block of 32, 8 per block of
-/// 256; a round is 4 passes), so a Q4_K row of 3840 weights shares a block with 3 others; at
-/// least 1 and at most [`mmvq_max_rows`].
+/// `cols` weights takes ceil(tasks / 128) passes, [`mmvq_tasks_per_block`] tasks per
+/// weight block; a round is 4 passes, 2 for Q6_K), so a Q4_K row of 3840 weights shares a
+/// block with 3 others; at least 1 and at most [`mmvq_max_rows`].
 pub fn mmvq_row_limit(ty: GgmlType, cols: usize, tokens: usize) -> usize {
-    let tasks_per_block = if ty.block_elems() == 256 { 8 } else { 2 };
-    let passes = (cols / ty.block_elems() * tasks_per_block).div_ceil(128);
-    (MMVQ_ITEMS / passes.max(1)).clamp(1, mmvq_max_rows(tokens))
+    let passes = (cols / ty.block_elems() * mmvq_tasks_per_block(ty)).div_ceil(128);
+    (mmvq_items(ty) / passes.max(1)).clamp(1, mmvq_max_rows(tokens))
+}
+
+/// The rows per block of a multi-matrix product (`mmvq_multi_*`) of one token: the fewest
+/// [`mmvq_rows_per_block`] of its weight types.
+pub fn mmvq_multi_rows_per_block(types: &[GgmlType], cols: usize) -> usize {
+    types
+        .iter()
+        .map(|&ty| mmvq_rows_per_block(ty, cols, 1))
+        .min()
+        .unwrap_or(1)
 }
 
 /// The rows per block products launch with: [`mmvq_row_limit`], or less where
@@ -508,7 +536,7 @@ pub fn matvec_q8_multi<Y: DevicePtrMut<f32>>(
         check_format(t, x)?;
     }
     check_len("q8_1 activation rows", 1, x.rows())?;
-    let per_block = mmvq_rows_per_block(ty, first.cols(), 1);
+    let per_block = mmvq_multi_rows_per_block(&types, first.cols());
     let mut args = Vec::with_capacity(14);
     let mut blocks = 0;
     for i in 0..3 {
