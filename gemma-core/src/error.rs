@@ -149,7 +149,7 @@ pub enum CoreError {
 
     /// The GPU has too little free memory for what a session puts on it.
     #[error(
-        "{what} on {device} need {:.1} MiB, the device has {:.1} MiB free of {:.1} MiB \
+        "{what} on {device}: {:.1} MiB needed, the device has {:.1} MiB free of {:.1} MiB \
          (a shorter context or a smaller quantization needs less)",
         mib(*.needed),
         mib(*.free),
