@@ -9,16 +9,15 @@
 // blocks more than with bytes. One warp per row was slower: 23.2 us.)
 //
 // Per task (TPB tasks per block; the host's launch::mmvq_tasks_per_block says the same):
-//   Q4_0, IQ4_NL, Q8_0: 1 task, the whole block (sm_90 SASS, Q4_0: 4.6 instructions per
-//   weight byte, against 8.5 with 2 tasks of 16 weights);
-//   Q5_0, Q4_1, Q5_1: 2 tasks of 8 qs bytes (16 weights);
+//   32-block types (Q4_0, Q5_0, Q8_0, Q4_1, Q5_1, IQ4_NL): 1 task, the whole block (sm_90
+//   SASS, Q4_0: 4.6 instructions per weight byte, against 8.5 with 2 tasks of 16 weights);
 //   Q4_K, Q5_K: 8 tasks of 16 qs bytes (32 weights, two sub-blocks), 16-byte loads;
 //   Q6_K: 4 tasks of 64 weights (16 from each quarter of one half).
 //   Q2_K, Q3_K: 8 tasks of 32 weights (one activation block, two sub-blocks of 16);
 //   IQ4_XS: 8 tasks, one block of 32 each.
-// Offsets (-8, -16 and the K-quant mins) use s = d * sum(q) of the activation block; a
-// task adds its 1/TPB share (Q4_0, Q5_0) or its half (the two tasks of a K-quant sub-block
-// pair), so the full term is added exactly once per block.
+// Offsets (-8, -16, the minimums) use s = d * sum(q) of the activation block: a 32-block
+// task adds all of it, a Q4_K / Q5_K task its half (the two tasks of a sub-block pair), so
+// the full term is added exactly once per block.
 
 #define MMVQ_THREADS 128
 #define LO4 0x0F0F0F0F
@@ -84,33 +83,39 @@ template <> struct Task<GGML_Q4_0> : TaskD16<4> {
     }
 };
 
+// The dot product of one 32-weight block whose 4-bit quants are the nibbles of w (low
+// nibbles: weights 0..15, high: 16..31) plus bit 4 from the 32 bits of qh when Q5, with
+// the activations of column c (32 int8 at q).
+template <bool Q5> static __device__ __forceinline__ int dot_nibbles32(const int (&w)[4], u32 qh, const i8 *q) {
+    const int4 ul = load_i4(q), uh = load_i4(q + 16);
+    const int u[8] = {ul.x, ul.y, ul.z, ul.w, uh.x, uh.y, uh.z, uh.w};
+    int s = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const int lo = (w[i] & LO4) | (Q5 ? bits4_to_b4(qh >> (4 * i)) : 0);
+        const int hi = ((w[i] >> 4) & LO4) | (Q5 ? bits4_to_b4(qh >> (16 + 4 * i)) : 0);
+        s = dp4a(hi, u[4 + i], dp4a(lo, u[i], s));
+    }
+    return s;
+}
+
 template <> struct Task<GGML_Q5_0> {
-    enum { QK = 32, BYTES = 22, TPB = 2 };
-    int qh[1], v[2];
+    enum { QK = 32, BYTES = 22, TPB = 1 };
+    int qh[1], v[4];
     int d;  // f16 bits
-    __device__ __forceinline__ void load(const u8 *blk, int t) {
+    __device__ __forceinline__ void load(const u8 *blk, int) {
         load_words_a2<1>(blk + 2, qh);
-        load_words_a2<2>(blk + 6 + 8 * t, v);
+        load_words_a2<4>(blk + 6, v);
         d = load_u16(blk);
         pin(d);
     }
     __device__ __forceinline__ float scale() const { return h2f((u16) d); }
-    template <int NC> __device__ __forceinline__ void dot(int t, ActView a, int e0, float *acc) const {
-        const u32 h = (u32) qh[0];
-        const int l0 = (v[0] & LO4) | bits4_to_b4(h >> (8 * t));
-        const int l1 = (v[1] & LO4) | bits4_to_b4(h >> (8 * t + 4));
-        const int h0 = ((v[0] >> 4) & LO4) | bits4_to_b4(h >> (16 + 8 * t));
-        const int h1 = ((v[1] >> 4) & LO4) | bits4_to_b4(h >> (20 + 8 * t));
+    template <int NC> __device__ __forceinline__ void dot(int, ActView a, int e0, float *acc) const {
 #pragma unroll
         for (int c = 0; c < NC; ++c) {
-            const int2 ul = load_i2(a.q(c, e0) + 8 * t);
-            const int2 uh = load_i2(a.q(c, e0) + 16 + 8 * t);
-            int s = dp4a(l0, ul.x, 0);
-            s = dp4a(l1, ul.y, s);
-            s = dp4a(h0, uh.x, s);
-            s = dp4a(h1, uh.y, s);
+            const int s = dot_nibbles32<true>(v, (u32) qh[0], a.q(c, e0));
             const float2 ds = a.d(c, e0);
-            acc[c] += ds.x * (float) s - 8.0f * ds.y;  // -16 * s / 2 tasks
+            acc[c] += ds.x * (float) s - 16.0f * ds.y;
         }
     }
 };
@@ -259,48 +264,38 @@ template <> struct Task<GGML_Q6_K> {
     }
 };
 
-// Q4_1 / Q5_1: unsigned quants plus a minimum m: a task adds half of m * s.
+// Q4_1 / Q5_1: unsigned quants plus a minimum m: w = d q + m adds m * s.
 template <bool Q5> struct TaskQ45_1 {
-    enum { QK = 32, BYTES = Q5 ? 24 : 20, TPB = 2 };
-    int dm, v0, v1;
+    enum { QK = 32, BYTES = Q5 ? 24 : 20, TPB = 1 };
+    int dm, v[4];
     int qh;  // Q5_1 only
-    __device__ __forceinline__ void load(const u8 *blk, int t) {  // Q4_1: 4-byte, Q5_1: 8-byte aligned
+    __device__ __forceinline__ void load(const u8 *blk, int) {  // Q4_1: 4-byte, Q5_1: 8-byte aligned
         if (Q5) {
-            const int2 head = load_i2(blk), q = load_i2(blk + 8 + 8 * t);
+            const int2 head = load_i2(blk), q0 = load_i2(blk + 8), q1 = load_i2(blk + 16);
             dm = head.x;
             qh = head.y;
-            v0 = q.x;
-            v1 = q.y;
+            v[0] = q0.x;
+            v[1] = q0.y;
+            v[2] = q1.x;
+            v[3] = q1.y;
+            pin(qh);
         } else {
             dm = load_i32(blk);
-            v0 = load_i32(blk + 4 + 8 * t);
-            v1 = load_i32(blk + 4 + 8 * t + 4);
+#pragma unroll
+            for (int i = 0; i < 4; ++i) v[i] = load_i32(blk + 4 + 4 * i);
         }
         pin(dm);
-        pin(v0);
-        pin(v1);
-        if (Q5) pin(qh);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) pin(v[i]);
     }
     __device__ __forceinline__ float scale() const { return 1.0f; }
-    template <int NC> __device__ __forceinline__ void dot(int t, ActView a, int e0, float *acc) const {
-        int l0 = v0 & LO4, l1 = v1 & LO4, h0 = (v0 >> 4) & LO4, h1 = (v1 >> 4) & LO4;
-        if (Q5) {
-            l0 |= bits4_to_b4((u32) qh >> (8 * t));
-            l1 |= bits4_to_b4((u32) qh >> (8 * t + 4));
-            h0 |= bits4_to_b4((u32) qh >> (16 + 8 * t));
-            h1 |= bits4_to_b4((u32) qh >> (20 + 8 * t));
-        }
+    template <int NC> __device__ __forceinline__ void dot(int, ActView a, int e0, float *acc) const {
         const float d = h2f((u16) (dm & 0xFFFF)), m = h2f((u16) ((u32) dm >> 16));
 #pragma unroll
         for (int c = 0; c < NC; ++c) {
-            const int2 ul = load_i2(a.q(c, e0) + 8 * t);
-            const int2 uh = load_i2(a.q(c, e0) + 16 + 8 * t);
-            int s = dp4a(l0, ul.x, 0);
-            s = dp4a(l1, ul.y, s);
-            s = dp4a(h0, uh.x, s);
-            s = dp4a(h1, uh.y, s);
+            const int s = dot_nibbles32<Q5>(v, (u32) qh, a.q(c, e0));
             const float2 ds = a.d(c, e0);
-            acc[c] += d * ds.x * (float) s + 0.5f * m * ds.y;
+            acc[c] += d * ds.x * (float) s + m * ds.y;
         }
     }
 };

@@ -71,17 +71,16 @@ fn quantized_types() -> Vec<GgmlType> {
 }
 
 /// Row lengths: cuda_parity's (fewer tasks than threads, a partial 256-group for the 32-block
-/// types; 4 rows per block); one where every thread takes tasks twice or more, the last pass
-/// partial (K-quants: 2 passes, 2 rows per block; the others 2 or 3 passes, 2 rows or 1); one
-/// of 5 passes, so a thread runs two rounds, the second partial. The longer 32-block rows
+/// types; 4 rows per block, Q6_K 2); one where the threads take tasks twice, the last pass
+/// partial (2 passes: 2 rows per block, Q6_K 1); one of 5 passes, so a thread runs two
+/// rounds or more, the last partial. The longer 32-block rows
 /// have an odd number of blocks, so the last block of a matrix starts 2 bytes past a 4-byte
 /// boundary (Q4_0, Q5_0, Q8_0, IQ4_NL) and its aligned loads end at the matrix's last byte.
 fn row_lengths(ty: GgmlType) -> [usize; 3] {
     match launch::mmvq_tasks_per_block(ty) {
         8 => [768, 4352, 16640], // 24, 136 and 520 tasks
         4 => [768, 8448, 33024], // Q6_K: 12, 132 and 516 tasks (rounds of 2)
-        1 => [640, 4128, 16416], // 20, 129 and 513 tasks
-        _ => [640, 4128, 8288],  // 40, 258 and 518 tasks of 2 per block
+        _ => [640, 4128, 16416], // 32-block types, a task per block: 20, 129 and 513 tasks
     }
 }
 
@@ -333,11 +332,9 @@ fn single_matrix_kernels_match_f64_reference() {
             }
         }
     }
-    // At 1, 2 and 4 tokens (8 tokens take one row per block): the two shorter rows of the
-    // K-quants but Q6_K (two passes fill its round of two tasks) and of the one-task 32-block
-    // types (Q4_0, IQ4_NL, Q8_0), the shortest rows of Q6_K and the other 32-block types: 60
-    // of 120.
-    assert_eq!(grouped, 60, "launches with several rows per block");
+    // At 1, 2 and 4 tokens (8 tokens take one row per block): the two shorter rows of every
+    // type but Q6_K (two passes fill its round of two tasks), the shortest of Q6_K: 69 of 120.
+    assert_eq!(grouped, 69, "launches with several rows per block");
     let outputs = run(&problems, &launches);
     let (mut bad, mut checked, mut worst) = (Vec::new(), 0, 0f64);
     for ((schedule, _), per_launch) in SCHEDULES.iter().zip(&outputs) {

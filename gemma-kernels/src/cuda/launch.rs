@@ -254,10 +254,9 @@ pub fn mmvq_max_rows(tokens: usize) -> usize {
 /// `Task<type>` in kernels/mmvq.cu.
 pub fn mmvq_tasks_per_block(ty: GgmlType) -> usize {
     match ty {
-        GgmlType::Q4_0 | GgmlType::IQ4_NL | GgmlType::Q8_0 => 1,
+        _ if ty.block_elems() == 32 => 1,
         GgmlType::Q6_K => 4,
-        _ if ty.block_elems() == 256 => 8,
-        _ => 2,
+        _ => 8,
     }
 }
 
