@@ -397,13 +397,7 @@ static __device__ __forceinline__ void load_fragments(const MmqSmem &s, int j, i
 template <bool S16, bool MINS>
 static __device__ __forceinline__ void tile_products_int(const MmqSmem &s, int wr, int wc, int g, int tig,
                                                          float (&acc)[2][4][4]) {
-    int isum[2][4][4];
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-            for (int i = 0; i < 4; ++i) isum[mt][nt][i] = 0;
+    int isum[2][4][4] = {};
 #pragma unroll 1
     for (int j = 0; j < MMQ_BK / 32; ++j) {
         int a[2][4], b[4][2];
@@ -493,13 +487,7 @@ static __device__ __forceinline__ void mmq(const u8 *__restrict__ w, int nb, int
     const int g = lane / 4, tig = lane % 4;
     const int wr = 32 * (warp % 2), wc = 32 * (warp / 2);  // warp's sub-tile
 
-    float acc[2][4][4];
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-            for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.0f;
+    float acc[2][4][4] = {};
 
     for (int k0 = 0; k0 < k; k0 += MMQ_BK) {
         load_w_tile<TY>(w, nb, rows, r0, k0, s);

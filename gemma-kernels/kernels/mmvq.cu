@@ -49,6 +49,35 @@ struct ActView {
 
 template <int TY> struct Task;
 
+// The int8 dot product of 32 weights (8 words of 4) with the 32 activations at q.
+static __device__ __forceinline__ int dot32(const int (&w)[8], const i8 *q) {
+    const int4 ul = load_i4(q), uh = load_i4(q + 16);
+    const int u[8] = {ul.x, ul.y, ul.z, ul.w, uh.x, uh.y, uh.z, uh.w};
+    int s = 0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) s = dp4a(w[i], u[i], s);
+    return s;
+}
+
+// The 32 weights of a block of 4-bit quants w (low nibbles: weights 0..15, high: 16..31)
+// as 8 words of int8, for dot32: the nibbles, plus bit 4 from the 32 bits of qh when Q5.
+template <bool Q5> static __device__ __forceinline__ void nibble_words(const int (&w)[4], u32 qh, int (&out)[8]) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        out[i] = (w[i] & LO4) | (Q5 ? bits4_to_b4(qh >> (4 * i)) : 0);
+        out[4 + i] = ((w[i] >> 4) & LO4) | (Q5 ? bits4_to_b4(qh >> (16 + 4 * i)) : 0);
+    }
+}
+
+// The same for IQ4 quants: the table's values of the nibbles.
+static __device__ __forceinline__ void iq4_words(const int (&w)[4], int (&out)[8]) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        out[i] = iq4_values4(w[i] & LO4);
+        out[4 + i] = iq4_values4((w[i] >> 4) & LO4);
+    }
+}
+
 // The loads of a 32-weight block that is an f16 scale d and then the quants, one task per
 // block (Q4_0, IQ4_NL: W = 4 words; Q8_0: W = 8); the scale applies outside dot.
 template <int W> struct TaskD16 {
@@ -65,39 +94,15 @@ template <int W> struct TaskD16 {
 template <> struct Task<GGML_Q4_0> : TaskD16<4> {
     enum { QK = 32, BYTES = 18, TPB = 1 };
     template <int NC> __device__ __forceinline__ void dot(int, ActView a, int e0, float *acc) const {
+        int w[8];
+        nibble_words<false>(v, 0u, w);
 #pragma unroll
         for (int c = 0; c < NC; ++c) {
-            const int4 ul = load_i4(a.q(c, e0));
-            const int4 uh = load_i4(a.q(c, e0) + 16);
-            int s = dp4a(v[0] & LO4, ul.x, 0);
-            s = dp4a(v[1] & LO4, ul.y, s);
-            s = dp4a(v[2] & LO4, ul.z, s);
-            s = dp4a(v[3] & LO4, ul.w, s);
-            s = dp4a((v[0] >> 4) & LO4, uh.x, s);
-            s = dp4a((v[1] >> 4) & LO4, uh.y, s);
-            s = dp4a((v[2] >> 4) & LO4, uh.z, s);
-            s = dp4a((v[3] >> 4) & LO4, uh.w, s);
             const float2 ds = a.d(c, e0);
-            acc[c] += ds.x * (float) s - 8.0f * ds.y;
+            acc[c] += ds.x * (float) dot32(w, a.q(c, e0)) - 8.0f * ds.y;
         }
     }
 };
-
-// The dot product of one 32-weight block whose 4-bit quants are the nibbles of w (low
-// nibbles: weights 0..15, high: 16..31) plus bit 4 from the 32 bits of qh when Q5, with
-// the activations of column c (32 int8 at q).
-template <bool Q5> static __device__ __forceinline__ int dot_nibbles32(const int (&w)[4], u32 qh, const i8 *q) {
-    const int4 ul = load_i4(q), uh = load_i4(q + 16);
-    const int u[8] = {ul.x, ul.y, ul.z, ul.w, uh.x, uh.y, uh.z, uh.w};
-    int s = 0;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        const int lo = (w[i] & LO4) | (Q5 ? bits4_to_b4(qh >> (4 * i)) : 0);
-        const int hi = ((w[i] >> 4) & LO4) | (Q5 ? bits4_to_b4(qh >> (16 + 4 * i)) : 0);
-        s = dp4a(hi, u[4 + i], dp4a(lo, u[i], s));
-    }
-    return s;
-}
 
 template <> struct Task<GGML_Q5_0> {
     enum { QK = 32, BYTES = 22, TPB = 1 };
@@ -111,11 +116,12 @@ template <> struct Task<GGML_Q5_0> {
     }
     __device__ __forceinline__ float scale() const { return h2f((u16) d); }
     template <int NC> __device__ __forceinline__ void dot(int, ActView a, int e0, float *acc) const {
+        int w[8];
+        nibble_words<true>(v, (u32) qh[0], w);
 #pragma unroll
         for (int c = 0; c < NC; ++c) {
-            const int s = dot_nibbles32<true>(v, (u32) qh[0], a.q(c, e0));
             const float2 ds = a.d(c, e0);
-            acc[c] += ds.x * (float) s - 16.0f * ds.y;
+            acc[c] += ds.x * (float) dot32(w, a.q(c, e0)) - 16.0f * ds.y;
         }
     }
 };
@@ -124,19 +130,7 @@ template <> struct Task<GGML_Q8_0> : TaskD16<8> {
     enum { QK = 32, BYTES = 34, TPB = 1 };
     template <int NC> __device__ __forceinline__ void dot(int, ActView a, int e0, float *acc) const {
 #pragma unroll
-        for (int c = 0; c < NC; ++c) {
-            const int4 ua = load_i4(a.q(c, e0));
-            const int4 ub = load_i4(a.q(c, e0) + 16);
-            int s = dp4a(v[0], ua.x, 0);
-            s = dp4a(v[1], ua.y, s);
-            s = dp4a(v[2], ua.z, s);
-            s = dp4a(v[3], ua.w, s);
-            s = dp4a(v[4], ub.x, s);
-            s = dp4a(v[5], ub.y, s);
-            s = dp4a(v[6], ub.z, s);
-            s = dp4a(v[7], ub.w, s);
-            acc[c] += a.d(c, e0).x * (float) s;
-        }
+        for (int c = 0; c < NC; ++c) acc[c] += a.d(c, e0).x * (float) dot32(v, a.q(c, e0));
     }
 };
 
@@ -290,12 +284,13 @@ template <bool Q5> struct TaskQ45_1 {
     }
     __device__ __forceinline__ float scale() const { return 1.0f; }
     template <int NC> __device__ __forceinline__ void dot(int, ActView a, int e0, float *acc) const {
+        int w[8];
+        nibble_words<Q5>(v, (u32) qh, w);
         const float d = h2f((u16) (dm & 0xFFFF)), m = h2f((u16) ((u32) dm >> 16));
 #pragma unroll
         for (int c = 0; c < NC; ++c) {
-            const int s = dot_nibbles32<Q5>(v, (u32) qh, a.q(c, e0));
             const float2 ds = a.d(c, e0);
-            acc[c] += d * ds.x * (float) s + m * ds.y;
+            acc[c] += d * ds.x * (float) dot32(w, a.q(c, e0)) + m * ds.y;
         }
     }
 };
@@ -305,26 +300,10 @@ template <> struct Task<GGML_Q5_1> : TaskQ45_1<true> {};
 template <> struct Task<GGML_IQ4_NL> : TaskD16<4> {
     enum { QK = 32, BYTES = 18, TPB = 1 };
     template <int NC> __device__ __forceinline__ void dot(int, ActView a, int e0, float *acc) const {
-        int lo[4], hi[4];
+        int w[8];
+        iq4_words(v, w);
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            lo[i] = iq4_values4(v[i] & LO4);
-            hi[i] = iq4_values4((v[i] >> 4) & LO4);
-        }
-#pragma unroll
-        for (int c = 0; c < NC; ++c) {
-            const int4 ul = load_i4(a.q(c, e0));
-            const int4 uh = load_i4(a.q(c, e0) + 16);
-            int s = dp4a(lo[0], ul.x, 0);
-            s = dp4a(lo[1], ul.y, s);
-            s = dp4a(lo[2], ul.z, s);
-            s = dp4a(lo[3], ul.w, s);
-            s = dp4a(hi[0], uh.x, s);
-            s = dp4a(hi[1], uh.y, s);
-            s = dp4a(hi[2], uh.z, s);
-            s = dp4a(hi[3], uh.w, s);
-            acc[c] += a.d(c, e0).x * (float) s;
-        }
+        for (int c = 0; c < NC; ++c) acc[c] += a.d(c, e0).x * (float) dot32(w, a.q(c, e0));
     }
 };
 
@@ -343,30 +322,14 @@ template <> struct Task<GGML_IQ4_XS> {
     }
     __device__ __forceinline__ float scale() const { return 1.0f; }
     template <int NC> __device__ __forceinline__ void dot(int t, ActView a, int e0, float *acc) const {
-        const int w[4] = {v[0].x, v[0].y, v[1].x, v[1].y};
-        int lo[4], hi[4];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            lo[i] = iq4_values4(w[i] & LO4);
-            hi[i] = iq4_values4((w[i] >> 4) & LO4);
-        }
+        const int q4[4] = {v[0].x, v[0].y, v[1].x, v[1].y};
+        int w[8];
+        iq4_words(q4, w);
         const u32 scale_h = (u32) head.x >> 16, scale_l = (u32) head.y >> (8 * (t / 2));
         const int ls = (int) (((scale_l >> (4 * (t % 2))) & 0xF) | (((scale_h >> (2 * t)) & 3) << 4));
         const float dl = h2f((u16) (head.x & 0xFFFF)) * (float) (ls - 32);
 #pragma unroll
-        for (int c = 0; c < NC; ++c) {
-            const int4 ul = load_i4(a.q(c, e0) + 32 * t);
-            const int4 uh = load_i4(a.q(c, e0) + 32 * t + 16);
-            int s = dp4a(lo[0], ul.x, 0);
-            s = dp4a(lo[1], ul.y, s);
-            s = dp4a(lo[2], ul.z, s);
-            s = dp4a(lo[3], ul.w, s);
-            s = dp4a(hi[0], uh.x, s);
-            s = dp4a(hi[1], uh.y, s);
-            s = dp4a(hi[2], uh.z, s);
-            s = dp4a(hi[3], uh.w, s);
-            acc[c] += dl * a.d(c, e0 + 32 * t).x * (float) s;
-        }
+        for (int c = 0; c < NC; ++c) acc[c] += dl * a.d(c, e0 + 32 * t).x * (float) dot32(w, a.q(c, e0) + 32 * t);
     }
 };
 
