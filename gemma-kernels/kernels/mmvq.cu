@@ -10,7 +10,7 @@
 //
 // Per task (TPB tasks per block; the host's launch::mmvq_tasks_per_block says the same):
 //   32-block types (Q4_0, Q5_0, Q8_0, Q4_1, Q5_1, IQ4_NL): 1 task, the whole block (sm_90
-//   SASS, Q4_0: 4.6 instructions per weight byte, against 8.5 with 2 tasks of 16 weights);
+//   SASS, Q4_0: 4.4 instructions per weight byte, against 8.5 with 2 tasks of 16 weights);
 //   Q4_K, Q5_K: 8 tasks of 16 qs bytes (32 weights, two sub-blocks), 16-byte loads;
 //   Q6_K: 4 tasks of 64 weights (16 from each quarter of one half).
 //   Q2_K, Q3_K: 8 tasks of 32 weights (one activation block, two sub-blocks of 16);
