@@ -256,6 +256,8 @@ fn bench_matmul(
     Ok(())
 }
 
+/// Decode attention over a `ctx`-slot cache, full and at 600 live keys; then, unless
+/// n_prefill is 0, the prefill of n_prefill tokens at its end.
 fn bench_attention(
     dev: &CudaDevice,
     t: &Timer,
@@ -272,10 +274,10 @@ fn bench_attention(
     };
     let kv = vec![0x3C00u16; ctx * 8 * 256]; // 1.0 in f16
     let (kc, vc) = (cuda::upload(dev, &kv)?, cuda::upload(dev, &kv)?);
-    let q = cuda::upload(dev, &vec![0.01f32; n_prefill * 16 * 256])?;
+    let q = cuda::upload(dev, &vec![0.01f32; n_prefill.max(1) * 16 * 256])?;
     let pos = cuda::upload(dev, &[(ctx - 1) as i32])?;
     let mut scratch = DecodeScratch::new(dev, &shape)?;
-    let mut out = cuda::zeros::<f32>(dev, n_prefill * 16 * 256)?;
+    let mut out = cuda::zeros::<f32>(dev, n_prefill.max(1) * 16 * 256)?;
     let us = t.time(dev, 50, |_| {
         cuda::attention_decode(dev, &q, &kc, &vc, &pos, &shape, &mut scratch, &mut out)
     })?;
@@ -288,6 +290,9 @@ fn bench_attention(
         cuda::attention_decode(dev, &q, &kc, &vc, &pos, &shape, &mut scratch, &mut out)
     })?;
     println!("attention decode  pos {live:>6} of a {ctx}-slot cache          {us:8.1} us");
+    if n_prefill == 0 {
+        return Ok(());
+    }
     let p0 = ctx - n_prefill;
     let us = t.time(dev, 5, |_| {
         cuda::attention_prefill(dev, &q, &kc, &vc, &kc, &vc, n_prefill, p0, &shape, &mut out)
@@ -408,6 +413,10 @@ fn run() -> Result<(), CudaError> {
         }
     }
     bench_attention(&dev, &t, 4096, 512)?;
+    if !quick {
+        // A global layer of the 12B at 32K context: decode only.
+        bench_attention(&dev, &t, 32768, 0)?;
+    }
     println!(
         "cuda_bench done in {:.1} s",
         started.elapsed().as_secs_f64()

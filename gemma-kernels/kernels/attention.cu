@@ -22,6 +22,7 @@
 // sees the keys after it up to img_end (Gemma 3's bidirectional image attention).
 
 #define ATT_THREADS 128
+#define ATT_COMBINE_THREADS 256  // block of attn_combine_<D>, every D
 #define ATT_MAX_G 8
 #define ATT_MAX_KPS 256
 #define ATT_KEYS_IN_FLIGHT 4  // keys a warp loads before it scores them
@@ -211,30 +212,64 @@ static __device__ __forceinline__ void attn_decode(const float *__restrict__ q, 
     }
 }
 
-// out: n_heads x D. grid: n_heads, block: D. With fmt >= 0 (ACT_*; D == 256 only) the
+// out: n_heads x D. grid: n_heads, block: ATT_COMBINE_THREADS. The block first finds the
+// largest running max over the splits and how many splits hold keys (they fill a prefix);
+// then groups of D / 4 threads (4 dimensions each, 16-byte loads) take every NG-th of those
+// splits, so a long context's hundreds of splits are read NG at a time, not one after
+// another; the groups' sums meet in shared memory. With fmt >= 0 (ACT_*; D == 256 only) the
 // row is also quantized for the output projection: head h is 256-block h of qs / ds (the
 // values quantize_q8_1 gives for out).
 template <int D>
 static __device__ __forceinline__ void attn_combine(const float *__restrict__ part_o, const float2 *__restrict__ part_ml,
                                                     int n_splits, float *__restrict__ out, int fmt,
                                                     i8 *__restrict__ qs, float2 *__restrict__ ds) {
-    const int h = blockIdx.x, d = threadIdx.x;
-    float m = NEG_INF;
-    for (int s = 0; s < n_splits; ++s) {
-        const float2 ml = part_ml[h * n_splits + s];
-        if (ml.y > 0.0f) m = fmaxf(m, ml.x);
-    }
-    float l = 0.0f, o = 0.0f;
-    for (int s = 0; s < n_splits; ++s) {
-        const float2 ml = part_ml[h * n_splits + s];
-        if (ml.y > 0.0f) {
-            const float f = expf(ml.x - m);
-            l += ml.y * f;
-            o += part_o[((i64) h * n_splits + s) * D + d] * f;
+    constexpr int DV = D / 4;                        // threads per group
+    constexpr int NG = ATT_COMBINE_THREADS / DV;     // groups over the splits
+    __shared__ float sred[WARP];
+    __shared__ float4 so[NG][DV];
+    __shared__ float sl[NG];
+    const int h = blockIdx.x;
+    const float2 *ml = part_ml + (i64) h * n_splits;
+    float m = NEG_INF, used = 0.0f;
+    for (int s = threadIdx.x; s < n_splits; s += ATT_COMBINE_THREADS) {
+        const float2 v = ml[s];
+        if (v.y > 0.0f) {
+            m = fmaxf(m, v.x);
+            used = (float) (s + 1);  // exact: n_splits < 2^24
         }
     }
-    const float v = o / l;
-    out[(i64) h * D + d] = v;
+    m = block_max(m, sred);
+    const int n_used = (int) block_max(used, sred);
+
+    const int g = threadIdx.x / DV, j = threadIdx.x % DV;
+    const float4 *po = (const float4 *) (part_o + (i64) h * n_splits * D) + j;
+    float4 o = {0.0f, 0.0f, 0.0f, 0.0f};
+    float l = 0.0f;
+#pragma unroll 4
+    for (int s = g; s < n_used; s += NG) {
+        const float2 v = ml[s];
+        if (v.y > 0.0f) {
+            const float f = expf(v.x - m);
+            const float4 x = po[(i64) s * DV];
+            l += v.y * f;
+            o.x += x.x * f;
+            o.y += x.y * f;
+            o.z += x.z * f;
+            o.w += x.w * f;
+        }
+    }
+    so[g][j] = o;
+    if (j == 0) sl[g] = l;
+    __syncthreads();
+    if (threadIdx.x >= D) return;  // D < 256: no quantization follows
+    float lt = 0.0f, ot = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NG; ++k) {
+        lt += sl[k];
+        ot += ((const float *) so[k])[threadIdx.x];
+    }
+    const float v = ot / lt;
+    out[(i64) h * D + threadIdx.x] = v;
     if (D == 256 && fmt >= 0) {  // uniform over the block
         __shared__ float smax[8];
         quantize_act256(v, fmt, qs + (i64) h * 256, ds + (i64) h * (256 / QK8), smax);
@@ -340,8 +375,9 @@ static __device__ __forceinline__ void attn_prefill_rows(const float *__restrict
     ATTN_DECODE(attn_decode_q8_0_##D, D, KV_Q8_0)                                                              \
     ATTN_PREFILL(attn_prefill_f32_##D, D, KV_F32)                                                              \
     ATTN_PREFILL(attn_prefill_q8_0_##D, D, KV_Q8_0)                                                            \
-    extern "C" __global__ void attn_combine_##D(const float *part_o, const float2 *part_ml, int n_splits,     \
-                                                float *out, int fmt, i8 *qs, float2 *ds) {                     \
+    extern "C" __global__ void __launch_bounds__(ATT_COMBINE_THREADS)                                         \
+        attn_combine_##D(const float *part_o, const float2 *part_ml, int n_splits, float *out, int fmt, i8 *qs, \
+                         float2 *ds) {                                                                         \
         pdl_entry();                                                                                           \
         attn_combine<D>(part_o, part_ml, n_splits, out, fmt, qs, ds);                                          \
     }

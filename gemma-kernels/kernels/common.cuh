@@ -292,6 +292,19 @@ static __device__ __forceinline__ float block_sum(float v, float *scratch) {
     return warp_sum(v);
 }
 
+// Largest value over the whole block (same contract as block_sum).
+static __device__ __forceinline__ float block_max(float v, float *scratch) {
+    const int lane = threadIdx.x % WARP;
+    const int warp = threadIdx.x / WARP;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    const int n_warps = blockDim.x / WARP;
+    v = lane < n_warps ? scratch[lane] : NEG_INF;
+    return warp_max(v);
+}
+
 // ---------------------------------------------------------------------------------
 // GELU, tanh approximation (Gemma's activation), as ggml computes it.
 #define GELU_COEF_A 0.044715f

@@ -187,12 +187,16 @@ fn decode_attention_matches_f64_reference() {
     for kind in [Kind::F16, Kind::F32, Kind::Q8_0] {
         // (d, heads, kv heads, slots, window, pos, splits): a global layer with its keys in
         // 2 splits and with more splits than keys; a sliding-window ring whose live keys wrap;
-        // 768 live keys in 3 splits of 256 (the most); grouped queries of 4 and 1.
+        // 768 live keys in 3 splits of 256 (the most); grouped queries of 4 and 1; keys in
+        // 38 of 40 splits of 32 (the combine's thread groups each take several splits: 4
+        // groups for d 256, 16 for d 64) with the rest empty.
         for (d, n_heads, n_kv, n_slots, window, pos, n_splits) in [
             (256, 4, 2, 64, 0, 40, 2),
             (256, 4, 2, 64, 0, 40, 8),
             (128, 8, 2, 16, 16, 37, 4),
             (64, 2, 2, 768, 0, 767, 3),
+            (256, 2, 1, 1280, 0, 1200, 40),
+            (64, 4, 2, 1280, 0, 1200, 40),
         ] {
             let width = n_kv * d;
             cases.push(Case {

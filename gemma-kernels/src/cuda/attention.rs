@@ -18,6 +18,9 @@ use super::modules::Kernel;
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr};
 use std::ops::Range;
 
+/// Threads of a block of `attn_combine_<D>` (ATT_COMBINE_THREADS in attention.cu), every head size.
+const COMBINE_THREADS: u32 = 256;
+
 /// How a KV cache stores its values on the device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KvKind {
@@ -310,13 +313,12 @@ where
         Arg::P(qs),
         Arg::P(ds),
     ];
-    let block = grid_dim("head_dim", shape.head_dim)?;
     launch(
         dev,
         Kernel::Attention,
         combine,
         (grid_dim("heads", shape.n_heads)?, 1, 1),
-        block,
+        COMBINE_THREADS,
         &args,
     )
 }

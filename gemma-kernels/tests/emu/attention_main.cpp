@@ -73,7 +73,7 @@ int main(int argc, char **argv) {
                part_ml.data());
         });
         const CombineKernel ck = d == 64 ? attn_combine_64 : d == 128 ? attn_combine_128 : attn_combine_256;
-        emu::launch(n_heads, 1, d, [&] { ck(part_o.data(), part_ml.data(), n_splits, out.data(), -1, nullptr, nullptr); });
+        emu::launch(n_heads, 1, ATT_COMBINE_THREADS, [&] { ck(part_o.data(), part_ml.data(), n_splits, out.data(), -1, nullptr, nullptr); });
         if (std::fwrite(out.data(), 4, out.size(), stdout) != out.size()) fail("write failed");
     }
     return std::fflush(stdout) == 0 ? 0 : 2;
