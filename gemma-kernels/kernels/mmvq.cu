@@ -11,13 +11,12 @@
 // Per task (TPB tasks per block; the host's launch::mmvq_tasks_per_block says the same):
 //   32-block types (Q4_0, Q5_0, Q8_0, Q4_1, Q5_1, IQ4_NL): 1 task, the whole block (sm_90
 //   SASS, Q4_0: 4.4 instructions per weight byte, against 8.5 with 2 tasks of 16 weights);
-//   Q4_K, Q5_K: 8 tasks of 16 qs bytes (32 weights, two sub-blocks), 16-byte loads;
+//   Q4_K, Q5_K: 4 tasks of 32 qs bytes (64 weights, two sub-blocks), 16-byte loads;
 //   Q6_K: 4 tasks of 64 weights (16 from each quarter of one half).
 //   Q2_K, Q3_K: 8 tasks of 32 weights (one activation block, two sub-blocks of 16);
 //   IQ4_XS: 8 tasks, one block of 32 each.
-// Offsets (-8, -16, the minimums) use s = d * sum(q) of the activation block: a 32-block
-// task adds all of it, a Q4_K / Q5_K task its half (the two tasks of a sub-block pair), so
-// the full term is added exactly once per block.
+// Offsets (-8, -16, the minimums) use s = d * sum(q) of each activation block a task
+// covers whole (a Q4_K / Q5_K task: the two of its sub-blocks).
 
 #define MMVQ_THREADS 128
 #define LO4 0x0F0F0F0F
@@ -134,68 +133,74 @@ template <> struct Task<GGML_Q8_0> : TaskD16<8> {
     }
 };
 
-// Q4_K / Q5_K: task t covers chunk c = t / 2 (64 weights), half h = t % 2: qs bytes
-// [32c + 16h, +16) hold weights 64c + 16h + i (low nibbles, sub-block 2c) and
-// 64c + 32 + 16h + i (high nibbles, sub-block 2c + 1).
+// Q4_K / Q5_K: task t covers chunk t (64 weights): qs bytes [32t, 32t + 32) hold weights
+// 64t + i (low nibbles, sub-block 2t) and 64t + 32 + i (high nibbles, sub-block 2t + 1);
+// Q5_K's fifth bits are bits 2t and 2t + 1 of the 32 qh bytes.
 template <bool Q5> struct TaskQK45 {
-    enum { QK = 256, BYTES = Q5 ? 176 : 144, TPB = 8 };
-    int4 hdr;  // d, dmin, scales[12]
-    int4 v;
-    int4 qh;   // Q5_K only
+    enum { QK = 256, BYTES = Q5 ? 176 : 144, TPB = 4 };
+    int4 hdr;    // d, dmin, scales[12]
+    int4 v[2];
+    int4 qh[2];  // Q5_K only
     __device__ __forceinline__ void load(const u8 *blk, int t) {
-        const int ch = t >> 1, h = t & 1;
         hdr = load_i4(blk);
-        v = load_i4(blk + (Q5 ? 48 : 16) + 32 * ch + 16 * h);
+        v[0] = load_i4(blk + (Q5 ? 48 : 16) + 32 * t);
+        v[1] = load_i4(blk + (Q5 ? 48 : 16) + 32 * t + 16);
         pin(hdr);
-        pin(v);
+        pin(v[0]);
+        pin(v[1]);
         if (Q5) {
-            qh = load_i4(blk + 16 + 16 * h);
-            pin(qh);
+            qh[0] = load_i4(blk + 16);
+            qh[1] = load_i4(blk + 32);
+            pin(qh[0]);
+            pin(qh[1]);
         }
     }
     __device__ __forceinline__ float scale() const { return 1.0f; }
     template <int NC> __device__ __forceinline__ void dot(int t, ActView a, int e0, float *acc) const {
-        const int ch = t >> 1, h = t & 1;
-        int lo[4] = {v.x & LO4, v.y & LO4, v.z & LO4, v.w & LO4};
-        int hi[4] = {(v.x >> 4) & LO4, (v.y >> 4) & LO4, (v.z >> 4) & LO4, (v.w >> 4) & LO4};
-        if (Q5) {
-            const int qhw[4] = {qh.x, qh.y, qh.z, qh.w};
+        const int vw[8] = {v[0].x, v[0].y, v[0].z, v[0].w, v[1].x, v[1].y, v[1].z, v[1].w};
+        int lo[8], hi[8];
 #pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                lo[i] |= ((qhw[i] >> (2 * ch)) & 0x01010101) << 4;
-                hi[i] |= ((qhw[i] >> (2 * ch + 1)) & 0x01010101) << 4;
+        for (int i = 0; i < 8; ++i) {
+            lo[i] = vw[i] & LO4;
+            hi[i] = (vw[i] >> 4) & LO4;
+        }
+        if (Q5) {
+            const int qhw[8] = {qh[0].x, qh[0].y, qh[0].z, qh[0].w, qh[1].x, qh[1].y, qh[1].z, qh[1].w};
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                lo[i] |= ((qhw[i] >> (2 * t)) & 0x01010101) << 4;
+                hi[i] |= ((qhw[i] >> (2 * t + 1)) & 0x01010101) << 4;
             }
         }
-        // Scales and mins of sub-blocks 2ch and 2ch + 1, two per 16-bit value, without a
-        // branch (the warp's threads hold all four chunks): bytes k, k + 1 (k = 2ch mod 4)
-        // of the 12 scale bytes, six bits each for ch < 2, else four from bytes 8.. plus
+        // Scales and mins of sub-blocks 2t and 2t + 1, two per 16-bit value, without a
+        // branch (the warp's threads hold all four chunks): bytes k, k + 1 (k = 2t mod 4)
+        // of the 12 scale bytes, six bits each for t < 2, else four from bytes 8.. plus
         // the top two bits of bytes 0.. and 4...
-        const int k = 16 * (ch & 1);
+        const int k = 16 * (t & 1);
         const int s0 = ((u32) hdr.y >> k) & 0xFFFF, s1 = ((u32) hdr.z >> k) & 0xFFFF, s2 = ((u32) hdr.w >> k) & 0xFFFF;
-        const int sc2 = ch < 2 ? s0 & 0x3F3F : (s2 & 0x0F0F) | ((s0 >> 2) & 0x3030);
-        const int m2 = ch < 2 ? s1 & 0x3F3F : ((s2 >> 4) & 0x0F0F) | ((s1 >> 2) & 0x3030);
+        const int sc2 = t < 2 ? s0 & 0x3F3F : (s2 & 0x0F0F) | ((s0 >> 2) & 0x3030);
+        const int m2 = t < 2 ? s1 & 0x3F3F : ((s2 >> 4) & 0x0F0F) | ((s1 >> 2) & 0x3030);
         const int sc_a = sc2 & 0xFF, sc_b = sc2 >> 8;
         const float m_a = (float) (m2 & 0xFF), m_b = (float) (m2 >> 8);
         const float d = h2f((u16) (hdr.x & 0xFFFF));
         const float dmin = h2f((u16) ((u32) hdr.x >> 16));
+        const int e = e0 + 64 * t;
 #pragma unroll
         for (int c = 0; c < NC; ++c) {
-            const i8 *q = a.q(c, e0);
-            const int4 ua = load_i4(q + 64 * ch + 16 * h);
-            const int4 ub = load_i4(q + 64 * ch + 32 + 16 * h);
-            int sa = dp4a(lo[0], ua.x, 0);
-            sa = dp4a(lo[1], ua.y, sa);
-            sa = dp4a(lo[2], ua.z, sa);
-            sa = dp4a(lo[3], ua.w, sa);
-            int sb = dp4a(hi[0], ub.x, 0);
-            sb = dp4a(hi[1], ub.y, sb);
-            sb = dp4a(hi[2], ub.z, sb);
-            sb = dp4a(hi[3], ub.w, sb);
+            const i8 *q = a.q(c, e);
+            const int4 u0 = load_i4(q), u1 = load_i4(q + 16), u2 = load_i4(q + 32), u3 = load_i4(q + 48);
+            const int ua[8] = {u0.x, u0.y, u0.z, u0.w, u1.x, u1.y, u1.z, u1.w};
+            const int ub[8] = {u2.x, u2.y, u2.z, u2.w, u3.x, u3.y, u3.z, u3.w};
+            int sa = 0, sb = 0;
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                sa = dp4a(lo[i], ua[i], sa);
+                sb = dp4a(hi[i], ub[i], sb);
+            }
             // Q8_K activations: one d for all 256 (da.x == db.x), so the two sub-blocks
             // meet in int32 (|sum| < 2^23: exact in f32) as ggml's CPU sums them.
-            const float2 da = a.d(c, e0 + 64 * ch);
-            const float2 db = a.d(c, e0 + 64 * ch + 32);
-            acc[c] += d * da.x * (float) (sc_a * sa + sc_b * sb) - 0.5f * dmin * (m_a * da.y + m_b * db.y);
+            const float2 da = a.d(c, e), db = a.d(c, e + 32);
+            acc[c] += d * da.x * (float) (sc_a * sa + sc_b * sb) - dmin * (m_a * da.y + m_b * db.y);
         }
     }
 };
@@ -428,56 +433,59 @@ template <> struct Task<GGML_Q3_K> : TaskQ23_K<true> {};
 // ---------------------------------------------------------------------------------
 
 // Tasks a thread takes per round; their loads are all issued before the dot products. Four,
-// or two of Q6_K's twice larger tasks (the same bytes in flight, fewer registers: 105 with
-// four); the host's launch::mmvq_items says the same.
+// or two of the 64-weight tasks of Q4_K, Q5_K and Q6_K (about the same bytes in flight,
+// fewer registers: Q6_K took 105 with four); the host's launch::mmvq_items says the same.
 #define MMVQ_ITEMS 4
 template <int TY> struct Items { enum { N = MMVQ_ITEMS }; };
+template <> struct Items<GGML_Q4_K> { enum { N = 2 }; };
+template <> struct Items<GGML_Q5_K> { enum { N = 2 }; };
 template <> struct Items<GGML_Q6_K> { enum { N = 2 }; };
 
 // w: rows x nb blocks; aq/ads: NC activation rows (q8_1, row length k_pad); y: NC x rows.
-// The block computes weight rows row0 .. row0 + n_rows - 1. A row of n_tasks tasks takes
-// P = ceil(n_tasks / MMVQ_THREADS) passes of the block's threads (thread t: tasks t,
-// t + MMVQ_THREADS, ...), so a warp reads consecutive bytes of one row. Item i of the block
-// is pass i % P of row i / P; thread t keeps item i's partial sums in slot i % ITEMS and
-// takes ITEMS (Items<TY>) items per round, all their loads in flight at once. Contract (the
-// host's mmvq_rows_per_block keeps it): n_rows * P <= ITEMS (one round; short rows share a
-// block: a Q4_K row of 3840 weights is 120 tasks, 4 rows per block) or n_rows == 1 (long
-// rows: several rounds into the same slots). Either way slot j holds row j / P. Slots meet in
-// one warp + shared-memory reduction; the order of every float sum depends only on (nb,
-// n_rows): results are deterministic for a given rows per block.
+// The block computes weight rows row0 .. row0 + n_rows - 1, which lie one after another in
+// memory: n_rows x n_tasks tasks in one flat list (task f is task f mod n_tasks of row
+// f / n_tasks, and its weight block is block f / TPB from the first row's, whatever the
+// row). Thread t takes tasks t, t + MMVQ_THREADS, ..., so a warp reads consecutive bytes
+// even across a row's end, and no thread idles while another has tasks: a round is
+// ITEMS (Items<TY>) tasks per thread, all their loads in flight at once, slot j of the
+// round holding task j * MMVQ_THREADS + t. Contract (the host's mmvq_rows_per_block keeps
+// it): n_rows x n_tasks <= ITEMS x MMVQ_THREADS (one round; short rows share a block: a
+// Q4_K row of 3840 weights is 60 tasks, 4 rows per block) or n_rows == 1 (long rows:
+// several rounds into the same slots). Either way the slot sums, laid out in shared memory
+// by task, put each row's tasks in one range that a warp adds up; the order of every float
+// sum depends only on (nb, n_rows): results are deterministic for a given rows per block.
 template <int TY, int NC>
 static __device__ __forceinline__ void mmvq(const u8 *__restrict__ w, int nb, const i8 *__restrict__ aq,
                                             const float2 *__restrict__ ads, int k_pad, float *__restrict__ y,
                                             int rows, int row0, int n_rows) {
     typedef Task<TY> T;
     constexpr int ITEMS = Items<TY>::N;
+    constexpr int ROUND = ITEMS * MMVQ_THREADS;
     const u8 *wrows = w + (i64) row0 * nb * T::BYTES;
     const ActView a = {aq, ads, k_pad};
     const int n_tasks = nb * T::TPB;
-    const int passes = (n_tasks + MMVQ_THREADS - 1) / MMVQ_THREADS;
-    const int n_items = n_rows * passes;
-    float acc[ITEMS][NC];
+    const int n_all = n_rows * n_tasks;
+    // The first task of slot j's row (one round when n_rows > 1; row 0 otherwise).
+    int row_start[ITEMS];
 #pragma unroll
-    for (int j = 0; j < ITEMS; ++j)
-#pragma unroll
-        for (int c = 0; c < NC; ++c) acc[j][c] = 0.0f;
-    for (int i0 = 0; i0 < n_items; i0 += ITEMS) {
+    for (int j = 0; j < ITEMS; ++j) row_start[j] = n_rows == 1 ? 0 : (j * MMVQ_THREADS + threadIdx.x) / n_tasks * n_tasks;
+    float acc[ITEMS][NC] = {};
+    for (int f0 = 0; f0 < n_all; f0 += ROUND) {  // uniform over the block
         T task[ITEMS];
         int tt[ITEMS];
         bool live[ITEMS];
 #pragma unroll
         for (int j = 0; j < ITEMS; ++j) {  // every load first ...
-            const int item = i0 + j;
-            const int r = item / passes;
-            const int t = (item - r * passes) * MMVQ_THREADS + threadIdx.x;
-            // An item past the end loads task 0 of row 0 and drops it: no branch.
-            live[j] = item < n_items && t < n_tasks;
-            tt[j] = live[j] ? t : 0;
-            task[j].load(wrows + ((i64) (live[j] ? r : 0) * nb + tt[j] / T::TPB) * T::BYTES, tt[j] % T::TPB);
+            const int f = f0 + j * MMVQ_THREADS + threadIdx.x;
+            // A task past the end loads task 0 and drops it: no branch.
+            live[j] = f < n_all;
+            const int fl = live[j] ? f : 0;
+            tt[j] = fl - (live[j] ? row_start[j] : 0);
+            task[j].load(wrows + (i64) (fl / T::TPB) * T::BYTES, fl % T::TPB);
         }
         // The first round's weights are on their way: now wait for the activations (and
         // the output buffer) of the kernels before this one.
-        if (i0 == 0) pdl_wait();
+        if (f0 == 0) pdl_wait();
         // ... then the products: the branch ends the compiler's basic block, so the loads
         // above stay together (in one block it interleaves them with the products, to save
         // registers); the block scale is applied outside, where its load cannot sink to.
@@ -492,26 +500,22 @@ static __device__ __forceinline__ void mmvq(const u8 *__restrict__ w, int nb, co
             for (int c = 0; c < NC; ++c) acc[j][c] += live[j] ? scale * part[c] : 0.0f;
         }
     }
-    __shared__ float partial[MMVQ_THREADS / WARP][ITEMS][NC];
-    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+    // Slot sums by task: row r's are [r n_tasks, (r + 1) n_tasks) (all of them when
+    // n_rows == 1); warp w adds up the rows w, w + 4, ... for every token.
+    __shared__ float partial[NC][ROUND];
 #pragma unroll
-    for (int j = 0; j < ITEMS; ++j) {
-        if (j < n_items) {  // uniform over the block
+    for (int j = 0; j < ITEMS; ++j)
 #pragma unroll
-            for (int c = 0; c < NC; ++c) {
-                const float s = warp_sum(acc[j][c]);
-                if (lane == 0) partial[warp][j][c] = s;
-            }
-        }
-    }
+        for (int c = 0; c < NC; ++c) partial[c][j * MMVQ_THREADS + threadIdx.x] = acc[j][c];
     __syncthreads();
-    if (threadIdx.x < n_rows * NC) {
-        const int r = threadIdx.x / NC, c = threadIdx.x % NC;
+    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+    for (int rc = warp; rc < n_rows * NC; rc += MMVQ_THREADS / WARP) {
+        const int r = rc / NC, c = rc % NC;
+        const int lo = r * n_tasks, hi = min(lo + n_tasks, ROUND);
         float s = 0.0f;
-        for (int j = r * passes; j < min((r + 1) * passes, ITEMS); ++j)
-#pragma unroll
-            for (int wi = 0; wi < MMVQ_THREADS / WARP; ++wi) s += partial[wi][j][c];
-        y[(i64) c * rows + row0 + r] = s;
+        for (int f = lo + lane; f < hi; f += WARP) s += partial[c][f];
+        s = warp_sum(s);
+        if (lane == 0) y[(i64) c * rows + row0 + r] = s;
     }
 }
 

@@ -230,13 +230,12 @@ pub fn uses_q8_activations(ty: GgmlType) -> bool {
 }
 
 /// Tasks an mmvq thread takes per round, all their loads in flight at once (`Items` in
-/// kernels/mmvq.cu): 4, or 2 for Q6_K, whose tasks are twice as large; a block has 128
-/// threads.
+/// kernels/mmvq.cu): 4, or 2 for Q4_K, Q5_K and Q6_K, whose tasks are 64 weights; a block
+/// has 128 threads.
 fn mmvq_items(ty: GgmlType) -> usize {
-    if ty == GgmlType::Q6_K {
-        2
-    } else {
-        4
+    match ty {
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => 2,
+        _ => 4,
     }
 }
 
@@ -255,19 +254,19 @@ pub fn mmvq_max_rows(tokens: usize) -> usize {
 pub fn mmvq_tasks_per_block(ty: GgmlType) -> usize {
     match ty {
         _ if ty.block_elems() == 32 => 1,
-        GgmlType::Q6_K => 4,
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => 4,
         _ => 8,
     }
 }
 
 /// Most weight rows per block of the decode matvec (mmvq) for rows of `cols` weights of
-/// `ty` and `tokens` tokens: as many as one round of the block's threads covers (a row of
-/// `cols` weights takes ceil(tasks / 128) passes, [`mmvq_tasks_per_block`] tasks per
-/// weight block; a round is 4 passes, 2 for Q6_K), so a Q4_K row of 3840 weights shares a
-/// block with 3 others; at least 1 and at most [`mmvq_max_rows`].
+/// `ty` and `tokens` tokens: as many whole rows as one round of the block's threads covers
+/// (a row of `cols` weights is [`mmvq_tasks_per_block`] tasks per weight block; a round is
+/// 128 threads x 4 tasks, x 2 for the 64-weight tasks), so a Q4_K row of 3840 weights (60
+/// tasks) shares a block with 3 others; at least 1 and at most [`mmvq_max_rows`].
 pub fn mmvq_row_limit(ty: GgmlType, cols: usize, tokens: usize) -> usize {
-    let passes = (cols / ty.block_elems() * mmvq_tasks_per_block(ty)).div_ceil(128);
-    (mmvq_items(ty) / passes.max(1)).clamp(1, mmvq_max_rows(tokens))
+    let tasks = cols / ty.block_elems() * mmvq_tasks_per_block(ty);
+    (128 * mmvq_items(ty) / tasks.max(1)).clamp(1, mmvq_max_rows(tokens))
 }
 
 /// The rows per block of a multi-matrix product (`mmvq_multi_*`) of one token: the fewest
