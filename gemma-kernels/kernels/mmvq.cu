@@ -207,12 +207,6 @@ template <bool Q5> struct TaskQK45 {
 template <> struct Task<GGML_Q4_K> : TaskQK45<false> {};
 template <> struct Task<GGML_Q5_K> : TaskQK45<true> {};
 
-// Bytes 0..3 hold 6-bit values 0..63; returns them minus 32 as signed bytes.
-static __device__ __forceinline__ int sub32_bytes(int v) {
-    const int x = v ^ 0x20202020;
-    return x | ((x & 0x20202020) * 6);
-}
-
 // Q6_K: task t covers half n = t / 2 and l in [l0, l0 + 16), l0 = 16 (t % 2): weights
 // 128n + 32k + l for k = 0..3 (sub-block 8n + 2k + t % 2 each); the four products meet in
 // int32 with their scales (Q8_K activations: one d for the block), as the CPU sums them.
@@ -234,13 +228,15 @@ template <> struct Task<GGML_Q6_K> {
     __device__ __forceinline__ float scale() const { return h2f((u16) d); }
     template <int NC> __device__ __forceinline__ void dot(int t, ActView a, int e0, float *acc) const {
         const int n = t >> 1, l0 = 16 * (t & 1);
+        // The 6-bit quants 0..63 as they are; the -32 goes outside the dot product, as
+        // 32 times the sum of the activations (exact: the same integers).
         int q[4][4];
 #pragma unroll
         for (int w = 0; w < 4; ++w) {
-            q[0][w] = sub32_bytes((la[w] & LO4) | ((hh[w] & 0x03030303) << 4));
-            q[1][w] = sub32_bytes((lb[w] & LO4) | (((hh[w] >> 2) & 0x03030303) << 4));
-            q[2][w] = sub32_bytes(((la[w] >> 4) & LO4) | (((hh[w] >> 4) & 0x03030303) << 4));
-            q[3][w] = sub32_bytes(((lb[w] >> 4) & LO4) | (((hh[w] >> 6) & 0x03030303) << 4));
+            q[0][w] = (la[w] & LO4) | ((hh[w] << 4) & 0x30303030);
+            q[1][w] = (lb[w] & LO4) | ((hh[w] << 2) & 0x30303030);
+            q[2][w] = ((la[w] >> 4) & LO4) | (hh[w] & 0x30303030);
+            q[3][w] = ((lb[w] >> 4) & LO4) | ((hh[w] >> 2) & 0x30303030);
         }
         // Scale k of the task: byte t % 2 + 2k of scales[8n ..], a signed byte.
         int sc[4];
@@ -256,7 +252,8 @@ template <> struct Task<GGML_Q6_K> {
                 s = dp4a(q[k][1], u.y, s);
                 s = dp4a(q[k][2], u.z, s);
                 s = dp4a(q[k][3], u.w, s);
-                isum += sc[k] * s;
+                const int su = dp4a(0x01010101, u.w, dp4a(0x01010101, u.z, dp4a(0x01010101, u.y, dp4a(0x01010101, u.x, 0))));
+                isum += sc[k] * (s - 32 * su);
             }
             acc[c] += a.d(c, e0).x * (float) isum;
         }
