@@ -193,6 +193,44 @@ static __device__ __forceinline__ void pin(int4 &v) {
     pin(v.w);
 }
 
+// Asynchronous copies from global to shared memory (cp.async, sm_80+): nothing passes
+// through registers, so a thread can start many before it waits (copy_async_wait waits
+// for all of its own). `in` false writes zeros and reads nothing (src must still be a valid
+// address). Without __CUDA_ARCH__ (the CPU emulation of tests/emu/emu.h) a plain copy.
+static __device__ __forceinline__ u32 shared_address(const void *p) {
+#ifdef __CUDA_ARCH__
+    u32 a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+#else
+    return 0;
+#endif
+}
+
+static __device__ __forceinline__ void copy_async16(void *dst, const void *src, bool in) {
+#ifdef __CUDA_ARCH__
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(shared_address(dst)), "l"(src), "r"(in ? 16 : 0)
+                 : "memory");
+#else
+    *(int4 *) dst = in ? __ldg((const int4 *) src) : make_int4(0, 0, 0, 0);
+#endif
+}
+
+static __device__ __forceinline__ void copy_async8(void *dst, const void *src, bool in) {
+#ifdef __CUDA_ARCH__
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;" ::"r"(shared_address(dst)), "l"(src), "r"(in ? 8 : 0)
+                 : "memory");
+#else
+    *(int2 *) dst = in ? __ldg((const int2 *) src) : make_int2(0, 0);
+#endif
+}
+
+static __device__ __forceinline__ void copy_async_wait() {
+#ifdef __CUDA_ARCH__
+    asm volatile("cp.async.wait_all;" ::: "memory");
+#endif
+}
+
 // N consecutive 32-bit words from a 2-byte aligned address in aligned loads (pinned): the N
 // aligned words from the one holding p and, when p is 2 bytes past a 4-byte boundary, the
 // run's last 2 bytes; funnel-shifted together. Never reads past the run; may read the 2

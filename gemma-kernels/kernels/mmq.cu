@@ -2,9 +2,10 @@
 // y[c * rows + r] = dot(W row r, x column c) for n tokens, x quantized to q8_1.
 //
 // A block of 128 threads (2 x 2 warps) computes a 64 (weight rows) x 64 (tokens) tile,
-// stepping through K in tiles of 256. Each step unpacks the weights of the tile to signed
-// int8 in shared memory (offsets -8 / -16 / -32 applied; mins kept aside), copies the
-// activation tile, then every warp runs m16n8k32 mma (m16n8k16 pairs for the types whose
+// stepping through K in tiles of 256. Each step starts copying the activation tile into
+// shared memory (cp.async), loads the weights of the tile (all of a thread's loads in flight
+// at once) and unpacks them to signed int8 in shared memory (offsets -8 / -16 / -32
+// applied; mins kept aside), then every warp runs m16n8k32 mma (m16n8k16 pairs for the types whose
 // scales change every 16 weights) on its 32 x 32 sub-tile. Two ways to scale:
 //  - super-block types (K-quants, IQ4_XS: one d per row and tile, integer sub-block scales
 //    and mins; activations in Q8_K, one d per 256) multiply each mma's int32 result by the
@@ -96,77 +97,119 @@ static __device__ __forceinline__ void scale_min_w(int j, int s0, int s1, int s2
     }
 }
 
-// Unpacks 32-weight block j of the tile (Q4_0, Q5_0, Q8_0, Q4_1, Q5_1, IQ4_NL) into row r.
-template <int TY>
-static __device__ __forceinline__ void unpack_block32(const u8 *blk, MmqSmem &s, int r, int j) {
-    int *dst = &s.w[r][8 * j];
-    float d;
-    if (TY == GGML_Q4_0) {
-        const block_q4_0 *b = (const block_q4_0 *) blk;
-        int qs[4];
-        load_words_a2<4>(b->qs, qs);
+// The weight part of a tile is 64 rows x 8 loader tasks: a 32-weight block per task, or an
+// eighth of a super-block. WTask<TY>::load reads the raw bytes of a task into registers
+// (pinned: nothing waits for them there), so each thread issues the loads of several tasks
+// before it unpacks any (a loop that loaded and unpacked one task at a time waited for
+// global memory once per task); unpack writes the task's signed int8 weights, scales and
+// mins into tile row r.
+
+template <int TY> struct WTask;
+
+// 32-block types, task j = block j of the tile (Q4_0, Q5_0, Q8_0, IQ4_NL: an f16 d first).
+template <int W> struct WTaskD16 {
+    int q[W];
+    int d;  // f16 bits
+    __device__ __forceinline__ void load(const u8 *blk, int) {
+        load_words_a2<W>(blk + 2, q);
+        d = load_u16(blk);
+        pin(d);
+    }
+};
+
+template <> struct WTask<GGML_Q4_0> : WTaskD16<4> {
+    __device__ __forceinline__ void unpack(MmqSmem &s, int r, int j) const {
+        int *dst = &s.w[r][8 * j];
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-            dst[i] = sub8_nibbles(qs[i] & 0x0F0F0F0F);
-            dst[4 + i] = sub8_nibbles((qs[i] >> 4) & 0x0F0F0F0F);
+            dst[i] = sub8_nibbles(q[i] & 0x0F0F0F0F);
+            dst[4 + i] = sub8_nibbles((q[i] >> 4) & 0x0F0F0F0F);
         }
-        d = h2f(load_u16(blk));
-    } else if (TY == GGML_Q5_0) {
-        int w[5];  // qh, then the 16 qs bytes
-        load_words_a2<5>(blk + 2, w);
-        const u32 qh = (u32) w[0];
+        s.ws[r][j] = h2f((u16) d);
+    }
+};
+
+template <> struct WTask<GGML_Q5_0> : WTaskD16<5> {  // q[0]: qh, then the 16 qs bytes
+    __device__ __forceinline__ void unpack(MmqSmem &s, int r, int j) const {
+        int *dst = &s.w[r][8 * j];
+        const u32 qh = (u32) q[0];
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-            const int v = w[1 + i];
+            const int v = q[1 + i];
             dst[i] = sub16_bytes((v & 0x0F0F0F0F) | bits4_to_b4m(qh >> (4 * i)));
             dst[4 + i] = sub16_bytes(((v >> 4) & 0x0F0F0F0F) | bits4_to_b4m(qh >> (16 + 4 * i)));
         }
-        d = h2f(load_u16(blk));
-    } else if (TY == GGML_Q4_1 || TY == GGML_Q5_1) {
-        const bool q5 = TY == GGML_Q5_1;
-        const u32 qh = q5 ? (u32) load_i32(blk + 4) : 0u;  // Q4_1 blocks 4-, Q5_1 8-byte aligned
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const int v = load_i32(blk + (q5 ? 8 : 4) + 4 * i);
-            dst[i] = (v & 0x0F0F0F0F) | (q5 ? bits4_to_b4m(qh >> (4 * i)) : 0);
-            dst[4 + i] = ((v >> 4) & 0x0F0F0F0F) | (q5 ? bits4_to_b4m(qh >> (16 + 4 * i)) : 0);
-        }
-        d = h2f(load_u16(blk));
-        s.wm[r][j] = -h2f(load_u16(blk + 2));  // w = d q + m: the min term adds m * s
-    } else if (TY == GGML_IQ4_NL) {
-        int qs[4];
-        load_words_a2<4>(blk + 2, qs);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            dst[i] = iq4_values4(qs[i] & 0x0F0F0F0F);
-            dst[4 + i] = iq4_values4((qs[i] >> 4) & 0x0F0F0F0F);
-        }
-        d = h2f(load_u16(blk));
-    } else {
-        const block_q8_0 *b = (const block_q8_0 *) blk;
-        int qs[8];
-        load_words_a2<8>((const u8 *) b->qs, qs);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) dst[i] = qs[i];
-        d = h2f(load_u16(blk));
+        s.ws[r][j] = h2f((u16) d);
     }
-    s.ws[r][j] = d;
-}
+};
 
-// Unpacks task t (0..7) of one K-quant super-block into tile row r.
-template <int TY>
-static __device__ __forceinline__ void unpack_superblock(const u8 *blk, MmqSmem &s, int r, int t) {
-    if (TY == GGML_Q4_K || TY == GGML_Q5_K) {
-        const bool q5 = TY == GGML_Q5_K;
-        const int ch = t >> 1, h = t & 1;
-        const int4 hdr = load_i4(blk);
-        const int4 v = load_i4(blk + (q5 ? 48 : 16) + 32 * ch + 16 * h);
-        int qhw[4] = {0, 0, 0, 0};
-        if (q5) {
-            const int4 qh = load_i4(blk + 16 + 16 * h);
-            qhw[0] = qh.x; qhw[1] = qh.y; qhw[2] = qh.z; qhw[3] = qh.w;
+template <> struct WTask<GGML_Q8_0> : WTaskD16<8> {
+    __device__ __forceinline__ void unpack(MmqSmem &s, int r, int j) const {
+        int *dst = &s.w[r][8 * j];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) dst[i] = q[i];
+        s.ws[r][j] = h2f((u16) d);
+    }
+};
+
+template <> struct WTask<GGML_IQ4_NL> : WTaskD16<4> {
+    __device__ __forceinline__ void unpack(MmqSmem &s, int r, int j) const {
+        int *dst = &s.w[r][8 * j];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            dst[i] = iq4_values4(q[i] & 0x0F0F0F0F);
+            dst[4 + i] = iq4_values4((q[i] >> 4) & 0x0F0F0F0F);
         }
+        s.ws[r][j] = h2f((u16) d);
+    }
+};
+
+// Q4_1 / Q5_1: d and m, (Q5_1: qh,) the 16 qs bytes; blocks 4- (Q4_1) or 8-byte aligned.
+template <bool Q5> struct WTaskQ45_1 {
+    int dm, qh, v[4];
+    __device__ __forceinline__ void load(const u8 *blk, int) {
+        dm = load_i32(blk);
+        qh = Q5 ? load_i32(blk + 4) : 0;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            v[i] = load_i32(blk + (Q5 ? 8 : 4) + 4 * i);
+            pin(v[i]);
+        }
+        pin(dm);
+        pin(qh);
+    }
+    __device__ __forceinline__ void unpack(MmqSmem &s, int r, int j) const {
+        int *dst = &s.w[r][8 * j];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            dst[i] = (v[i] & 0x0F0F0F0F) | (Q5 ? bits4_to_b4m((u32) qh >> (4 * i)) : 0);
+            dst[4 + i] = ((v[i] >> 4) & 0x0F0F0F0F) | (Q5 ? bits4_to_b4m((u32) qh >> (16 + 4 * i)) : 0);
+        }
+        s.ws[r][j] = h2f((u16) (dm & 0xFFFF));
+        s.wm[r][j] = -h2f((u16) ((u32) dm >> 16));  // w = d q + m: the min term adds m * s
+    }
+};
+template <> struct WTask<GGML_Q4_1> : WTaskQ45_1<false> {};
+template <> struct WTask<GGML_Q5_1> : WTaskQ45_1<true> {};
+
+// Q4_K / Q5_K: task t covers chunk ch = t / 2 (64 weights), half h = t % 2.
+template <bool Q5> struct WTaskQK45 {
+    int4 hdr, v, qh;  // qh: Q5_K only
+    __device__ __forceinline__ void load(const u8 *blk, int t) {
+        const int ch = t >> 1, h = t & 1;
+        hdr = load_i4(blk);
+        v = load_i4(blk + (Q5 ? 48 : 16) + 32 * ch + 16 * h);
+        pin(hdr);
+        pin(v);
+        if (Q5) {
+            qh = load_i4(blk + 16 + 16 * h);
+            pin(qh);
+        }
+    }
+    __device__ __forceinline__ void unpack(MmqSmem &s, int r, int t) const {
+        const int ch = t >> 1, h = t & 1;
         const int vw[4] = {v.x, v.y, v.z, v.w};
+        const int qhw[4] = {Q5 ? qh.x : 0, Q5 ? qh.y : 0, Q5 ? qh.z : 0, Q5 ? qh.w : 0};
         int lo[4], hi[4];
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
@@ -188,18 +231,49 @@ static __device__ __forceinline__ void unpack_superblock(const u8 *blk, MmqSmem 
                 s.wdm[r] = h2f((u16) ((u32) hdr.x >> 16));
             }
         }
-    } else if (TY == GGML_Q2_K || TY == GGML_Q3_K) {
-        // Task t: n = t / 4, g = t % 4, weights 128n + 32g + l (l < 32).
-        const bool q3 = TY == GGML_Q3_K;
+    }
+};
+template <> struct WTask<GGML_Q4_K> : WTaskQK45<false> {};
+template <> struct WTask<GGML_Q5_K> : WTaskQK45<true> {};
+
+// Q2_K / Q3_K: task t: n = t / 4, g = t % 4, weights 128n + 32g + l (l < 32).
+template <bool Q3> struct WTaskQ23_K {
+    int qs[8];
+    int hm[8];   // Q3_K: the hmask words
+    int scw[3];  // Q2_K: scales[s0], scales[s0 + 1] (s0 = 8n + 2g); Q3_K: the 12 scale bytes
+    int dd;      // Q2_K: d | dmin << 16; Q3_K: d
+    __device__ __forceinline__ void load(const u8 *blk, int t) {  // Q2_K: 4-byte, Q3_K: 2-byte aligned
+        const int n = t >> 2, g = t & 3;
+        if (Q3) {
+            load_words_a2<8>(blk + 32 + 32 * n, qs);
+            load_words_a2<8>(blk, hm);
+            load_words_a2<3>(blk + 96, scw);
+            dd = load_u16(blk + 108);
+        } else {
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                qs[i] = load_i32(blk + 16 + 32 * n + 4 * i);
+                pin(qs[i]);
+            }
+            scw[0] = load_u16(blk + 8 * n + 2 * g);
+            pin(scw[0]);
+            dd = load_i32(blk + 80);
+        }
+        pin(dd);
+    }
+    // q3_K_scale of sub-block sb from the 12 scale bytes in scw.
+    __device__ __forceinline__ int q3_scale(int sb) const {
+        const int lo = (byte_at(scw[(sb % 8) / 4], sb % 4) >> (4 * (sb / 8))) & 0xF;
+        const int hi = (byte_at(scw[2], sb % 4) >> (2 * (sb / 4))) & 3;
+        return lo | (hi << 4);
+    }
+    __device__ __forceinline__ void unpack(MmqSmem &s, int r, int t) const {
         const int n = t >> 2, g = t & 3;
         int *dst = &s.w[r][(128 * n + 32 * g) / 4];
-        int qs[8], hm[8];
-        load_words_a2<8>(blk + (q3 ? 32 : 16) + 32 * n, qs);
-        if (q3) load_words_a2<8>(blk, hm);
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
             const int v = (qs[i] >> (2 * g)) & 0x03030303;
-            if (q3) {
+            if (Q3) {
                 const int h = (hm[i] >> (4 * n + g)) & 0x01010101;
                 const int x = (v | (h << 2)) ^ 0x04040404;  // q + 4h - 4 as int8
                 dst[i] = x | ((x & 0x04040404) * 0x3E);
@@ -208,138 +282,177 @@ static __device__ __forceinline__ void unpack_superblock(const u8 *blk, MmqSmem 
             }
         }
         const int s0 = 8 * n + 2 * g;
-        if (q3) {
-            const block_q3_K *b = (const block_q3_K *) blk;
-            s.wsi[r][s0] = q3_K_scale(b->scales, s0) - 32;
-            s.wsi[r][s0 + 1] = q3_K_scale(b->scales, s0 + 1) - 32;
-            if (t == 0) s.wd[r] = h2f(load_u16(blk + 108));
+        if (Q3) {
+            s.wsi[r][s0] = q3_scale(s0) - 32;
+            s.wsi[r][s0 + 1] = q3_scale(s0 + 1) - 32;
+            if (t == 0) s.wd[r] = h2f((u16) dd);
         } else {
-            const int sc = load_u16(blk + s0);  // scales s0, s0 + 1: 4-bit scale, 4-bit min
+            const int sc = scw[0];  // scales s0, s0 + 1: 4-bit scale, 4-bit min
             s.wsi[r][s0] = sc & 0xF;
             s.wsi[r][s0 + 1] = (sc >> 8) & 0xF;
             ((u16 *) s.im.m[r])[s0 / 2] = (u16) ((sc >> 4) & 0x0F0F);
             if (t == 0) {
-                s.wd[r] = h2f(load_u16(blk + 80));
-                s.wdm[r] = h2f(load_u16(blk + 82));
+                s.wd[r] = h2f((u16) (dd & 0xFFFF));
+                s.wdm[r] = h2f((u16) ((u32) dd >> 16));
             }
         }
-    } else if (TY == GGML_IQ4_XS) {
-        // Task t: block t of 32 weights.
-        const block_iq4_xs *b = (const block_iq4_xs *) blk;
+    }
+};
+template <> struct WTask<GGML_Q2_K> : WTaskQ23_K<false> {};
+template <> struct WTask<GGML_Q3_K> : WTaskQ23_K<true> {};
+
+// IQ4_XS: task t = block t of 32 weights; blocks 8-byte aligned.
+template <> struct WTask<GGML_IQ4_XS> {
+    int2 head, q01, q23;  // head: d, scales_h, scales_l[4]
+    __device__ __forceinline__ void load(const u8 *blk, int t) {
+        head = load_i2(blk);
+        q01 = load_i2(blk + 8 + 16 * t);
+        q23 = load_i2(blk + 8 + 16 * t + 8);
+        pin(head);
+        pin(q01);
+        pin(q23);
+    }
+    __device__ __forceinline__ void unpack(MmqSmem &s, int r, int t) const {
         int *dst = &s.w[r][8 * t];
-        const int2 q01 = load_i2(b->qs + 16 * t), q23 = load_i2(b->qs + 16 * t + 8);  // 8-byte aligned
         const int qs[4] = {q01.x, q01.y, q23.x, q23.y};
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
             dst[i] = iq4_values4(qs[i] & 0x0F0F0F0F);
             dst[4 + i] = iq4_values4((qs[i] >> 4) & 0x0F0F0F0F);
         }
-        const int ls = ((__ldg(&b->scales_l[t / 2]) >> (4 * (t % 2))) & 0xF) | (((load_u16(blk + 2) >> (2 * t)) & 3) << 4);
+        const u32 scales_h = (u32) head.x >> 16, scales_l = (u32) head.y >> (8 * (t / 2));
+        const int ls = (int) (((scales_l >> (4 * (t % 2))) & 0xF) | (((scales_h >> (2 * t)) & 3) << 4));
         s.wsi[r][2 * t] = ls - 32;
-        if (t == 0) s.wd[r] = h2f(load_u16(blk));
-    } else {  // Q6_K
+        if (t == 0) s.wd[r] = h2f((u16) (head.x & 0xFFFF));
+    }
+};
+
+// Q6_K: task t: n = t / 4, l0 = 8 (t % 4): weights 128n + 32k + l0 + (0..7), k = 0..3.
+template <> struct WTask<GGML_Q6_K> {
+    int la[2], lb[2], hh[2], scw[2], d;  // scw: scales[8n .. 8n + 8)
+    __device__ __forceinline__ void load(const u8 *blk, int t) {
         const block_q6_K *b = (const block_q6_K *) blk;
         const int n = t >> 2, l0 = 8 * (t & 3);
-        const u8 *qla = b->ql + 64 * n + l0;
-        const u8 *qhp = b->qh + 32 * n + l0;
-        int lav[2], lbv[2], hhv[2];
-        load_words_a2<2>(qla, lav);
-        load_words_a2<2>(qla + 32, lbv);
-        load_words_a2<2>(qhp, hhv);
+        load_words_a2<2>(b->ql + 64 * n + l0, la);
+        load_words_a2<2>(b->ql + 64 * n + l0 + 32, lb);
+        load_words_a2<2>(b->qh + 32 * n + l0, hh);
+        load_words_a2<2>((const u8 *) b->scales + 8 * n, scw);
+        d = load_u16((const u8 *) &b->d);
+        pin(d);
+    }
+    __device__ __forceinline__ void unpack(MmqSmem &s, int r, int t) const {
+        const int n = t >> 2, l0 = 8 * (t & 3);
 #pragma unroll
         for (int w = 0; w < 2; ++w) {
-            const int la = lav[w], lb = lbv[w], hh = hhv[w];
             const int base = 128 * n + l0 + 4 * w;
-            s.w[r][(base + 0) / 4] = sub32_bytes6((la & 0x0F0F0F0F) | ((hh & 0x03030303) << 4));
-            s.w[r][(base + 32) / 4] = sub32_bytes6((lb & 0x0F0F0F0F) | (((hh >> 2) & 0x03030303) << 4));
-            s.w[r][(base + 64) / 4] = sub32_bytes6(((la >> 4) & 0x0F0F0F0F) | (((hh >> 4) & 0x03030303) << 4));
-            s.w[r][(base + 96) / 4] = sub32_bytes6(((lb >> 4) & 0x0F0F0F0F) | (((hh >> 6) & 0x03030303) << 4));
+            s.w[r][(base + 0) / 4] = sub32_bytes6((la[w] & 0x0F0F0F0F) | ((hh[w] & 0x03030303) << 4));
+            s.w[r][(base + 32) / 4] = sub32_bytes6((lb[w] & 0x0F0F0F0F) | (((hh[w] >> 2) & 0x03030303) << 4));
+            s.w[r][(base + 64) / 4] = sub32_bytes6(((la[w] >> 4) & 0x0F0F0F0F) | (((hh[w] >> 4) & 0x03030303) << 4));
+            s.w[r][(base + 96) / 4] = sub32_bytes6(((lb[w] >> 4) & 0x0F0F0F0F) | (((hh[w] >> 6) & 0x03030303) << 4));
         }
-        if ((l0 & 15) == 0) {
+        if ((l0 & 15) == 0) {  // the scales of sub-blocks 8n + 2k + is: bytes is + 2k of scw
             const int is = l0 / 16;
 #pragma unroll
-            for (int k = 0; k < 4; ++k) s.wsi[r][8 * n + 2 * k + is] = b->scales[8 * n + is + 2 * k];
+            for (int k = 0; k < 4; ++k) s.wsi[r][8 * n + 2 * k + is] = (i8) byte_at(scw[k / 2], is + 2 * (k % 2));
         }
-        if (t == 0) s.wd[r] = h2f(load_u16((const u8 *) &b->d));
+        if (t == 0) s.wd[r] = h2f((u16) d);
     }
-}
+};
 
 // QK, BYTES: weights and bytes per block; MIN: w = d q - min (Q4_1 / Q5_1: + min); S16: a
 // scale per 16 weights; INT: integer sub-block scales (and mins), one d (and d_min) per
-// super-block.
+// super-block; LOADS: loader tasks a thread loads before it unpacks them (2 for Q3_K, whose
+// tasks hold 20 words; else all 4).
 template <int TY> struct MmqType;
-template <> struct MmqType<GGML_Q4_0> { enum { QK = 32, BYTES = 18, MIN = 0, S16 = 0, INT = 0 }; };
-template <> struct MmqType<GGML_Q5_0> { enum { QK = 32, BYTES = 22, MIN = 0, S16 = 0, INT = 0 }; };
-template <> struct MmqType<GGML_Q8_0> { enum { QK = 32, BYTES = 34, MIN = 0, S16 = 0, INT = 0 }; };
-template <> struct MmqType<GGML_Q4_K> { enum { QK = 256, BYTES = 144, MIN = 1, S16 = 0, INT = 1 }; };
-template <> struct MmqType<GGML_Q5_K> { enum { QK = 256, BYTES = 176, MIN = 1, S16 = 0, INT = 1 }; };
-template <> struct MmqType<GGML_Q6_K> { enum { QK = 256, BYTES = 210, MIN = 0, S16 = 1, INT = 1 }; };
-template <> struct MmqType<GGML_Q4_1> { enum { QK = 32, BYTES = 20, MIN = 1, S16 = 0, INT = 0 }; };
-template <> struct MmqType<GGML_Q5_1> { enum { QK = 32, BYTES = 24, MIN = 1, S16 = 0, INT = 0 }; };
-template <> struct MmqType<GGML_IQ4_NL> { enum { QK = 32, BYTES = 18, MIN = 0, S16 = 0, INT = 0 }; };
-template <> struct MmqType<GGML_Q2_K> { enum { QK = 256, BYTES = 84, MIN = 1, S16 = 1, INT = 1 }; };
-template <> struct MmqType<GGML_Q3_K> { enum { QK = 256, BYTES = 110, MIN = 0, S16 = 1, INT = 1 }; };
-template <> struct MmqType<GGML_IQ4_XS> { enum { QK = 256, BYTES = 136, MIN = 0, S16 = 0, INT = 1 }; };
+template <> struct MmqType<GGML_Q4_0> { enum { QK = 32, BYTES = 18, MIN = 0, S16 = 0, INT = 0, LOADS = 4 }; };
+template <> struct MmqType<GGML_Q5_0> { enum { QK = 32, BYTES = 22, MIN = 0, S16 = 0, INT = 0, LOADS = 4 }; };
+template <> struct MmqType<GGML_Q8_0> { enum { QK = 32, BYTES = 34, MIN = 0, S16 = 0, INT = 0, LOADS = 4 }; };
+template <> struct MmqType<GGML_Q4_K> { enum { QK = 256, BYTES = 144, MIN = 1, S16 = 0, INT = 1, LOADS = 4 }; };
+template <> struct MmqType<GGML_Q5_K> { enum { QK = 256, BYTES = 176, MIN = 1, S16 = 0, INT = 1, LOADS = 4 }; };
+template <> struct MmqType<GGML_Q6_K> { enum { QK = 256, BYTES = 210, MIN = 0, S16 = 1, INT = 1, LOADS = 4 }; };
+template <> struct MmqType<GGML_Q4_1> { enum { QK = 32, BYTES = 20, MIN = 1, S16 = 0, INT = 0, LOADS = 4 }; };
+template <> struct MmqType<GGML_Q5_1> { enum { QK = 32, BYTES = 24, MIN = 1, S16 = 0, INT = 0, LOADS = 4 }; };
+template <> struct MmqType<GGML_IQ4_NL> { enum { QK = 32, BYTES = 18, MIN = 0, S16 = 0, INT = 0, LOADS = 4 }; };
+template <> struct MmqType<GGML_Q2_K> { enum { QK = 256, BYTES = 84, MIN = 1, S16 = 1, INT = 1, LOADS = 4 }; };
+template <> struct MmqType<GGML_Q3_K> { enum { QK = 256, BYTES = 110, MIN = 0, S16 = 1, INT = 1, LOADS = 2 }; };
+template <> struct MmqType<GGML_IQ4_XS> { enum { QK = 256, BYTES = 136, MIN = 0, S16 = 0, INT = 1, LOADS = 4 }; };
 
-// Fills the weight part of the tile for K offset k0 (row r0 of the matrix).
+// Zeros for the loader task t of tile row r past the matrix's rows or blocks.
 template <int TY>
-static __device__ __forceinline__ void load_w_tile(const u8 *w, int nb, int rows, int r0, int k0, MmqSmem &s) {
+static __device__ __forceinline__ void zero_w_task(MmqSmem &s, int r, int t) {
     typedef MmqType<TY> T;
-    // 64 rows x 8 tasks: a 32-weight block per task, or an eighth of a super-block.
-    for (int task = threadIdx.x; task < MMQ_BM * 8; task += MMQ_THREADS) {
-        const int r = task / 8, t = task % 8;
-        const int row = r0 + r;
-        if (T::QK == 32) {
-            const int b = k0 / 32 + t;
-            if (row < rows && b < nb) {
-                unpack_block32<TY>(w + ((i64) row * nb + b) * T::BYTES, s, r, t);
-            } else {
 #pragma unroll
-                for (int i = 0; i < 8; ++i) s.w[r][8 * t + i] = 0;
-                s.ws[r][t] = 0.0f;
-                s.wm[r][t] = 0.0f;
-            }
-        } else {
-            const int b = k0 / 256;
-            if (row < rows) {
-                unpack_superblock<TY>(w + ((i64) row * nb + b) * T::BYTES, s, r, t);
-            } else {
-#pragma unroll
-                for (int i = 0; i < 8; ++i) s.w[r][8 * t + i] = 0;
-                s.wsi[r][2 * t] = 0;
-                s.wsi[r][2 * t + 1] = 0;
-                if (T::MIN && t < MMQ_BK / 64) s.im.m[r][t] = 0;
-                if (t == 0) {
-                    s.wd[r] = 0.0f;
-                    s.wdm[r] = 0.0f;
-                }
-            }
+    for (int i = 0; i < 8; ++i) s.w[r][8 * t + i] = 0;
+    if (T::QK == 32) {
+        s.ws[r][t] = 0.0f;
+        s.wm[r][t] = 0.0f;
+    } else {
+        s.wsi[r][2 * t] = 0;
+        s.wsi[r][2 * t + 1] = 0;
+        if (T::MIN && t < MMQ_BK / 64) s.im.m[r][t] = 0;
+        if (t == 0) {
+            s.wd[r] = 0.0f;
+            s.wdm[r] = 0.0f;
         }
     }
 }
 
-// Copies the activation tile; with INT_MINS also the sums of each 16 activations, as the
-// int8 halves of MmqIntMins.
-template <bool INT_MINS>
-static __device__ __forceinline__ void load_x_tile(const i8 *xq, const float2 *xd, int k_pad, int n, int c0,
-                                                   int k0, MmqSmem &s) {
-    for (int idx = threadIdx.x; idx < MMQ_BN * (MMQ_BK / 16); idx += MMQ_THREADS) {
-        const int c = idx / (MMQ_BK / 16), q = idx % (MMQ_BK / 16);
-        const int col = c0 + c;
-        int4 v = make_int4(0, 0, 0, 0);
-        if (col < n) v = load_i4(xq + (i64) col * k_pad + k0 + 16 * q);
-        *(int4 *) &s.x[c][4 * q] = v;
-        if (INT_MINS) {
-            const int ones = 0x01010101;
-            const int b = dp4a(v.w, ones, dp4a(v.z, ones, dp4a(v.y, ones, dp4a(v.x, ones, 0))));
-            ((u8 *) s.im.xlo[c])[q] = (u8) (b & 127);
-            ((u8 *) s.im.xhi[c])[q] = (u8) (b >> 7);
+// Fills the weight part of the tile for K offset k0 (row r0 of the matrix): loader task
+// idx = i x 128 + thread is task idx % 8 of tile row idx / 8. A task past the matrix loads
+// the matrix's first block and writes zeros.
+template <int TY>
+static __device__ __forceinline__ void load_w_tile(const u8 *w, int nb, int rows, int r0, int k0, MmqSmem &s) {
+    typedef MmqType<TY> T;
+    constexpr int N = MMQ_BM * 8 / MMQ_THREADS;
+#pragma unroll
+    for (int i0 = 0; i0 < N; i0 += T::LOADS) {
+        WTask<TY> task[T::LOADS];
+        bool in[T::LOADS];
+#pragma unroll
+        for (int i = 0; i < T::LOADS; ++i) {
+            const int idx = threadIdx.x + (i0 + i) * MMQ_THREADS, r = idx / 8, t = idx % 8;
+            const int row = r0 + r, b = T::QK == 32 ? k0 / 32 + t : k0 / 256;
+            in[i] = row < rows && b < nb;
+            task[i].load(w + (in[i] ? ((i64) row * nb + b) * T::BYTES : 0), t);
+        }
+#pragma unroll
+        for (int i = 0; i < T::LOADS; ++i) {
+            const int idx = threadIdx.x + (i0 + i) * MMQ_THREADS, r = idx / 8, t = idx % 8;
+            if (in[i]) task[i].unpack(s, r, t);
+            else zero_w_task<TY>(s, r, t);
         }
     }
-    for (int idx = threadIdx.x; idx < MMQ_BN * (MMQ_BK / 32); idx += MMQ_THREADS) {
-        const int c = idx / (MMQ_BK / 32), j = idx % (MMQ_BK / 32);
-        const int col = c0 + c;
-        s.xd[c][j] = col < n ? xd[(i64) col * (k_pad / QK8) + k0 / QK8 + j] : make_float2(0.0f, 0.0f);
+}
+
+// Starts copying the activation tile into shared memory (cp.async: no registers; zeros past
+// the n tokens); copy_async_wait ends it.
+static __device__ __forceinline__ void load_x_tile(const i8 *xq, const float2 *xd, int k_pad, int n, int c0, int k0,
+                                                   MmqSmem &s) {
+#pragma unroll
+    for (int i = 0; i < MMQ_BN * (MMQ_BK / 16) / MMQ_THREADS; ++i) {
+        const int idx = threadIdx.x + i * MMQ_THREADS, c = idx / (MMQ_BK / 16), q = idx % (MMQ_BK / 16);
+        const bool in = c0 + c < n;
+        copy_async16(&s.x[c][4 * q], in ? xq + (i64) (c0 + c) * k_pad + k0 + 16 * q : xq, in);
+    }
+#pragma unroll
+    for (int i = 0; i < MMQ_BN * (MMQ_BK / 32) / MMQ_THREADS; ++i) {
+        const int idx = threadIdx.x + i * MMQ_THREADS, c = idx / (MMQ_BK / 32), j = idx % (MMQ_BK / 32);
+        const bool in = c0 + c < n;
+        copy_async8(&s.xd[c][j], in ? xd + (i64) (c0 + c) * (k_pad / QK8) + k0 / QK8 + j : xd, in);
+    }
+}
+
+// The sums of each 16 activations of the tile (in shared memory), as the int8 halves of
+// MmqIntMins.
+static __device__ __forceinline__ void x_tile_sums(MmqSmem &s) {
+#pragma unroll
+    for (int i = 0; i < MMQ_BN * (MMQ_BK / 16) / MMQ_THREADS; ++i) {
+        const int idx = threadIdx.x + i * MMQ_THREADS, c = idx / (MMQ_BK / 16), q = idx % (MMQ_BK / 16);
+        const int4 v = *(const int4 *) &s.x[c][4 * q];
+        const int ones = 0x01010101;
+        const int b = dp4a(v.w, ones, dp4a(v.z, ones, dp4a(v.y, ones, dp4a(v.x, ones, 0))));
+        ((u8 *) s.im.xlo[c])[q] = (u8) (b & 127);
+        ((u8 *) s.im.xhi[c])[q] = (u8) (b >> 7);
     }
 }
 
@@ -490,9 +603,14 @@ static __device__ __forceinline__ void mmq(const u8 *__restrict__ w, int nb, int
     float acc[2][4][4] = {};
 
     for (int k0 = 0; k0 < k; k0 += MMQ_BK) {
+        load_x_tile(xq, xd, k_pad, n, c0, k0, s);
         load_w_tile<TY>(w, nb, rows, r0, k0, s);
-        load_x_tile<T::INT && T::MIN>(xq, xd, k_pad, n, c0, k0, s);
+        copy_async_wait();
         __syncthreads();
+        if (T::INT && T::MIN) {
+            x_tile_sums(s);
+            __syncthreads();
+        }
         if (T::INT) {
             tile_products_int<T::S16, T::MIN>(s, wr, wc, g, tig, acc);
         } else {
