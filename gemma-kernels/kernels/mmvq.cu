@@ -9,10 +9,12 @@
 // blocks more than with bytes. One warp per row was slower: 23.2 us.)
 //
 // Per task (TPB tasks per block; the host's launch::mmvq_tasks_per_block says the same):
-//   32-block types (Q4_0, Q5_0, Q8_0, Q4_1, Q5_1, IQ4_NL): 1 task, the whole block (sm_90
-//   SASS, Q4_0: 4.4 instructions per weight byte, against 8.5 with 2 tasks of 16 weights);
+//   32-block types (Q4_0, Q5_0, Q8_0, Q4_1, Q5_1, IQ4_NL): 1 task, the whole block;
 //   Q4_K, Q5_K: 4 tasks of 32 qs bytes (64 weights, two sub-blocks), 16-byte loads;
 //   Q6_K: 4 tasks of 64 weights (16 from each quarter of one half).
+//   (sm_90 SASS instructions per weight byte, one round of mmvq_<type>_1: Q4_K 3.3, Q6_K
+//   4.1, Q4_0 3.8, Q8_0 1.8; with 16- or 32-weight tasks and rows padded to whole passes of
+//   the block's threads they were 7.3, 8.9, 8.5 and 5.0.)
 //   Q2_K, Q3_K: 8 tasks of 32 weights (one activation block, two sub-blocks of 16);
 //   IQ4_XS: 8 tasks, one block of 32 each.
 // Offsets (-8, -16, the minimums) use s = d * sum(q) of each activation block a task
