@@ -57,10 +57,19 @@ static __device__ __forceinline__ void flash_prefill(const float *__restrict__ q
     const int hk = h / (n_heads / n_kv);
     const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
 
-    for (int idx = threadIdx.x; idx < BQ * D; idx += FA_THREADS) {
-        const int qi = idx / D, d = idx % D;
+    // The block's queries, scaled: BQ x D = 2048 floats, four 16-byte loads per thread
+    // issued together.
+#pragma unroll
+    for (int i = 0; i < BQ * D / 4 / FA_THREADS; ++i) {
+        const int idx = threadIdx.x + i * FA_THREADS, qi = idx / (D / 4), d4 = idx % (D / 4);
         const int t = t0 + qi;
-        sq[qi][d] = t < n ? q[((i64) t * n_heads + h) * D + d] * scale : 0.0f;
+        float4 v = {0.0f, 0.0f, 0.0f, 0.0f};
+        if (t < n) v = __ldg((const float4 *) (q + ((i64) t * n_heads + h) * D) + d4);
+        v.x *= scale;
+        v.y *= scale;
+        v.z *= scale;
+        v.w *= scale;
+        *(float4 *) &sq[qi][4 * d4] = v;
     }
 
     const int t_last = min(t0 + BQ, n) - 1;
@@ -81,27 +90,26 @@ static __device__ __forceinline__ void flash_prefill(const float *__restrict__ q
 
     for (int kt = k_begin; kt < k_end; kt += FA_KT) {
         __syncthreads();  // previous tile fully used (and sq written on the first pass)
+        // The tile's keys and values by cp.async, all in flight at once (zeros past k_end;
+        // such a key names key kt, which exists, as its unread source).
         for (int idx = threadIdx.x; idx < FA_KT * (D / 4); idx += FA_THREADS) {
             const int j = idx / (D / 4), c = idx % (D / 4);
-            const int kp = kt + j;
-            int2 kv = make_int2(0, 0), vv = make_int2(0, 0);
-            if (kp < k_end) {
-                const u16 *ks, *vs;
-                if (kp < p_new) {
-                    const i64 off = ((i64) (kp % n_slots) * n_kv + hk) * D;
-                    ks = kc + off;
-                    vs = vc + off;
-                } else {
-                    const i64 off = ((i64) (kp - p_new) * n_kv + hk) * D;
-                    ks = k_new + off;
-                    vs = v_new + off;
-                }
-                kv = load_i2(ks + 4 * c);
-                vv = load_i2(vs + 4 * c);
+            const bool in = kt + j < k_end;
+            const int kp = in ? kt + j : kt;
+            const u16 *ks, *vs;
+            if (kp < p_new) {
+                const i64 off = ((i64) (kp % n_slots) * n_kv + hk) * D;
+                ks = kc + off;
+                vs = vc + off;
+            } else {
+                const i64 off = ((i64) (kp - p_new) * n_kv + hk) * D;
+                ks = k_new + off;
+                vs = v_new + off;
             }
-            *(int2 *) &sk[j][4 * c] = kv;
-            *(int2 *) &sv[j][4 * c] = vv;
+            copy_async8(&sk[j][4 * c], ks + 4 * c, in);
+            copy_async8(&sv[j][4 * c], vs + 4 * c, in);
         }
+        copy_async_wait();
         __syncthreads();
 
         // Scores of key `lane` for this warp's queries.
