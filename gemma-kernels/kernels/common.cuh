@@ -353,22 +353,25 @@ static __device__ __forceinline__ float gelu_tanh(float x) {
 }
 
 // ---------------------------------------------------------------------------------
-// Quantizes 256 activations in format `fmt` (ACT_*): thread i of a block of 256 holds value
-// i, warp w the 32-block w; writes qs[i] and, from lane 0 of each warp, ds[w]. Every thread
-// of the block calls it (ACT_Q8_K reduces over the block). smax: 8 floats of shared memory.
-static __device__ __forceinline__ void quantize_act256(float v, int fmt, i8 *qs, float2 *ds, float *smax) {
-    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+// Activation quantization.
+
+// The first value of largest magnitude of a warp's 32 values, with its sign.
+static __device__ __forceinline__ float warp_first_max(float v) {
     const float amax = warp_max(fabsf(v));
+    const u32 at = __ballot_sync(0xffffffffu, fabsf(v) == amax);
+    return __shfl_sync(0xffffffffu, v, at ? __ffs(at) - 1 : 0);
+}
+
+// quantize_act256 once smax holds the 8 warps' warp_first_max (ACT_Q8_K; smax is not read
+// for the other formats): no barrier.
+static __device__ __forceinline__ void quantize_act256_store(float v, int fmt, i8 *qs, float2 *ds,
+                                                             const float *smax) {
+    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
     int q;
     float d, s;
     if (fmt == ACT_Q8_K) {
         // The first value of largest magnitude, with its sign: first within each warp, then
         // the first warp holding the block's largest magnitude.
-        const u32 at = __ballot_sync(0xffffffffu, fabsf(v) == amax);
-        const float wmax = __shfl_sync(0xffffffffu, v, at ? __ffs(at) - 1 : 0);
-        __syncthreads();  // smax may still be read by a previous call
-        if (lane == 0) smax[warp] = wmax;
-        __syncthreads();
         float mx = 0.0f;
 #pragma unroll
         for (int w = 0; w < 8; ++w)
@@ -385,6 +388,7 @@ static __device__ __forceinline__ void quantize_act256(float v, int fmt, i8 *qs,
         }
         s = d * warp_sum((float) q);  // exact: |sum| <= 32 * 128
     } else {
+        const float amax = warp_max(fabsf(v));
         const float d32 = amax / 127.0f;
         d = h2f(f2h(d32));
         const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
@@ -398,6 +402,53 @@ static __device__ __forceinline__ void quantize_act256(float v, int fmt, i8 *qs,
     }
     qs[threadIdx.x] = (i8) q;
     if (lane == 0) ds[warp] = make_float2(d, s);
+}
+
+// Quantizes 256 activations in format `fmt` (ACT_*): thread i of a block of 256 holds value
+// i, warp w the 32-block w; writes qs[i] and, from lane 0 of each warp, ds[w]. Every thread
+// of the block calls it (ACT_Q8_K reduces over the block). smax: 8 floats of shared memory.
+static __device__ __forceinline__ void quantize_act256(float v, int fmt, i8 *qs, float2 *ds, float *smax) {
+    if (fmt == ACT_Q8_K) {
+        const float wmax = warp_first_max(v);
+        __syncthreads();  // smax may still be read by a previous call
+        if (threadIdx.x % WARP == 0) smax[threadIdx.x / WARP] = wmax;
+        __syncthreads();
+    }
+    quantize_act256_store(v, fmt, qs, ds, smax);
+}
+
+// Values per thread of the row kernels that keep a whole row in registers (norm.cu): rows
+// of up to ROW_VALUES x 256 = 6144 (Gemma 3's widest is 5376); the host checks.
+#define ROW_VALUES 24
+
+// Thread t's values of a row of dim floats: x[256 j + t] for every j (0 past dim), their
+// loads issued together.
+static __device__ __forceinline__ void load_row(const float *x, int dim, float (&v)[ROW_VALUES]) {
+#pragma unroll
+    for (int j = 0; j < ROW_VALUES; ++j) {
+        const int i = 256 * j + threadIdx.x;
+        v[j] = i < dim ? x[i] : 0.0f;
+    }
+}
+
+// quantize_act256 of the n_groups 256-groups of a row held as load_row holds it (group j:
+// v[j] of every thread) with one barrier for all of them. smax: 8 x ROW_VALUES floats of
+// shared memory.
+static __device__ __forceinline__ void quantize_act_row(const float (&v)[ROW_VALUES], int n_groups, int fmt, i8 *qs,
+                                                        float2 *ds, float *smax) {
+    if (fmt == ACT_Q8_K) {
+#pragma unroll
+        for (int j = 0; j < ROW_VALUES; ++j) {
+            if (j < n_groups) {  // uniform over the block
+                const float wmax = warp_first_max(v[j]);
+                if (threadIdx.x % WARP == 0) smax[8 * j + threadIdx.x / WARP] = wmax;
+            }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int j = 0; j < ROW_VALUES; ++j)
+        if (j < n_groups) quantize_act256_store(v[j], fmt, qs + 256 * j, ds + 256 / QK8 * j, smax + 8 * j);
 }
 
 // ---------------------------------------------------------------------------------

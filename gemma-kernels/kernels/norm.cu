@@ -39,65 +39,77 @@ extern "C" __global__ void __launch_bounds__(256) rms_norm_add(
 
 // Pre-norm fused with the activation quantization of the matrix product that follows:
 // writes the normed row (the same values as rms_norm) to out and, in format fmt, to the q8_1
-// layout (see quantize.cu). dim <= k_pad. grid: rows, block: 256.
+// layout (see quantize.cu). The row stays in registers (load_row: every load issued before
+// any is waited for). dim <= k_pad <= 256 x ROW_VALUES. grid: rows, block: 256.
 extern "C" __global__ void __launch_bounds__(256) rms_norm_q8_1(
     const float *__restrict__ x, const float *__restrict__ w, float *__restrict__ out, int dim, float eps,
     int k_pad, int fmt, i8 *__restrict__ qs, float2 *__restrict__ ds) {
     pdl_entry();
     __shared__ float scratch[32];
-    __shared__ float smax[8];
+    __shared__ float smax[8 * ROW_VALUES];
     const int row = blockIdx.x;
-    const float *xr = x + (i64) row * dim;
+    float xv[ROW_VALUES], wv[ROW_VALUES];
+    load_row(x + (i64) row * dim, dim, xv);
+    load_row(w, dim, wv);
+    float ss = 0.0f;  // rms_norm's order: this thread's values in turn
+#pragma unroll
+    for (int j = 0; j < ROW_VALUES; ++j) ss += xv[j] * xv[j];
+    const float inv = 1.0f / sqrtf(block_sum(ss, scratch) / (float) dim + eps);
     float *outr = out + (i64) row * dim;
-    const float inv = row_inv_rms(xr, dim, eps, scratch);
-    i8 *qr = qs + (i64) row * k_pad;
-    float2 *dr = ds + (i64) row * (k_pad / QK8);
-    for (int g = 0; g < k_pad; g += 256) {  // blockDim.x == 256: one value per thread
-        const int i = g + threadIdx.x;
-        float v = 0.0f;
-        if (i < dim) {
-            v = xr[i] * inv * w[i];
-            outr[i] = v;
-        }
-        quantize_act256(v, fmt, qr + g, dr + g / QK8, smax);
+#pragma unroll
+    for (int j = 0; j < ROW_VALUES; ++j) {
+        const int i = 256 * j + threadIdx.x;
+        xv[j] = i < dim ? xv[j] * inv * wv[j] : 0.0f;
+        if (i < dim) outr[i] = xv[j];
     }
+    quantize_act_row(xv, k_pad / 256, fmt, qs + (i64) row * k_pad, ds + (i64) row * (k_pad / QK8), smax);
 }
 
 // A post-norm, its residual add and the next pre-norm with its activation quantization in
 // one pass: o = rms_norm(o) * w_post, residual += o, out = rms_norm(residual) * w_next,
 // written and quantized in format fmt (the same values as rms_norm_add then rms_norm_q8_1:
 // every thread sums the squares of the residual values it wrote, in the order rms_norm_q8_1
-// reads them). dim <= k_pad. grid: rows, block: 256.
+// reads them). The rows stay in registers (load_row: every load issued before any is waited
+// for; a loop that loaded, stored and loaded again waited for memory once per 256 values).
+// dim <= k_pad <= 256 x ROW_VALUES. grid: rows, block: 256.
 extern "C" __global__ void __launch_bounds__(256) rms_norm_add_norm_q8_1(
     float *__restrict__ o, const float *__restrict__ w_post, float *__restrict__ residual,
     const float *__restrict__ w_next, float *__restrict__ out, int dim, float eps, int k_pad, int fmt,
     i8 *__restrict__ qs, float2 *__restrict__ ds) {
     pdl_entry();
     __shared__ float scratch[32];
-    __shared__ float smax[8];
+    __shared__ float smax[8 * ROW_VALUES];
     const int row = blockIdx.x;
     float *orow = o + (i64) row * dim;
     float *rrow = residual + (i64) row * dim;
     float *outr = out + (i64) row * dim;
-    const float inv_post = row_inv_rms(orow, dim, eps, scratch);
+    float ov[ROW_VALUES], rv[ROW_VALUES], wp[ROW_VALUES], wn[ROW_VALUES];
+    load_row(orow, dim, ov);
+    load_row(rrow, dim, rv);
+    load_row(w_post, dim, wp);
+    load_row(w_next, dim, wn);
     float ss = 0.0f;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-        const float v = orow[i] * inv_post * w_post[i];
-        orow[i] = v;
-        const float r = rrow[i] + v;
-        rrow[i] = r;
-        ss += r * r;
+#pragma unroll
+    for (int j = 0; j < ROW_VALUES; ++j) ss += ov[j] * ov[j];
+    const float inv_post = 1.0f / sqrtf(block_sum(ss, scratch) / (float) dim + eps);
+    ss = 0.0f;
+#pragma unroll
+    for (int j = 0; j < ROW_VALUES; ++j) {
+        const int i = 256 * j + threadIdx.x;
+        if (i < dim) {
+            const float v = ov[j] * inv_post * wp[j];
+            orow[i] = v;
+            rv[j] += v;
+            rrow[i] = rv[j];
+        }
+        ss += rv[j] * rv[j];
     }
     const float inv_next = 1.0f / sqrtf(block_sum(ss, scratch) / (float) dim + eps);
-    i8 *qr = qs + (i64) row * k_pad;
-    float2 *dr = ds + (i64) row * (k_pad / QK8);
-    for (int g = 0; g < k_pad; g += 256) {  // blockDim.x == 256: the values this thread wrote
-        const int i = g + threadIdx.x;
-        float v = 0.0f;
-        if (i < dim) {
-            v = rrow[i] * inv_next * w_next[i];
-            outr[i] = v;
-        }
-        quantize_act256(v, fmt, qr + g, dr + g / QK8, smax);
+#pragma unroll
+    for (int j = 0; j < ROW_VALUES; ++j) {
+        const int i = 256 * j + threadIdx.x;
+        rv[j] = i < dim ? rv[j] * inv_next * wn[j] : 0.0f;
+        if (i < dim) outr[i] = rv[j];
     }
+    quantize_act_row(rv, k_pad / 256, fmt, qs + (i64) row * k_pad, ds + (i64) row * (k_pad / QK8), smax);
 }

@@ -143,7 +143,9 @@ fn rms_norm_add_norm_q8_1_matches_its_two_kernels() {
     let Some(dev) = device() else { return };
     let mut rng = Rng::new(23);
     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-    for (rows, dim) in [(1, 3840), (3, 640), (2, 1000)] {
+    // Gemma 3 12B's and 27B's hidden sizes (the row in registers: 15 and 21 values per
+    // thread), the 270M's, and one with a partial 256-group.
+    for (rows, dim) in [(1, 3840), (1, 5376), (3, 640), (2, 1000)] {
         let (o, x) = (rng.vec(rows * dim), rng.vec(rows * dim));
         let w_post: Vec<f32> = (0..dim).map(|_| 1.0 + 0.2 * rng.uniform()).collect();
         let w_next: Vec<f32> = (0..dim).map(|_| 1.0 + 0.2 * rng.uniform()).collect();
@@ -175,6 +177,48 @@ fn rms_norm_add_norm_q8_1_matches_its_two_kernels() {
             assert_eq!(run(true), run(false), "{rows} x {dim} {format:?}");
         }
     }
+}
+
+#[test]
+fn norms_fused_with_quantization_refuse_rows_past_6144() {
+    let Some(dev) = device() else { return };
+    let (rows, dim) = (1, 6400);
+    let w = cuda::upload(&dev, &vec![1.0f32; dim]).unwrap();
+    let x = cuda::upload(&dev, &vec![0.5f32; dim]).unwrap();
+    let mut out = cuda::zeros::<f32>(&dev, dim).unwrap();
+    let mut q8 = Q8Activations::new(&dev, dim, rows).unwrap();
+    let err = ops::rms_norm_q8_1(
+        &dev,
+        &x,
+        &w,
+        &mut out,
+        rows,
+        dim,
+        1e-6,
+        ActFormat::Q8K,
+        &mut q8,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("at most 6144"), "{err}");
+    let (mut o, mut r) = (
+        cuda::upload(&dev, &vec![0.5f32; dim]).unwrap(),
+        cuda::upload(&dev, &vec![0.5f32; dim]).unwrap(),
+    );
+    let err = ops::rms_norm_add_norm_q8_1(
+        &dev,
+        &mut o,
+        &w,
+        &mut r,
+        &w,
+        &mut out,
+        rows,
+        dim,
+        1e-6,
+        ActFormat::Q8K,
+        &mut q8,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("at most 6144"), "{err}");
 }
 
 #[test]

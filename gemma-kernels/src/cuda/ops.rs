@@ -111,6 +111,22 @@ pub fn rms_norm_add<X: DevicePtrMut<f32>, W: DevicePtr<f32>, R: DevicePtrMut<f32
     )
 }
 
+/// Widest row the norms fused with quantization take: they keep a row in registers,
+/// `ROW_VALUES` (kernels/common.cuh) x 256 values.
+const ROW_IN_REGISTERS_MAX: usize = 24 * 256;
+
+/// Refuses rows wider than [`ROW_IN_REGISTERS_MAX`].
+fn check_row_in_registers(dim: usize) -> Result<(), CudaError> {
+    if dim > ROW_IN_REGISTERS_MAX {
+        return Err(CudaError::Unsupported {
+            what: "row length of a norm fused with quantization",
+            value: dim,
+            rule: "at most 6144",
+        });
+    }
+    Ok(())
+}
+
 /// out = rms_norm(x) * w (the values of [`rms_norm`]), also quantized in `format` to `q8`
 /// (the input of the products that follow), in one launch.
 #[allow(clippy::too_many_arguments)] // rms_norm's arguments plus the quantized output
@@ -128,6 +144,7 @@ pub fn rms_norm_q8_1<X: DevicePtr<f32>, W: DevicePtr<f32>, O: DevicePtrMut<f32>>
     checked_rows("rms_norm_q8_1 input", rows, dim, x.len())?;
     checked_rows("rms_norm_q8_1 output", rows, dim, out.len())?;
     check_len("rms_norm_q8_1 weight", dim, w.len())?;
+    check_row_in_registers(dim)?;
     q8.set_shape(rows, dim, format)?;
     let args = [
         Arg::P(ptr(dev, x)),
@@ -178,6 +195,7 @@ where
     checked_rows("rms_norm_add_norm_q8_1 output", rows, dim, out.len())?;
     check_len("rms_norm_add_norm_q8_1 post weight", dim, w_post.len())?;
     check_len("rms_norm_add_norm_q8_1 next weight", dim, w_next.len())?;
+    check_row_in_registers(dim)?;
     q8.set_shape(rows, dim, format)?;
     let args = [
         Arg::P(ptr_mut(dev, o)),
