@@ -257,13 +257,14 @@ fn bench_matmul(
 }
 
 /// Decode attention over a `ctx`-slot cache, full and at 600 live keys; then, unless
-/// n_prefill is 0, the prefill of n_prefill tokens at its end.
+/// n_prefill is 0, the prefill of n_prefill tokens at its end. Returns the 600-key decode
+/// time in microseconds.
 fn bench_attention(
     dev: &CudaDevice,
     t: &Timer,
     ctx: usize,
     n_prefill: usize,
-) -> Result<(), CudaError> {
+) -> Result<f64, CudaError> {
     let shape = AttnShape {
         n_heads: 16,
         n_kv_heads: 8,
@@ -286,12 +287,12 @@ fn bench_attention(
     // A short context in the same cache (the splits the live keys fill).
     let live: i32 = 600;
     let pos = cuda::upload(dev, &[live - 1])?;
-    let us = t.time(dev, 50, |_| {
+    let short_us = t.time(dev, 50, |_| {
         cuda::attention_decode(dev, &q, &kc, &vc, &pos, &shape, &mut scratch, &mut out)
     })?;
-    println!("attention decode  pos {live:>6} of a {ctx}-slot cache          {us:8.1} us");
+    println!("attention decode  pos {live:>6} of a {ctx}-slot cache          {short_us:8.1} us");
     if n_prefill == 0 {
-        return Ok(());
+        return Ok(short_us);
     }
     let p0 = ctx - n_prefill;
     let us = t.time(dev, 5, |_| {
@@ -302,7 +303,73 @@ fn bench_attention(
         "attention prefill {n_prefill} tokens after {p0}: {us:8.1} us  {:6.1} TFLOP/s",
         flops / us / 1e6
     );
-    Ok(())
+    Ok(short_us)
+}
+
+/// The row kernels of one 12B decode layer, each launched back to back (so a time below
+/// the launch rate shows the launch rate): the post-norm + residual + next pre-norm with
+/// its Q8_K quantization (twice per layer), GeGLU with its quantization, QK-norm + RoPE +
+/// KV store into an f16 cache. Returns their time per layer in microseconds.
+fn bench_row_kernels(dev: &CudaDevice, t: &Timer) -> Result<f64, CudaError> {
+    let (h, ff, hd, nq, nk) = (3840, 15360, 256, 16, 8);
+    let w = cuda::upload(dev, &vec![1.0f32; h])?;
+    let mut o = cuda::upload(dev, &vec![0.5f32; h])?;
+    let mut r = cuda::upload(dev, &vec![0.25f32; h])?;
+    let mut out = cuda::zeros::<f32>(dev, h)?;
+    let mut q8 = Q8Activations::new(dev, ff, 1)?;
+    let norm = t.time(dev, 50, |_| {
+        ops::rms_norm_add_norm_q8_1(
+            dev,
+            &mut o,
+            &w,
+            &mut r,
+            &w,
+            &mut out,
+            1,
+            h,
+            1e-6,
+            ActFormat::Q8K,
+            &mut q8,
+        )
+    })?;
+    println!("row kernel  norm + residual + norm + Q8_K  1x{h}      {norm:8.1} us");
+    let mut gate = cuda::upload(dev, &vec![0.5f32; ff])?;
+    let up = cuda::upload(dev, &vec![0.5f32; ff])?;
+    let geglu = t.time(dev, 50, |_| {
+        ops::geglu_q8_1(dev, &mut gate, &up, ff, ActFormat::Q8K, &mut q8)
+    })?;
+    println!("row kernel  GeGLU + Q8_K  {ff}                    {geglu:8.1} us");
+    let mut qv = cuda::upload(dev, &vec![0.5f32; nq * hd])?;
+    let mut kv = cuda::upload(dev, &vec![0.5f32; nk * hd])?;
+    let v = cuda::upload(dev, &vec![0.5f32; nk * hd])?;
+    let (wq, wk) = (
+        cuda::upload(dev, &vec![1.0f32; hd])?,
+        cuda::upload(dev, &vec![1.0f32; hd])?,
+    );
+    let pos = cuda::upload(dev, &[600i32])?;
+    let n_slots = 4096;
+    let mut k_cache = cuda::zeros::<u16>(dev, n_slots * nk * hd)?;
+    let mut v_cache = cuda::zeros::<u16>(dev, n_slots * nk * hd)?;
+    let p = ops::QkNormRope {
+        n_q_heads: nq,
+        n_k_heads: nk,
+        head_dim: hd,
+        freq_base: 1e6,
+        freq_scale: 1.0,
+        q_scale: 0.0625,
+        eps: 1e-6,
+    };
+    let qk = t.time(dev, 50, |_| {
+        let target = ops::KvTarget {
+            v: &v,
+            n_slots,
+            k_cache: &mut k_cache,
+            v_cache: &mut v_cache,
+        };
+        ops::qk_norm_rope_store(dev, &mut qv, &mut kv, &wq, &wk, &pos, 1, p, target)
+    })?;
+    println!("row kernel  QK-norm + RoPE + KV store  {nq}+{nk} heads x {hd} {qk:8.1} us");
+    Ok(2.0 * norm + geglu + qk)
 }
 
 fn main() {
@@ -392,10 +459,10 @@ fn run() -> Result<(), CudaError> {
         + bench_matvec_multi(&dev, &t, &[(k4, ff), (k4, ff)], h, peak)?
         + bench_matvec(&dev, &t, GgmlType::Q6_K, h, ff, peak)?;
     bench_matvec_multi(&dev, &t, &[(k4, q), (k4, kvd), (k4, kvd)], h, peak)?;
-    let step_us = 48.0 * per_layer + output;
+    let fused_step_us = 48.0 * per_layer + output;
     println!(
-        "12B Q4_K_M decode estimate (matvecs only, Q+K+V and gate+up fused): {step_us:.0} us/token = {:.0} tokens/s",
-        1e6 / step_us
+        "12B Q4_K_M decode estimate (matvecs only, Q+K+V and gate+up fused): {fused_step_us:.0} us/token = {:.0} tokens/s",
+        1e6 / fused_step_us
     );
     for ty in [GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0] {
         bench_matmul(&dev, &t, ty, ff, h, 512)?;
@@ -412,11 +479,17 @@ fn run() -> Result<(), CudaError> {
             bench_matmul(&dev, &t, ty, ff, h, 512)?;
         }
     }
-    bench_attention(&dev, &t, 4096, 512)?;
+    let attention = bench_attention(&dev, &t, 4096, 512)?;
     if !quick {
         // A global layer of the 12B at 32K context: decode only.
         bench_attention(&dev, &t, 32768, 0)?;
     }
+    let rows = bench_row_kernels(&dev, &t)?;
+    let full_us = fused_step_us + 48.0 * (rows + attention);
+    println!(
+        "12B Q4_K_M decode estimate (fused matvecs + row kernels + attention at 600 keys): {full_us:.0} us/token = {:.0} tokens/s",
+        1e6 / full_us
+    );
     println!(
         "cuda_bench done in {:.1} s",
         started.elapsed().as_secs_f64()
