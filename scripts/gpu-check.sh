@@ -384,7 +384,7 @@ field() {
 
 echo
 echo "=== summary (${gpu_name:-unknown GPU}, $(( $(date +%s) - t_start )) s, logs in $OUT)"
-grep -h -E "^matvec|^matmul|^attention|decode estimate|^device:" "$OUT/kernel-bench.log" 2>/dev/null | sed 's/^/  /'
+grep -h -E "^matvec|^matmul|^attention|^row kernel|decode estimate|^device:" "$OUT/kernel-bench.log" 2>/dev/null | sed 's/^/  /'
 grep -h -E "gpu vs llama.cpp|^kv |graph vs eager" "$OUT/engine-tiny-parity.log" 2>/dev/null | sed 's/^/  /'
 grep -h -E "test result" "$OUT"/*.log 2>/dev/null | sed 's/^/  /'
 printf '%s\n' "${kl_rows[@]}"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Two `cuda_bench` logs side by side (e.g. a run kept in docs/gpu-runs/ and a new one): for
-# every timing line both have (matvec / matmul / attention, same type and shape), the old and
+# every timing line both have (matvec / matmul / attention / row kernel, same type and shape), the old and
 # new microseconds and the speed-up.
 #
 #   scripts/gpu-compare.sh docs/gpu-runs/2026-11-28-h200-run1-kernel-bench.log /tmp/gc/kernel-bench.log
@@ -13,7 +13,7 @@ awk '
     for (i = 2; i <= n; i++) if (f[i] == "us") { label = line; sub(/ +[0-9.]+ us.*/, "", label); return f[i - 1] }
     return ""
   }
-  /^(matvec|matmul|attention)/ && !/rows\/block/ {
+  /^(matvec|matmul|attention|row kernel)/ && !/rows\/block/ {
     t = parse($0)
     if (t == "") next
     if (FNR == NR) { old[label] = t; next }
