@@ -288,6 +288,65 @@ static __device__ __forceinline__ int iq4_values4(int v) {
 }
 
 // ---------------------------------------------------------------------------------
+// Raw weight-block loads shared by the decode matvec (mmvq.cu) and the prefill matmul's
+// tile loader (mmq.cu): the words one task of a block needs, loaded and pinned (nothing
+// waits for them there, so a thread can have several tasks' loads in flight).
+
+// Byte i of a 32-bit word (i may be a run-time value).
+static __device__ __forceinline__ int byte_of(int w, int i) {
+    return (w >> (8 * i)) & 0xFF;
+}
+
+// A 32-weight block that is an f16 scale d and then W words, 2-byte aligned: Q4_0 and
+// IQ4_NL (4 words of nibbles), Q5_0 (qh, then 4 words of nibbles), Q8_0 (8 words of int8).
+template <int W> struct RawD16 {
+    int q[W];
+    int d;  // f16 bits
+    __device__ __forceinline__ void load(const u8 *blk, int) {
+        load_words_a2<W>(blk + 2, q);
+        d = load_u16(blk);
+        pin(d);
+    }
+};
+
+// Q2_K / Q3_K task t (n = t / 4, g = t % 4: weights 128n + 32g + l, l < 32): the 8 qs words
+// of half n, Q3_K's 8 hmask words, the scales (Q2_K: scales[s0] and scales[s0 + 1], s0 =
+// 8n + 2g, in the low bytes; Q3_K: all 12 bytes) and d (Q2_K: d | dmin << 16). Blocks are
+// 4- (Q2_K) or 2-byte (Q3_K) aligned.
+template <bool Q3> struct RawQ23_K {
+    int qs[8];
+    int hm[8];
+    int scw[3];
+    int dd;
+    __device__ __forceinline__ void load(const u8 *blk, int t) {
+        const int n = t >> 2, g = t & 3;
+        if (Q3) {
+            load_words_a2<8>(blk + 32 + 32 * n, qs);
+            load_words_a2<8>(blk, hm);
+            load_words_a2<3>(blk + 96, scw);
+            dd = load_u16(blk + 108);
+        } else {
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                qs[i] = load_i32(blk + 16 + 32 * n + 4 * i);
+                pin(qs[i]);
+            }
+            scw[0] = load_u16(blk + 8 * n + 2 * g);
+            pin(scw[0]);
+            dd = load_i32(blk + 80);
+        }
+        pin(dd);
+    }
+};
+
+// The 6-bit scale of Q3_K sub-block s (q3_K_scale) from the 12 scale bytes in three words.
+static __device__ __forceinline__ int q3_K_scale_words(const int *w, int s) {
+    const int lo = (byte_of(w[(s % 8) / 4], s % 4) >> (4 * (s / 8))) & 0xF;
+    const int hi = (byte_of(w[2], s % 4) >> (2 * (s / 4))) & 3;
+    return lo | (hi << 4);
+}
+
+// ---------------------------------------------------------------------------------
 // Integer dot product of 4 int8 lanes, added to c.
 static __device__ __forceinline__ int dp4a(int a, int b, int c) {
     return __dp4a(a, b, c);

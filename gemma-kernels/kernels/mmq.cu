@@ -84,16 +84,14 @@ static __device__ __forceinline__ int bits4_to_b4m(u32 x) {
     return (int) (((x & 1u) << 4) | ((x & 2u) << 11) | ((x & 4u) << 18) | ((x & 8u) << 25));
 }
 
-static __device__ __forceinline__ int byte_at(int w, int i) { return (w >> (8 * i)) & 0xFF; }
-
 static __device__ __forceinline__ void scale_min_w(int j, int s0, int s1, int s2, int *sc, int *m) {
     if (j < 4) {
-        *sc = byte_at(s0, j) & 63;
-        *m = byte_at(s1, j) & 63;
+        *sc = byte_of(s0, j) & 63;
+        *m = byte_of(s1, j) & 63;
     } else {
         const int jj = j - 4;
-        *sc = (byte_at(s2, jj) & 0xF) | ((byte_at(s0, jj) >> 6) << 4);
-        *m = (byte_at(s2, jj) >> 4) | ((byte_at(s1, jj) >> 6) << 4);
+        *sc = (byte_of(s2, jj) & 0xF) | ((byte_of(s0, jj) >> 6) << 4);
+        *m = (byte_of(s2, jj) >> 4) | ((byte_of(s1, jj) >> 6) << 4);
     }
 }
 
@@ -106,18 +104,8 @@ static __device__ __forceinline__ void scale_min_w(int j, int s0, int s1, int s2
 
 template <int TY> struct WTask;
 
-// 32-block types, task j = block j of the tile (Q4_0, Q5_0, Q8_0, IQ4_NL: an f16 d first).
-template <int W> struct WTaskD16 {
-    int q[W];
-    int d;  // f16 bits
-    __device__ __forceinline__ void load(const u8 *blk, int) {
-        load_words_a2<W>(blk + 2, q);
-        d = load_u16(blk);
-        pin(d);
-    }
-};
-
-template <> struct WTask<GGML_Q4_0> : WTaskD16<4> {
+// 32-block types: task j = block j of the tile.
+template <> struct WTask<GGML_Q4_0> : RawD16<4> {
     __device__ __forceinline__ void unpack(MmqSmem &s, int r, int j) const {
         int *dst = &s.w[r][8 * j];
 #pragma unroll
@@ -129,7 +117,7 @@ template <> struct WTask<GGML_Q4_0> : WTaskD16<4> {
     }
 };
 
-template <> struct WTask<GGML_Q5_0> : WTaskD16<5> {  // q[0]: qh, then the 16 qs bytes
+template <> struct WTask<GGML_Q5_0> : RawD16<5> {  // q[0]: qh, then the 16 qs bytes
     __device__ __forceinline__ void unpack(MmqSmem &s, int r, int j) const {
         int *dst = &s.w[r][8 * j];
         const u32 qh = (u32) q[0];
@@ -143,7 +131,7 @@ template <> struct WTask<GGML_Q5_0> : WTaskD16<5> {  // q[0]: qh, then the 16 qs
     }
 };
 
-template <> struct WTask<GGML_Q8_0> : WTaskD16<8> {
+template <> struct WTask<GGML_Q8_0> : RawD16<8> {
     __device__ __forceinline__ void unpack(MmqSmem &s, int r, int j) const {
         int *dst = &s.w[r][8 * j];
 #pragma unroll
@@ -152,7 +140,7 @@ template <> struct WTask<GGML_Q8_0> : WTaskD16<8> {
     }
 };
 
-template <> struct WTask<GGML_IQ4_NL> : WTaskD16<4> {
+template <> struct WTask<GGML_IQ4_NL> : RawD16<4> {
     __device__ __forceinline__ void unpack(MmqSmem &s, int r, int j) const {
         int *dst = &s.w[r][8 * j];
 #pragma unroll
@@ -237,36 +225,11 @@ template <> struct WTask<GGML_Q4_K> : WTaskQK45<false> {};
 template <> struct WTask<GGML_Q5_K> : WTaskQK45<true> {};
 
 // Q2_K / Q3_K: task t: n = t / 4, g = t % 4, weights 128n + 32g + l (l < 32).
-template <bool Q3> struct WTaskQ23_K {
-    int qs[8];
-    int hm[8];   // Q3_K: the hmask words
-    int scw[3];  // Q2_K: scales[s0], scales[s0 + 1] (s0 = 8n + 2g); Q3_K: the 12 scale bytes
-    int dd;      // Q2_K: d | dmin << 16; Q3_K: d
-    __device__ __forceinline__ void load(const u8 *blk, int t) {  // Q2_K: 4-byte, Q3_K: 2-byte aligned
-        const int n = t >> 2, g = t & 3;
-        if (Q3) {
-            load_words_a2<8>(blk + 32 + 32 * n, qs);
-            load_words_a2<8>(blk, hm);
-            load_words_a2<3>(blk + 96, scw);
-            dd = load_u16(blk + 108);
-        } else {
-#pragma unroll
-            for (int i = 0; i < 8; ++i) {
-                qs[i] = load_i32(blk + 16 + 32 * n + 4 * i);
-                pin(qs[i]);
-            }
-            scw[0] = load_u16(blk + 8 * n + 2 * g);
-            pin(scw[0]);
-            dd = load_i32(blk + 80);
-        }
-        pin(dd);
-    }
-    // q3_K_scale of sub-block sb from the 12 scale bytes in scw.
-    __device__ __forceinline__ int q3_scale(int sb) const {
-        const int lo = (byte_at(scw[(sb % 8) / 4], sb % 4) >> (4 * (sb / 8))) & 0xF;
-        const int hi = (byte_at(scw[2], sb % 4) >> (2 * (sb / 4))) & 3;
-        return lo | (hi << 4);
-    }
+template <bool Q3> struct WTaskQ23_K : RawQ23_K<Q3> {
+    using RawQ23_K<Q3>::qs;
+    using RawQ23_K<Q3>::hm;
+    using RawQ23_K<Q3>::scw;
+    using RawQ23_K<Q3>::dd;
     __device__ __forceinline__ void unpack(MmqSmem &s, int r, int t) const {
         const int n = t >> 2, g = t & 3;
         int *dst = &s.w[r][(128 * n + 32 * g) / 4];
@@ -283,8 +246,8 @@ template <bool Q3> struct WTaskQ23_K {
         }
         const int s0 = 8 * n + 2 * g;
         if (Q3) {
-            s.wsi[r][s0] = q3_scale(s0) - 32;
-            s.wsi[r][s0 + 1] = q3_scale(s0 + 1) - 32;
+            s.wsi[r][s0] = q3_K_scale_words(scw, s0) - 32;
+            s.wsi[r][s0 + 1] = q3_K_scale_words(scw, s0 + 1) - 32;
             if (t == 0) s.wd[r] = h2f((u16) dd);
         } else {
             const int sc = scw[0];  // scales s0, s0 + 1: 4-bit scale, 4-bit min
@@ -353,7 +316,7 @@ template <> struct WTask<GGML_Q6_K> {
         if ((l0 & 15) == 0) {  // the scales of sub-blocks 8n + 2k + is: bytes is + 2k of scw
             const int is = l0 / 16;
 #pragma unroll
-            for (int k = 0; k < 4; ++k) s.wsi[r][8 * n + 2 * k + is] = (i8) byte_at(scw[k / 2], is + 2 * (k % 2));
+            for (int k = 0; k < 4; ++k) s.wsi[r][8 * n + 2 * k + is] = (i8) byte_of(scw[k / 2], is + 2 * (k % 2));
         }
         if (t == 0) s.wd[r] = h2f((u16) d);
     }

@@ -28,11 +28,6 @@ static __device__ __forceinline__ int bits4_to_b4(u32 x) {
     return (int) (((x & 1u) << 4) | ((x & 2u) << 11) | ((x & 4u) << 18) | ((x & 8u) << 25));
 }
 
-// Byte i of a 32-bit word (i may be a run-time value).
-static __device__ __forceinline__ int byte_of(int w, int i) {
-    return (w >> (8 * i)) & 0xFF;
-}
-
 // Activations of column c for the weight block starting at element e0.
 struct ActView {
     const i8 *qs;
@@ -51,7 +46,7 @@ struct ActView {
 template <int TY> struct Task;
 
 // The int8 dot product of 32 weights (8 words of 4) with the 32 activations at q.
-static __device__ __forceinline__ int dot32(const int (&w)[8], const i8 *q) {
+static __device__ __forceinline__ int dot32(const int *w, const i8 *q) {
     const int4 ul = load_i4(q), uh = load_i4(q + 16);
     const int u[8] = {ul.x, ul.y, ul.z, ul.w, uh.x, uh.y, uh.z, uh.w};
     int s = 0;
@@ -62,7 +57,7 @@ static __device__ __forceinline__ int dot32(const int (&w)[8], const i8 *q) {
 
 // The 32 weights of a block of 4-bit quants w (low nibbles: weights 0..15, high: 16..31)
 // as 8 words of int8, for dot32: the nibbles, plus bit 4 from the 32 bits of qh when Q5.
-template <bool Q5> static __device__ __forceinline__ void nibble_words(const int (&w)[4], u32 qh, int (&out)[8]) {
+template <bool Q5> static __device__ __forceinline__ void nibble_words(const int *w, u32 qh, int (&out)[8]) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
         out[i] = (w[i] & LO4) | (Q5 ? bits4_to_b4(qh >> (4 * i)) : 0);
@@ -71,7 +66,7 @@ template <bool Q5> static __device__ __forceinline__ void nibble_words(const int
 }
 
 // The same for IQ4 quants: the table's values of the nibbles.
-static __device__ __forceinline__ void iq4_words(const int (&w)[4], int (&out)[8]) {
+static __device__ __forceinline__ void iq4_words(const int *w, int (&out)[8]) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
         out[i] = iq4_values4(w[i] & LO4);
@@ -81,22 +76,15 @@ static __device__ __forceinline__ void iq4_words(const int (&w)[4], int (&out)[8
 
 // The loads of a 32-weight block that is an f16 scale d and then the quants, one task per
 // block (Q4_0, IQ4_NL: W = 4 words; Q8_0: W = 8); the scale applies outside dot.
-template <int W> struct TaskD16 {
-    int v[W];
-    int d;  // f16 bits
-    __device__ __forceinline__ void load(const u8 *blk, int t) {
-        load_words_a2<W>(blk + 2 + 4 * W * t, v);
-        d = load_u16(blk);
-        pin(d);
-    }
-    __device__ __forceinline__ float scale() const { return h2f((u16) d); }
+template <int W> struct TaskD16 : RawD16<W> {
+    __device__ __forceinline__ float scale() const { return h2f((u16) this->d); }
 };
 
 template <> struct Task<GGML_Q4_0> : TaskD16<4> {
     enum { QK = 32, BYTES = 18, TPB = 1 };
     template <int NC> __device__ __forceinline__ void dot(int, ActView a, int e0, float *acc) const {
         int w[8];
-        nibble_words<false>(v, 0u, w);
+        nibble_words<false>(q, 0u, w);
 #pragma unroll
         for (int c = 0; c < NC; ++c) {
             const float2 ds = a.d(c, e0);
@@ -105,20 +93,11 @@ template <> struct Task<GGML_Q4_0> : TaskD16<4> {
     }
 };
 
-template <> struct Task<GGML_Q5_0> {
+template <> struct Task<GGML_Q5_0> : TaskD16<5> {  // q[0]: qh
     enum { QK = 32, BYTES = 22, TPB = 1 };
-    int qh[1], v[4];
-    int d;  // f16 bits
-    __device__ __forceinline__ void load(const u8 *blk, int) {
-        load_words_a2<1>(blk + 2, qh);
-        load_words_a2<4>(blk + 6, v);
-        d = load_u16(blk);
-        pin(d);
-    }
-    __device__ __forceinline__ float scale() const { return h2f((u16) d); }
     template <int NC> __device__ __forceinline__ void dot(int, ActView a, int e0, float *acc) const {
         int w[8];
-        nibble_words<true>(v, (u32) qh[0], w);
+        nibble_words<true>(q + 1, (u32) q[0], w);
 #pragma unroll
         for (int c = 0; c < NC; ++c) {
             const float2 ds = a.d(c, e0);
@@ -131,7 +110,7 @@ template <> struct Task<GGML_Q8_0> : TaskD16<8> {
     enum { QK = 32, BYTES = 34, TPB = 1 };
     template <int NC> __device__ __forceinline__ void dot(int, ActView a, int e0, float *acc) const {
 #pragma unroll
-        for (int c = 0; c < NC; ++c) acc[c] += a.d(c, e0).x * (float) dot32(v, a.q(c, e0));
+        for (int c = 0; c < NC; ++c) acc[c] += a.d(c, e0).x * (float) dot32(q, a.q(c, e0));
     }
 };
 
@@ -305,7 +284,7 @@ template <> struct Task<GGML_IQ4_NL> : TaskD16<4> {
     enum { QK = 32, BYTES = 18, TPB = 1 };
     template <int NC> __device__ __forceinline__ void dot(int, ActView a, int e0, float *acc) const {
         int w[8];
-        iq4_words(v, w);
+        iq4_words(q, w);
 #pragma unroll
         for (int c = 0; c < NC; ++c) acc[c] += a.d(c, e0).x * (float) dot32(w, a.q(c, e0));
     }
@@ -346,38 +325,12 @@ static __device__ __forceinline__ int sub4_bytes(int v) {
 // Q2_K / Q3_K: task t covers n = t / 4, g = t % 4: weights 128n + 32g + l (l < 32), the 2-bit
 // field g of qs[32n + l]; sub-blocks 8n + 2g (l < 16) and 8n + 2g + 1. Q2_K subtracts
 // dmin * min * (sum of the 16 activations); Q3_K adds the high bit and offsets by -4.
-// q3_K_scale of sub-block s from the 12 scale bytes held in three words.
-static __device__ __forceinline__ int q3_K_scale_words(const int *w, int s) {
-    const int lo = (byte_of(w[(s % 8) / 4], s % 4) >> (4 * (s / 8))) & 0xF;
-    const int hi = (byte_of(w[2], s % 4) >> (2 * (s / 4))) & 3;
-    return lo | (hi << 4);
-}
-
-template <bool Q3> struct TaskQ23_K {
+template <bool Q3> struct TaskQ23_K : RawQ23_K<Q3> {
     enum { QK = 256, BYTES = Q3 ? 110 : 84, TPB = 8 };
-    int qs[8];
-    int hm[8];   // Q3_K: hmask words
-    int scw[3];  // Q2_K: scales[s0], scales[s0 + 1] (s0 = 8n + 2g) in the low bytes; Q3_K: scales[12]
-    int dd;      // Q2_K: d | dmin << 16; Q3_K: d
-    __device__ __forceinline__ void load(const u8 *blk, int t) {  // Q2_K: 4-byte, Q3_K: 2-byte aligned
-        const int n = t >> 2, g = t & 3;
-        if (Q3) {
-            load_words_a2<8>(blk + 32 + 32 * n, qs);
-            load_words_a2<8>(blk, hm);
-            load_words_a2<3>(blk + 96, scw);
-            dd = load_u16(blk + 108);
-        } else {
-#pragma unroll
-            for (int i = 0; i < 8; ++i) {
-                qs[i] = load_i32(blk + 16 + 32 * n + 4 * i);
-                pin(qs[i]);
-            }
-            scw[0] = load_u16(blk + 8 * n + 2 * g);
-            pin(scw[0]);
-            dd = load_i32(blk + 80);
-        }
-        pin(dd);
-    }
+    using RawQ23_K<Q3>::qs;
+    using RawQ23_K<Q3>::hm;
+    using RawQ23_K<Q3>::scw;
+    using RawQ23_K<Q3>::dd;
     // Q3_K: d, applied outside dot; Q2_K's d and dmin are applied inside.
     __device__ __forceinline__ float scale() const { return Q3 ? h2f((u16) dd) : 1.0f; }
     template <int NC> __device__ __forceinline__ void dot(int t, ActView a, int e0, float *acc) const {

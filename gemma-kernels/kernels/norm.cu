@@ -37,6 +37,21 @@ extern "C" __global__ void __launch_bounds__(256) rms_norm_add(
     }
 }
 
+// The end of a norm whose row is held as load_row holds it: v = v * inv * w (0 past dim),
+// written to out and quantized in format fmt to this row of the q8_1 layout (qs, ds: the
+// row's own; k_pad / 256 groups). smax: 8 x ROW_VALUES floats of shared memory.
+static __device__ __forceinline__ void norm_store_quantize(float (&v)[ROW_VALUES], float inv,
+                                                           const float (&w)[ROW_VALUES], int dim, float *out,
+                                                           int k_pad, int fmt, i8 *qs, float2 *ds, float *smax) {
+#pragma unroll
+    for (int j = 0; j < ROW_VALUES; ++j) {
+        const int i = 256 * j + threadIdx.x;
+        v[j] = i < dim ? v[j] * inv * w[j] : 0.0f;
+        if (i < dim) out[i] = v[j];
+    }
+    quantize_act_row(v, k_pad / 256, fmt, qs, ds, smax);
+}
+
 // Pre-norm fused with the activation quantization of the matrix product that follows:
 // writes the normed row (the same values as rms_norm) to out and, in format fmt, to the q8_1
 // layout (see quantize.cu). The row stays in registers (load_row: every load issued before
@@ -55,14 +70,8 @@ extern "C" __global__ void __launch_bounds__(256) rms_norm_q8_1(
 #pragma unroll
     for (int j = 0; j < ROW_VALUES; ++j) ss += xv[j] * xv[j];
     const float inv = 1.0f / sqrtf(block_sum(ss, scratch) / (float) dim + eps);
-    float *outr = out + (i64) row * dim;
-#pragma unroll
-    for (int j = 0; j < ROW_VALUES; ++j) {
-        const int i = 256 * j + threadIdx.x;
-        xv[j] = i < dim ? xv[j] * inv * wv[j] : 0.0f;
-        if (i < dim) outr[i] = xv[j];
-    }
-    quantize_act_row(xv, k_pad / 256, fmt, qs + (i64) row * k_pad, ds + (i64) row * (k_pad / QK8), smax);
+    norm_store_quantize(xv, inv, wv, dim, out + (i64) row * dim, k_pad, fmt, qs + (i64) row * k_pad,
+                        ds + (i64) row * (k_pad / QK8), smax);
 }
 
 // A post-norm, its residual add and the next pre-norm with its activation quantization in
@@ -82,7 +91,6 @@ extern "C" __global__ void __launch_bounds__(256) rms_norm_add_norm_q8_1(
     const int row = blockIdx.x;
     float *orow = o + (i64) row * dim;
     float *rrow = residual + (i64) row * dim;
-    float *outr = out + (i64) row * dim;
     float ov[ROW_VALUES], rv[ROW_VALUES], wp[ROW_VALUES], wn[ROW_VALUES];
     load_row(orow, dim, ov);
     load_row(rrow, dim, rv);
@@ -105,11 +113,6 @@ extern "C" __global__ void __launch_bounds__(256) rms_norm_add_norm_q8_1(
         ss += rv[j] * rv[j];
     }
     const float inv_next = 1.0f / sqrtf(block_sum(ss, scratch) / (float) dim + eps);
-#pragma unroll
-    for (int j = 0; j < ROW_VALUES; ++j) {
-        const int i = 256 * j + threadIdx.x;
-        rv[j] = i < dim ? rv[j] * inv_next * wn[j] : 0.0f;
-        if (i < dim) outr[i] = rv[j];
-    }
-    quantize_act_row(rv, k_pad / 256, fmt, qs + (i64) row * k_pad, ds + (i64) row * (k_pad / QK8), smax);
+    norm_store_quantize(rv, inv_next, wn, dim, out + (i64) row * dim, k_pad, fmt, qs + (i64) row * k_pad,
+                        ds + (i64) row * (k_pad / QK8), smax);
 }
