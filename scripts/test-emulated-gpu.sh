@@ -29,6 +29,7 @@ run() {
 }
 run -p gemma-kernels --test cuda_device --test cuda_parity --test cuda_fused --test cuda_kv_types
 run -p gemma-vision --test cuda_encode
+run -p gemma-vision --test cuda_memory
 run -p gemma --test perplexity_tiny cuda
 # A session larger than the device's memory (GEMMA_EMU_MEM_MIB shrinks the emulated device).
 run -p gemma --test cuda_memory

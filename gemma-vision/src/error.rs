@@ -87,8 +87,31 @@ pub enum VisionError {
         /// The size of the given pixels.
         found: usize,
     },
+    /// The encoder's weights and activation buffers do not fit in the GPU's free memory.
+    #[error(
+        "the image encoder's weights and buffers on cuda:{device}: {:.1} MiB needed, the device \
+         has {:.1} MiB free of {:.1} MiB",
+        mib(*.needed),
+        mib(*.free),
+        mib(*.total)
+    )]
+    DeviceOutOfMemory {
+        /// The CUDA device ordinal.
+        device: usize,
+        /// Bytes the encoder needs.
+        needed: u64,
+        /// Free device memory at the time.
+        free: u64,
+        /// The device's memory.
+        total: u64,
+    },
     /// The CUDA encoder failed: no usable driver, GPU or NVRTC (the same one line as
     /// `--device cuda` for the language model), or a device call or launch failed.
     #[error(transparent)]
     Cuda(#[from] gemma_kernels::cuda::CudaError),
+}
+
+/// Bytes in MiB, for messages.
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
 }

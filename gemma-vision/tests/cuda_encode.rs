@@ -90,6 +90,11 @@ fn check_fixtures(file: &str) {
         gpu.device_name(),
         gpu.device_bytes() as f64 / 1048576.0
     );
+    assert_eq!(
+        gpu.device_bytes(),
+        CudaEncoder::planned_bytes(&model),
+        "the plan the encoder checks free memory against"
+    );
     for stem in IMAGES {
         let png = read_bytes(&format!("images/{stem}.png"));
         for (fit, tag) in [(Fit::Squash, "squash"), (Fit::Letterbox, "letterbox")] {
@@ -210,6 +215,11 @@ fn gpu_matches_cpu_on_random_mmproj(spec: &Spec, ty: GgmlType) {
     let pixels = model.preprocess(&image, Fit::Squash).expect("preprocess");
     let cpu = model.encode(&pixels).expect("CPU encode");
     let mut gpu = CudaEncoder::new(&model, 0).expect("CUDA encoder");
+    assert_eq!(
+        gpu.device_bytes(),
+        CudaEncoder::planned_bytes(&model),
+        "the plan the encoder checks free memory against ({ty:?})"
+    );
     let tokens = gpu.encode(&pixels).expect("GPU encode");
     let err = max_abs_diff(&tokens, &cpu, "tokens");
     let scale = cpu.iter().fold(0f32, |m, v| m.max(v.abs()));

@@ -49,23 +49,46 @@ struct Scratch {
 }
 
 impl Scratch {
+    /// The lengths of the buffers, in the order of the fields.
+    fn lens(c: &VisionConfig, patch_k_pad: usize) -> [usize; 12] {
+        let (n, t, aw) = (c.n_patches(), c.n_image_tokens(), c.attention_width());
+        [
+            3 * c.image_size * c.image_size,
+            n * patch_k_pad,
+            n * c.hidden,
+            n * c.hidden,
+            n * aw,
+            n * aw,
+            n * aw,
+            n * aw,
+            n * c.hidden,
+            n * c.ffn_hidden,
+            t * c.hidden,
+            t * c.text_hidden,
+        ]
+    }
+
+    /// Bytes of device memory [`Scratch::new`] allocates.
+    fn planned_bytes(c: &VisionConfig, patch_k_pad: usize) -> usize {
+        Self::lens(c, patch_k_pad).iter().sum::<usize>() * 4
+    }
+
     fn new(dev: &CudaDevice, c: &VisionConfig, patch_k_pad: usize) -> Result<Scratch, VisionError> {
-        let (n, t) = (c.n_patches(), c.n_image_tokens());
-        let aw = c.attention_width();
-        let zeros = |len: usize| cuda::zeros::<f32>(dev, len);
+        let [pixels, patches, h, normed, q, k, v, attn, y, mlp, pooled, tokens] =
+            Self::lens(c, patch_k_pad).map(|len| cuda::zeros::<f32>(dev, len));
         Ok(Scratch {
-            pixels: zeros(3 * c.image_size * c.image_size)?,
-            patches: zeros(n * patch_k_pad)?,
-            h: zeros(n * c.hidden)?,
-            normed: zeros(n * c.hidden)?,
-            q: zeros(n * aw)?,
-            k: zeros(n * aw)?,
-            v: zeros(n * aw)?,
-            attn: zeros(n * aw)?,
-            y: zeros(n * c.hidden)?,
-            mlp: zeros(n * c.ffn_hidden)?,
-            pooled: zeros(t * c.hidden)?,
-            tokens: zeros(t * c.text_hidden)?,
+            pixels: pixels?,
+            patches: patches?,
+            h: h?,
+            normed: normed?,
+            q: q?,
+            k: k?,
+            v: v?,
+            attn: attn?,
+            y: y?,
+            mlp: mlp?,
+            pooled: pooled?,
+            tokens: tokens?,
         })
     }
 
@@ -103,7 +126,9 @@ pub struct CudaEncoder {
 impl CudaEncoder {
     /// Opens CUDA device `ordinal` and uploads `model`'s weights. Fails with a one-line
     /// [`VisionError::Cuda`] where there is no usable driver, GPU or NVRTC, and when the
-    /// shapes do not fit the kernels (head width, row lengths not a multiple of 8).
+    /// shapes do not fit the kernels (head width, row lengths not a multiple of 8); with
+    /// [`VisionError::DeviceOutOfMemory`] when the weights and buffers do not fit in the
+    /// device's free memory (checked before anything is allocated).
     pub fn new(model: &VisionModel, ordinal: usize) -> Result<CudaEncoder, VisionError> {
         let c = model.config().clone();
         if !kernels::ATTENTION_HEAD_DIMS.contains(&c.head_dim) {
@@ -115,14 +140,42 @@ impl CudaEncoder {
             .into());
         }
         let dev = CudaDevice::new(ordinal)?;
-        let weights = DeviceWeights::upload(&dev, model.gguf(), &c, &model.weights)?;
-        let scratch = Scratch::new(&dev, &c, weights.patch_k_pad)?;
+        let needed = Self::planned_bytes(model);
+        let out_of_memory = |dev: &CudaDevice| -> Result<VisionError, VisionError> {
+            let (free, total) = dev.mem_info()?;
+            Ok(VisionError::DeviceOutOfMemory {
+                device: ordinal,
+                needed: needed as u64,
+                free: free as u64,
+                total: total as u64,
+            })
+        };
+        if needed > dev.mem_info()?.0 {
+            return Err(out_of_memory(&dev)?);
+        }
+        // An allocation the driver refuses all the same (other users of the GPU) gives the
+        // same error.
+        let refused = |e: VisionError| match e {
+            VisionError::Cuda(ref ce) if ce.is_out_of_memory() => out_of_memory(&dev).unwrap_or(e),
+            e => e,
+        };
+        let weights =
+            DeviceWeights::upload(&dev, model.gguf(), &c, &model.weights).map_err(refused)?;
+        let scratch = Scratch::new(&dev, &c, weights.patch_k_pad).map_err(refused)?;
         Ok(CudaEncoder {
             dev,
             config: c,
             weights,
             scratch,
         })
+    }
+
+    /// Bytes of device memory an encoder of `model` holds ([`CudaEncoder::device_bytes`]),
+    /// computed without a device.
+    pub fn planned_bytes(model: &VisionModel) -> usize {
+        let c = model.config();
+        DeviceWeights::planned_bytes(model.gguf(), c, &model.weights)
+            + Scratch::planned_bytes(c, weights::patch_k_pad(c))
     }
 
     /// The GPU's name, e.g. "NVIDIA H100 80GB HBM3".

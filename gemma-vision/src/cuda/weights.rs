@@ -80,7 +80,7 @@ impl DeviceWeights {
             })
         };
         let patch_k = 3 * c.patch_size * c.patch_size;
-        let patch_k_pad = patch_k.div_ceil(8) * 8;
+        let patch_k_pad = patch_k_pad(c);
         let patch = w.patch_weight.to_f32(gguf)?;
         let mut padded = vec![0f32; c.hidden * patch_k_pad];
         for (dst, src) in padded
@@ -106,6 +106,47 @@ impl DeviceWeights {
             soft_emb_norm: vector(&w.soft_emb_norm)?,
             projection_t: upload_transposed(dev, gguf, &w.input_projection)?,
         })
+    }
+
+    /// Bytes of device memory [`DeviceWeights::upload`] allocates for `w`, computed without
+    /// allocating (to refuse an encoder that does not fit before uploading anything).
+    pub fn planned_bytes(gguf: &GgufFile, c: &VisionConfig, w: &Weights) -> usize {
+        let vector = |m: &Matrix| m.rows * m.cols * 4;
+        let matrix = |m: &Matrix| {
+            if is_float(m.ty()) {
+                m.bytes(gguf).len()
+            } else {
+                m.rows * m.cols * 4
+            }
+        };
+        let linear = |l: &Linear| matrix(&l.weight) + vector(&l.bias);
+        let layers: usize = w
+            .layers
+            .iter()
+            .map(|l| {
+                [&l.ln1_weight, &l.ln1_bias, &l.ln2_weight, &l.ln2_bias]
+                    .into_iter()
+                    .map(vector)
+                    .sum::<usize>()
+                    + [&l.q, &l.k, &l.v, &l.out, &l.up, &l.down]
+                        .into_iter()
+                        .map(linear)
+                        .sum::<usize>()
+            })
+            .sum();
+        layers
+            + c.hidden * patch_k_pad(c) * 4
+            + matrix(&w.input_projection)
+            + [
+                &w.patch_bias,
+                &w.position,
+                &w.post_ln_weight,
+                &w.post_ln_bias,
+                &w.soft_emb_norm,
+            ]
+            .into_iter()
+            .map(vector)
+            .sum::<usize>()
     }
 
     /// Bytes of device memory the weights hold.
@@ -140,6 +181,12 @@ impl DeviceWeights {
             .map(f32s)
             .sum::<usize>()
     }
+}
+
+/// Row length of the patch embedding on the device: `3 * patch * patch` rounded up to a
+/// multiple of 8 (the float kernels' row granularity).
+pub(crate) fn patch_k_pad(c: &VisionConfig) -> usize {
+    (3 * c.patch_size * c.patch_size).div_ceil(8) * 8
 }
 
 /// Whether the float kernels read `ty` directly.
