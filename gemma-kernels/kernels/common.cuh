@@ -352,6 +352,20 @@ static __device__ __forceinline__ int dp4a(int a, int b, int c) {
     return __dp4a(a, b, c);
 }
 
+// The same with the 4 lanes of a unsigned (0..255), those of b signed. (Without
+// __CUDA_ARCH__: the CPU emulation of tests/emu/emu.h; the sum wraps like the GPU's.)
+static __device__ __forceinline__ int dp4a_us(u32 a, int b, int c) {
+#ifdef __CUDA_ARCH__
+    int r;
+    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+#else
+    u32 r = (u32) c;
+    for (int i = 0; i < 4; ++i) r += (u32) ((int) ((a >> (8 * i)) & 0xFF) * (int) (i8) (b >> (8 * i)));
+    return (int) r;
+#endif
+}
+
 // ---------------------------------------------------------------------------------
 // Reductions.
 

@@ -12,7 +12,7 @@
 //   32-block types (Q4_0, Q5_0, Q8_0, Q4_1, Q5_1, IQ4_NL): 1 task, the whole block;
 //   Q4_K, Q5_K: 4 tasks of 32 qs bytes (64 weights, two sub-blocks), 16-byte loads;
 //   Q6_K: 4 tasks of 64 weights (16 from each quarter of one half).
-//   (sm_90 SASS instructions per weight byte, one round of mmvq_<type>_1: Q4_K 3.3, Q6_K
+//   (sm_90 SASS instructions per weight byte, one round of mmvq_<type>_1: Q4_K 3.1, Q6_K
 //   4.1, Q4_0 3.8, Q8_0 1.8; with 16- or 32-weight tasks and rows padded to whole passes of
 //   the block's threads they were 7.3, 8.9, 8.5 and 5.0.)
 //   Q2_K, Q3_K: 8 tasks of 32 weights (one activation block, two sub-blocks of 16);
@@ -139,11 +139,13 @@ template <bool Q5> struct TaskQK45 {
     __device__ __forceinline__ float scale() const { return 1.0f; }
     template <int NC> __device__ __forceinline__ void dot(int t, ActView a, int e0, float *acc) const {
         const int vw[8] = {v[0].x, v[0].y, v[0].z, v[0].w, v[1].x, v[1].y, v[1].z, v[1].w};
+        // Q4_K keeps the high nibbles in place, 16 times their value (unsigned bytes, so
+        // dp4a_us), and divides the exact sum by 16 once: one instruction per word, not two.
         int lo[8], hi[8];
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
             lo[i] = vw[i] & LO4;
-            hi[i] = (vw[i] >> 4) & LO4;
+            hi[i] = Q5 ? (vw[i] >> 4) & LO4 : vw[i] & ~LO4;
         }
         if (Q5) {
             const int qhw[8] = {qh[0].x, qh[0].y, qh[0].z, qh[0].w, qh[1].x, qh[1].y, qh[1].z, qh[1].w};
@@ -176,8 +178,9 @@ template <bool Q5> struct TaskQK45 {
 #pragma unroll
             for (int i = 0; i < 8; ++i) {
                 sa = dp4a(lo[i], ua[i], sa);
-                sb = dp4a(hi[i], ub[i], sb);
+                sb = Q5 ? dp4a(hi[i], ub[i], sb) : dp4a_us((u32) hi[i], ub[i], sb);
             }
+            if (!Q5) sb >>= 4;  // exact: a multiple of 16
             // Q8_K activations: one d for all 256 (da.x == db.x), so the two sub-blocks
             // meet in int32 (|sum| < 2^23: exact in f32) as ggml's CPU sums them.
             const float2 da = a.d(c, e), db = a.d(c, e + 32);
