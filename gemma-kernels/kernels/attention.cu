@@ -308,22 +308,33 @@ static __device__ __forceinline__ void attn_prefill_rows(const float *__restrict
 #pragma unroll
         for (int e = 0; e < EPL; ++e) qf[e] = q8_0_roundtrip(qf[e], amax);
     }
+    // Warp w takes keys lo + w, lo + w + NW, ... in order, ATT_KEYS_IN_FLIGHT of them at a
+    // time: their K and V loads are all issued before the first is used (a key past the
+    // range loads the round's first key and is dropped).
     float m = NEG_INF, l = 0.0f;
-    for (int kp = lo + warp; kp < hi; kp += NW) {
-        const i64 row = ((i64) (kp % n_slots) * n_kv + hk) * D + lane * EPL;
-        float kf[EPL], vf[EPL];
-        load_kv<KV, EPL>(kc, row, kf);
-        float dot = 0.0f;
+    for (int kp0 = lo + warp; kp0 < hi; kp0 += ATT_KEYS_IN_FLIGHT * NW) {
+        float kf[ATT_KEYS_IN_FLIGHT][EPL], vf[ATT_KEYS_IN_FLIGHT][EPL];
 #pragma unroll
-        for (int e = 0; e < EPL; ++e) dot += qf[e] * kf[e];
-        dot = warp_sum(dot);
-        const float m_new = fmaxf(m, dot);
-        const float corr = expf(m - m_new), p = expf(dot - m_new);
-        load_kv<KV, EPL>(vc, row, vf);
-        l = l * corr + p;
+        for (int u = 0; u < ATT_KEYS_IN_FLIGHT; ++u) {
+            const int kp = kp0 + u * NW < hi ? kp0 + u * NW : kp0;
+            const i64 row = ((i64) (kp % n_slots) * n_kv + hk) * D + lane * EPL;
+            load_kv<KV, EPL>(kc, row, kf[u]);
+            load_kv<KV, EPL>(vc, row, vf[u]);
+        }
 #pragma unroll
-        for (int e = 0; e < EPL; ++e) o[e] = o[e] * corr + p * vf[e];
-        m = m_new;
+        for (int u = 0; u < ATT_KEYS_IN_FLIGHT; ++u) {
+            if (kp0 + u * NW >= hi) break;  // uniform over the warp
+            float dot = 0.0f;
+#pragma unroll
+            for (int e = 0; e < EPL; ++e) dot += qf[e] * kf[u][e];
+            dot = warp_sum(dot);
+            const float m_new = fmaxf(m, dot);
+            const float corr = expf(m - m_new), p = expf(dot - m_new);
+            l = l * corr + p;
+#pragma unroll
+            for (int e = 0; e < EPL; ++e) o[e] = o[e] * corr + p * vf[u][e];
+            m = m_new;
+        }
     }
     __shared__ float sml[NW][2];
     __shared__ float so[NW][D];
