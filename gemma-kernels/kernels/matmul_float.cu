@@ -85,11 +85,17 @@ MATVEC_F_ALL(bf16, GGML_BF16)
 #define MMF_TILE 64
 #define MMF_BK 32
 
+// Weight idx as raw bits (an f32's, or an f16 / bf16 in the low half; 0 is 0.0 in all),
+// and those bits as a float.
 template <int TY>
-static __device__ __forceinline__ float load_w1(const u8 *w, i64 idx) {
-    if (TY == GGML_F32) return ((const float *) w)[idx];
-    const u16 h = ((const u16 *) w)[idx];
-    return TY == GGML_F16 ? h2f(h) : bf2f(h);
+static __device__ __forceinline__ int load_w_bits(const u8 *w, i64 idx) {
+    if (TY == GGML_F32) return __ldg((const int *) w + idx);
+    return __ldg((const u16 *) w + idx);
+}
+template <int TY>
+static __device__ __forceinline__ float bits_to_w(int b) {
+    if (TY == GGML_F32) return __int_as_float(b);
+    return TY == GGML_F16 ? h2f((u16) b) : bf2f((u16) b);
 }
 
 // w: rows x k, x: n x k, y: n x rows. grid: (ceil(rows / 64), ceil(n / 64)), block: 256.
@@ -106,11 +112,24 @@ static __device__ __forceinline__ void matmul_f(const u8 *__restrict__ w, int k,
 #pragma unroll
         for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
     for (int k0 = 0; k0 < k; k0 += MMF_BK) {
-        for (int idx = threadIdx.x; idx < MMF_TILE * MMF_BK; idx += 256) {
-            const int r = idx / MMF_BK, kk = idx % MMF_BK;
+        // A fixed 8 elements of each tile per thread: all 16 loads issued (as raw bits,
+        // pinned) before the first is converted and stored.
+        constexpr int PER = MMF_TILE * MMF_BK / 256;
+        int wb[PER], xb[PER];
+#pragma unroll
+        for (int i = 0; i < PER; ++i) {
+            const int idx = threadIdx.x + 256 * i, r = idx / MMF_BK, kk = idx % MMF_BK;
             const int row = r0 + r, col = c0 + r, kg = k0 + kk;
-            sw[kk][r] = (row < rows && kg < k) ? load_w1<TY>(w, (i64) row * k + kg) : 0.0f;
-            sx[kk][r] = (col < n && kg < k) ? x[(i64) col * k + kg] : 0.0f;
+            wb[i] = row < rows && kg < k ? load_w_bits<TY>(w, (i64) row * k + kg) : 0;
+            xb[i] = col < n && kg < k ? __ldg((const int *) x + (i64) col * k + kg) : 0;
+            pin(wb[i]);
+            pin(xb[i]);
+        }
+#pragma unroll
+        for (int i = 0; i < PER; ++i) {
+            const int idx = threadIdx.x + 256 * i, r = idx / MMF_BK, kk = idx % MMF_BK;
+            sw[kk][r] = bits_to_w<TY>(wb[i]);
+            sx[kk][r] = __int_as_float(xb[i]);
         }
         __syncthreads();
 #pragma unroll 8
