@@ -78,8 +78,8 @@ extern "C" __global__ void vis_add_bias_residual(float *h, const float *__restri
 // ---------------------------------------------------------------------------------
 // Bidirectional attention. q, k, v, out: n x width floats, head h in columns h * HD ...
 // Each thread owns one query: its HD values and HD output accumulators live in registers.
-// The block walks over all keys in tiles of VIS_KEY_TILE keys (K and V staged in shared
-// memory, read as broadcasts), eight keys at a time: their scores, the running maximum
+// The block walks over all keys in tiles of VIS_KEY_TILE keys (K and V copied to shared
+// memory by cp.async, width and head offsets multiples of 4 floats; read as broadcasts), eight keys at a time: their scores, the running maximum
 // (the accumulators are rescaled only when it grows), then the weighted values (online
 // softmax, f32). grid: (ceil(n / VIS_ATTN_THREADS), heads), block: VIS_ATTN_THREADS.
 
@@ -106,14 +106,16 @@ static __device__ __forceinline__ void vis_attention(const float *__restrict__ q
     float m = NEG_INF, l = 0.0f;
     for (int k0 = 0; k0 < n; k0 += VIS_KEY_TILE) {
         __syncthreads();  // the previous tile is no longer read
-        for (int idx = threadIdx.x; idx < VIS_KEY_TILE * HD; idx += VIS_ATTN_THREADS) {
-            const int j = idx / HD, d = idx % HD;
-            const int key = k0 + j;
-            const float kv = key < n ? k[(i64) key * width + col + d] : 0.0f;
-            const float vv = key < n ? v[(i64) key * width + col + d] : 0.0f;
-            ((float *) sk[j])[d] = kv;
-            ((float *) sv[j])[d] = vv;
+        // The tile's keys and values by cp.async, all in flight at once (zeros past n; such
+        // a key names key k0, which exists, as its unread source).
+        for (int idx = threadIdx.x; idx < VIS_KEY_TILE * HD / 4; idx += VIS_ATTN_THREADS) {
+            const int j = idx / (HD / 4), d4 = idx % (HD / 4);
+            const bool in = k0 + j < n;
+            const i64 off = (i64) (in ? k0 + j : k0) * width + col + 4 * d4;
+            copy_async16(&sk[j][d4], k + off, in);
+            copy_async16(&sv[j][d4], v + off, in);
         }
+        copy_async_wait();
         __syncthreads();
         for (int j0 = 0; j0 < VIS_KEY_TILE; j0 += VIS_KEY_STEP) {
             float s[VIS_KEY_STEP];
