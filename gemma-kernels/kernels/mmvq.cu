@@ -11,12 +11,12 @@
 // Per task (TPB tasks per block; the host's launch::mmvq_tasks_per_block says the same):
 //   32-block types (Q4_0, Q5_0, Q8_0, Q4_1, Q5_1, IQ4_NL): 1 task, the whole block;
 //   Q4_K, Q5_K: 4 tasks of 32 qs bytes (64 weights, two sub-blocks), 16-byte loads;
-//   Q6_K: 4 tasks of 64 weights (16 from each quarter of one half).
-//   (sm_90 SASS instructions per weight byte, one round of mmvq_<type>_1: Q4_K 3.1, Q6_K
-//   4.1, Q4_0 3.8, Q8_0 1.8; with 16- or 32-weight tasks and rows padded to whole passes of
-//   the block's threads they were 7.3, 8.9, 8.5 and 5.0.)
+//   Q6_K: 4 tasks of 64 weights (16 from each quarter of one half);
 //   Q2_K, Q3_K: 8 tasks of 32 weights (one activation block, two sub-blocks of 16);
 //   IQ4_XS: 8 tasks, one block of 32 each.
+// (sm_90 SASS instructions per weight byte, one round of mmvq_<type>_1: Q4_K 3.1, Q6_K 4.1,
+// Q4_0 3.8, Q8_0 1.8; with 16- or 32-weight tasks and rows padded to whole passes of the
+// block's threads they were 7.3, 8.9, 8.5 and 5.0.)
 // Offsets (-8, -16, the minimums) use s = d * sum(q) of each activation block a task
 // covers whole (a Q4_K / Q5_K task: the two of its sub-blocks).
 
