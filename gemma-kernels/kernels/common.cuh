@@ -196,7 +196,8 @@ static __device__ __forceinline__ void pin(int4 &v) {
 // Asynchronous copies from global to shared memory (cp.async, sm_80+): nothing passes
 // through registers, so a thread can start many before it waits (copy_async_wait waits
 // for all of its own). `in` false writes zeros and reads nothing (src must still be a valid
-// address). Without __CUDA_ARCH__ (the CPU emulation of tests/emu/emu.h) a plain copy.
+// address). Without __CUDA_ARCH__: the CPU emulation of tests/emu/emu.h, whose write lands
+// at copy_async_wait.
 static __device__ __forceinline__ u32 shared_address(const void *p) {
 #ifdef __CUDA_ARCH__
     u32 a;
@@ -212,7 +213,8 @@ static __device__ __forceinline__ void copy_async16(void *dst, const void *src, 
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(shared_address(dst)), "l"(src), "r"(in ? 16 : 0)
                  : "memory");
 #else
-    *(int4 *) dst = in ? __ldg((const int4 *) src) : make_int4(0, 0, 0, 0);
+    const int4 v = in ? __ldg((const int4 *) src) : make_int4(0, 0, 0, 0);
+    emu::async_copy(dst, &v, 16);
 #endif
 }
 
@@ -221,13 +223,16 @@ static __device__ __forceinline__ void copy_async8(void *dst, const void *src, b
     asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;" ::"r"(shared_address(dst)), "l"(src), "r"(in ? 8 : 0)
                  : "memory");
 #else
-    *(int2 *) dst = in ? __ldg((const int2 *) src) : make_int2(0, 0);
+    const int2 v = in ? __ldg((const int2 *) src) : make_int2(0, 0);
+    emu::async_copy(dst, &v, 8);
 #endif
 }
 
 static __device__ __forceinline__ void copy_async_wait() {
 #ifdef __CUDA_ARCH__
     asm volatile("cp.async.wait_all;" ::: "memory");
+#else
+    emu::async_wait();
 #endif
 }
 

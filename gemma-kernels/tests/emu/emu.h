@@ -16,6 +16,9 @@
 //   again. A thread that never reaches a barrier the others wait at, or lanes of one warp at
 //   different barriers (divergence), stop the program with exit code 3 and a message.
 // - __shared__ variables are one static copy, shared by the fibers of the running block.
+// - cp.async (common.cuh's copy_async*): the source is read when the copy is issued, the
+//   shared-memory write happens at the thread's copy_async_wait (emu::async_copy /
+//   async_wait); a thread that ends with copies not waited for stops the program.
 // - The int8 tensor-core products of mmq.cu (mma.sync m16n8k16 / m16n8k32, s8 x s8 + s32)
 //   with their fragment layouts, as a warp-wide step (emu::mma_s8).
 // - The arithmetic the quantizers depend on, exactly: __float2int_rn (PTX cvt.rni.s32.f32:
@@ -145,11 +148,20 @@ struct Barrier {
     std::vector<int> waiters;  // threads that arrived, released when all `size` have
 };
 
+// A cp.async copy issued and not yet waited for: its source bytes, read when issued, land
+// at dst only at the thread's copy_async_wait.
+struct PendingCopy {
+    void *dst;
+    unsigned n;
+    uint8_t bytes[16];
+};
+
 struct Fiber {
     Context ctx;
     unsigned tid = 0;
     bool done = false;
     std::vector<char> stack;
+    std::vector<PendingCopy> pending;
 };
 
 struct uint3_ { unsigned x, y, z; };
@@ -276,15 +288,31 @@ inline void arrive(int bar, int kind) {
 
 inline void fiber_main() {
     B.body();
+    if (!B.cur->pending.empty()) die("cp.async copies never waited for (copy_async_wait)");
     B.cur->done = true;
     B.n_done++;
     run_next();
+}
+
+// cp.async (common.cuh's copy_async16 / copy_async8): the n source bytes are read now, the
+// shared-memory write waits for the thread's copy_async_wait, so a kernel that reads the
+// tile before waiting (or before the barrier after it) sees the old contents.
+inline void async_copy(void *dst, const void *src, unsigned n) {
+    PendingCopy c{dst, n, {}};
+    std::memcpy(c.bytes, src, n);
+    B.cur->pending.push_back(c);
+}
+
+inline void async_wait() {
+    for (const PendingCopy &c : B.cur->pending) std::memcpy(c.dst, c.bytes, c.n);
+    B.cur->pending.clear();
 }
 
 // Resets `f` to start thread `tid` at fiber_main.
 [[gnu::noinline]] inline void start_fiber(Fiber &f, unsigned tid) {
     f.tid = tid;
     f.done = false;
+    f.pending.clear();
     if (f.stack.empty()) f.stack.resize(STACK_BYTES);
     make_context(f.ctx, f.stack.data(), f.stack.size(), fiber_main);
 }
