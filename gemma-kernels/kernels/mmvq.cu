@@ -14,8 +14,8 @@
 //   Q6_K: 4 tasks of 64 weights (16 from each quarter of one half);
 //   Q2_K, Q3_K: 8 tasks of 32 weights (one activation block, two sub-blocks of 16);
 //   IQ4_XS: 8 tasks, one block of 32 each.
-// (sm_90 SASS instructions per weight byte, one round of mmvq_<type>_1: Q4_K 3.1, Q6_K 4.1,
-// Q4_0 3.8, Q8_0 1.8; with 16- or 32-weight tasks and rows padded to whole passes of the
+// (sm_90 SASS instructions per weight byte, one round of mmvq_<type>_1: Q4_K 3.0, Q6_K 4.3,
+// Q4_0 3.7, Q8_0 1.8; with 16- or 32-weight tasks and rows padded to whole passes of the
 // block's threads they were 7.3, 8.9, 8.5 and 5.0.)
 // Offsets (-8, -16, the minimums) use s = d * sum(q) of each activation block a task
 // covers whole (a Q4_K / Q5_K task: the two of its sub-blocks).
@@ -420,10 +420,11 @@ static __device__ __forceinline__ void mmvq(const u8 *__restrict__ w, int nb, co
     const ActView a = {aq, ads, k_pad};
     const int n_tasks = nb * T::TPB;
     const int n_all = n_rows * n_tasks;
-    // The first task of slot j's row (one round when n_rows > 1; row 0 otherwise).
+    // The first task of slot j's row: the same in every round (one round when n_rows > 1;
+    // row 0 otherwise, where slot j's first task is below n_tasks or is not live).
     int row_start[ITEMS];
 #pragma unroll
-    for (int j = 0; j < ITEMS; ++j) row_start[j] = n_rows == 1 ? 0 : (j * MMVQ_THREADS + threadIdx.x) / n_tasks * n_tasks;
+    for (int j = 0; j < ITEMS; ++j) row_start[j] = (j * MMVQ_THREADS + threadIdx.x) / n_tasks * n_tasks;
     float acc[ITEMS][NC] = {};
     for (int f0 = 0; f0 < n_all; f0 += ROUND) {  // uniform over the block
         T task[ITEMS];
