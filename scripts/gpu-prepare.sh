@@ -126,21 +126,21 @@ for v in $variants; do
     > "$out/kl/llama-vs-cpu-$v.txt"
 done
 
-# The real Gemma 3 270M Q4_K_M (253 MB) in five parts: four of ~58 MB in gpu-m1 .. gpu-m4
+# The real Gemma 3 270M Q4_K_M (253 MB) in five parts: four of 60 MB in gpu-m1 .. gpu-m4
 # (each carried by its own device call beforehand, the machine kept warm between calls:
 # a call's tree is limited to 64 MiB) and the rest in $out/real/part5. gpu-check.sh joins
 # them, checks the sha256 and runs the real-model parity and speed steps. Also carried: the
 # fixture prompts' token ids and llama.cpp's greedy continuations.
 real_model="${GEMMA_TEST_MODEL:-$HOME/.cache/gemma-rs/gemma-3-270m-q4_k_m.gguf}"
 mkdir -p "$out/real"
-part=$((58 * 1000 * 1000))
+part_mb=60  # 57.2 MiB: with the ~4 MiB tree, under a call's 64 MiB
 for i in 1 2 3 4; do
   rm -rf "gpu-m$i"
   mkdir -p "gpu-m$i"
   grep -qx "/gpu-m$i/" .git/info/exclude || echo "/gpu-m$i/" >> .git/info/exclude
-  dd if="$real_model" of="gpu-m$i/part" bs=1000000 skip=$(( (i - 1) * 58 )) count=58 status=none
+  dd if="$real_model" of="gpu-m$i/part" bs=1000000 skip=$(( (i - 1) * part_mb )) count=$part_mb status=none
 done
-dd if="$real_model" of="$out/real/part5" bs=1000000 skip=$((4 * 58)) status=none
+dd if="$real_model" of="$out/real/part5" bs=1000000 skip=$((4 * part_mb)) status=none
 sha256sum "$real_model" | cut -d' ' -f1 > "$out/real/sha256"
 python3 - "$fixtures/gemma3-270m" "$out/real" <<'PY'
 import json, sys
