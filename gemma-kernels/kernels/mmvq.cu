@@ -12,7 +12,7 @@
 //   32-block types (Q4_0, Q5_0, Q8_0, Q4_1, Q5_1, IQ4_NL): 1 task, the whole block;
 //   Q4_K, Q5_K: 4 tasks of 32 qs bytes (64 weights, two sub-blocks), 16-byte loads;
 //   Q6_K: 4 tasks of 64 weights (16 from each quarter of one half);
-//   Q2_K, Q3_K: 8 tasks of 32 weights (one activation block, two sub-blocks of 16);
+//   Q2_K, Q3_K: 2 tasks of 128 weights (half a block: its 32 qs bytes once);
 //   IQ4_XS: 8 tasks, one block of 32 each.
 // (sm_90 SASS instructions per weight byte, one round of mmvq_<type>_1: Q4_K 3.0, Q6_K 4.3,
 // Q4_0 3.7, Q8_0 1.8; with 16- or 32-weight tasks and rows padded to whole passes of the
@@ -319,66 +319,80 @@ template <> struct Task<GGML_IQ4_XS> {
     }
 };
 
-// Values 0..7 per byte to -4..3.
-static __device__ __forceinline__ int sub4_bytes(int v) {
-    const int x = v ^ 0x04040404;
-    return x | ((x & 0x04040404) * 0x3E);
-}
-
-// Q2_K / Q3_K: task t covers n = t / 4, g = t % 4: weights 128n + 32g + l (l < 32), the 2-bit
-// field g of qs[32n + l]; sub-blocks 8n + 2g (l < 16) and 8n + 2g + 1. Q2_K subtracts
-// dmin * min * (sum of the 16 activations); Q3_K adds the high bit and offsets by -4.
-template <bool Q3> struct TaskQ23_K : RawQ23_K<Q3> {
-    enum { QK = 256, BYTES = Q3 ? 110 : 84, TPB = 8 };
-    using RawQ23_K<Q3>::qs;
-    using RawQ23_K<Q3>::hm;
-    using RawQ23_K<Q3>::scw;
-    using RawQ23_K<Q3>::dd;
-    // Q3_K: d, applied outside dot; Q2_K's d and dmin are applied inside.
-    __device__ __forceinline__ float scale() const { return Q3 ? h2f((u16) dd) : 1.0f; }
-    template <int NC> __device__ __forceinline__ void dot(int t, ActView a, int e0, float *acc) const {
-        const int n = t >> 2, g = t & 3, s0 = 8 * n + 2 * g;
-        int q[8];
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-            q[i] = (qs[i] >> (2 * g)) & 0x03030303;
-            if (Q3) q[i] = sub4_bytes(q[i] | (((hm[i] >> (4 * n + g)) & 0x01010101) << 2));
-        }
-        float sc_a, sc_b, mn_a = 0.0f, mn_b = 0.0f, d;
+// Q2_K / Q3_K: task t is half n = t of the block (128 weights): qs[32n + l] holds the 2-bit
+// fields g = 0..3 of weights 128n + 32g + l (l < 32), of sub-blocks 8n + 2g (l < 16) and
+// 8n + 2g + 1; Q3_K's high bit of that weight is bit 4n + g of hmask[l]. The quants go into
+// dp4a as they are (Q3_K: 0..7), and the task's sums meet in int32 (Q8_K activations: one d
+// for the block; every sum below 2^23): Q2_K d x sum(scale x dot) - dmin x sum(min x
+// activation sum), Q3_K d x sum((scale - 32) x (dot - 4 x activation sum)).
+template <bool Q3> struct TaskQ23_K {
+    enum { QK = 256, BYTES = Q3 ? 110 : 84, TPB = 2 };
+    int qs[8];
+    int hm[8];   // Q3_K: the hmask words
+    int scw[3];  // Q2_K: scales[8n .. 8n + 8) in scw[0..1]; Q3_K: the 12 scale bytes
+    int dd;      // Q2_K: d | dmin << 16; Q3_K: d
+    __device__ __forceinline__ void load(const u8 *blk, int t) {  // Q2_K: 4-byte, Q3_K: 2-byte aligned
         if (Q3) {
-            sc_a = (float) (q3_K_scale_words(scw, s0) - 32);
-            sc_b = (float) (q3_K_scale_words(scw, s0 + 1) - 32);
-            d = 1.0f;  // scale()
+            load_words_a2<8>(blk + 32 + 32 * t, qs);
+            load_words_a2<8>(blk, hm);
+            load_words_a2<3>(blk + 96, scw);
+            dd = load_u16(blk + 108);
         } else {
-            const int sa = scw[0] & 0xFF, sb = (scw[0] >> 8) & 0xFF;
-            sc_a = (float) (sa & 0xF);
-            sc_b = (float) (sb & 0xF);
-            d = h2f((u16) (dd & 0xFFFF));
-            const float dmin = h2f((u16) ((u32) dd >> 16));
-            mn_a = dmin * (float) (sa >> 4);
-            mn_b = dmin * (float) (sb >> 4);
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                qs[i] = load_i32(blk + 16 + 32 * t + 4 * i);
+                pin(qs[i]);
+            }
+            scw[0] = load_i32(blk + 8 * t);
+            scw[1] = load_i32(blk + 8 * t + 4);
+            pin(scw[0]);
+            pin(scw[1]);
+            dd = load_i32(blk + 80);
         }
-        const int eg = e0 + 128 * n + 32 * g;
+        pin(dd);
+    }
+    __device__ __forceinline__ float scale() const { return 1.0f; }
+    template <int NC> __device__ __forceinline__ void dot(int t, ActView a, int e0, float *acc) const {
+        // Scales (and Q2_K's mins) of sub-blocks 8t + k.
+        int sc[8], mn[8];
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+            if (Q3) {
+                sc[k] = q3_K_scale_words(scw, 8 * t + k) - 32;
+                mn[k] = 0;
+            } else {
+                const int b = byte_of(scw[k / 4], k % 4);
+                sc[k] = b & 0xF;
+                mn[k] = b >> 4;
+            }
+        }
+        const float d = h2f((u16) (dd & 0xFFFF));
+        const float dmin = Q3 ? 0.0f : h2f((u16) ((u32) dd >> 16));
 #pragma unroll
         for (int c = 0; c < NC; ++c) {
-            const int4 ua = load_i4(a.q(c, eg));
-            const int4 ub = load_i4(a.q(c, eg) + 16);
-            int sa = dp4a(q[0], ua.x, 0);
-            sa = dp4a(q[1], ua.y, sa);
-            sa = dp4a(q[2], ua.z, sa);
-            sa = dp4a(q[3], ua.w, sa);
-            int sb = dp4a(q[4], ub.x, 0);
-            sb = dp4a(q[5], ub.y, sb);
-            sb = dp4a(q[6], ub.z, sb);
-            sb = dp4a(q[7], ub.w, sb);
-            const float dx = a.d(c, eg).x;
-            float r = d * dx * (sc_a * (float) sa + sc_b * (float) sb);
-            if (!Q3) {
-                const int xa = dp4a(0x01010101, ua.w, dp4a(0x01010101, ua.z, dp4a(0x01010101, ua.y, dp4a(0x01010101, ua.x, 0))));
-                const int xb = dp4a(0x01010101, ub.w, dp4a(0x01010101, ub.z, dp4a(0x01010101, ub.y, dp4a(0x01010101, ub.x, 0))));
-                r -= dx * (mn_a * (float) xa + mn_b * (float) xb);
+            int isum = 0, imin = 0;
+#pragma unroll
+            for (int g = 0; g < 4; ++g) {
+                const i8 *q = a.q(c, e0 + 128 * t + 32 * g);
+                const int4 ua = load_i4(q), ub = load_i4(q + 16);
+                const int u[8] = {ua.x, ua.y, ua.z, ua.w, ub.x, ub.y, ub.z, ub.w};
+                int s2[2] = {0, 0}, x2[2] = {0, 0};
+#pragma unroll
+                for (int i = 0; i < 8; ++i) {
+                    int w = (qs[i] >> (2 * g)) & 0x03030303;
+                    if (Q3) w |= ((hm[i] >> (4 * t + g)) & 0x01010101) << 2;
+                    s2[i / 4] = dp4a(w, u[i], s2[i / 4]);
+                    x2[i / 4] = dp4a(0x01010101, u[i], x2[i / 4]);
+                }
+                if (Q3) {
+                    isum += sc[2 * g] * (s2[0] - 4 * x2[0]) + sc[2 * g + 1] * (s2[1] - 4 * x2[1]);
+                } else {
+                    isum += sc[2 * g] * s2[0] + sc[2 * g + 1] * s2[1];
+                    imin += mn[2 * g] * x2[0] + mn[2 * g + 1] * x2[1];
+                }
             }
-            acc[c] += r;
+            const float dx = a.d(c, e0).x;
+            acc[c] += d * dx * (float) isum - (Q3 ? 0.0f : dmin * dx * (float) imin);
         }
     }
 };
@@ -388,13 +402,16 @@ template <> struct Task<GGML_Q3_K> : TaskQ23_K<true> {};
 // ---------------------------------------------------------------------------------
 
 // Tasks a thread takes per round; their loads are all issued before the dot products. Four,
-// or two of the 64-weight tasks of Q4_K, Q5_K and Q6_K (about the same bytes in flight,
-// fewer registers: Q6_K took 105 with four); the host's launch::mmvq_items says the same.
+// or two of the larger tasks of Q4_K, Q5_K, Q6_K (64 weights), Q2_K and Q3_K (128) (about
+// the same bytes in flight, fewer registers: Q6_K took 105 with four); the host's
+// launch::mmvq_items says the same.
 #define MMVQ_ITEMS 4
 template <int TY> struct Items { enum { N = MMVQ_ITEMS }; };
 template <> struct Items<GGML_Q4_K> { enum { N = 2 }; };
 template <> struct Items<GGML_Q5_K> { enum { N = 2 }; };
 template <> struct Items<GGML_Q6_K> { enum { N = 2 }; };
+template <> struct Items<GGML_Q2_K> { enum { N = 2 }; };
+template <> struct Items<GGML_Q3_K> { enum { N = 2 }; };
 
 // w: rows x nb blocks; aq/ads: NC activation rows (q8_1, row length k_pad); y: NC x rows.
 // The block computes weight rows row0 .. row0 + n_rows - 1, which lie one after another in

@@ -72,16 +72,18 @@ fn quantized_types() -> Vec<GgmlType> {
 
 /// Row lengths: cuda_parity's (fewer tasks than threads, so up to 8 rows share a block and a
 /// warp's tasks cross from one row into the next; a partial 256-group for the 32-block
-/// types); one of 129 to 136 tasks (3 rows per block, the 64-weight tasks of Q4_K, Q5_K and
-/// Q6_K 1); one of over 512 tasks, so a thread runs two rounds or more, the last partial.
+/// types); one of 129 to 136 tasks (3 rows per block; 1 for Q4_K, Q5_K, Q6_K, Q2_K and
+/// Q3_K, whose rounds are 2 tasks per thread); one of more tasks than a round, so a thread
+/// runs two rounds or more, the last partial.
 /// The longer 32-block rows have an odd number of blocks, so the last block of a matrix
 /// starts 2 bytes past a 4-byte boundary (Q4_0, Q5_0, Q8_0, IQ4_NL) and its aligned loads
 /// end at the matrix's last byte.
 fn row_lengths(ty: GgmlType) -> [usize; 3] {
     match launch::mmvq_tasks_per_block(ty) {
-        8 => [768, 4352, 16640], // 24, 136 and 520 tasks
-        4 => [768, 8448, 33024], // Q4_K, Q5_K, Q6_K: 12, 132 and 516 tasks (rounds of 2)
-        _ => [640, 4128, 16416], // 32-block types, a task per block: 20, 129 and 513 tasks
+        8 => [768, 4352, 16640],  // IQ4_XS: 24, 136 and 520 tasks
+        4 => [768, 8448, 33024],  // Q4_K, Q5_K, Q6_K: 12, 132 and 516 tasks (rounds of 2)
+        2 => [768, 16640, 33024], // Q2_K, Q3_K: 6, 130 and 258 tasks (rounds of 2)
+        _ => [640, 4128, 16416],  // 32-block types, a task per block: 20, 129 and 513 tasks
     }
 }
 
@@ -334,9 +336,9 @@ fn single_matrix_kernels_match_f64_reference() {
         }
     }
     // At 1, 2 and 4 tokens (8 tokens take one row per block): the two shorter rows of every
-    // type but Q4_K, Q5_K and Q6_K (132 tasks fill their round of 2 x 128), the shortest of
-    // those: 63 of 120.
-    assert_eq!(grouped, 63, "launches with several rows per block");
+    // type but Q4_K, Q5_K, Q6_K, Q2_K and Q3_K (130 or 132 tasks fill their round of 2 x
+    // 128), the shortest of those: 57 of 120.
+    assert_eq!(grouped, 57, "launches with several rows per block");
     let outputs = run(&problems, &launches);
     let (mut bad, mut checked, mut worst) = (Vec::new(), 0, 0f64);
     for ((schedule, _), per_launch) in SCHEDULES.iter().zip(&outputs) {

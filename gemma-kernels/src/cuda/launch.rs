@@ -230,11 +230,11 @@ pub fn uses_q8_activations(ty: GgmlType) -> bool {
 }
 
 /// Tasks an mmvq thread takes per round, all their loads in flight at once (`Items` in
-/// kernels/mmvq.cu): 4, or 2 for Q4_K, Q5_K and Q6_K, whose tasks are 64 weights; a block
-/// has 128 threads.
+/// kernels/mmvq.cu): 4, or 2 for Q4_K, Q5_K and Q6_K (64-weight tasks) and Q2_K and Q3_K
+/// (128); a block has 128 threads.
 fn mmvq_items(ty: GgmlType) -> usize {
     match ty {
-        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => 2,
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K | GgmlType::Q2_K | GgmlType::Q3_K => 2,
         _ => 4,
     }
 }
@@ -254,6 +254,7 @@ pub fn mmvq_max_rows(tokens: usize) -> usize {
 pub fn mmvq_tasks_per_block(ty: GgmlType) -> usize {
     match ty {
         _ if ty.block_elems() == 32 => 1,
+        GgmlType::Q2_K | GgmlType::Q3_K => 2,
         GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => 4,
         _ => 8,
     }
