@@ -314,17 +314,16 @@ template <int W> struct RawD16 {
     }
 };
 
-// Q2_K / Q3_K task t (n = t / 4, g = t % 4: weights 128n + 32g + l, l < 32): the 8 qs words
-// of half n, Q3_K's 8 hmask words, the scales (Q2_K: scales[s0] and scales[s0 + 1], s0 =
-// 8n + 2g, in the low bytes; Q3_K: all 12 bytes) and d (Q2_K: d | dmin << 16). Blocks are
-// 4- (Q2_K) or 2-byte (Q3_K) aligned.
+// Q2_K / Q3_K, half n of a block (weights 128n .. 128n + 127): the 8 qs words of the half,
+// Q3_K's 8 hmask words and 12 scale bytes, and d (Q2_K: d | dmin << 16). Q2_K's scales are
+// left to the caller (scw), which takes those of its own sub-blocks. Blocks are 4- (Q2_K)
+// or 2-byte (Q3_K) aligned.
 template <bool Q3> struct RawQ23_K {
     int qs[8];
     int hm[8];
     int scw[3];
     int dd;
-    __device__ __forceinline__ void load(const u8 *blk, int t) {
-        const int n = t >> 2, g = t & 3;
+    __device__ __forceinline__ void load_half(const u8 *blk, int n) {
         if (Q3) {
             load_words_a2<8>(blk + 32 + 32 * n, qs);
             load_words_a2<8>(blk, hm);
@@ -336,8 +335,6 @@ template <bool Q3> struct RawQ23_K {
                 qs[i] = load_i32(blk + 16 + 32 * n + 4 * i);
                 pin(qs[i]);
             }
-            scw[0] = load_u16(blk + 8 * n + 2 * g);
-            pin(scw[0]);
             dd = load_i32(blk + 80);
         }
         pin(dd);

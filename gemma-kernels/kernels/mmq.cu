@@ -228,8 +228,15 @@ template <> struct WTask<GGML_Q5_K> : WTaskQK45<true> {};
 template <bool Q3> struct WTaskQ23_K : RawQ23_K<Q3> {
     using RawQ23_K<Q3>::qs;
     using RawQ23_K<Q3>::hm;
-    using RawQ23_K<Q3>::scw;
+    using RawQ23_K<Q3>::scw;  // Q2_K: scales[s0], scales[s0 + 1] (s0 = 8n + 2g) in the low bytes
     using RawQ23_K<Q3>::dd;
+    __device__ __forceinline__ void load(const u8 *blk, int t) {
+        this->load_half(blk, t >> 2);
+        if (!Q3) {
+            scw[0] = load_u16(blk + 8 * (t >> 2) + 2 * (t & 3));
+            pin(scw[0]);
+        }
+    }
     __device__ __forceinline__ void unpack(MmqSmem &s, int r, int t) const {
         const int n = t >> 2, g = t & 3;
         int *dst = &s.w[r][(128 * n + 32 * g) / 4];

@@ -325,31 +325,20 @@ template <> struct Task<GGML_IQ4_XS> {
 // dp4a as they are (Q3_K: 0..7), and the task's sums meet in int32 (Q8_K activations: one d
 // for the block; every sum below 2^23): Q2_K d x sum(scale x dot) - dmin x sum(min x
 // activation sum), Q3_K d x sum((scale - 32) x (dot - 4 x activation sum)).
-template <bool Q3> struct TaskQ23_K {
+template <bool Q3> struct TaskQ23_K : RawQ23_K<Q3> {
     enum { QK = 256, BYTES = Q3 ? 110 : 84, TPB = 2 };
-    int qs[8];
-    int hm[8];   // Q3_K: the hmask words
-    int scw[3];  // Q2_K: scales[8n .. 8n + 8) in scw[0..1]; Q3_K: the 12 scale bytes
-    int dd;      // Q2_K: d | dmin << 16; Q3_K: d
-    __device__ __forceinline__ void load(const u8 *blk, int t) {  // Q2_K: 4-byte, Q3_K: 2-byte aligned
-        if (Q3) {
-            load_words_a2<8>(blk + 32 + 32 * t, qs);
-            load_words_a2<8>(blk, hm);
-            load_words_a2<3>(blk + 96, scw);
-            dd = load_u16(blk + 108);
-        } else {
-#pragma unroll
-            for (int i = 0; i < 8; ++i) {
-                qs[i] = load_i32(blk + 16 + 32 * t + 4 * i);
-                pin(qs[i]);
-            }
+    using RawQ23_K<Q3>::qs;
+    using RawQ23_K<Q3>::hm;
+    using RawQ23_K<Q3>::scw;  // Q2_K: scales[8t .. 8t + 8) in scw[0..1]
+    using RawQ23_K<Q3>::dd;
+    __device__ __forceinline__ void load(const u8 *blk, int t) {
+        this->load_half(blk, t);
+        if (!Q3) {
             scw[0] = load_i32(blk + 8 * t);
             scw[1] = load_i32(blk + 8 * t + 4);
             pin(scw[0]);
             pin(scw[1]);
-            dd = load_i32(blk + 80);
         }
-        pin(dd);
     }
     __device__ __forceinline__ float scale() const { return 1.0f; }
     template <int NC> __device__ __forceinline__ void dot(int t, ActView a, int e0, float *acc) const {
