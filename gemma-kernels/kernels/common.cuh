@@ -341,10 +341,11 @@ template <bool Q3> struct RawQ23_K {
     }
 };
 
-// The 6-bit scale of Q3_K sub-block s (q3_K_scale) from the 12 scale bytes in three words.
-static __device__ __forceinline__ int q3_K_scale_words(const int *w, int s) {
-    const int lo = (byte_of(w[(s % 8) / 4], s % 4) >> (4 * (s / 8))) & 0xF;
-    const int hi = (byte_of(w[2], s % 4) >> (2 * (s / 4))) & 3;
+// The 6-bit scale of Q3_K sub-block 8n + k (k < 8; q3_K_scale) from the 12 scale bytes in
+// three words. (With k known at compile time the words are indexed statically.)
+static __device__ __forceinline__ int q3_K_scale_words(const int *w, int n, int k) {
+    const int lo = (byte_of(w[k / 4], k % 4) >> (4 * n)) & 0xF;
+    const int hi = (byte_of(w[2], k % 4) >> (4 * n + 2 * (k / 4))) & 3;
     return lo | (hi << 4);
 }
 

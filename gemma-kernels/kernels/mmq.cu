@@ -253,8 +253,8 @@ template <bool Q3> struct WTaskQ23_K : RawQ23_K<Q3> {
         }
         const int s0 = 8 * n + 2 * g;
         if (Q3) {
-            s.wsi[r][s0] = q3_K_scale_words(scw, s0) - 32;
-            s.wsi[r][s0 + 1] = q3_K_scale_words(scw, s0 + 1) - 32;
+            s.wsi[r][s0] = q3_K_scale_words(scw, n, 2 * g) - 32;
+            s.wsi[r][s0 + 1] = q3_K_scale_words(scw, n, 2 * g + 1) - 32;
             if (t == 0) s.wd[r] = h2f((u16) dd);
         } else {
             const int sc = scw[0];  // scales s0, s0 + 1: 4-bit scale, 4-bit min

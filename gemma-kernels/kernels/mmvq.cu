@@ -347,7 +347,7 @@ template <bool Q3> struct TaskQ23_K : RawQ23_K<Q3> {
 #pragma unroll
         for (int k = 0; k < 8; ++k) {
             if (Q3) {
-                sc[k] = q3_K_scale_words(scw, 8 * t + k) - 32;
+                sc[k] = q3_K_scale_words(scw, t, k) - 32;
                 mn[k] = 0;
             } else {
                 const int b = byte_of(scw[k / 4], k % 4);
