@@ -187,38 +187,18 @@ fn norms_fused_with_quantization_refuse_rows_past_6144() {
     let x = cuda::upload(&dev, &vec![0.5f32; dim]).unwrap();
     let mut out = cuda::zeros::<f32>(&dev, dim).unwrap();
     let mut q8 = Q8Activations::new(&dev, dim, rows).unwrap();
-    let err = ops::rms_norm_q8_1(
-        &dev,
-        &x,
-        &w,
-        &mut out,
-        rows,
-        dim,
-        1e-6,
-        ActFormat::Q8K,
-        &mut q8,
-    )
-    .unwrap_err();
-    assert!(err.to_string().contains("at most 6144"), "{err}");
-    let (mut o, mut r) = (
-        cuda::upload(&dev, &vec![0.5f32; dim]).unwrap(),
-        cuda::upload(&dev, &vec![0.5f32; dim]).unwrap(),
-    );
-    let err = ops::rms_norm_add_norm_q8_1(
-        &dev,
-        &mut o,
-        &w,
-        &mut r,
-        &w,
-        &mut out,
-        rows,
-        dim,
-        1e-6,
-        ActFormat::Q8K,
-        &mut q8,
-    )
-    .unwrap_err();
-    assert!(err.to_string().contains("at most 6144"), "{err}");
+    let mut o = cuda::upload(&dev, &vec![0.5f32; dim]).unwrap();
+    let mut r = cuda::upload(&dev, &vec![0.5f32; dim]).unwrap();
+    let (eps, f) = (1e-6, ActFormat::Q8K);
+    for err in [
+        ops::rms_norm_q8_1(&dev, &x, &w, &mut out, rows, dim, eps, f, &mut q8).unwrap_err(),
+        ops::rms_norm_add_norm_q8_1(
+            &dev, &mut o, &w, &mut r, &w, &mut out, rows, dim, eps, f, &mut q8,
+        )
+        .unwrap_err(),
+    ] {
+        assert!(err.to_string().contains("at most 6144"), "{err}");
+    }
 }
 
 #[test]
