@@ -470,6 +470,7 @@ fn run() -> Result<(), CudaError> {
     if !quick {
         bench_matmul(&dev, &t, GgmlType::Q4_0, ff, h, 512)?;
         bench_matmul(&dev, &t, GgmlType::F16, ff, h, 512)?;
+        bench_matmul(&dev, &t, GgmlType::BF16, ff, h, 512)?;
         for ty in [
             GgmlType::Q2_K,
             GgmlType::Q3_K,

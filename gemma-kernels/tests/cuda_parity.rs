@@ -161,6 +161,46 @@ fn tensor_core_matmul_matches_reference_with_ragged_tiles() {
     }
 }
 
+/// The F16 / BF16 prefill products (tensor cores, activations split into parts of the
+/// weight type) keep the f32 activations: times an identity matrix (a 136-wide K, so the
+/// last K tile is partial, and ragged row and token tiles), BF16's three parts give every
+/// activation back bit for bit and F16's two to within 2^-22 of it (plus 2^-25: F16
+/// subnormals). One rounded part would be 2^-12 (F16) or 2^-9 (BF16) off.
+#[test]
+fn float_tensor_core_products_keep_f32_activations() {
+    let Some(dev) = device() else { return };
+    let mut rng = Rng::new(14);
+    let (k, n) = (136, 70);
+    // Activations over many binades, some with all 24 significant bits set.
+    let mut x: Vec<f32> = (0..n * k)
+        .map(|i| rng.activation() * 2f32.powi(i as i32 % 17 - 8))
+        .collect();
+    x[5] = f32::from_bits(0x3FFF_FFFF);
+    x[k + 7] = -f32::from_bits(0x4180_0001);
+    for (ty, one, rel, abs) in [
+        (GgmlType::F16, 0x3C00u16, 2f64.powi(-22), 2f64.powi(-25)),
+        (GgmlType::BF16, 0x3F80, 0.0, 0.0),
+    ] {
+        let data: Vec<u8> = (0..k * k)
+            .flat_map(|i| if i / k == i % k { one } else { 0 }.to_le_bytes())
+            .collect();
+        let w = DeviceMatrix::upload(&dev, ty, &data, k, k).unwrap();
+        let xd = cuda::upload(&dev, &x).unwrap();
+        let mut y = cuda::zeros::<f32>(&dev, n * k).unwrap();
+        launch::matmul_float(&dev, &w, &xd, n, &mut y).unwrap();
+        let got = cuda::download(&dev, &y).unwrap();
+        for (i, (&g, &want)) in got.iter().zip(&x).enumerate() {
+            let err = (f64::from(g) - f64::from(want)).abs();
+            assert!(
+                err <= rel * f64::from(want).abs() + abs,
+                "{ty} identity product, token {} value {}: got {g:e} want {want:e}",
+                i / k,
+                i % k
+            );
+        }
+    }
+}
+
 #[test]
 fn rms_norms_match_reference() {
     let Some(dev) = device() else { return };

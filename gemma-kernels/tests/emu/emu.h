@@ -20,7 +20,8 @@
 //   shared-memory write happens at the thread's copy_async_wait (emu::async_copy /
 //   async_wait); a thread that ends with copies not waited for stops the program.
 // - The int8 tensor-core products of mmq.cu (mma.sync m16n8k16 / m16n8k32, s8 x s8 + s32)
-//   with their fragment layouts, as a warp-wide step (emu::mma_s8).
+//   with their fragment layouts, as a warp-wide step (emu::mma_s8); likewise the f16 / bf16
+//   m16n8k16 mma with f32 accumulation (emu::mma_f16).
 // - The arithmetic the quantizers depend on, exactly: __float2int_rn (PTX cvt.rni.s32.f32:
 //   nearest even, saturating, NaN -> 0), the _rn intrinsics (never fused), and the two PTX
 //   asm f16 conversions of common.cuh (cvt.f32.f16, cvt.rn.f16.f32) in software; the
@@ -439,6 +440,37 @@ inline float half_to_float(uint16_t h) {
     return bits_float(sign | ((uint32_t) (e - 15 + 127) << 23) | (m << 13));
 }
 
+// mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32 of the current thread's
+// warp (bf16 false: f16), with the PTX ISA's fragment layouts (g = lane / 4, t = lane % 4):
+// A register r holds row g + 8 (r % 2) and the 2 values k = 2t + 8 (r / 2) .. + 1 (low half
+// first); B register r the 2 values k = 2t + 8 r .. + 1 of column g; C / D element i is
+// row g + 8 (i / 2), column 2t + i % 2. The products are exact; each output's 16 products
+// are summed in f64 and added to c in one rounding (a GPU's tensor cores sum in another
+// order, to within a few f32 ulps). Every lane must call it.
+inline void mma_f16(bool bf16, float (&c)[4], const uint32_t *a, const uint32_t *b) {
+    const int tid = (int) B.cur->tid, w = tid / 32, lane = tid % 32;
+    MmaFragments &mine = mma_buf[w][lane];
+    for (int r = 0; r < 4; ++r) mine.a[r] = a[r];
+    for (int r = 0; r < 2; ++r) mine.b[r] = b[r];
+    arrive(1 + w, K_MMA_WRITE);
+    auto value = [bf16](uint32_t v, int i) {
+        const uint16_t h = (uint16_t) (v >> (16 * i));
+        return (double) (bf16 ? bits_float((uint32_t) h << 16) : half_to_float(h));
+    };
+    auto a_at = [&](int row, int k) { return value(mma_buf[w][4 * (row % 8) + (k % 8) / 2].a[row / 8 + 2 * (k / 8)], k % 2); };
+    auto b_at = [&](int k, int col) { return value(mma_buf[w][4 * col + (k % 8) / 2].b[k / 8], k % 2); };
+    const int g = lane / 4, t = lane % 4;
+    float d[4];
+    for (int i = 0; i < 4; ++i) {
+        const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
+        double sum = 0.0;
+        for (int k = 0; k < 16; ++k) sum += a_at(row, k) * b_at(k, col);
+        d[i] = (float) ((double) c[i] + sum);
+    }
+    arrive(1 + w, K_MMA_READ);
+    for (int i = 0; i < 4; ++i) c[i] = d[i];
+}
+
 // binary32 -> binary16, round to nearest even, as PTX cvt.rn.f16.f32.
 inline uint16_t float_to_half(float f) {
     const uint32_t x = float_bits(f);
@@ -486,6 +518,7 @@ struct alignas(16) float4 { float x, y, z, w; };
 inline float2 make_float2(float x, float y) { return float2{x, y}; }
 inline int2 make_int2(int x, int y) { return int2{x, y}; }
 inline int4 make_int4(int x, int y, int z, int w) { return int4{x, y, z, w}; }
+inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
 // A read-only load; stops the program where a GPU would fault (misaligned address).
 template <class T> inline T __ldg(const T *p) {
     if ((uintptr_t) p % alignof(T) != 0) emu::die("misaligned __ldg (a GPU faults)");
@@ -494,6 +527,7 @@ template <class T> inline T __ldg(const T *p) {
 }
 inline float __int_as_float(int i) { return emu::bits_float((uint32_t) i); }
 inline float __uint_as_float(unsigned u) { return emu::bits_float(u); }
+inline unsigned __float_as_uint(float f) { return emu::float_bits(f); }
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 inline float __fmul_rn(float a, float b) { volatile float r = a * b; return r; }
