@@ -88,8 +88,8 @@ MATVEC_F_ALL(bf16, GGML_BF16)
 #define MMF_BK 32
 
 // w: rows x k, x: n x k, y: n x rows. grid: (ceil(rows / 64), ceil(n / 64)), block: 256.
-static __device__ __forceinline__ void matmul_f32_tile(const float *__restrict__ w, int k, const float *__restrict__ x,
-                                                  int n, float *__restrict__ y, int rows) {
+static __device__ __forceinline__ void matmul_f32_tile(const float *__restrict__ w, int k,
+                                                       const float *__restrict__ x, int n, float *__restrict__ y, int rows) {
     __shared__ float sw[MMF_BK][MMF_TILE + 1];
     __shared__ float sx[MMF_BK][MMF_TILE + 1];
     const int r0 = blockIdx.x * MMF_TILE, c0 = blockIdx.y * MMF_TILE;
