@@ -24,7 +24,8 @@
 #      (gemma-core); again with programmatic dependent launch (GEMMA_CUDA_PDL=1);
 #   5b. mean KL(CPU || GPU) over the 64 positions of the fixture sequence, every carried
 #      variant (f16 KV) and the f16 model with f32 / Q8_0 KV (logits_kl; bound 1e-3 for the
-#      f16 model, twice the CPU's own KL to llama.cpp for the quantized ones);
+#      f16 model, for the quantized ones three times the KL between the CPU's own scalar and
+#      SIMD paths if larger);
 #   6. kernel timings at 12B shapes: matvec GB/s vs HBM and vs a plain streaming read of the
 #      same bytes (what a kernel can reach at that size), matmul TOPS, attention (cuda_bench);
 #   7. greedy `generate --device cuda --json` on the tiny f16 and q4_k_m models, its ids
@@ -174,24 +175,22 @@ for run in $(cat "$BIN/kl/runs.txt" 2>/dev/null); do
   # shellcheck disable=SC2086
   timeout 60 "$BIN/generate" --model "$BIN/fixtures/tiny/tiny-gemma3-t1-$v.gguf" $kl_args \
     --kv-type "$kv" --device cuda --dump-logits "$gpu_dump" >"$OUT/kl-gpu-$v-kv$kv.log" 2>&1
-  # Bound: 1e-3 (the goal) for the float model; the quantized tiny models differ
-  # from llama.cpp by 5e-3 .. 1.4e-2 already on the CPU (their activation quantization), so
-  # there the GPU may differ from the CPU by at most twice the CPU's KL to llama.cpp.
-  # K-quant products: the GPU quantizes activations per 32 values (q8_1, as llama.cpp's
-  # CUDA backend), the CPU per 256 (q8_K, as llama.cpp's CPU backend), so every activation
-  # rounds differently: there the bound is three times the CPU's KL to llama.cpp.
+  # Bound: 1e-3 (the goal), or for a quantized model three times the KL between the
+  # CPU's own scalar and SIMD paths on the same file (gpu-prepare.sh), if larger: its
+  # activations are quantized to 8 bits, so a last-bit difference anywhere flips whole steps
+  # downstream (the CPU's paths differ by 3.8e-4 .. 2.4e-3 on the tiny models; the emulated
+  # GPU by 6.0e-4 .. 2.1e-3). A systematic difference shows as several times that (an exact
+  # GELU where the CPU rounds it to F16 as llama.cpp: 6.3e-3 on q4_k_m).
   # A Q8_0 cache: both engines round K, V and the query identically (cuda_kv_types), but
   # f32 differences upstream flip whole Q8_0 steps; a CPU-only emulation with f32-cache-sized
   # noise gave mean KL 1.0e-3 .. 2.3e-3, hence 3e-3 there.
-  ref_kl=$(sed -n 's/^mean_kl=\([^ ]*\).*/\1/p' "$BIN/kl/llama-vs-cpu-$v.txt" 2>/dev/null)
+  spread=$(sed -n 's/^mean_kl=\([^ ]*\).*/\1/p' "$BIN/kl/scalar-vs-simd-$v.txt" 2>/dev/null)
   bound=1e-3 bound_note="<= 1e-3"
   if [ "$kv" = q8_0 ]; then
     bound=3e-3 bound_note="<= 3e-3 (Q8_0 cache)"
-  elif [ "$v" != f16 ] && [ -n "$ref_kl" ]; then
-    factor=2
-    case $v in q4_k|q6_k|q4_k_m|q2_k|q3_k_m|iq4_xs) factor=3 ;; esac
-    bound=$(awk -v r="$ref_kl" -v f=$factor 'BEGIN { printf "%.3e", f * r }')
-    bound_note="<= ${factor}x llama.cpp-vs-CPU KL ($ref_kl)"
+  elif [ "$v" != f16 ] && [ -n "$spread" ]; then
+    bound=$(awk -v r="$spread" 'BEGIN { b = 3 * r; if (b < 1e-3) b = 1e-3; printf "%.3e", b }')
+    bound_note="<= max(1e-3, 3x CPU scalar-vs-SIMD KL $spread)"
   fi
   line=$("$BIN/logits_kl" "$BIN/kl/cpu-$v-kv$kv.f32" "$gpu_dump" 512 "$bound" 2>&1)
   case $? in

@@ -120,10 +120,16 @@ for run in $kl_runs; do
     || { echo "CPU logits dump failed: $v, kv $kv" >&2; exit 1; }
 done
 echo "  CPU logits for the KL checks: $kl_runs"
-# For scale: the CPU's own mean KL against llama.cpp's logits (f16 KV), per variant.
+# For scale, per variant (f16 KV): the CPU's own mean KL between its scalar and SIMD paths
+# (the same integers summed in another order: what any other summation order, a GPU's
+# included, moves the logits by; gpu-check.sh's bound).
 for v in $variants; do
-  "$out/logits_kl" "$fixtures/tiny/tiny-gemma3-t1-$v.logits.f32" "$out/kl/cpu-$v-kvf16.f32" 512 \
-    > "$out/kl/llama-vs-cpu-$v.txt"
+  # shellcheck disable=SC2046
+  GEMMA_ISA=scalar "$out/generate" --model "$out/fixtures/tiny/tiny-gemma3-t1-$v.gguf" \
+    $(cat "$out/kl-args.txt") --dump-logits "$out/kl/scalar-$v.f32" > /dev/null 2>&1 \
+    || { echo "CPU scalar logits dump failed: $v" >&2; exit 1; }
+  "$out/logits_kl" "$out/kl/cpu-$v-kvf16.f32" "$out/kl/scalar-$v.f32" 512 > "$out/kl/scalar-vs-simd-$v.txt"
+  rm -f "$out/kl/scalar-$v.f32"
 done
 
 # The real Gemma 3 270M Q4_K_M (253 MB) in five parts: four of 60 MB in gpu-m1 .. gpu-m4

@@ -428,6 +428,20 @@ static __device__ __forceinline__ float gelu_tanh(float x) {
     return 0.5f * x * (1.0f + tanhf(SQRT_2_OVER_PI * x * (1.0f + GELU_COEF_A * x * x)));
 }
 
+// The language model's GeGLU, gelu(g) * u, as the CPU engine computes it
+// (gemma_kernels::cpu::ops::geglu_f16_inplace, llama.cpp's CPU backend): the GELU of g
+// rounded to F16, rounded to F16; 0 from -10 down, g * u from 10 up. Each operation in the
+// CPU's order and rounded alone (no FMA contraction), so only tanhf can differ from the
+// host's, and the F16 rounding hides that but for a value next to an F16 rounding boundary.
+static __device__ __forceinline__ float geglu_f16(float g, float u) {
+    if (g <= -10.0f) return 0.0f;
+    if (g >= 10.0f) return g * u;
+    const float x = h2f(f2h(g));
+    const float inner = __fmul_rn(__fmul_rn(SQRT_2_OVER_PI, x), __fadd_rn(1.0f, __fmul_rn(__fmul_rn(GELU_COEF_A, x), x)));
+    const float gelu = __fmul_rn(__fmul_rn(0.5f, x), __fadd_rn(1.0f, tanhf(inner)));
+    return __fmul_rn(h2f(f2h(gelu)), u);
+}
+
 // ---------------------------------------------------------------------------------
 // Activation quantization.
 

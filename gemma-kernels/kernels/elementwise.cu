@@ -1,11 +1,12 @@
 // Elementwise ops, the embedding row gather and KV-cache writes (f16, f32, Q8_0). 1-D grids of 256 threads,
 // each thread striding over the elements.
 
-// out[i] = gelu_tanh(gate[i]) * up[i]; out may alias gate or up.
+// out[i] = gelu(gate[i]) * up[i] with the F16 GELU of the CPU engine (common.cuh's
+// geglu_f16); out may alias gate or up.
 extern "C" __global__ void geglu(const float *gate, const float *up, float *out, i64 n) {
     pdl_entry();
     for (i64 i = blockIdx.x * (i64) blockDim.x + threadIdx.x; i < n; i += (i64) gridDim.x * blockDim.x)
-        out[i] = gelu_tanh(gate[i]) * up[i];
+        out[i] = geglu_f16(gate[i], up[i]);
 }
 
 // a[i] += b[i]

@@ -15,7 +15,7 @@ extern "C" __global__ void __launch_bounds__(256) quantize_q8_1(
                     ds + (i64) row * (k_pad / QK8) + blockIdx.x * 8, smax);
 }
 
-// out = gelu_tanh(gate) * up (the values of elementwise.cu's geglu; out may alias gate),
+// out = geglu_f16(gate, up) (the values of elementwise.cu's geglu; out may alias gate),
 // also quantized as quantize_q8_1 does for one row of n values (k_pad = n rounded up to 256:
 // the layout of rows of length n when n is a multiple of 256). grid: k_pad / 256, block: 256.
 extern "C" __global__ void __launch_bounds__(256) geglu_q8_1(
@@ -26,7 +26,7 @@ extern "C" __global__ void __launch_bounds__(256) geglu_q8_1(
     const i64 i = (i64) blockIdx.x * 256 + threadIdx.x;
     float v = 0.0f;
     if (i < n) {
-        v = gelu_tanh(gate[i]) * up[i];
+        v = geglu_f16(gate[i], up[i]);
         out[i] = v;
     }
     quantize_act256(v, fmt, qs + (i64) blockIdx.x * 256, ds + (i64) blockIdx.x * 8, smax);

@@ -5,7 +5,6 @@ mod attention;
 mod attention_flash;
 mod attention_tiles;
 mod f16_accumulator;
-mod gelu;
 mod kv_store;
 
 pub use kv_store::CpuKvStore;
@@ -221,7 +220,7 @@ impl Backend for CpuBackend<'_> {
         gate[..len]
             .par_chunks_mut(CHUNK)
             .zip(up[..len].par_chunks(CHUNK))
-            .for_each(|(g, u)| gelu::geglu_inplace(g, u));
+            .for_each(|(g, u)| ops::geglu_f16_inplace(g, u));
         Ok(())
     }
 

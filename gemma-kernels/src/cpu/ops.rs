@@ -10,7 +10,10 @@
 //! `rope_neox` requires `x.len() == n_heads * head_dim` with an even `head_dim`); a
 //! mismatch is a programming error and panics.
 
+mod geglu_f16;
 pub mod reference;
+
+pub use geglu_f16::geglu_f16_inplace;
 
 /// True when the AVX2 fast path may run on this CPU for this process.
 #[cfg(target_arch = "x86_64")]

@@ -353,7 +353,7 @@ where
     launch(dev, Kernel::Rope, "qk_norm_rope", grid, threads, &args)
 }
 
-/// gate = gelu_tanh(gate) * up (n elements, the values of [`geglu_inplace`]), also quantized
+/// gate = gelu(gate) * up (n elements, the values of [`geglu_inplace`]), also quantized
 /// in `format` to `q8` as one row of n values: the layout of rows of length `k` for any k
 /// that is a multiple of 256 and divides n (see [`Q8Activations::split_rows`]).
 pub fn geglu_q8_1<G: DevicePtrMut<f32>, U: DevicePtr<f32>>(
@@ -381,7 +381,9 @@ pub fn geglu_q8_1<G: DevicePtrMut<f32>, U: DevicePtr<f32>>(
     launch(dev, Kernel::Quantize, "geglu_q8_1", grid, 256, &args)
 }
 
-/// out = gelu_tanh(gate) * up, n elements.
+/// out = gelu(gate) * up, n elements, with the GELU of the CPU engine (and of llama.cpp's CPU
+/// backend): GELU-tanh of the gate rounded to F16, rounded to F16 (see
+/// [`crate::cpu::ops::geglu_f16_inplace`]).
 pub fn geglu<G: DevicePtr<f32>, U: DevicePtr<f32>, O: DevicePtrMut<f32>>(
     dev: &CudaDevice,
     gate: &G,
@@ -408,7 +410,7 @@ pub fn geglu<G: DevicePtr<f32>, U: DevicePtr<f32>, O: DevicePtrMut<f32>>(
     )
 }
 
-/// gate = gelu_tanh(gate) * up, n elements, in place.
+/// gate = gelu(gate) * up, n elements, in place (the values of [`geglu`]).
 pub fn geglu_inplace<G: DevicePtrMut<f32>, U: DevicePtr<f32>>(
     dev: &CudaDevice,
     gate: &mut G,
