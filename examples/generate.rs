@@ -82,7 +82,7 @@ struct Args {
     #[arg(long, default_value = "f16")]
     kv_type: KvType,
     /// Attention rounding of llama.cpp with flash attention on (its default) or off
-    /// (`-fa off`); CPU only.
+    /// (`-fa off`); on CUDA, `on` rounds small batches and early steps as the CPU does.
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     flash_attn: OnOff,
     /// Device: cpu or cuda[:N].

@@ -66,7 +66,8 @@ pub struct Args {
     /// KV cache type.
     #[arg(long, default_value = "f16")]
     pub kv_type: KvType,
-    /// Attention rounding of llama.cpp with flash attention on (its default) or off; CPU only.
+    /// Attention rounding of llama.cpp with flash attention on (its default) or off; on
+    /// CUDA, `on` rounds small batches and early steps as the CPU does.
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     pub flash_attn: String,
     /// Device: cpu or cuda[:N].

@@ -16,6 +16,7 @@
 #   3. every kernel compiled by this machine's NVRTC (cuda_nvrtc), device checks;
 #   4. kernel parity against CPU references on random data (cuda_parity: every weight
 #      type's dequantization, mmvq and mmq; cuda_kv_types: f32 / Q8_0 KV store + attention;
+#      cuda_one_chunk: attention rounded as llama.cpp's one-chunk CPU kernel;
 #      cuda_fused: the fused kernels against the launches they replace: QK-norm + RoPE,
 #      GeGLU + q8_1, post-norm + residual + pre-norm + q8_1, attention + q8_1, QK-norm +
 #      RoPE + KV store);
@@ -161,6 +162,7 @@ run_test nvrtc-compile 120 cuda_nvrtc --test-threads=2
 run_test device 30 cuda_device
 run_test kernel-parity 180 cuda_parity --test-threads=4
 run_test kv-types 60 cuda_kv_types
+run_test one-chunk-attention 60 cuda_one_chunk
 run_test fused-kernels 60 cuda_fused
 run_test engine-tiny-parity 180 gemma_core-lib backend::cuda
 # The same with programmatic dependent launch (off by default until measured).

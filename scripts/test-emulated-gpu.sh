@@ -27,7 +27,8 @@ run() {
   cargo test "${cargo_args[@]}" "${args[@]}" -- --nocapture "${rest[@]}" 2>&1 | tee -a "$log"
   return "${PIPESTATUS[0]}"
 }
-run -p gemma-kernels --test cuda_device --test cuda_parity --test cuda_fused --test cuda_kv_types
+run -p gemma-kernels --test cuda_device --test cuda_parity --test cuda_fused --test cuda_kv_types \
+  --test cuda_one_chunk
 run -p gemma-vision --test cuda_encode
 run -p gemma-vision --test cuda_memory
 run -p gemma --test perplexity_tiny cuda

@@ -70,7 +70,9 @@ pub struct ModelOptions {
     pub max_batch: usize,
     /// Round attention as llama.cpp's CPU flash attention does (llama.cpp's default,
     /// `-fa on`); `false` as llama.cpp with `-fa off`. Both are exact softmax attention
-    /// up to rounding (see `backend::AttentionNumerics`); the CUDA backend ignores it.
+    /// up to rounding (see `backend::AttentionNumerics`). The CUDA backend reproduces the
+    /// flash rounding where it is the one-chunk kernel's over an F16 cache (batches under
+    /// 64 rows, one-token steps up to position 256) and sums in f32 elsewhere.
     pub flash_attention: bool,
 }
 

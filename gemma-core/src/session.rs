@@ -64,7 +64,8 @@ impl<'m> Session<'m> {
                 Box::new(Engine::new(backend, m, sizes)?)
             }
             Device::Cuda(ordinal) => {
-                let backend = CudaBackend::new(bytes, ordinal)?;
+                let backend =
+                    CudaBackend::new(bytes, ordinal)?.flash_attention(options.flash_attention);
                 backend.check_fits(device_bytes)?;
                 Box::new(Engine::new(backend, m, sizes)?)
             }

@@ -272,6 +272,7 @@ fn bench_attention(
         n_slots: ctx,
         window: 0,
         scale: 0.0625,
+        one_chunk_f16: false,
     };
     let kv = vec![0x3C00u16; ctx * 8 * 256]; // 1.0 in f16
     let (kc, vc) = (cuda::upload(dev, &kv)?, cuda::upload(dev, &kv)?);

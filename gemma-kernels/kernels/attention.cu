@@ -17,15 +17,51 @@
 // query is rounded through Q8_0 first, as the CPU backend quantizes it for Q·K).
 // attn_prefill_<kv>_<D> serves prefill over f32 / Q8_0 caches holding every key a query
 // sees: one block per (token, head), warps over keys with an online softmax, merged at the
-// end (f16 caches use the tiled flash_attn.cu instead). An image span [img_start, img_end)
-// of positions (empty: text only) makes its tokens see each other: a query inside it also
-// sees the keys after it up to img_end (Gemma 3's bidirectional image attention).
+// end (f16 caches use the tiled flash_attn.cu instead, or attn_prefill_chunked_<D>).
+//
+// llama.cpp's CPU flash attention, which the CPU engine reproduces, takes its one-chunk
+// kernel for batches under 64 rows and one-token steps; over an F16 cache it rounds the
+// query to F16 and keeps the sum of values in F16, rounded after every key (the CPU
+// engine's AttentionNumerics::FlashChunked). With `chunked` set, attn_decode_<D> (F16) does
+// the same when the step's keys make one run on the CPU (positions up to ATT_ONE_RUN: the
+// CPU splits longer ones over its threads), and attn_prefill_chunked_<D> does it for small
+// batches: the same roundings in the same order, so the two engines differ by the order of
+// the Q.K sums only (f32 sums there would be a systematic difference of ~3e-4 relative).
+//
+// An image span [img_start, img_end) of positions (empty: text only) makes its tokens see
+// each other: a query inside it also sees the keys after it up to img_end (Gemma 3's
+// bidirectional image attention).
 
 #define ATT_THREADS 128
 #define ATT_COMBINE_THREADS 256  // block of attn_combine_<D>, every D
 #define ATT_MAX_G 8
 #define ATT_MAX_KPS 256
 #define ATT_KEYS_IN_FLIGHT 4  // keys a warp loads before it scores them
+#define ATT_ONE_RUN 256       // positions of a one-token step the CPU sums in one run
+
+static __device__ __forceinline__ float round_f16(float x) { return h2f(f2h(x)); }
+
+// One key of llama.cpp's one-chunk online softmax over an F16 cache (s: its score, v: N of
+// its values; m, l: the running maximum and sum; acc: N values of the F16 value sum): a
+// new maximum scales the sum by exp(m_old - s), rounded to F16, then v * exp(s - m) is
+// added by one fused multiply-add, rounded to F16 (the CPU engine's f16_accumulator).
+template <int N>
+static __device__ __forceinline__ void one_chunk_add(float s, const float *v, float &m, float &l, float *acc) {
+    float ms = 1.0f, vs = 1.0f;
+    if (s > m) {
+        ms = expf(m - s);
+        m = s;
+    } else {
+        vs = expf(s - m);
+    }
+    if (ms != 1.0f) {
+#pragma unroll
+        for (int e = 0; e < N; ++e) acc[e] = round_f16(__fmul_rn(acc[e], ms));
+    }
+#pragma unroll
+    for (int e = 0; e < N; ++e) acc[e] = round_f16(fmaf(v[e], vs, acc[e]));
+    l = __fadd_rn(__fmul_rn(l, ms), vs);
+}
 
 template <int N>
 static __device__ __forceinline__ void load_halves(const u16 *p, float *f) {  // N in {2, 4, 8}
@@ -100,6 +136,51 @@ static __device__ __forceinline__ float q8_0_roundtrip(float v, float amax) {
     return __fmul_rn((float) q, h2f(f2h(amax / 127.0f)));
 }
 
+// The value phase of attn_decode when the step is one CPU run (split 0 holds every key,
+// sp the raw scores): each thread walks the keys in order for its DPT dimensions of every
+// query head, as one_chunk_add; part_ml gets the run's maximum and sum.
+template <int D, int DPT>
+static __device__ __noinline__ void attn_one_run(const float (*sp)[ATT_MAX_KPS], const void *__restrict__ vc,
+                                                    int start, int i0, int i1, int n_slots, int n_kv, int hk, int G,
+                                                    float *__restrict__ part_o, float2 *__restrict__ part_ml,
+                                                    int n_splits, int split) {
+    const int d0 = threadIdx.x * DPT;
+    if (d0 >= D) return;
+    float m[ATT_MAX_G], l[ATT_MAX_G], acc[ATT_MAX_G][DPT];
+#pragma unroll
+    for (int g = 0; g < ATT_MAX_G; ++g) {
+        m[g] = NEG_INF;
+        l[g] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < DPT; ++e) acc[g][e] = 0.0f;
+    }
+    // The values of the next ATT_KEYS_IN_FLIGHT keys are in flight while one is added.
+    float vf[ATT_KEYS_IN_FLIGHT][DPT];
+#pragma unroll
+    for (int u = 0; u < ATT_KEYS_IN_FLIGHT; ++u)
+        if (i0 + u < i1) load_kv<KV_F16, DPT>(vc, (((start + i0 + u) % n_slots) * (i64) n_kv + hk) * D + d0, vf[u]);
+    for (int i = i0; i < i1; i += ATT_KEYS_IN_FLIGHT) {
+#pragma unroll
+        for (int u = 0; u < ATT_KEYS_IN_FLIGHT; ++u) {
+            if (i + u >= i1) break;
+#pragma unroll
+            for (int g = 0; g < ATT_MAX_G; ++g)
+                if (g < G) one_chunk_add<DPT>(sp[g][i + u - i0], vf[u], m[g], l[g], acc[g]);
+            const int next = i + u + ATT_KEYS_IN_FLIGHT;
+            if (next < i1) load_kv<KV_F16, DPT>(vc, (((start + next) % n_slots) * (i64) n_kv + hk) * D + d0, vf[u]);
+        }
+    }
+#pragma unroll
+    for (int g = 0; g < ATT_MAX_G; ++g) {
+        if (g < G) {
+            const int h = hk * G + g;
+#pragma unroll
+            for (int e = 0; e < DPT; ++e) part_o[((i64) h * n_splits + split) * D + d0 + e] = acc[g][e];
+            if (threadIdx.x == 0) part_ml[h * n_splits + split] = make_float2(m[g], l[g]);
+        }
+    }
+}
+
 // q: n_heads x D floats; part_o: n_heads x n_splits x D; part_ml: n_heads x n_splits {m, l}.
 // grid: (n_kv, n_splits), block: 128. n_heads / n_kv <= 8; n_splits x ATT_MAX_KPS covers
 // every live key.
@@ -107,7 +188,8 @@ template <int D, int KV>
 static __device__ __forceinline__ void attn_decode(const float *__restrict__ q, const void *__restrict__ kc,
                                                    const void *__restrict__ vc, int n_heads, int n_kv, int n_slots,
                                                    const i32 *__restrict__ pos_ptr, int window, float scale,
-                                                   float *__restrict__ part_o, float2 *__restrict__ part_ml) {
+                                                   int chunked, float *__restrict__ part_o,
+                                                   float2 *__restrict__ part_ml) {
     constexpr int EPL = D / WARP;                     // key dims per lane
     constexpr int DPT = D >= ATT_THREADS ? D / ATT_THREADS : 1;  // value dims per thread
     __shared__ float sq[ATT_MAX_G][D];
@@ -118,13 +200,18 @@ static __device__ __forceinline__ void attn_decode(const float *__restrict__ q, 
     const int n_all = pos_ptr[0] + 1;
     const int n_live = window > 0 ? min(n_all, window) : n_all;
     const int start = n_all - n_live;
-    const int kps = min(ATT_MAX_KPS, max(WARP, ((n_live + n_splits - 1) / n_splits + WARP - 1) / WARP * WARP));
+    // One run as the CPU's (all keys in split 0: n_live <= ATT_ONE_RUN <= ATT_MAX_KPS).
+    const bool one_run = KV == KV_F16 && chunked && n_all <= ATT_ONE_RUN;
+    const int kps = one_run ? n_live
+                            : min(ATT_MAX_KPS, max(WARP, ((n_live + n_splits - 1) / n_splits + WARP - 1) / WARP * WARP));
     const int i0 = split * kps, i1 = min(i0 + kps, n_live);
     if (i0 >= i1) {
         if (threadIdx.x < G) part_ml[(hk * G + threadIdx.x) * n_splits + split] = make_float2(NEG_INF, 0.0f);
         return;
     }
     for (int idx = threadIdx.x; idx < G * D; idx += ATT_THREADS) sq[idx / D][idx % D] = q[(i64) hk * G * D + idx] * scale;
+    if (one_run)  // the query as the CPU's one-chunk kernel takes it: rounded to F16
+        for (int idx = threadIdx.x; idx < G * D; idx += ATT_THREADS) sq[idx / D][idx % D] = round_f16(sq[idx / D][idx % D]);
     __syncthreads();
     if constexpr (KV == KV_Q8_0) {  // one warp per 32-block of the query
         for (int b = warp; b < G * D / 32; b += ATT_THREADS / WARP) {
@@ -158,6 +245,10 @@ static __device__ __forceinline__ void attn_decode(const float *__restrict__ q, 
         }
     }
     __syncthreads();
+    if (one_run) {
+        attn_one_run<D, DPT>(sp, vc, start, i0, i1, n_slots, n_kv, hk, G, part_o, part_ml, n_splits, split);
+        return;
+    }
 
     // Softmax numerators per head: warp w handles heads w, w + 4.
     __shared__ float sm[ATT_MAX_G], sl[ATT_MAX_G];
@@ -268,7 +359,7 @@ static __device__ __forceinline__ void attn_combine(const float *__restrict__ pa
         lt += sl[k];
         ot += ((const float *) so[k])[threadIdx.x];
     }
-    const float v = ot / lt;
+    const float v = __fmul_rn(ot, 1.0f / lt);  // as the CPU merges runs: acc * (1 / sum)
     out[(i64) h * D + threadIdx.x] = v;
     if (D == 256 && fmt >= 0) {  // uniform over the block
         __shared__ float smax[8];
@@ -363,12 +454,75 @@ static __device__ __forceinline__ void attn_prefill_rows(const float *__restrict
     }
 }
 
+// Prefill of a batch under 64 rows over an F16 cache as llama.cpp's one-chunk CPU kernel
+// (see one_chunk_add; visible keys as attn_prefill_rows). One block per (token, head): the
+// keys go by in pieces of ATT_MAX_KPS, scored by the warps (query rounded to F16) into
+// shared memory, then walked in order by each thread for its DPT dimensions.
+// q, out: n x n_heads x D. grid: (n, n_heads), block: 128.
+template <int D>
+static __device__ __forceinline__ void attn_prefill_chunked(const float *__restrict__ q, const void *__restrict__ kc,
+                                                            const void *__restrict__ vc, int n_heads, int n_kv,
+                                                            int n_slots, int p0, int window, int img_start,
+                                                            int img_end, float scale, float *__restrict__ out) {
+    constexpr int EPL = D / WARP;
+    constexpr int NW = ATT_THREADS / WARP;
+    constexpr int DPT = D >= ATT_THREADS ? D / ATT_THREADS : 1;
+    __shared__ float sp[ATT_MAX_KPS];
+    const int t = blockIdx.x, h = blockIdx.y;
+    const int hk = h / (n_heads / n_kv);
+    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+    const int qp = p0 + t;
+    const int lo = window > 0 ? max(0, qp - window + 1) : 0;
+    const int hi = qp >= img_start && qp < img_end ? max(qp + 1, img_end) : qp + 1;  // exclusive
+    float qf[EPL];
+#pragma unroll
+    for (int e = 0; e < EPL; ++e) qf[e] = round_f16(q[((i64) t * n_heads + h) * D + lane * EPL + e] * scale);
+    const int d0 = threadIdx.x * DPT;
+    float m = NEG_INF, l = 0.0f, acc[DPT];
+#pragma unroll
+    for (int e = 0; e < DPT; ++e) acc[e] = 0.0f;
+    for (int c0 = lo; c0 < hi; c0 += ATT_MAX_KPS) {
+        const int c1 = min(c0 + ATT_MAX_KPS, hi);
+        for (int kp0 = c0 + warp; kp0 < c1; kp0 += ATT_KEYS_IN_FLIGHT * NW) {
+            float kf[ATT_KEYS_IN_FLIGHT][EPL];
+#pragma unroll
+            for (int u = 0; u < ATT_KEYS_IN_FLIGHT; ++u) {  // a key past the piece loads kp0
+                const int kp = kp0 + u * NW < c1 ? kp0 + u * NW : kp0;
+                load_kv<KV_F16, EPL>(kc, ((i64) (kp % n_slots) * n_kv + hk) * D + lane * EPL, kf[u]);
+            }
+#pragma unroll
+            for (int u = 0; u < ATT_KEYS_IN_FLIGHT; ++u) {
+                if (kp0 + u * NW >= c1) break;  // uniform over the warp
+                float dot = 0.0f;
+#pragma unroll
+                for (int e = 0; e < EPL; ++e) dot += qf[e] * kf[u][e];
+                dot = warp_sum(dot);
+                if (lane == 0) sp[kp0 + u * NW - c0] = dot;
+            }
+        }
+        __syncthreads();
+        if (d0 < D) {
+#pragma unroll 4
+            for (int kp = c0; kp < c1; ++kp) {
+                float vf[DPT];
+                load_kv<KV_F16, DPT>(vc, ((i64) (kp % n_slots) * n_kv + hk) * D + d0, vf);
+                one_chunk_add<DPT>(sp[kp - c0], vf, m, l, acc);
+            }
+        }
+        __syncthreads();
+    }
+    if (d0 >= D) return;
+    const float inv = l == 0.0f ? 0.0f : 1.0f / l;
+#pragma unroll
+    for (int e = 0; e < DPT; ++e) out[((i64) t * n_heads + h) * D + d0 + e] = __fmul_rn(acc[e], inv);
+}
+
 #define ATTN_DECODE(NAME, D, KV)                                                                               \
     extern "C" __global__ void __launch_bounds__(ATT_THREADS) NAME(                                           \
         const float *q, const void *kc, const void *vc, int n_heads, int n_kv, int n_slots, const i32 *pos_ptr, \
-        int window, float scale, float *part_o, float2 *part_ml) {                                            \
+        int window, float scale, int chunked, float *part_o, float2 *part_ml) {                               \
         pdl_entry();                                                                                           \
-        attn_decode<D, KV>(q, kc, vc, n_heads, n_kv, n_slots, pos_ptr, window, scale, part_o, part_ml);        \
+        attn_decode<D, KV>(q, kc, vc, n_heads, n_kv, n_slots, pos_ptr, window, scale, chunked, part_o, part_ml); \
     }
 
 #define ATTN_PREFILL(NAME, D, KV)                                                                              \
@@ -386,6 +540,13 @@ static __device__ __forceinline__ void attn_prefill_rows(const float *__restrict
     ATTN_DECODE(attn_decode_q8_0_##D, D, KV_Q8_0)                                                              \
     ATTN_PREFILL(attn_prefill_f32_##D, D, KV_F32)                                                              \
     ATTN_PREFILL(attn_prefill_q8_0_##D, D, KV_Q8_0)                                                            \
+    extern "C" __global__ void __launch_bounds__(ATT_THREADS)                                                 \
+        attn_prefill_chunked_##D(const float *q, const void *kc, const void *vc, int n_heads, int n_kv,       \
+                                 int n_slots, int p0, int window, int img_start, int img_end, float scale,    \
+                                 float *out) {                                                                 \
+        pdl_entry();                                                                                           \
+        attn_prefill_chunked<D>(q, kc, vc, n_heads, n_kv, n_slots, p0, window, img_start, img_end, scale, out); \
+    }                                                                                                          \
     extern "C" __global__ void __launch_bounds__(ATT_COMBINE_THREADS)                                         \
         attn_combine_##D(const float *part_o, const float2 *part_ml, int n_splits, float *out, int fmt, i8 *qs, \
                          float2 *ds) {                                                                         \

@@ -213,6 +213,7 @@ fn attention_decode_q8_matches_attention_then_quantize() {
         n_slots: slots,
         window: 0,
         scale: 1.0 / 16.0,
+        one_chunk_f16: false,
     };
     let cache = |rng: &mut Rng| -> Vec<u16> {
         rng.vec(slots * nkv * hd)

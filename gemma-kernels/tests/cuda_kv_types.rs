@@ -147,6 +147,7 @@ fn check_attention<E: HostKv>(dev: &CudaDevice, rng: &mut Rng, label: &str) {
             n_slots,
             window,
             scale: 1.0 / (hd as f32).sqrt(),
+            one_chunk_f16: false,
         };
         let kd = cuda::upload(dev, &cache_of::<E>(&kh, lo, total, n_slots, kvw)).unwrap();
         let vd = cuda::upload(dev, &cache_of::<E>(&vh, lo, total, n_slots, kvw)).unwrap();

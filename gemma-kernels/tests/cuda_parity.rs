@@ -475,31 +475,6 @@ fn kv_store_fills_ring_slots_with_the_last_tokens() {
     }
 }
 
-/// Full K/V history (positions 0..len) as f16-rounded floats, n_kv x hd per position.
-fn history(rng: &mut Rng, len: usize, kv_width: usize) -> Vec<f32> {
-    rng.vec(len * kv_width)
-        .into_iter()
-        .map(|v| half::f16::from_f32(v).to_f32())
-        .collect()
-}
-
-fn to_f16_bits(v: &[f32]) -> Vec<u16> {
-    v.iter()
-        .map(|&x| half::f16::from_f32(x).to_bits())
-        .collect()
-}
-
-/// Cache holding positions [from, to) of `hist` in slot p % n_slots.
-fn cache_of(hist: &[f32], from: usize, to: usize, n_slots: usize, kv_width: usize) -> Vec<u16> {
-    let mut c = vec![0u16; n_slots * kv_width];
-    for p in from..to {
-        let s = p % n_slots;
-        c[s * kv_width..(s + 1) * kv_width]
-            .copy_from_slice(&to_f16_bits(&hist[p * kv_width..(p + 1) * kv_width]));
-    }
-    c
-}
-
 /// softmax(q k * scale) v in f64 for one query head over the given key positions.
 #[allow(clippy::too_many_arguments)] // a plain reference formula, kept flat
 fn attend(
@@ -568,6 +543,7 @@ fn decode_attention_matches_reference_on_rings_and_global_caches() {
             n_slots,
             window,
             scale: 1.0 / (hd as f32).sqrt(),
+            one_chunk_f16: false,
         };
         let (qd, kd, vd) = (
             cuda::upload(&dev, &q).unwrap(),
@@ -637,6 +613,7 @@ fn prefill_attention_matches_reference_with_cache_and_window() {
             n_slots,
             window,
             scale: 1.0 / (hd as f32).sqrt(),
+            one_chunk_f16: false,
         };
         let up16 = |v: &Vec<u16>| cuda::upload(&dev, v).unwrap();
         let (kcd, vcd, knd, vnd) = (up16(&kc), up16(&vc), up16(&kn), up16(&vn));

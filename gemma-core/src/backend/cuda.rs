@@ -87,6 +87,9 @@ pub struct CudaBackend<'m> {
     /// GPU time per operation, with `GEMMA_CUDA_PROFILE=1`: printed to stderr when the
     /// backend is dropped; profiling runs every step eagerly (no decode graphs).
     profile: Option<cuda::profile::Profile>,
+    /// Round attention over an F16 cache as the CPU backend with llama.cpp's flash-attention
+    /// numerics where they are the one-chunk kernel's (see [`Self::flash_attention`]).
+    flash_attention: bool,
 }
 
 impl<'m> CudaBackend<'m> {
@@ -116,7 +119,19 @@ impl<'m> CudaBackend<'m> {
             graph: DecodeGraph::new(graphs),
             alloc_epoch: 0,
             profile,
+            flash_attention: true,
         })
+    }
+
+    /// With `on` (the default), attention over an F16 cache rounds as the CPU backend's
+    /// [`crate::backend::AttentionNumerics::FlashChunked`] wherever that backend uses it with
+    /// `flash_attention(true)` and keeps its keys in one run: batches under 64 rows, and
+    /// one-token steps at positions up to 256 (the CPU splits longer steps over its threads).
+    /// Everything else sums in f32. `false` also for those (the CPU's `-fa off` rounding is
+    /// not reproduced).
+    pub fn flash_attention(mut self, on: bool) -> CudaBackend<'m> {
+        self.flash_attention = on;
+        self
     }
 
     /// Refuses, before anything is allocated, a session whose `needed` bytes (weights, KV

@@ -76,6 +76,13 @@ pub struct AttnShape {
     pub window: usize,
     /// Score scale, 1 / sqrt(head_dim) (Gemma 3 27B: its query_pre_attn_scalar).
     pub scale: f32,
+    /// Over an F16 cache, round as llama.cpp's one-chunk CPU flash attention (the CPU
+    /// engine's `FlashChunked` numerics): the query rounded to F16, the keys in position
+    /// order, the value sum rounded to F16 after every key. Decode does so for steps at
+    /// positions up to 256 (longer ones the CPU splits over its threads),
+    /// [`attention_prefill_cached`] with `attn_prefill_chunked_<D>` ([`attention_prefill`]
+    /// ignores it). `false`: f32 sums throughout.
+    pub one_chunk_f16: bool,
 }
 
 impl AttnShape {
@@ -176,10 +183,13 @@ fn decode_names(head_dim: usize, kind: KvKind) -> (&'static str, &'static str) {
     (decode, combine)
 }
 
-/// The row-per-block prefill kernel over an f32 / Q8_0 cache (`None` for f16, which uses
-/// the flash kernel).
-fn prefill_rows_name(head_dim: usize, kind: KvKind) -> Option<&'static str> {
+/// The row-per-block prefill kernel: over an f32 / Q8_0 cache, or over an f16 one with
+/// `one_chunk_f16` (`None`: f16 without it, which uses the flash kernel).
+fn prefill_rows_name(head_dim: usize, kind: KvKind, one_chunk_f16: bool) -> Option<&'static str> {
     Some(match (kind, head_dim) {
+        (KvKind::F16, 64) if one_chunk_f16 => "attn_prefill_chunked_64",
+        (KvKind::F16, 128) if one_chunk_f16 => "attn_prefill_chunked_128",
+        (KvKind::F16, _) if one_chunk_f16 => "attn_prefill_chunked_256",
         (KvKind::F16, _) => return None,
         (KvKind::F32, 64) => "attn_prefill_f32_64",
         (KvKind::F32, 128) => "attn_prefill_f32_128",
@@ -280,6 +290,7 @@ where
         Arg::P(ptr(dev, pos)),
         Arg::I(int("window", shape.window)?),
         Arg::F(shape.scale),
+        Arg::I(i32::from(shape.one_chunk_f16)),
         Arg::P(po),
         Arg::P(pml),
     ];
@@ -425,7 +436,7 @@ where
     } else {
         (0, 0)
     };
-    if let Some(name) = prefill_rows_name(shape.head_dim, E::KIND) {
+    if let Some(name) = prefill_rows_name(shape.head_dim, E::KIND, shape.one_chunk_f16) {
         return prefill_rows(dev, q, k_cache, v_cache, n, p0, image, shape, name, out);
     }
     let cache = (ptr(dev, k_cache), ptr(dev, v_cache));
@@ -566,14 +577,20 @@ mod tests {
             for hd in [64, 128, 256] {
                 let (d, c) = decode_names(hd, kind);
                 assert!(listed.contains(&d) && listed.contains(&c), "{d} {c}");
-                if let Some(p) = prefill_rows_name(hd, kind) {
-                    assert!(listed.contains(&p), "{p}");
-                    assert!(p.contains(&hd.to_string()), "{p}");
+                for one_chunk in [false, true] {
+                    if let Some(p) = prefill_rows_name(hd, kind, one_chunk) {
+                        assert!(listed.contains(&p), "{p}");
+                        assert!(p.ends_with(&hd.to_string()), "{p}");
+                    }
                 }
                 assert!(d.ends_with(&hd.to_string()), "{d}");
             }
         }
-        assert_eq!(prefill_rows_name(128, KvKind::F16), None);
+        assert_eq!(prefill_rows_name(128, KvKind::F16, false), None);
+        assert_eq!(
+            prefill_rows_name(128, KvKind::F16, true),
+            Some("attn_prefill_chunked_128")
+        );
     }
 
     #[test]

@@ -157,6 +157,7 @@ impl Kernel {
                 "attn_decode_q8_0_64", "attn_decode_q8_0_128", "attn_decode_q8_0_256",
                 "attn_prefill_f32_64", "attn_prefill_f32_128", "attn_prefill_f32_256",
                 "attn_prefill_q8_0_64", "attn_prefill_q8_0_128", "attn_prefill_q8_0_256",
+                "attn_prefill_chunked_64", "attn_prefill_chunked_128", "attn_prefill_chunked_256",
             ],
             Kernel::FlashAttn => &["flash_prefill_64", "flash_prefill_128", "flash_prefill_256"],
             Kernel::Vision => &[

@@ -348,3 +348,26 @@ pub fn run_emulator(exe: &std::path::Path, schedule: &str, seed: u64, input: Vec
         .expect("write the emulator's input");
     output.stdout
 }
+
+/// Full K/V history (positions 0..len) as f16-rounded floats, n_kv x hd per position.
+pub fn history(rng: &mut Rng, len: usize, kv_width: usize) -> Vec<f32> {
+    rng.vec(len * kv_width)
+        .into_iter()
+        .map(|v| f16::from_f32(v).to_f32())
+        .collect()
+}
+
+pub fn to_f16_bits(v: &[f32]) -> Vec<u16> {
+    v.iter().map(|&x| f16::from_f32(x).to_bits()).collect()
+}
+
+/// Cache holding positions [from, to) of `hist` in slot p % n_slots.
+pub fn cache_of(hist: &[f32], from: usize, to: usize, n_slots: usize, kv_width: usize) -> Vec<u16> {
+    let mut c = vec![0u16; n_slots * kv_width];
+    for p in from..to {
+        let s = p % n_slots;
+        c[s * kv_width..(s + 1) * kv_width]
+            .copy_from_slice(&to_f16_bits(&hist[p * kv_width..(p + 1) * kv_width]));
+    }
+    c
+}

@@ -27,7 +27,7 @@ template <class T> static void read_vals(T *p, size_t n) {
 }
 
 typedef void (*DecodeKernel)(const float *, const void *, const void *, int, int, int, const i32 *, int, float,
-                             float *, float2 *);
+                             int, float *, float2 *);
 typedef void (*CombineKernel)(const float *, const float2 *, int, float *, int, i8 *, float2 *);
 
 static DecodeKernel decode_kernel(uint32_t kv, uint32_t d) {
@@ -69,8 +69,8 @@ int main(int argc, char **argv) {
         const i32 p = pos;
         const DecodeKernel dk = decode_kernel(kv, d);
         emu::launch(n_kv, n_splits, ATT_THREADS, [&] {
-            dk(q.data(), kc.data(), vc.data(), n_heads, n_kv, n_slots, &p, window, scale, part_o.data(),
-               part_ml.data());
+            dk(q.data(), kc.data(), vc.data(), n_heads, n_kv, n_slots, &p, window, scale, /*chunked=*/0,
+               part_o.data(), part_ml.data());
         });
         const CombineKernel ck = d == 64 ? attn_combine_64 : d == 128 ? attn_combine_128 : attn_combine_256;
         emu::launch(n_heads, 1, ATT_COMBINE_THREADS, [&] { ck(part_o.data(), part_ml.data(), n_splits, out.data(), -1, nullptr, nullptr); });

@@ -5,7 +5,7 @@
 use super::graph::StepMode;
 use super::{core_err, device_addr, tag, CudaBackend};
 use crate::attention::SlotMap;
-use crate::backend::{AttentionJob, KvShape, QkNormRope};
+use crate::backend::{AttentionJob, AttentionNumerics, KvShape, QkNormRope};
 use crate::kv_cache::KvType;
 use crate::CoreError;
 use gemma_kernels::cuda::{
@@ -251,6 +251,9 @@ impl CudaBackend<'_> {
             n_slots: n_slots(job.slot_map, store),
             window: job.window.unwrap_or(0),
             scale: 1.0, // the forward pass scales the queries
+            one_chunk_f16: store.shape.kv_type == KvType::F16
+                && AttentionNumerics::for_batch(self.flash_attention, job.batch_rows, KvType::F16)
+                    == AttentionNumerics::FlashChunked,
         };
         let width = h.n_head * h.head_dim_k;
         let rows = job.rows.clone();
@@ -273,8 +276,11 @@ impl CudaBackend<'_> {
         let mut ov = out.slice_mut(rows.start * width..rows.end * width);
         let p0 = job.pos0 + rows.start;
         // Decode attention is causal: one token that sees image keys after it (a token of
-        // an image but its last) takes the prefill kernels, which honour the image.
-        if rows.len() == 1 && job.visible_keys(p0).end == p0 + 1 {
+        // an image but its last) takes the prefill kernels, which honour the image. So does
+        // the one row left of a smaller batch in the last layer when it rounds as the CPU's
+        // one-chunk kernel, which sums a batch's keys in one run however many.
+        let one_run_batch = shape.one_chunk_f16 && job.batch_rows > 1;
+        if rows.len() == 1 && job.visible_keys(p0).end == p0 + 1 && !one_run_batch {
             let key = (shape.n_slots, shape.window);
             let captured = self.capturing_at(job.pos0 + rows.start)?;
             // The output projection's activations, quantized here when its format is known
