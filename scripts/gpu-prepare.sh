@@ -159,6 +159,20 @@ for name in names:
     open(f"{dst}/{name}.greedy", "w").write(",".join(map(str, d["greedy"]["ids"])))
 open(f"{dst}/prompts.txt", "w").write(" ".join(names))
 PY
+# For scale in gpu-check.sh's rows: the mean KL between this CPU's own scalar and SIMD paths
+# over each prompt's logits (the same integers summed in another order).
+for name in $(cat "$out/real/prompts.txt"); do
+  for isa in default scalar; do
+    # shellcheck disable=SC2046
+    env $([ $isa = scalar ] && echo GEMMA_ISA=scalar) "$out/generate" --model "$real_model" \
+      --tokens "$(cat "$out/real/$name.tokens")" --max-tokens 1 --temperature 0 --ignore-eos \
+      --dump-logits "/tmp/gpu-prepare-$isa.f32" > /dev/null 2>&1 \
+      || { echo "CPU logits dump failed: real $name ($isa)" >&2; exit 1; }
+  done
+  "$out/logits_kl" /tmp/gpu-prepare-default.f32 /tmp/gpu-prepare-scalar.f32 262144 \
+    | sed -n 's/^mean_kl=\([^ ]*\).*/\1/p' > "$out/real/$name.cpu-spread"
+done
+rm -f /tmp/gpu-prepare-default.f32 /tmp/gpu-prepare-scalar.f32
 echo "  real 270M: 4 parts in gpu-m1..gpu-m4 ($(du -sm gpu-m1 | cut -f1) MiB each), the rest and $(wc -w < "$out/real/prompts.txt") prompts in $out/real"
 
 du -sh "$out"
