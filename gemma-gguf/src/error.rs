@@ -192,7 +192,7 @@ pub enum GgufError {
         tensor: String,
         /// Its type.
         ty: GgmlType,
-        /// dims[0].
+        /// `dims[0]`.
         row_len: u64,
         /// Elements per block of `ty`.
         block: u64,

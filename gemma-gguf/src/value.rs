@@ -117,7 +117,7 @@ impl ValueType {
         }
     }
 
-    /// The name of an array of this element type ("array<string>").
+    /// The name of an array of this element type (`"array<string>"`).
     pub fn array_name(self) -> &'static str {
         use ValueType::*;
         match self {
@@ -189,7 +189,7 @@ impl Value {
         }
     }
 
-    /// The type's name as used in errors ("u32", "array<f32>").
+    /// The type's name as used in errors (`"u32"`, `"array<f32>"`).
     pub fn type_name(&self) -> &'static str {
         match self {
             Value::Array(array) => array.elem_type().array_name(),

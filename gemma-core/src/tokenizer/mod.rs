@@ -2,7 +2,7 @@
 //!
 //! Encoding: user-defined tokens (and control tokens when special parsing is on) are cut out
 //! whole; the text between them has its spaces turned into `▁` and is merged by token
-//! score ([`bpe`]), characters missing from the vocabulary falling back to `<0xNN>` byte
+//! score (`bpe`), characters missing from the vocabulary falling back to `<0xNN>` byte
 //! tokens. A literal `▁` in the input is read as a space, as the Hugging Face tokenizer does.
 //! Decoding: `▁` becomes a space and byte tokens are reassembled into UTF-8
 //! ([`StreamDecoder`] does it incrementally).

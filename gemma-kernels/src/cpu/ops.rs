@@ -1,9 +1,10 @@
 //! The elementwise ops of the model: RMSNorm, NEOX RoPE, softmax, GELU-tanh / GeGLU,
 //! add and scale.
 //!
-//! Each public function dispatches once per call on [`crate::cpu::isa::current`]: AVX2 (also used on
-//! AVX-512 machines) or the scalar oracle in [`reference`], which the tests compare the
-//! fast path against.
+//! Each public function dispatches once per call on [`crate::cpu::isa::current`]: AVX2
+//! (also used on AVX-512 machines) or the scalar oracle in [`reference`](mod@reference),
+//! which the tests compare the fast path against. [`geglu_f16_inplace`] is the language
+//! model's GeGLU, rounded as llama.cpp's CPU backend rounds it.
 //!
 //! # Panics
 //! Every function with several slices requires them to have the same length (and

@@ -234,7 +234,7 @@ pub struct Rope {
 }
 
 /// Rotates x (n tokens x n_heads x head_dim) in place, NEOX style, token t at
-/// positions[t]: theta = pos * freq_scale * freq_base^(-2i / head_dim), each angle rounded as
+/// `positions[t]`: theta = pos * freq_scale * freq_base^(-2i / head_dim), each angle rounded as
 /// the CPU's [`crate::cpu::ops::rope_neox`] rounds it (bit for bit, before sin / cos).
 pub fn rope_neox<X: DevicePtrMut<f32>, P: DevicePtr<i32>>(
     dev: &CudaDevice,
@@ -298,7 +298,7 @@ pub struct QkNormRope {
 
 /// One layer's QK-norm, RoPE and query scale in one launch: every head of q (n tokens x
 /// n_q_heads x head_dim) and k (n x n_k_heads x head_dim) becomes rms_norm(head) * wq (wk),
-/// rotated as [`rope_neox`] does at positions[t]; q is then scaled. The values of
+/// rotated as [`rope_neox`] does at `positions[t]`; q is then scaled. The values of
 /// [`rms_norm_inplace`], [`rope_neox`] and [`scale`] in turn.
 #[allow(clippy::too_many_arguments)] // two tensors, their two norm weights, positions, shape
 pub fn qk_norm_rope<Q, K, W, P>(
@@ -528,7 +528,7 @@ pub fn f32_to_f16<S: DevicePtr<f32>, D: DevicePtrMut<u16>>(
     )
 }
 
-/// out[t] = dequantize(W row ids[t]) * scale for n ids: the token embedding (scale =
+/// `out[t] = dequantize(W row ids[t]) * scale` for n ids: the token embedding (scale =
 /// sqrt(hidden)), or with scale 1 the plain dequantization of rows.
 pub fn get_rows<I: DevicePtr<i32>, O: DevicePtrMut<f32>>(
     dev: &CudaDevice,
@@ -560,7 +560,7 @@ pub fn get_rows<I: DevicePtr<i32>, O: DevicePtrMut<f32>>(
 }
 
 /// Stores n rows of `width` floats (K or V of n tokens, width = n_kv_heads x head_dim) into
-/// a cache of `n_slots` rows: token t to slot positions[t] % n_slots (a ring for
+/// a cache of `n_slots` rows: token t to slot `positions[t] % n_slots` (a ring for
 /// sliding-window layers). Only the last n_slots tokens are written. The cache format
 /// follows its element type ([`KvElem`]): f16 (rounded), f32, or Q8_0 blocks quantized like
 /// the CPU cache (width a multiple of 32).
@@ -588,7 +588,7 @@ pub fn kv_store<E: KvElem, S: DevicePtr<f32>, P: DevicePtr<i32>, C: DevicePtrMut
 }
 
 /// The tokens' keys and values and where they go: the caches of one layer, `n_slots` slots
-/// (token t to slot positions[t] % n_slots, as [`kv_store`]).
+/// (token t to slot `positions[t] % n_slots`, as [`kv_store`]).
 pub struct KvTarget<'a, S, C> {
     /// The values (n x n_k_heads x head_dim floats); the keys are [`qk_norm_rope_store`]'s k.
     pub v: &'a S,

@@ -20,7 +20,7 @@ pub struct BlockQ4_K {
     pub d: f16,
     /// Super-block scale of the sub-block minimums.
     pub dmin: f16,
-    /// Eight 6-bit scales and eight 6-bit minimums (see [`get_scale_min_k4`]).
+    /// Eight 6-bit scales and eight 6-bit minimums (see `get_scale_min_k4`).
     pub scales: [u8; 12],
     /// 4-bit quants.
     pub qs: [u8; 128],

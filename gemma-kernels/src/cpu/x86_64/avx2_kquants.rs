@@ -7,9 +7,9 @@
 //! `-4`, Q6_K's `-32`) come from the activation block sums `bsums`, so the weights stay
 //! unsigned. Integer arithmetic is exact; only the float accumulation order differs from
 //! the scalar twins. Each kernel prefetches the weight blocks it will need 16 KiB ahead
-//! ([`prefetch_ahead`]), which matvec needs to approach the memory bandwidth.
+//! (`prefetch_ahead`), which matvec needs to approach the memory bandwidth.
 //!
-//! Only [`q2_k`]..[`q6_k`] are visible: they return the kernel when the CPU supports
+//! Only `q2_k`..`q6_k` are visible: they return the kernel when the CPU supports
 //! AVX2, FMA and F16C (checked once per call of the constructor).
 
 use crate::cpu::isa::Isa;
