@@ -3,8 +3,8 @@
 // partial softmax(q k) v of every query head of that KV head (GQA); the live keys are
 // spread over the splits in runs of a multiple of 32 keys (at most ATT_MAX_KPS; the host
 // allocates enough splits), sized on the device from the position, so every step of a
-// captured graph uses as many splits as its keys fill; attn_combine_<D> merges the splits (and may quantize the result for the output
-// projection, as quantize_q8_1 would).
+// captured graph uses as many splits as its keys fill; attn_combine_<D> merges the splits
+// (and may quantize the result for the output projection, as quantize_q8_1 would).
 //
 // Cache layout: n_slots x n_kv x D halves. The query sits at position pos = *pos_ptr (read
 // on the device, so a captured graph can be replayed for every step); it attends to the
@@ -202,8 +202,8 @@ static __device__ __forceinline__ void attn_decode(const float *__restrict__ q, 
     const int start = n_all - n_live;
     // One run as the CPU's (all keys in split 0: n_live <= ATT_ONE_RUN <= ATT_MAX_KPS).
     const bool one_run = KV == KV_F16 && chunked && n_all <= ATT_ONE_RUN;
-    const int kps = one_run ? n_live
-                            : min(ATT_MAX_KPS, max(WARP, ((n_live + n_splits - 1) / n_splits + WARP - 1) / WARP * WARP));
+    const int per_split = ((n_live + n_splits - 1) / n_splits + WARP - 1) / WARP * WARP;
+    const int kps = one_run ? n_live : min(ATT_MAX_KPS, max(WARP, per_split));
     const int i0 = split * kps, i1 = min(i0 + kps, n_live);
     if (i0 >= i1) {
         if (threadIdx.x < G) part_ml[(hk * G + threadIdx.x) * n_splits + split] = make_float2(NEG_INF, 0.0f);
@@ -211,7 +211,8 @@ static __device__ __forceinline__ void attn_decode(const float *__restrict__ q, 
     }
     for (int idx = threadIdx.x; idx < G * D; idx += ATT_THREADS) sq[idx / D][idx % D] = q[(i64) hk * G * D + idx] * scale;
     if (one_run)  // the query as the CPU's one-chunk kernel takes it: rounded to F16
-        for (int idx = threadIdx.x; idx < G * D; idx += ATT_THREADS) sq[idx / D][idx % D] = round_f16(sq[idx / D][idx % D]);
+        for (int idx = threadIdx.x; idx < G * D; idx += ATT_THREADS)
+            sq[idx / D][idx % D] = round_f16(sq[idx / D][idx % D]);
     __syncthreads();
     if constexpr (KV == KV_Q8_0) {  // one warp per 32-block of the query
         for (int b = warp; b < G * D / 32; b += ATT_THREADS / WARP) {

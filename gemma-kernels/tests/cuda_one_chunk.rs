@@ -5,8 +5,8 @@
 //! that rounding; a decode step past 256 sums in f32 as without the flag. The scores'
 //! sums run in another order on the GPU (ulps), so a few values land on the other side of
 //! an F16 rounding: the test wants 95% of the values the same but for f32 rounding and all
-//! within 2^-8 relative, where f32 sums are the same for 1% to 53%. Runs where a CUDA device is present;
-//! elsewhere prints "no CUDA device: GPU tests not run".
+//! within 2^-8 relative, where f32 sums are the same for 1% to 53%. Runs where a CUDA
+//! device is present; elsewhere prints "no CUDA device: GPU tests not run".
 
 mod cuda_util;
 

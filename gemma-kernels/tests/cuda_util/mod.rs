@@ -1,5 +1,6 @@
 //! Shared helpers of the CUDA tests: the device (or the one allowed skip), a seeded random
-//! generator, random GGUF blocks, and the CPU backend's activation blocks in the GPU layout.
+//! generator, random GGUF blocks, the CPU backend's activation blocks in the GPU layout, and
+//! F16 KV histories and caches for the attention tests.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
