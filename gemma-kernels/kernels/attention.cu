@@ -136,6 +136,24 @@ static __device__ __forceinline__ float q8_0_roundtrip(float v, float amax) {
     return __fmul_rn((float) q, h2f(f2h(amax / 127.0f)));
 }
 
+// Writes a split's partial results: this thread's DPT value sums of every query head of KV
+// head hk, and (thread 0) each head's running maximum m and sum l.
+template <int D, int DPT>
+static __device__ __forceinline__ void store_partials(const float (&acc)[ATT_MAX_G][DPT], const float *m,
+                                                      const float *l, int G, int hk, int d0, int n_splits,
+                                                      int split, float *__restrict__ part_o,
+                                                      float2 *__restrict__ part_ml) {
+#pragma unroll
+    for (int g = 0; g < ATT_MAX_G; ++g) {
+        if (g < G) {
+            const int h = hk * G + g;
+#pragma unroll
+            for (int e = 0; e < DPT; ++e) part_o[((i64) h * n_splits + split) * D + d0 + e] = acc[g][e];
+            if (threadIdx.x == 0) part_ml[h * n_splits + split] = make_float2(m[g], l[g]);
+        }
+    }
+}
+
 // The value phase of attn_decode when the step is one CPU run (split 0 holds every key,
 // sp the raw scores): each thread walks the keys in order for its DPT dimensions of every
 // query head, as one_chunk_add; part_ml gets the run's maximum and sum.
@@ -170,15 +188,7 @@ static __device__ __noinline__ void attn_one_run(const float (*sp)[ATT_MAX_KPS],
             if (next < i1) load_kv<KV_F16, DPT>(vc, (((start + next) % n_slots) * (i64) n_kv + hk) * D + d0, vf[u]);
         }
     }
-#pragma unroll
-    for (int g = 0; g < ATT_MAX_G; ++g) {
-        if (g < G) {
-            const int h = hk * G + g;
-#pragma unroll
-            for (int e = 0; e < DPT; ++e) part_o[((i64) h * n_splits + split) * D + d0 + e] = acc[g][e];
-            if (threadIdx.x == 0) part_ml[h * n_splits + split] = make_float2(m[g], l[g]);
-        }
-    }
+    store_partials<D, DPT>(acc, m, l, G, hk, d0, n_splits, split, part_o, part_ml);
 }
 
 // q: n_heads x D floats; part_o: n_heads x n_splits x D; part_ml: n_heads x n_splits {m, l}.
@@ -293,15 +303,7 @@ static __device__ __forceinline__ void attn_decode(const float *__restrict__ q, 
             }
         }
     }
-#pragma unroll
-    for (int g = 0; g < ATT_MAX_G; ++g) {
-        if (g < G) {
-            const int h = hk * G + g;
-#pragma unroll
-            for (int e = 0; e < DPT; ++e) part_o[((i64) h * n_splits + split) * D + d0 + e] = acc[g][e];
-            if (threadIdx.x == 0) part_ml[h * n_splits + split] = make_float2(sm[g], sl[g]);
-        }
-    }
+    store_partials<D, DPT>(acc, sm, sl, G, hk, d0, n_splits, split, part_o, part_ml);
 }
 
 // out: n_heads x D. grid: n_heads, block: ATT_COMBINE_THREADS. The block first finds the

@@ -85,38 +85,6 @@ fn cache_of<E: HostKv>(hist: &[f32], from: usize, to: usize, n_slots: usize, kvw
     c
 }
 
-/// softmax(q k) v in f64 for one (already scaled) query head over the given key positions.
-fn attend(
-    q: &[f32],
-    kh: &[f32],
-    vh: &[f32],
-    keys: &[usize],
-    hk: usize,
-    kvw: usize,
-    hd: usize,
-) -> Vec<f64> {
-    let scores: Vec<f64> = keys
-        .iter()
-        .map(|&p| {
-            (0..hd)
-                .map(|d| f64::from(q[d]) * f64::from(kh[p * kvw + hk * hd + d]))
-                .sum::<f64>()
-        })
-        .collect();
-    let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
-    let l: f64 = e.iter().sum();
-    (0..hd)
-        .map(|d| {
-            keys.iter()
-                .zip(&e)
-                .map(|(&p, w)| w * f64::from(vh[p * kvw + hk * hd + d]))
-                .sum::<f64>()
-                / l
-        })
-        .collect()
-}
-
 /// The values the cache holds for every position of a random history (per position row).
 fn held_history<E: HostKv>(hist: &[f32], kvw: usize) -> Vec<f32> {
     hist.chunks_exact(kvw).flat_map(E::held).collect()
@@ -172,8 +140,9 @@ fn check_attention<E: HostKv>(dev: &CudaDevice, rng: &mut Rng, label: &str) {
                     &vheld,
                     &keys,
                     h / (nh / nkv),
-                    kvw,
+                    nkv,
                     hd,
+                    1.0,
                 ));
             }
         }

@@ -372,3 +372,38 @@ pub fn cache_of(hist: &[f32], from: usize, to: usize, n_slots: usize, kv_width: 
     }
     c
 }
+
+/// softmax(q k * scale) v in f64 for one query head over the given key positions.
+#[allow(clippy::too_many_arguments)] // a plain reference formula, kept flat
+pub fn attend(
+    q: &[f32],
+    kh: &[f32],
+    vh: &[f32],
+    keys: &[usize],
+    hk: usize,
+    n_kv: usize,
+    hd: usize,
+    scale: f32,
+) -> Vec<f64> {
+    let scores: Vec<f64> = keys
+        .iter()
+        .map(|&p| {
+            (0..hd)
+                .map(|d| f64::from(q[d]) * f64::from(kh[(p * n_kv + hk) * hd + d]))
+                .sum::<f64>()
+                * f64::from(scale)
+        })
+        .collect();
+    let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+    let l: f64 = e.iter().sum();
+    (0..hd)
+        .map(|d| {
+            keys.iter()
+                .zip(&e)
+                .map(|(&p, w)| w * f64::from(vh[(p * n_kv + hk) * hd + d]))
+                .sum::<f64>()
+                / l
+        })
+        .collect()
+}
