@@ -96,22 +96,18 @@ fn decode_rounds_as_the_cpu_one_chunk_kernel_up_to_position_256() {
         (64, 4, 2, 8, 8, 30),
         (128, 8, 2, 300, 0, 256),
     ] {
-        let kvw = nkv * hd;
-        let (kh, vh) = (
-            history(&mut rng, pos + 1, kvw),
-            history(&mut rng, pos + 1, kvw),
-        );
-        let start = if window > 0 {
-            (pos + 1).saturating_sub(window)
-        } else {
-            0
-        };
+        let DecodeKv {
+            kh,
+            vh,
+            start,
+            k_cache,
+            v_cache,
+        } = decode_kv(&mut rng, pos, window, n_slots, nkv * hd);
         let keys: Vec<usize> = (start..=pos).collect();
         let q = rng.vec(nh * hd);
-        let up16 = |v: Vec<u16>| cuda::upload(&dev, &v).unwrap();
         let (kd, vd) = (
-            up16(cache_of(&kh, start, pos + 1, n_slots, kvw)),
-            up16(cache_of(&vh, start, pos + 1, n_slots, kvw)),
+            cuda::upload(&dev, &k_cache).unwrap(),
+            cuda::upload(&dev, &v_cache).unwrap(),
         );
         let (qd, pd) = (
             cuda::upload(&dev, &q).unwrap(),

@@ -486,20 +486,13 @@ fn decode_attention_matches_reference_on_rings_and_global_caches() {
         (128, 8, 2, 300, 0, 299),
         (64, 2, 2, 8, 8, 3),
     ] {
-        let kvw = nkv * hd;
-        let (kh, vh) = (
-            history(&mut rng, pos + 1, kvw),
-            history(&mut rng, pos + 1, kvw),
-        );
-        let start = if window > 0 {
-            (pos + 1).saturating_sub(window)
-        } else {
-            0
-        };
-        let (kc, vc) = (
-            cache_of(&kh, start, pos + 1, n_slots, kvw),
-            cache_of(&vh, start, pos + 1, n_slots, kvw),
-        );
+        let DecodeKv {
+            kh,
+            vh,
+            start,
+            k_cache: kc,
+            v_cache: vc,
+        } = decode_kv(&mut rng, pos, window, n_slots, nkv * hd);
         let q = rng.vec(nh * hd);
         let shape = cuda::AttnShape {
             n_heads: nh,

@@ -407,3 +407,47 @@ pub fn attend(
         })
         .collect()
 }
+
+/// The keys and values of a decode step at `pos`: histories of positions 0..=pos
+/// (F16-rounded, `kv_width` values each), the first live position `start` (the last
+/// `window` positions; window 0: all) and F16 caches of `n_slots` slots holding those.
+pub struct DecodeKv {
+    /// Keys of positions 0..=pos.
+    pub kh: Vec<f32>,
+    /// Values of positions 0..=pos.
+    pub vh: Vec<f32>,
+    /// The first live position.
+    pub start: usize,
+    /// The F16 key cache (position p in slot p % n_slots).
+    pub k_cache: Vec<u16>,
+    /// The F16 value cache.
+    pub v_cache: Vec<u16>,
+}
+
+/// Random [`DecodeKv`] for position `pos`.
+pub fn decode_kv(
+    rng: &mut Rng,
+    pos: usize,
+    window: usize,
+    n_slots: usize,
+    kv_width: usize,
+) -> DecodeKv {
+    let (kh, vh) = (
+        history(rng, pos + 1, kv_width),
+        history(rng, pos + 1, kv_width),
+    );
+    let start = if window > 0 {
+        (pos + 1).saturating_sub(window)
+    } else {
+        0
+    };
+    let k_cache = cache_of(&kh, start, pos + 1, n_slots, kv_width);
+    let v_cache = cache_of(&vh, start, pos + 1, n_slots, kv_width);
+    DecodeKv {
+        kh,
+        vh,
+        start,
+        k_cache,
+        v_cache,
+    }
+}
