@@ -126,6 +126,29 @@ static __device__ __forceinline__ void load_kv(const void *base, i64 elem, float
     }
 }
 
+// The rows of positions p0, p0 + stride, ... (ATT_KEYS_IN_FLIGHT of them; one at or past
+// `end` loads p0's instead) of KV head hk in `cache` (position p in slot p % n_slots), this
+// lane's EPL values of each: every load is issued before any is used.
+template <int KV, int D, int EPL>
+static __device__ __forceinline__ void load_in_flight(const void *cache, int p0, int stride, int end, int n_slots,
+                                                      int n_kv, int hk, int lane,
+                                                      float (&f)[ATT_KEYS_IN_FLIGHT][EPL]) {
+#pragma unroll
+    for (int u = 0; u < ATT_KEYS_IN_FLIGHT; ++u) {
+        const int p = p0 + u * stride < end ? p0 + u * stride : p0;
+        load_kv<KV, EPL>(cache, ((p % n_slots) * n_kv + hk) * D + lane * EPL, f[u]);
+    }
+}
+
+// The dot product of a head's query and key, EPL values of each in every lane of the warp.
+template <int EPL>
+static __device__ __forceinline__ float warp_dot(const float *q, const float *k) {
+    float dot = 0.0f;
+#pragma unroll
+    for (int e = 0; e < EPL; ++e) dot += q[e] * k[e];
+    return warp_sum(dot);
+}
+
 // The query as the CPU backend sees it over a Q8_0 cache: quantized to Q8_0 blocks of 32
 // (d = amax / 127 rounded to f16, q = round-to-nearest-even(x * 127 / amax)), then the
 // dot products use q * d. v is one value of a 32-block spread over `width` lanes (width
@@ -238,19 +261,12 @@ static __device__ __forceinline__ void attn_decode(const float *__restrict__ q, 
     constexpr int NW = ATT_THREADS / WARP;
     for (int i = i0 + warp; i < i1; i += ATT_KEYS_IN_FLIGHT * NW) {
         float kf[ATT_KEYS_IN_FLIGHT][EPL];
-#pragma unroll
-        for (int u = 0; u < ATT_KEYS_IN_FLIGHT; ++u) {  // a key past the split loads key i
-            const int key = i + u * NW < i1 ? i + u * NW : i;
-            load_kv<KV, EPL>(kc, (((start + key) % n_slots) * n_kv + hk) * D + lane * EPL, kf[u]);
-        }
+        load_in_flight<KV, D, EPL>(kc, start + i, NW, start + i1, n_slots, n_kv, hk, lane, kf);
 #pragma unroll
         for (int u = 0; u < ATT_KEYS_IN_FLIGHT; ++u) {
             if (i + u * NW >= i1) break;  // uniform over the warp
             for (int g = 0; g < G; ++g) {
-                float dot = 0.0f;
-#pragma unroll
-                for (int e = 0; e < EPL; ++e) dot += sq[g][lane * EPL + e] * kf[u][e];
-                dot = warp_sum(dot);
+                const float dot = warp_dot<EPL>(&sq[g][lane * EPL], kf[u]);
                 if (lane == 0) sp[g][i + u * NW - i0] = dot;
             }
         }
@@ -408,20 +424,12 @@ static __device__ __forceinline__ void attn_prefill_rows(const float *__restrict
     float m = NEG_INF, l = 0.0f;
     for (int kp0 = lo + warp; kp0 < hi; kp0 += ATT_KEYS_IN_FLIGHT * NW) {
         float kf[ATT_KEYS_IN_FLIGHT][EPL], vf[ATT_KEYS_IN_FLIGHT][EPL];
-#pragma unroll
-        for (int u = 0; u < ATT_KEYS_IN_FLIGHT; ++u) {
-            const int kp = kp0 + u * NW < hi ? kp0 + u * NW : kp0;
-            const i64 row = ((i64) (kp % n_slots) * n_kv + hk) * D + lane * EPL;
-            load_kv<KV, EPL>(kc, row, kf[u]);
-            load_kv<KV, EPL>(vc, row, vf[u]);
-        }
+        load_in_flight<KV, D, EPL>(kc, kp0, NW, hi, n_slots, n_kv, hk, lane, kf);
+        load_in_flight<KV, D, EPL>(vc, kp0, NW, hi, n_slots, n_kv, hk, lane, vf);
 #pragma unroll
         for (int u = 0; u < ATT_KEYS_IN_FLIGHT; ++u) {
             if (kp0 + u * NW >= hi) break;  // uniform over the warp
-            float dot = 0.0f;
-#pragma unroll
-            for (int e = 0; e < EPL; ++e) dot += qf[e] * kf[u][e];
-            dot = warp_sum(dot);
+            const float dot = warp_dot<EPL>(qf, kf[u]);
             const float m_new = fmaxf(m, dot);
             const float corr = expf(m - m_new), p = expf(dot - m_new);
             l = l * corr + p;
@@ -488,18 +496,11 @@ static __device__ __forceinline__ void attn_prefill_chunked(const float *__restr
         const int c1 = min(c0 + ATT_MAX_KPS, hi);
         for (int kp0 = c0 + warp; kp0 < c1; kp0 += ATT_KEYS_IN_FLIGHT * NW) {
             float kf[ATT_KEYS_IN_FLIGHT][EPL];
-#pragma unroll
-            for (int u = 0; u < ATT_KEYS_IN_FLIGHT; ++u) {  // a key past the piece loads kp0
-                const int kp = kp0 + u * NW < c1 ? kp0 + u * NW : kp0;
-                load_kv<KV_F16, EPL>(kc, ((i64) (kp % n_slots) * n_kv + hk) * D + lane * EPL, kf[u]);
-            }
+            load_in_flight<KV_F16, D, EPL>(kc, kp0, NW, c1, n_slots, n_kv, hk, lane, kf);
 #pragma unroll
             for (int u = 0; u < ATT_KEYS_IN_FLIGHT; ++u) {
                 if (kp0 + u * NW >= c1) break;  // uniform over the warp
-                float dot = 0.0f;
-#pragma unroll
-                for (int e = 0; e < EPL; ++e) dot += qf[e] * kf[u][e];
-                dot = warp_sum(dot);
+                const float dot = warp_dot<EPL>(qf, kf[u]);
                 if (lane == 0) sp[kp0 + u * NW - c0] = dot;
             }
         }
