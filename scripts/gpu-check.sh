@@ -429,7 +429,7 @@ if [ -n "$rows1_line" ]; then
   printf 'bench %s Q4_K_M on cuda with GEMMA_CUDA_GRAPH=1 GEMMA_CUDA_MMVQ_ROWS=1: decode tg64 %.1f tok/s\n' \
     "$synth_note" "$(field "$rows1_line" decode_tokens_per_s)"
 fi
-ref=docs/gpu-runs/2026-11-28-h200-run1-kernel-bench.log
+ref=docs/gpu-runs/2026-11-28-h200-run2-kernel-bench.log
 if [ -f "$ref" ] && [ -f "$OUT/kernel-bench.log" ]; then
   echo "kernel times against $ref (an H200):"
   bash scripts/gpu-compare.sh "$ref" "$OUT/kernel-bench.log" | sed 's/^/  /'

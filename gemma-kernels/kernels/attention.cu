@@ -22,11 +22,14 @@
 // llama.cpp's CPU flash attention, which the CPU engine reproduces, takes its one-chunk
 // kernel for batches under 64 rows and one-token steps; over an F16 cache it rounds the
 // query to F16 and keeps the sum of values in F16, rounded after every key (the CPU
-// engine's AttentionNumerics::FlashChunked). With `chunked` set, attn_decode_<D> (F16) does
-// the same when the step's keys make one run on the CPU (positions up to ATT_ONE_RUN: the
-// CPU splits longer ones over its threads), and attn_prefill_chunked_<D> does it for small
-// batches: the same roundings in the same order, so the two engines differ by the order of
-// the Q.K sums only (f32 sums there would be a systematic difference of ~3e-4 relative).
+// engine's AttentionNumerics::FlashChunked). With `chunked` set, decode does the same when
+// the step's keys make one run on the CPU (positions up to ATT_ONE_RUN: the CPU splits
+// longer ones over its threads): attn_decode_<D> (F16) scores the keys over its splits as
+// usual, leaves the raw scores in part_o (n_heads x ATT_ONE_RUN) and asks for the values'
+// lines in L2, and attn_combine_<D> walks the keys in order, a thread per dimension. So
+// does attn_prefill_chunked_<D> for small batches. The same roundings in the same order:
+// the two engines differ by the order of the Q.K sums only (f32 sums there would be a
+// systematic difference of ~3e-4 relative).
 //
 // An image span [img_start, img_end) of positions (empty: text only) makes its tokens see
 // each other: a query inside it also sees the keys after it up to img_end (Gemma 3's
@@ -38,6 +41,7 @@
 #define ATT_MAX_KPS 256
 #define ATT_KEYS_IN_FLIGHT 4  // keys a warp loads before it scores them
 #define ATT_ONE_RUN 256       // positions of a one-token step the CPU sums in one run
+#define ATT_WALK_AHEAD 16     // keys whose values are in flight in one_chunk_walk
 
 static __device__ __forceinline__ float round_f16(float x) { return h2f(f2h(x)); }
 
@@ -149,6 +153,14 @@ static __device__ __forceinline__ float warp_dot(const float *q, const float *k)
     return warp_sum(dot);
 }
 
+// Asks for the F16 value row of position p (KV head hk) in L2, from the lanes of a warp
+// that each hold EPL of its values (one lane per 128-byte line).
+template <int D, int EPL>
+static __device__ __forceinline__ void prefetch_value_row(const void *vc, int p, int n_slots, int n_kv, int hk,
+                                                          int lane) {
+    if (lane * EPL % 64 == 0) prefetch_l2((const u16 *) vc + ((i64) (p % n_slots) * n_kv + hk) * D + lane * EPL);
+}
+
 // The query as the CPU backend sees it over a Q8_0 cache: quantized to Q8_0 blocks of 32
 // (d = amax / 127 rounded to f16, q = round-to-nearest-even(x * 127 / amax)), then the
 // dot products use q * d. v is one value of a 32-block spread over `width` lanes (width
@@ -177,46 +189,49 @@ static __device__ __forceinline__ void store_partials(const float (&acc)[ATT_MAX
     }
 }
 
-// The value phase of attn_decode when the step is one CPU run (split 0 holds every key,
-// sp the raw scores): each thread walks the keys in order for its DPT dimensions of every
-// query head, as one_chunk_add; part_ml gets the run's maximum and sum.
-template <int D, int DPT>
-static __device__ __noinline__ void attn_one_run(const float (*sp)[ATT_MAX_KPS], const void *__restrict__ vc,
-                                                    int start, int i0, int i1, int n_slots, int n_kv, int hk, int G,
-                                                    float *__restrict__ part_o, float2 *__restrict__ part_ml,
-                                                    int n_splits, int split) {
-    const int d0 = threadIdx.x * DPT;
-    if (d0 >= D) return;
-    float m[ATT_MAX_G], l[ATT_MAX_G], acc[ATT_MAX_G][DPT];
-#pragma unroll
-    for (int g = 0; g < ATT_MAX_G; ++g) {
-        m[g] = NEG_INF;
-        l[g] = 0.0f;
-#pragma unroll
-        for (int e = 0; e < DPT; ++e) acc[g][e] = 0.0f;
-    }
-    // The values of the next ATT_KEYS_IN_FLIGHT keys are in flight while one is added.
-    float vf[ATT_KEYS_IN_FLIGHT][DPT];
-#pragma unroll
-    for (int u = 0; u < ATT_KEYS_IN_FLIGHT; ++u)
-        if (i0 + u < i1) load_kv<KV_F16, DPT>(vc, (((start + i0 + u) % n_slots) * (i64) n_kv + hk) * D + d0, vf[u]);
-    for (int i = i0; i < i1; i += ATT_KEYS_IN_FLIGHT) {
-#pragma unroll
-        for (int u = 0; u < ATT_KEYS_IN_FLIGHT; ++u) {
-            if (i + u >= i1) break;
-#pragma unroll
-            for (int g = 0; g < ATT_MAX_G; ++g)
-                if (g < G) one_chunk_add<DPT>(sp[g][i + u - i0], vf[u], m[g], l[g], acc[g]);
-            const int next = i + u + ATT_KEYS_IN_FLIGHT;
-            if (next < i1) load_kv<KV_F16, DPT>(vc, (((start + next) % n_slots) * (i64) n_kv + hk) * D + d0, vf[u]);
-        }
-    }
-    store_partials<D, DPT>(acc, m, l, G, hk, d0, n_splits, split, part_o, part_ml);
+// DPT (1 or 2) F16 values from p (DPT-aligned), as they are.
+template <int DPT>
+static __device__ __forceinline__ u32 load_raw_halves(const u16 *p) {
+    if constexpr (DPT == 2) return __ldg((const u32 *) p);
+    else return __ldg(p);
 }
 
-// q: n_heads x D floats; part_o: n_heads x n_splits x D; part_ml: n_heads x n_splits {m, l}.
-// grid: (n_kv, n_splits), block: 128. n_heads / n_kv <= 8; n_splits x ATT_MAX_KPS covers
-// every live key.
+// The keys 0 .. n - 1 of one run in order, as one_chunk_add: key i has score s[i] and its
+// DPT values at v + ((first + i) % n_slots) * stride. The values of the next ATT_WALK_AHEAD
+// keys are in flight while one is added (kept as F16 bits, converted where used, so no
+// load is waited for early).
+template <int DPT>
+static __device__ __forceinline__ void one_chunk_walk(const float *s, int n, const u16 *v, int first, int n_slots,
+                                                      int stride, float &m, float &l, float *acc) {
+    // The keys are loaded in order: `slot` is the next one's.
+    int slot = first % n_slots;
+    u32 raw[ATT_WALK_AHEAD];
+#pragma unroll
+    for (int u = 0; u < ATT_WALK_AHEAD; ++u) {
+        raw[u] = u < n ? load_raw_halves<DPT>(v + (i64) slot * stride) : 0u;
+        slot = slot + 1 == n_slots ? 0 : slot + 1;
+    }
+    for (int i0 = 0; i0 < n; i0 += ATT_WALK_AHEAD) {
+#pragma unroll
+        for (int u = 0; u < ATT_WALK_AHEAD; ++u) {
+            const int i = i0 + u;
+            if (i < n) {
+                float vf[DPT];
+#pragma unroll
+                for (int e = 0; e < DPT; ++e) vf[e] = h2f((u16) (raw[u] >> (16 * e)));
+                one_chunk_add<DPT>(s[i], vf, m, l, acc);
+                if (i + ATT_WALK_AHEAD < n) {
+                    raw[u] = load_raw_halves<DPT>(v + (i64) slot * stride);
+                    slot = slot + 1 == n_slots ? 0 : slot + 1;
+                }
+            }
+        }
+    }
+}
+
+// q: n_heads x D floats; part_o: n_heads x n_splits x D (a one-run step: the raw scores,
+// n_heads x ATT_ONE_RUN); part_ml: n_heads x n_splits {m, l}. grid: (n_kv, n_splits),
+// block: 128. n_heads / n_kv <= 8; n_splits x ATT_MAX_KPS covers every live key.
 template <int D, int KV>
 static __device__ __forceinline__ void attn_decode(const float *__restrict__ q, const void *__restrict__ kc,
                                                    const void *__restrict__ vc, int n_heads, int n_kv, int n_slots,
@@ -233,10 +248,10 @@ static __device__ __forceinline__ void attn_decode(const float *__restrict__ q, 
     const int n_all = pos_ptr[0] + 1;
     const int n_live = window > 0 ? min(n_all, window) : n_all;
     const int start = n_all - n_live;
-    // One run as the CPU's (all keys in split 0: n_live <= ATT_ONE_RUN <= ATT_MAX_KPS).
+    // One run as the CPU's: the splits only score the keys (attn_combine walks them).
     const bool one_run = KV == KV_F16 && chunked && n_all <= ATT_ONE_RUN;
     const int per_split = ((n_live + n_splits - 1) / n_splits + WARP - 1) / WARP * WARP;
-    const int kps = one_run ? n_live : min(ATT_MAX_KPS, max(WARP, per_split));
+    const int kps = min(ATT_MAX_KPS, max(WARP, per_split));
     const int i0 = split * kps, i1 = min(i0 + kps, n_live);
     if (i0 >= i1) {
         if (threadIdx.x < G) part_ml[(hk * G + threadIdx.x) * n_splits + split] = make_float2(NEG_INF, 0.0f);
@@ -265,17 +280,19 @@ static __device__ __forceinline__ void attn_decode(const float *__restrict__ q, 
 #pragma unroll
         for (int u = 0; u < ATT_KEYS_IN_FLIGHT; ++u) {
             if (i + u * NW >= i1) break;  // uniform over the warp
+            const int key = i + u * NW;
             for (int g = 0; g < G; ++g) {
                 const float dot = warp_dot<EPL>(&sq[g][lane * EPL], kf[u]);
-                if (lane == 0) sp[g][i + u * NW - i0] = dot;
+                if (lane != 0) continue;
+                if (one_run) part_o[(hk * G + g) * ATT_ONE_RUN + key] = dot;
+                else sp[g][key - i0] = dot;
             }
+            // attn_combine walks this key's values next: their lines on the way to L2 now.
+            if (one_run) prefetch_value_row<D, EPL>(vc, start + key, n_slots, n_kv, hk, lane);
         }
     }
+    if (one_run) return;
     __syncthreads();
-    if (one_run) {
-        attn_one_run<D, DPT>(sp, vc, start, i0, i1, n_slots, n_kv, hk, G, part_o, part_ml, n_splits, split);
-        return;
-    }
 
     // Softmax numerators per head: warp w handles heads w, w + 4.
     __shared__ float sm[ATT_MAX_G], sl[ATT_MAX_G];
@@ -322,17 +339,14 @@ static __device__ __forceinline__ void attn_decode(const float *__restrict__ q, 
     store_partials<D, DPT>(acc, sm, sl, G, hk, d0, n_splits, split, part_o, part_ml);
 }
 
-// out: n_heads x D. grid: n_heads, block: ATT_COMBINE_THREADS. The block first finds the
-// largest running max over the splits and how many splits hold keys (they fill a prefix);
-// then groups of D / 4 threads (4 dimensions each, 16-byte loads) take every NG-th of those
-// splits, so a long context's hundreds of splits are read NG at a time, not one after
-// another; the groups' sums meet in shared memory. With fmt >= 0 (ACT_*; D == 256 only) the
-// row is also quantized for the output projection: head h is 256-block h of qs / ds (the
-// values quantize_q8_1 gives for out).
+// This thread's value of head blockIdx.x (threads below D) from the splits of attn_decode:
+// the block first finds the largest running max over the splits and how many splits hold
+// keys (they fill a prefix); then groups of D / 4 threads (4 dimensions each, 16-byte loads)
+// take every NG-th of those splits, so a long context's hundreds of splits are read NG at a
+// time, not one after another; the groups' sums meet in shared memory.
 template <int D>
-static __device__ __forceinline__ void attn_combine(const float *__restrict__ part_o, const float2 *__restrict__ part_ml,
-                                                    int n_splits, float *__restrict__ out, int fmt,
-                                                    i8 *__restrict__ qs, float2 *__restrict__ ds) {
+static __device__ __forceinline__ float merge_splits(const float *__restrict__ part_o,
+                                                     const float2 *__restrict__ part_ml, int n_splits) {
     constexpr int DV = D / 4;                        // threads per group
     constexpr int NG = ATT_COMBINE_THREADS / DV;     // groups over the splits
     __shared__ float sred[WARP];
@@ -371,18 +385,53 @@ static __device__ __forceinline__ void attn_combine(const float *__restrict__ pa
     so[g][j] = o;
     if (j == 0) sl[g] = l;
     __syncthreads();
-    if (threadIdx.x >= D) return;  // D < 256: no quantization follows
+    if (threadIdx.x >= D) return 0.0f;
     float lt = 0.0f, ot = 0.0f;
 #pragma unroll
     for (int k = 0; k < NG; ++k) {
         lt += sl[k];
         ot += ((const float *) so[k])[threadIdx.x];
     }
-    const float v = __fmul_rn(ot, 1.0f / lt);  // as the CPU merges runs: acc * (1 / sum)
-    out[(i64) h * D + threadIdx.x] = v;
+    return __fmul_rn(ot, 1.0f / lt);  // as the CPU merges runs: acc * (1 / sum)
+}
+
+// This thread's value of head blockIdx.x (threads below D) for a one-run step: the n_all
+// positions' last n_live keys (scores: attn_decode's raw scores of the head) walked in
+// order as the CPU's one-chunk kernel, one dimension per thread.
+template <int D>
+static __device__ __forceinline__ float walk_one_run(const float *__restrict__ scores, const void *__restrict__ vc,
+                                                     int n_kv, int n_slots, int n_all, int window) {
+    __shared__ float ss[ATT_ONE_RUN];
+    const int h = blockIdx.x, hk = h / (gridDim.x / n_kv);
+    const int n_live = window > 0 ? min(n_all, window) : n_all;
+    for (int i = threadIdx.x; i < n_live; i += ATT_COMBINE_THREADS) ss[i] = scores[(i64) h * ATT_ONE_RUN + i];
+    __syncthreads();
+    if (threadIdx.x >= D) return 0.0f;
+    float m = NEG_INF, l = 0.0f, acc = 0.0f;
+    one_chunk_walk<1>(ss, n_live, (const u16 *) vc + (i64) hk * D + threadIdx.x, n_all - n_live, n_slots, n_kv * D, m,
+                      l, &acc);
+    return __fmul_rn(acc, 1.0f / l);
+}
+
+// out: n_heads x D. grid: n_heads, block: ATT_COMBINE_THREADS. The splits of attn_decode
+// merged, or (chunked, F16 cache: vc, n_kv, n_slots, the position at pos_ptr and window as
+// attn_decode's) a one-run step's keys walked. With fmt >= 0 (ACT_*; D == 256 only) the row
+// is also quantized for the output projection: head h is 256-block h of qs / ds (the values
+// quantize_q8_1 gives for out).
+template <int D>
+static __device__ __forceinline__ void attn_combine(const float *__restrict__ part_o, const float2 *__restrict__ part_ml,
+                                                    int n_splits, float *__restrict__ out, int fmt,
+                                                    i8 *__restrict__ qs, float2 *__restrict__ ds,
+                                                    const void *__restrict__ vc, int n_kv, int n_slots,
+                                                    const i32 *__restrict__ pos_ptr, int window, int chunked) {
+    const int n_all = chunked ? pos_ptr[0] + 1 : 0;
+    const float v = chunked && n_all <= ATT_ONE_RUN ? walk_one_run<D>(part_o, vc, n_kv, n_slots, n_all, window)
+                                                    : merge_splits<D>(part_o, part_ml, n_splits);
+    if (threadIdx.x >= D) return;  // D < 256: no quantization follows
+    out[(i64) blockIdx.x * D + threadIdx.x] = v;
     if (D == 256 && fmt >= 0) {  // uniform over the block
         __shared__ float smax[8];
-        quantize_act256(v, fmt, qs + (i64) h * 256, ds + (i64) h * (256 / QK8), smax);
+        quantize_act256(v, fmt, qs + (i64) blockIdx.x * 256, ds + (i64) blockIdx.x * (256 / QK8), smax);
     }
 }
 
@@ -502,17 +551,12 @@ static __device__ __forceinline__ void attn_prefill_chunked(const float *__restr
                 if (kp0 + u * NW >= c1) break;  // uniform over the warp
                 const float dot = warp_dot<EPL>(qf, kf[u]);
                 if (lane == 0) sp[kp0 + u * NW - c0] = dot;
+                prefetch_value_row<D, EPL>(vc, kp0 + u * NW, n_slots, n_kv, hk, lane);  // walked next
             }
         }
         __syncthreads();
-        if (d0 < D) {
-#pragma unroll 4
-            for (int kp = c0; kp < c1; ++kp) {
-                float vf[DPT];
-                load_kv<KV_F16, DPT>(vc, ((i64) (kp % n_slots) * n_kv + hk) * D + d0, vf);
-                one_chunk_add<DPT>(sp[kp - c0], vf, m, l, acc);
-            }
-        }
+        if (d0 < D)
+            one_chunk_walk<DPT>(sp, c1 - c0, (const u16 *) vc + (i64) hk * D + d0, c0, n_slots, n_kv * D, m, l, acc);
         __syncthreads();
     }
     if (d0 >= D) return;
@@ -553,9 +597,10 @@ static __device__ __forceinline__ void attn_prefill_chunked(const float *__restr
     }                                                                                                          \
     extern "C" __global__ void __launch_bounds__(ATT_COMBINE_THREADS)                                         \
         attn_combine_##D(const float *part_o, const float2 *part_ml, int n_splits, float *out, int fmt, i8 *qs, \
-                         float2 *ds) {                                                                         \
+                         float2 *ds, const void *vc, int n_kv, int n_slots, const i32 *pos_ptr, int window,    \
+                         int chunked) {                                                                        \
         pdl_entry();                                                                                           \
-        attn_combine<D>(part_o, part_ml, n_splits, out, fmt, qs, ds);                                          \
+        attn_combine<D>(part_o, part_ml, n_splits, out, fmt, qs, ds, vc, n_kv, n_slots, pos_ptr, window, chunked); \
     }
 
 ATTN_KERNELS(64)

@@ -193,6 +193,16 @@ static __device__ __forceinline__ void pin(int4 &v) {
     pin(v.w);
 }
 
+// Asks for the 128-byte line holding p to be brought into L2 (nothing waits for it; a no-op
+// under the CPU emulation).
+static __device__ __forceinline__ void prefetch_l2(const void *p) {
+#ifdef __CUDA_ARCH__
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+#else
+    (void) p;
+#endif
+}
+
 // Asynchronous copies from global to shared memory (cp.async, sm_80+): nothing passes
 // through registers, so a thread can start many before it waits (copy_async_wait waits
 // for all of its own). `in` false writes zeros and reads nothing (src must still be a valid

@@ -381,7 +381,9 @@ fn cuda_scratch_bytes(model: &ModelShape, options: &PlanOptions) -> u64 {
                 .max(live.div_ceil(256))
                 .min(live.div_ceil(32))
                 .max(1);
-            (c.n_head * splits * (c.head_dim_v + 2) * 4) as u64
+            // Per head: the splits' value sums (or a one-run step's 256 scores) and {m, l}.
+            let part_o = (splits * c.head_dim_v).max(256);
+            (c.n_head * (part_o + 2 * splits) * 4) as u64
         })
         .sum();
     4 * state_floats(c, tokens, logit_rows) + q8 + decode + CUDA_POOL_SLACK_BYTES

@@ -79,7 +79,8 @@ pub struct AttnShape {
     /// Over an F16 cache, round as llama.cpp's one-chunk CPU flash attention (the CPU
     /// engine's `FlashChunked` numerics): the query rounded to F16, the keys in position
     /// order, the value sum rounded to F16 after every key. Decode does so for steps at
-    /// positions up to 256 (longer ones the CPU splits over its threads),
+    /// positions up to 256 (longer ones the CPU splits over its threads): its splits only
+    /// score the keys, and the combine kernel walks them in order, one thread per dimension;
     /// [`attention_prefill_cached`] with `attn_prefill_chunked_<D>` ([`attention_prefill`]
     /// ignores it). `false`: f32 sums throughout.
     pub one_chunk_f16: bool,
@@ -122,6 +123,17 @@ impl AttnShape {
     }
 }
 
+/// Positions of a one-token step that the CPU's one-chunk kernel sums in one run
+/// (ATT_ONE_RUN in attention.cu); such a step leaves the raw scores, ONE_RUN_KEYS per head,
+/// in the scratch's partial results.
+const ONE_RUN_KEYS: usize = 256;
+
+/// Floats of the decode scratch's partial results per query head: the splits' value sums,
+/// or a one-run step's scores.
+fn part_o_per_head(n_splits: usize, shape: &AttnShape) -> usize {
+    (n_splits * shape.head_dim).max(ONE_RUN_KEYS)
+}
+
 /// Per-layer scratch of decode attention: the partial results of the key splits. The split
 /// count depends only on the shape, so a captured decode graph stays valid for every step.
 pub struct DecodeScratch {
@@ -142,7 +154,7 @@ impl DecodeScratch {
             .max(max_live.div_ceil(256))
             .min(max_live.div_ceil(32))
             .max(1);
-        let part_o = zeros::<f32>(dev, shape.n_heads * n_splits * shape.head_dim)?;
+        let part_o = zeros::<f32>(dev, shape.n_heads * part_o_per_head(n_splits, shape))?;
         let part_ml = zeros::<f32>(dev, shape.n_heads * n_splits * 2)?;
         Ok(DecodeScratch {
             n_splits,
@@ -272,10 +284,13 @@ where
     check_len("position", 1, pos.len())?;
     check_len(
         "decode scratch",
-        shape.n_heads * scratch.n_splits * shape.head_dim,
+        shape.n_heads * part_o_per_head(scratch.n_splits, shape),
         scratch.part_o.len(),
     )?;
     let (decode, combine) = decode_names(shape.head_dim, E::KIND);
+    // A one-run step (F16 cache): the decode kernel scores the keys, the combine kernel
+    // walks them (it reads V).
+    let chunked = shape.one_chunk_f16 && E::KIND == KvKind::F16;
     let (po, pml) = (
         ptr_mut(dev, &mut scratch.part_o),
         ptr_mut(dev, &mut scratch.part_ml),
@@ -290,7 +305,7 @@ where
         Arg::P(ptr(dev, pos)),
         Arg::I(int("window", shape.window)?),
         Arg::F(shape.scale),
-        Arg::I(i32::from(shape.one_chunk_f16)),
+        Arg::I(i32::from(chunked)),
         Arg::P(po),
         Arg::P(pml),
     ];
@@ -323,6 +338,12 @@ where
         Arg::I(fmt),
         Arg::P(qs),
         Arg::P(ds),
+        Arg::P(ptr(dev, v_cache)),
+        Arg::I(int("n_kv_heads", shape.n_kv_heads)?),
+        Arg::I(int("n_slots", shape.n_slots)?),
+        Arg::P(ptr(dev, pos)),
+        Arg::I(int("window", shape.window)?),
+        Arg::I(i32::from(chunked)),
     ];
     launch(
         dev,

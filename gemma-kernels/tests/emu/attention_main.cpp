@@ -28,7 +28,8 @@ template <class T> static void read_vals(T *p, size_t n) {
 
 typedef void (*DecodeKernel)(const float *, const void *, const void *, int, int, int, const i32 *, int, float,
                              int, float *, float2 *);
-typedef void (*CombineKernel)(const float *, const float2 *, int, float *, int, i8 *, float2 *);
+typedef void (*CombineKernel)(const float *, const float2 *, int, float *, int, i8 *, float2 *, const void *, int, int,
+                              const i32 *, int, int);
 
 static DecodeKernel decode_kernel(uint32_t kv, uint32_t d) {
     const DecodeKernel table[3][3] = {{attn_decode_64, attn_decode_f32_64, attn_decode_q8_0_64},
@@ -73,7 +74,10 @@ int main(int argc, char **argv) {
                part_o.data(), part_ml.data());
         });
         const CombineKernel ck = d == 64 ? attn_combine_64 : d == 128 ? attn_combine_128 : attn_combine_256;
-        emu::launch(n_heads, 1, ATT_COMBINE_THREADS, [&] { ck(part_o.data(), part_ml.data(), n_splits, out.data(), -1, nullptr, nullptr); });
+        emu::launch(n_heads, 1, ATT_COMBINE_THREADS, [&] {
+            ck(part_o.data(), part_ml.data(), n_splits, out.data(), -1, nullptr, nullptr, vc.data(), n_kv, n_slots, &p,
+               window, /*chunked=*/0);
+        });
         if (std::fwrite(out.data(), 4, out.size(), stdout) != out.size()) fail("write failed");
     }
     return std::fflush(stdout) == 0 ? 0 : 2;

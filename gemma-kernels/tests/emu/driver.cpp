@@ -17,7 +17,8 @@
 // - cuModuleLoadData ignores the PTX NVRTC made; cuModuleGetFunction finds the kernel by name
 //   among the entry points of every kernel file (registry.h). Launches run one at a time (a
 //   process-wide lock), blocks one after the other, under the schedule GEMMA_EMU_SCHEDULE
-//   (warp-greedy, the default, or random) seeded by GEMMA_EMU_SEED.
+//   (warp-greedy, the default, or random) seeded by GEMMA_EMU_SEED. GEMMA_EMU_LOG_LAUNCHES=1
+//   prints a line per kernel run to stderr (name, grid, block): a decode step's launches.
 // - Stream capture records launches, copies and memsets; a graph replays them in order.
 //
 // What it is not: any notion of time, concurrency between blocks or kernels (programmatic
@@ -145,6 +146,8 @@ CUresult launch(Function *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
             seeded = true;
         }
         emu::B.schedule = random ? emu::Schedule::Random : emu::Schedule::WarpGreedy;
+        static const bool log = env_int("GEMMA_EMU_LOG_LAUNCHES", 0) == 1;
+        if (log) std::fprintf(stderr, "emu launch %s grid %u x %u block %u\n", name.c_str(), gx, gy, bx);
         emu::launch(gx, gy, bx, body, emu::BlockOrder::BySchedule);
         check_guards(name);
     });

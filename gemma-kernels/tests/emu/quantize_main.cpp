@@ -113,7 +113,8 @@ int main(int argc, char **argv) {
             out.assign(k, poison);
             const int f = kernel == 5 ? fmt : -1;
             emu::launch(heads, 1, 256, [&] {
-                attn_combine_256(part_o.data(), part_ml.data(), splits, out.data(), f, qs.data(), ds.data());
+                attn_combine_256(part_o.data(), part_ml.data(), splits, out.data(), f, qs.data(), ds.data(), nullptr, 0, 0,
+                                 nullptr, 0, /*chunked=*/0);
             });
             if (kernel == 6)
                 emu::launch(k_pad / 256, 1, 256, [&] { quantize_q8_1(out.data(), k, k_pad, fmt, qs.data(), ds.data()); });
