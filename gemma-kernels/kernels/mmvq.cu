@@ -489,8 +489,9 @@ static __device__ __forceinline__ int block_rows(int blk, int rows, int per_bloc
 // Up to three products of one token with matrices of one row length (Q, K and V; gate and
 // up) in one launch: the first blocks compute matrix 0's rows (per_block rows each), then
 // matrix 1's, then matrix 2's (rows 0 for an absent one). Matrices 0 and 1 are of type TY,
-// matrix 2 of type TY2 (the Q6_K V of the layers a Q4_K_M / Q5_K_M file gives more bits; the
-// two types take the same activations and rows per block). One launch keeps the GPU busy
+// matrix 2 of type TY2 (the Q6_K V of the layers a Q4_K_M / Q5_K_M file gives more bits, or
+// the Q8_0 that stands for it next to Q5_0 where rows are not whole 256-blocks, as in the
+// 270M and 1B; the two types take the same activations). One launch keeps the GPU busy
 // where the small K and V products alone would leave most of it idle (measured on an H200
 // with 12B shapes: Q+K in one launch 11.7 us against 9.6 + 8.9 us apart).
 template <int TY, int TY2>
@@ -547,3 +548,4 @@ MMVQ_ALL_NC(q3_K, GGML_Q3_K)
 MMVQ_ALL_NC(iq4_xs, GGML_IQ4_XS)
 MMVQ_MULTI_KERNEL(q4_K_q6_K, GGML_Q4_K, GGML_Q6_K)
 MMVQ_MULTI_KERNEL(q5_K_q6_K, GGML_Q5_K, GGML_Q6_K)
+MMVQ_MULTI_KERNEL(q5_0_q8_0, GGML_Q5_0, GGML_Q8_0)

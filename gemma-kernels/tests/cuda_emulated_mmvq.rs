@@ -371,10 +371,15 @@ fn multi_matrix_kernel_matches_single_matrix_kernel_bit_for_bit() {
     // kernel's code: cuda_parity's only (4 rows per block, the last block of each matrix
     // partial).
     let mut problems = problems(0x3377_0002, &[0]);
-    // Q, K of a K-quant and the Q6_K V of the layers a Q4_K_M / Q5_K_M file gives more bits.
+    // Q, K of a K-quant and the Q6_K V of the layers a Q4_K_M / Q5_K_M file gives more bits;
+    // Q5_0 and Q8_0 where they stand for Q4_K and Q6_K (rows not whole 256-blocks).
     let mut rng = Rng::new(0x3377_0004);
-    let mixed = [GgmlType::Q4_K, GgmlType::Q5_K]
-        .map(|ty| Problem::with_types(&mut rng, [ty, GgmlType::Q6_K], row_lengths(ty)[0], ROWS, 8));
+    let mixed = [
+        (GgmlType::Q4_K, GgmlType::Q6_K),
+        (GgmlType::Q5_K, GgmlType::Q6_K),
+        (GgmlType::Q5_0, GgmlType::Q8_0),
+    ]
+    .map(|(ty, ty2)| Problem::with_types(&mut rng, [ty, ty2], row_lengths(ty)[0], ROWS, 8));
     problems.extend(mixed);
     let mut launches = Vec::new();
     for (p, pr) in problems.iter().enumerate() {

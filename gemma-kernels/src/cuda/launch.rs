@@ -481,7 +481,7 @@ fn check_format(ty: GgmlType, x: &Q8Activations) -> Result<(), CudaError> {
 }
 
 /// The one-launch kernel for one token's products with matrices of these types (2 or 3 of one
-/// quantized type, or Q4_K / Q5_K twice then Q6_K), if there is one.
+/// quantized type, Q4_K / Q5_K twice then Q6_K, or Q5_0 twice then Q8_0), if there is one.
 pub fn multi_kernel(types: &[GgmlType]) -> Option<&'static str> {
     let (&first, rest) = types.split_first()?;
     if !(1..=2).contains(&rest.len()) {
@@ -493,6 +493,7 @@ pub fn multi_kernel(types: &[GgmlType]) -> Option<&'static str> {
     match (first, rest) {
         (GgmlType::Q4_K, [GgmlType::Q4_K, GgmlType::Q6_K]) => Some("mmvq_multi_q4_K_q6_K"),
         (GgmlType::Q5_K, [GgmlType::Q5_K, GgmlType::Q6_K]) => Some("mmvq_multi_q5_K_q6_K"),
+        (GgmlType::Q5_0, [GgmlType::Q5_0, GgmlType::Q8_0]) => Some("mmvq_multi_q5_0_q8_0"),
         _ => None,
     }
 }

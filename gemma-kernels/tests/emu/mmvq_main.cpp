@@ -130,18 +130,23 @@ int main(int argc, char **argv) {
         const int per_block = (int) head[8];
         if (per_block < 1) fail("rows per block must be positive");
         auto groups = [&](int r) { return (unsigned) ((r + per_block - 1) / per_block); };
-        const TypeKernels *kern = nullptr;
-        for (const TypeKernels &k : KERNELS)
-            if ((uint32_t) k.ty == ty) kern = &k;
-        if (!kern) fail("unknown weight type");
+        auto kernels_of = [](uint32_t t) {
+            const TypeKernels *found = nullptr;
+            for (const TypeKernels &k : KERNELS)
+                if ((uint32_t) k.ty == t) found = &k;
+            if (!found) fail("unknown weight type");
+            return found;
+        };
+        const TypeKernels *kern = kernels_of(ty);
         // The multi-matrix kernel, and the blocks of matrix 2 (op 1).
         MultiKernel multi = kern->multi;
         int block_bytes2 = kern->block_bytes;
         if (op == 1 && head[9] != ty) {
             if (head[9] == GGML_Q6_K && ty == GGML_Q4_K) multi = mmvq_multi_q4_K_q6_K;
             else if (head[9] == GGML_Q6_K && ty == GGML_Q5_K) multi = mmvq_multi_q5_K_q6_K;
+            else if (head[9] == GGML_Q8_0 && ty == GGML_Q5_0) multi = mmvq_multi_q5_0_q8_0;
             else fail("no multi-matrix kernel for these types");
-            block_bytes2 = Task<GGML_Q6_K>::BYTES;
+            block_bytes2 = kernels_of(head[9])->block_bytes;
         }
         if (k_pad % 256 != 0) fail("k_pad must be a multiple of 256");
         const int n_mats = op == 1 ? (int) n : 1;

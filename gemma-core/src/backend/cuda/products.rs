@@ -84,7 +84,8 @@ impl CudaBackend<'_> {
         ys: &mut [&mut CudaSlice<f32>],
     ) -> Result<(), CoreError> {
         // One token: 2 or 3 consecutive weights of one row length that one kernel takes
-        // (`launch::multi_kernel`: one quantized type, or Q4_K / Q5_K twice then Q6_K) run in
+        // (`launch::multi_kernel`: one quantized type, Q4_K / Q5_K twice then Q6_K, or Q5_0
+        // twice then Q8_0) run in
         // one launch (each call notes its own step signature and profile span, as matmul does).
         let mut i = 0;
         while i < ws.len().min(ys.len()) {
