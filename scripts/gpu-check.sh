@@ -29,6 +29,9 @@
 #      SIMD paths if larger);
 #   6. kernel timings at 12B shapes: matvec GB/s vs HBM and vs a plain streaming read of the
 #      same bytes (what a kernel can reach at that size), matmul TOPS, attention (cuda_bench);
+#   6b. the same (--quick) with three sets of tuning constants (GEMMA_CUDA_DEFINES: the keys
+#      in flight in attention, the values in flight in the one-chunk walk, mmq's blocks per
+#      SM), attention and matmul times side by side with the default's;
 #   7. greedy `generate --device cuda --json` on the tiny f16 and q4_k_m models, its ids
 #      compared with the CPU's (precomputed by gpu-prepare.sh): MATCH / MISMATCH;
 #   7b. the same greedy runs with decode graphs (the default; the eager runs above set
@@ -55,7 +58,7 @@
 #      tokens of one image from `generate --dump-image-embeddings` on the CPU and with
 #      --device cuda (max |diff| <= 1e-3 x max |value|), and the GPU encode time
 #      (`bench --mmproj --image`, median of 3 after a warm-up).
-# Budget: about 5 minutes (step 9 about 1), under 7 (timeouts sum to more; they are the worst case).
+# Budget: about 6 minutes (step 9 about 1), under 7 (timeouts sum to more; they are the worst case).
 set -u
 cd "$(dirname "$0")/.."
 quick=0
@@ -208,6 +211,19 @@ printf '%s\n' "${kl_rows[@]}" | tee "$OUT/kl.log"
 
 if [ -x "$BIN/cuda_bench" ] && [ $quick -eq 0 ]; then
   step kernel-bench 180 "$BIN/cuda_bench"
+fi
+
+# 6b. Tuning constants without a rebuild (GEMMA_CUDA_DEFINES, see modules.rs): cuda_bench
+# --quick with each set, its attention and matmul times against the default run's.
+tune_rows=()
+if [ -x "$BIN/cuda_bench" ] && [ $quick -eq 0 ] && [ -f "$OUT/kernel-bench.log" ]; then
+  for defs in "ATT_WALK_AHEAD=8 MMQ_MIN_BLOCKS=3" "ATT_WALK_AHEAD=32 MMQ_MIN_BLOCKS=2" "ATT_KEYS_IN_FLIGHT=8"; do
+    name="tune-$(echo "$defs" | tr ' =' '-_' | tr '[:upper:]' '[:lower:]')"
+    GEMMA_CUDA_DEFINES="$defs" step "$name" 60 "$BIN/cuda_bench" --quick
+    tune_rows+=("GEMMA_CUDA_DEFINES=\"$defs\" (default -> these):")
+    while IFS= read -r line; do tune_rows+=("  $line"); done < <(bash scripts/gpu-compare.sh \
+      "$OUT/kernel-bench.log" "$OUT/$name.log" | grep -E '^(attention|matmul)')
+  done
 fi
 
 # Greedy generation on the GPU against the CPU's ids precomputed by gpu-prepare.sh.
@@ -393,6 +409,7 @@ grep -h -E "^matvec|^matmul|^attention|^row kernel|decode estimate|^device:" "$O
 grep -h -E "gpu vs llama.cpp|^kv |graph vs eager" "$OUT/engine-tiny-parity.log" 2>/dev/null | sed 's/^/  /'
 grep -h -E "test result" "$OUT"/*.log 2>/dev/null | sed 's/^/  /'
 printf '%s\n' "${kl_rows[@]}"
+[ ${#tune_rows[@]} -gt 0 ] && printf '%s\n' "${tune_rows[@]}"
 printf '%s\n' "${gen_rows[@]}"
 awk '/GPU tokens max/ { for (i = 1; i < NF; i++) { if ($i == "|diff|") r = $(i + 1); if ($i == "reference,") c = $(i + 1) }
        n++; if (r + 0 > mr) mr = r + 0; if (c + 0 > mc) mc = c + 0 }

@@ -296,21 +296,17 @@ fn bench_attention(
     // decode kernel scores, the combine kernel walks the keys) against f32 splits.
     for live in [80i32, 256] {
         let pos = cuda::upload(dev, &[live - 1])?;
-        let mut us = [0.0; 2];
-        for (slot, one_chunk_f16) in us.iter_mut().zip([false, true]) {
+        for (one_chunk_f16, how) in [(false, "f32 splits"), (true, "one-chunk rounding")] {
             let shape = AttnShape {
                 one_chunk_f16,
                 ..shape
             };
             let mut scratch = DecodeScratch::new(dev, &shape)?;
-            *slot = t.time(dev, 50, |_| {
+            let us = t.time(dev, 50, |_| {
                 cuda::attention_decode(dev, &q, &kc, &vc, &pos, &shape, &mut scratch, &mut out)
             })?;
+            println!("attention decode  pos {live:>6}, {how:<18}               {us:8.1} us");
         }
-        println!(
-            "attention decode  pos {live:>6}: f32 splits {:8.1} us, one-chunk rounding {:8.1} us",
-            us[0], us[1]
-        );
     }
     if n_prefill == 0 {
         return Ok(short_us);

@@ -39,9 +39,14 @@
 #define ATT_COMBINE_THREADS 256  // block of attn_combine_<D>, every D
 #define ATT_MAX_G 8
 #define ATT_MAX_KPS 256
+#define ATT_ONE_RUN 256  // positions of a one-token step the CPU sums in one run
+// Tuning constants (GEMMA_CUDA_DEFINES may set them, see modules.rs):
+#ifndef ATT_KEYS_IN_FLIGHT
 #define ATT_KEYS_IN_FLIGHT 4  // keys a warp loads before it scores them
-#define ATT_ONE_RUN 256       // positions of a one-token step the CPU sums in one run
-#define ATT_WALK_AHEAD 16     // keys whose values are in flight in one_chunk_walk
+#endif
+#ifndef ATT_WALK_AHEAD
+#define ATT_WALK_AHEAD 16  // keys whose values are in flight in one_chunk_walk
+#endif
 
 static __device__ __forceinline__ float round_f16(float x) { return h2f(f2h(x)); }
 

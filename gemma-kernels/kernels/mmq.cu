@@ -29,9 +29,14 @@
 #define MMQ_BK 256
 #define MMQ_THREADS 128
 // Blocks per multiprocessor the register budget must allow: 4, as many as the 46 KiB of
-// shared memory lets fit (caps the kernels at 128 registers; Q4_1, Q5_1 and Q2_K spill a
-// few bytes outside the K loop).
+// shared memory lets fit. That caps the kernels at 128 registers, and sm_90 ptxas then
+// spills 8 to 132 bytes in all but Q4_0, Q5_0 and IQ4_NL, Q6_K and Q8_0 partly inside the
+// K loop (scripts/ptxas-report.sh); 3 allows 170 registers and leaves only Q3_K's 4 bytes.
+// Which is faster is unmeasured: gpu-check.sh times both (a tuning constant:
+// GEMMA_CUDA_DEFINES may set it, see modules.rs).
+#ifndef MMQ_MIN_BLOCKS
 #define MMQ_MIN_BLOCKS 4
+#endif
 #define MMQ_ROW_INTS (MMQ_BK / 4 + 4)  // +4 ints: conflict-free fragment loads
 
 // The min terms of super-block types as int8 tensor-core operands, per 16 weights g of

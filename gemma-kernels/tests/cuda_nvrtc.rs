@@ -6,10 +6,15 @@
 //! libnvrtc (no GPU): `scripts/setup-nvrtc.sh` installs it and prints the folder to put on
 //! LD_LIBRARY_PATH. Fails, with that advice, when NVRTC cannot be loaded.
 //!
+//! The tuning constants a GPU run may set through GEMMA_CUDA_DEFINES compile and change the
+//! code; entries that are not tuning constants are refused.
+//!
 //! With GEMMA_PTX_DUMP=<dir> the PTX is also written there (`<module>.<arch>.ptx`), for
 //! `scripts/ptxas-report.sh` (registers and spills per kernel).
 
-use gemma_kernels::cuda::modules::{compile_ptx, nvrtc_available, nvrtc_version};
+use gemma_kernels::cuda::modules::{
+    compile_ptx, compile_ptx_tuned, nvrtc_available, nvrtc_version, parse_tuning_defines,
+};
 use gemma_kernels::cuda::{ComputeArch, Kernel};
 use std::collections::BTreeSet;
 
@@ -100,6 +105,34 @@ fn every_kernel_compiles_for_hopper() {
 #[test]
 fn every_kernel_compiles_for_ampere() {
     compile_all(ComputeArch { major: 8, minor: 0 });
+}
+
+#[test]
+fn tuning_constants_compile_and_change_the_code() {
+    require_nvrtc();
+    let arch = ComputeArch { major: 9, minor: 0 };
+    let defines = parse_tuning_defines("ATT_KEYS_IN_FLIGHT=8 ATT_WALK_AHEAD=8 MMQ_MIN_BLOCKS=2")
+        .expect("valid tuning constants");
+    for kernel in [Kernel::Attention, Kernel::Mmq] {
+        let tuned = compile_ptx_tuned(kernel, arch, &defines).unwrap_or_else(|e| panic!("{e}"));
+        let plain = compile_ptx_tuned(kernel, arch, &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(
+            tuned,
+            plain,
+            "{}: the tuning constants changed nothing",
+            kernel.name()
+        );
+        assert_eq!(entries(&tuned), entries(&plain), "{}", kernel.name());
+    }
+    for bad in [
+        "MMVQ_ITEMS=2",
+        "ATT_WALK_AHEAD",
+        "ATT_WALK_AHEAD=x",
+        "ATT_WALK_AHEAD=0",
+        "-DATT_WALK_AHEAD=8",
+    ] {
+        assert!(parse_tuning_defines(bad).is_err(), "{bad} was taken");
+    }
 }
 
 #[test]

@@ -39,6 +39,12 @@ pub enum CudaError {
         /// NVRTC's log or error.
         log: String,
     },
+    /// A `GEMMA_CUDA_DEFINES` entry is not a tuning constant the kernels take.
+    #[error(
+        "GEMMA_CUDA_DEFINES entry `{0}`: expected NAME=NUMBER, NAME one of \
+         ATT_KEYS_IN_FLIGHT, ATT_WALK_AHEAD, MMQ_MIN_BLOCKS"
+    )]
+    Tuning(String),
     /// The weight type has no CUDA kernel.
     #[error("weight type {0} is not supported on CUDA")]
     UnsupportedType(GgmlType),

@@ -211,22 +211,60 @@ pub fn nvrtc_version() -> Result<(i32, i32), CudaError> {
     Ok((major, minor))
 }
 
-/// Options every kernel is compiled with: IEEE division and square root, no fast math.
-fn compile_options(arch: ComputeArch) -> Vec<String> {
-    vec![
+/// Kernel-internal tuning constants (`#ifndef` in the .cu files; nothing on the host depends
+/// on them) that a GPU run may set without a rebuild, through `GEMMA_CUDA_DEFINES`.
+const TUNING_CONSTANTS: [&str; 3] = ["ATT_KEYS_IN_FLIGHT", "ATT_WALK_AHEAD", "MMQ_MIN_BLOCKS"];
+
+/// NVRTC `-D` options from a `GEMMA_CUDA_DEFINES` value: space-separated `NAME=NUMBER`
+/// entries, NAME one of the tuning constants (e.g. `ATT_WALK_AHEAD=8 MMQ_MIN_BLOCKS=2`).
+pub fn parse_tuning_defines(text: &str) -> Result<Vec<String>, CudaError> {
+    text.split_whitespace()
+        .map(|entry| match entry.split_once('=') {
+            Some((name, value))
+                if TUNING_CONSTANTS.contains(&name)
+                    && value.parse::<u32>().is_ok_and(|v| (1..=64).contains(&v)) =>
+            {
+                Ok(format!("-D{entry}"))
+            }
+            _ => Err(CudaError::Tuning(entry.to_string())),
+        })
+        .collect()
+}
+
+/// The tuning options `GEMMA_CUDA_DEFINES` asks for (none when unset).
+fn tuning_defines() -> Result<Vec<String>, CudaError> {
+    std::env::var("GEMMA_CUDA_DEFINES").map_or(Ok(Vec::new()), |v| parse_tuning_defines(&v))
+}
+
+/// Options every kernel is compiled with: IEEE division and square root, no fast math; then
+/// the tuning `defines`.
+fn compile_options(arch: ComputeArch, defines: &[String]) -> Vec<String> {
+    let mut options = vec![
         format!("--gpu-architecture={}", arch.name()),
         "--std=c++17".into(),
         "--diag-suppress=177".into(), // helpers of common.cuh a file does not use
-    ]
+    ];
+    options.extend_from_slice(defines);
+    options
 }
 
-/// Compiles one kernel file to PTX text with NVRTC (no GPU needed).
+/// Compiles one kernel file to PTX text with NVRTC (no GPU needed), with the tuning
+/// constants of `GEMMA_CUDA_DEFINES`.
 pub fn compile_ptx(kernel: Kernel, arch: ComputeArch) -> Result<String, CudaError> {
+    compile_ptx_tuned(kernel, arch, &tuning_defines()?)
+}
+
+/// [`compile_ptx`] with the tuning `defines` given (options from [`parse_tuning_defines`]).
+pub fn compile_ptx_tuned(
+    kernel: Kernel,
+    arch: ComputeArch,
+    defines: &[String],
+) -> Result<String, CudaError> {
     if !nvrtc_available() {
         return Err(CudaError::NvrtcMissing);
     }
     let opts = CompileOptions {
-        options: compile_options(arch),
+        options: compile_options(arch, defines),
         name: Some(format!("{}.cu", kernel.name())),
         ..Default::default()
     };
@@ -271,7 +309,8 @@ fn ptx_cache_dir() -> Option<PathBuf> {
 pub fn cached_ptx(kernel: Kernel, arch: ComputeArch) -> Result<String, CudaError> {
     let (major, minor) = nvrtc_version()?;
     let source = kernel.source();
-    let opts = compile_options(arch).join(" ");
+    let defines = tuning_defines()?;
+    let opts = compile_options(arch, &defines).join(" ");
     let version = format!("{major}.{minor}");
     let key = fnv1a(&[source.as_bytes(), opts.as_bytes(), version.as_bytes()]);
     let path = ptx_cache_dir().map(|d| {
@@ -281,7 +320,7 @@ pub fn cached_ptx(kernel: Kernel, arch: ComputeArch) -> Result<String, CudaError
     if let Some(text) = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
         return Ok(text);
     }
-    let ptx = compile_ptx(kernel, arch)?;
+    let ptx = compile_ptx_tuned(kernel, arch, &defines)?;
     if let Some(path) = path {
         // A cache that cannot be written only costs a recompilation next time.
         if let Some(dir) = path.parent() {
