@@ -201,13 +201,15 @@ static __device__ __forceinline__ u32 load_raw_halves(const u16 *p) {
     else return __ldg(p);
 }
 
-// The keys 0 .. n - 1 of one run in order, as one_chunk_add: key i has score s[i] and its
-// DPT values at v + ((first + i) % n_slots) * stride. The values of the next ATT_WALK_AHEAD
-// keys are in flight while one is added (kept as F16 bits, converted where used, so no
-// load is waited for early).
-template <int DPT>
-static __device__ __forceinline__ void one_chunk_walk(const float *s, int n, const u16 *v, int first, int n_slots,
-                                                      int stride, float &m, float &l, float *acc) {
+// The keys 0 .. n - 1 of one run in order, as one_chunk_add, for G <= MAXG query heads of
+// one KV head: key i has score s[g * s_stride + i] for head g and its DPT values at
+// v + ((first + i) % n_slots) * stride, which every head takes. The values of the next
+// ATT_WALK_AHEAD keys are in flight while one is added (kept as F16 bits, converted where
+// used, so no load is waited for early).
+template <int DPT, int MAXG>
+static __device__ __forceinline__ void one_chunk_walk(const float *s, int s_stride, int G, int n, const u16 *v,
+                                                      int first, int n_slots, int stride, float *m, float *l,
+                                                      float (*acc)[DPT]) {
     // The keys are loaded in order: `slot` is the next one's.
     int slot = first % n_slots;
     u32 raw[ATT_WALK_AHEAD];
@@ -224,7 +226,9 @@ static __device__ __forceinline__ void one_chunk_walk(const float *s, int n, con
                 float vf[DPT];
 #pragma unroll
                 for (int e = 0; e < DPT; ++e) vf[e] = h2f((u16) (raw[u] >> (16 * e)));
-                one_chunk_add<DPT>(s[i], vf, m, l, acc);
+#pragma unroll
+                for (int g = 0; g < MAXG; ++g)
+                    if (g < G) one_chunk_add<DPT>(s[g * s_stride + i], vf, m[g], l[g], acc[g]);
                 if (i + ATT_WALK_AHEAD < n) {
                     raw[u] = load_raw_halves<DPT>(v + (i64) slot * stride);
                     slot = slot + 1 == n_slots ? 0 : slot + 1;
@@ -412,10 +416,10 @@ static __device__ __forceinline__ float walk_one_run(const float *__restrict__ s
     for (int i = threadIdx.x; i < n_live; i += ATT_COMBINE_THREADS) ss[i] = scores[(i64) h * ATT_ONE_RUN + i];
     __syncthreads();
     if (threadIdx.x >= D) return 0.0f;
-    float m = NEG_INF, l = 0.0f, acc = 0.0f;
-    one_chunk_walk<1>(ss, n_live, (const u16 *) vc + (i64) hk * D + threadIdx.x, n_all - n_live, n_slots, n_kv * D, m,
-                      l, &acc);
-    return __fmul_rn(acc, 1.0f / l);
+    float m = NEG_INF, l = 0.0f, acc[1][1] = {{0.0f}};
+    one_chunk_walk<1, 1>(ss, 0, 1, n_live, (const u16 *) vc + (i64) hk * D + threadIdx.x, n_all - n_live, n_slots,
+                         n_kv * D, &m, &l, acc);
+    return __fmul_rn(acc[0][0], 1.0f / l);
 }
 
 // out: n_heads x D. grid: n_heads, block: ATT_COMBINE_THREADS. The splits of attn_decode
@@ -520,10 +524,11 @@ static __device__ __forceinline__ void attn_prefill_rows(const float *__restrict
 }
 
 // Prefill of a batch under 64 rows over an F16 cache as llama.cpp's one-chunk CPU kernel
-// (see one_chunk_add; visible keys as attn_prefill_rows). One block per (token, head): the
-// keys go by in pieces of ATT_MAX_KPS, scored by the warps (query rounded to F16) into
-// shared memory, then walked in order by each thread for its DPT dimensions.
-// q, out: n x n_heads x D. grid: (n, n_heads), block: 128.
+// (see one_chunk_add; visible keys as attn_prefill_rows). One block per (token, KV head)
+// takes the G query heads of that KV head, so each key and value is read once for all of
+// them: the keys go by in pieces of ATT_MAX_KPS, scored by the warps (queries rounded to
+// F16) into shared memory, then walked in order by each thread for its DPT dimensions of
+// every head. q, out: n x n_heads x D. grid: (n, n_kv), block: 128.
 template <int D>
 static __device__ __forceinline__ void attn_prefill_chunked(const float *__restrict__ q, const void *__restrict__ kc,
                                                             const void *__restrict__ vc, int n_heads, int n_kv,
@@ -532,20 +537,26 @@ static __device__ __forceinline__ void attn_prefill_chunked(const float *__restr
     constexpr int EPL = D / WARP;
     constexpr int NW = ATT_THREADS / WARP;
     constexpr int DPT = D >= ATT_THREADS ? D / ATT_THREADS : 1;
-    __shared__ float sp[ATT_MAX_KPS];
-    const int t = blockIdx.x, h = blockIdx.y;
-    const int hk = h / (n_heads / n_kv);
+    __shared__ float sq[ATT_MAX_G][D];
+    __shared__ float sp[ATT_MAX_G][ATT_MAX_KPS];
+    const int t = blockIdx.x, hk = blockIdx.y;
+    const int G = n_heads / n_kv;
     const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
     const int qp = p0 + t;
     const int lo = window > 0 ? max(0, qp - window + 1) : 0;
     const int hi = qp >= img_start && qp < img_end ? max(qp + 1, img_end) : qp + 1;  // exclusive
-    float qf[EPL];
-#pragma unroll
-    for (int e = 0; e < EPL; ++e) qf[e] = round_f16(q[((i64) t * n_heads + h) * D + lane * EPL + e] * scale);
+    const float *qt = q + ((i64) t * n_heads + hk * G) * D;  // the block's G heads, one after another
+    for (int idx = threadIdx.x; idx < G * D; idx += ATT_THREADS) sq[idx / D][idx % D] = round_f16(qt[idx] * scale);
+    __syncthreads();
     const int d0 = threadIdx.x * DPT;
-    float m = NEG_INF, l = 0.0f, acc[DPT];
+    float m[ATT_MAX_G], l[ATT_MAX_G], acc[ATT_MAX_G][DPT];
 #pragma unroll
-    for (int e = 0; e < DPT; ++e) acc[e] = 0.0f;
+    for (int g = 0; g < ATT_MAX_G; ++g) {
+        m[g] = NEG_INF;
+        l[g] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < DPT; ++e) acc[g][e] = 0.0f;
+    }
     for (int c0 = lo; c0 < hi; c0 += ATT_MAX_KPS) {
         const int c1 = min(c0 + ATT_MAX_KPS, hi);
         for (int kp0 = c0 + warp; kp0 < c1; kp0 += ATT_KEYS_IN_FLIGHT * NW) {
@@ -553,21 +564,30 @@ static __device__ __forceinline__ void attn_prefill_chunked(const float *__restr
             load_in_flight<KV_F16, D, EPL>(kc, kp0, NW, c1, n_slots, n_kv, hk, lane, kf);
 #pragma unroll
             for (int u = 0; u < ATT_KEYS_IN_FLIGHT; ++u) {
-                if (kp0 + u * NW >= c1) break;  // uniform over the warp
-                const float dot = warp_dot<EPL>(qf, kf[u]);
-                if (lane == 0) sp[kp0 + u * NW - c0] = dot;
-                prefetch_value_row<D, EPL>(vc, kp0 + u * NW, n_slots, n_kv, hk, lane);  // walked next
+                const int key = kp0 + u * NW;
+                if (key >= c1) break;  // uniform over the warp
+                for (int g = 0; g < G; ++g) {
+                    const float dot = warp_dot<EPL>(&sq[g][lane * EPL], kf[u]);
+                    if (lane == 0) sp[g][key - c0] = dot;
+                }
+                prefetch_value_row<D, EPL>(vc, key, n_slots, n_kv, hk, lane);  // walked next
             }
         }
         __syncthreads();
         if (d0 < D)
-            one_chunk_walk<DPT>(sp, c1 - c0, (const u16 *) vc + (i64) hk * D + d0, c0, n_slots, n_kv * D, m, l, acc);
+            one_chunk_walk<DPT, ATT_MAX_G>(&sp[0][0], ATT_MAX_KPS, G, c1 - c0, (const u16 *) vc + (i64) hk * D + d0, c0,
+                                           n_slots, n_kv * D, m, l, acc);
         __syncthreads();
     }
     if (d0 >= D) return;
-    const float inv = l == 0.0f ? 0.0f : 1.0f / l;
 #pragma unroll
-    for (int e = 0; e < DPT; ++e) out[((i64) t * n_heads + h) * D + d0 + e] = __fmul_rn(acc[e], inv);
+    for (int g = 0; g < ATT_MAX_G; ++g) {
+        if (g < G) {
+            const float inv = l[g] == 0.0f ? 0.0f : 1.0f / l[g];
+#pragma unroll
+            for (int e = 0; e < DPT; ++e) out[((i64) t * n_heads + hk * G + g) * D + d0 + e] = __fmul_rn(acc[g][e], inv);
+        }
+    }
 }
 
 #define ATTN_DECODE(NAME, D, KV)                                                                               \

@@ -475,8 +475,9 @@ where
     )
 }
 
-/// Launches attn_prefill_<kv>_<D> (`name`): one block per (token, head); `image` =
-/// (start, end) positions of the image span, (0, 0) for none.
+/// Launches attn_prefill_<kv>_<D> (`name`): one block per (token, head), or per (token, KV
+/// head) for attn_prefill_chunked_<D> (F16 with `one_chunk_f16`); `image` = (start, end)
+/// positions of the image span, (0, 0) for none.
 #[allow(clippy::too_many_arguments)] // the kernel's parameter list
 fn prefill_rows<E, Q, K, V, O>(
     dev: &CudaDevice,
@@ -516,7 +517,12 @@ where
         Arg::F(shape.scale),
         Arg::P(ptr_mut(dev, out)),
     ];
-    let grid = (grid_dim("tokens", n)?, grid_dim("heads", shape.n_heads)?, 1);
+    let heads = if E::KIND == KvKind::F16 && shape.one_chunk_f16 {
+        shape.n_kv_heads
+    } else {
+        shape.n_heads
+    };
+    let grid = (grid_dim("tokens", n)?, grid_dim("heads", heads)?, 1);
     launch(dev, Kernel::Attention, name, grid, 128, &args)
 }
 
