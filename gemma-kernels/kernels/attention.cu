@@ -444,6 +444,13 @@ static __device__ __forceinline__ void attn_combine(const float *__restrict__ pa
     }
 }
 
+// The key positions [x, y) a prefill query at position qp sees: causal, within the window
+// (0: all), and up to img_end inside the image span [img_start, img_end).
+static __device__ __forceinline__ int2 visible_keys(int qp, int window, int img_start, int img_end) {
+    const int lo = window > 0 ? max(0, qp - window + 1) : 0;
+    return make_int2(lo, qp >= img_start && qp < img_end ? max(qp + 1, img_end) : qp + 1);
+}
+
 // Prefill over an f32 / Q8_0 cache that holds every visible key: token t (position
 // qp = p0 + t) of head h attends to positions [lo, hi), lo = max(0, qp - window + 1)
 // (0 for window 0), hi = qp + 1, or max(qp + 1, img_end) when img_start <= qp < img_end;
@@ -459,8 +466,8 @@ static __device__ __forceinline__ void attn_prefill_rows(const float *__restrict
     const int hk = h / (n_heads / n_kv);
     const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
     const int qp = p0 + t;
-    const int lo = window > 0 ? max(0, qp - window + 1) : 0;
-    const int hi = qp >= img_start && qp < img_end ? max(qp + 1, img_end) : qp + 1;  // exclusive
+    const int2 keys = visible_keys(qp, window, img_start, img_end);
+    const int lo = keys.x, hi = keys.y;
     float qf[EPL], o[EPL];
 #pragma unroll
     for (int e = 0; e < EPL; ++e) {
@@ -543,8 +550,8 @@ static __device__ __forceinline__ void attn_prefill_chunked(const float *__restr
     const int G = n_heads / n_kv;
     const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
     const int qp = p0 + t;
-    const int lo = window > 0 ? max(0, qp - window + 1) : 0;
-    const int hi = qp >= img_start && qp < img_end ? max(qp + 1, img_end) : qp + 1;  // exclusive
+    const int2 keys = visible_keys(qp, window, img_start, img_end);
+    const int lo = keys.x, hi = keys.y;
     const float *qt = q + ((i64) t * n_heads + hk * G) * D;  // the block's G heads, one after another
     for (int idx = threadIdx.x; idx < G * D; idx += ATT_THREADS) sq[idx / D][idx % D] = round_f16(qt[idx] * scale);
     __syncthreads();
