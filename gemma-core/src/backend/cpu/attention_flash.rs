@@ -89,7 +89,7 @@ pub(crate) fn attention(
 }
 
 /// How the keys of one query are split into runs.
-struct Runs {
+pub(super) struct Runs {
     /// Cells per run (`None`: one run).
     cells: Option<usize>,
 }
@@ -98,7 +98,7 @@ impl Runs {
     /// llama.cpp's split: a one-token step with an F16 or F32 cache over at least
     /// [`FLASH_SPLIT_MIN_CELLS`] padded cells takes one run of `ceil(cells / threads)`
     /// cells per thread.
-    fn of(job: &AttentionJob, store: &CpuKvStore) -> Runs {
+    pub(super) fn of(job: &AttentionJob, store: &CpuKvStore) -> Runs {
         let widened = matches!(store.keys, KvData::F16(_) | KvData::F32(_));
         let cells = (job.pos0 + job.batch_rows).next_multiple_of(FLASH_CELL_PADDING);
         let split = job.batch_rows == 1 && widened && cells >= FLASH_SPLIT_MIN_CELLS;
@@ -111,6 +111,23 @@ impl Runs {
     /// The run holding position `pos`.
     fn of_position(&self, pos: usize) -> usize {
         self.cells.map_or(0, |cells| pos / cells)
+    }
+
+    /// The positions of `keys` in each run, in order.
+    pub(super) fn split(&self, keys: Range<usize>) -> impl Iterator<Item = Range<usize>> + '_ {
+        let mut start = keys.start;
+        std::iter::from_fn(move || {
+            if start >= keys.end {
+                return None;
+            }
+            let run = self.of_position(start);
+            let end = self
+                .cells
+                .map_or(keys.end, |cells| ((run + 1) * cells).min(keys.end));
+            let positions = start..end;
+            start = end;
+            Some(positions)
+        })
     }
 }
 
@@ -332,6 +349,16 @@ mod tests {
         head_dim_v: 64,
     };
 
+    /// Query heads, KV heads and head size.
+    const fn shape(n_head: usize, n_head_kv: usize, dim: usize) -> HeadShape {
+        HeadShape {
+            n_head,
+            n_head_kv,
+            head_dim_k: dim,
+            head_dim_v: dim,
+        }
+    }
+
     /// Deterministic pseudo-random numbers in [0, 1).
     struct Rng(u64);
 
@@ -351,8 +378,13 @@ mod tests {
 
     /// Keys (coarse) and values (fine) of every position and KV head,
     /// `[pos][g * dim + d]`, rounded to `kv_type`'s precision.
-    fn cache_rows(n: usize, kv_type: KvType, rng: &mut Rng) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
-        let width = HEADS.n_head_kv * HEADS.head_dim_k;
+    fn cache_rows(
+        heads: HeadShape,
+        n: usize,
+        kv_type: KvType,
+        rng: &mut Rng,
+    ) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+        let width = heads.n_head_kv * heads.head_dim_k;
         let round = |x: f32| match kv_type {
             KvType::F16 => f16::from_f32(x).to_f32(),
             _ => x,
@@ -366,8 +398,11 @@ mod tests {
         (keys, values)
     }
 
-    /// ggml's one-chunk loop (plus its split and merge) for one query head.
+    /// ggml's one-chunk loop (plus its split and merge) for one query head; its F16
+    /// value sum fuses the multiply-add over the first multiple of 64 dimensions.
+    #[allow(clippy::too_many_arguments)]
     fn reference(
+        heads: HeadShape,
         q: &[f32],
         keys: &[Vec<f32>],
         values: &[Vec<f32>],
@@ -376,7 +411,8 @@ mod tests {
         run_cells: Option<usize>,
         f16_cache: bool,
     ) -> Vec<f32> {
-        let (dk, dv) = (HEADS.head_dim_k, HEADS.head_dim_v);
+        let (dk, dv) = (heads.head_dim_k, heads.head_dim_v);
+        let body = dv - dv % 64;
         let q: Vec<f32> = match f16_cache {
             true => q.iter().map(|&x| f16::from_f32(x).to_f32()).collect(),
             false => q.to_vec(),
@@ -407,7 +443,10 @@ mod tests {
                     vs = (score - m).exp();
                 }
                 for d in 0..dv {
-                    acc16[d] = f16::from_f32(v[d].mul_add(vs, acc16[d].to_f32()));
+                    acc16[d] = f16::from_f32(match d < body {
+                        true => v[d].mul_add(vs, acc16[d].to_f32()),
+                        false => acc16[d].to_f32() + v[d] * vs,
+                    });
                     acc32[d] += v[d] * vs;
                 }
                 s = s * ms + vs;
@@ -433,51 +472,81 @@ mod tests {
 
     /// Runs `rows` queries at `pos0..` against positions `0..pos0 + rows.len()` stored
     /// in `slot_map`, in a pool of two threads, and compares every head with
-    /// [`reference`].
+    /// [`reference`]: this kernel, and for one row over an F16 cache also
+    /// [`super::super::attention_step_f16`] with its SIMD and its scalar sums.
     fn check(kv_type: KvType, slot_map: SlotMap, window: Option<usize>, pos0: usize, rows: usize) {
+        check_heads(HEADS, kv_type, slot_map, window, pos0, rows);
+    }
+
+    /// [`check`] with the head shape `heads`.
+    fn check_heads(
+        heads: HeadShape,
+        kv_type: KvType,
+        slot_map: SlotMap,
+        window: Option<usize>,
+        pos0: usize,
+        rows: usize,
+    ) {
+        use super::super::attention_step_f16 as step;
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (pos0 as u64) << 3);
         let n = pos0 + rows;
-        let (keys, values) = cache_rows(n, kv_type, &mut rng);
+        let (keys, values) = cache_rows(heads, n, kv_type, &mut rng);
         let slots = match slot_map {
             SlotMap::Linear => n,
             SlotMap::Ring { slots } => slots,
         };
         let mut store = CpuKvStore::new(KvShape {
             slots,
-            heads: HEADS,
+            heads,
             kv_type,
         })
         .unwrap();
         for p in 0..n {
             store.write(slot_map.slot(p), &keys[p], &values[p]);
         }
-        let q_width = HEADS.n_head * HEADS.head_dim_k;
+        let q_width = heads.n_head * heads.head_dim_k;
         let q: Vec<f32> = (0..rows * q_width).map(|_| rng.coarse()).collect();
         let job = AttentionJob {
             rows: 0..rows,
             pos0,
             window,
             slot_map,
-            heads: HEADS,
+            heads,
             image: None,
             batch_rows: rows,
         };
-        let dv = HEADS.head_dim_v;
-        let mut out = vec![0.0f32; rows * HEADS.n_head * dv];
+        let dv = heads.head_dim_v;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(2)
             .build()
             .unwrap();
+        let mut outs = vec![("gathered rows", vec![0.0f32; rows * heads.n_head * dv])];
         let mut scratch = ValueRows::default();
-        pool.install(|| attention(&q, &store, &job, &mut out, &mut scratch));
+        pool.install(|| attention(&q, &store, &job, &mut outs[0].1, &mut scratch));
+        if step::applies(&job, &store) {
+            for (name, simd) in [("step, SIMD sums", true), ("step, scalar sums", false)] {
+                let mut out = vec![0.0f32; rows * heads.n_head * dv];
+                let mut scratch = step::StepScratch::default();
+                pool.install(|| {
+                    step::attention_with(&q, &store, &job, &mut out, &mut scratch, simd)
+                });
+                outs.push((name, out));
+            }
+        } else {
+            assert!(
+                rows > 1 || kv_type != KvType::F16,
+                "one F16 row takes the step kernel"
+            );
+        }
         let cells = (n.next_multiple_of(FLASH_CELL_PADDING) >= FLASH_SPLIT_MIN_CELLS && rows == 1)
             .then(|| n.next_multiple_of(FLASH_CELL_PADDING).div_ceil(2));
         for t in 0..rows {
-            for h in 0..HEADS.n_head {
-                let query = &q[t * q_width + h * HEADS.head_dim_k..][..HEADS.head_dim_k];
-                let g = h / HEADS.group();
+            for h in 0..heads.n_head {
+                let query = &q[t * q_width + h * heads.head_dim_k..][..heads.head_dim_k];
+                let g = h / heads.group();
                 let visible = job.visible_keys(pos0 + t);
                 let want = reference(
+                    heads,
                     query,
                     &keys,
                     &values,
@@ -486,8 +555,14 @@ mod tests {
                     cells,
                     kv_type == KvType::F16,
                 );
-                let got = &out[(t * HEADS.n_head + h) * dv..][..dv];
-                assert_eq!(got, &want[..], "{kv_type:?} row {t} head {h}");
+                for (name, out) in &outs {
+                    let got = &out[(t * heads.n_head + h) * dv..][..dv];
+                    assert_eq!(
+                        got,
+                        &want[..],
+                        "{name}: {kv_type:?} {heads:?} row {t} head {h}"
+                    );
+                }
             }
         }
     }
@@ -503,6 +578,38 @@ mod tests {
     #[test]
     fn decode_under_512_cells_is_one_run() {
         check(KvType::F16, SlotMap::Linear, None, 200, 1);
+    }
+
+    #[test]
+    fn decode_steps_of_every_group_size_and_head_width_match_ggml() {
+        // Group sizes 1 to 4 (4: the 270M and 1B, 2: the larger models), 256-wide heads
+        // (all fused), 72 (a fused block, then a tail rounded per product, and dimensions
+        // past the last whole SIMD pass), 8 (no fused block).
+        for heads in [
+            shape(4, 1, 256),
+            shape(4, 2, 72),
+            shape(3, 1, 8),
+            shape(2, 2, 64),
+        ] {
+            check_heads(heads, KvType::F16, SlotMap::Linear, None, 37, 1);
+            check_heads(
+                heads,
+                KvType::F16,
+                SlotMap::Ring { slots: 464 },
+                Some(400),
+                700,
+                1,
+            );
+        }
+        // Large enough to split over the threads (8192 keys x 4 heads x 256).
+        check_heads(
+            shape(4, 1, 256),
+            KvType::F16,
+            SlotMap::Linear,
+            None,
+            8191,
+            1,
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use half::f16;
 
 /// Elements per iteration of ggml's AVX-512 F16 loops.
-const GGML_F16_STEP: usize = 64;
+pub(super) const GGML_F16_STEP: usize = 64;
 
 /// `acc[i] = f16(v[i] * w + acc[i])`: fused in f32 over the first multiple of
 /// [`GGML_F16_STEP`] elements, product rounded before the sum for the rest.

@@ -1,0 +1,590 @@
+//! One-token steps of llama.cpp's one-chunk flash attention over an F16 cache (the
+//! decode default), with the values of [`super::attention_flash`] but without gathering
+//! the values into rows first.
+//!
+//! The cache keeps F16 values transposed (`[kv head][d][slot]`), and ggml's F16 value
+//! sum rounds every element on its own, so the sum of each dimension is a recurrence over
+//! the keys, in position order, that reads one contiguous row of the cache:
+//! 1. per query head, the score of every visible key, then the online softmax over them,
+//!    which fixes each key's rescale `ms` and weight `vs`, each run's merge factors and
+//!    the final `1 / sum` (see [`Weigh::weigh_keys`]);
+//! 2. per dimension, for every key: `acc = f16(acc * ms)` where `ms != 1`, then
+//!    `acc = f16(v * vs + acc)` (fused in f32 over the first multiple of 64 dimensions,
+//!    as ggml's AVX-512 loop does; the product rounded first after it); at the end of a
+//!    run the run is merged in f32 and `acc` restarts at 0 (see [`sum_dim_scalar`]).
+//!
+//! The SIMD twin takes eight dimensions per vector and sixteen vectors (of up to four
+//! query heads) per pass over the keys, so sixteen independent sums; it transposes the
+//! values in registers eight keys at a time. Large steps split the heads (phase 1) and
+//! the dimensions (phase 2) over the threads; small ones run on the calling thread.
+
+use super::attention::{Dots, Query};
+use super::attention_flash::Runs;
+use super::f16_accumulator::GGML_F16_STEP;
+use super::kv_store::{CpuKvStore, KvData};
+use crate::backend::AttentionJob;
+use half::f16;
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// Steps of at least this many (key, query head, dimension) terms per KV head are split
+/// over the threads; below it, waking another thread costs more than it saves.
+const PARALLEL_MIN_TERMS: usize = 1 << 17;
+
+/// What the online softmax fixed for one key of one query head.
+#[derive(Clone, Copy, Debug, Default)]
+struct KeyWeight {
+    /// Rescale of the value sum before this key (1: none).
+    ms: f32,
+    /// Weight of this key's value.
+    vs: f32,
+}
+
+/// How one run of one query head merges into the result (ggml's `reduce_partials`).
+#[derive(Clone, Copy, Debug, Default)]
+struct RunMerge {
+    /// Factor of the sum of the runs before.
+    old: f32,
+    /// Factor of this run.
+    new: f32,
+    /// The run is skipped (its softmax sum is 0).
+    skip: bool,
+}
+
+/// Consecutive slots holding keys of one run.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    /// First slot.
+    slot: usize,
+    /// Number of keys.
+    len: usize,
+    /// Index of its first key among the visible keys.
+    key: usize,
+    /// Its run.
+    run: usize,
+    /// The run ends with this span.
+    ends_run: bool,
+}
+
+/// Reusable buffers of [`attention`].
+#[derive(Debug, Default)]
+pub(crate) struct StepScratch {
+    /// Per query head of the KV head, each visible key's weights.
+    weights: Vec<KeyWeight>,
+    /// Per query head, each run's merge.
+    merges: Vec<RunMerge>,
+    /// Per query head, `1 / sum` (0 without keys).
+    inv: Vec<f32>,
+    /// The spans of the visible keys.
+    spans: Vec<Span>,
+    /// The output of each pass of phase 2.
+    passes: Vec<f32>,
+}
+
+/// Whether [`attention`] runs `job`: one query row over an F16 cache.
+pub(crate) fn applies(job: &AttentionJob, store: &CpuKvStore) -> bool {
+    job.rows.len() == 1
+        && matches!(
+            (&store.keys, &store.values),
+            (KvData::F16(_), KvData::F16(_))
+        )
+}
+
+/// Runs the one-row `job` (layouts as [`super::attention::attention`]); `applies` must hold.
+pub(crate) fn attention(
+    q: &[f32],
+    store: &CpuKvStore,
+    job: &AttentionJob,
+    out: &mut [f32],
+    scratch: &mut StepScratch,
+) {
+    attention_with(q, store, job, out, scratch, true);
+}
+
+/// [`attention`] with the SIMD sums (where `simd` and the CPU has them) or the scalar
+/// reference.
+pub(super) fn attention_with(
+    q: &[f32],
+    store: &CpuKvStore,
+    job: &AttentionJob,
+    out: &mut [f32],
+    scratch: &mut StepScratch,
+    simd: bool,
+) {
+    let KvData::F16(value_cache) = &store.values else {
+        return;
+    };
+    let heads = job.heads;
+    let (dk, dv, group) = (heads.head_dim_k, heads.head_dim_v, heads.group());
+    let slots = store.shape.slots;
+    let t = job.rows.start;
+    let keys = job.visible_keys(job.pos0 + t);
+    let q_row = &q[t * heads.n_head * dk..(t + 1) * heads.n_head * dk];
+    let out_row = &mut out[t * heads.n_head * dv..(t + 1) * heads.n_head * dv];
+    if keys.is_empty() {
+        out_row.fill(0.0);
+        return;
+    }
+    let runs: Vec<Range<usize>> = Runs::of(job, store).split(keys.clone()).collect();
+    scratch.spans.clear();
+    for (run, positions) in runs.iter().enumerate() {
+        let first = scratch.spans.len();
+        scratch
+            .spans
+            .extend(job.slot_map.segments(positions.clone()).map(|seg| Span {
+                slot: seg.slot,
+                len: seg.len,
+                key: seg.pos - keys.start,
+                run,
+                ends_run: false,
+            }));
+        if let Some(last) = scratch.spans[first..].last_mut() {
+            last.ends_run = true;
+        }
+    }
+    let parallel = keys.len() * group * dv >= PARALLEL_MIN_TERMS;
+    let dots = Dots::best();
+    for g in 0..heads.n_head_kv {
+        let rows = &value_cache[g * dv * slots..(g + 1) * dv * slots];
+        let phase1 = Weigh {
+            store,
+            g,
+            spans: &scratch.spans,
+            dots: &dots,
+        };
+        let (n, n_runs) = (keys.len(), runs.len());
+        scratch.weights.resize(group * n, KeyWeight::default());
+        scratch.merges.resize(group * n_runs, RunMerge::default());
+        scratch.inv.resize(group, 0.0);
+        let min_len = if parallel { 1 } else { group };
+        scratch
+            .weights
+            .par_chunks_mut(n)
+            .zip(scratch.merges.par_chunks_mut(n_runs))
+            .zip(scratch.inv.par_iter_mut())
+            .enumerate()
+            .with_min_len(min_len)
+            .for_each(|(j, ((weights, merges), inv))| {
+                let h = g * group + j;
+                *inv = phase1.weigh_keys(&q_row[h * dk..(h + 1) * dk], weights, merges);
+            });
+        let sums = Sums {
+            rows,
+            slots,
+            spans: &scratch.spans,
+            n_keys: n,
+            n_runs,
+            weights: &scratch.weights,
+            merges: &scratch.merges,
+            inv: &scratch.inv,
+            body: dv - dv % GGML_F16_STEP,
+        };
+        let plan = Plan::of(group, dv, simd);
+        scratch.passes.resize(plan.tasks() * plan.task_len(), 0.0);
+        let min_len = if parallel { 1 } else { plan.tasks() };
+        scratch
+            .passes
+            .par_chunks_mut(plan.task_len())
+            .enumerate()
+            .with_min_len(min_len)
+            .for_each(|(task, out)| plan.run(task, &sums, out));
+        plan.scatter(
+            &scratch.passes,
+            &mut out_row[g * group * dv..(g + 1) * group * dv],
+        );
+    }
+}
+
+/// Phase 1 for the query heads of one KV head.
+struct Weigh<'a> {
+    store: &'a CpuKvStore,
+    g: usize,
+    spans: &'a [Span],
+    dots: &'a Dots,
+}
+
+impl Weigh<'_> {
+    /// Scores every visible key against `query` and runs the online softmax over them
+    /// (ggml's order and operations): fills `weights` (one per key) and `merges` (one
+    /// per run) and returns `1 / sum` (0 without keys).
+    fn weigh_keys(&self, query: &[f32], weights: &mut [KeyWeight], merges: &mut [RunMerge]) -> f32 {
+        let query = Query::new(&self.store.keys, query);
+        let (mut total_m, mut total_sum) = (f32::NEG_INFINITY, 0.0f32);
+        let (mut m, mut sum) = (f32::NEG_INFINITY, 0.0f32);
+        for span in self.spans {
+            for (i, slot) in (span.slot..span.slot + span.len).enumerate() {
+                let s = query.dot(self.store.key(self.g, slot), self.dots);
+                let w = if s > m {
+                    let ms = (m - s).exp();
+                    m = s;
+                    KeyWeight { ms, vs: 1.0 }
+                } else {
+                    KeyWeight {
+                        ms: 1.0,
+                        vs: (s - m).exp(),
+                    }
+                };
+                sum = sum * w.ms + w.vs;
+                weights[span.key + i] = w;
+            }
+            if span.ends_run {
+                merges[span.run] = if sum == 0.0 {
+                    RunMerge {
+                        old: 1.0,
+                        new: 0.0,
+                        skip: true,
+                    }
+                } else {
+                    let mm = total_m.max(m);
+                    let (old, new) = ((total_m - mm).exp(), (m - mm).exp());
+                    total_sum = total_sum * old + sum * new;
+                    total_m = mm;
+                    RunMerge {
+                        old,
+                        new,
+                        skip: false,
+                    }
+                };
+                (m, sum) = (f32::NEG_INFINITY, 0.0);
+            }
+        }
+        if total_sum == 0.0 {
+            0.0
+        } else {
+            1.0 / total_sum
+        }
+    }
+}
+
+/// Phase 2's inputs for one KV head.
+struct Sums<'a> {
+    /// The KV head's values, `[d][slot]`.
+    rows: &'a [f16],
+    slots: usize,
+    spans: &'a [Span],
+    n_keys: usize,
+    n_runs: usize,
+    /// `[query head][key]`.
+    weights: &'a [KeyWeight],
+    /// `[query head][run]`.
+    merges: &'a [RunMerge],
+    /// `[query head]`.
+    inv: &'a [f32],
+    /// Dimensions below this take the fused multiply-add.
+    body: usize,
+}
+
+impl Sums<'_> {
+    /// The values of dimension `d` by slot.
+    fn row(&self, d: usize) -> &[f16] {
+        &self.rows[d * self.slots..(d + 1) * self.slots]
+    }
+
+    /// Query head `j`'s key weights.
+    fn weights(&self, j: usize) -> &[KeyWeight] {
+        &self.weights[j * self.n_keys..(j + 1) * self.n_keys]
+    }
+
+    /// Query head `j`'s run merges.
+    fn merges(&self, j: usize) -> &[RunMerge] {
+        &self.merges[j * self.n_runs..(j + 1) * self.n_runs]
+    }
+}
+
+/// The scalar reference of phase 2: the attention output of query head `j` (of the KV
+/// head) in dimension `d`.
+fn sum_dim_scalar(s: &Sums, j: usize, d: usize) -> f32 {
+    let (row, weights, merges) = (s.row(d), s.weights(j), s.merges(j));
+    let fused = d < s.body;
+    let (mut acc, mut merged) = (f16::ZERO, 0.0f32);
+    for span in s.spans {
+        let keys = &weights[span.key..span.key + span.len];
+        for (&v, w) in row[span.slot..span.slot + span.len].iter().zip(keys) {
+            if w.ms != 1.0 {
+                acc = f16::from_f32(acc.to_f32() * w.ms);
+            }
+            acc = f16::from_f32(match fused {
+                true => v.to_f32().mul_add(w.vs, acc.to_f32()),
+                false => acc.to_f32() + v.to_f32() * w.vs,
+            });
+        }
+        if span.ends_run {
+            let m = merges[span.run];
+            if !m.skip {
+                merged = merged * m.old + acc.to_f32() * m.new;
+            }
+            acc = f16::ZERO;
+        }
+    }
+    merged * s.inv[j]
+}
+
+/// How phase 2 splits one KV head's `group` query heads and `dv` dimensions into tasks:
+/// `heads` query heads times `width` dimensions each, every task writing `task_len`
+/// values (`[head][dimension]`); the dimensions past the last whole pass form one more
+/// task per set of heads.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    group: usize,
+    dv: usize,
+    /// Query heads per task (4, 2 or 1, dividing `group`).
+    heads: usize,
+    /// Dimensions per whole pass: 8 per vector, sixteen vectors per pass. A whole pass
+    /// is all below `body` or all above it: `body` is a multiple of 64, the dimensions
+    /// after it fewer than 64.
+    width: usize,
+    /// Whole passes take the SIMD sums where the CPU has them.
+    simd: bool,
+}
+
+impl Plan {
+    fn of(group: usize, dv: usize, simd: bool) -> Plan {
+        let heads = [4, 2, 1]
+            .into_iter()
+            .find(|h| group.is_multiple_of(*h))
+            .unwrap_or(1);
+        Plan {
+            group,
+            dv,
+            heads,
+            width: 128 / heads,
+            simd,
+        }
+    }
+
+    /// Whole passes per set of heads, plus one for the leftover dimensions.
+    fn passes(&self) -> usize {
+        self.dv.div_ceil(self.width)
+    }
+
+    fn tasks(&self) -> usize {
+        self.group / self.heads * self.passes()
+    }
+
+    fn task_len(&self) -> usize {
+        self.heads * self.width
+    }
+
+    /// The first query head and the dimensions of task `task`.
+    fn task(&self, task: usize) -> (usize, Range<usize>) {
+        let (set, pass) = (task / self.passes(), task % self.passes());
+        let d0 = pass * self.width;
+        (set * self.heads, d0..(d0 + self.width).min(self.dv))
+    }
+
+    /// Computes task `task` into `out` (`[head][dimension - d0]`, `width` per head).
+    fn run(&self, task: usize, s: &Sums, out: &mut [f32]) {
+        let (j0, dims) = self.task(task);
+        if self.simd && dims.len() == self.width && simd_pass(self.heads, s, j0, dims.start, out) {
+            return;
+        }
+        for j in 0..self.heads {
+            for d in dims.clone() {
+                out[j * self.width + d - dims.start] = sum_dim_scalar(s, j0 + j, d);
+            }
+        }
+    }
+
+    /// Copies the tasks' outputs to `out` (`[query head][dv]` of the KV head).
+    fn scatter(&self, passes: &[f32], out: &mut [f32]) {
+        for (task, values) in passes.chunks(self.task_len()).enumerate() {
+            let (j0, dims) = self.task(task);
+            for j in 0..self.heads {
+                let src = &values[j * self.width..j * self.width + dims.len()];
+                out[(j0 + j) * self.dv + dims.start..][..dims.len()].copy_from_slice(src);
+            }
+        }
+    }
+}
+
+/// Runs a whole pass of `heads` query heads from `j0` and dimensions from `d0` with the
+/// SIMD sums; false (nothing done) on CPUs without them.
+fn simd_pass(heads: usize, s: &Sums, j0: usize, d0: usize, out: &mut [f32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !x86::available() {
+            return false;
+        }
+        // SAFETY: AVX2, F16C and FMA were detected just above.
+        unsafe {
+            match heads {
+                4 => x86::pass::<4, 4>(s, j0, d0, out),
+                2 => x86::pass::<2, 8>(s, j0, d0, out),
+                _ => x86::pass::<1, 16>(s, j0, d0, out),
+            }
+        }
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (heads, s, j0, d0, out);
+        false
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! The SIMD twin of [`super::sum_dim_scalar`]: AVX2, F16C and FMA.
+
+    use super::{KeyWeight, Sums};
+    use std::arch::x86_64::*;
+
+    /// Whether the CPU has what [`pass`] needs.
+    pub(super) fn available() -> bool {
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("f16c")
+            && std::arch::is_x86_feature_detected!("fma")
+    }
+
+    /// `f16(x)` widened back to f32, lane by lane (nearest, ties to even).
+    #[inline]
+    #[target_feature(enable = "avx2,f16c,fma")]
+    unsafe fn round_f16(x: __m256) -> __m256 {
+        _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x))
+    }
+
+    /// One key's step of [`super::sum_dim_scalar`] on eight dimensions.
+    #[inline]
+    #[target_feature(enable = "avx2,f16c,fma")]
+    unsafe fn add_key(acc: __m256, v: __m256, w: KeyWeight, fused: bool) -> __m256 {
+        // SAFETY: the features are enabled on this function.
+        unsafe {
+            let mut acc = acc;
+            if w.ms != 1.0 {
+                acc = round_f16(_mm256_mul_ps(acc, _mm256_set1_ps(w.ms)));
+            }
+            let vs = _mm256_set1_ps(w.vs);
+            round_f16(match fused {
+                true => _mm256_fmadd_ps(v, vs, acc),
+                false => _mm256_add_ps(acc, _mm256_mul_ps(v, vs)),
+            })
+        }
+    }
+
+    /// The values of dimensions `d0..d0 + 8` in slots `slot..slot + 8`, widened to f32,
+    /// one vector per slot (an 8 x 8 transpose of the F16 bits).
+    #[inline]
+    #[target_feature(enable = "avx2,f16c,fma")]
+    unsafe fn transposed(s: &Sums, d0: usize, slot: usize) -> [__m256; 8] {
+        let mut r = [_mm_setzero_si128(); 8];
+        for (i, r) in r.iter_mut().enumerate() {
+            let src = &s.row(d0 + i)[slot..slot + 8];
+            // SAFETY: `src` holds the eight F16 values (16 bytes) loaded.
+            *r = unsafe { _mm_loadu_si128(src.as_ptr().cast()) };
+        }
+        let a0 = _mm_unpacklo_epi16(r[0], r[1]);
+        let a1 = _mm_unpackhi_epi16(r[0], r[1]);
+        let a2 = _mm_unpacklo_epi16(r[2], r[3]);
+        let a3 = _mm_unpackhi_epi16(r[2], r[3]);
+        let a4 = _mm_unpacklo_epi16(r[4], r[5]);
+        let a5 = _mm_unpackhi_epi16(r[4], r[5]);
+        let a6 = _mm_unpacklo_epi16(r[6], r[7]);
+        let a7 = _mm_unpackhi_epi16(r[6], r[7]);
+        let b0 = _mm_unpacklo_epi32(a0, a2);
+        let b1 = _mm_unpackhi_epi32(a0, a2);
+        let b2 = _mm_unpacklo_epi32(a1, a3);
+        let b3 = _mm_unpackhi_epi32(a1, a3);
+        let b4 = _mm_unpacklo_epi32(a4, a6);
+        let b5 = _mm_unpackhi_epi32(a4, a6);
+        let b6 = _mm_unpacklo_epi32(a5, a7);
+        let b7 = _mm_unpackhi_epi32(a5, a7);
+        [
+            _mm256_cvtph_ps(_mm_unpacklo_epi64(b0, b4)),
+            _mm256_cvtph_ps(_mm_unpackhi_epi64(b0, b4)),
+            _mm256_cvtph_ps(_mm_unpacklo_epi64(b1, b5)),
+            _mm256_cvtph_ps(_mm_unpackhi_epi64(b1, b5)),
+            _mm256_cvtph_ps(_mm_unpacklo_epi64(b2, b6)),
+            _mm256_cvtph_ps(_mm_unpackhi_epi64(b2, b6)),
+            _mm256_cvtph_ps(_mm_unpacklo_epi64(b3, b7)),
+            _mm256_cvtph_ps(_mm_unpackhi_epi64(b3, b7)),
+        ]
+    }
+
+    /// The values of dimensions `d0..d0 + 8` in one slot, widened to f32.
+    #[inline]
+    #[target_feature(enable = "avx2,f16c,fma")]
+    unsafe fn column(s: &Sums, d0: usize, slot: usize) -> __m256 {
+        let mut bits = [0u16; 8];
+        for (i, b) in bits.iter_mut().enumerate() {
+            *b = s.row(d0 + i)[slot].to_bits();
+        }
+        // SAFETY: `bits` holds the eight u16 (16 bytes) loaded.
+        _mm256_cvtph_ps(unsafe { _mm_loadu_si128(bits.as_ptr().cast()) })
+    }
+
+    /// Phase 2 for query heads `j0..j0 + H` and dimensions `d0..d0 + 8 * C` (a whole
+    /// pass of [`super::Plan`], all fused or all not), written to `out` as
+    /// `[head][8 * C]`: `H * C` independent sums per key.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, F16C and FMA.
+    #[target_feature(enable = "avx2,f16c,fma")]
+    pub(super) unsafe fn pass<const H: usize, const C: usize>(
+        s: &Sums,
+        j0: usize,
+        d0: usize,
+        out: &mut [f32],
+    ) {
+        let fused = d0 < s.body;
+        let mut acc = [[_mm256_setzero_ps(); C]; H];
+        let mut merged = [[_mm256_setzero_ps(); C]; H];
+        // The values of eight keys: `x[key][block of eight dimensions]`.
+        let mut x = [[_mm256_setzero_ps(); C]; 8];
+        for span in s.spans {
+            let mut i = 0;
+            while i + 8 <= span.len {
+                for c in 0..C {
+                    // SAFETY: the features are enabled on this function.
+                    let keys = unsafe { transposed(s, d0 + 8 * c, span.slot + i) };
+                    for (x, v) in x.iter_mut().zip(keys) {
+                        x[c] = v;
+                    }
+                }
+                for (k, x) in x.iter().enumerate() {
+                    for (j, acc) in acc.iter_mut().enumerate() {
+                        let w = s.weights(j0 + j)[span.key + i + k];
+                        for (acc, &x) in acc.iter_mut().zip(x) {
+                            // SAFETY: as above.
+                            *acc = unsafe { add_key(*acc, x, w, fused) };
+                        }
+                    }
+                }
+                i += 8;
+            }
+            for k in i..span.len {
+                for (c, x) in x[0].iter_mut().enumerate() {
+                    // SAFETY: as above.
+                    *x = unsafe { column(s, d0 + 8 * c, span.slot + k) };
+                }
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    let w = s.weights(j0 + j)[span.key + k];
+                    for (acc, &x) in acc.iter_mut().zip(&x[0]) {
+                        // SAFETY: as above.
+                        *acc = unsafe { add_key(*acc, x, w, fused) };
+                    }
+                }
+            }
+            if span.ends_run {
+                for (j, (acc, merged)) in acc.iter_mut().zip(&mut merged).enumerate() {
+                    let m = s.merges(j0 + j)[span.run];
+                    for (acc, merged) in acc.iter_mut().zip(merged.iter_mut()) {
+                        if !m.skip {
+                            let kept = _mm256_mul_ps(*merged, _mm256_set1_ps(m.old));
+                            let run = _mm256_mul_ps(*acc, _mm256_set1_ps(m.new));
+                            *merged = _mm256_add_ps(kept, run);
+                        }
+                        *acc = _mm256_setzero_ps();
+                    }
+                }
+            }
+        }
+        for (j, merged) in merged.iter().enumerate() {
+            let inv = _mm256_set1_ps(s.inv[j0 + j]);
+            for (c, merged) in merged.iter().enumerate() {
+                let dst = &mut out[j * 8 * C + 8 * c..j * 8 * C + 8 * c + 8];
+                // SAFETY: `dst` holds the eight f32 stored.
+                unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), _mm256_mul_ps(*merged, inv)) };
+            }
+        }
+    }
+}
