@@ -21,6 +21,20 @@ use gemma_kernels::quant;
 use rayon::prelude::*;
 use std::ops::Range;
 
+/// One-token products of one input run side by side: each with its own rayon task, so
+/// that the threads share all of their rows.
+fn run_together(
+    mut jobs: Vec<(WeightMatrix<'_>, &mut [f32], &mut MatmulScratch)>,
+    x: &[f32],
+) -> Result<(), CoreError> {
+    let Some((m, y, scratch)) = jobs.pop() else {
+        return Ok(());
+    };
+    let (rest, last) = rayon::join(|| run_together(jobs, x), || matmul(&m, x, 1, y, scratch));
+    rest?;
+    Ok(last?)
+}
+
 /// Rows per parallel task of the row-wise ops (norms, RoPE).
 const ROWS_PER_TASK: usize = 16;
 
@@ -37,6 +51,8 @@ pub struct CpuBackend<'m> {
     value_rows: attention_flash::ValueRows,
     /// Buffers of the one-row steps over an F16 cache.
     step: attention_step_f16::StepScratch,
+    /// Activation buffers of the second and later products of [`Backend::matmul_many`].
+    more_scratch: Vec<MatmulScratch>,
     /// Round attention as llama.cpp's flash attention does (see [`AttentionNumerics`]).
     flash_attention: bool,
 }
@@ -51,6 +67,7 @@ impl<'m> CpuBackend<'m> {
             tiles: attention_tiles::TileScratch::default(),
             value_rows: attention_flash::ValueRows::default(),
             step: attention_step_f16::StepScratch::default(),
+            more_scratch: Vec::new(),
             flash_attention: true,
         }
     }
@@ -145,6 +162,35 @@ impl Backend for CpuBackend<'_> {
             &mut y[..n * w.rows],
             &mut self.scratch,
         )?)
+    }
+
+    fn matmul_many(
+        &mut self,
+        ws: &[&Weight],
+        x: &Vec<f32>,
+        n: usize,
+        ys: &mut [&mut Vec<f32>],
+    ) -> Result<(), CoreError> {
+        if n != 1 || ws.len() < 2 {
+            for (w, y) in ws.iter().zip(ys.iter_mut()) {
+                self.matmul(w, x, n, y)?;
+            }
+            return Ok(());
+        }
+        let products = ws
+            .iter()
+            .zip(ys.iter_mut())
+            .map(|(w, y)| Ok((self.matrix(w)?, &mut y[..w.rows])))
+            .collect::<Result<Vec<_>, CoreError>>()?;
+        self.more_scratch
+            .resize_with(ws.len() - 1, MatmulScratch::default);
+        let scratches = std::iter::once(&mut self.scratch).chain(self.more_scratch.iter_mut());
+        let jobs: Vec<_> = products
+            .into_iter()
+            .zip(scratches)
+            .map(|((m, y), scratch)| (m, y, scratch))
+            .collect();
+        run_together(jobs, &x[..ws[0].cols])
     }
 
     fn rms_norm(
@@ -310,6 +356,64 @@ impl Backend for CpuBackend<'_> {
         out: &mut [f32],
     ) -> Result<(), CoreError> {
         out.copy_from_slice(&buf[range]);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! One-token products run together ([`Backend::matmul_many`]) against the same
+    //! products one at a time, bit for bit, on the weights of the tiny fixtures.
+
+    use super::*;
+    use crate::{Model, ModelOptions};
+    use std::error::Error;
+    use std::path::PathBuf;
+
+    fn tiny(variant: &str) -> PathBuf {
+        std::env::var_os("GEMMA_FIXTURES")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../../shared/fixtures"
+                ))
+            })
+            .join(format!("tiny/tiny-gemma3-t1-{variant}.gguf"))
+    }
+
+    #[test]
+    fn products_run_together_equal_products_one_at_a_time() -> Result<(), Box<dyn Error>> {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build()?;
+        for variant in ["q4_k_m", "q4_0", "q8_0", "f16", "iq4_xs"] {
+            let model = Model::load(tiny(variant), ModelOptions::default())?;
+            let mut b = CpuBackend::new(model.gguf().bytes());
+            for layer in &model.weights().layers {
+                let sets: [&[&Weight]; 2] = [
+                    &[&layer.wq, &layer.wk, &layer.wv],
+                    &[&layer.ffn_gate, &layer.ffn_up],
+                ];
+                for ws in sets {
+                    let x: Vec<f32> = (0..ws[0].cols)
+                        .map(|i| ((i * 7919) % 113) as f32 / 37.0 - 1.5)
+                        .collect();
+                    let mut alone: Vec<Vec<f32>> = ws.iter().map(|w| vec![0.0; w.rows]).collect();
+                    let mut together = alone.clone();
+                    pool.install(|| -> Result<(), CoreError> {
+                        for (w, y) in ws.iter().zip(alone.iter_mut()) {
+                            b.matmul(w, &x, 1, y)?;
+                        }
+                        let mut ys: Vec<&mut Vec<f32>> = together.iter_mut().collect();
+                        b.matmul_many(ws, &x, 1, &mut ys)
+                    })?;
+                    assert_eq!(alone, together, "{variant}: {}", ws[0].name);
+                    assert!(
+                        alone.iter().flatten().any(|&v| v != 0.0),
+                        "{variant}: all zero"
+                    );
+                }
+            }
+        }
         Ok(())
     }
 }
