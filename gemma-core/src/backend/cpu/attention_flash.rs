@@ -601,7 +601,7 @@ mod tests {
                 1,
             );
         }
-        // Large enough to split over the threads (8192 keys x 4 heads x 256).
+        // A long step: 8192 keys, one run per thread.
         check_heads(
             shape(4, 1, 256),
             KvType::F16,
