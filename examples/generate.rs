@@ -195,20 +195,21 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
                 File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?,
             );
             let mut write_error = None;
-            let last = prefill(&mut session, &segments, |_, row| {
+            let mut write = |_: usize, row: &[f32]| {
                 for v in row {
                     if let Err(e) = out.write_all(&v.to_le_bytes()) {
                         write_error.get_or_insert(e);
                     }
                 }
-            })?;
+            };
+            let last = prefill(&mut session, &segments, Some(&mut write))?;
             if let Some(e) = write_error {
                 return Err(format!("cannot write {}: {e}", path.display()).into());
             }
             out.flush()?;
             last
         }
-        None => prefill(&mut session, &segments, |_, _| {})?,
+        None => prefill(&mut session, &segments, None)?,
     };
     let prefill_time = start.elapsed();
 
@@ -309,19 +310,25 @@ enum Segment<'a> {
     Image(&'a [f32]),
 }
 
-/// Runs the prompt's segments, giving every position's logits to `each`; returns the
-/// last position's logits.
+/// A receiver of every prompt position's logits (position, row).
+type EachRow<'a> = dyn FnMut(usize, &[f32]) + Send + 'a;
+
+/// Runs the prompt's segments and returns the last position's logits; with `each`, also
+/// gives it every position's logits (without, the output matrix runs for the last
+/// position only: on a 262144-token vocabulary it is most of a long prompt's work).
 fn prefill(
     session: &mut gemma_core::Session<'_>,
     segments: &[Segment<'_>],
-    mut each: impl FnMut(usize, &[f32]) + Send,
+    mut each: Option<&mut EachRow<'_>>,
 ) -> Result<Vec<f32>, Box<dyn Error>> {
     let mut last = Vec::new();
     for segment in segments {
-        last = match segment {
-            Segment::Tokens(ids) if ids.is_empty() => continue,
-            Segment::Tokens(ids) => session.prefill_each(ids, &mut each)?.to_vec(),
-            Segment::Image(rows) => session.prefill_image_each(rows, &mut each)?.to_vec(),
+        last = match (segment, each.as_mut()) {
+            (Segment::Tokens(ids), _) if ids.is_empty() => continue,
+            (Segment::Tokens(ids), Some(each)) => session.prefill_each(ids, each)?.to_vec(),
+            (Segment::Tokens(ids), None) => session.prefill(ids)?.to_vec(),
+            (Segment::Image(rows), Some(each)) => session.prefill_image_each(rows, each)?.to_vec(),
+            (Segment::Image(rows), None) => session.prefill_image(rows)?.to_vec(),
         };
     }
     Ok(last)
