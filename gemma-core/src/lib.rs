@@ -12,6 +12,8 @@ pub mod memory;
 mod model;
 mod session;
 mod state;
+#[cfg(test)]
+mod tiny_fixtures;
 pub mod trace;
 pub mod weights;
 

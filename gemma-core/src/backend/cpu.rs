@@ -366,27 +366,16 @@ mod tests {
     //! products one at a time, bit for bit, on the weights of the tiny fixtures.
 
     use super::*;
+    use crate::tiny_fixtures::tiny_fixtures;
     use crate::{Model, ModelOptions};
     use std::error::Error;
-    use std::path::PathBuf;
-
-    fn tiny(variant: &str) -> PathBuf {
-        std::env::var_os("GEMMA_FIXTURES")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/../../shared/fixtures"
-                ))
-            })
-            .join(format!("tiny/tiny-gemma3-t1-{variant}.gguf"))
-    }
 
     #[test]
     fn products_run_together_equal_products_one_at_a_time() -> Result<(), Box<dyn Error>> {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build()?;
         for variant in ["q4_k_m", "q4_0", "q8_0", "f16", "iq4_xs"] {
-            let model = Model::load(tiny(variant), ModelOptions::default())?;
+            let path = tiny_fixtures().join(format!("tiny-gemma3-t1-{variant}.gguf"));
+            let model = Model::load(path, ModelOptions::default())?;
             let mut b = CpuBackend::new(model.gguf().bytes());
             for layer in &model.weights().layers {
                 let sets: [&[&Weight]; 2] = [

@@ -6,25 +6,14 @@
 use super::CudaBackend;
 use crate::engine::{Engine, EngineSizes, Runner, Want};
 use crate::forward::ModelRef;
+use crate::tiny_fixtures::tiny_fixtures;
 use crate::{CoreError, KvType, Model, ModelOptions};
 use std::path::PathBuf;
 
 const N_VOCAB: usize = 512;
 
-fn fixtures() -> PathBuf {
-    std::env::var_os("GEMMA_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../shared/fixtures"
-            ))
-        })
-        .join("tiny")
-}
-
 fn sequence() -> Vec<u32> {
-    let path = fixtures().join("t1_reference.json");
+    let path = tiny_fixtures().join("t1_reference.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let start = text.find("\"sequence\"").expect("sequence key") + "\"sequence\"".len();
     let open = start + text[start..].find('[').expect("[");
@@ -178,7 +167,7 @@ fn cuda_engine_matches_cpu_engine_and_llama_cpp_on_tiny_models() {
         {
             continue;
         }
-        let path = fixtures().join(format!("tiny-gemma3-t1-{v}.gguf"));
+        let path = tiny_fixtures().join(format!("tiny-gemma3-t1-{v}.gguf"));
         let model = Model::load(&path, ModelOptions::default())
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let m = ModelRef {
@@ -208,7 +197,7 @@ fn cuda_engine_matches_cpu_engine_and_llama_cpp_on_tiny_models() {
                 continue;
             }
         };
-        let reference = read_f32(fixtures().join(format!("tiny-gemma3-t1-{v}.logits.f32")));
+        let reference = read_f32(tiny_fixtures().join(format!("tiny-gemma3-t1-{v}.logits.f32")));
         let (gm, ga, gt) = diff(&g, &reference);
         let (cm, ca, ct) = diff(&g, &c);
         // Decode path: the first 16 tokens in one prefill, then one token per step.
@@ -276,7 +265,7 @@ fn cuda_engine_matches_cpu_engine_with_f32_and_q8_0_kv_caches() {
         return;
     }
     let seq = sequence();
-    let path = fixtures().join("tiny-gemma3-t1-f16.gguf");
+    let path = tiny_fixtures().join("tiny-gemma3-t1-f16.gguf");
     let model = Model::load(&path, ModelOptions::default())
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let m = ModelRef {
@@ -337,7 +326,7 @@ fn decode_graph_replays_match_eager_steps() {
     }
     let seq = sequence();
     for v in ["f16", "q4_k_m"] {
-        let path = fixtures().join(format!("tiny-gemma3-t1-{v}.gguf"));
+        let path = tiny_fixtures().join(format!("tiny-gemma3-t1-{v}.gguf"));
         let model = Model::load(&path, ModelOptions::default())
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let m = ModelRef {
@@ -491,7 +480,7 @@ fn cuda_engine_runs_images_like_the_cpu_engine() {
         return;
     }
     let seq = sequence();
-    let path = fixtures().join("tiny-gemma3-t1-f16.gguf");
+    let path = tiny_fixtures().join("tiny-gemma3-t1-f16.gguf");
     let model = Model::load(&path, ModelOptions::default())
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let m = ModelRef {
