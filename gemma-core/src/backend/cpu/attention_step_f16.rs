@@ -427,6 +427,11 @@ mod x86 {
     use super::{KeyWeight, Sums};
     use std::arch::x86_64::*;
 
+    /// Keys ahead of the current ones whose values a pass requests into L1 in every row
+    /// it reads, a line (32 keys) at a time: its rows are many short streams, which the
+    /// hardware prefetchers do not follow (a 4692-key step: 440 -> 196 us).
+    const PREFETCH_AHEAD: usize = 64;
+
     /// Whether the CPU has what [`pass`] needs.
     pub(super) fn available() -> bool {
         std::arch::is_x86_feature_detected!("avx2")
@@ -531,6 +536,16 @@ mod x86 {
         for span in s.spans {
             let mut i = 0;
             while i + 8 <= span.len {
+                if i % 32 == 0 {
+                    for d in d0..d0 + 8 * C {
+                        let ahead = s
+                            .row(d)
+                            .as_ptr()
+                            .wrapping_add(span.slot + i + PREFETCH_AHEAD);
+                        // A prefetch is only a hint: it never faults, whatever the address.
+                        _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                    }
+                }
                 for c in 0..C {
                     // SAFETY: the features are enabled on this function.
                     let keys = unsafe { transposed(s, d0 + 8 * c, span.slot + i) };
