@@ -49,7 +49,7 @@ use gemma_gguf::GgufFile;
 
 /// Chat with a Gemma 3 GGUF model.
 #[derive(Parser)]
-#[command(about)]
+#[command(about, allow_negative_numbers = true)]
 struct Args {
     /// GGUF model file (default: $GEMMA_MODEL, else the project's default model).
     #[arg(long)]
@@ -66,7 +66,7 @@ struct Args {
     /// Most tokens per answer.
     #[arg(long, default_value_t = 1024)]
     max_tokens: usize,
-    /// Sampling temperature; 0 is greedy.
+    /// Sampling temperature; 0 (or below, as in llama.cpp) is greedy.
     #[arg(long, default_value_t = 1.0)]
     temperature: f32,
     /// Keep the k most likely tokens (0: all).

@@ -40,7 +40,7 @@ use std::time::Instant;
 
 /// Generate text with a Gemma 3 GGUF model.
 #[derive(Parser)]
-#[command(about)]
+#[command(about, allow_negative_numbers = true)]
 struct Args {
     /// GGUF model file.
     #[arg(long)]
@@ -57,7 +57,7 @@ struct Args {
     /// Most tokens to generate.
     #[arg(long, default_value_t = 64)]
     max_tokens: usize,
-    /// Sampling temperature; 0 is greedy.
+    /// Sampling temperature; 0 (or below, as in llama.cpp) is greedy.
     #[arg(long, default_value_t = 0.0)]
     temperature: f32,
     /// Keep the k most likely tokens (0: all).
