@@ -6,7 +6,9 @@
 //! ```
 //! Each repetition uses a fresh session: the prefill runs `--prefill` tokens in one call
 //! (logits of the last one only); the decode starts from an empty cache and runs
-//! `--decode` single-token steps (batch 1). Medians over `--reps` repetitions, after one
+//! `--decode` single-token steps (batch 1). With `--depth N` (llama-bench's `-d`) both
+//! start after N tokens already in the cache, prefilled untimed, so they measure speed
+//! at that context length (`decode tg128 @ d4096`). Medians over `--reps` repetitions, after one
 //! warm-up repetition (it pages the weights in). The decode bound is the machine's
 //! memory bandwidth (the faster of a plain and a software-prefetching read of a 512 MiB
 //! buffer by the same number of threads) divided by the bytes of weights one token
@@ -40,6 +42,10 @@ struct Args {
     /// Decode steps (0: skip).
     #[arg(long, default_value_t = 128)]
     decode: usize,
+    /// Tokens already in the cache (prefilled untimed) before each timed prefill and
+    /// decode, like llama-bench's `-d`.
+    #[arg(long, default_value_t = 0)]
+    depth: usize,
     /// Worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -103,26 +109,40 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let model = Model::load(&args.model, options)?;
     let load_seconds = load_start.elapsed().as_secs_f64();
     let n_vocab = model.config().n_vocab as u64;
-    // Deterministic pseudo-random prompt ids (like llama-bench's random tokens).
-    let tokens: Vec<u32> = (0..args.prefill as u64)
-        .map(|i| ((i.wrapping_mul(2_654_435_761).wrapping_add(12_345)) % n_vocab) as u32)
-        .collect();
-    let ctx = args
-        .prefill
-        .max(args.decode)
-        .max(1)
-        .min(model.config().context_length);
+    // Deterministic pseudo-random prompt ids (like llama-bench's random tokens): the
+    // depth's, then the timed prefill's.
+    let random_ids = |range: std::ops::Range<usize>| -> Vec<u32> {
+        range
+            .map(|i| ((i as u64).wrapping_mul(2_654_435_761).wrapping_add(12_345) % n_vocab) as u32)
+            .collect()
+    };
+    let depth_tokens = random_ids(0..args.depth);
+    let tokens = random_ids(args.depth..args.depth + args.prefill);
+    let ctx = args.depth + args.prefill.max(args.decode).max(1);
+    if ctx > model.config().context_length {
+        return Err(format!(
+            "--depth {} plus {} tokens exceed the model's context of {}",
+            args.depth,
+            args.prefill.max(args.decode),
+            model.config().context_length
+        )
+        .into());
+    }
 
     let mut prefill_runs = Vec::new();
     let mut decode_runs = Vec::new();
     let mut threads = 0;
     let on_gpu = args.device != Device::Cpu;
-    // A fresh session; on a GPU with its weights uploaded by one token, then emptied.
+    // A fresh session (on a GPU with its weights uploaded by one token, then emptied)
+    // holding the depth's tokens.
     let session = || -> Result<gemma_core::Session<'_>, Box<dyn Error>> {
         let mut session = model.session(ctx, args.kv_type)?;
         if on_gpu {
             session.prefill(&[2u32.min(n_vocab as u32 - 1)])?;
             session.truncate(0)?;
+        }
+        if !depth_tokens.is_empty() {
+            session.prefill(&depth_tokens)?;
         }
         Ok(session)
     };
@@ -185,6 +205,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             "threads": threads,
             "prefill_tokens": args.prefill,
             "decode_tokens": args.decode,
+            "depth": args.depth,
             "reps": args.reps,
             "prefill_tokens_per_s": prefill,
             "decode_tokens_per_s": decode,
@@ -208,13 +229,17 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             args.model.display(),
             args.reps
         );
-        println!("prefill pp{}: {prefill:.1} tok/s", args.prefill);
+        let at = match args.depth {
+            0 => String::new(),
+            d => format!(" @ d{d}"),
+        };
+        println!("prefill pp{}{at}: {prefill:.1} tok/s", args.prefill);
         if on_gpu {
             // No host-memory bound: the VRAM line below gives the bytes read per second.
-            println!("decode tg{}: {decode:.2} tok/s", args.decode);
+            println!("decode tg{}{at}: {decode:.2} tok/s", args.decode);
         } else {
             println!(
-                "decode tg{}: {decode:.2} tok/s (bound {bound:.2} tok/s = {:.1} GB/s / {:.1} MB per token; {:.0}% of it)",
+                "decode tg{}{at}: {decode:.2} tok/s (bound {bound:.2} tok/s = {:.1} GB/s / {:.1} MB per token of weights; {:.0}% of it)",
                 args.decode,
                 bandwidth / 1e9,
                 bytes_per_token as f64 / 1e6,

@@ -7,56 +7,12 @@
 //! answers at "." with `--stop`; stopping at `<eos>`/`<end_of_turn>` is tested on the
 //! generator (`generate_stream.rs`).
 
+mod parity_support;
+
+use parity_support::{example, fixtures, real_model};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-
-fn fixtures() -> PathBuf {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"));
-    assert!(dir.is_dir(), "fixtures folder missing: {}", dir.display());
-    dir
-}
-
-fn real_model() -> PathBuf {
-    let path = std::env::var_os("GEMMA_TEST_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is not set"))
-                .join(".cache/gemma-rs/gemma-3-270m-q4_k_m.gguf")
-        });
-    assert!(
-        path.is_file(),
-        "real model missing at {} (run scripts/fetch-model.sh)",
-        path.display()
-    );
-    path
-}
-
-/// Builds the example with this test's profile (a no-op when it is up to date) and
-/// returns its path.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .to_path_buf();
-    let target_dir = profile_dir.parent().unwrap();
-    // `cargo test` builds into `debug` with the test profile; other folders are named
-    // after their profile (`release`, custom ones).
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => "test",
-        Some(other) => other,
-    };
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--profile", profile, "--example", name])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("CARGO_TARGET_DIR", target_dir)
-        .status()
-        .expect("running cargo");
-    assert!(status.success(), "building example {name} failed");
-    profile_dir.join("examples").join(name)
-}
 
 fn chat(args: &[&str], stdin: &str, env: &[(&str, &Path)]) -> Output {
     let mut command = Command::new(example("chat"));

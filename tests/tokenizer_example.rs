@@ -1,41 +1,11 @@
 //! The `tokenize` example: JSON lines in and out, a round trip through `--decode`, and one
 //! clear error line for bad input.
 
+mod parity_support;
+
+use parity_support::{example, fixtures};
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-
-fn fixtures() -> PathBuf {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"));
-    assert!(dir.is_dir(), "fixtures folder missing: {}", dir.display());
-    dir
-}
-
-/// Builds the example with this test's profile (a no-op when it is up to date) and
-/// returns its path.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .to_path_buf();
-    let target_dir = profile_dir.parent().unwrap();
-    // `cargo test` builds into `debug` with the test profile; other folders are named
-    // after their profile (`release`, custom ones).
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => "test",
-        Some(other) => other,
-    };
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--profile", profile, "--example", name])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("CARGO_TARGET_DIR", target_dir)
-        .status()
-        .expect("running cargo");
-    assert!(status.success(), "building example {name} failed");
-    profile_dir.join("examples").join(name)
-}
 
 fn run(args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(example("tokenize"))

@@ -8,7 +8,7 @@ use gemma_core::generate::GenerateOptions;
 use gemma_core::image::{is_placeholder, END_OF_IMAGE, START_OF_IMAGE};
 use gemma_core::{Chat, ChatOptions, Model, ModelOptions, SamplerConfig};
 use gemma_vision::{Fit, VisionModel};
-use parity_support::{fixtures, read_f32, real_model};
+use parity_support::{example, fixtures, read_f32, real_model};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -18,30 +18,6 @@ fn mmproj() -> PathBuf {
 
 fn image(stem: &str) -> PathBuf {
     fixtures().join(format!("vision/images/{stem}.png"))
-}
-
-/// Builds the example with this test's profile (a no-op when it is up to date) and
-/// returns its path.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .to_path_buf();
-    let target_dir = profile_dir.parent().unwrap();
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => "test",
-        Some(other) => other,
-    };
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--profile", profile, "--example", name])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("CARGO_TARGET_DIR", target_dir)
-        .status()
-        .expect("running cargo");
-    assert!(status.success(), "building example {name} failed");
-    profile_dir.join("examples").join(name)
 }
 
 fn run(name: &str, args: &[&str]) -> Output {

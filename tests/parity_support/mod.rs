@@ -123,3 +123,29 @@ impl std::fmt::Display for Diff {
         )
     }
 }
+
+/// Builds example `name` with this test's profile (a no-op when it is up to date) and
+/// returns its path.
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .to_path_buf();
+    let target_dir = profile_dir.parent().unwrap();
+    // `cargo test` builds into `debug` with the test profile; other folders are named
+    // after their profile (`release`, custom ones).
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "test",
+        Some(other) => other,
+    };
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--profile", profile, "--example", name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("CARGO_TARGET_DIR", target_dir)
+        .status()
+        .expect("running cargo");
+    assert!(status.success(), "building example {name} failed");
+    profile_dir.join("examples").join(name)
+}
