@@ -378,8 +378,10 @@ fn run_model(args: &Args, shape: &Shape, out: &Path, progress: bool) -> Result<S
     ))
 }
 
-/// Streams `metadata` and `tensors` (random values of each one's [`Init`]) to `out`;
-/// returns the bytes written. A partial file is removed on error.
+/// Streams `metadata` and `tensors` (random values of each one's [`Init`]) to
+/// `OUT.partial`, renamed to `out` once complete, so that a run stopped on the way (an
+/// error, a kill, a timeout) never leaves a truncated file under the name asked for;
+/// returns the bytes written. The partial file is removed on error.
 fn write_file(
     out: &Path,
     metadata: Vec<(String, Value)>,
@@ -387,10 +389,21 @@ fn write_file(
     seed: u64,
     progress: bool,
 ) -> Result<u64, String> {
-    let result = write_gguf(out, metadata, tensors, seed, progress);
+    let mut partial = out.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
+    let result = write_gguf(&partial, metadata, tensors, seed, progress).and_then(|bytes| {
+        std::fs::rename(&partial, out).map(|()| bytes).map_err(|e| {
+            format!(
+                "cannot rename {} to {}: {e}",
+                partial.display(),
+                out.display()
+            )
+        })
+    });
     if result.is_err() {
         // A partial file is useless and may be large.
-        let _ = std::fs::remove_file(out);
+        let _ = std::fs::remove_file(&partial);
     }
     result
 }
