@@ -178,6 +178,12 @@ fn tiny_q4_k_m_file_end_to_end() {
     let out = dir.join("tiny.gguf");
     let summary = synth::run(&args("tiny", "q4_k_m", &out), false).unwrap();
     assert!(summary.contains("93 tensors"), "{summary}");
+    // Written as tiny.gguf.partial, renamed once complete.
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["tiny.gguf"]);
     let file = GgufFile::open(&out).unwrap();
     let md = file.metadata();
     use keys::gemma3::*;
