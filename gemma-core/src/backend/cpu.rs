@@ -3,7 +3,7 @@
 
 mod attention;
 mod attention_flash;
-mod attention_step_f16;
+mod attention_step;
 mod attention_tiles;
 mod f16_accumulator;
 mod kv_store;
@@ -49,8 +49,8 @@ pub struct CpuBackend<'m> {
     tiles: attention_tiles::TileScratch,
     /// Value rows of the flash attention's one-chunk kernel.
     value_rows: attention_flash::ValueRows,
-    /// Buffers of the one-row steps over an F16 cache.
-    step: attention_step_f16::StepScratch,
+    /// Buffers of the one-row steps over an F16 or F32 cache.
+    step: attention_step::StepScratch,
     /// Activation buffers of the second and later products of [`Backend::matmul_many`].
     more_scratch: Vec<MatmulScratch>,
     /// Round attention as llama.cpp's flash attention does (see [`AttentionNumerics`]).
@@ -66,7 +66,7 @@ impl<'m> CpuBackend<'m> {
             scratch: MatmulScratch::default(),
             tiles: attention_tiles::TileScratch::default(),
             value_rows: attention_flash::ValueRows::default(),
-            step: attention_step_f16::StepScratch::default(),
+            step: attention_step::StepScratch::default(),
             more_scratch: Vec::new(),
             flash_attention: true,
         }
@@ -314,8 +314,8 @@ impl Backend for CpuBackend<'_> {
         let numerics =
             AttentionNumerics::for_batch(self.flash_attention, job.batch_rows, store.shape.kv_type);
         let widened = numerics == AttentionNumerics::FlashTiled;
-        if numerics == AttentionNumerics::FlashChunked && attention_step_f16::applies(job, store) {
-            attention_step_f16::attention(q, store, job, out, &mut self.step);
+        if numerics == AttentionNumerics::FlashChunked && attention_step::applies(job, store) {
+            attention_step::attention(q, store, job, out, &mut self.step);
             Ok(())
         } else if numerics == AttentionNumerics::FlashChunked {
             attention_flash::attention(q, store, job, out, &mut self.value_rows);

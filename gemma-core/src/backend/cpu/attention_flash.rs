@@ -472,8 +472,8 @@ mod tests {
 
     /// Runs `rows` queries at `pos0..` against positions `0..pos0 + rows.len()` stored
     /// in `slot_map`, in a pool of two threads, and compares every head with
-    /// [`reference`]: this kernel, and for one row over an F16 cache also
-    /// [`super::super::attention_step_f16`] with its SIMD and its scalar sums.
+    /// [`reference`]: this kernel, and for one row over an F16 or F32 cache also
+    /// [`super::super::attention_step`] with its SIMD and its scalar sums.
     fn check(kv_type: KvType, slot_map: SlotMap, window: Option<usize>, pos0: usize, rows: usize) {
         check_heads(HEADS, kv_type, slot_map, window, pos0, rows);
     }
@@ -487,7 +487,7 @@ mod tests {
         pos0: usize,
         rows: usize,
     ) {
-        use super::super::attention_step_f16 as step;
+        use super::super::attention_step as step;
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (pos0 as u64) << 3);
         let n = pos0 + rows;
         let (keys, values) = cache_rows(heads, n, kv_type, &mut rng);
@@ -534,8 +534,8 @@ mod tests {
             }
         } else {
             assert!(
-                rows > 1 || kv_type != KvType::F16,
-                "one F16 row takes the step kernel"
+                rows > 1 || kv_type == KvType::Q8_0,
+                "one F16 or F32 row takes the step kernel"
             );
         }
         let cells = (n.next_multiple_of(FLASH_CELL_PADDING) >= FLASH_SPLIT_MIN_CELLS && rows == 1)
@@ -582,34 +582,25 @@ mod tests {
 
     #[test]
     fn decode_steps_of_every_group_size_and_head_width_match_ggml() {
-        // Group sizes 1 to 4 (4: the 270M and 1B, 2: the larger models), 256-wide heads
-        // (all fused), 72 (a fused block, then a tail rounded per product, and dimensions
-        // past the last whole SIMD pass), 8 (no fused block).
-        for heads in [
+        // Group sizes 1 to 4 and 8 (4: the 270M and 1B, 2: the larger models); 256-wide
+        // heads (all fused); 72 and 136 (a fused block, then a tail rounded per product in
+        // dimensions past the last whole SIMD pass); 8 (no fused block, no SIMD pass).
+        let shapes = [
             shape(4, 1, 256),
             shape(4, 2, 72),
+            shape(2, 2, 136),
             shape(3, 1, 8),
-            shape(2, 2, 64),
-        ] {
-            check_heads(heads, KvType::F16, SlotMap::Linear, None, 37, 1);
-            check_heads(
-                heads,
-                KvType::F16,
-                SlotMap::Ring { slots: 464 },
-                Some(400),
-                700,
-                1,
-            );
+            shape(8, 1, 64),
+        ];
+        for kv_type in [KvType::F16, KvType::F32] {
+            for heads in shapes {
+                check_heads(heads, kv_type, SlotMap::Linear, None, 37, 1);
+                let ring = SlotMap::Ring { slots: 464 };
+                check_heads(heads, kv_type, ring, Some(400), 700, 1);
+            }
+            // A long step: 8192 keys, one run per thread.
+            check_heads(shape(4, 1, 256), kv_type, SlotMap::Linear, None, 8191, 1);
         }
-        // A long step: 8192 keys, one run per thread.
-        check_heads(
-            shape(4, 1, 256),
-            KvType::F16,
-            SlotMap::Linear,
-            None,
-            8191,
-            1,
-        );
     }
 
     #[test]

@@ -1,17 +1,18 @@
 //! One-token steps of llama.cpp's one-chunk flash attention over an F16 cache (the
-//! decode default), with the values of [`super::attention_flash`] but without gathering
-//! the values into rows first.
+//! decode default) or an F32 one, with the values of [`super::attention_flash`] but
+//! without gathering the values into rows first.
 //!
-//! The cache keeps F16 values transposed (`[kv head][d][slot]`), and ggml's F16 value
-//! sum rounds every element on its own, so the sum of each dimension is a recurrence over
+//! The cache keeps F16 and F32 values transposed (`[kv head][d][slot]`), and ggml's value
+//! sum treats every element on its own, so the sum of each dimension is a recurrence over
 //! the keys, in position order, that reads one contiguous row of the cache:
 //! 1. per query head, the score of every visible key, then the online softmax over them,
 //!    which fixes each key's rescale `ms` and weight `vs`, each run's merge factors and
 //!    the final `1 / sum` (see [`Weigh::weigh_keys`]);
 //! 2. per dimension, for every key: `acc = f16(acc * ms)` where `ms != 1`, then
 //!    `acc = f16(v * vs + acc)` (fused in f32 over the first multiple of 64 dimensions,
-//!    as ggml's AVX-512 loop does; the product rounded first after it); at the end of a
-//!    run the run is merged in f32 and `acc` restarts at 0 (see [`sum_dim_scalar`]).
+//!    as ggml's AVX-512 loop does; the product rounded first after it); an F32 cache sums
+//!    in f32 (`acc *= ms`, then `acc += v * vs`, unfused); at the end of a run the run is
+//!    merged in f32 and `acc` restarts at 0 (see [`sum_dim_scalar`]).
 //!
 //! The SIMD twin takes eight dimensions per vector and sixteen vectors (of up to four
 //! query heads) per pass over the keys, so sixteen independent sums; it transposes the
@@ -79,13 +80,30 @@ pub(crate) struct StepScratch {
     passes: Vec<f32>,
 }
 
-/// Whether [`attention`] runs `job`: one query row over an F16 cache.
+/// Whether [`attention`] runs `job`: one query row over an F16 or F32 cache.
 pub(crate) fn applies(job: &AttentionJob, store: &CpuKvStore) -> bool {
     job.rows.len() == 1
         && matches!(
             (&store.keys, &store.values),
-            (KvData::F16(_), KvData::F16(_))
+            (KvData::F16(_), KvData::F16(_)) | (KvData::F32(_), KvData::F32(_))
         )
+}
+
+/// The transposed values (`[kv head][d][slot]`) of a cache, or of one KV head.
+#[derive(Clone, Copy, Debug)]
+enum Values<'a> {
+    F16(&'a [f16]),
+    F32(&'a [f32]),
+}
+
+impl<'a> Values<'a> {
+    /// Elements `range` (those of one KV head).
+    fn part(self, range: Range<usize>) -> Values<'a> {
+        match self {
+            Values::F16(v) => Values::F16(&v[range]),
+            Values::F32(v) => Values::F32(&v[range]),
+        }
+    }
 }
 
 /// Runs the one-row `job` (layouts as [`super::attention::attention`]); `applies` must hold.
@@ -109,8 +127,10 @@ pub(super) fn attention_with(
     scratch: &mut StepScratch,
     simd: bool,
 ) {
-    let KvData::F16(value_cache) = &store.values else {
-        return;
+    let value_cache = match &store.values {
+        KvData::F16(v) => Values::F16(v),
+        KvData::F32(v) => Values::F32(v),
+        KvData::Q8_0(_) => return,
     };
     let heads = job.heads;
     let (dk, dv, group) = (heads.head_dim_k, heads.head_dim_v, heads.group());
@@ -143,7 +163,7 @@ pub(super) fn attention_with(
     let threads = rayon::current_num_threads().max(1);
     let dots = Dots::best();
     for g in 0..heads.n_head_kv {
-        let rows = &value_cache[g * dv * slots..(g + 1) * dv * slots];
+        let values = value_cache.part(g * dv * slots..(g + 1) * dv * slots);
         let phase1 = Weigh {
             store,
             g,
@@ -167,7 +187,7 @@ pub(super) fn attention_with(
                 *inv = phase1.weigh_keys(&q_row[h * dk..(h + 1) * dk], weights, merges);
             });
         let sums = Sums {
-            rows,
+            values,
             slots,
             spans: &scratch.spans,
             n_keys: n,
@@ -257,7 +277,7 @@ impl Weigh<'_> {
 /// Phase 2's inputs for one KV head.
 struct Sums<'a> {
     /// The KV head's values, `[d][slot]`.
-    rows: &'a [f16],
+    values: Values<'a>,
     slots: usize,
     spans: &'a [Span],
     n_keys: usize,
@@ -268,14 +288,25 @@ struct Sums<'a> {
     merges: &'a [RunMerge],
     /// `[query head]`.
     inv: &'a [f32],
-    /// Dimensions below this take the fused multiply-add.
+    /// Dimensions below this take the fused multiply-add (F16 values).
     body: usize,
 }
 
 impl Sums<'_> {
-    /// The values of dimension `d` by slot.
-    fn row(&self, d: usize) -> &[f16] {
-        &self.rows[d * self.slots..(d + 1) * self.slots]
+    /// The F16 values of dimension `d` by slot (empty for an F32 cache).
+    fn row16(&self, d: usize) -> &[f16] {
+        match self.values {
+            Values::F16(v) => &v[d * self.slots..(d + 1) * self.slots],
+            Values::F32(_) => &[],
+        }
+    }
+
+    /// The F32 values of dimension `d` by slot (empty for an F16 cache).
+    fn row32(&self, d: usize) -> &[f32] {
+        match self.values {
+            Values::F32(v) => &v[d * self.slots..(d + 1) * self.slots],
+            Values::F16(_) => &[],
+        }
     }
 
     /// Query head `j`'s key weights.
@@ -292,26 +323,46 @@ impl Sums<'_> {
 /// The scalar reference of phase 2: the attention output of query head `j` (of the KV
 /// head) in dimension `d`.
 fn sum_dim_scalar(s: &Sums, j: usize, d: usize) -> f32 {
-    let (row, weights, merges) = (s.row(d), s.weights(j), s.merges(j));
-    let fused = d < s.body;
-    let (mut acc, mut merged) = (f16::ZERO, 0.0f32);
+    let round = |x: f32| f16::from_f32(x).to_f32();
+    match s.values {
+        Values::F16(_) => {
+            let fused = d < s.body;
+            recurrence(s, j, s.row16(d), |acc, v: f16, w| {
+                let acc = if w.ms != 1.0 { round(acc * w.ms) } else { acc };
+                round(match fused {
+                    true => v.to_f32().mul_add(w.vs, acc),
+                    false => acc + v.to_f32() * w.vs,
+                })
+            })
+        }
+        Values::F32(_) => recurrence(s, j, s.row32(d), |acc, v: f32, w| {
+            let acc = if w.ms != 1.0 { acc * w.ms } else { acc };
+            acc + v * w.vs
+        }),
+    }
+}
+
+/// Query head `j`'s sum over the keys of one dimension's `row` (by slot), `step(acc,
+/// value, weight)` adding one key, each run merged at its end; times `1 / sum`.
+fn recurrence<T: Copy>(
+    s: &Sums,
+    j: usize,
+    row: &[T],
+    step: impl Fn(f32, T, KeyWeight) -> f32,
+) -> f32 {
+    let (weights, merges) = (s.weights(j), s.merges(j));
+    let (mut acc, mut merged) = (0.0f32, 0.0f32);
     for span in s.spans {
         let keys = &weights[span.key..span.key + span.len];
-        for (&v, w) in row[span.slot..span.slot + span.len].iter().zip(keys) {
-            if w.ms != 1.0 {
-                acc = f16::from_f32(acc.to_f32() * w.ms);
-            }
-            acc = f16::from_f32(match fused {
-                true => v.to_f32().mul_add(w.vs, acc.to_f32()),
-                false => acc.to_f32() + v.to_f32() * w.vs,
-            });
+        for (&v, &w) in row[span.slot..span.slot + span.len].iter().zip(keys) {
+            acc = step(acc, v, w);
         }
         if span.ends_run {
             let m = merges[span.run];
             if !m.skip {
-                merged = merged * m.old + acc.to_f32() * m.new;
+                merged = merged * m.old + acc * m.new;
             }
-            acc = f16::ZERO;
+            acc = 0.0;
         }
     }
     merged * s.inv[j]
@@ -424,13 +475,24 @@ fn simd_pass(heads: usize, s: &Sums, j0: usize, d0: usize, out: &mut [f32]) -> b
 mod x86 {
     //! The SIMD twin of [`super::sum_dim_scalar`]: AVX2, F16C and FMA.
 
-    use super::{KeyWeight, Sums};
+    use super::{KeyWeight, Sums, Values};
     use std::arch::x86_64::*;
 
     /// Keys ahead of the current ones whose values a pass requests into L1 in every row
-    /// it reads, a line (32 keys) at a time: its rows are many short streams, which the
-    /// hardware prefetchers do not follow (a 4692-key step: 440 -> 196 us).
+    /// it reads, every 32 keys: its rows are many short streams, which the hardware
+    /// prefetchers do not follow (a 4692-key F16 step: 440 -> 196 us).
     const PREFETCH_AHEAD: usize = 64;
+
+    /// How a pass adds a key to its sums.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Step {
+        /// F16 sums, the multiply-add fused in f32.
+        F16Fused,
+        /// F16 sums, the product rounded to f32 first.
+        F16,
+        /// f32 sums (an F32 cache), unfused.
+        F32,
+    }
 
     /// Whether the CPU has what [`pass`] needs.
     pub(super) fn available() -> bool {
@@ -449,32 +511,59 @@ mod x86 {
     /// One key's step of [`super::sum_dim_scalar`] on eight dimensions.
     #[inline]
     #[target_feature(enable = "avx2,f16c,fma")]
-    unsafe fn add_key(acc: __m256, v: __m256, w: KeyWeight, fused: bool) -> __m256 {
+    unsafe fn add_key(acc: __m256, v: __m256, w: KeyWeight, step: Step) -> __m256 {
         // SAFETY: the features are enabled on this function.
         unsafe {
+            let vs = _mm256_set1_ps(w.vs);
+            if step == Step::F32 {
+                let mut acc = acc;
+                if w.ms != 1.0 {
+                    acc = _mm256_mul_ps(acc, _mm256_set1_ps(w.ms));
+                }
+                return _mm256_add_ps(acc, _mm256_mul_ps(v, vs));
+            }
             let mut acc = acc;
             if w.ms != 1.0 {
                 acc = round_f16(_mm256_mul_ps(acc, _mm256_set1_ps(w.ms)));
             }
-            let vs = _mm256_set1_ps(w.vs);
-            round_f16(match fused {
-                true => _mm256_fmadd_ps(v, vs, acc),
-                false => _mm256_add_ps(acc, _mm256_mul_ps(v, vs)),
+            round_f16(match step {
+                Step::F16Fused => _mm256_fmadd_ps(v, vs, acc),
+                _ => _mm256_add_ps(acc, _mm256_mul_ps(v, vs)),
             })
         }
     }
 
-    /// The values of dimensions `d0..d0 + 8` in slots `slot..slot + 8`, widened to f32,
-    /// one vector per slot (an 8 x 8 transpose of the F16 bits).
+    /// The values of dimensions `d0..d0 + 8` in slots `slot..slot + 8`, as f32, one
+    /// vector per slot (an 8 x 8 transpose).
     #[inline]
     #[target_feature(enable = "avx2,f16c,fma")]
     unsafe fn transposed(s: &Sums, d0: usize, slot: usize) -> [__m256; 8] {
-        let mut r = [_mm_setzero_si128(); 8];
-        for (i, r) in r.iter_mut().enumerate() {
-            let src = &s.row(d0 + i)[slot..slot + 8];
-            // SAFETY: `src` holds the eight F16 values (16 bytes) loaded.
-            *r = unsafe { _mm_loadu_si128(src.as_ptr().cast()) };
+        match s.values {
+            Values::F16(_) => {
+                let mut r = [_mm_setzero_si128(); 8];
+                for (i, r) in r.iter_mut().enumerate() {
+                    let src = &s.row16(d0 + i)[slot..slot + 8];
+                    // SAFETY: `src` holds the eight F16 values (16 bytes) loaded.
+                    *r = unsafe { _mm_loadu_si128(src.as_ptr().cast()) };
+                }
+                transpose_f16(r)
+            }
+            Values::F32(_) => {
+                let mut r = [_mm256_setzero_ps(); 8];
+                for (i, r) in r.iter_mut().enumerate() {
+                    let src = &s.row32(d0 + i)[slot..slot + 8];
+                    // SAFETY: `src` holds the eight f32 values (32 bytes) loaded.
+                    *r = unsafe { _mm256_loadu_ps(src.as_ptr()) };
+                }
+                transpose_f32(r)
+            }
         }
+    }
+
+    /// `r[i][k]` (eight F16 values per vector) as `out[k][i]`, widened to f32.
+    #[inline]
+    #[target_feature(enable = "avx2,f16c,fma")]
+    unsafe fn transpose_f16(r: [__m128i; 8]) -> [__m256; 8] {
         let a0 = _mm_unpacklo_epi16(r[0], r[1]);
         let a1 = _mm_unpackhi_epi16(r[0], r[1]);
         let a2 = _mm_unpacklo_epi16(r[2], r[3]);
@@ -503,16 +592,81 @@ mod x86 {
         ]
     }
 
-    /// The values of dimensions `d0..d0 + 8` in one slot, widened to f32.
+    /// `r[i][k]` (eight f32 per vector) as `out[k][i]`.
+    #[inline]
+    #[target_feature(enable = "avx2,f16c,fma")]
+    unsafe fn transpose_f32(r: [__m256; 8]) -> [__m256; 8] {
+        let a0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let a1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let a2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let a3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let a4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let a5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let a6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let a7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let b0 = _mm256_shuffle_ps::<0x44>(a0, a2);
+        let b1 = _mm256_shuffle_ps::<0xEE>(a0, a2);
+        let b2 = _mm256_shuffle_ps::<0x44>(a1, a3);
+        let b3 = _mm256_shuffle_ps::<0xEE>(a1, a3);
+        let b4 = _mm256_shuffle_ps::<0x44>(a4, a6);
+        let b5 = _mm256_shuffle_ps::<0xEE>(a4, a6);
+        let b6 = _mm256_shuffle_ps::<0x44>(a5, a7);
+        let b7 = _mm256_shuffle_ps::<0xEE>(a5, a7);
+        [
+            _mm256_permute2f128_ps::<0x20>(b0, b4),
+            _mm256_permute2f128_ps::<0x20>(b1, b5),
+            _mm256_permute2f128_ps::<0x20>(b2, b6),
+            _mm256_permute2f128_ps::<0x20>(b3, b7),
+            _mm256_permute2f128_ps::<0x31>(b0, b4),
+            _mm256_permute2f128_ps::<0x31>(b1, b5),
+            _mm256_permute2f128_ps::<0x31>(b2, b6),
+            _mm256_permute2f128_ps::<0x31>(b3, b7),
+        ]
+    }
+
+    /// The values of dimensions `d0..d0 + 8` in one slot, as f32.
     #[inline]
     #[target_feature(enable = "avx2,f16c,fma")]
     unsafe fn column(s: &Sums, d0: usize, slot: usize) -> __m256 {
-        let mut bits = [0u16; 8];
-        for (i, b) in bits.iter_mut().enumerate() {
-            *b = s.row(d0 + i)[slot].to_bits();
+        match s.values {
+            Values::F16(_) => {
+                let mut bits = [0u16; 8];
+                for (i, b) in bits.iter_mut().enumerate() {
+                    *b = s.row16(d0 + i)[slot].to_bits();
+                }
+                // SAFETY: `bits` holds the eight u16 (16 bytes) loaded.
+                _mm256_cvtph_ps(unsafe { _mm_loadu_si128(bits.as_ptr().cast()) })
+            }
+            Values::F32(_) => {
+                let mut values = [0f32; 8];
+                for (i, v) in values.iter_mut().enumerate() {
+                    *v = s.row32(d0 + i)[slot];
+                }
+                // SAFETY: `values` holds the eight f32 loaded.
+                unsafe { _mm256_loadu_ps(values.as_ptr()) }
+            }
         }
-        // SAFETY: `bits` holds the eight u16 (16 bytes) loaded.
-        _mm256_cvtph_ps(unsafe { _mm_loadu_si128(bits.as_ptr().cast()) })
+    }
+
+    /// Requests the values of dimensions `dims` at slot `slot` into L1: one line for
+    /// F16 values (32 keys), two for f32 ones.
+    #[inline]
+    #[target_feature(enable = "avx2,f16c,fma")]
+    unsafe fn prefetch(s: &Sums, dims: std::ops::Range<usize>, slot: usize) {
+        // A prefetch is only a hint: it never faults, whatever the address.
+        for d in dims {
+            match s.values {
+                Values::F16(_) => {
+                    let line = s.row16(d).as_ptr().wrapping_add(slot);
+                    _mm_prefetch::<_MM_HINT_T0>(line.cast());
+                }
+                Values::F32(_) => {
+                    let line = s.row32(d).as_ptr().wrapping_add(slot);
+                    _mm_prefetch::<_MM_HINT_T0>(line.cast());
+                    _mm_prefetch::<_MM_HINT_T0>(line.wrapping_add(16).cast());
+                }
+            }
+        }
     }
 
     /// Phase 2 for query heads `j0..j0 + H` and dimensions `d0..d0 + 8 * C` (a whole
@@ -528,7 +682,11 @@ mod x86 {
         d0: usize,
         out: &mut [f32],
     ) {
-        let fused = d0 < s.body;
+        let step = match s.values {
+            Values::F32(_) => Step::F32,
+            Values::F16(_) if d0 < s.body => Step::F16Fused,
+            Values::F16(_) => Step::F16,
+        };
         let mut acc = [[_mm256_setzero_ps(); C]; H];
         let mut merged = [[_mm256_setzero_ps(); C]; H];
         // The values of eight keys: `x[key][block of eight dimensions]`.
@@ -537,17 +695,11 @@ mod x86 {
             let mut i = 0;
             while i + 8 <= span.len {
                 if i % 32 == 0 {
-                    for d in d0..d0 + 8 * C {
-                        let ahead = s
-                            .row(d)
-                            .as_ptr()
-                            .wrapping_add(span.slot + i + PREFETCH_AHEAD);
-                        // A prefetch is only a hint: it never faults, whatever the address.
-                        _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
-                    }
+                    // SAFETY: the features are enabled on this function.
+                    unsafe { prefetch(s, d0..d0 + 8 * C, span.slot + i + PREFETCH_AHEAD) };
                 }
                 for c in 0..C {
-                    // SAFETY: the features are enabled on this function.
+                    // SAFETY: as above.
                     let keys = unsafe { transposed(s, d0 + 8 * c, span.slot + i) };
                     for (x, v) in x.iter_mut().zip(keys) {
                         x[c] = v;
@@ -558,7 +710,7 @@ mod x86 {
                         let w = s.weights(j0 + j)[span.key + i + k];
                         for (acc, &x) in acc.iter_mut().zip(x) {
                             // SAFETY: as above.
-                            *acc = unsafe { add_key(*acc, x, w, fused) };
+                            *acc = unsafe { add_key(*acc, x, w, step) };
                         }
                     }
                 }
@@ -573,7 +725,7 @@ mod x86 {
                     let w = s.weights(j0 + j)[span.key + k];
                     for (acc, &x) in acc.iter_mut().zip(&x[0]) {
                         // SAFETY: as above.
-                        *acc = unsafe { add_key(*acc, x, w, fused) };
+                        *acc = unsafe { add_key(*acc, x, w, step) };
                     }
                 }
             }
