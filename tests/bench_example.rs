@@ -6,29 +6,31 @@ mod parity_support;
 use parity_support::{example, fixtures};
 use std::process::{Command, Output};
 
-fn bench(args: &[&str]) -> Output {
+/// `bench --depth DEPTH --prefill 16 --decode 8 --reps 1 EXTRA...` on the tiny Q4_K_M
+/// model (a context of 256 tokens).
+fn bench(depth: &str, extra: &[&str]) -> Output {
     let model = fixtures().join("tiny/tiny-gemma3-t1-q4_k_m.gguf");
     Command::new(example("bench"))
         .arg("--model")
         .arg(model)
-        .args(args)
+        .args([
+            "--depth",
+            depth,
+            "--prefill",
+            "16",
+            "--decode",
+            "8",
+            "--reps",
+            "1",
+        ])
+        .args(extra)
         .output()
         .expect("running bench")
 }
 
 #[test]
 fn depth_times_prefill_and_decode_after_a_filled_cache() {
-    let out = bench(&[
-        "--depth",
-        "200",
-        "--prefill",
-        "16",
-        "--decode",
-        "8",
-        "--reps",
-        "1",
-        "--json",
-    ]);
+    let out = bench("200", &["--json"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "bench failed: {stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -40,16 +42,7 @@ fn depth_times_prefill_and_decode_after_a_filled_cache() {
         assert!(rate.is_finite() && rate > 0.0, "{key} = {rate}");
     }
 
-    let text = bench(&[
-        "--depth",
-        "200",
-        "--prefill",
-        "16",
-        "--decode",
-        "8",
-        "--reps",
-        "1",
-    ]);
+    let text = bench("200", &[]);
     let stdout = String::from_utf8_lossy(&text.stdout);
     assert!(stdout.contains("prefill pp16 @ d200:"), "{stdout}");
     assert!(stdout.contains("decode tg8 @ d200:"), "{stdout}");
@@ -57,17 +50,7 @@ fn depth_times_prefill_and_decode_after_a_filled_cache() {
 
 #[test]
 fn a_depth_past_the_context_is_one_error_line() {
-    // The tiny model's context is 256 tokens.
-    let out = bench(&[
-        "--depth",
-        "250",
-        "--prefill",
-        "16",
-        "--decode",
-        "8",
-        "--reps",
-        "1",
-    ]);
+    let out = bench("250", &[]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
