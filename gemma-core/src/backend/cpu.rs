@@ -49,7 +49,7 @@ pub struct CpuBackend<'m> {
     tiles: attention_tiles::TileScratch,
     /// Value rows of the flash attention's one-chunk kernel.
     value_rows: attention_flash::ValueRows,
-    /// Buffers of the one-row steps over an F16 or F32 cache.
+    /// Buffers of the one-row steps.
     step: attention_step::StepScratch,
     /// Activation buffers of the second and later products of [`Backend::matmul_many`].
     more_scratch: Vec<MatmulScratch>,
@@ -314,7 +314,7 @@ impl Backend for CpuBackend<'_> {
         let numerics =
             AttentionNumerics::for_batch(self.flash_attention, job.batch_rows, store.shape.kv_type);
         let widened = numerics == AttentionNumerics::FlashTiled;
-        if numerics == AttentionNumerics::FlashChunked && attention_step::applies(job, store) {
+        if numerics == AttentionNumerics::FlashChunked && attention_step::applies(job) {
             attention_step::attention(q, store, job, out, &mut self.step);
             Ok(())
         } else if numerics == AttentionNumerics::FlashChunked {

@@ -1,18 +1,19 @@
 //! One-token steps of llama.cpp's one-chunk flash attention over an F16 cache (the
-//! decode default) or an F32 one, with the values of [`super::attention_flash`] but
-//! without gathering the values into rows first.
+//! decode default), an F32 or a Q8_0 one, with the values of [`super::attention_flash`]
+//! but without gathering (and dequantizing) the values into rows first.
 //!
-//! The cache keeps F16 and F32 values transposed (`[kv head][d][slot]`), and ggml's value
-//! sum treats every element on its own, so the sum of each dimension is a recurrence over
-//! the keys, in position order, that reads one contiguous row of the cache:
+//! ggml's value sum treats every element on its own, so the sum of each dimension is a
+//! recurrence over the keys, in position order. The cache keeps F16 and F32 values
+//! transposed (`[kv head][d][slot]`), so a dimension's values are one contiguous row;
+//! Q8_0 values stay in rows of blocks (`[kv head][slot][d]`), read a block at a time:
 //! 1. per query head, the score of every visible key, then the online softmax over them,
 //!    which fixes each key's rescale `ms` and weight `vs`, each run's merge factors and
 //!    the final `1 / sum` (see [`Weigh::weigh_keys`]);
 //! 2. per dimension, for every key: `acc = f16(acc * ms)` where `ms != 1`, then
 //!    `acc = f16(v * vs + acc)` (fused in f32 over the first multiple of 64 dimensions,
-//!    as ggml's AVX-512 loop does; the product rounded first after it); an F32 cache sums
-//!    in f32 (`acc *= ms`, then `acc += v * vs`, unfused); at the end of a run the run is
-//!    merged in f32 and `acc` restarts at 0 (see [`sum_dim_scalar`]).
+//!    as ggml's AVX-512 loop does; the product rounded first after it); F32 and Q8_0
+//!    caches sum in f32 (`acc *= ms`, then `acc += v * vs`, unfused); at the end of a run
+//!    the run is merged in f32 and `acc` restarts at 0 (see [`sum_dim_scalar`]).
 //!
 //! The SIMD twin takes eight dimensions per vector and sixteen vectors (of up to four
 //! query heads) per pass over the keys, so sixteen independent sums; it transposes the
@@ -26,6 +27,7 @@ use super::attention_flash::Runs;
 use super::f16_accumulator::GGML_F16_STEP;
 use super::kv_store::{CpuKvStore, KvData};
 use crate::backend::AttentionJob;
+use gemma_kernels::quant::{BlockQ8_0, QuantBlock};
 use half::f16;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -80,28 +82,28 @@ pub(crate) struct StepScratch {
     passes: Vec<f32>,
 }
 
-/// Whether [`attention`] runs `job`: one query row over an F16 or F32 cache.
-pub(crate) fn applies(job: &AttentionJob, store: &CpuKvStore) -> bool {
+/// Whether [`attention`] runs `job`: one query row.
+pub(crate) fn applies(job: &AttentionJob) -> bool {
     job.rows.len() == 1
-        && matches!(
-            (&store.keys, &store.values),
-            (KvData::F16(_), KvData::F16(_)) | (KvData::F32(_), KvData::F32(_))
-        )
 }
 
-/// The transposed values (`[kv head][d][slot]`) of a cache, or of one KV head.
+/// The values of a cache, or of one KV head: F16 and F32 transposed (`[kv head][d][slot]`),
+/// Q8_0 in rows of blocks (`[kv head][slot][d]`).
 #[derive(Clone, Copy, Debug)]
 enum Values<'a> {
     F16(&'a [f16]),
     F32(&'a [f32]),
+    Q8_0(&'a [BlockQ8_0]),
 }
 
 impl<'a> Values<'a> {
-    /// Elements `range` (those of one KV head).
+    /// Values `range` (those of one KV head, a whole number of blocks).
     fn part(self, range: Range<usize>) -> Values<'a> {
+        let blocks = range.start / BlockQ8_0::ELEMS..range.end / BlockQ8_0::ELEMS;
         match self {
             Values::F16(v) => Values::F16(&v[range]),
             Values::F32(v) => Values::F32(&v[range]),
+            Values::Q8_0(v) => Values::Q8_0(&v[blocks]),
         }
     }
 }
@@ -130,7 +132,7 @@ pub(super) fn attention_with(
     let value_cache = match &store.values {
         KvData::F16(v) => Values::F16(v),
         KvData::F32(v) => Values::F32(v),
-        KvData::Q8_0(_) => return,
+        KvData::Q8_0(v) => Values::Q8_0(v),
     };
     let heads = job.heads;
     let (dk, dv, group) = (heads.head_dim_k, heads.head_dim_v, heads.group());
@@ -189,6 +191,7 @@ pub(super) fn attention_with(
         let sums = Sums {
             values,
             slots,
+            dv,
             spans: &scratch.spans,
             n_keys: n,
             n_runs,
@@ -276,9 +279,11 @@ impl Weigh<'_> {
 
 /// Phase 2's inputs for one KV head.
 struct Sums<'a> {
-    /// The KV head's values, `[d][slot]`.
+    /// The KV head's values.
     values: Values<'a>,
     slots: usize,
+    /// Values per slot.
+    dv: usize,
     spans: &'a [Span],
     n_keys: usize,
     n_runs: usize,
@@ -293,20 +298,25 @@ struct Sums<'a> {
 }
 
 impl Sums<'_> {
-    /// The F16 values of dimension `d` by slot (empty for an F32 cache).
+    /// The F16 values of dimension `d` by slot (empty for another cache type).
     fn row16(&self, d: usize) -> &[f16] {
         match self.values {
             Values::F16(v) => &v[d * self.slots..(d + 1) * self.slots],
-            Values::F32(_) => &[],
+            _ => &[],
         }
     }
 
-    /// The F32 values of dimension `d` by slot (empty for an F16 cache).
+    /// The F32 values of dimension `d` by slot (empty for another cache type).
     fn row32(&self, d: usize) -> &[f32] {
         match self.values {
             Values::F32(v) => &v[d * self.slots..(d + 1) * self.slots],
-            Values::F16(_) => &[],
+            _ => &[],
         }
+    }
+
+    /// The Q8_0 block holding dimension `d` in `slot` (a Q8_0 cache).
+    fn block(&self, blocks: &'_ [BlockQ8_0], slot: usize, d: usize) -> BlockQ8_0 {
+        blocks[(slot * self.dv + d) / BlockQ8_0::ELEMS]
     }
 
     /// Query head `j`'s key weights.
@@ -324,38 +334,54 @@ impl Sums<'_> {
 /// head) in dimension `d`.
 fn sum_dim_scalar(s: &Sums, j: usize, d: usize) -> f32 {
     let round = |x: f32| f16::from_f32(x).to_f32();
+    let f32_step = |acc: f32, v: f32, w: KeyWeight| {
+        let acc = if w.ms != 1.0 { acc * w.ms } else { acc };
+        acc + v * w.vs
+    };
     match s.values {
         Values::F16(_) => {
-            let fused = d < s.body;
-            recurrence(s, j, s.row16(d), |acc, v: f16, w| {
-                let acc = if w.ms != 1.0 { round(acc * w.ms) } else { acc };
-                round(match fused {
-                    true => v.to_f32().mul_add(w.vs, acc),
-                    false => acc + v.to_f32() * w.vs,
-                })
-            })
+            let (row, fused) = (s.row16(d), d < s.body);
+            recurrence(
+                s,
+                j,
+                |slot| row[slot],
+                |acc, v, w| {
+                    let acc = if w.ms != 1.0 { round(acc * w.ms) } else { acc };
+                    round(match fused {
+                        true => v.to_f32().mul_add(w.vs, acc),
+                        false => acc + v.to_f32() * w.vs,
+                    })
+                },
+            )
         }
-        Values::F32(_) => recurrence(s, j, s.row32(d), |acc, v: f32, w| {
-            let acc = if w.ms != 1.0 { acc * w.ms } else { acc };
-            acc + v * w.vs
-        }),
+        Values::F32(_) => {
+            let row = s.row32(d);
+            recurrence(s, j, |slot| row[slot], f32_step)
+        }
+        Values::Q8_0(blocks) => {
+            let value = |slot| {
+                let b = s.block(blocks, slot, d);
+                b.qs[d % BlockQ8_0::ELEMS] as f32 * b.d.to_f32()
+            };
+            recurrence(s, j, value, f32_step)
+        }
     }
 }
 
-/// Query head `j`'s sum over the keys of one dimension's `row` (by slot), `step(acc,
-/// value, weight)` adding one key, each run merged at its end; times `1 / sum`.
-fn recurrence<T: Copy>(
+/// Query head `j`'s sum over the keys of one dimension (`value(slot)`), `step(acc, value,
+/// weight)` adding one key, each run merged at its end; times `1 / sum`.
+fn recurrence<T>(
     s: &Sums,
     j: usize,
-    row: &[T],
+    value: impl Fn(usize) -> T,
     step: impl Fn(f32, T, KeyWeight) -> f32,
 ) -> f32 {
     let (weights, merges) = (s.weights(j), s.merges(j));
     let (mut acc, mut merged) = (0.0f32, 0.0f32);
     for span in s.spans {
         let keys = &weights[span.key..span.key + span.len];
-        for (&v, &w) in row[span.slot..span.slot + span.len].iter().zip(keys) {
-            acc = step(acc, v, w);
+        for (slot, &w) in (span.slot..span.slot + span.len).zip(keys) {
+            acc = step(acc, value(slot), w);
         }
         if span.ends_run {
             let m = merges[span.run];

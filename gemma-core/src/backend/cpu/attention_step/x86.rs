@@ -1,6 +1,7 @@
 //! The SIMD twin of [`super::sum_dim_scalar`]: AVX2, F16C and FMA.
 
 use super::{KeyWeight, Sums, Values};
+use gemma_kernels::quant::{BlockQ8_0, QuantBlock};
 use std::arch::x86_64::*;
 
 /// Keys ahead of the current ones whose values a pass requests into L1 in every row
@@ -15,7 +16,7 @@ enum Step {
     F16Fused,
     /// F16 sums, the product rounded to f32 first.
     F16,
-    /// f32 sums (an F32 cache), unfused.
+    /// f32 sums (an F32 or Q8_0 cache), unfused.
     F32,
 }
 
@@ -81,6 +82,14 @@ unsafe fn transposed(s: &Sums, d0: usize, slot: usize) -> [__m256; 8] {
                 *r = unsafe { _mm256_loadu_ps(src.as_ptr()) };
             }
             transpose_f32(r)
+        }
+        Values::Q8_0(_) => {
+            let mut out = [_mm256_setzero_ps(); 8];
+            for (k, out) in out.iter_mut().enumerate() {
+                // SAFETY: the features are enabled on this function.
+                *out = unsafe { column(s, d0, slot + k) };
+            }
+            out
         }
     }
 }
@@ -170,11 +179,21 @@ unsafe fn column(s: &Sums, d0: usize, slot: usize) -> __m256 {
             // SAFETY: `values` holds the eight f32 loaded.
             unsafe { _mm256_loadu_ps(values.as_ptr()) }
         }
+        Values::Q8_0(blocks) => {
+            // `d0` is a multiple of 8: the eight values lie in one block.
+            let b = s.block(blocks, slot, d0);
+            let at = d0 % BlockQ8_0::ELEMS;
+            let quants = &b.qs[at..at + 8];
+            // SAFETY: `quants` holds the eight bytes loaded.
+            let q = unsafe { _mm_loadl_epi64(quants.as_ptr().cast()) };
+            let q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+            _mm256_mul_ps(q, _mm256_set1_ps(b.d.to_f32()))
+        }
     }
 }
 
 /// Requests the values of dimensions `dims` at slot `slot` into L1: one line for
-/// F16 values (32 keys), two for f32 ones.
+/// F16 values (32 keys), two for f32 ones, none for Q8_0 rows.
 #[inline]
 #[target_feature(enable = "avx2,f16c,fma")]
 unsafe fn prefetch(s: &Sums, dims: std::ops::Range<usize>, slot: usize) {
@@ -190,6 +209,8 @@ unsafe fn prefetch(s: &Sums, dims: std::ops::Range<usize>, slot: usize) {
                 _mm_prefetch::<_MM_HINT_T0>(line.cast());
                 _mm_prefetch::<_MM_HINT_T0>(line.wrapping_add(16).cast());
             }
+            // Rows of blocks: strided reads that the hardware prefetchers follow.
+            Values::Q8_0(_) => {}
         }
     }
 }
@@ -208,7 +229,7 @@ pub(super) unsafe fn pass<const H: usize, const C: usize>(
     out: &mut [f32],
 ) {
     let step = match s.values {
-        Values::F32(_) => Step::F32,
+        Values::F32(_) | Values::Q8_0(_) => Step::F32,
         Values::F16(_) if d0 < s.body => Step::F16Fused,
         Values::F16(_) => Step::F16,
     };
