@@ -179,15 +179,9 @@ impl<'a> Online<'a> {
         }
         let dv = store.shape.heads.head_dim_v;
         let s = self.query.dot(store.key(g, job.slot_map.slot(pos)), dots);
-        let (mut ms, mut vs) = (1.0f32, 1.0f32);
         let at = (pos - rows.first) * dv;
         let run = &mut self.run;
-        if s > run.m {
-            ms = (run.m - s).exp();
-            run.m = s;
-        } else {
-            vs = (s - run.m).exp();
-        }
+        let (ms, vs) = key_weight(&mut run.m, s);
         if self.acc16.is_empty() {
             // ggml fuses these multiply-adds; in f32 that changes only the last bit.
             if ms != 1.0 {
@@ -222,6 +216,28 @@ impl<'a> Online<'a> {
     }
 }
 
+/// ggml's online softmax at a key of score `s`, `m` the running maximum (raised to `s`
+/// when above it): the rescale `ms` of the sums so far and the key's weight `vs`, one of
+/// them 1.
+pub(super) fn key_weight(m: &mut f32, s: f32) -> (f32, f32) {
+    if s > *m {
+        let ms = (*m - s).exp();
+        *m = s;
+        (ms, 1.0)
+    } else {
+        (1.0, (s - *m).exp())
+    }
+}
+
+/// ggml's `reduce_partials` of a run of maximum `run_m` into the runs so far, of maximum
+/// `m` (raised to the larger): the factors of the sums so far and of the run.
+pub(super) fn merge_factors(m: &mut f32, run_m: f32) -> (f32, f32) {
+    let max = m.max(run_m);
+    let factors = ((*m - max).exp(), (run_m - max).exp());
+    *m = max;
+    factors
+}
+
 /// The running maximum, sum and value sum of a run (ggml's partials).
 struct Partial {
     m: f32,
@@ -250,13 +266,11 @@ impl Partial {
         if p.sum == 0.0 {
             return;
         }
-        let m = self.m.max(p.m);
-        let (old, new) = ((self.m - m).exp(), (p.m - m).exp());
+        let (old, new) = merge_factors(&mut self.m, p.m);
         for (a, &b) in self.acc.iter_mut().zip(&p.acc) {
             *a = *a * old + b * new;
         }
         self.sum = self.sum * old + p.sum * new;
-        self.m = m;
     }
 
     /// `out = acc / sum` (0 without keys).

@@ -23,7 +23,7 @@
 //! follow (the 270M decodes 1-2% faster than with short steps on one thread).
 
 use super::attention::{Dots, Query};
-use super::attention_flash::Runs;
+use super::attention_flash::{key_weight, merge_factors, Runs};
 use super::f16_accumulator::GGML_F16_STEP;
 use super::kv_store::{CpuKvStore, KvData};
 use crate::backend::AttentionJob;
@@ -235,18 +235,9 @@ impl Weigh<'_> {
         for span in self.spans {
             for (i, slot) in (span.slot..span.slot + span.len).enumerate() {
                 let s = query.dot(self.store.key(self.g, slot), self.dots);
-                let w = if s > m {
-                    let ms = (m - s).exp();
-                    m = s;
-                    KeyWeight { ms, vs: 1.0 }
-                } else {
-                    KeyWeight {
-                        ms: 1.0,
-                        vs: (s - m).exp(),
-                    }
-                };
-                sum = sum * w.ms + w.vs;
-                weights[span.key + i] = w;
+                let (ms, vs) = key_weight(&mut m, s);
+                sum = sum * ms + vs;
+                weights[span.key + i] = KeyWeight { ms, vs };
             }
             if span.ends_run {
                 merges[span.run] = if sum == 0.0 {
@@ -256,10 +247,8 @@ impl Weigh<'_> {
                         skip: true,
                     }
                 } else {
-                    let mm = total_m.max(m);
-                    let (old, new) = ((total_m - mm).exp(), (m - mm).exp());
+                    let (old, new) = merge_factors(&mut total_m, m);
                     total_sum = total_sum * old + sum * new;
-                    total_m = mm;
                     RunMerge {
                         old,
                         new,
