@@ -8,8 +8,8 @@
 //! (logits of the last one only); the decode starts from an empty cache and runs
 //! `--decode` single-token steps (batch 1). With `--depth N` (llama-bench's `-d`) both
 //! start after N tokens already in the cache, prefilled untimed, so they measure speed
-//! at that context length (`decode tg128 @ d4096`). Medians over `--reps` repetitions, after one
-//! warm-up repetition (it pages the weights in). The decode bound is the machine's
+//! at that context length (`decode tg128 @ d4096`). Medians over `--reps` repetitions,
+//! after one warm-up repetition (it pages the weights in). The decode bound is the machine's
 //! memory bandwidth (the faster of a plain and a software-prefetching read of a 512 MiB
 //! buffer by the same number of threads) divided by the bytes of weights one token
 //! reads. `--json` prints one object with `prefill_tokens_per_s`, `decode_tokens_per_s`,
