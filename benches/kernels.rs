@@ -1,4 +1,5 @@
-//! Quantized matrix products on the real Gemma 3 12B shapes, with 2 threads.
+//! Quantized matrix products on the real Gemma 3 12B shapes (and the 270M's), with 2
+//! threads.
 //!
 //! - `matvec/<type>/<rows>x<cols>`: one token (decode), in GB/s of weight bytes streamed
 //!   (compare with `cargo bench --bench bandwidth`, threads_2).
@@ -45,6 +46,18 @@ const MATVEC_TYPES: [GgmlType; 9] = [
     GgmlType::IQ4_XS,
 ];
 const OUTPUT_TYPES: [GgmlType; 2] = [GgmlType::Q6_K, GgmlType::Q4_K];
+
+/// Decode products of the real 270M Q4_K_M file (the default model): its Q5_0
+/// projections (640 not being a multiple of 256), its Q4_K / Q6_K `ffn_down` and its
+/// Q8_0 output matrix (262144 rows of 640, 72% of the bytes a token reads).
+const MATVEC_MODEL_SHAPES: [(GgmlType, (usize, usize)); 6] = [
+    (GgmlType::Q5_0, (1024, 640)),
+    (GgmlType::Q5_0, (2048, 640)),
+    (GgmlType::Q5_0, (640, 1024)),
+    (GgmlType::Q4_K, (640, 2048)),
+    (GgmlType::Q6_K, (640, 2048)),
+    (GgmlType::Q8_0, (262_144, 640)),
+];
 const PREFILL_TYPES: [GgmlType; 5] = [
     GgmlType::Q4_K,
     GgmlType::Q4_0,
@@ -197,6 +210,11 @@ fn kernels(c: &mut Criterion) {
         }
         if OUTPUT_TYPES.contains(&ty) {
             bench_matvec(c, ty, OUTPUT_SHAPE, &pool);
+        }
+    }
+    for (ty, shape) in MATVEC_MODEL_SHAPES {
+        if has_simd(ty) {
+            bench_matvec(c, ty, shape, &pool);
         }
     }
     for ty in PREFILL_TYPES {

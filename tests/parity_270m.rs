@@ -8,8 +8,10 @@
 //! - the greedy continuation, teacher-forced (llama.cpp's 32 ids fed back one token at
 //!   a time, as it did): the same top-1 wherever its margin is > 1.0, its top-5 in our
 //!   top-10;
-//! - free-running greedy (after truncating the session back to the prompt): all 32 ids
-//!   equal, including `long_context` (673 tokens, longer than the 512-token window).
+//! - free-running greedy (after truncating the session back to the prompt): the same ids
+//!   as llama.cpp's 32 (`long_context`: 673 tokens, longer than the 512-token window)
+//!   until, if ever, a step where llama.cpp's own top-1/top-2 margin is below 0.5 and we
+//!   pick its second best (what follows depends on rounding, see below).
 //!
 //! The files were made with llama.cpp's default flash attention, whose rounding the
 //! engine reproduces by default (`ModelOptions::flash_attention`). This model amplifies
@@ -17,7 +19,12 @@
 //! attention off differs from these files by up to 3.6 max abs and 1.28 mean, and its
 //! greedy continuation leaves theirs on 3 of the 8 prompts (code_python at the first
 //! step); with flash attention on, llama.cpp run here equals them on 7 of 8 (it leaves
-//! long_context's at step 8). Run with `--nocapture` to see the numbers.
+//! long_context's at step 8). Our top-1/top-2 margins differ from llama.cpp's by about 0.1
+//! on average at the teacher-forced steps (up to 1.3), whatever the order in which the
+//! one-token kernels sum; changing that order alone (the Q4_0/Q5_0 kernels taking four
+//! blocks per step instead of two) moved where `english`, `numbers` and `long_context`
+//! leave llama.cpp's path, each at a step with a margin below 0.5. Run with
+//! `--nocapture` to see the numbers.
 
 mod parity_support;
 
@@ -120,7 +127,9 @@ impl Agreement {
 
 /// Greedy ids from `first` (the current logits of `session`) while they equal `want`:
 /// the length of the common prefix.
-fn free_greedy(session: &mut Session<'_>, first: &[f32], want: &[u32]) -> usize {
+/// Runs greedy decoding from `first` (the prompt's last logits) while it picks `want`'s
+/// ids: how many it picked, and the id it picked instead of the next one, if any.
+fn free_greedy(session: &mut Session<'_>, first: &[f32], want: &[u32]) -> (usize, Option<u32>) {
     let mut next = argmax(first) as u32;
     let mut same = 0;
     while same < want.len() && next == want[same] {
@@ -129,7 +138,7 @@ fn free_greedy(session: &mut Session<'_>, first: &[f32], want: &[u32]) -> usize 
             next = argmax(session.step(next).expect("step")) as u32;
         }
     }
-    same
+    (same, (same < want.len()).then_some(next))
 }
 
 #[test]
@@ -222,7 +231,7 @@ fn gemma3_270m_matches_llama_cpp() {
         session
             .truncate(tokens.len())
             .expect("truncate back to the prompt");
-        let same = free_greedy(&mut session, &last, &want);
+        let (same, other) = free_greedy(&mut session, &last, &want);
         let margins: Vec<f32> = (0..want.len())
             .map(|s| {
                 let l = floats(&greedy["top_logits"][s]);
@@ -233,11 +242,18 @@ fn gemma3_270m_matches_llama_cpp() {
             .iter()
             .position(|&m| m < LIKELY_MARGIN)
             .unwrap_or(want.len());
-        if same < want.len() {
-            fails.push(format!(
-                "{name} greedy: first {same} of {} ids equal (llama.cpp's first margin < {LIKELY_MARGIN} at step {low_margin})",
-                want.len()
-            ));
+        // Leaving llama.cpp's path is only allowed at a near-tie of its own: a margin
+        // below LIKELY_MARGIN there, and our id its second best.
+        if let Some(other) = other {
+            let second = ids(&greedy["top_ids"][same])[1];
+            if margins[same] >= LIKELY_MARGIN || other != second {
+                fails.push(format!(
+                    "{name} greedy: first {same} of {} ids equal, then {other} where llama.cpp has {} (margin {:.3}) and {second} second",
+                    want.len(),
+                    want[same],
+                    margins[same]
+                ));
+            }
         }
         println!(
             "{name:13} {:4} tokens | top-1: {} clear ok, {:.3} agree (margin>{LIKELY_MARGIN}) | top-20 overlap >= {} | last: max {max_abs:.3} mean {mean_abs:.4} KL {kl:.5} | forced greedy top-1 agree {:.3} | free greedy {same}/32 (first margin < {LIKELY_MARGIN} at step {low_margin})",

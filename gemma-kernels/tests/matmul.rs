@@ -173,6 +173,54 @@ fn float_many_token_path_handles_odd_row_lengths() {
     }
 }
 
+/// The one-token path of the 32-value formats on rows of any number of blocks: the
+/// AVX-512 kernels take four blocks per step (the last 1-3 blocks of a row go through
+/// the format's dot product) and, on rows of over 256 blocks, four rows per call (the
+/// last 1-3 rows alone). Against the f64 products of the same values.
+#[test]
+fn one_token_rows_of_any_block_count() {
+    let mut rng = Rng(5);
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        GgmlType::IQ4_NL,
+    ] {
+        for (rows, blocks) in [
+            (7usize, 1usize),
+            (9, 2),
+            (70, 3),
+            (5, 5),
+            (66, 7),
+            (3, 20),
+            (7, 257),
+            (6, 259),
+        ] {
+            let cols = 32 * blocks;
+            let data = random_weights(ty, rows, cols, &mut rng);
+            let w = WeightMatrix::new(ty, &data, rows, cols).expect("weight matrix");
+            let mut wd = vec![0.0f32; rows * cols];
+            quant::dequantize(ty, &data, &mut wd).expect("dequantize");
+            let x = rng.vec(cols);
+            let xd = dequantized_activations(ty, &x, cols);
+            let y = run(&w, &x, 1);
+            for r in 0..rows {
+                let (mut want, mut scale) = (0.0f64, 0.0f64);
+                for k in 0..cols {
+                    let p = f64::from(wd[r * cols + k]) * f64::from(xd[k]);
+                    want += p;
+                    scale += p.abs();
+                }
+                let got = f64::from(y[r]);
+                assert!(
+                    (got - want).abs() <= tolerance(ty) * scale.max(1e-30),
+                    "{ty:?} rows={rows} blocks={blocks} r={r}: {got} vs {want}"
+                );
+            }
+        }
+    }
+}
+
 /// The many-token path (token tiles, four-token kernels where a format has one) against
 /// the one-token path: the same integer sums, so equal up to float summation order.
 #[test]

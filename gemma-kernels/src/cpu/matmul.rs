@@ -109,10 +109,8 @@ pub struct MatmulScratch {
     act: Vec<u64>,
     /// Per-activation-block values of the sixteen-row GEMM kernels (sums, scales).
     extra: Vec<i32>,
-    /// Activation block scales as f32 for the scaled one-token kernels.
-    scales: Vec<f32>,
-    /// Activation quants of block pairs rearranged for the several-row one-token kernels.
-    pairs: Vec<[i8; 64]>,
+    /// Activations rearranged for the one-token kernels of `scaled`.
+    scaled: scaled::ScaledScratch,
 }
 
 /// The first `n` activation blocks of format `A` in `buf`, growing it if needed.
@@ -214,13 +212,7 @@ impl BlockVisitor for Matmul<'_, '_> {
             scaled4: None,
         };
         if n == 1 {
-            if !scaled::matvec_with_scaled_kernel(
-                &rows,
-                act,
-                y,
-                &mut scratch.scales,
-                &mut scratch.pairs,
-            ) {
+            if !scaled::matvec_with_scaled_kernel(&rows, act, y, &mut scratch.scaled) {
                 rows.matvec(act, y);
             }
         } else if !gemm::matmat_with_gemm_kernel(&rows, act, n, y, &mut scratch.extra)

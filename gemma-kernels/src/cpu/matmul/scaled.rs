@@ -1,6 +1,6 @@
 //! One-token products of the 32-element formats with Q8_0 activations whose kernels
-//! take the activation block scales widened to f32 once per product (Q4_0 and Q5_0 with
-//! AVX-512 VNNI); every other case takes the format's plain dot product.
+//! take the activations rearranged once per product (Q4_0 and Q5_0 with AVX-512 VNNI);
+//! every other case takes the format's plain dot product.
 
 use super::Rows;
 #[cfg(target_arch = "x86_64")]
@@ -9,72 +9,78 @@ use crate::quant::QuantBlock;
 #[cfg(target_arch = "x86_64")]
 use rayon::prelude::*;
 
-/// Rows of at most this many blocks take the one-row scaled kernels; longer rows (4096+
+/// Rows of at most this many blocks take the one-row quad kernels; longer rows (4096+
 /// values, e.g. the 12B's `ffn_down`) take the kernels that multiply several rows with
 /// each activation block while it is in registers.
 #[cfg(target_arch = "x86_64")]
 const MAX_BLOCKS_PER_ROW: usize = 256;
 
-/// Runs the one-token product of `rows` with a scaled kernel when the format has one on
-/// this CPU (and `GEMMA_ISA` allows it), the activation scales widened into `scales`;
-/// returns false, having done nothing, otherwise.
+/// The rearranged activations of the last product, kept to reuse their memory.
+#[derive(Debug, Default)]
+pub(super) struct ScaledScratch {
+    /// Activation block scales as f32 (two per pair) for the several-row kernels.
+    #[cfg(target_arch = "x86_64")]
+    scales: Vec<f32>,
+    /// Activation quants of block pairs for the several-row kernels.
+    #[cfg(target_arch = "x86_64")]
+    pairs: Vec<crate::cpu::x86_64::avx512_rows_legacy::ActPair>,
+    /// Activations in groups of four blocks for the one-row kernels.
+    #[cfg(target_arch = "x86_64")]
+    quads: Vec<crate::cpu::x86_64::avx512_quads_legacy::ActQuad>,
+}
+
+/// Runs the one-token product of `rows` with a rearranged-activation kernel when the
+/// format has one on this CPU (and `GEMMA_ISA` allows it); returns false, having done
+/// nothing, otherwise.
 pub(super) fn matvec_with_scaled_kernel<B: QuantBlock>(
     rows: &Rows<B>,
     act: &[B::Act],
     y: &mut [f32],
-    scales: &mut Vec<f32>,
-    pairs: &mut Vec<[i8; 64]>,
+    scratch: &mut ScaledScratch,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        use crate::cpu::x86_64::{avx512_rows_legacy as many, avx512_scaled_legacy as one};
+        use crate::cpu::x86_64::{avx512_quads_legacy as quads, avx512_rows_legacy as many};
         use crate::quant::{BlockQ4_0, BlockQ5_0};
         use gemma_gguf::GgmlType;
 
         match B::TYPE {
             GgmlType::Q4_0 => {
-                return run_as::<B, BlockQ4_0>(
-                    rows,
-                    act,
-                    y,
-                    scales,
-                    pairs,
-                    one::q4_0(),
-                    many::q4_0(),
-                )
+                let kernels = (quads::q4_0(), many::q4_0());
+                return run_as::<B, BlockQ4_0>(rows, act, y, scratch, 8, kernels);
             }
             GgmlType::Q5_0 => {
-                return run_as::<B, BlockQ5_0>(
-                    rows,
-                    act,
-                    y,
-                    scales,
-                    pairs,
-                    one::q5_0(),
-                    many::q5_0(),
-                )
+                let kernels = (quads::q5_0(), many::q5_0());
+                return run_as::<B, BlockQ5_0>(rows, act, y, scratch, 16, kernels);
             }
             _ => {}
         }
     }
-    let _ = (rows, act, y, scales, pairs);
+    let _ = (rows, act, y, scratch);
     false
 }
 
+/// The one-row and several-row kernels of format `C`, when this CPU has them.
+#[cfg(target_arch = "x86_64")]
+type Kernels<C> = (
+    Option<crate::cpu::x86_64::avx512_quads_legacy::QuadVecDot<C>>,
+    Option<crate::cpu::x86_64::avx512_rows_legacy::RowsVecDot<C>>,
+);
+
 /// Runs the product as format `C` (the same format as `B`, seen through its concrete
-/// type) with `one` (and `many` on long rows), when they exist and `GEMMA_ISA` allows
-/// AVX-512.
+/// type, whose stored quants are `value + offset`) with the quad kernel (and the
+/// several-row kernel on long rows), when they exist and `GEMMA_ISA` allows AVX-512.
 #[cfg(target_arch = "x86_64")]
 fn run_as<B: QuantBlock, C: QuantBlock<Act = crate::quant::BlockQ8_0>>(
     rows: &Rows<B>,
     act: &[B::Act],
     y: &mut [f32],
-    scales: &mut Vec<f32>,
-    pairs: &mut Vec<[i8; 64]>,
-    one: Option<crate::cpu::x86_64::avx512_scaled_legacy::ScaledVecDot<C>>,
-    many: Option<crate::cpu::x86_64::avx512_rows_legacy::RowsVecDot<C>>,
+    scratch: &mut ScaledScratch,
+    offset: i32,
+    (quad, many): Kernels<C>,
 ) -> bool {
     use crate::cpu::isa::{self, Isa};
+    use crate::cpu::x86_64::avx512_quads_legacy::{arrange_quads, QUAD};
     use crate::cpu::x86_64::avx512_rows_legacy::{interleave_pairs, ROWS};
 
     if isa::current() < Isa::Avx512 || B::TYPE != C::TYPE {
@@ -82,19 +88,25 @@ fn run_as<B: QuantBlock, C: QuantBlock<Act = crate::quant::BlockQ8_0>>(
     }
     // Both casts are identities: `C` is `B` (same ggml type), so are their activations.
     let weights = bytemuck::try_cast_slice::<B, C>(rows.weights);
-    let act = bytemuck::try_cast_slice::<B::Act, C::Act>(act);
-    let (Ok(weights), Ok(act), Some(one), Some(many)) = (weights, act, one, many) else {
+    let act_c = bytemuck::try_cast_slice::<B::Act, C::Act>(act);
+    let (Ok(weights), Ok(act_c), Some(quad), Some(many)) = (weights, act_c, quad, many) else {
         return false;
     };
     let bpr = rows.blocks_per_row;
     let long = bpr > MAX_BLOCKS_PER_ROW;
+    let ScaledScratch {
+        scales,
+        pairs,
+        quads,
+    } = scratch;
     if long {
-        interleave_pairs(act, pairs, scales);
+        interleave_pairs(act_c, pairs, scales);
     } else {
-        scales.clear();
-        scales.extend(act.iter().map(|b| b.d.to_f32()));
+        arrange_quads(act_c, offset, quads);
     }
-    let (scales, pairs) = (&scales[..], &pairs[..]);
+    let (scales, pairs, quads) = (&scales[..], &pairs[..], &quads[..]);
+    // Blocks the quad kernel takes; the last `bpr % QUAD` take the format's dot product.
+    let whole = QUAD * (bpr / QUAD);
     y.par_chunks_mut(DECODE_ROWS_PER_TASK)
         .enumerate()
         .for_each(|(chunk, ys)| {
@@ -110,7 +122,14 @@ fn run_as<B: QuantBlock, C: QuantBlock<Act = crate::quant::BlockQ8_0>>(
             }
             for (i, out) in ys.iter_mut().enumerate().skip(done) {
                 let r = first + i;
-                *out = one(&weights[r * bpr..(r + 1) * bpr], act, scales);
+                *out = if long {
+                    (rows.dot)(rows.row(r), act)
+                } else {
+                    let tail = (whole < bpr).then(|| {
+                        (rows.dot)(&rows.weights[r * bpr + whole..(r + 1) * bpr], &act[whole..])
+                    });
+                    quad(&weights[r * bpr..r * bpr + whole], quads) + tail.unwrap_or(0.0)
+                };
             }
         });
     true

@@ -10,8 +10,7 @@
 //! of the [`ROWS`] rows are converted together. The rows are [`ROWS`] separate streams,
 //! too short for the hardware prefetchers, so the kernel requests the next group of rows
 //! linearly into L2 as it goes (without that it streams at half the speed of the one-row
-//! kernel; with it, faster). The integer sums are those of `avx512_scaled_legacy`;
-//! results agree with the scalar twin to float rounding.
+//! kernel; with it, faster). Results agree with the scalar twin to float rounding.
 
 use crate::cpu::isa::{has_avx512_vnni, Isa};
 use crate::quant::{BlockQ4_0, BlockQ5_0, BlockQ8_0};
