@@ -17,8 +17,8 @@ use crate::KernelError;
 use gemma_gguf::GgmlType;
 use rayon::prelude::*;
 
+mod arranged;
 mod gemm;
-mod scaled;
 mod tiles;
 
 /// Output rows per parallel task for one token: a multiple of 16 so that two tasks
@@ -109,8 +109,8 @@ pub struct MatmulScratch {
     act: Vec<u64>,
     /// Per-activation-block values of the sixteen-row GEMM kernels (sums, scales).
     extra: Vec<i32>,
-    /// Activations rearranged for the one-token kernels of `scaled`.
-    scaled: scaled::ScaledScratch,
+    /// Activations rearranged for the one-token kernels of `arranged`.
+    arranged: arranged::ArrangedScratch,
 }
 
 /// The first `n` activation blocks of format `A` in `buf`, growing it if needed.
@@ -212,7 +212,7 @@ impl BlockVisitor for Matmul<'_, '_> {
             scaled4: None,
         };
         if n == 1 {
-            if !scaled::matvec_with_scaled_kernel(&rows, act, y, &mut scratch.scaled) {
+            if !arranged::matvec_with_arranged_kernel(&rows, act, y, &mut scratch.arranged) {
                 rows.matvec(act, y);
             }
         } else if !gemm::matmat_with_gemm_kernel(&rows, act, n, y, &mut scratch.extra)

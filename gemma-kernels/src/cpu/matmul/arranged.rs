@@ -17,7 +17,7 @@ const MAX_BLOCKS_PER_ROW: usize = 256;
 
 /// The rearranged activations of the last product, kept to reuse their memory.
 #[derive(Debug, Default)]
-pub(super) struct ScaledScratch {
+pub(super) struct ArrangedScratch {
     /// Activation block scales as f32 (two per pair) for the several-row kernels.
     #[cfg(target_arch = "x86_64")]
     scales: Vec<f32>,
@@ -32,11 +32,11 @@ pub(super) struct ScaledScratch {
 /// Runs the one-token product of `rows` with a rearranged-activation kernel when the
 /// format has one on this CPU (and `GEMMA_ISA` allows it); returns false, having done
 /// nothing, otherwise.
-pub(super) fn matvec_with_scaled_kernel<B: QuantBlock>(
+pub(super) fn matvec_with_arranged_kernel<B: QuantBlock>(
     rows: &Rows<B>,
     act: &[B::Act],
     y: &mut [f32],
-    scratch: &mut ScaledScratch,
+    scratch: &mut ArrangedScratch,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -75,7 +75,7 @@ fn run_as<B: QuantBlock, C: QuantBlock<Act = crate::quant::BlockQ8_0>>(
     rows: &Rows<B>,
     act: &[B::Act],
     y: &mut [f32],
-    scratch: &mut ScaledScratch,
+    scratch: &mut ArrangedScratch,
     offset: i32,
     (quad, many): Kernels<C>,
 ) -> bool {
@@ -94,7 +94,7 @@ fn run_as<B: QuantBlock, C: QuantBlock<Act = crate::quant::BlockQ8_0>>(
     };
     let bpr = rows.blocks_per_row;
     let long = bpr > MAX_BLOCKS_PER_ROW;
-    let ScaledScratch {
+    let ArrangedScratch {
         scales,
         pairs,
         quads,
