@@ -88,6 +88,26 @@ fn run(w: &WeightMatrix, x: &[f32], n: usize) -> Vec<f32> {
     y
 }
 
+/// Checks every output `y[r]` of a one-token product against the f64 sum of the
+/// dequantized weight row `r` of `wd` times the dequantized activations `xd`.
+fn assert_one_token_matches_f64(ty: GgmlType, wd: &[f32], xd: &[f32], y: &[f32], what: &str) {
+    let cols = xd.len();
+    for (r, (row, &got)) in wd.chunks(cols).zip(y).enumerate() {
+        let (mut want, mut scale) = (0.0f64, 0.0f64);
+        for (&w, &x) in row.iter().zip(xd) {
+            let p = f64::from(w) * f64::from(x);
+            want += p;
+            scale += p.abs();
+        }
+        let got = f64::from(got);
+        assert!(
+            (got - want).abs() <= tolerance(ty) * scale.max(1e-30),
+            "{ty:?} {what} rows={} r={r}: {got} vs {want} (scale {scale})",
+            y.len()
+        );
+    }
+}
+
 /// Q4_1 and Q5_1 use the F16-rounded block sum of their Q8_1 activations for the
 /// minimum term (as ggml does), which the dequantized activations do not show.
 fn tolerance(ty: GgmlType) -> f64 {
@@ -204,19 +224,7 @@ fn one_token_rows_of_any_block_count() {
             let x = rng.vec(cols);
             let xd = dequantized_activations(ty, &x, cols);
             let y = run(&w, &x, 1);
-            for r in 0..rows {
-                let (mut want, mut scale) = (0.0f64, 0.0f64);
-                for k in 0..cols {
-                    let p = f64::from(wd[r * cols + k]) * f64::from(xd[k]);
-                    want += p;
-                    scale += p.abs();
-                }
-                let got = f64::from(y[r]);
-                assert!(
-                    (got - want).abs() <= tolerance(ty) * scale.max(1e-30),
-                    "{ty:?} rows={rows} blocks={blocks} r={r}: {got} vs {want}"
-                );
-            }
+            assert_one_token_matches_f64(ty, &wd, &xd, &y, &format!("blocks={blocks}"));
         }
     }
 }
@@ -278,19 +286,7 @@ fn long_rows_match_f64_reference() {
             let x = rng.vec(cols);
             let xd = dequantized_activations(ty, &x, cols);
             let y = pool.install(|| run(&w, &x, 1));
-            for r in 0..rows {
-                let (mut want, mut scale) = (0.0f64, 0.0f64);
-                for k in 0..cols {
-                    let p = f64::from(wd[r * cols + k]) * f64::from(xd[k]);
-                    want += p;
-                    scale += p.abs();
-                }
-                let got = f64::from(y[r]);
-                assert!(
-                    (got - want).abs() <= tolerance(ty) * scale.max(1e-30),
-                    "{ty:?} rows={rows} r={r}: {got} vs {want} (scale {scale})"
-                );
-            }
+            assert_one_token_matches_f64(ty, &wd, &xd, &y, &format!("cols={cols}"));
         }
     }
 }
