@@ -88,13 +88,26 @@ fn run(w: &WeightMatrix, x: &[f32], n: usize) -> Vec<f32> {
     y
 }
 
-/// Checks every output `y[r]` of a one-token product against the f64 sum of the
-/// dequantized weight row `r` of `wd` times the dequantized activations `xd`.
-fn assert_one_token_matches_f64(ty: GgmlType, wd: &[f32], xd: &[f32], y: &[f32], what: &str) {
-    let cols = xd.len();
-    for (r, (row, &got)) in wd.chunks(cols).zip(y).enumerate() {
+/// Multiplies a random `rows x cols` matrix of type `ty` with a random token through
+/// `product` and checks every output against the f64 sum of the dequantized weight row
+/// times the dequantized activations.
+fn check_one_token(
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    rng: &mut Rng,
+    product: impl Fn(&WeightMatrix, &[f32]) -> Vec<f32>,
+) {
+    let data = random_weights(ty, rows, cols, rng);
+    let w = WeightMatrix::new(ty, &data, rows, cols).expect("weight matrix");
+    let mut wd = vec![0.0f32; rows * cols];
+    quant::dequantize(ty, &data, &mut wd).expect("dequantize");
+    let x = rng.vec(cols);
+    let xd = dequantized_activations(ty, &x, cols);
+    let y = product(&w, &x);
+    for (r, (row, &got)) in wd.chunks(cols).zip(&y).enumerate() {
         let (mut want, mut scale) = (0.0f64, 0.0f64);
-        for (&w, &x) in row.iter().zip(xd) {
+        for (&w, &x) in row.iter().zip(&xd) {
             let p = f64::from(w) * f64::from(x);
             want += p;
             scale += p.abs();
@@ -102,8 +115,7 @@ fn assert_one_token_matches_f64(ty: GgmlType, wd: &[f32], xd: &[f32], y: &[f32],
         let got = f64::from(got);
         assert!(
             (got - want).abs() <= tolerance(ty) * scale.max(1e-30),
-            "{ty:?} {what} rows={} r={r}: {got} vs {want} (scale {scale})",
-            y.len()
+            "{ty:?} rows={rows} cols={cols} r={r}: {got} vs {want} (scale {scale})"
         );
     }
 }
@@ -195,8 +207,8 @@ fn float_many_token_path_handles_odd_row_lengths() {
 
 /// The one-token path of the 32-value formats on rows of any number of blocks: the
 /// AVX-512 kernels take four blocks per step (the last 1-3 blocks of a row go through
-/// the format's dot product) and, on rows of over 256 blocks, four rows per call (the
-/// last 1-3 rows alone). Against the f64 products of the same values.
+/// the format's dot product); rows of over 256 blocks are `long_rows_match_f64_reference`'s.
+/// Against the f64 products of the same values.
 #[test]
 fn one_token_rows_of_any_block_count() {
     let mut rng = Rng(5);
@@ -206,25 +218,8 @@ fn one_token_rows_of_any_block_count() {
         GgmlType::Q8_0,
         GgmlType::IQ4_NL,
     ] {
-        for (rows, blocks) in [
-            (7usize, 1usize),
-            (9, 2),
-            (70, 3),
-            (5, 5),
-            (66, 7),
-            (3, 20),
-            (7, 257),
-            (6, 259),
-        ] {
-            let cols = 32 * blocks;
-            let data = random_weights(ty, rows, cols, &mut rng);
-            let w = WeightMatrix::new(ty, &data, rows, cols).expect("weight matrix");
-            let mut wd = vec![0.0f32; rows * cols];
-            quant::dequantize(ty, &data, &mut wd).expect("dequantize");
-            let x = rng.vec(cols);
-            let xd = dequantized_activations(ty, &x, cols);
-            let y = run(&w, &x, 1);
-            assert_one_token_matches_f64(ty, &wd, &xd, &y, &format!("blocks={blocks}"));
+        for (rows, blocks) in [(7usize, 1usize), (9, 2), (70, 3), (5, 5), (66, 7), (3, 20)] {
+            check_one_token(ty, rows, 32 * blocks, &mut rng, |w, x| run(w, x, 1));
         }
     }
 }
@@ -279,14 +274,9 @@ fn long_rows_match_f64_reference() {
         .expect("pool");
     for ty in [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0] {
         for rows in [1usize, 3, 6, 70, 131] {
-            let data = random_weights(ty, rows, cols, &mut rng);
-            let w = WeightMatrix::new(ty, &data, rows, cols).expect("weight matrix");
-            let mut wd = vec![0.0f32; rows * cols];
-            quant::dequantize(ty, &data, &mut wd).expect("dequantize");
-            let x = rng.vec(cols);
-            let xd = dequantized_activations(ty, &x, cols);
-            let y = pool.install(|| run(&w, &x, 1));
-            assert_one_token_matches_f64(ty, &wd, &xd, &y, &format!("cols={cols}"));
+            check_one_token(ty, rows, cols, &mut rng, |w, x| {
+                pool.install(|| run(w, x, 1))
+            });
         }
     }
 }
