@@ -346,3 +346,36 @@ fn rejects_bad_shapes_and_types() {
     let mut y = vec![0.0f32; 4];
     assert!(matmul(&w, &[1.0, 2.0], 1, &mut y, &mut scratch).is_err());
 }
+
+/// The one-token paths of every other SIMD level this CPU has (each picks its kernels
+/// once per process from `GEMMA_ISA`): this test binary's f64 checks run again in a
+/// child process per level.
+#[test]
+fn one_token_paths_of_every_isa_match_f64_reference() {
+    use gemma_kernels::cpu::isa::{self, Isa};
+    let checks = [
+        "one_token_rows_of_any_block_count",
+        "long_rows_match_f64_reference",
+        "matches_f64_reference_for_every_type_and_shape",
+    ];
+    let exe = std::env::current_exe().expect("test binary path");
+    for other in Isa::available()
+        .into_iter()
+        .filter(|&i| i != isa::current())
+    {
+        let out = std::process::Command::new(&exe)
+            .args(checks)
+            .args(["--exact", "--test-threads", "1"])
+            .env("GEMMA_ISA", other.name())
+            .output()
+            .expect("run the test binary again");
+        let log = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && log.contains(&format!("{} passed", checks.len())),
+            "GEMMA_ISA={}: {log}{}",
+            other.name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("GEMMA_ISA={}: {} checks passed", other.name(), checks.len());
+    }
+}

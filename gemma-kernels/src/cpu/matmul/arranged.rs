@@ -1,6 +1,6 @@
 //! One-token products of the 32-element formats with Q8_0 activations whose kernels
-//! take the activations rearranged once per product (Q4_0 and Q5_0 with AVX-512 VNNI);
-//! every other case takes the format's plain dot product.
+//! take the activations rearranged once per product (Q4_0 and Q5_0 with AVX-512 VNNI or
+//! AVX2); every other case takes the format's plain dot product.
 
 use super::Rows;
 #[cfg(target_arch = "x86_64")]
@@ -9,11 +9,11 @@ use crate::quant::QuantBlock;
 #[cfg(target_arch = "x86_64")]
 use rayon::prelude::*;
 
-/// Rows of at most this many blocks take the one-row quad kernels; longer rows (4096+
-/// values, e.g. the 12B's `ffn_down`) take the kernels that multiply several rows with
-/// each activation block while it is in registers.
+/// With AVX-512, rows of at most this many blocks take the one-row quad kernels; longer
+/// rows (4096+ values, e.g. the 12B's `ffn_down`) take the kernels that multiply several
+/// rows with each activation block while it is in registers.
 #[cfg(target_arch = "x86_64")]
-const MAX_BLOCKS_PER_ROW: usize = 256;
+const MAX_BLOCKS_PER_QUAD_ROW: usize = 256;
 
 /// The rearranged activations of the last product, kept to reuse their memory.
 #[derive(Debug, Default)]
@@ -26,7 +26,7 @@ pub(super) struct ArrangedScratch {
     pairs: Vec<crate::cpu::x86_64::avx512_rows_legacy::ActPair>,
     /// Activations in groups of four blocks for the one-row kernels.
     #[cfg(target_arch = "x86_64")]
-    quads: Vec<crate::cpu::x86_64::avx512_quads_legacy::ActQuad>,
+    quads: Vec<crate::cpu::x86_64::act_quads::ActQuad>,
 }
 
 /// Runs the one-token product of `rows` with a rearranged-activation kernel when the
@@ -40,17 +40,35 @@ pub(super) fn matvec_with_arranged_kernel<B: QuantBlock>(
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        use crate::cpu::x86_64::{avx512_quads_legacy as quads, avx512_rows_legacy as many};
+        use crate::cpu::isa::{self, Isa};
+        use crate::cpu::x86_64::{
+            avx2_quads_legacy as quads256, avx512_quads_legacy as quads512,
+            avx512_rows_legacy as many,
+        };
         use crate::quant::{BlockQ4_0, BlockQ5_0};
         use gemma_gguf::GgmlType;
 
+        let avx512 = isa::current() >= Isa::Avx512;
+        let avx2 = isa::current() >= Isa::Avx2;
         match B::TYPE {
             GgmlType::Q4_0 => {
-                let kernels = (quads::q4_0(), many::q4_0());
+                let kernels = match (quads512::q4_0(), many::q4_0()) {
+                    (Some(quad), Some(long_rows)) if avx512 => Some(Kernels {
+                        quad,
+                        long_rows: Some(long_rows),
+                    }),
+                    _ => quads256::q4_0().filter(|_| avx2).map(Kernels::one_row),
+                };
                 return run_as::<B, BlockQ4_0>(rows, act, y, scratch, 8, kernels);
             }
             GgmlType::Q5_0 => {
-                let kernels = (quads::q5_0(), many::q5_0());
+                let kernels = match (quads512::q5_0(), many::q5_0()) {
+                    (Some(quad), Some(long_rows)) if avx512 => Some(Kernels {
+                        quad,
+                        long_rows: Some(long_rows),
+                    }),
+                    _ => quads256::q5_0().filter(|_| avx2).map(Kernels::one_row),
+                };
                 return run_as::<B, BlockQ5_0>(rows, act, y, scratch, 16, kernels);
             }
             _ => {}
@@ -60,16 +78,29 @@ pub(super) fn matvec_with_arranged_kernel<B: QuantBlock>(
     false
 }
 
-/// The one-row and several-row kernels of format `C`, when this CPU has them.
+/// The kernels of format `C` on this CPU.
 #[cfg(target_arch = "x86_64")]
-type Kernels<C> = (
-    Option<crate::cpu::x86_64::avx512_quads_legacy::QuadVecDot<C>>,
-    Option<crate::cpu::x86_64::avx512_rows_legacy::RowsVecDot<C>>,
-);
+struct Kernels<C> {
+    /// One row times activations in quads.
+    quad: crate::cpu::x86_64::act_quads::QuadVecDot<C>,
+    /// Several rows at once, for rows of over [`MAX_BLOCKS_PER_QUAD_ROW`] blocks (AVX-512
+    /// only; without it every row takes `quad`).
+    long_rows: Option<crate::cpu::x86_64::avx512_rows_legacy::RowsVecDot<C>>,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<C> Kernels<C> {
+    /// Kernels that take every row with `quad`.
+    fn one_row(quad: crate::cpu::x86_64::act_quads::QuadVecDot<C>) -> Self {
+        Kernels {
+            quad,
+            long_rows: None,
+        }
+    }
+}
 
 /// Runs the product as format `C` (the same format as `B`, seen through its concrete
-/// type, whose stored quants are `value + offset`) with the quad kernel (and the
-/// several-row kernel on long rows), when they exist and `GEMMA_ISA` allows AVX-512.
+/// type, whose stored quants are `value + offset`) with `kernels`, when there are any.
 #[cfg(target_arch = "x86_64")]
 fn run_as<B: QuantBlock, C: QuantBlock<Act = crate::quant::BlockQ8_0>>(
     rows: &Rows<B>,
@@ -77,29 +108,29 @@ fn run_as<B: QuantBlock, C: QuantBlock<Act = crate::quant::BlockQ8_0>>(
     y: &mut [f32],
     scratch: &mut ArrangedScratch,
     offset: i32,
-    (quad, many): Kernels<C>,
+    kernels: Option<Kernels<C>>,
 ) -> bool {
-    use crate::cpu::isa::{self, Isa};
-    use crate::cpu::x86_64::avx512_quads_legacy::{arrange_quads, QUAD};
+    use crate::cpu::x86_64::act_quads::{arrange_quads, QUAD};
     use crate::cpu::x86_64::avx512_rows_legacy::{interleave_pairs, ROWS};
 
-    if isa::current() < Isa::Avx512 || B::TYPE != C::TYPE {
+    if B::TYPE != C::TYPE {
         return false;
     }
     // Both casts are identities: `C` is `B` (same ggml type), so are their activations.
     let weights = bytemuck::try_cast_slice::<B, C>(rows.weights);
     let act_c = bytemuck::try_cast_slice::<B::Act, C::Act>(act);
-    let (Ok(weights), Ok(act_c), Some(quad), Some(many)) = (weights, act_c, quad, many) else {
+    let (Ok(weights), Ok(act_c), Some(kernels)) = (weights, act_c, kernels) else {
         return false;
     };
     let bpr = rows.blocks_per_row;
-    let long = bpr > MAX_BLOCKS_PER_ROW;
+    let long_rows = kernels.long_rows.filter(|_| bpr > MAX_BLOCKS_PER_QUAD_ROW);
+    let quad = kernels.quad;
     let ArrangedScratch {
         scales,
         pairs,
         quads,
     } = scratch;
-    if long {
+    if long_rows.is_some() {
         interleave_pairs(act_c, pairs, scales);
     } else {
         arrange_quads(act_c, offset, quads);
@@ -112,7 +143,7 @@ fn run_as<B: QuantBlock, C: QuantBlock<Act = crate::quant::BlockQ8_0>>(
         .for_each(|(chunk, ys)| {
             let first = chunk * DECODE_ROWS_PER_TASK;
             let mut done = 0;
-            if long {
+            if let Some(many) = long_rows {
                 let (groups, _) = ys.as_chunks_mut::<ROWS>();
                 for (g, out) in groups.iter_mut().enumerate() {
                     let r = first + g * ROWS;
@@ -122,7 +153,7 @@ fn run_as<B: QuantBlock, C: QuantBlock<Act = crate::quant::BlockQ8_0>>(
             }
             for (i, out) in ys.iter_mut().enumerate().skip(done) {
                 let r = first + i;
-                *out = if long {
+                *out = if long_rows.is_some() {
                     (rows.dot)(rows.row(r), act)
                 } else {
                     let tail = (whole < bpr).then(|| {

@@ -16,59 +16,12 @@
 //! two-block kernel could not keep up with memory. Results agree with the scalar twin to
 //! float rounding (the per-block integer sums are exact).
 
+use super::act_quads::{packed_scales, ActQuad, QuadVecDot, QUAD};
 use super::avx2_kquants::prefetch_far;
 use crate::cpu::isa::{has_avx512_vnni, Isa};
-use crate::quant::{BlockQ4_0, BlockQ5_0, BlockQ8_0};
+use crate::quant::{BlockQ4_0, BlockQ5_0};
 use half::f16;
 use std::arch::x86_64::*;
-
-/// Blocks taken per step.
-pub(crate) const QUAD: usize = 4;
-
-/// Four Q8_0 activation blocks `k = 0..4` arranged for the quad kernels.
-#[derive(Clone, Copy, Debug)]
-#[repr(C, align(64))]
-pub(crate) struct ActQuad {
-    /// Quants `0..16` of block `k` at `16 k ..`.
-    lo: [i8; 64],
-    /// Quants `16..32` of block `k` at `16 k ..`.
-    hi: [i8; 64],
-    /// Minus the weight offset times the sum of the activations that `vpdpbusd` lane `l`
-    /// multiplies (bytes `4 l .. 4 l + 4` of `lo` and of `hi`).
-    offset_sums: [i32; 16],
-    /// The scales of blocks `0..4`.
-    d: [f32; QUAD],
-}
-
-/// Rearranges the first whole quads of `x` (`x.len() / 4` of them) into `quads` for
-/// weights whose stored quants are `value + offset`.
-pub(crate) fn arrange_quads(x: &[BlockQ8_0], offset: i32, quads: &mut Vec<ActQuad>) {
-    quads.clear();
-    for four in x.chunks_exact(QUAD) {
-        let mut quad = ActQuad {
-            lo: [0; 64],
-            hi: [0; 64],
-            offset_sums: [0; 16],
-            d: [0.0; QUAD],
-        };
-        for (k, block) in four.iter().enumerate() {
-            quad.lo[16 * k..16 * k + 16].copy_from_slice(&block.qs[..16]);
-            quad.hi[16 * k..16 * k + 16].copy_from_slice(&block.qs[16..]);
-            quad.d[k] = block.d.to_f32();
-        }
-        for (lane, sum) in quad.offset_sums.iter_mut().enumerate() {
-            let bytes = quad.lo[4 * lane..4 * lane + 4]
-                .iter()
-                .chain(&quad.hi[4 * lane..4 * lane + 4]);
-            *sum = -offset * bytes.map(|&q| i32::from(q)).sum::<i32>();
-        }
-        quads.push(quad);
-    }
-}
-
-/// One weight row of `4 · quads.len()` blocks (or more: the rest is not read) times the
-/// activations [`arrange_quads`] made.
-pub(crate) type QuadVecDot<W> = fn(&[W], &[ActQuad]) -> f32;
 
 /// The Q4_0 kernel, if this CPU has AVX-512 F/BW/VL and VNNI.
 pub(crate) fn q4_0() -> Option<QuadVecDot<BlockQ4_0>> {
@@ -130,10 +83,7 @@ unsafe fn step<W>(
             hi,
             _mm512_load_si512(xq.hi.as_ptr().cast()),
         );
-        let bits = |k: usize| u64::from(d(blocks.get_unchecked(k)).to_bits()) << (16 * k);
-        let wd = _mm_cvtph_ps(_mm_cvtsi64_si128(
-            (bits(0) | bits(1) | bits(2) | bits(3)) as i64,
-        ));
+        let wd = _mm_cvtph_ps(_mm_cvtsi64_si128(packed_scales(blocks, d)));
         let scales = _mm_mul_ps(wd, _mm_load_ps(xq.d.as_ptr()));
         let spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
         let s = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(scales));
@@ -243,28 +193,7 @@ unsafe fn with_bit(v: __m512i, mask: u64, bit: __m512i) -> __m512i {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::x86_64::avx512_gemm::tests::values;
-    use crate::quant::QuantBlock;
-
-    fn check<B: QuantBlock<Act = BlockQ8_0>>(kernel: QuadVecDot<B>, offset: i32) {
-        for quads in (1..=9).chain([31, 32, 64, 120]) {
-            let blocks = QUAD * quads;
-            let mut w = vec![<B as bytemuck::Zeroable>::zeroed(); blocks];
-            B::quantize(&values(blocks * 32, blocks as u32), &mut w);
-            let mut x = vec![<BlockQ8_0 as bytemuck::Zeroable>::zeroed(); blocks];
-            BlockQ8_0::quantize_act(&values(blocks * 32, 7 + blocks as u32), &mut x);
-            let mut arranged = Vec::new();
-            arrange_quads(&x, offset, &mut arranged);
-            let want = B::vec_dot(&w, &x);
-            let got = kernel(&w, &arranged);
-            let tol = 1e-5 * (want.abs() + 1.0);
-            assert!(
-                (got - want).abs() <= tol,
-                "{:?} {blocks} blocks: {got} vs {want}",
-                B::TYPE
-            );
-        }
-    }
+    use crate::cpu::x86_64::act_quads::tests::check_quad_kernel;
 
     #[test]
     fn quad_kernels_match_scalar() {
@@ -272,7 +201,7 @@ mod tests {
             eprintln!("no AVX-512 VNNI on this CPU: nothing to check");
             return;
         };
-        check(q4, 8);
-        check(q5, 16);
+        check_quad_kernel(q4, 8);
+        check_quad_kernel(q5, 16);
     }
 }

@@ -1,8 +1,10 @@
 //! x86-64 SIMD kernels, one file per ISA and format family, each behind `#[target_feature]`.
 
+pub(crate) mod act_quads;
 pub mod avx2_kquants;
 pub mod avx2_legacy;
 pub mod avx2_ops;
+pub(crate) mod avx2_quads_legacy;
 pub(crate) mod avx512_gemm;
 pub(crate) mod avx512_gemm_float;
 pub(crate) mod avx512_gemm_kquants;
