@@ -58,12 +58,17 @@ const MATVEC_MODEL_SHAPES: [(GgmlType, (usize, usize)); 6] = [
     (GgmlType::Q6_K, (640, 2048)),
     (GgmlType::Q8_0, (262_144, 640)),
 ];
-const PREFILL_TYPES: [GgmlType; 5] = [
+const PREFILL_TYPES: [GgmlType; 10] = [
     GgmlType::Q4_K,
     GgmlType::Q4_0,
     GgmlType::Q5_0,
     GgmlType::Q6_K,
     GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q5_K,
+    GgmlType::IQ4_NL,
+    GgmlType::IQ4_XS,
 ];
 
 /// Prefill shapes of the real models: the 270M feed-forward (Q5_0 in its Q4_K_M file,

@@ -45,7 +45,7 @@ pub trait QuantBlock: bytemuck::Pod + Send + Sync {
     }
 }
 
-mod common;
+pub(crate) mod common;
 mod dispatch;
 mod float;
 mod iq4_nl;

@@ -25,7 +25,10 @@ pub(super) fn matmat_with_gemm_kernel<B: QuantBlock>(
     #[cfg(target_arch = "x86_64")]
     {
         use crate::cpu::x86_64::{avx512_gemm_float, avx512_gemm_kquants, avx512_gemm_legacy};
-        use crate::quant::{BlockQ4_0, BlockQ4_K, BlockQ5_0, BlockQ6_K, BlockQ8_0};
+        use crate::quant::{
+            BlockIQ4_NL, BlockIQ4_XS, BlockQ2_K, BlockQ3_K, BlockQ4_0, BlockQ4_K, BlockQ5_0,
+            BlockQ5_K, BlockQ6_K, BlockQ8_0,
+        };
         use gemma_gguf::GgmlType;
 
         // Runs the product as concrete format `$c` with the kernels `$gemm`.
@@ -38,8 +41,13 @@ pub(super) fn matmat_with_gemm_kernel<B: QuantBlock>(
             GgmlType::Q4_0 => run_as!(BlockQ4_0, avx512_gemm_legacy::q4_0()),
             GgmlType::Q5_0 => run_as!(BlockQ5_0, avx512_gemm_legacy::q5_0()),
             GgmlType::Q8_0 => run_as!(BlockQ8_0, avx512_gemm_legacy::q8_0()),
+            GgmlType::IQ4_NL => run_as!(BlockIQ4_NL, avx512_gemm_legacy::iq4_nl()),
+            GgmlType::Q2_K => run_as!(BlockQ2_K, avx512_gemm_kquants::q2_k()),
+            GgmlType::Q3_K => run_as!(BlockQ3_K, avx512_gemm_kquants::q3_k()),
             GgmlType::Q4_K => run_as!(BlockQ4_K, avx512_gemm_kquants::q4_k()),
+            GgmlType::Q5_K => run_as!(BlockQ5_K, avx512_gemm_kquants::q5_k()),
             GgmlType::Q6_K => run_as!(BlockQ6_K, avx512_gemm_kquants::q6_k()),
+            GgmlType::IQ4_XS => run_as!(BlockIQ4_XS, avx512_gemm_kquants::iq4_xs()),
             GgmlType::F32 => run_as!(f32, avx512_gemm_float::f32_gemm()),
             _ => {}
         }
@@ -184,8 +192,13 @@ mod tests {
             GgmlType::Q4_0,
             GgmlType::Q5_0,
             GgmlType::Q8_0,
+            GgmlType::IQ4_NL,
+            GgmlType::Q2_K,
+            GgmlType::Q3_K,
             GgmlType::Q4_K,
+            GgmlType::Q5_K,
             GgmlType::Q6_K,
+            GgmlType::IQ4_XS,
         ];
         let mut scratch = MatmulScratch::default();
         for ty in types {

@@ -12,7 +12,7 @@
 //! every block is exactly ggml's.
 //!
 //! This file holds the common pieces; the formats are in `avx512_gemm_legacy` (Q4_0,
-//! Q5_0, Q8_0) and `avx512_gemm_kquants` (Q4_K, Q6_K).
+//! Q5_0, Q8_0, IQ4_NL) and `avx512_gemm_kquants` (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS).
 
 /// Weight rows packed and multiplied together (one 32-bit lane of a 512-bit vector each).
 pub(crate) const GROUP_ROWS: usize = 16;
@@ -118,11 +118,11 @@ pub(crate) struct Gemm<W, A> {
 
 /// Defines `$name()`, returning the [`Gemm`] of `$w` x `$a` when the CPU has AVX-512
 /// F/BW/VL and VNNI (the kernels are built on `vpdpbusd`), `None` otherwise; `$pack` and
-/// `$run` are the `#[target_feature]` functions, `$prepare` a safe one, `$min_tokens` the
+/// `$run` are the `#[target_feature]` functions, `$prepare` a safe function, `$min_tokens` the
 /// smallest batch it is used for.
 macro_rules! gemm_kernels {
     ($(#[$doc:meta])* $name:ident: $w:ty, $a:ty, $lines:expr, $extra:expr, $min_tokens:expr
-        => $prepare:ident, $pack:ident, $run:ident) => {
+        => $prepare:expr, $pack:ident, $run:ident) => {
         $(#[$doc])*
         pub(crate) fn $name() -> Option<$crate::cpu::x86_64::avx512_gemm::Gemm<$w, $a>> {
             use $crate::cpu::x86_64::avx512_gemm::{Gemm, Line, Outputs};

@@ -1,138 +1,379 @@
-//! Sixteen-row AVX-512 VNNI GEMM of Q4_K and Q6_K with Q8_K activations; see
-//! `avx512_gemm` for the layout.
+//! Sixteen-row AVX-512 VNNI GEMM of the 256-element formats with Q8_K activations (Q2_K,
+//! Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS); see `avx512_gemm` for the layout.
 //!
 //! A packed block holds 64 weight lines (line `i`: weights `4i..4i+4` of every row,
-//! unsigned), then per sub-block a line of the sixteen rows' integer scales as i32, then
-//! the format's extra lines and f32 scales. Per token, the `vpdpbusd` sums of a
-//! sub-block are multiplied by its scales (`vpmulld`) and added, which is ggml's
-//! integer sum per block; only the block's total is converted to f32.
+//! stored as `value + offset`, unsigned), then per sub-block a line of the sixteen rows'
+//! integer scales as i32, then (formats with minimums) the minimums as i16 pairs, then
+//! the `d` line and (with minimums) the `dmin` line, as f32. Per token, each sub-block's
+//! `vpdpbusd` sum starts at `-offset · Σ x` of its activations (so it is ggml's
+//! `Σ value · x` exactly), is multiplied by its scales (`vpmulld`) and added: ggml's
+//! integer sum per block; only the block's totals are converted to f32. Minimums meet
+//! pairs of sub-block activation sums in `vpdpwssd`.
 //!
-//! - Q4_K: eight sub-blocks of 32; four lines of minimums as i16 pairs, multiplied with
-//!   pairs of 32-element activation sums (`vpdpwssd`), then `d` and `dmin` lines.
-//! - Q6_K: sixteen sub-blocks of 16; weights stored as `q` (0..64) with each sub-block
-//!   sum seeded with `-32 · Σ x` of its activations, then the `d` line.
+//! | format | sub-block | offset | minimums |
+//! |---|---|---|---|
+//! | Q2_K | 16 | 0 | yes |
+//! | Q3_K | 16 | 4 | no |
+//! | Q4_K | 32 | 0 | yes |
+//! | Q5_K | 32 | 0 | yes |
+//! | Q6_K | 16 | 32 | no |
+//! | IQ4_XS | 32 | 128 | no |
 
 use super::avx512_gemm::{gemm_kernels, lengths_agree, transpose_rows, Line, Outputs, GROUP_ROWS};
-use crate::quant::{BlockQ4_K, BlockQ6_K, BlockQ8_K};
+use crate::quant::common::KVALUES_IQ4NL;
+use crate::quant::{
+    BlockIQ4_XS, BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_K, QuantBlock,
+};
 use std::arch::x86_64::*;
 
 /// Weight lines per 256-element block.
 const WEIGHT_LINES: usize = 64;
-/// Q4_K lines per block: weights, 8 scale lines, 4 minimum lines, `d`, `dmin`.
-const Q4_K_LINES: usize = WEIGHT_LINES + 8 + 4 + 2;
-/// Q4_K values per activation block: the four pairs of 32-element sums as i16 pairs.
-const Q4_K_EXTRA: usize = 4;
-/// Q6_K lines per block: weights, 16 scale lines, `d`.
-const Q6_K_LINES: usize = WEIGHT_LINES + 16 + 1;
-/// Q6_K values per activation block: `-32 · Σ x` of each 16-element sub-block.
-const Q6_K_EXTRA: usize = 16;
 
-/// The pairs `(s_{2j}, s_{2j+1})` of 32-element sums of a Q8_K block as i16 pairs (each
-/// sum is at most 32 · 128 in magnitude).
-fn prepare_q4_k(x: &BlockQ8_K, extra: &mut [i32]) {
-    for (j, e) in extra[..Q4_K_EXTRA].iter_mut().enumerate() {
-        let s = |i: usize| i32::from(x.bsums[2 * i]) + i32::from(x.bsums[2 * i + 1]);
-        let (lo, hi) = (s(2 * j) as i16 as u16, s(2 * j + 1) as i16 as u16);
-        *e = (u32::from(lo) | u32::from(hi) << 16) as i32;
-    }
+/// The integer scales and minimums of one block and its two f32 super-scales.
+struct Header {
+    /// Scale of sub-block `s` (the first [`Packed::SUBS`] are used).
+    scales: [i32; 16],
+    /// Minimum of sub-block `s` (formats with minimums).
+    mins: [i32; 16],
+    /// Super-block scale of the scales.
+    d: f32,
+    /// Super-block scale of the minimums (formats with minimums).
+    dmin: f32,
 }
 
-/// `-32 ·` each 16-element sum of a Q8_K block.
-fn prepare_q6_k(x: &BlockQ8_K, extra: &mut [i32]) {
-    for (e, &s) in extra[..Q6_K_EXTRA].iter_mut().zip(&x.bsums) {
-        *e = -32 * i32::from(s);
-    }
+/// A 256-element format as the sixteen-row GEMM packs it.
+trait Packed: QuantBlock<Act = BlockQ8_K> {
+    /// Elements per sub-block: 16 or 32.
+    const SUB: usize;
+    /// What the stored unsigned weights exceed the signed ones by.
+    const OFFSET: i32;
+    /// Whether each sub-block subtracts `dmin · min · Σ x`.
+    const MINS: bool;
+    /// Sub-blocks per block.
+    const SUBS: usize = 256 / Self::SUB;
+    /// Line of the `d` values (after the weights, scales and minimum pairs).
+    const D_LINE: usize = WEIGHT_LINES + Self::SUBS + if Self::MINS { Self::SUBS / 2 } else { 0 };
+    /// Lines per packed block.
+    const LINES: usize = Self::D_LINE + if Self::MINS { 2 } else { 1 };
+    /// Values per activation block: the seeds `-offset · Σ x` of the sub-blocks (when
+    /// the offset is not zero), then the pairs of sub-block sums as i16 pairs (with
+    /// minimums).
+    const EXTRA: usize = if Self::OFFSET != 0 { Self::SUBS } else { 0 }
+        + if Self::MINS { Self::SUBS / 2 } else { 0 };
+
+    /// Writes the 256 weights plus [`Self::OFFSET`] in element order to `q`.
+    ///
+    /// # Safety
+    /// Only for inlining into functions with AVX-512 F/BW/VL enabled.
+    unsafe fn unsigned(&self, q: &mut [u8; 256]);
+
+    /// The block's scales, minimums and super-scales.
+    fn header(&self) -> Header;
 }
 
-/// Packs up to sixteen Q4_K rows of `bpr` blocks.
+/// Low and high nibbles of 32 bytes at `p`.
+///
+/// # Safety
+/// `p` must point to 32 readable bytes; AVX2 enabled by the caller.
 #[inline(always)]
-fn pack_q4_k_body(w: &[BlockQ4_K], bpr: usize, dst: &mut [Line]) {
+unsafe fn nibbles32(p: *const u8) -> (__m256i, __m256i) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        let v = _mm256_loadu_si256(p.cast());
+        let m4 = _mm256_set1_epi8(0xF);
+        (
+            _mm256_and_si256(v, m4),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4),
+        )
+    }
+}
+
+/// `add` where bit `bit` of the bytes of `mask` is set, else 0.
+///
+/// # Safety
+/// AVX-512BW/VL enabled by the caller.
+#[inline(always)]
+unsafe fn where_bit(mask: __m256i, bit: u8, add: i8) -> __m256i {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        let set = _mm256_test_epi8_mask(mask, _mm256_set1_epi8(bit as i8));
+        _mm256_maskz_mov_epi8(set, _mm256_set1_epi8(add))
+    }
+}
+
+/// Stores `v` as bytes `at..at + 32` of `q`.
+///
+/// # Safety
+/// AVX2 enabled by the caller; `at + 32 <= 256`.
+#[inline(always)]
+unsafe fn store32(q: &mut [u8; 256], at: usize, v: __m256i) {
+    debug_assert!(at + 32 <= q.len());
+    // SAFETY: guaranteed by the caller.
+    unsafe { _mm256_storeu_si256(q.as_mut_ptr().add(at).cast(), v) }
+}
+
+/// The eight 32-element scales and minimums of Q4_K / Q5_K.
+fn k4_header(scales_mins: ([u8; 8], [u8; 8]), d: half::f16, dmin: half::f16) -> Header {
+    let (sc, m) = scales_mins;
+    Header {
+        scales: std::array::from_fn(|s| sc.get(s).map_or(0, |&v| i32::from(v))),
+        mins: std::array::from_fn(|s| m.get(s).map_or(0, |&v| i32::from(v))),
+        d: d.to_f32(),
+        dmin: dmin.to_f32(),
+    }
+}
+
+impl Packed for BlockQ2_K {
+    const SUB: usize = 16;
+    const OFFSET: i32 = 0;
+    const MINS: bool = true;
+    #[inline(always)]
+    unsafe fn unsigned(&self, q: &mut [u8; 256]) {
+        // SAFETY: loads inside `qs` (64 bytes); AVX2 enabled by the caller. Weight
+        // `128 n + 32 g + l` is bits `2g..2g+2` of `qs[32 n + l]`.
+        unsafe {
+            let m3 = _mm256_set1_epi8(3);
+            for n in 0..2 {
+                let v = _mm256_loadu_si256(self.qs.as_ptr().add(32 * n).cast());
+                let shifted = [
+                    v,
+                    _mm256_srli_epi16::<2>(v),
+                    _mm256_srli_epi16::<4>(v),
+                    _mm256_srli_epi16::<6>(v),
+                ];
+                for (g, s) in shifted.into_iter().enumerate() {
+                    store32(q, 128 * n + 32 * g, _mm256_and_si256(s, m3));
+                }
+            }
+        }
+    }
+    fn header(&self) -> Header {
+        Header {
+            scales: self.scales.map(|b| i32::from(b & 0xF)),
+            mins: self.scales.map(|b| i32::from(b >> 4)),
+            d: self.d.to_f32(),
+            dmin: self.dmin.to_f32(),
+        }
+    }
+}
+
+impl Packed for BlockQ3_K {
+    const SUB: usize = 16;
+    const OFFSET: i32 = 4;
+    const MINS: bool = false;
+    #[inline(always)]
+    unsafe fn unsigned(&self, q: &mut [u8; 256]) {
+        // SAFETY: loads inside `qs` (64 bytes) and `hmask` (32); AVX-512BW/VL enabled by
+        // the caller. Weight `128 n + 32 g + l`: bits `2g..2g+2` of `qs[32 n + l]`, plus
+        // 4 where bit `4n + g` of `hmask[l]` is set (ggml subtracts 4 where it is clear).
+        unsafe {
+            let m3 = _mm256_set1_epi8(3);
+            let hmask = _mm256_loadu_si256(self.hmask.as_ptr().cast());
+            for n in 0..2 {
+                let v = _mm256_loadu_si256(self.qs.as_ptr().add(32 * n).cast());
+                let shifted = [
+                    v,
+                    _mm256_srli_epi16::<2>(v),
+                    _mm256_srli_epi16::<4>(v),
+                    _mm256_srli_epi16::<6>(v),
+                ];
+                for (g, s) in shifted.into_iter().enumerate() {
+                    let high = where_bit(hmask, 1 << (4 * n + g), 4);
+                    let low = _mm256_and_si256(s, m3);
+                    store32(q, 128 * n + 32 * g, _mm256_or_si256(low, high));
+                }
+            }
+        }
+    }
+    fn header(&self) -> Header {
+        Header {
+            scales: self.raw_scales().map(|s| i32::from(s) - 32),
+            mins: [0; 16],
+            d: self.d.to_f32(),
+            dmin: 0.0,
+        }
+    }
+}
+
+impl Packed for BlockQ4_K {
+    const SUB: usize = 32;
+    const OFFSET: i32 = 0;
+    const MINS: bool = true;
+    #[inline(always)]
+    unsafe fn unsigned(&self, q: &mut [u8; 256]) {
+        // SAFETY: loads inside `qs` (128 bytes); AVX2 enabled by the caller. Weights
+        // `64 c + l` / `64 c + 32 + l`: low / high nibble of `qs[32 c + l]`.
+        unsafe {
+            for c in 0..4 {
+                let (lo, hi) = nibbles32(self.qs.as_ptr().add(32 * c));
+                store32(q, 64 * c, lo);
+                store32(q, 64 * c + 32, hi);
+            }
+        }
+    }
+    fn header(&self) -> Header {
+        k4_header(self.scales_mins(), self.d, self.dmin)
+    }
+}
+
+impl Packed for BlockQ5_K {
+    const SUB: usize = 32;
+    const OFFSET: i32 = 0;
+    const MINS: bool = true;
+    #[inline(always)]
+    unsafe fn unsigned(&self, q: &mut [u8; 256]) {
+        // SAFETY: loads inside `qs` (128 bytes) and `qh` (32); AVX-512BW/VL enabled by
+        // the caller. As Q4_K, plus 16 where bit `2c` / `2c + 1` of `qh[l]` is set.
+        unsafe {
+            let qh = _mm256_loadu_si256(self.qh.as_ptr().cast());
+            for c in 0..4 {
+                let (lo, hi) = nibbles32(self.qs.as_ptr().add(32 * c));
+                let lo = _mm256_or_si256(lo, where_bit(qh, 1 << (2 * c), 16));
+                let hi = _mm256_or_si256(hi, where_bit(qh, 1 << (2 * c + 1), 16));
+                store32(q, 64 * c, lo);
+                store32(q, 64 * c + 32, hi);
+            }
+        }
+    }
+    fn header(&self) -> Header {
+        k4_header(self.scales_mins(), self.d, self.dmin)
+    }
+}
+
+impl Packed for BlockQ6_K {
+    const SUB: usize = 16;
+    const OFFSET: i32 = 32;
+    const MINS: bool = false;
+    #[inline(always)]
+    unsafe fn unsigned(&self, q: &mut [u8; 256]) {
+        // SAFETY: loads inside `ql` (128 bytes) and `qh` (64); AVX2 enabled by the
+        // caller.
+        unsafe {
+            let m3 = _mm256_set1_epi8(3);
+            for half in 0..2 {
+                let (a_lo, a_hi) = nibbles32(self.ql.as_ptr().add(64 * half));
+                let (c_lo, c_hi) = nibbles32(self.ql.as_ptr().add(64 * half + 32));
+                let h = _mm256_loadu_si256(self.qh.as_ptr().add(32 * half).cast());
+                // Weight `128 half + 32 g + l`: low nibble from `a` (g = 0, 2) or `c`
+                // (g = 1, 3), low half of the byte for g < 2; bits 2g..2g+2 of `h`.
+                let lows = [a_lo, c_lo, a_hi, c_hi];
+                let highs = [
+                    _mm256_and_si256(h, m3),
+                    _mm256_and_si256(_mm256_srli_epi16::<2>(h), m3),
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(h), m3),
+                    _mm256_and_si256(_mm256_srli_epi16::<6>(h), m3),
+                ];
+                for g in 0..4 {
+                    let v = _mm256_or_si256(lows[g], _mm256_slli_epi16::<4>(highs[g]));
+                    store32(q, 128 * half + 32 * g, v);
+                }
+            }
+        }
+    }
+    fn header(&self) -> Header {
+        Header {
+            scales: self.scales.map(i32::from),
+            mins: [0; 16],
+            d: self.d.to_f32(),
+            dmin: 0.0,
+        }
+    }
+}
+
+impl Packed for BlockIQ4_XS {
+    const SUB: usize = 32;
+    const OFFSET: i32 = 128;
+    const MINS: bool = false;
+    #[inline(always)]
+    unsafe fn unsigned(&self, q: &mut [u8; 256]) {
+        // SAFETY: loads inside `qs` (128 bytes); AVX2 enabled by the caller. Weights
+        // `32 ib + l` / `32 ib + 16 + l`: table entries of the low / high nibble of
+        // `qs[16 ib + l]`; the table holds each level plus 128.
+        unsafe {
+            let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(
+                KVALUES_IQ4NL
+                    .map(|v| (i16::from(v) + 128) as u8)
+                    .as_ptr()
+                    .cast(),
+            ));
+            for pair in 0..4 {
+                let (lo, hi) = nibbles32(self.qs.as_ptr().add(32 * pair));
+                // 128-bit lane k of `lo` / `hi` belongs to block 2 pair + k.
+                let lo = _mm256_shuffle_epi8(table, lo);
+                let hi = _mm256_shuffle_epi8(table, hi);
+                let first = _mm256_permute2x128_si256::<0x20>(lo, hi);
+                let second = _mm256_permute2x128_si256::<0x31>(lo, hi);
+                store32(q, 64 * pair, first);
+                store32(q, 64 * pair + 32, second);
+            }
+        }
+    }
+    fn header(&self) -> Header {
+        Header {
+            scales: std::array::from_fn(|ib| if ib < 8 { self.block_scale(ib) - 32 } else { 0 }),
+            mins: [0; 16],
+            d: self.d.to_f32(),
+            dmin: 0.0,
+        }
+    }
+}
+
+/// The seeds and minimum-pair sums of one Q8_K activation block for format `W`.
+fn prepare<W: Packed>(x: &BlockQ8_K, extra: &mut [i32]) {
+    // Sum of the activations of sub-block `s`.
+    let sum = |s: usize| -> i32 {
+        let per = W::SUB / 16;
+        x.bsums[per * s..per * (s + 1)]
+            .iter()
+            .map(|&b| i32::from(b))
+            .sum()
+    };
+    let mut at = 0;
+    if W::OFFSET != 0 {
+        for s in 0..W::SUBS {
+            extra[at] = -W::OFFSET * sum(s);
+            at += 1;
+        }
+    }
+    if W::MINS {
+        // Each sum is at most 32 · 128 in magnitude: an i16.
+        for j in 0..W::SUBS / 2 {
+            let (lo, hi) = (sum(2 * j) as i16 as u16, sum(2 * j + 1) as i16 as u16);
+            extra[at] = (u32::from(lo) | u32::from(hi) << 16) as i32;
+            at += 1;
+        }
+    }
+}
+
+/// Packs up to sixteen rows of `bpr` blocks of `W`.
+#[inline(always)]
+fn pack_body<W: Packed>(w: &[W], bpr: usize, dst: &mut [Line]) {
     let rows = w.len().checked_div(bpr).unwrap_or(0).min(GROUP_ROWS);
     // Rows past `rows` stay zero.
     let mut weights = [[0u8; 256]; GROUP_ROWS];
     for b in 0..bpr {
-        let lines = &mut dst[b * Q4_K_LINES..(b + 1) * Q4_K_LINES];
+        let lines = &mut dst[b * W::LINES..(b + 1) * W::LINES];
         if rows < GROUP_ROWS {
             lines[WEIGHT_LINES..].fill(Line::ZERO);
         }
         for (r, q) in weights[..rows].iter_mut().enumerate() {
             let block = &w[r * bpr + b];
-            // SAFETY: inlined into the AVX-512F/BW/VL functions below; loads read the
-            // 128 bytes of `qs`, stores write the 256 of `q`.
-            unsafe {
-                let m4 = _mm256_set1_epi8(0xF);
-                for c in 0..4 {
-                    let v = _mm256_loadu_si256(block.qs.as_ptr().add(32 * c).cast());
-                    let lo = _mm256_and_si256(v, m4);
-                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
-                    _mm256_storeu_si256(q.as_mut_ptr().add(64 * c).cast(), lo);
-                    _mm256_storeu_si256(q.as_mut_ptr().add(64 * c + 32).cast(), hi);
+            // SAFETY: inlined into the AVX-512F/BW/VL functions of `kquant_instances!`.
+            unsafe { block.unsigned(q) };
+            let h = block.header();
+            for s in 0..W::SUBS {
+                lines[WEIGHT_LINES + s].set_lane(r, h.scales[s].to_le_bytes());
+            }
+            if W::MINS {
+                for j in 0..W::SUBS / 2 {
+                    let pair = (h.mins[2 * j] as u32 & 0xffff) | (h.mins[2 * j + 1] as u32) << 16;
+                    lines[WEIGHT_LINES + W::SUBS + j].set_lane(r, pair.to_le_bytes());
                 }
+                lines[W::D_LINE + 1].set_lane(r, h.dmin.to_le_bytes());
             }
-            let (scales, mins) = block.scales_mins();
-            for s in 0..8 {
-                lines[WEIGHT_LINES + s].set_lane(r, u32::from(scales[s]).to_le_bytes());
-            }
-            for j in 0..4 {
-                let pair = u32::from(mins[2 * j]) | u32::from(mins[2 * j + 1]) << 16;
-                lines[WEIGHT_LINES + 8 + j].set_lane(r, pair.to_le_bytes());
-            }
-            lines[Q4_K_LINES - 2].set_lane(r, block.d.to_f32().to_le_bytes());
-            lines[Q4_K_LINES - 1].set_lane(r, block.dmin.to_f32().to_le_bytes());
+            lines[W::D_LINE].set_lane(r, h.d.to_le_bytes());
         }
-        // SAFETY: inlined into the AVX-512F functions below.
-        unsafe { transpose_rows(&weights, &mut lines[..WEIGHT_LINES]) };
-    }
-}
-
-/// Packs up to sixteen Q6_K rows of `bpr` blocks.
-#[inline(always)]
-fn pack_q6_k_body(w: &[BlockQ6_K], bpr: usize, dst: &mut [Line]) {
-    let rows = w.len().checked_div(bpr).unwrap_or(0).min(GROUP_ROWS);
-    // Rows past `rows` stay zero.
-    let mut weights = [[0u8; 256]; GROUP_ROWS];
-    for b in 0..bpr {
-        let lines = &mut dst[b * Q6_K_LINES..(b + 1) * Q6_K_LINES];
-        if rows < GROUP_ROWS {
-            lines[WEIGHT_LINES..].fill(Line::ZERO);
-        }
-        for (r, q) in weights[..rows].iter_mut().enumerate() {
-            let block = &w[r * bpr + b];
-            // SAFETY: inlined into the AVX-512F/BW/VL functions below; loads read inside
-            // `ql` (128 bytes) and `qh` (64), stores write the 256 bytes of `q`.
-            unsafe {
-                let m4 = _mm256_set1_epi8(0xF);
-                let m3 = _mm256_set1_epi8(3);
-                for half in 0..2 {
-                    let a = _mm256_loadu_si256(block.ql.as_ptr().add(64 * half).cast());
-                    let c = _mm256_loadu_si256(block.ql.as_ptr().add(64 * half + 32).cast());
-                    let h = _mm256_loadu_si256(block.qh.as_ptr().add(32 * half).cast());
-                    // Weight `128 half + 32 g + l`: low nibble from `a` (g = 0, 2) or `c`
-                    // (g = 1, 3), low half of the byte for g < 2; bits 2g..2g+2 of `h`.
-                    let lows = [
-                        _mm256_and_si256(a, m4),
-                        _mm256_and_si256(c, m4),
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(a), m4),
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(c), m4),
-                    ];
-                    let highs = [
-                        _mm256_and_si256(h, m3),
-                        _mm256_and_si256(_mm256_srli_epi16::<2>(h), m3),
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(h), m3),
-                        _mm256_and_si256(_mm256_srli_epi16::<6>(h), m3),
-                    ];
-                    for g in 0..4 {
-                        let v = _mm256_or_si256(lows[g], _mm256_slli_epi16::<4>(highs[g]));
-                        _mm256_storeu_si256(q.as_mut_ptr().add(128 * half + 32 * g).cast(), v);
-                    }
-                }
-            }
-            for (s, &sc) in block.scales.iter().enumerate() {
-                lines[WEIGHT_LINES + s].set_lane(r, i32::from(sc).to_le_bytes());
-            }
-            lines[Q6_K_LINES - 1].set_lane(r, block.d.to_f32().to_le_bytes());
-        }
-        // SAFETY: inlined into the AVX-512F functions below.
+        // SAFETY: inlined into the AVX-512F functions of `kquant_instances!`.
         unsafe { transpose_rows(&weights, &mut lines[..WEIGHT_LINES]) };
     }
 }
@@ -154,15 +395,68 @@ unsafe fn dot_lines<const N: usize>(acc: __m512i, w: &[__m512i; 8], x: *const i3
     }
 }
 
-/// Tokens `t0..t0 + T` of a packed Q4_K group (`act` and `extra` start at token `t0`),
-/// stored to `out`.
+/// The `vpdpbusd` sums times scales of every sub-block of block `b` for token `t`'s
+/// activations `x` (its seeds at `e`): for 32-element sub-blocks one sub-block per
+/// eight weight lines, for 16-element ones two (lines `0..4` and `4..8`).
+///
+/// # Safety
+/// As [`tile`]; `lines` is the packed block, `e` its token's extra values.
+#[inline(always)]
+unsafe fn block_sums<W: Packed, const T: usize>(
+    lines: *const Line,
+    x: [*const BlockQ8_K; T],
+    e: [*const i32; T],
+) -> [__m512i; T] {
+    // SAFETY: guaranteed by the caller; line reads inside the first `WEIGHT_LINES +
+    // SUBS` lines of the block, activation reads inside its 256-byte `qs`.
+    unsafe {
+        let seed = |t: usize, s: usize| {
+            if W::OFFSET != 0 {
+                _mm512_set1_epi32(*e[t].add(s))
+            } else {
+                _mm512_setzero_si512()
+            }
+        };
+        let mut sumi = [_mm512_setzero_si512(); T];
+        // Eight weight lines (32 weights) at a time.
+        for group in 0..8 {
+            let w: [__m512i; 8] =
+                std::array::from_fn(|k| _mm512_load_si512(lines.add(8 * group + k).cast()));
+            if W::SUB == 32 {
+                let sc = _mm512_load_si512(lines.add(WEIGHT_LINES + group).cast());
+                for t in 0..T {
+                    let xs = (*x[t]).qs.as_ptr().add(32 * group).cast::<i32>();
+                    let p = dot_lines::<8>(seed(t, group), &w, xs);
+                    sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(p, sc));
+                }
+            } else {
+                let s = 2 * group;
+                let w_hi: [__m512i; 8] = std::array::from_fn(|k| w[(k + 4) % 8]);
+                let sc0 = _mm512_load_si512(lines.add(WEIGHT_LINES + s).cast());
+                let sc1 = _mm512_load_si512(lines.add(WEIGHT_LINES + s + 1).cast());
+                for t in 0..T {
+                    let xs = (*x[t]).qs.as_ptr().add(16 * s).cast::<i32>();
+                    let p0 = dot_lines::<4>(seed(t, s), &w, xs);
+                    let p1 = dot_lines::<4>(seed(t, s + 1), &w_hi, xs.add(4));
+                    let both =
+                        _mm512_add_epi32(_mm512_mullo_epi32(p0, sc0), _mm512_mullo_epi32(p1, sc1));
+                    sumi[t] = _mm512_add_epi32(sumi[t], both);
+                }
+            }
+        }
+        sumi
+    }
+}
+
+/// Tokens `t0..t0 + T` of a packed group of `W` (`act` and `extra` start at token
+/// `t0`), stored to `out`.
 ///
 /// # Safety
 /// Only for inlining into AVX-512F/BW/VL + VNNI functions; `packed` must hold `bpr`
 /// packed blocks, `act` and `extra` `T` tokens of `bpr` blocks from their pointers,
 /// `out` as for `Gemm::run` with tokens `t0..t0 + T`.
 #[inline(always)]
-unsafe fn tile_q4_k<const T: usize>(
+unsafe fn tile<W: Packed, const T: usize>(
     packed: *const Line,
     bpr: usize,
     act: *const BlockQ8_K,
@@ -170,37 +464,34 @@ unsafe fn tile_q4_k<const T: usize>(
     out: Outputs,
     t0: usize,
 ) {
-    // SAFETY: guaranteed by the caller; activation reads stay inside `qs` (256 bytes) of
-    // block `t * bpr + b`, line reads inside the block's `Q4_K_LINES` lines.
+    // SAFETY: guaranteed by the caller; line reads inside the block's `W::LINES` lines,
+    // extra reads inside the token's `W::EXTRA` values of block `b`.
     unsafe {
         let mut acc = [_mm512_setzero_ps(); T];
         for b in 0..bpr {
-            let lines = packed.add(b * Q4_K_LINES);
+            let lines = packed.add(b * W::LINES);
             let x: [*const BlockQ8_K; T] = std::array::from_fn(|t| act.add(t * bpr + b));
-            let mut sumi = [_mm512_setzero_si512(); T];
-            for s in 0..8 {
-                let w: [__m512i; 8] =
-                    std::array::from_fn(|k| _mm512_load_si512(lines.add(8 * s + k).cast()));
-                let sc = _mm512_load_si512(lines.add(WEIGHT_LINES + s).cast());
-                for t in 0..T {
-                    let xs = (*x[t]).qs.as_ptr().add(32 * s).cast::<i32>();
-                    let p = dot_lines::<8>(_mm512_setzero_si512(), &w, xs);
-                    sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(p, sc));
-                }
-            }
-            let mins: [__m512i; 4] =
-                std::array::from_fn(|j| _mm512_load_si512(lines.add(WEIGHT_LINES + 8 + j).cast()));
-            let d = _mm512_load_ps(lines.add(Q4_K_LINES - 2).cast());
-            let dmin = _mm512_load_ps(lines.add(Q4_K_LINES - 1).cast());
+            let e: [*const i32; T] = std::array::from_fn(|t| extra.add(W::EXTRA * (t * bpr + b)));
+            let sumi = block_sums::<W, T>(lines, x, e);
+            let d = _mm512_load_ps(lines.add(W::D_LINE).cast());
             for t in 0..T {
-                let e = extra.add(Q4_K_EXTRA * (t * bpr + b));
-                let mut m = _mm512_setzero_si512();
-                for (j, &mj) in mins.iter().enumerate() {
-                    m = _mm512_dpwssd_epi32(m, mj, _mm512_set1_epi32(*e.add(j)));
-                }
                 let dx = _mm512_set1_ps((*x[t]).d);
                 acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(sumi[t]), acc[t]);
-                acc[t] = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, dx), _mm512_cvtepi32_ps(m), acc[t]);
+            }
+            if W::MINS {
+                let first_pair = if W::OFFSET != 0 { W::SUBS } else { 0 };
+                let dmin = _mm512_load_ps(lines.add(W::D_LINE + 1).cast());
+                for t in 0..T {
+                    let mut m = _mm512_setzero_si512();
+                    for j in 0..W::SUBS / 2 {
+                        let mins = _mm512_load_si512(lines.add(WEIGHT_LINES + W::SUBS + j).cast());
+                        let sums = _mm512_set1_epi32(*e[t].add(first_pair + j));
+                        m = _mm512_dpwssd_epi32(m, mins, sums);
+                    }
+                    let dx = _mm512_set1_ps((*x[t]).d);
+                    acc[t] =
+                        _mm512_fnmadd_ps(_mm512_mul_ps(dmin, dx), _mm512_cvtepi32_ps(m), acc[t]);
+                }
             }
         }
         for (t, a) in acc.into_iter().enumerate() {
@@ -209,65 +500,15 @@ unsafe fn tile_q4_k<const T: usize>(
     }
 }
 
-/// Tokens `t0..t0 + T` of a packed Q6_K group (see [`tile_q4_k`]).
-///
-/// # Safety
-/// As [`tile_q4_k`], with `Q6_K_LINES` lines and `Q6_K_EXTRA` values per block.
-#[inline(always)]
-unsafe fn tile_q6_k<const T: usize>(
-    packed: *const Line,
-    bpr: usize,
-    act: *const BlockQ8_K,
-    extra: *const i32,
-    out: Outputs,
-    t0: usize,
-) {
-    // SAFETY: guaranteed by the caller; activation reads stay inside `qs` (256 bytes) of
-    // block `t * bpr + b`, line reads inside the block's `Q6_K_LINES` lines.
-    unsafe {
-        let mut acc = [_mm512_setzero_ps(); T];
-        for b in 0..bpr {
-            let lines = packed.add(b * Q6_K_LINES);
-            let x: [*const BlockQ8_K; T] = std::array::from_fn(|t| act.add(t * bpr + b));
-            let mut sumi = [_mm512_setzero_si512(); T];
-            // Two 16-element sub-blocks (eight lines) at a time.
-            for s in (0..16).step_by(2) {
-                let w: [__m512i; 8] =
-                    std::array::from_fn(|k| _mm512_load_si512(lines.add(4 * s + k).cast()));
-                let w_hi: [__m512i; 8] = std::array::from_fn(|k| w[(k + 4) % 8]);
-                let sc0 = _mm512_load_si512(lines.add(WEIGHT_LINES + s).cast());
-                let sc1 = _mm512_load_si512(lines.add(WEIGHT_LINES + s + 1).cast());
-                for t in 0..T {
-                    let e = extra.add(Q6_K_EXTRA * (t * bpr + b) + s);
-                    let xs = (*x[t]).qs.as_ptr().add(16 * s).cast::<i32>();
-                    let p0 = dot_lines::<4>(_mm512_set1_epi32(*e), &w, xs);
-                    let p1 = dot_lines::<4>(_mm512_set1_epi32(*e.add(1)), &w_hi, xs.add(4));
-                    let both =
-                        _mm512_add_epi32(_mm512_mullo_epi32(p0, sc0), _mm512_mullo_epi32(p1, sc1));
-                    sumi[t] = _mm512_add_epi32(sumi[t], both);
-                }
-            }
-            let d = _mm512_load_ps(lines.add(Q6_K_LINES - 1).cast());
-            for t in 0..T {
-                let dx = _mm512_set1_ps((*x[t]).d);
-                acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(sumi[t]), acc[t]);
-            }
-        }
-        for (t, a) in acc.into_iter().enumerate() {
-            out.store(t0 + t, a);
-        }
-    }
-}
-
-/// Defines the `#[target_feature]` pack and run functions of one format: `$run` covers
-/// every token with `$tile`, eight at a time, then four, then one.
+/// Defines the `#[target_feature]` pack and run functions of format `$w`: `$run` covers
+/// every token with [`tile`], eight at a time, then four, then one.
 macro_rules! kquant_instances {
-    ($w:ty, $lines:expr, $extra:expr => $pack_body:ident, $tile:ident => $pack:ident, $run:ident) => {
+    ($w:ty => $pack:ident, $run:ident) => {
         /// # Safety
         /// The CPU must support AVX-512 F/BW/VL and VNNI.
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
         unsafe fn $pack(w: &[$w], bpr: usize, dst: &mut [Line]) {
-            $pack_body(w, bpr, dst)
+            pack_body::<$w>(w, bpr, dst)
         }
 
         /// # Safety
@@ -281,7 +522,16 @@ macro_rules! kquant_instances {
             tokens: usize,
             out: Outputs,
         ) {
-            if !lengths_agree(packed, $lines, bpr, act, extra, $extra, tokens) {
+            const EXTRA: usize = <$w as Packed>::EXTRA;
+            if !lengths_agree(
+                packed,
+                <$w as Packed>::LINES,
+                bpr,
+                act,
+                extra,
+                EXTRA,
+                tokens,
+            ) {
                 return;
             }
             let (p, a, e) = (packed.as_ptr(), act.as_ptr(), extra.as_ptr());
@@ -290,15 +540,15 @@ macro_rules! kquant_instances {
             // and each call covers tokens `t..t + T <= tokens`.
             unsafe {
                 while t + 8 <= tokens {
-                    $tile::<8>(p, bpr, a.add(t * bpr), e.add($extra * t * bpr), out, t);
+                    tile::<$w, 8>(p, bpr, a.add(t * bpr), e.add(EXTRA * t * bpr), out, t);
                     t += 8;
                 }
                 while t + 4 <= tokens {
-                    $tile::<4>(p, bpr, a.add(t * bpr), e.add($extra * t * bpr), out, t);
+                    tile::<$w, 4>(p, bpr, a.add(t * bpr), e.add(EXTRA * t * bpr), out, t);
                     t += 4;
                 }
                 while t < tokens {
-                    $tile::<1>(p, bpr, a.add(t * bpr), e.add($extra * t * bpr), out, t);
+                    tile::<$w, 1>(p, bpr, a.add(t * bpr), e.add(EXTRA * t * bpr), out, t);
                     t += 1;
                 }
             }
@@ -306,16 +556,47 @@ macro_rules! kquant_instances {
     };
 }
 
-kquant_instances!(BlockQ4_K, Q4_K_LINES, Q4_K_EXTRA => pack_q4_k_body, tile_q4_k => pack_q4_k, run_q4_k);
-kquant_instances!(BlockQ6_K, Q6_K_LINES, Q6_K_EXTRA => pack_q6_k_body, tile_q6_k => pack_q6_k, run_q6_k);
+kquant_instances!(BlockQ2_K => pack_q2_k, run_q2_k);
+kquant_instances!(BlockQ3_K => pack_q3_k, run_q3_k);
+kquant_instances!(BlockQ4_K => pack_q4_k, run_q4_k);
+kquant_instances!(BlockQ5_K => pack_q5_k, run_q5_k);
+kquant_instances!(BlockQ6_K => pack_q6_k, run_q6_k);
+kquant_instances!(BlockIQ4_XS => pack_iq4_xs, run_iq4_xs);
 
-gemm_kernels!(
-    /// The Q4_K x Q8_K sixteen-row GEMM, if this CPU has AVX-512 VNNI.
-    q4_k: BlockQ4_K, BlockQ8_K, Q4_K_LINES, Q4_K_EXTRA, 16 => prepare_q4_k, pack_q4_k, run_q4_k
+/// Defines `$name()` for format `$w` through `gemm_kernels!` with its packed layout.
+macro_rules! kquant_gemm {
+    ($(#[$doc:meta])* $name:ident: $w:ty, $min_tokens:expr => $pack:ident, $run:ident) => {
+        gemm_kernels!(
+            $(#[$doc])*
+            $name: $w, BlockQ8_K, <$w as Packed>::LINES, <$w as Packed>::EXTRA, $min_tokens
+                => prepare::<$w>, $pack, $run
+        );
+    };
+}
+
+kquant_gemm!(
+    /// The Q2_K x Q8_K sixteen-row GEMM, if this CPU has AVX-512 VNNI.
+    q2_k: BlockQ2_K, 8 => pack_q2_k, run_q2_k
 );
-gemm_kernels!(
+kquant_gemm!(
+    /// The Q3_K x Q8_K sixteen-row GEMM, if this CPU has AVX-512 VNNI.
+    q3_k: BlockQ3_K, 8 => pack_q3_k, run_q3_k
+);
+kquant_gemm!(
+    /// The Q4_K x Q8_K sixteen-row GEMM, if this CPU has AVX-512 VNNI.
+    q4_k: BlockQ4_K, 16 => pack_q4_k, run_q4_k
+);
+kquant_gemm!(
+    /// The Q5_K x Q8_K sixteen-row GEMM, if this CPU has AVX-512 VNNI.
+    q5_k: BlockQ5_K, 8 => pack_q5_k, run_q5_k
+);
+kquant_gemm!(
     /// The Q6_K x Q8_K sixteen-row GEMM, if this CPU has AVX-512 VNNI.
-    q6_k: BlockQ6_K, BlockQ8_K, Q6_K_LINES, Q6_K_EXTRA, 16 => prepare_q6_k, pack_q6_k, run_q6_k
+    q6_k: BlockQ6_K, 16 => pack_q6_k, run_q6_k
+);
+kquant_gemm!(
+    /// The IQ4_XS x Q8_K sixteen-row GEMM, if this CPU has AVX-512 VNNI.
+    iq4_xs: BlockIQ4_XS, 8 => pack_iq4_xs, run_iq4_xs
 );
 
 #[cfg(test)]
@@ -330,11 +611,17 @@ mod tests {
 
     #[test]
     fn sixteen_row_gemm_matches_scalar_dot() {
-        let (Some(q4), Some(q6)) = (q4_k(), q6_k()) else {
+        let (Some(q2), Some(q3), Some(q4), Some(q5), Some(q6), Some(iq4)) =
+            (q2_k(), q3_k(), q4_k(), q5_k(), q6_k(), iq4_xs())
+        else {
             eprintln!("no AVX-512 VNNI on this CPU: the sixteen-row GEMM cannot run here");
             return;
         };
+        check::<BlockQ2_K>(&q2, &CASES);
+        check::<BlockQ3_K>(&q3, &CASES);
         check::<BlockQ4_K>(&q4, &CASES);
+        check::<BlockQ5_K>(&q5, &CASES);
         check::<BlockQ6_K>(&q6, &CASES);
+        check::<BlockIQ4_XS>(&iq4, &CASES);
     }
 }

@@ -1,5 +1,5 @@
 //! Sixteen-row AVX-512 VNNI GEMM of the 32-element formats with Q8_0 activations (Q4_0,
-//! Q5_0, Q8_0); see `avx512_gemm` for the layout.
+//! Q5_0, Q8_0, IQ4_NL); see `avx512_gemm` for the layout.
 //!
 //! A packed block is nine lines: eight of weights (`4k..4k+4` of each row, stored as
 //! `q + offset`, unsigned) and one of the sixteen row scales as f32. Each activation
@@ -7,7 +7,8 @@
 //! ggml's `Σ (q - offset) x` exactly), and its scale as f32.
 
 use super::avx512_gemm::{gemm_kernels, lengths_agree, transpose_rows, Line, Outputs, GROUP_ROWS};
-use crate::quant::{BlockQ4_0, BlockQ5_0, BlockQ8_0};
+use crate::quant::common::KVALUES_IQ4NL;
+use crate::quant::{BlockIQ4_NL, BlockQ4_0, BlockQ5_0, BlockQ8_0};
 use std::arch::x86_64::*;
 
 /// Lines per packed block: eight of weights, one of scales.
@@ -85,6 +86,23 @@ impl Unsigned32 for BlockQ8_0 {
         unsafe {
             let q = _mm256_loadu_si256(self.qs.as_ptr().cast());
             _mm256_xor_si256(q, _mm256_set1_epi8(-128))
+        }
+    }
+}
+
+impl Unsigned32 for BlockIQ4_NL {
+    const OFFSET: i32 = 128;
+    #[inline(always)]
+    fn scale(&self) -> f32 {
+        self.d.to_f32()
+    }
+    #[inline(always)]
+    unsafe fn unsigned(&self) -> __m256i {
+        // SAFETY: a 16-byte load of the 16-entry table; AVX2 enabled by the caller.
+        unsafe {
+            let levels = KVALUES_IQ4NL.map(|v| (i16::from(v) + 128) as u8);
+            let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(levels.as_ptr().cast()));
+            _mm256_shuffle_epi8(table, nibbles(&self.qs))
         }
     }
 }
@@ -226,32 +244,25 @@ macro_rules! legacy_instances {
 legacy_instances!(BlockQ4_0 => pack_q4_0, run_q4_0);
 legacy_instances!(BlockQ5_0 => pack_q5_0, run_q5_0);
 legacy_instances!(BlockQ8_0 => pack_q8_0, run_q8_0);
+legacy_instances!(BlockIQ4_NL => pack_iq4_nl, run_iq4_nl);
 
 gemm_kernels!(
     /// The Q4_0 x Q8_0 sixteen-row GEMM, if this CPU has AVX-512 VNNI.
-    q4_0: BlockQ4_0, BlockQ8_0, LINES, EXTRA, 8 => prepare_q4_0, pack_q4_0, run_q4_0
+    q4_0: BlockQ4_0, BlockQ8_0, LINES, EXTRA, 8 => prepare::<{ BlockQ4_0::OFFSET }>, pack_q4_0, run_q4_0
 );
 gemm_kernels!(
     /// The Q5_0 x Q8_0 sixteen-row GEMM, if this CPU has AVX-512 VNNI.
-    q5_0: BlockQ5_0, BlockQ8_0, LINES, EXTRA, 8 => prepare_q5_0, pack_q5_0, run_q5_0
+    q5_0: BlockQ5_0, BlockQ8_0, LINES, EXTRA, 8 => prepare::<{ BlockQ5_0::OFFSET }>, pack_q5_0, run_q5_0
 );
 gemm_kernels!(
     /// The Q8_0 x Q8_0 sixteen-row GEMM, if this CPU has AVX-512 VNNI.
-    q8_0: BlockQ8_0, BlockQ8_0, LINES, EXTRA, 8 => prepare_q8_0, pack_q8_0, run_q8_0
+    q8_0: BlockQ8_0, BlockQ8_0, LINES, EXTRA, 8 => prepare::<{ BlockQ8_0::OFFSET }>, pack_q8_0, run_q8_0
 );
-
-/// [`prepare`] for Q4_0 weights.
-fn prepare_q4_0(x: &BlockQ8_0, extra: &mut [i32]) {
-    prepare::<{ BlockQ4_0::OFFSET }>(x, extra)
-}
-/// [`prepare`] for Q5_0 weights.
-fn prepare_q5_0(x: &BlockQ8_0, extra: &mut [i32]) {
-    prepare::<{ BlockQ5_0::OFFSET }>(x, extra)
-}
-/// [`prepare`] for Q8_0 weights.
-fn prepare_q8_0(x: &BlockQ8_0, extra: &mut [i32]) {
-    prepare::<{ BlockQ8_0::OFFSET }>(x, extra)
-}
+gemm_kernels!(
+    /// The IQ4_NL x Q8_0 sixteen-row GEMM, if this CPU has AVX-512 VNNI.
+    iq4_nl: BlockIQ4_NL, BlockQ8_0, LINES, EXTRA, 8
+        => prepare::<{ BlockIQ4_NL::OFFSET }>, pack_iq4_nl, run_iq4_nl
+);
 
 #[cfg(test)]
 mod tests {
@@ -271,12 +282,13 @@ mod tests {
 
     #[test]
     fn sixteen_row_gemm_matches_scalar_dot() {
-        let (Some(q4), Some(q5), Some(q8)) = (q4_0(), q5_0(), q8_0()) else {
+        let (Some(q4), Some(q5), Some(q8), Some(iq4)) = (q4_0(), q5_0(), q8_0(), iq4_nl()) else {
             eprintln!("no AVX-512 VNNI on this CPU: the sixteen-row GEMM cannot run here");
             return;
         };
         check::<BlockQ4_0>(&q4, &CASES);
         check::<BlockQ5_0>(&q5, &CASES);
         check::<BlockQ8_0>(&q8, &CASES);
+        check::<BlockIQ4_NL>(&iq4, &CASES);
     }
 }

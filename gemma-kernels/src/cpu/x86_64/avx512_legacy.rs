@@ -26,6 +26,8 @@ const IQ4_VALUES: [i8; 16] = [
 /// Integer dot-product primitives over 512 bits; every method is `unsafe` because it
 /// needs the CPU features of the kernel it is inlined into.
 trait Dot {
+    /// Whether the kernel runs with AVX-512 VNNI.
+    const VNNI: bool;
     /// Per `i32` lane: the sum of 4 products of unsigned bytes `u` (< 128) with signed `y`.
     unsafe fn dot_u8(u: __m512i, y: __m512i) -> __m512i;
     /// Per `i32` lane: the sum of 4 products `(u - off) * y`, with `u, off < 128`.
@@ -55,6 +57,7 @@ unsafe fn sign_split(w: __m512i, y: __m512i) -> (__m512i, __m512i) {
 }
 
 impl Dot for Vnni {
+    const VNNI: bool = true;
     #[inline(always)]
     unsafe fn dot_u8(u: __m512i, y: __m512i) -> __m512i {
         // SAFETY: inlined into kernels compiled with AVX-512 VNNI.
@@ -81,6 +84,7 @@ impl Dot for Vnni {
 }
 
 impl Dot for Bw {
+    const VNNI: bool = false;
     #[inline(always)]
     unsafe fn dot_u8(u: __m512i, y: __m512i) -> __m512i {
         // SAFETY: inlined into kernels compiled with AVX-512F/BW.
@@ -228,9 +232,13 @@ avx512_kernel!(
     }
 );
 avx512_kernel!(
-    /// IQ4_XS x Q8_K.
+    /// IQ4_XS x Q8_K (with VNNI: `avx512_iq4_xs`).
     iq4_xs, iq4_xs_kernel, |w: BlockIQ4_XS, x: BlockQ8_K| {
-        dot_iq4_xs(w, x, |sums, products, scales| D::madd_i16(sums, products, scales))
+        if D::VNNI {
+            crate::cpu::x86_64::avx512_iq4_xs::dot_iq4_xs_vnni(w, x)
+        } else {
+            dot_iq4_xs(w, x, |sums, products, scales| D::madd_i16(sums, products, scales))
+        }
     }
 );
 
@@ -426,7 +434,7 @@ unsafe fn pairs_q8_1<W>(
     }
 }
 
-/// IQ4_XS x Q8_K; `madd(acc, products, scales)` adds the pairwise sums of the 16-bit
+/// IQ4_XS x Q8_K without VNNI; `madd(acc, products, scales)` adds the pairwise sums of the 16-bit
 /// products weighted by the 16-bit block scales.
 #[inline(always)]
 unsafe fn dot_iq4_xs(

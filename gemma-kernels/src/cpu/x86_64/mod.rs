@@ -9,6 +9,7 @@ pub(crate) mod avx512_gemm;
 pub(crate) mod avx512_gemm_float;
 pub(crate) mod avx512_gemm_kquants;
 pub(crate) mod avx512_gemm_legacy;
+pub(crate) mod avx512_iq4_xs;
 pub mod avx512_kquants;
 pub mod avx512_legacy;
 pub(crate) mod avx512_quads_legacy;
