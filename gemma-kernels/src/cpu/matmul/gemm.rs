@@ -26,8 +26,8 @@ pub(super) fn matmat_with_gemm_kernel<B: QuantBlock>(
     {
         use crate::cpu::x86_64::{avx512_gemm_float, avx512_gemm_kquants, avx512_gemm_legacy};
         use crate::quant::{
-            BlockIQ4_NL, BlockIQ4_XS, BlockQ2_K, BlockQ3_K, BlockQ4_0, BlockQ4_K, BlockQ5_0,
-            BlockQ5_K, BlockQ6_K, BlockQ8_0,
+            BlockIQ4_NL, BlockIQ4_XS, BlockQ2_K, BlockQ3_K, BlockQ4_0, BlockQ4_1, BlockQ4_K,
+            BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0,
         };
         use gemma_gguf::GgmlType;
 
@@ -42,6 +42,8 @@ pub(super) fn matmat_with_gemm_kernel<B: QuantBlock>(
             GgmlType::Q5_0 => run_as!(BlockQ5_0, avx512_gemm_legacy::q5_0()),
             GgmlType::Q8_0 => run_as!(BlockQ8_0, avx512_gemm_legacy::q8_0()),
             GgmlType::IQ4_NL => run_as!(BlockIQ4_NL, avx512_gemm_legacy::iq4_nl()),
+            GgmlType::Q4_1 => run_as!(BlockQ4_1, avx512_gemm_legacy::q4_1()),
+            GgmlType::Q5_1 => run_as!(BlockQ5_1, avx512_gemm_legacy::q5_1()),
             GgmlType::Q2_K => run_as!(BlockQ2_K, avx512_gemm_kquants::q2_k()),
             GgmlType::Q3_K => run_as!(BlockQ3_K, avx512_gemm_kquants::q3_k()),
             GgmlType::Q4_K => run_as!(BlockQ4_K, avx512_gemm_kquants::q4_k()),
@@ -193,6 +195,8 @@ mod tests {
             GgmlType::Q5_0,
             GgmlType::Q8_0,
             GgmlType::IQ4_NL,
+            GgmlType::Q4_1,
+            GgmlType::Q5_1,
             GgmlType::Q2_K,
             GgmlType::Q3_K,
             GgmlType::Q4_K,
