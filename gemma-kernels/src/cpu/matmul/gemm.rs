@@ -51,6 +51,8 @@ pub(super) fn matmat_with_gemm_kernel<B: QuantBlock>(
             GgmlType::Q6_K => run_as!(BlockQ6_K, avx512_gemm_kquants::q6_k()),
             GgmlType::IQ4_XS => run_as!(BlockIQ4_XS, avx512_gemm_kquants::iq4_xs()),
             GgmlType::F32 => run_as!(f32, avx512_gemm_float::f32_gemm()),
+            GgmlType::F16 => run_as!(half::f16, avx512_gemm_float::f16_gemm()),
+            GgmlType::BF16 => run_as!(half::bf16, avx512_gemm_float::bf16_gemm()),
             _ => {}
         }
     }
@@ -191,6 +193,8 @@ mod tests {
     fn many_token_matmul_matches_scalar_dot() {
         let types = [
             GgmlType::F32,
+            GgmlType::F16,
+            GgmlType::BF16,
             GgmlType::Q4_0,
             GgmlType::Q5_0,
             GgmlType::Q8_0,

@@ -1,20 +1,36 @@
-//! Sixteen-row AVX-512 GEMM of F32 weights with F32 activations (the attention products
-//! of the CPU backend, keys and values taken as weight rows); see `avx512_gemm`.
+//! Sixteen-row AVX-512 GEMM of float weights: F32 with F32 activations (the attention
+//! products of the CPU backend, keys and values taken as weight rows), F16 and BF16 with
+//! activations rounded to their type (ggml's); see `avx512_gemm`.
 //!
-//! A packed "block" is one column: a line of the sixteen rows' values at that column.
-//! Each token then costs one FMA with its value broadcast per column of sixteen rows,
-//! and no horizontal sums.
+//! A packed "block" is one column: a line of the sixteen rows' values at that column, as
+//! f32 (F16 and BF16 widened while packing). Each token then costs one FMA with its value
+//! broadcast per column of sixteen rows, and no horizontal sums. F16 and BF16 activations
+//! are widened to f32 once per call (their `extra` value); every product of two 16-bit
+//! floats is exact in f32, as in ggml's kernels.
 
 use super::avx512_gemm::{gemm_kernels, lengths_agree, Line, Outputs, GROUP_ROWS};
+use half::{bf16, f16};
 use std::arch::x86_64::*;
 
 /// Lines per column.
 const LINES: usize = 1;
-/// No per-activation values are needed.
+/// No per-activation values are needed for f32 activations.
 const EXTRA: usize = 0;
+/// F16 / BF16 activations bring their value as f32 bits.
+const HALF_EXTRA: usize = 1;
 
 /// Nothing to prepare for f32 activations.
 fn prepare_f32(_x: &f32, _extra: &mut [i32]) {}
+
+/// An F16 activation as f32 bits.
+fn prepare_f16(x: &f16, extra: &mut [i32]) {
+    extra[0] = x.to_f32().to_bits() as i32;
+}
+
+/// A BF16 activation as f32 bits.
+fn prepare_bf16(x: &bf16, extra: &mut [i32]) {
+    extra[0] = x.to_f32().to_bits() as i32;
+}
 
 /// Packs up to sixteen rows of `cols` values: line `c` holds column `c` of each row
 /// (one masked gather per line, zero lanes for missing rows).
@@ -114,10 +130,20 @@ unsafe fn run_f32(
     if !lengths_agree(packed, LINES, cols, x, extra, EXTRA, tokens) {
         return;
     }
-    let (p, a) = (packed.as_ptr(), x.as_ptr());
+    // SAFETY: forwarded; the lengths were checked above.
+    unsafe { run_body(packed.as_ptr(), cols, x.as_ptr(), tokens, out) }
+}
+
+/// Every token of `x` (`tokens` rows of `cols` f32 values) times a packed group, eight
+/// at a time, then four, then one.
+///
+/// # Safety
+/// Only for inlining into AVX-512F functions; `p` must point to `cols` packed lines,
+/// `a` to `tokens * cols` values; `out` as for `Gemm::run`.
+#[inline(always)]
+unsafe fn run_body(p: *const Line, cols: usize, a: *const f32, tokens: usize, out: Outputs) {
     let mut t = 0;
-    // SAFETY: `out` is the caller's contract; the lengths were checked above, and each
-    // call covers tokens `t..t + T <= tokens`.
+    // SAFETY: guaranteed by the caller; each call covers tokens `t..t + T <= tokens`.
     unsafe {
         while t + 8 <= tokens {
             tile::<8>(p, cols, a.add(t * cols), out, t);
@@ -134,10 +160,124 @@ unsafe fn run_f32(
     }
 }
 
+/// Packs up to sixteen rows of `cols` 16-bit floats (`bits`: F16 or BF16 bit patterns)
+/// as f32 lines, `widen` turning 16 lanes of bit patterns (in the low halves of 32-bit
+/// lanes) into f32.
+#[inline(always)]
+fn pack_half_body(bits: &[u16], cols: usize, dst: &mut [Line], widen: impl Fn(__m512i) -> __m512) {
+    let rows = bits.len().checked_div(cols).unwrap_or(0).min(GROUP_ROWS);
+    if rows == 0 {
+        dst[..cols].fill(Line::ZERO);
+        return;
+    }
+    // The gather reads 4 bytes per lane (the value and the next one), so the last
+    // column, whose next value may lie past the slice, is copied lane by lane; rows of
+    // over 2^31 / 32 values (far beyond any model's) are copied that way entirely.
+    let gathered = if i32::try_from(cols * GROUP_ROWS * 2).is_ok() {
+        cols - 1
+    } else {
+        0
+    };
+    let mask = ((1u32 << rows) - 1) as u16;
+    // SAFETY: inlined into the AVX-512F/BW functions below; the gather reads, for lanes
+    // `r < rows`, elements `r * cols + c` and the one after it, both below
+    // `rows * cols <= bits.len()` since `c + 1 < cols`; each store writes one whole line.
+    unsafe {
+        let first = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32(cols as i32),
+        );
+        for (c, line) in dst[..gathered].iter_mut().enumerate() {
+            let at = _mm512_add_epi32(first, _mm512_set1_epi32(c as i32));
+            let v = _mm512_mask_i32gather_epi32::<2>(
+                _mm512_setzero_si512(),
+                mask,
+                at,
+                bits.as_ptr().cast(),
+            );
+            _mm512_store_ps(line.0.as_mut_ptr().cast(), widen(v));
+        }
+    }
+    let mut lane_bits = [0u32; GROUP_ROWS];
+    for (c, line) in dst[..cols].iter_mut().enumerate().skip(gathered) {
+        for (r, b) in lane_bits[..rows].iter_mut().enumerate() {
+            *b = u32::from(bits[r * cols + c]);
+        }
+        // SAFETY: as above; the load reads the 16 values of `lane_bits`.
+        let v = unsafe { widen(_mm512_loadu_si512(lane_bits.as_ptr().cast())) };
+        // SAFETY: as above; the store writes one whole line.
+        unsafe { _mm512_store_ps(line.0.as_mut_ptr().cast(), v) };
+    }
+}
+
+/// # Safety
+/// As [`pack_f32`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn pack_f16(w: &[f16], cols: usize, dst: &mut [Line]) {
+    // The closure inherits this function's features.
+    pack_half_body(bytemuck::cast_slice(w), cols, dst, |v| {
+        _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v))
+    })
+}
+
+/// # Safety
+/// As [`pack_f32`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn pack_bf16(w: &[bf16], cols: usize, dst: &mut [Line]) {
+    // The closure inherits this function's features.
+    pack_half_body(bytemuck::cast_slice(w), cols, dst, |v| {
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v))
+    })
+}
+
+/// The tiles over activations widened to f32 in `extra` (F16 and BF16 weights).
+///
+/// # Safety
+/// As [`pack_f32`]; `out` as for `Gemm::run`.
+#[inline(always)]
+unsafe fn run_half<A>(
+    packed: &[Line],
+    cols: usize,
+    x: &[A],
+    extra: &[i32],
+    tokens: usize,
+    out: Outputs,
+) {
+    if !lengths_agree(packed, LINES, cols, x, extra, HALF_EXTRA, tokens) {
+        return;
+    }
+    // SAFETY: forwarded; `extra` holds the `tokens * cols` activations as f32 bits.
+    unsafe { run_body(packed.as_ptr(), cols, extra.as_ptr().cast(), tokens, out) }
+}
+
+/// # Safety
+/// As [`pack_f32`]; `out` as for `Gemm::run`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn run_f16(p: &[Line], cols: usize, x: &[f16], e: &[i32], n: usize, out: Outputs) {
+    // SAFETY: forwarded from the caller.
+    unsafe { run_half(p, cols, x, e, n, out) }
+}
+
+/// # Safety
+/// As [`pack_f32`]; `out` as for `Gemm::run`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn run_bf16(p: &[Line], cols: usize, x: &[bf16], e: &[i32], n: usize, out: Outputs) {
+    // SAFETY: forwarded from the caller.
+    unsafe { run_half(p, cols, x, e, n, out) }
+}
+
 gemm_kernels!(
     /// The F32 x F32 sixteen-row GEMM, if this CPU has AVX-512 (with VNNI, like the
     /// other sixteen-row kernels).
     f32_gemm: f32, f32, LINES, EXTRA, 32 => prepare_f32, pack_f32, run_f32
+);
+gemm_kernels!(
+    /// The F16 x F16 sixteen-row GEMM, if this CPU has AVX-512 (with VNNI).
+    f16_gemm: f16, f16, LINES, HALF_EXTRA, 8 => prepare_f16, pack_f16, run_f16
+);
+gemm_kernels!(
+    /// The BF16 x BF16 sixteen-row GEMM, if this CPU has AVX-512 (with VNNI).
+    bf16_gemm: bf16, bf16, LINES, HALF_EXTRA, 8 => prepare_bf16, pack_bf16, run_bf16
 );
 
 #[cfg(test)]
@@ -159,5 +299,10 @@ mod tests {
             (7, 257, 29),
         ];
         check::<f32>(&gemm, &cases);
+        let (Some(f16s), Some(bf16s)) = (f16_gemm(), bf16_gemm()) else {
+            panic!("F32 GEMM without the F16 / BF16 ones");
+        };
+        check::<f16>(&f16s, &cases);
+        check::<bf16>(&bf16s, &cases);
     }
 }
