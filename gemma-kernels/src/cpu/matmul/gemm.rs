@@ -210,7 +210,12 @@ mod tests {
         ];
         let mut scratch = MatmulScratch::default();
         for ty in types {
-            for (rows, cols, n) in [(17usize, 512usize, 8usize), (50, 768, 37), (5, 256, 33)] {
+            for (rows, cols, n) in [
+                (17usize, 512usize, 8usize),
+                (50, 768, 37),
+                (5, 256, 33),
+                (9, 320, 45),
+            ] {
                 let row_bytes = ty.row_bytes(cols as u64).expect("whole blocks") as usize;
                 let mut data = vec![0u8; rows * row_bytes];
                 quant::quantize(ty, &values(rows * cols, rows as u32), &mut data)
