@@ -214,7 +214,7 @@ mod tests {
                 (17usize, 512usize, 8usize),
                 (50, 768, 37),
                 (5, 256, 33),
-                (9, 320, 45),
+                (9, 512, 45),
             ] {
                 let row_bytes = ty.row_bytes(cols as u64).expect("whole blocks") as usize;
                 let mut data = vec![0u8; rows * row_bytes];
