@@ -34,7 +34,7 @@ const SHAPES: [(usize, usize); 3] = [(15360, 3840), (3840, 15360), (4096, 3840)]
 /// The tied output projection (token_embd): 262144 rows of 3840.
 const OUTPUT_SHAPE: (usize, usize) = (262_144, 3840);
 
-const MATVEC_TYPES: [GgmlType; 9] = [
+const MATVEC_TYPES: [GgmlType; 10] = [
     GgmlType::Q4_K,
     GgmlType::Q4_0,
     GgmlType::Q5_0,
@@ -44,6 +44,7 @@ const MATVEC_TYPES: [GgmlType; 9] = [
     GgmlType::BF16,
     GgmlType::Q5_K,
     GgmlType::IQ4_XS,
+    GgmlType::IQ4_NL,
 ];
 const OUTPUT_TYPES: [GgmlType; 2] = [GgmlType::Q6_K, GgmlType::Q4_K];
 

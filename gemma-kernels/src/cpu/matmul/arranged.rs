@@ -1,6 +1,6 @@
 //! One-token products of the 32-element formats with Q8_0 activations whose kernels
 //! take the activations rearranged once per product (Q4_0 and Q5_0 with AVX-512 VNNI or
-//! AVX2); every other case takes the format's plain dot product.
+//! AVX2, IQ4_NL with AVX-512 VNNI); every other case takes the format's plain dot product.
 
 use super::Rows;
 #[cfg(target_arch = "x86_64")]
@@ -45,7 +45,7 @@ pub(super) fn matvec_with_arranged_kernel<B: QuantBlock>(
             avx2_quads_legacy as quads256, avx512_quads_legacy as quads512,
             avx512_rows_legacy as many,
         };
-        use crate::quant::{BlockQ4_0, BlockQ5_0};
+        use crate::quant::{BlockIQ4_NL, BlockQ4_0, BlockQ5_0};
         use gemma_gguf::GgmlType;
 
         let avx512 = isa::current() >= Isa::Avx512;
@@ -71,6 +71,10 @@ pub(super) fn matvec_with_arranged_kernel<B: QuantBlock>(
                 };
                 return run_as::<B, BlockQ5_0>(rows, act, y, scratch, 16, kernels);
             }
+            GgmlType::IQ4_NL => {
+                let kernels = quads512::iq4_nl().filter(|_| avx512).map(Kernels::one_row);
+                return run_as::<B, BlockIQ4_NL>(rows, act, y, scratch, 128, kernels);
+            }
             _ => {}
         }
     }
@@ -83,8 +87,8 @@ pub(super) fn matvec_with_arranged_kernel<B: QuantBlock>(
 struct Kernels<C> {
     /// One row times activations in quads.
     quad: crate::cpu::x86_64::act_quads::QuadVecDot<C>,
-    /// Several rows at once, for rows of over [`MAX_BLOCKS_PER_QUAD_ROW`] blocks (AVX-512
-    /// only; without it every row takes `quad`).
+    /// Several rows at once, for rows of over [`MAX_BLOCKS_PER_QUAD_ROW`] blocks (Q4_0
+    /// and Q5_0 with AVX-512; otherwise every row takes `quad`).
     long_rows: Option<crate::cpu::x86_64::avx512_rows_legacy::RowsVecDot<C>>,
 }
 

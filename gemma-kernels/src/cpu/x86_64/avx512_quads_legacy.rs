@@ -1,5 +1,7 @@
-//! One-token AVX-512 VNNI kernels of Q4_0 and Q5_0 that take four weight blocks per
-//! step, with the Q8_0 activations rearranged once per product into [`ActQuad`]s.
+//! One-token AVX-512 VNNI kernels of Q4_0, Q5_0 and IQ4_NL that take four weight blocks
+//! per step, with the Q8_0 activations rearranged once per product into [`ActQuad`]s.
+//! IQ4_NL's nibbles index a table of its levels plus 128, unsigned bytes for `vpdpbusd`
+//! with an offset of 128.
 //!
 //! A step loads the four blocks' 16-byte nibble arrays into one register, one per
 //! 128-bit lane, and splits it into the low nibbles (elements 0..16 of each block) and
@@ -19,7 +21,8 @@
 use super::act_quads::{packed_scales, ActQuad, QuadVecDot, QUAD};
 use super::avx2_kquants::prefetch_far;
 use crate::cpu::isa::{has_avx512_vnni, Isa};
-use crate::quant::{BlockQ4_0, BlockQ5_0};
+use crate::quant::common::KVALUES_IQ4NL;
+use crate::quant::{BlockIQ4_NL, BlockQ4_0, BlockQ5_0};
 use half::f16;
 use std::arch::x86_64::*;
 
@@ -36,6 +39,14 @@ pub(crate) fn q5_0() -> Option<QuadVecDot<BlockQ5_0>> {
     available().then_some(|w: &[BlockQ5_0], x: &[ActQuad]| {
         // SAFETY: handed out only after AVX-512F/BW/VL, VNNI, FMA and F16C were found.
         unsafe { q5_0_kernel(w, x) }
+    })
+}
+
+/// The IQ4_NL kernel, if this CPU has AVX-512 F/BW/VL and VNNI.
+pub(crate) fn iq4_nl() -> Option<QuadVecDot<BlockIQ4_NL>> {
+    available().then_some(|w: &[BlockIQ4_NL], x: &[ActQuad]| {
+        // SAFETY: handed out only after AVX-512F/BW/VL, VNNI, FMA and F16C were found.
+        unsafe { iq4_nl_kernel(w, x) }
     })
 }
 
@@ -183,6 +194,29 @@ unsafe fn q5_0_kernel(w: &[BlockQ5_0], x: &[ActQuad]) -> f32 {
     }
 }
 
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL, VNNI, FMA and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn iq4_nl_kernel(w: &[BlockIQ4_NL], x: &[ActQuad]) -> f32 {
+    let levels = KVALUES_IQ4NL.map(|v| (i16::from(v) + 128) as u8);
+    // SAFETY: features enabled above; the load reads the 16 table bytes.
+    unsafe {
+        let table = _mm512_broadcast_i32x4(_mm_loadu_si128(levels.as_ptr().cast()));
+        quads(
+            w,
+            x,
+            |b| b.d,
+            |b| {
+                let (lo, hi) = nibbles([&b[0].qs, &b[1].qs, &b[2].qs, &b[3].qs]);
+                (
+                    _mm512_shuffle_epi8(table, lo),
+                    _mm512_shuffle_epi8(table, hi),
+                )
+            },
+        )
+    }
+}
+
 /// `v` with `bit` added to the bytes whose bit is set in `mask` (their bit is clear).
 #[inline(always)]
 unsafe fn with_bit(v: __m512i, mask: u64, bit: __m512i) -> __m512i {
@@ -197,11 +231,12 @@ mod tests {
 
     #[test]
     fn quad_kernels_match_scalar() {
-        let (Some(q4), Some(q5)) = (q4_0(), q5_0()) else {
+        let (Some(q4), Some(q5), Some(iq4)) = (q4_0(), q5_0(), iq4_nl()) else {
             eprintln!("no AVX-512 VNNI on this CPU: nothing to check");
             return;
         };
         check_quad_kernel(q4, 8);
         check_quad_kernel(q5, 16);
+        check_quad_kernel(iq4, 128);
     }
 }
