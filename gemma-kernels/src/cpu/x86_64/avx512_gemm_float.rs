@@ -6,9 +6,11 @@
 //! f32 (F16 and BF16 widened while packing). Each token then costs one FMA with its value
 //! broadcast per column of sixteen rows, and no horizontal sums. F16 and BF16 activations
 //! are widened to f32 once per call (their `extra` value); every product of two 16-bit
-//! floats is exact in f32, as in ggml's kernels.
+//! floats is exact in f32, as in ggml's kernels. BF16 rows of an even length take
+//! `vdpbf16ps` on CPUs with AVX-512 BF16 instead (`avx512_gemm_bf16`).
 
 use super::avx512_gemm::{gemm_kernels, lengths_agree, Line, Outputs, GROUP_ROWS};
+use super::avx512_gemm_bf16;
 use half::{bf16, f16};
 use std::arch::x86_64::*;
 
@@ -224,6 +226,10 @@ unsafe fn pack_f16(w: &[f16], cols: usize, dst: &mut [Line]) {
 /// As [`pack_f32`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn pack_bf16(w: &[bf16], cols: usize, dst: &mut [Line]) {
+    if bf16_pairs(cols) {
+        // SAFETY: AVX-512 BF16 found; `cols` even; `dst` holds `cols` lines.
+        return unsafe { avx512_gemm_bf16::pack_pairs(w, cols, dst) };
+    }
     // The closure inherits this function's features.
     pack_half_body(bytemuck::cast_slice(w), cols, dst, |v| {
         _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v))
@@ -262,8 +268,21 @@ unsafe fn run_f16(p: &[Line], cols: usize, x: &[f16], e: &[i32], n: usize, out: 
 /// As [`pack_f32`]; `out` as for `Gemm::run`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn run_bf16(p: &[Line], cols: usize, x: &[bf16], e: &[i32], n: usize, out: Outputs) {
+    if bf16_pairs(cols) {
+        if lengths_agree(p, LINES, cols, x, e, HALF_EXTRA, n) {
+            // SAFETY: AVX-512 BF16 found, `cols` even, lengths checked; `out` forwarded.
+            unsafe { avx512_gemm_bf16::run_pairs(p, cols, x, n, out) }
+        }
+        return;
+    }
     // SAFETY: forwarded from the caller.
     unsafe { run_half(p, cols, x, e, n, out) }
+}
+
+/// Whether BF16 rows of `cols` values take `vdpbf16ps` pairs (AVX-512 BF16, an even
+/// length, gather offsets within i32) instead of widening to f32.
+fn bf16_pairs(cols: usize) -> bool {
+    cols % 2 == 0 && i32::try_from(cols * GROUP_ROWS * 2).is_ok() && avx512_gemm_bf16::available()
 }
 
 gemm_kernels!(

@@ -6,6 +6,7 @@ pub mod avx2_legacy;
 pub mod avx2_ops;
 pub(crate) mod avx2_quads_legacy;
 pub(crate) mod avx512_gemm;
+mod avx512_gemm_bf16;
 pub(crate) mod avx512_gemm_float;
 pub(crate) mod avx512_gemm_kquants;
 pub(crate) mod avx512_gemm_legacy;
