@@ -282,7 +282,9 @@ unsafe fn run_bf16(p: &[Line], cols: usize, x: &[bf16], e: &[i32], n: usize, out
 /// Whether BF16 rows of `cols` values take `vdpbf16ps` pairs (AVX-512 BF16, an even
 /// length, gather offsets within i32) instead of widening to f32.
 fn bf16_pairs(cols: usize) -> bool {
-    cols % 2 == 0 && i32::try_from(cols * GROUP_ROWS * 2).is_ok() && avx512_gemm_bf16::available()
+    cols.is_multiple_of(2)
+        && i32::try_from(cols * GROUP_ROWS * 2).is_ok()
+        && avx512_gemm_bf16::available()
 }
 
 gemm_kernels!(
