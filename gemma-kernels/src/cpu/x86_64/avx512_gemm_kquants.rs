@@ -112,6 +112,49 @@ unsafe fn store32(q: &mut [u8; 256], at: usize, v: __m256i) {
     unsafe { _mm256_storeu_si256(q.as_mut_ptr().add(at).cast(), v) }
 }
 
+/// Writes Q2_K / Q3_K weights: weight `32 k + l` (k = 4n + g) is bits `2g..2g+2` of
+/// `qs[32 n + l]` plus `high(k)`'s byte `l`.
+///
+/// # Safety
+/// AVX2 enabled by the caller.
+#[inline(always)]
+unsafe fn two_bit_weights(qs: &[u8; 64], q: &mut [u8; 256], high: impl Fn(usize) -> __m256i) {
+    // SAFETY: loads inside `qs`; stores inside `q`.
+    unsafe {
+        let m3 = _mm256_set1_epi8(3);
+        for n in 0..2 {
+            let v = _mm256_loadu_si256(qs.as_ptr().add(32 * n).cast());
+            let shifted = [
+                v,
+                _mm256_srli_epi16::<2>(v),
+                _mm256_srli_epi16::<4>(v),
+                _mm256_srli_epi16::<6>(v),
+            ];
+            for (g, s) in shifted.into_iter().enumerate() {
+                let k = 4 * n + g;
+                store32(q, 32 * k, _mm256_or_si256(_mm256_and_si256(s, m3), high(k)));
+            }
+        }
+    }
+}
+
+/// Writes Q4_K / Q5_K weights: weights `64 c + l` / `64 c + 32 + l` are the low / high
+/// nibble of `qs[32 c + l]`, plus byte `l` of `high(2c)` / `high(2c + 1)`.
+///
+/// # Safety
+/// AVX2 enabled by the caller.
+#[inline(always)]
+unsafe fn nibble_weights(qs: &[u8; 128], q: &mut [u8; 256], high: impl Fn(usize) -> __m256i) {
+    // SAFETY: loads inside `qs`; stores inside `q`.
+    unsafe {
+        for c in 0..4 {
+            let (lo, hi) = nibbles32(qs.as_ptr().add(32 * c));
+            store32(q, 64 * c, _mm256_or_si256(lo, high(2 * c)));
+            store32(q, 64 * c + 32, _mm256_or_si256(hi, high(2 * c + 1)));
+        }
+    }
+}
+
 /// The eight 32-element scales and minimums of Q4_K / Q5_K.
 fn k4_header(scales_mins: ([u8; 8], [u8; 8]), d: half::f16, dmin: half::f16) -> Header {
     let (sc, m) = scales_mins;
@@ -129,23 +172,8 @@ impl Packed for BlockQ2_K {
     const MINS: bool = true;
     #[inline(always)]
     unsafe fn unsigned(&self, q: &mut [u8; 256]) {
-        // SAFETY: loads inside `qs` (64 bytes); AVX2 enabled by the caller. Weight
-        // `128 n + 32 g + l` is bits `2g..2g+2` of `qs[32 n + l]`.
-        unsafe {
-            let m3 = _mm256_set1_epi8(3);
-            for n in 0..2 {
-                let v = _mm256_loadu_si256(self.qs.as_ptr().add(32 * n).cast());
-                let shifted = [
-                    v,
-                    _mm256_srli_epi16::<2>(v),
-                    _mm256_srli_epi16::<4>(v),
-                    _mm256_srli_epi16::<6>(v),
-                ];
-                for (g, s) in shifted.into_iter().enumerate() {
-                    store32(q, 128 * n + 32 * g, _mm256_and_si256(s, m3));
-                }
-            }
-        }
+        // SAFETY: AVX2 enabled by the caller.
+        unsafe { two_bit_weights(&self.qs, q, |_| _mm256_setzero_si256()) }
     }
     fn header(&self) -> Header {
         Header {
@@ -163,26 +191,12 @@ impl Packed for BlockQ3_K {
     const MINS: bool = false;
     #[inline(always)]
     unsafe fn unsigned(&self, q: &mut [u8; 256]) {
-        // SAFETY: loads inside `qs` (64 bytes) and `hmask` (32); AVX-512BW/VL enabled by
-        // the caller. Weight `128 n + 32 g + l`: bits `2g..2g+2` of `qs[32 n + l]`, plus
-        // 4 where bit `4n + g` of `hmask[l]` is set (ggml subtracts 4 where it is clear).
+        // SAFETY: the load reads the 32 bytes of `hmask`; AVX-512BW/VL enabled by the
+        // caller. Weight `32 k + l` (k = 4n + g) gets 4 where bit `k` of `hmask[l]` is
+        // set (ggml subtracts 4 where it is clear).
         unsafe {
-            let m3 = _mm256_set1_epi8(3);
             let hmask = _mm256_loadu_si256(self.hmask.as_ptr().cast());
-            for n in 0..2 {
-                let v = _mm256_loadu_si256(self.qs.as_ptr().add(32 * n).cast());
-                let shifted = [
-                    v,
-                    _mm256_srli_epi16::<2>(v),
-                    _mm256_srli_epi16::<4>(v),
-                    _mm256_srli_epi16::<6>(v),
-                ];
-                for (g, s) in shifted.into_iter().enumerate() {
-                    let high = where_bit(hmask, 1 << (4 * n + g), 4);
-                    let low = _mm256_and_si256(s, m3);
-                    store32(q, 128 * n + 32 * g, _mm256_or_si256(low, high));
-                }
-            }
+            two_bit_weights(&self.qs, q, |k| where_bit(hmask, 1 << k, 4))
         }
     }
     fn header(&self) -> Header {
@@ -201,15 +215,8 @@ impl Packed for BlockQ4_K {
     const MINS: bool = true;
     #[inline(always)]
     unsafe fn unsigned(&self, q: &mut [u8; 256]) {
-        // SAFETY: loads inside `qs` (128 bytes); AVX2 enabled by the caller. Weights
-        // `64 c + l` / `64 c + 32 + l`: low / high nibble of `qs[32 c + l]`.
-        unsafe {
-            for c in 0..4 {
-                let (lo, hi) = nibbles32(self.qs.as_ptr().add(32 * c));
-                store32(q, 64 * c, lo);
-                store32(q, 64 * c + 32, hi);
-            }
-        }
+        // SAFETY: AVX2 enabled by the caller.
+        unsafe { nibble_weights(&self.qs, q, |_| _mm256_setzero_si256()) }
     }
     fn header(&self) -> Header {
         k4_header(self.scales_mins(), self.d, self.dmin)
@@ -222,17 +229,11 @@ impl Packed for BlockQ5_K {
     const MINS: bool = true;
     #[inline(always)]
     unsafe fn unsigned(&self, q: &mut [u8; 256]) {
-        // SAFETY: loads inside `qs` (128 bytes) and `qh` (32); AVX-512BW/VL enabled by
-        // the caller. As Q4_K, plus 16 where bit `2c` / `2c + 1` of `qh[l]` is set.
+        // SAFETY: the load reads the 32 bytes of `qh`; AVX-512BW/VL enabled by the
+        // caller. As Q4_K, plus 16 where bit `j` of `qh[l]` is set (weight `32 j + l`).
         unsafe {
             let qh = _mm256_loadu_si256(self.qh.as_ptr().cast());
-            for c in 0..4 {
-                let (lo, hi) = nibbles32(self.qs.as_ptr().add(32 * c));
-                let lo = _mm256_or_si256(lo, where_bit(qh, 1 << (2 * c), 16));
-                let hi = _mm256_or_si256(hi, where_bit(qh, 1 << (2 * c + 1), 16));
-                store32(q, 64 * c, lo);
-                store32(q, 64 * c + 32, hi);
-            }
+            nibble_weights(&self.qs, q, |j| where_bit(qh, 1 << j, 16))
         }
     }
     fn header(&self) -> Header {
