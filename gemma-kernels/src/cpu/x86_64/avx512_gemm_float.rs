@@ -299,10 +299,12 @@ gemm_kernels!(
     f16_gemm: f16, f16, LINES, HALF_EXTRA, 40 => prepare_f16, pack_f16, run_f16
 );
 gemm_kernels!(
-    /// The BF16 x BF16 sixteen-row GEMM, if this CPU has AVX-512 (with VNNI); from 24
-    /// tokens (270M-shaped pp12 199 tok/s one token at a time against 147 here, pp24 237
-    /// against 253, Zen 4).
-    bf16_gemm: bf16, bf16, LINES, HALF_EXTRA, 24 => prepare_bf16, pack_bf16, run_bf16
+    /// The BF16 x BF16 sixteen-row GEMM, if this CPU has AVX-512 (with VNNI); from 16
+    /// tokens with AVX-512 BF16 (270M-shaped pp8 186 tok/s one token at a time against 149
+    /// here, pp16 248 against 294), else from 24 (pp12 199 against 147, pp24 237 against
+    /// 253), Zen 4.
+    bf16_gemm: bf16, bf16, LINES, HALF_EXTRA, if avx512_gemm_bf16::available() { 16 } else { 24 }
+        => prepare_bf16, pack_bf16, run_bf16
 );
 
 #[cfg(test)]
