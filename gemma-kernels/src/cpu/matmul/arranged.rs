@@ -52,23 +52,21 @@ pub(super) fn matvec_with_arranged_kernel<B: QuantBlock>(
         let avx2 = isa::current() >= Isa::Avx2;
         match B::TYPE {
             GgmlType::Q4_0 => {
-                let kernels = match (quads512::q4_0(), many::q4_0()) {
-                    (Some(quad), Some(long_rows)) if avx512 => Some(Kernels {
-                        quad,
-                        long_rows: Some(long_rows),
-                    }),
-                    _ => quads256::q4_0().filter(|_| avx2).map(Kernels::one_row),
-                };
+                let kernels = Kernels::pick(
+                    (quads512::q4_0(), many::q4_0()),
+                    quads256::q4_0(),
+                    avx512,
+                    avx2,
+                );
                 return run_as::<B, BlockQ4_0>(rows, act, y, scratch, 8, kernels);
             }
             GgmlType::Q5_0 => {
-                let kernels = match (quads512::q5_0(), many::q5_0()) {
-                    (Some(quad), Some(long_rows)) if avx512 => Some(Kernels {
-                        quad,
-                        long_rows: Some(long_rows),
-                    }),
-                    _ => quads256::q5_0().filter(|_| avx2).map(Kernels::one_row),
-                };
+                let kernels = Kernels::pick(
+                    (quads512::q5_0(), many::q5_0()),
+                    quads256::q5_0(),
+                    avx512,
+                    avx2,
+                );
                 return run_as::<B, BlockQ5_0>(rows, act, y, scratch, 16, kernels);
             }
             GgmlType::IQ4_NL => {
@@ -94,6 +92,26 @@ struct Kernels<C> {
 
 #[cfg(target_arch = "x86_64")]
 impl<C> Kernels<C> {
+    /// The AVX-512 one-row and several-row kernels when `avx512` is allowed and both
+    /// exist, else the AVX2 one-row kernel when `avx2` is allowed.
+    fn pick(
+        wide: (
+            Option<crate::cpu::x86_64::act_quads::QuadVecDot<C>>,
+            Option<crate::cpu::x86_64::avx512_rows_legacy::RowsVecDot<C>>,
+        ),
+        narrow: Option<crate::cpu::x86_64::act_quads::QuadVecDot<C>>,
+        avx512: bool,
+        avx2: bool,
+    ) -> Option<Self> {
+        match wide {
+            (Some(quad), Some(long_rows)) if avx512 => Some(Kernels {
+                quad,
+                long_rows: Some(long_rows),
+            }),
+            _ => narrow.filter(|_| avx2).map(Kernels::one_row),
+        }
+    }
+
     /// Kernels that take every row with `quad`.
     fn one_row(quad: crate::cpu::x86_64::act_quads::QuadVecDot<C>) -> Self {
         Kernels {

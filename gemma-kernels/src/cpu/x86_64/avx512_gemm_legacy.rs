@@ -77,6 +77,20 @@ unsafe fn nibbles(qs: &[u8; 16]) -> __m256i {
     }
 }
 
+/// The 5-bit quants of a Q5_0 / Q5_1 block in element order: the nibbles plus 16 where
+/// bit `k` of `qh` (the fifth bit of weight `k`) is set.
+///
+/// # Safety
+/// AVX-512BW/VL enabled by the caller.
+#[inline(always)]
+unsafe fn five_bits(qs: &[u8; 16], qh: [u8; 4]) -> __m256i {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        let fifth = _mm256_maskz_mov_epi8(u32::from_le_bytes(qh), _mm256_set1_epi8(16));
+        _mm256_or_si256(nibbles(qs), fifth)
+    }
+}
+
 impl Unsigned32 for BlockQ4_0 {
     type Act = BlockQ8_0;
     const OFFSET: i32 = 8;
@@ -101,11 +115,7 @@ impl Unsigned32 for BlockQ5_0 {
     #[inline(always)]
     unsafe fn unsigned(&self) -> __m256i {
         // SAFETY: AVX-512BW/VL enabled by the caller.
-        unsafe {
-            // Bit `k` of `qh` is the fifth bit of weight `k`.
-            let fifth = _mm256_maskz_mov_epi8(u32::from_le_bytes(self.qh), _mm256_set1_epi8(16));
-            _mm256_or_si256(nibbles(&self.qs), fifth)
-        }
+        unsafe { five_bits(&self.qs, self.qh) }
     }
 }
 
@@ -178,11 +188,7 @@ impl Unsigned32 for BlockQ5_1 {
     #[inline(always)]
     unsafe fn unsigned(&self) -> __m256i {
         // SAFETY: AVX-512BW/VL enabled by the caller.
-        unsafe {
-            // Bit `k` of `qh` is the fifth bit of weight `k`.
-            let fifth = _mm256_maskz_mov_epi8(u32::from_le_bytes(self.qh), _mm256_set1_epi8(16));
-            _mm256_or_si256(nibbles(&self.qs), fifth)
-        }
+        unsafe { five_bits(&self.qs, self.qh) }
     }
 }
 
