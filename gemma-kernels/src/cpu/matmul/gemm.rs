@@ -24,35 +24,50 @@ pub(super) fn matmat_with_gemm_kernel<B: QuantBlock>(
     }
     #[cfg(target_arch = "x86_64")]
     {
-        use crate::cpu::x86_64::{avx512_gemm_float, avx512_gemm_kquants, avx512_gemm_legacy};
+        use crate::cpu::isa::{self, Isa};
+        use crate::cpu::x86_64::{
+            avx2_gemm_kquants as avx2_k, avx2_gemm_legacy as avx2_l, avx512_gemm_float as avx512_f,
+            avx512_gemm_kquants as avx512_k, avx512_gemm_legacy as avx512_l,
+        };
         use crate::quant::{
             BlockIQ4_NL, BlockIQ4_XS, BlockQ2_K, BlockQ3_K, BlockQ4_0, BlockQ4_1, BlockQ4_K,
             BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0,
         };
         use gemma_gguf::GgmlType;
 
-        // Runs the product as concrete format `$c` with the kernels `$gemm`.
+        let isa = isa::current();
+        // Runs the product as concrete format `$c` with the AVX-512 kernels `$wide` (if
+        // `GEMMA_ISA` allows AVX-512 and the CPU has VNNI), else the AVX2 ones `$narrow`.
         macro_rules! run_as {
-            ($c:ty, $gemm:expr) => {
-                return x86::run_as::<B, $c>(rows, act, n, y, extra, $gemm)
+            ($c:ty, $wide:expr) => {
+                run_as!($c, $wide, None)
             };
+            ($c:ty, $wide:expr, $narrow:expr) => {{
+                let wide = if isa >= Isa::Avx512 { $wide } else { None };
+                let gemm = if isa >= Isa::Avx2 {
+                    wide.or($narrow)
+                } else {
+                    None
+                };
+                return x86::run_as::<B, $c>(rows, act, n, y, extra, gemm);
+            }};
         }
         match B::TYPE {
-            GgmlType::Q4_0 => run_as!(BlockQ4_0, avx512_gemm_legacy::q4_0()),
-            GgmlType::Q5_0 => run_as!(BlockQ5_0, avx512_gemm_legacy::q5_0()),
-            GgmlType::Q8_0 => run_as!(BlockQ8_0, avx512_gemm_legacy::q8_0()),
-            GgmlType::IQ4_NL => run_as!(BlockIQ4_NL, avx512_gemm_legacy::iq4_nl()),
-            GgmlType::Q4_1 => run_as!(BlockQ4_1, avx512_gemm_legacy::q4_1()),
-            GgmlType::Q5_1 => run_as!(BlockQ5_1, avx512_gemm_legacy::q5_1()),
-            GgmlType::Q2_K => run_as!(BlockQ2_K, avx512_gemm_kquants::q2_k()),
-            GgmlType::Q3_K => run_as!(BlockQ3_K, avx512_gemm_kquants::q3_k()),
-            GgmlType::Q4_K => run_as!(BlockQ4_K, avx512_gemm_kquants::q4_k()),
-            GgmlType::Q5_K => run_as!(BlockQ5_K, avx512_gemm_kquants::q5_k()),
-            GgmlType::Q6_K => run_as!(BlockQ6_K, avx512_gemm_kquants::q6_k()),
-            GgmlType::IQ4_XS => run_as!(BlockIQ4_XS, avx512_gemm_kquants::iq4_xs()),
-            GgmlType::F32 => run_as!(f32, avx512_gemm_float::f32_gemm()),
-            GgmlType::F16 => run_as!(half::f16, avx512_gemm_float::f16_gemm()),
-            GgmlType::BF16 => run_as!(half::bf16, avx512_gemm_float::bf16_gemm()),
+            GgmlType::Q4_0 => run_as!(BlockQ4_0, avx512_l::q4_0(), avx2_l::q4_0()),
+            GgmlType::Q5_0 => run_as!(BlockQ5_0, avx512_l::q5_0(), avx2_l::q5_0()),
+            GgmlType::Q8_0 => run_as!(BlockQ8_0, avx512_l::q8_0(), avx2_l::q8_0()),
+            GgmlType::IQ4_NL => run_as!(BlockIQ4_NL, avx512_l::iq4_nl(), avx2_l::iq4_nl()),
+            GgmlType::Q4_1 => run_as!(BlockQ4_1, avx512_l::q4_1(), avx2_l::q4_1()),
+            GgmlType::Q5_1 => run_as!(BlockQ5_1, avx512_l::q5_1(), avx2_l::q5_1()),
+            GgmlType::Q2_K => run_as!(BlockQ2_K, avx512_k::q2_k(), avx2_k::q2_k()),
+            GgmlType::Q3_K => run_as!(BlockQ3_K, avx512_k::q3_k(), avx2_k::q3_k()),
+            GgmlType::Q4_K => run_as!(BlockQ4_K, avx512_k::q4_k(), avx2_k::q4_k()),
+            GgmlType::Q5_K => run_as!(BlockQ5_K, avx512_k::q5_k(), avx2_k::q5_k()),
+            GgmlType::Q6_K => run_as!(BlockQ6_K, avx512_k::q6_k(), avx2_k::q6_k()),
+            GgmlType::IQ4_XS => run_as!(BlockIQ4_XS, avx512_k::iq4_xs()),
+            GgmlType::F32 => run_as!(f32, avx512_f::f32_gemm()),
+            GgmlType::F16 => run_as!(half::f16, avx512_f::f16_gemm()),
+            GgmlType::BF16 => run_as!(half::bf16, avx512_f::bf16_gemm()),
             _ => {}
         }
     }
@@ -62,7 +77,6 @@ pub(super) fn matmat_with_gemm_kernel<B: QuantBlock>(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use crate::cpu::isa::{self, Isa};
     use crate::cpu::matmul::{Rows, SharedOut};
     use crate::cpu::x86_64::avx512_gemm::{Gemm, Line, Outputs, GROUP_ROWS};
     use crate::quant::QuantBlock;
@@ -76,7 +90,7 @@ mod x86 {
     }
 
     /// Runs the product as format `C` (the same format as `B`, seen through its concrete
-    /// type) with `gemm`, when the kernel exists and `GEMMA_ISA` allows AVX-512.
+    /// type) with `gemm`, when there is one (for the CPU and `GEMMA_ISA`).
     pub(super) fn run_as<B: QuantBlock, C: QuantBlock>(
         rows: &Rows<B>,
         act: &[B::Act],
@@ -85,7 +99,7 @@ mod x86 {
         extra: &mut Vec<i32>,
         gemm: Option<Gemm<C, C::Act>>,
     ) -> bool {
-        if isa::current() < Isa::Avx512 || B::TYPE != C::TYPE {
+        if B::TYPE != C::TYPE {
             return false;
         }
         // Both casts are identities: `C` is `B` (same ggml type), so are their activations.

@@ -11,8 +11,10 @@
 //! (ggml's `q - offset` is applied through the activation sums), so the integer dot of
 //! every block is exactly ggml's.
 //!
-//! This file holds the common pieces; the formats are in `avx512_gemm_legacy` (Q4_0,
-//! Q5_0, Q8_0, IQ4_NL) and `avx512_gemm_kquants` (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS).
+//! This file holds the common pieces, shared with the AVX2 kernels (`avx2_gemm`, which
+//! read each line as two halves of eight rows); the layouts of the formats are in
+//! `legacy_packing` and `kquant_packing`, the kernels in `avx512_gemm_legacy`,
+//! `avx512_gemm_kquants` and `avx512_gemm_float`.
 
 /// Weight rows packed and multiplied together (one 32-bit lane of a 512-bit vector each).
 pub(crate) const GROUP_ROWS: usize = 16;
@@ -34,27 +36,31 @@ impl Line {
 }
 
 /// Transposes sixteen rows of `N` bytes into `N / 4` lines: lane `r` of line `i` gets
-/// bytes `4i..4i + 4` of row `r` (one gather per line).
+/// bytes `4i..4i + 4` of row `r` (two eight-lane gathers per line, so that the AVX-512 and
+/// the AVX2 packers share it).
 ///
 /// # Safety
-/// Only for inlining into AVX-512F functions.
+/// Only for inlining into functions with AVX2 enabled.
 #[inline(always)]
 pub(crate) unsafe fn transpose_rows<const N: usize>(
     rows: &[[u8; N]; GROUP_ROWS],
     dst: &mut [Line],
 ) {
     use std::arch::x86_64::*;
-    // SAFETY: AVX-512F enabled by the caller; every gathered dword lies inside `rows`
-    // (row `r < 16`, offset `4i + 3 < N`); each store writes one whole line.
+    // SAFETY: AVX2 enabled by the caller; every gathered dword lies inside `rows` (row
+    // `r < 16`, offset `4i + 3 < N`); each store writes one half of a line.
     unsafe {
-        let first = _mm512_mullo_epi32(
-            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-            _mm512_set1_epi32((N / 4) as i32),
+        let first = _mm256_mullo_epi32(
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            _mm256_set1_epi32((N / 4) as i32),
         );
+        let low_rows = rows.as_ptr().cast::<i32>();
+        let high_rows = rows[GROUP_ROWS / 2..].as_ptr().cast::<i32>();
         for (i, line) in dst[..N / 4].iter_mut().enumerate() {
-            let at = _mm512_add_epi32(first, _mm512_set1_epi32(i as i32));
-            let v = _mm512_i32gather_epi32::<4>(at, rows.as_ptr().cast());
-            _mm512_store_si512(line.0.as_mut_ptr().cast(), v);
+            let at = _mm256_add_epi32(first, _mm256_set1_epi32(i as i32));
+            let dst = line.0.as_mut_ptr().cast::<__m256i>();
+            _mm256_store_si256(dst, _mm256_i32gather_epi32::<4>(low_rows, at));
+            _mm256_store_si256(dst.add(1), _mm256_i32gather_epi32::<4>(high_rows, at));
         }
     }
 }
@@ -116,19 +122,27 @@ pub(crate) struct Gemm<W, A> {
     pub(crate) run: RunGemm<A>,
 }
 
-/// Defines `$name()`, returning the [`Gemm`] of `$w` x `$a` when the CPU has AVX-512
-/// F/BW/VL and VNNI (the kernels are built on `vpdpbusd`), `None` otherwise; `$pack` and
-/// `$run` are the `#[target_feature]` functions, `$prepare` a safe function, `$min_tokens` the
-/// smallest batch it is used for.
+/// Defines `$name()`, returning the [`Gemm`] of `$w` x `$a` when `$supported` holds (by
+/// default: the CPU has AVX-512 F/BW/VL and VNNI, for the kernels built on `vpdpbusd`),
+/// `None` otherwise; `$pack` and `$run` are the `#[target_feature]` functions, `$prepare` a
+/// safe function, `$min_tokens` the smallest batch it is used for.
 macro_rules! gemm_kernels {
     ($(#[$doc:meta])* $name:ident: $w:ty, $a:ty, $lines:expr, $extra:expr, $min_tokens:expr
         => $prepare:expr, $pack:ident, $run:ident) => {
+        gemm_kernels!(
+            $(#[$doc])*
+            $name: $w, $a, $lines, $extra, $min_tokens => $prepare, $pack, $run;
+            when $crate::cpu::isa::Isa::Avx512.is_supported() && $crate::cpu::isa::has_avx512_vnni()
+        );
+    };
+    ($(#[$doc:meta])* $name:ident: $w:ty, $a:ty, $lines:expr, $extra:expr, $min_tokens:expr
+        => $prepare:expr, $pack:ident, $run:ident; when $supported:expr) => {
         $(#[$doc])*
         pub(crate) fn $name() -> Option<$crate::cpu::x86_64::avx512_gemm::Gemm<$w, $a>> {
             use $crate::cpu::x86_64::avx512_gemm::{Gemm, Line, Outputs};
             fn pack(w: &[$w], bpr: usize, dst: &mut [Line]) {
-                // SAFETY: handed out below only after AVX-512F/BW/VL, VNNI, FMA and F16C
-                // were found.
+                // SAFETY: handed out below only after the CPU features of `$pack` were
+                // found.
                 unsafe { $pack(w, bpr, dst) }
             }
             /// # Safety
@@ -137,7 +151,7 @@ macro_rules! gemm_kernels {
                 // SAFETY: as above for the CPU; the outputs are the caller's contract.
                 unsafe { $run(p, bpr, x, e, n, out) }
             }
-            if $crate::cpu::isa::Isa::Avx512.is_supported() && $crate::cpu::isa::has_avx512_vnni() {
+            if $supported {
                 Some(Gemm {
                     min_tokens: $min_tokens,
                     lines_per_block: $lines,
@@ -211,14 +225,47 @@ pub(crate) mod tests {
     /// Every `(rows, blocks per row, tokens)` case through `gemm` against the scalar
     /// one-token dot product of the format, row by row and token by token.
     pub(crate) fn check<W: QuantBlock>(gemm: &Gemm<W, W::Act>, cases: &[(usize, usize, usize)]) {
+        check_values(gemm, cases, values, values);
+    }
+
+    /// Weights of sign `sign` at the largest magnitude of their blocks, but one value in
+    /// 16 of the other sign and larger: the largest stored weights of most formats (those
+    /// that map the largest value to the lowest level), the worst case for 16-bit sums.
+    pub(crate) fn extreme_weights(n: usize, sign: f32) -> Vec<f32> {
+        (0..n)
+            .map(|i| if i % 16 == 0 { -sign } else { 0.99 * sign })
+            .collect()
+    }
+
+    /// [`check_values`] with every pair of signs of [`extreme_weights`] and activations
+    /// all of one sign (quantized to 127, or -127 and -128).
+    pub(crate) fn check_extremes<W: QuantBlock>(gemm: &Gemm<W, W::Act>) {
+        for (w_sign, x_sign) in [(1.0, 1.0), (1.0, -1.0), (-1.0, 1.0), (-1.0, -1.0)] {
+            check_values(
+                gemm,
+                &[(16, 1, 4), (17, 2, 5)],
+                |n, _| extreme_weights(n, w_sign),
+                |n, _| vec![x_sign; n],
+            );
+        }
+    }
+
+    /// [`check`] with the weights and activations made by `weights` and `acts` from a
+    /// count and a seed.
+    pub(crate) fn check_values<W: QuantBlock>(
+        gemm: &Gemm<W, W::Act>,
+        cases: &[(usize, usize, usize)],
+        weights: impl Fn(usize, u32) -> Vec<f32>,
+        acts: impl Fn(usize, u32) -> Vec<f32>,
+    ) {
         for &(rows, bpr, tokens) in cases {
             let seed = (rows * 1000 + bpr * 10 + tokens) as u32;
             let mut w = vec![<W as bytemuck::Zeroable>::zeroed(); rows * bpr];
-            W::quantize(&values(rows * bpr * W::ELEMS, seed), &mut w);
+            W::quantize(&weights(rows * bpr * W::ELEMS, seed), &mut w);
             let act_per_row = bpr * W::ELEMS / W::Act::ELEMS;
             assert_eq!(act_per_row, bpr, "one activation block per weight block");
             let mut x = vec![<W::Act as bytemuck::Zeroable>::zeroed(); tokens * bpr];
-            W::Act::quantize_act(&values(tokens * bpr * W::ELEMS, seed + 7), &mut x);
+            W::Act::quantize_act(&acts(tokens * bpr * W::ELEMS, seed + 7), &mut x);
             let w_max = row_norms::<W>(&w, bpr, |v| v.iter().fold(0.0f32, |m, x| m.max(x.abs())));
             let x_abs = row_norms::<W::Act>(&x, bpr, |v| v.iter().map(|x| x.abs()).sum());
             let mut extra = vec![0i32; tokens * bpr * gemm.extra_per_block];

@@ -1,0 +1,84 @@
+//! The common pieces of the AVX2 twins of the sixteen-row GEMMs (`avx2_gemm_kquants`,
+//! `avx2_gemm_legacy`), for CPUs without AVX-512 VNNI: the packed lines of
+//! `avx512_gemm`, each read as two halves of eight rows (one 32-bit lane of a 256-bit
+//! vector per row).
+//!
+//! Without `vpdpbusd`, four weights of eight rows times four activation bytes take
+//! `vpmaddubsw` (unsigned weight times signed activation, pairs summed into i16), and
+//! `vpmaddwd` sums the pairs into the i32 lane of each row, multiplied by ones or by the
+//! sub-block scale. The i16 sums of a few lines are added before that where they cannot
+//! overflow, so each line of eight rows costs a broadcast, a `vpmaddubsw` and an add per
+//! token.
+
+use super::avx512_gemm::{Line, Outputs};
+use std::arch::x86_64::*;
+
+/// Rows per half line (one 32-bit lane of a 256-bit vector each).
+pub(crate) const HALF_ROWS: usize = 8;
+
+/// Half `h` (rows `8h..8h + 8`) of the line at `p` as integers.
+///
+/// # Safety
+/// Only for inlining into AVX2 functions; `p` must point to a readable line, `h < 2`.
+#[inline(always)]
+pub(crate) unsafe fn half(p: *const Line, h: usize) -> __m256i {
+    // SAFETY: guaranteed by the caller; a line is 64-byte aligned.
+    unsafe { _mm256_load_si256(p.cast::<__m256i>().add(h)) }
+}
+
+/// Half `h` of the line at `p` as f32.
+///
+/// # Safety
+/// As [`half`].
+#[inline(always)]
+pub(crate) unsafe fn half_ps(p: *const Line, h: usize) -> __m256 {
+    // SAFETY: guaranteed by the caller; a line is 64-byte aligned.
+    unsafe { _mm256_load_ps(p.cast::<f32>().add(HALF_ROWS * h)) }
+}
+
+/// The i16 sum of `vpmaddubsw(w[k], x[k])` for `k < N`, where `x[k]` is the 32-bit word
+/// `k` at `x` (four activation bytes) broadcast; the caller keeps the sums below 2^15.
+///
+/// # Safety
+/// Only for inlining into AVX2 functions; `x` must point to `4N` readable bytes.
+#[inline(always)]
+pub(crate) unsafe fn maddubs_lines<const N: usize>(w: &[__m256i; N], x: *const i32) -> __m256i {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        let mut sum = _mm256_setzero_si256();
+        for (k, &wk) in w.iter().enumerate() {
+            let x4 = _mm256_set1_epi32(x.add(k).read_unaligned());
+            sum = _mm256_add_epi16(sum, _mm256_maddubs_epi16(wk, x4));
+        }
+        sum
+    }
+}
+
+/// Stores `v` as the outputs of token `t` for rows `8h..8h + 8` of the group, those
+/// below `out.rows` only.
+///
+/// # Safety
+/// Only for inlining into AVX2 functions; the outputs of token `t` must be writable (see
+/// `Gemm::run`).
+#[inline(always)]
+pub(crate) unsafe fn store_half(out: &Outputs, t: usize, h: usize, v: __m256) {
+    let first = HALF_ROWS * h;
+    // SAFETY: guaranteed by the caller; the mask keeps rows `out.rows..` unwritten.
+    unsafe {
+        let dst = out.ptr.add(t * out.stride + first);
+        if out.rows >= first + HALF_ROWS {
+            _mm256_storeu_ps(dst, v);
+        } else {
+            let live = out.rows.saturating_sub(first) as i32;
+            let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(live), lanes);
+            _mm256_maskstore_ps(dst, mask, v);
+        }
+    }
+}
+
+/// The halves of a group with rows in them: 1 for up to eight rows, else 2.
+#[inline(always)]
+pub(crate) fn live_halves(out: &Outputs) -> usize {
+    out.rows.div_ceil(HALF_ROWS).min(2)
+}

@@ -1,0 +1,241 @@
+//! Sixteen-row AVX2 GEMM of the 32-element formats (Q4_0, Q5_0, Q8_0, IQ4_NL with Q8_0
+//! activations, Q4_1 and Q5_1 with Q8_1 activations), over the layout of
+//! `legacy_packing`, eight rows at a time (see `avx2_gemm`).
+//!
+//! Weights of at most five bits go into `vpmaddubsw` as stored (`q + offset`), four lines
+//! summed as i16, and the sum starts at the activation block's `-offset · Σ x` as in the
+//! AVX-512 kernel. Q8_0 and IQ4_NL, stored as `q + 128` up to 255, would saturate
+//! `vpmaddubsw`: their lines are turned back into signed bytes, and each line meets the
+//! activations as `|q|` times `x` with the sign of `q` (ggml's AVX2 dot product), the
+//! seed zero.
+
+use super::avx2_gemm::{half, half_ps, live_halves, maddubs_lines, store_half};
+use super::avx512_gemm::{gemm_kernels, lengths_agree, Line, Outputs};
+use super::legacy_packing::{pack_body, prepare, prepare_q8_1, Act32, Unsigned32, WEIGHT_LINES};
+use crate::quant::{BlockIQ4_NL, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
+use std::arch::x86_64::*;
+
+/// Weight lines per `vpmaddubsw` sum: four lines of weights up to 31 times activations up
+/// to 127 stay below 2^15.
+const CHUNK: usize = 4;
+
+/// Whether format `W` takes the signed path (stored weights up to 255).
+const fn signed<W: Unsigned32>() -> bool {
+    W::OFFSET == 128
+}
+
+/// Adds the integer products of half `h` of one block's weight lines with the tokens'
+/// activations `x` to `sum`.
+///
+/// # Safety
+/// As [`tile`]; `lines` is a packed block.
+#[inline(always)]
+unsafe fn block_sums<W: Unsigned32, const T: usize>(
+    lines: *const Line,
+    h: usize,
+    x: &[*const i32; T],
+    sum: &mut [__m256i; T],
+) {
+    // SAFETY: guaranteed by the caller; line reads inside the block's weight lines,
+    // activation reads inside each token's 32 quants.
+    unsafe {
+        let ones = _mm256_set1_epi16(1);
+        for c in (0..WEIGHT_LINES).step_by(CHUNK) {
+            let w: [__m256i; CHUNK] = std::array::from_fn(|k| half(lines.add(c + k), h));
+            if signed::<W>() {
+                let q = w.map(|v| _mm256_xor_si256(v, _mm256_set1_epi8(-128)));
+                let magnitude = q.map(|v| _mm256_sign_epi8(v, v));
+                for t in 0..T {
+                    for k in 0..CHUNK {
+                        let x4 = _mm256_set1_epi32(x[t].add(c + k).read_unaligned());
+                        let p = _mm256_maddubs_epi16(magnitude[k], _mm256_sign_epi8(x4, q[k]));
+                        sum[t] = _mm256_add_epi32(sum[t], _mm256_madd_epi16(p, ones));
+                    }
+                }
+            } else {
+                for t in 0..T {
+                    let p = maddubs_lines(&w, x[t].add(c));
+                    sum[t] = _mm256_add_epi32(sum[t], _mm256_madd_epi16(p, ones));
+                }
+            }
+        }
+    }
+}
+
+/// Tokens `t0..t0 + T` of a packed group (`act` and `extra` start at token `t0`), stored
+/// to `out`, one half of the rows after the other.
+///
+/// # Safety
+/// Only for inlining into AVX2 + FMA functions; `packed` must hold `bpr` packed blocks,
+/// `act` and `extra` `T` tokens of `bpr` blocks from their pointers, `out` as for
+/// `Gemm::run` with tokens `t0..t0 + T`.
+#[inline(always)]
+unsafe fn tile<W: Unsigned32, const T: usize>(
+    packed: *const Line,
+    bpr: usize,
+    act: *const W::Act,
+    extra: *const i32,
+    out: Outputs,
+    t0: usize,
+) {
+    // SAFETY: guaranteed by the caller; every activation read stays inside the 32 quants
+    // of block `t * bpr + b < T * bpr`, every extra read inside its `W::EXTRA` values.
+    unsafe {
+        for h in 0..live_halves(&out) {
+            let mut acc = [_mm256_setzero_ps(); T];
+            for b in 0..bpr {
+                let lines = packed.add(b * W::LINES);
+                let e: [*const i32; T] =
+                    std::array::from_fn(|t| extra.add(W::EXTRA * (t * bpr + b)));
+                let x: [*const i32; T] =
+                    std::array::from_fn(|t| (*act.add(t * bpr + b)).quants().as_ptr().cast());
+                let mut sum: [__m256i; T] = std::array::from_fn(|t| _mm256_set1_epi32(*e[t]));
+                block_sums::<W, T>(lines, h, &x, &mut sum);
+                let dw = half_ps(lines.add(WEIGHT_LINES), h);
+                for t in 0..T {
+                    let dx = _mm256_set1_ps(f32::from_bits(*e[t].add(1) as u32));
+                    acc[t] =
+                        _mm256_fmadd_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(sum[t]), acc[t]);
+                    if W::MIN {
+                        let m = half_ps(lines.add(WEIGHT_LINES + 1), h);
+                        let sx = _mm256_set1_ps(f32::from_bits(*e[t].add(2) as u32));
+                        acc[t] = _mm256_fmadd_ps(m, sx, acc[t]);
+                    }
+                }
+            }
+            for (t, a) in acc.into_iter().enumerate() {
+                store_half(&out, t0 + t, h, a);
+            }
+        }
+    }
+}
+
+/// Defines the `#[target_feature]` pack and run functions of one format: `$run` covers
+/// every token with [`tile`], four at a time, then one.
+macro_rules! legacy_instances {
+    ($w:ty => $pack:ident, $run:ident) => {
+        /// # Safety
+        /// The CPU must support AVX2, FMA and F16C.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $pack(w: &[$w], bpr: usize, dst: &mut [Line]) {
+            pack_body(w, bpr, dst)
+        }
+
+        /// # Safety
+        /// The CPU must support AVX2, FMA and F16C; `out` as for `Gemm::run`.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $run(
+            packed: &[Line],
+            bpr: usize,
+            act: &[<$w as Unsigned32>::Act],
+            extra: &[i32],
+            tokens: usize,
+            out: Outputs,
+        ) {
+            const EXTRA: usize = <$w as Unsigned32>::EXTRA;
+            const LINES: usize = <$w as Unsigned32>::LINES;
+            if !lengths_agree(packed, LINES, bpr, act, extra, EXTRA, tokens) {
+                return;
+            }
+            let (p, a, e) = (packed.as_ptr(), act.as_ptr(), extra.as_ptr());
+            let mut t = 0;
+            // SAFETY: `out` is the caller's contract; the lengths were checked above,
+            // and each call covers tokens `t..t + T <= tokens`.
+            unsafe {
+                while t + 4 <= tokens {
+                    tile::<$w, 4>(p, bpr, a.add(t * bpr), e.add(EXTRA * t * bpr), out, t);
+                    t += 4;
+                }
+                while t < tokens {
+                    tile::<$w, 1>(p, bpr, a.add(t * bpr), e.add(EXTRA * t * bpr), out, t);
+                    t += 1;
+                }
+            }
+        }
+    };
+}
+
+legacy_instances!(BlockQ4_0 => pack_q4_0, run_q4_0);
+legacy_instances!(BlockQ5_0 => pack_q5_0, run_q5_0);
+legacy_instances!(BlockQ8_0 => pack_q8_0, run_q8_0);
+legacy_instances!(BlockIQ4_NL => pack_iq4_nl, run_iq4_nl);
+legacy_instances!(BlockQ4_1 => pack_q4_1, run_q4_1);
+legacy_instances!(BlockQ5_1 => pack_q5_1, run_q5_1);
+
+/// Defines `$name()` for format `$w` with activations `$a` through `gemm_kernels!`,
+/// available with AVX2; `$prepare` fills the activation block values.
+macro_rules! legacy_gemm {
+    ($(#[$doc:meta])* $name:ident: $w:ty, $a:ty => $prepare:expr, $pack:ident, $run:ident) => {
+        gemm_kernels!(
+            $(#[$doc])*
+            $name: $w, $a, <$w as Unsigned32>::LINES, <$w as Unsigned32>::EXTRA, 8
+                => $prepare, $pack, $run;
+            when $crate::cpu::isa::Isa::Avx2.is_supported()
+        );
+    };
+}
+
+legacy_gemm!(
+    /// The Q4_0 x Q8_0 sixteen-row GEMM on AVX2.
+    q4_0: BlockQ4_0, BlockQ8_0 => prepare::<{ BlockQ4_0::OFFSET }>, pack_q4_0, run_q4_0
+);
+legacy_gemm!(
+    /// The Q5_0 x Q8_0 sixteen-row GEMM on AVX2.
+    q5_0: BlockQ5_0, BlockQ8_0 => prepare::<{ BlockQ5_0::OFFSET }>, pack_q5_0, run_q5_0
+);
+legacy_gemm!(
+    /// The Q8_0 x Q8_0 sixteen-row GEMM on AVX2 (signed products: no seed).
+    q8_0: BlockQ8_0, BlockQ8_0 => prepare::<0>, pack_q8_0, run_q8_0
+);
+legacy_gemm!(
+    /// The IQ4_NL x Q8_0 sixteen-row GEMM on AVX2 (signed products: no seed).
+    iq4_nl: BlockIQ4_NL, BlockQ8_0 => prepare::<0>, pack_iq4_nl, run_iq4_nl
+);
+legacy_gemm!(
+    /// The Q4_1 x Q8_1 sixteen-row GEMM on AVX2.
+    q4_1: BlockQ4_1, BlockQ8_1 => prepare_q8_1, pack_q4_1, run_q4_1
+);
+legacy_gemm!(
+    /// The Q5_1 x Q8_1 sixteen-row GEMM on AVX2.
+    q5_1: BlockQ5_1, BlockQ8_1 => prepare_q8_1, pack_q5_1, run_q5_1
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::x86_64::avx512_gemm::tests::{check, check_extremes};
+
+    /// Row counts around the group and half sizes, odd block counts, token counts that
+    /// exercise the four- and one-token tiles.
+    const CASES: [(usize, usize, usize); 6] = [
+        (1, 1, 1),
+        (16, 2, 8),
+        (17, 3, 13),
+        (33, 20, 5),
+        (7, 5, 29),
+        (40, 1, 4),
+    ];
+
+    #[test]
+    fn sixteen_row_gemm_matches_scalar_dot() {
+        let kernels = (q4_0(), q5_0(), q8_0(), iq4_nl(), q4_1(), q5_1());
+        let (Some(q4), Some(q5), Some(q8), Some(iq4), Some(q41), Some(q51)) = kernels else {
+            eprintln!("no AVX2 on this CPU: the AVX2 sixteen-row GEMM cannot run here");
+            return;
+        };
+        check::<BlockQ4_0>(&q4, &CASES);
+        check::<BlockQ5_0>(&q5, &CASES);
+        check::<BlockQ8_0>(&q8, &CASES);
+        check::<BlockIQ4_NL>(&iq4, &CASES);
+        check::<BlockQ4_1>(&q41, &CASES);
+        check::<BlockQ5_1>(&q51, &CASES);
+        // The largest stored weights times the largest activations of either sign: the
+        // 16-bit sums must not saturate or wrap.
+        check_extremes::<BlockQ4_0>(&q4);
+        check_extremes::<BlockQ5_0>(&q5);
+        check_extremes::<BlockQ8_0>(&q8);
+        check_extremes::<BlockIQ4_NL>(&iq4);
+        check_extremes::<BlockQ4_1>(&q41);
+        check_extremes::<BlockQ5_1>(&q51);
+    }
+}
