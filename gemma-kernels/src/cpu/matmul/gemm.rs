@@ -26,8 +26,9 @@ pub(super) fn matmat_with_gemm_kernel<B: QuantBlock>(
     {
         use crate::cpu::isa::{self, Isa};
         use crate::cpu::x86_64::{
-            avx2_gemm_kquants as avx2_k, avx2_gemm_legacy as avx2_l, avx512_gemm_float as avx512_f,
-            avx512_gemm_kquants as avx512_k, avx512_gemm_legacy as avx512_l,
+            avx2_gemm_float as avx2_f, avx2_gemm_kquants as avx2_k, avx2_gemm_legacy as avx2_l,
+            avx512_gemm_float as avx512_f, avx512_gemm_kquants as avx512_k,
+            avx512_gemm_legacy as avx512_l,
         };
         use crate::quant::{
             BlockIQ4_NL, BlockIQ4_XS, BlockQ2_K, BlockQ3_K, BlockQ4_0, BlockQ4_1, BlockQ4_K,
@@ -65,9 +66,9 @@ pub(super) fn matmat_with_gemm_kernel<B: QuantBlock>(
             GgmlType::Q5_K => run_as!(BlockQ5_K, avx512_k::q5_k(), avx2_k::q5_k()),
             GgmlType::Q6_K => run_as!(BlockQ6_K, avx512_k::q6_k(), avx2_k::q6_k()),
             GgmlType::IQ4_XS => run_as!(BlockIQ4_XS, avx512_k::iq4_xs()),
-            GgmlType::F32 => run_as!(f32, avx512_f::f32_gemm()),
-            GgmlType::F16 => run_as!(half::f16, avx512_f::f16_gemm()),
-            GgmlType::BF16 => run_as!(half::bf16, avx512_f::bf16_gemm()),
+            GgmlType::F32 => run_as!(f32, avx512_f::f32_gemm(), avx2_f::f32_gemm()),
+            GgmlType::F16 => run_as!(half::f16, avx512_f::f16_gemm(), avx2_f::f16_gemm()),
+            GgmlType::BF16 => run_as!(half::bf16, avx512_f::bf16_gemm(), avx2_f::bf16_gemm()),
             _ => {}
         }
     }

@@ -15,22 +15,22 @@ use half::{bf16, f16};
 use std::arch::x86_64::*;
 
 /// Lines per column.
-const LINES: usize = 1;
+pub(super) const LINES: usize = 1;
 /// No per-activation values are needed for f32 activations.
-const EXTRA: usize = 0;
+pub(super) const EXTRA: usize = 0;
 /// F16 / BF16 activations bring their value as f32 bits.
-const HALF_EXTRA: usize = 1;
+pub(super) const HALF_EXTRA: usize = 1;
 
 /// Nothing to prepare for f32 activations.
-fn prepare_f32(_x: &f32, _extra: &mut [i32]) {}
+pub(super) fn prepare_f32(_x: &f32, _extra: &mut [i32]) {}
 
 /// An F16 activation as f32 bits.
-fn prepare_f16(x: &f16, extra: &mut [i32]) {
+pub(super) fn prepare_f16(x: &f16, extra: &mut [i32]) {
     extra[0] = x.to_f32().to_bits() as i32;
 }
 
 /// A BF16 activation as f32 bits.
-fn prepare_bf16(x: &bf16, extra: &mut [i32]) {
+pub(super) fn prepare_bf16(x: &bf16, extra: &mut [i32]) {
     extra[0] = x.to_f32().to_bits() as i32;
 }
 

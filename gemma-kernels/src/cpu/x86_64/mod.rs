@@ -2,6 +2,7 @@
 
 pub(crate) mod act_quads;
 pub(crate) mod avx2_gemm;
+pub(crate) mod avx2_gemm_float;
 pub(crate) mod avx2_gemm_kquants;
 pub(crate) mod avx2_gemm_legacy;
 pub mod avx2_kquants;
