@@ -65,7 +65,7 @@ pub(super) fn matmat_with_gemm_kernel<B: QuantBlock>(
             GgmlType::Q4_K => run_as!(BlockQ4_K, avx512_k::q4_k(), avx2_k::q4_k()),
             GgmlType::Q5_K => run_as!(BlockQ5_K, avx512_k::q5_k(), avx2_k::q5_k()),
             GgmlType::Q6_K => run_as!(BlockQ6_K, avx512_k::q6_k(), avx2_k::q6_k()),
-            GgmlType::IQ4_XS => run_as!(BlockIQ4_XS, avx512_k::iq4_xs()),
+            GgmlType::IQ4_XS => run_as!(BlockIQ4_XS, avx512_k::iq4_xs(), avx2_k::iq4_xs()),
             GgmlType::F32 => run_as!(f32, avx512_f::f32_gemm(), avx2_f::f32_gemm()),
             GgmlType::F16 => run_as!(half::f16, avx512_f::f16_gemm(), avx2_f::f16_gemm()),
             GgmlType::BF16 => run_as!(half::bf16, avx512_f::bf16_gemm(), avx2_f::bf16_gemm()),

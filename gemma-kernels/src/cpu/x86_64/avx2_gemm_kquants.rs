@@ -1,24 +1,35 @@
 //! Sixteen-row AVX2 GEMM of the 256-element formats with Q8_K activations (Q2_K, Q3_K,
-//! Q4_K, Q5_K, Q6_K), over the layout of `kquant_packing`, eight rows at a time (see
-//! `avx2_gemm`).
+//! Q4_K, Q5_K, Q6_K, IQ4_XS), over the layout of `kquant_packing`, eight rows at a time
+//! (see `avx2_gemm`).
 //!
 //! Per token and sub-block, the `vpmaddubsw` sums of a few weight lines meet the
 //! sub-block's scales (as i16 pairs) in `vpmaddwd`: ggml's integer sum per block, the
 //! weights counted with their offset. Each activation block brings the sums of its
 //! sub-blocks as i16 pairs, which meet pairs of row minimums (Q2_K, Q4_K, Q5_K) or pairs
 //! of row scales (the offset of Q3_K and Q6_K, taken back as `offset · Σ scale · Σ x`)
-//! in one more `vpmaddwd` per pair. IQ4_XS has no AVX2 kernel: its stored weights (up
-//! to 241) would saturate `vpmaddubsw`.
+//! in one more `vpmaddwd` per pair. IQ4_XS, stored as its levels + 128 (up to 241, which
+//! would saturate `vpmaddubsw`), is turned back into signed bytes and takes `|q|` times
+//! `x` with the sign of `q`, one line per `vpmaddwd`, with no correction.
 
 use super::avx2_gemm::{half, half_ps, live_halves, maddubs_lines, store_half};
 use super::avx512_gemm::{gemm_kernels, lengths_agree, Line, Outputs};
 use super::kquant_packing::{pack_body, sum_pairs, Packed, WEIGHT_LINES};
-use crate::quant::{BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_K};
+use crate::quant::{BlockIQ4_XS, BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_K};
 use std::arch::x86_64::*;
 
-/// Values per activation block: the sub-block sums as i16 pairs.
+/// Whether format `W` takes the signed path (stored weights up to 255).
+const fn signed<W: Packed>() -> bool {
+    W::OFFSET == 128
+}
+
+/// Values per activation block: the sub-block sums as i16 pairs (none on the signed
+/// path).
 const fn extra_per_block<W: Packed>() -> usize {
-    W::SUBS / 2
+    if signed::<W>() {
+        0
+    } else {
+        W::SUBS / 2
+    }
 }
 
 /// Weight lines whose `vpmaddubsw` sums are added as i16 before `vpmaddwd`: each adds at
@@ -83,10 +94,23 @@ unsafe fn block_sums<W: Packed, const T: usize, const CHUNK: usize>(
             for c in (0..sub_lines).step_by(CHUNK) {
                 let first = s * sub_lines + c;
                 let w: [__m256i; CHUNK] = std::array::from_fn(|k| half(lines.add(first + k), h));
-                for t in 0..T {
-                    let xs = (*x[t]).qs.as_ptr().add(4 * first).cast::<i32>();
-                    let p = maddubs_lines(&w, xs);
-                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p, sc));
+                if signed::<W>() {
+                    let q = w.map(|v| _mm256_xor_si256(v, _mm256_set1_epi8(-128)));
+                    let magnitude = q.map(|v| _mm256_sign_epi8(v, v));
+                    for t in 0..T {
+                        let xs = (*x[t]).qs.as_ptr().add(4 * first).cast::<i32>();
+                        for k in 0..CHUNK {
+                            let x4 = _mm256_set1_epi32(xs.add(k).read_unaligned());
+                            let p = _mm256_maddubs_epi16(magnitude[k], _mm256_sign_epi8(x4, q[k]));
+                            sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p, sc));
+                        }
+                    }
+                } else {
+                    for t in 0..T {
+                        let xs = (*x[t]).qs.as_ptr().add(4 * first).cast::<i32>();
+                        let p = maddubs_lines(&w, xs);
+                        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p, sc));
+                    }
                 }
             }
         }
@@ -109,7 +133,12 @@ unsafe fn tile<W: Packed, const T: usize>(
     out: Outputs,
     t0: usize,
 ) {
-    const { assert!(W::MINS == (W::OFFSET == 0), "one correction per format") };
+    const {
+        assert!(
+            W::MINS == (W::OFFSET == 0) || (signed::<W>() && !W::MINS),
+            "one correction per format, none on the signed path"
+        )
+    };
     let per_block = extra_per_block::<W>();
     // SAFETY: guaranteed by the caller; line reads inside the block's `W::LINES` lines,
     // extra reads inside the token's values of block `b`.
@@ -125,8 +154,9 @@ unsafe fn tile<W: Packed, const T: usize>(
                 } else {
                     block_sums::<W, T, 2>(lines, h, &x, &mut sumi);
                 }
+                let corrections = extra_per_block::<W>();
                 let pairs: [__m256i; 8] = std::array::from_fn(|j| {
-                    if j < W::SUBS / 2 {
+                    if j < corrections {
                         correction_pairs::<W>(lines, h, j)
                     } else {
                         _mm256_setzero_si256()
@@ -136,7 +166,7 @@ unsafe fn tile<W: Packed, const T: usize>(
                 for t in 0..T {
                     let e = extra.add(per_block * (t * bpr + b));
                     let mut corr = _mm256_setzero_si256();
-                    for (j, &pair) in pairs[..W::SUBS / 2].iter().enumerate() {
+                    for (j, &pair) in pairs[..corrections].iter().enumerate() {
                         let sums = _mm256_set1_epi32(*e.add(j));
                         corr = _mm256_add_epi32(corr, _mm256_madd_epi16(pair, sums));
                     }
@@ -145,7 +175,7 @@ unsafe fn tile<W: Packed, const T: usize>(
                         let dmin = half_ps(lines.add(W::D_LINE + 1), h);
                         let m = _mm256_cvtepi32_ps(corr);
                         acc[t] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dx), m, acc[t]);
-                    } else {
+                    } else if !signed::<W>() {
                         let shift = _mm_cvtsi32_si128(W::OFFSET.trailing_zeros() as i32);
                         sumi[t] = _mm256_sub_epi32(sumi[t], _mm256_sll_epi32(corr, shift));
                     }
@@ -210,6 +240,7 @@ kquant_instances!(BlockQ3_K => pack_q3_k, run_q3_k);
 kquant_instances!(BlockQ4_K => pack_q4_k, run_q4_k);
 kquant_instances!(BlockQ5_K => pack_q5_k, run_q5_k);
 kquant_instances!(BlockQ6_K => pack_q6_k, run_q6_k);
+kquant_instances!(BlockIQ4_XS => pack_iq4_xs, run_iq4_xs);
 
 /// Defines `$name()` for format `$w` through `gemm_kernels!`, available with AVX2.
 macro_rules! kquant_gemm {
@@ -243,6 +274,10 @@ kquant_gemm!(
     /// The Q6_K x Q8_K sixteen-row GEMM on AVX2.
     q6_k: BlockQ6_K, 8 => pack_q6_k, run_q6_k
 );
+kquant_gemm!(
+    /// The IQ4_XS x Q8_K sixteen-row GEMM on AVX2.
+    iq4_xs: BlockIQ4_XS, 8 => pack_iq4_xs, run_iq4_xs
+);
 
 #[cfg(test)]
 mod tests {
@@ -262,8 +297,8 @@ mod tests {
 
     #[test]
     fn sixteen_row_gemm_matches_scalar_dot() {
-        let (Some(q2), Some(q3), Some(q4), Some(q5), Some(q6)) =
-            (q2_k(), q3_k(), q4_k(), q5_k(), q6_k())
+        let (Some(q2), Some(q3), Some(q4), Some(q5), Some(q6), Some(iq4)) =
+            (q2_k(), q3_k(), q4_k(), q5_k(), q6_k(), iq4_xs())
         else {
             eprintln!("no AVX2 on this CPU: the AVX2 sixteen-row GEMM cannot run here");
             return;
@@ -273,6 +308,7 @@ mod tests {
         check::<BlockQ4_K>(&q4, &CASES);
         check::<BlockQ5_K>(&q5, &CASES);
         check::<BlockQ6_K>(&q6, &CASES);
+        check::<BlockIQ4_XS>(&iq4, &CASES);
     }
 
     /// The largest stored weights times the largest activations of either sign: the
@@ -280,8 +316,8 @@ mod tests {
     /// per sum, checked).
     #[test]
     fn extreme_values_do_not_overflow_16_bit_sums() {
-        let (Some(q2), Some(q3), Some(q4), Some(q5), Some(q6)) =
-            (q2_k(), q3_k(), q4_k(), q5_k(), q6_k())
+        let (Some(q2), Some(q3), Some(q4), Some(q5), Some(q6), Some(iq4)) =
+            (q2_k(), q3_k(), q4_k(), q5_k(), q6_k(), iq4_xs())
         else {
             eprintln!("no AVX2 on this CPU: the AVX2 sixteen-row GEMM cannot run here");
             return;
@@ -291,5 +327,6 @@ mod tests {
         check_extremes::<BlockQ4_K>(&q4);
         check_extremes::<BlockQ5_K>(&q5);
         check_extremes::<BlockQ6_K>(&q6);
+        check_extremes::<BlockIQ4_XS>(&iq4);
     }
 }
