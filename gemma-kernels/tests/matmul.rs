@@ -347,16 +347,18 @@ fn rejects_bad_shapes_and_types() {
     assert!(matmul(&w, &[1.0, 2.0], 1, &mut y, &mut scratch).is_err());
 }
 
-/// The one-token paths of every other SIMD level this CPU has (each picks its kernels
-/// once per process from `GEMMA_ISA`): this test binary's f64 checks run again in a
-/// child process per level.
+/// The one-token and many-token paths of every other SIMD level this CPU has (each picks
+/// its kernels once per process from `GEMMA_ISA`; with AVX2, the AVX2 GEMMs): this test
+/// binary's f64 checks run again in a child process per level.
 #[test]
-fn one_token_paths_of_every_isa_match_f64_reference() {
+fn paths_of_every_isa_match_f64_reference() {
     use gemma_kernels::cpu::isa::{self, Isa};
     let checks = [
         "one_token_rows_of_any_block_count",
         "long_rows_match_f64_reference",
         "matches_f64_reference_for_every_type_and_shape",
+        "float_many_token_path_handles_odd_row_lengths",
+        "one_token_and_many_token_paths_agree",
     ];
     let exe = std::env::current_exe().expect("test binary path");
     for other in Isa::available()

@@ -7,9 +7,10 @@
 //! Rows are split over the current rayon pool in contiguous chunks, so each thread
 //! streams its own part of the weights. For several tokens, each chunk of rows is
 //! multiplied with a tile of tokens while the rows are in cache, so the weights come
-//! from memory once per call rather than once per token: with the sixteen-row AVX-512
-//! VNNI kernels of `gemm` where the format has one (Q4_0, Q5_0, Q8_0, Q4_K, Q6_K, F32),
-//! else with the four-token kernels of `tiles`, else one token at a time.
+//! from memory once per call rather than once per token: with the sixteen-row GEMM
+//! kernels of `gemm` (AVX-512 VNNI, else AVX2; Q2_K to Q6_K, IQ4_XS, Q4_0, Q4_1, Q5_0,
+//! Q5_1, Q8_0, IQ4_NL, F32, F16, BF16), else with the four-token kernels of `tiles`, else
+//! one token at a time.
 
 use crate::cpu::isa;
 use crate::quant::{self, BlockVisitor, QuantBlock, VecDot};

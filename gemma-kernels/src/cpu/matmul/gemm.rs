@@ -1,7 +1,8 @@
-//! Prefill with the sixteen-row GEMM kernels (`x86_64::avx512_gemm*`): each parallel
-//! task packs a group of sixteen weight rows into a per-thread scratch once and
-//! multiplies it with every token of the call, writing sixteen contiguous outputs per
-//! token. Formats or CPUs without such a kernel return false, having done nothing.
+//! Prefill with the sixteen-row GEMM kernels (`x86_64::avx512_gemm*` with AVX-512 VNNI,
+//! else `x86_64::avx2_gemm*`): each parallel task packs a group of sixteen weight rows
+//! into a per-thread scratch once and multiplies it with every token of the call, writing
+//! sixteen contiguous outputs per token. Formats or CPUs without such a kernel return
+//! false, having done nothing.
 
 use super::Rows;
 use crate::quant::QuantBlock;
@@ -10,7 +11,7 @@ use crate::quant::QuantBlock;
 const MIN_TOKENS: usize = 8;
 
 /// Runs the many-token product of `rows` with a sixteen-row GEMM kernel when the format
-/// has one on this CPU (and `GEMMA_ISA` allows AVX-512); `extra` is a reusable buffer
+/// has one on this CPU (and `GEMMA_ISA` allows its ISA); `extra` is a reusable buffer
 /// for the per-activation-block values the kernels need.
 pub(super) fn matmat_with_gemm_kernel<B: QuantBlock>(
     rows: &Rows<B>,
