@@ -190,65 +190,56 @@ unsafe fn tile<W: Packed, const T: usize>(
     }
 }
 
-/// Defines the `#[target_feature]` pack and run functions of format `$w`: `$run` covers
-/// every token with [`tile`], four at a time, then one.
-macro_rules! kquant_instances {
-    ($w:ty => $pack:ident, $run:ident) => {
-        /// # Safety
-        /// The CPU must support AVX2, FMA and F16C.
-        #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn $pack(w: &[$w], bpr: usize, dst: &mut [Line]) {
-            pack_body::<$w>(w, bpr, dst)
-        }
-
-        /// # Safety
-        /// The CPU must support AVX2, FMA and F16C; `out` as for `Gemm::run`.
-        #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn $run(
-            packed: &[Line],
-            bpr: usize,
-            act: &[BlockQ8_K],
-            extra: &[i32],
-            tokens: usize,
-            out: Outputs,
-        ) {
-            const EXTRA: usize = extra_per_block::<$w>();
-            const LINES: usize = <$w as Packed>::LINES;
-            if !lengths_agree(packed, LINES, bpr, act, extra, EXTRA, tokens) {
-                return;
-            }
-            let (p, a, e) = (packed.as_ptr(), act.as_ptr(), extra.as_ptr());
-            let mut t = 0;
-            // SAFETY: `out` is the caller's contract; the lengths were checked above,
-            // and each call covers tokens `t..t + T <= tokens`.
-            unsafe {
-                while t + 4 <= tokens {
-                    tile::<$w, 4>(p, bpr, a.add(t * bpr), e.add(EXTRA * t * bpr), out, t);
-                    t += 4;
-                }
-                while t < tokens {
-                    tile::<$w, 1>(p, bpr, a.add(t * bpr), e.add(EXTRA * t * bpr), out, t);
-                    t += 1;
-                }
-            }
-        }
-    };
+/// Packs a group of `W` (see `Gemm::pack`).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pack_group<W: Packed>(w: &[W], bpr: usize, dst: &mut [Line]) {
+    pack_body::<W>(w, bpr, dst)
 }
 
-kquant_instances!(BlockQ2_K => pack_q2_k, run_q2_k);
-kquant_instances!(BlockQ3_K => pack_q3_k, run_q3_k);
-kquant_instances!(BlockQ4_K => pack_q4_k, run_q4_k);
-kquant_instances!(BlockQ5_K => pack_q5_k, run_q5_k);
-kquant_instances!(BlockQ6_K => pack_q6_k, run_q6_k);
-kquant_instances!(BlockIQ4_XS => pack_iq4_xs, run_iq4_xs);
+/// Multiplies a packed group of `W` with every token (see `Gemm::run`), four at a time
+/// with [`tile`], then one.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; `out` as for `Gemm::run`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn run_group<W: Packed>(
+    packed: &[Line],
+    bpr: usize,
+    act: &[BlockQ8_K],
+    extra: &[i32],
+    tokens: usize,
+    out: Outputs,
+) {
+    let per_block = extra_per_block::<W>();
+    if !lengths_agree(packed, W::LINES, bpr, act, extra, per_block, tokens) {
+        return;
+    }
+    let (p, a, e) = (packed.as_ptr(), act.as_ptr(), extra.as_ptr());
+    let mut t = 0;
+    // SAFETY: `out` is the caller's contract; the lengths were checked above, and each
+    // call covers tokens `t..t + T <= tokens`.
+    unsafe {
+        while t + 4 <= tokens {
+            tile::<W, 4>(p, bpr, a.add(t * bpr), e.add(per_block * t * bpr), out, t);
+            t += 4;
+        }
+        while t < tokens {
+            tile::<W, 1>(p, bpr, a.add(t * bpr), e.add(per_block * t * bpr), out, t);
+            t += 1;
+        }
+    }
+}
 
 /// Defines `$name()` for format `$w` through `gemm_kernels!`, available with AVX2.
 macro_rules! kquant_gemm {
-    ($(#[$doc:meta])* $name:ident: $w:ty, $min_tokens:expr => $pack:ident, $run:ident) => {
+    ($(#[$doc:meta])* $name:ident: $w:ty) => {
         gemm_kernels!(
             $(#[$doc])*
-            $name: $w, BlockQ8_K, <$w as Packed>::LINES, extra_per_block::<$w>(), $min_tokens
-                => sum_pairs::<$w>, $pack, $run;
+            $name: $w, BlockQ8_K, <$w as Packed>::LINES, extra_per_block::<$w>(), 8
+                => sum_pairs::<$w>, pack_group::<$w>, run_group::<$w>;
             when $crate::cpu::isa::Isa::Avx2.is_supported()
         );
     };
@@ -256,27 +247,27 @@ macro_rules! kquant_gemm {
 
 kquant_gemm!(
     /// The Q2_K x Q8_K sixteen-row GEMM on AVX2.
-    q2_k: BlockQ2_K, 8 => pack_q2_k, run_q2_k
+    q2_k: BlockQ2_K
 );
 kquant_gemm!(
     /// The Q3_K x Q8_K sixteen-row GEMM on AVX2.
-    q3_k: BlockQ3_K, 8 => pack_q3_k, run_q3_k
+    q3_k: BlockQ3_K
 );
 kquant_gemm!(
     /// The Q4_K x Q8_K sixteen-row GEMM on AVX2.
-    q4_k: BlockQ4_K, 8 => pack_q4_k, run_q4_k
+    q4_k: BlockQ4_K
 );
 kquant_gemm!(
     /// The Q5_K x Q8_K sixteen-row GEMM on AVX2.
-    q5_k: BlockQ5_K, 8 => pack_q5_k, run_q5_k
+    q5_k: BlockQ5_K
 );
 kquant_gemm!(
     /// The Q6_K x Q8_K sixteen-row GEMM on AVX2.
-    q6_k: BlockQ6_K, 8 => pack_q6_k, run_q6_k
+    q6_k: BlockQ6_K
 );
 kquant_gemm!(
     /// The IQ4_XS x Q8_K sixteen-row GEMM on AVX2.
-    iq4_xs: BlockIQ4_XS, 8 => pack_iq4_xs, run_iq4_xs
+    iq4_xs: BlockIQ4_XS
 );
 
 #[cfg(test)]

@@ -110,66 +110,56 @@ unsafe fn tile<W: Unsigned32, const T: usize>(
     }
 }
 
-/// Defines the `#[target_feature]` pack and run functions of one format: `$run` covers
-/// every token with [`tile`], four at a time, then one.
-macro_rules! legacy_instances {
-    ($w:ty => $pack:ident, $run:ident) => {
-        /// # Safety
-        /// The CPU must support AVX2, FMA and F16C.
-        #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn $pack(w: &[$w], bpr: usize, dst: &mut [Line]) {
-            pack_body(w, bpr, dst)
-        }
-
-        /// # Safety
-        /// The CPU must support AVX2, FMA and F16C; `out` as for `Gemm::run`.
-        #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn $run(
-            packed: &[Line],
-            bpr: usize,
-            act: &[<$w as Unsigned32>::Act],
-            extra: &[i32],
-            tokens: usize,
-            out: Outputs,
-        ) {
-            const EXTRA: usize = <$w as Unsigned32>::EXTRA;
-            const LINES: usize = <$w as Unsigned32>::LINES;
-            if !lengths_agree(packed, LINES, bpr, act, extra, EXTRA, tokens) {
-                return;
-            }
-            let (p, a, e) = (packed.as_ptr(), act.as_ptr(), extra.as_ptr());
-            let mut t = 0;
-            // SAFETY: `out` is the caller's contract; the lengths were checked above,
-            // and each call covers tokens `t..t + T <= tokens`.
-            unsafe {
-                while t + 4 <= tokens {
-                    tile::<$w, 4>(p, bpr, a.add(t * bpr), e.add(EXTRA * t * bpr), out, t);
-                    t += 4;
-                }
-                while t < tokens {
-                    tile::<$w, 1>(p, bpr, a.add(t * bpr), e.add(EXTRA * t * bpr), out, t);
-                    t += 1;
-                }
-            }
-        }
-    };
+/// Packs a group of `W` (see `Gemm::pack`).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pack_group<W: Unsigned32>(w: &[W], bpr: usize, dst: &mut [Line]) {
+    pack_body(w, bpr, dst)
 }
 
-legacy_instances!(BlockQ4_0 => pack_q4_0, run_q4_0);
-legacy_instances!(BlockQ5_0 => pack_q5_0, run_q5_0);
-legacy_instances!(BlockQ8_0 => pack_q8_0, run_q8_0);
-legacy_instances!(BlockIQ4_NL => pack_iq4_nl, run_iq4_nl);
-legacy_instances!(BlockQ4_1 => pack_q4_1, run_q4_1);
-legacy_instances!(BlockQ5_1 => pack_q5_1, run_q5_1);
+/// Multiplies a packed group of `W` with every token (see `Gemm::run`), four at a time
+/// with [`tile`], then one.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; `out` as for `Gemm::run`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn run_group<W: Unsigned32>(
+    packed: &[Line],
+    bpr: usize,
+    act: &[W::Act],
+    extra: &[i32],
+    tokens: usize,
+    out: Outputs,
+) {
+    if !lengths_agree(packed, W::LINES, bpr, act, extra, W::EXTRA, tokens) {
+        return;
+    }
+    let (p, a, e) = (packed.as_ptr(), act.as_ptr(), extra.as_ptr());
+    let mut t = 0;
+    // SAFETY: `out` is the caller's contract; the lengths were checked above, and each
+    // call covers tokens `t..t + T <= tokens`.
+    unsafe {
+        while t + 4 <= tokens {
+            tile::<W, 4>(p, bpr, a.add(t * bpr), e.add(W::EXTRA * t * bpr), out, t);
+            t += 4;
+        }
+        while t < tokens {
+            tile::<W, 1>(p, bpr, a.add(t * bpr), e.add(W::EXTRA * t * bpr), out, t);
+            t += 1;
+        }
+    }
+}
 
 /// Defines `$name()` for format `$w` with activations `$a` through `gemm_kernels!`,
 /// available with AVX2; `$prepare` fills the activation block values.
 macro_rules! legacy_gemm {
-    ($(#[$doc:meta])* $name:ident: $w:ty, $a:ty => $prepare:expr, $pack:ident, $run:ident) => {
+    ($(#[$doc:meta])* $name:ident: $w:ty, $a:ty => $prepare:expr) => {
         gemm_kernels!(
             $(#[$doc])*
             $name: $w, $a, <$w as Unsigned32>::LINES, <$w as Unsigned32>::EXTRA, 8
-                => $prepare, $pack, $run;
+                => $prepare, pack_group::<$w>, run_group::<$w>;
             when $crate::cpu::isa::Isa::Avx2.is_supported()
         );
     };
@@ -177,27 +167,27 @@ macro_rules! legacy_gemm {
 
 legacy_gemm!(
     /// The Q4_0 x Q8_0 sixteen-row GEMM on AVX2.
-    q4_0: BlockQ4_0, BlockQ8_0 => prepare::<{ BlockQ4_0::OFFSET }>, pack_q4_0, run_q4_0
+    q4_0: BlockQ4_0, BlockQ8_0 => prepare::<{ BlockQ4_0::OFFSET }>
 );
 legacy_gemm!(
     /// The Q5_0 x Q8_0 sixteen-row GEMM on AVX2.
-    q5_0: BlockQ5_0, BlockQ8_0 => prepare::<{ BlockQ5_0::OFFSET }>, pack_q5_0, run_q5_0
+    q5_0: BlockQ5_0, BlockQ8_0 => prepare::<{ BlockQ5_0::OFFSET }>
 );
 legacy_gemm!(
     /// The Q8_0 x Q8_0 sixteen-row GEMM on AVX2 (signed products: no seed).
-    q8_0: BlockQ8_0, BlockQ8_0 => prepare::<0>, pack_q8_0, run_q8_0
+    q8_0: BlockQ8_0, BlockQ8_0 => prepare::<0>
 );
 legacy_gemm!(
     /// The IQ4_NL x Q8_0 sixteen-row GEMM on AVX2 (signed products: no seed).
-    iq4_nl: BlockIQ4_NL, BlockQ8_0 => prepare::<0>, pack_iq4_nl, run_iq4_nl
+    iq4_nl: BlockIQ4_NL, BlockQ8_0 => prepare::<0>
 );
 legacy_gemm!(
     /// The Q4_1 x Q8_1 sixteen-row GEMM on AVX2.
-    q4_1: BlockQ4_1, BlockQ8_1 => prepare_q8_1, pack_q4_1, run_q4_1
+    q4_1: BlockQ4_1, BlockQ8_1 => prepare_q8_1
 );
 legacy_gemm!(
     /// The Q5_1 x Q8_1 sixteen-row GEMM on AVX2.
-    q5_1: BlockQ5_1, BlockQ8_1 => prepare_q8_1, pack_q5_1, run_q5_1
+    q5_1: BlockQ5_1, BlockQ8_1 => prepare_q8_1
 );
 
 #[cfg(test)]

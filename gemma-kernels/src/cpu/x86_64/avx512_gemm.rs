@@ -128,7 +128,7 @@ pub(crate) struct Gemm<W, A> {
 /// safe function, `$min_tokens` the smallest batch it is used for.
 macro_rules! gemm_kernels {
     ($(#[$doc:meta])* $name:ident: $w:ty, $a:ty, $lines:expr, $extra:expr, $min_tokens:expr
-        => $prepare:expr, $pack:ident, $run:ident) => {
+        => $prepare:expr, $pack:expr, $run:expr) => {
         gemm_kernels!(
             $(#[$doc])*
             $name: $w, $a, $lines, $extra, $min_tokens => $prepare, $pack, $run;
@@ -136,7 +136,7 @@ macro_rules! gemm_kernels {
         );
     };
     ($(#[$doc:meta])* $name:ident: $w:ty, $a:ty, $lines:expr, $extra:expr, $min_tokens:expr
-        => $prepare:expr, $pack:ident, $run:ident; when $supported:expr) => {
+        => $prepare:expr, $pack:expr, $run:expr; when $supported:expr) => {
         $(#[$doc])*
         pub(crate) fn $name() -> Option<$crate::cpu::x86_64::avx512_gemm::Gemm<$w, $a>> {
             use $crate::cpu::x86_64::avx512_gemm::{Gemm, Line, Outputs};
