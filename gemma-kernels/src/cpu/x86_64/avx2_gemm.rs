@@ -8,7 +8,10 @@
 //! `vpmaddwd` sums the pairs into the i32 lane of each row, multiplied by ones or by the
 //! sub-block scale. The i16 sums of a few lines are added before that where they cannot
 //! overflow, so each line of eight rows costs a broadcast, a `vpmaddubsw` and an add per
-//! token.
+//! token ([`Maddubs`]). CPUs with AVX-VNNI (the 256-bit `vpdpbusd` of Intel's cores since
+//! Alder Lake, which lack AVX-512) sum each line straight into i32 lanes instead
+//! ([`AvxVnni`]), with no 16-bit bound; [`Avx512Vnni256`] is the same instruction in its
+//! AVX-512 encoding, so that the tests run those kernels on AVX-512 VNNI CPUs.
 
 use super::avx512_gemm::{Line, Outputs};
 use std::arch::x86_64::*;
@@ -52,6 +55,95 @@ pub(crate) unsafe fn maddubs_lines<const N: usize>(w: &[__m256i; N], x: *const i
         }
         sum
     }
+}
+
+/// How a tile multiplies weight lines with broadcast activation words.
+pub(crate) trait Products {
+    /// Whether `vpdpbusd` sums the products straight into i32 lanes: no 16-bit bound, so
+    /// no format needs the signed path.
+    const VNNI: bool;
+
+    /// `acc` plus the products of the unsigned bytes of `w` with the signed ones of `x`,
+    /// four by four into i32 lanes (`vpdpbusd`; without VNNI only while each pair of
+    /// products stays below 2^15).
+    ///
+    /// # Safety
+    /// Only for inlining into functions with the path's features (AVX2, plus AVX-VNNI or
+    /// AVX-512 VNNI / VL).
+    unsafe fn dpbusd(acc: __m256i, w: __m256i, x: __m256i) -> __m256i;
+
+    /// `acc` plus the products of `w[k]` with the 32-bit word `k` at `x` broadcast, for
+    /// `k < N`, in i32 lanes (without VNNI through one i16 sum, which the caller keeps
+    /// below 2^15).
+    ///
+    /// # Safety
+    /// As [`Products::dpbusd`]; `x` must point to `4N` readable bytes.
+    #[inline(always)]
+    unsafe fn dot_lines<const N: usize>(acc: __m256i, w: &[__m256i; N], x: *const i32) -> __m256i {
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            let mut acc = acc;
+            for (k, &wk) in w.iter().enumerate() {
+                acc = Self::dpbusd(acc, wk, _mm256_set1_epi32(x.add(k).read_unaligned()));
+            }
+            acc
+        }
+    }
+}
+
+/// `vpmaddubsw` + `vpmaddwd`: AVX2 alone.
+pub(crate) struct Maddubs;
+
+impl Products for Maddubs {
+    const VNNI: bool = false;
+    #[inline(always)]
+    unsafe fn dpbusd(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            let pairs = _mm256_maddubs_epi16(w, x);
+            _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+        }
+    }
+    #[inline(always)]
+    unsafe fn dot_lines<const N: usize>(acc: __m256i, w: &[__m256i; N], x: *const i32) -> __m256i {
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            let pairs = maddubs_lines(w, x);
+            _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+        }
+    }
+}
+
+/// The VEX `vpdpbusd` of AVX-VNNI.
+pub(crate) struct AvxVnni;
+
+impl Products for AvxVnni {
+    const VNNI: bool = true;
+    #[inline(always)]
+    unsafe fn dpbusd(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+        // SAFETY: AVX-VNNI enabled by the caller.
+        unsafe { _mm256_dpbusd_avx_epi32(acc, w, x) }
+    }
+}
+
+/// The EVEX `vpdpbusd` of AVX-512 VNNI on 256-bit vectors: the AVX-VNNI kernels on
+/// CPUs that have AVX-512 VNNI (for the tests; such CPUs take the AVX-512 kernels).
+#[cfg(test)]
+pub(crate) struct Avx512Vnni256;
+
+#[cfg(test)]
+impl Products for Avx512Vnni256 {
+    const VNNI: bool = true;
+    #[inline(always)]
+    unsafe fn dpbusd(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+        // SAFETY: AVX-512 VNNI and VL enabled by the caller.
+        unsafe { _mm256_dpbusd_epi32(acc, w, x) }
+    }
+}
+
+/// Whether this CPU has AVX-VNNI (and AVX2).
+pub(crate) fn has_avx_vnni() -> bool {
+    crate::cpu::isa::Isa::Avx2.is_supported() && is_x86_feature_detected!("avxvnni")
 }
 
 /// Stores `v` as the outputs of token `t` for rows `8h..8h + 8` of the group, those

@@ -9,23 +9,27 @@
 //! of row scales (the offset of Q3_K and Q6_K, taken back as `offset · Σ scale · Σ x`)
 //! in one more `vpmaddwd` per pair. IQ4_XS, stored as its levels + 128 (up to 241, which
 //! would saturate `vpmaddubsw`), is turned back into signed bytes and takes `|q|` times
-//! `x` with the sign of `q`, one line per `vpmaddwd`, with no correction.
+//! `x` with the sign of `q`, one line per `vpmaddwd`, with no correction. With AVX-VNNI
+//! (see `avx2_gemm::Products`) every line goes into `vpdpbusd`, a sub-block's i32 sum is
+//! multiplied by its scales (`vpmulld`), and IQ4_XS takes its offset back as Q6_K does.
 
-use super::avx2_gemm::{half, half_ps, live_halves, maddubs_lines, store_half};
+use super::avx2_gemm::{
+    half, half_ps, has_avx_vnni, live_halves, maddubs_lines, store_half, AvxVnni, Maddubs, Products,
+};
 use super::avx512_gemm::{gemm_kernels, lengths_agree, Line, Outputs};
 use super::kquant_packing::{pack_body, sum_pairs, Packed, WEIGHT_LINES};
 use crate::quant::{BlockIQ4_XS, BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_K};
 use std::arch::x86_64::*;
 
-/// Whether format `W` takes the signed path (stored weights up to 255).
-const fn signed<W: Packed>() -> bool {
-    W::OFFSET == 128
+/// Whether format `W` takes the signed path on `P` (stored weights up to 255, no VNNI).
+const fn signed<W: Packed, P: Products>() -> bool {
+    W::OFFSET == 128 && !P::VNNI
 }
 
 /// Values per activation block: the sub-block sums as i16 pairs (none on the signed
 /// path).
-const fn extra_per_block<W: Packed>() -> usize {
-    if signed::<W>() {
+const fn extra_per_block<W: Packed, P: Products>() -> usize {
+    if signed::<W, P>() {
         0
     } else {
         W::SUBS / 2
@@ -34,10 +38,10 @@ const fn extra_per_block<W: Packed>() -> usize {
 
 /// Weight lines whose `vpmaddubsw` sums are added as i16 before `vpmaddwd`: each adds at
 /// most `2 · MAX · 128` to a pair's sum, which must stay below 2^15; at most four (the
-/// lines stay in registers for every token of a tile).
-const fn chunk_lines<W: Packed>() -> usize {
+/// lines stay in registers for every token of a tile). Four with VNNI.
+const fn chunk_lines<W: Packed, P: Products>() -> usize {
     let fit = 127 / W::MAX as usize;
-    if fit >= 4 {
+    if fit >= 4 || P::VNNI {
         4
     } else {
         2
@@ -79,7 +83,7 @@ unsafe fn correction_pairs<W: Packed>(lines: *const Line, h: usize, j: usize) ->
 /// # Safety
 /// As [`tile`].
 #[inline(always)]
-unsafe fn block_sums<W: Packed, const T: usize, const CHUNK: usize>(
+unsafe fn block_sums<W: Packed, P: Products, const T: usize, const CHUNK: usize>(
     lines: *const Line,
     h: usize,
     x: &[*const BlockQ8_K; T],
@@ -89,28 +93,39 @@ unsafe fn block_sums<W: Packed, const T: usize, const CHUNK: usize>(
     // lines, activation reads inside each token's 256-byte `qs`.
     unsafe {
         let sub_lines = W::SUB / 4;
+        let xs = |t: usize, line: usize| (*x[t]).qs.as_ptr().add(4 * line).cast::<i32>();
         for s in 0..W::SUBS {
-            let sc = scale_pair(half(lines.add(WEIGHT_LINES + s), h));
+            let scales = half(lines.add(WEIGHT_LINES + s), h);
+            let sc = scale_pair(scales);
+            // With VNNI: the sub-block's i32 sums, scaled once at the end.
+            let mut p = [_mm256_setzero_si256(); T];
             for c in (0..sub_lines).step_by(CHUNK) {
                 let first = s * sub_lines + c;
                 let w: [__m256i; CHUNK] = std::array::from_fn(|k| half(lines.add(first + k), h));
-                if signed::<W>() {
+                if P::VNNI {
+                    for (t, p) in p.iter_mut().enumerate() {
+                        *p = P::dot_lines(*p, &w, xs(t, first));
+                    }
+                } else if signed::<W, P>() {
                     let q = w.map(|v| _mm256_xor_si256(v, _mm256_set1_epi8(-128)));
                     let magnitude = q.map(|v| _mm256_sign_epi8(v, v));
-                    for t in 0..T {
-                        let xs = (*x[t]).qs.as_ptr().add(4 * first).cast::<i32>();
+                    for (t, sumi) in sumi.iter_mut().enumerate() {
                         for k in 0..CHUNK {
-                            let x4 = _mm256_set1_epi32(xs.add(k).read_unaligned());
+                            let x4 = _mm256_set1_epi32(xs(t, first + k).read_unaligned());
                             let p = _mm256_maddubs_epi16(magnitude[k], _mm256_sign_epi8(x4, q[k]));
-                            sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p, sc));
+                            *sumi = _mm256_add_epi32(*sumi, _mm256_madd_epi16(p, sc));
                         }
                     }
                 } else {
-                    for t in 0..T {
-                        let xs = (*x[t]).qs.as_ptr().add(4 * first).cast::<i32>();
-                        let p = maddubs_lines(&w, xs);
-                        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p, sc));
+                    for (t, sumi) in sumi.iter_mut().enumerate() {
+                        let p = maddubs_lines(&w, xs(t, first));
+                        *sumi = _mm256_add_epi32(*sumi, _mm256_madd_epi16(p, sc));
                     }
+                }
+            }
+            if P::VNNI {
+                for (sumi, p) in sumi.iter_mut().zip(p) {
+                    *sumi = _mm256_add_epi32(*sumi, _mm256_mullo_epi32(p, scales));
                 }
             }
         }
@@ -125,7 +140,7 @@ unsafe fn block_sums<W: Packed, const T: usize, const CHUNK: usize>(
 /// `act` and `extra` `T` tokens of `bpr` blocks from their pointers, `out` as for
 /// `Gemm::run` with tokens `t0..t0 + T`.
 #[inline(always)]
-unsafe fn tile<W: Packed, const T: usize>(
+unsafe fn tile<W: Packed, P: Products, const T: usize>(
     packed: *const Line,
     bpr: usize,
     act: *const BlockQ8_K,
@@ -135,11 +150,11 @@ unsafe fn tile<W: Packed, const T: usize>(
 ) {
     const {
         assert!(
-            W::MINS == (W::OFFSET == 0) || (signed::<W>() && !W::MINS),
+            W::MINS == (W::OFFSET == 0) || (signed::<W, P>() && !W::MINS),
             "one correction per format, none on the signed path"
         )
     };
-    let per_block = extra_per_block::<W>();
+    let per_block = extra_per_block::<W, P>();
     // SAFETY: guaranteed by the caller; line reads inside the block's `W::LINES` lines,
     // extra reads inside the token's values of block `b`.
     unsafe {
@@ -149,12 +164,12 @@ unsafe fn tile<W: Packed, const T: usize>(
                 let lines = packed.add(b * W::LINES);
                 let x: [*const BlockQ8_K; T] = std::array::from_fn(|t| act.add(t * bpr + b));
                 let mut sumi = [_mm256_setzero_si256(); T];
-                if chunk_lines::<W>() == 4 {
-                    block_sums::<W, T, 4>(lines, h, &x, &mut sumi);
+                if chunk_lines::<W, P>() == 4 {
+                    block_sums::<W, P, T, 4>(lines, h, &x, &mut sumi);
                 } else {
-                    block_sums::<W, T, 2>(lines, h, &x, &mut sumi);
+                    block_sums::<W, P, T, 2>(lines, h, &x, &mut sumi);
                 }
-                let corrections = extra_per_block::<W>();
+                let corrections = per_block;
                 let pairs: [__m256i; 8] = std::array::from_fn(|j| {
                     if j < corrections {
                         correction_pairs::<W>(lines, h, j)
@@ -175,7 +190,7 @@ unsafe fn tile<W: Packed, const T: usize>(
                         let dmin = half_ps(lines.add(W::D_LINE + 1), h);
                         let m = _mm256_cvtepi32_ps(corr);
                         acc[t] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dx), m, acc[t]);
-                    } else if !signed::<W>() {
+                    } else if !signed::<W, P>() {
                         let shift = _mm_cvtsi32_si128(W::OFFSET.trailing_zeros() as i32);
                         sumi[t] = _mm256_sub_epi32(sumi[t], _mm256_sll_epi32(corr, shift));
                     }
@@ -199,13 +214,13 @@ unsafe fn pack_group<W: Packed>(w: &[W], bpr: usize, dst: &mut [Line]) {
     pack_body::<W>(w, bpr, dst)
 }
 
-/// Multiplies a packed group of `W` with every token (see `Gemm::run`), four at a time
-/// with [`tile`], then one.
+/// Multiplies a packed group of `W` with every token on path `P` (see `Gemm::run`), four
+/// at a time with [`tile`], then one.
 ///
 /// # Safety
-/// The CPU must support AVX2, FMA and F16C; `out` as for `Gemm::run`.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn run_group<W: Packed>(
+/// Only for inlining into functions with `P`'s features; `out` as for `Gemm::run`.
+#[inline(always)]
+unsafe fn run_body<W: Packed, P: Products>(
     packed: &[Line],
     bpr: usize,
     act: &[BlockQ8_K],
@@ -213,7 +228,7 @@ unsafe fn run_group<W: Packed>(
     tokens: usize,
     out: Outputs,
 ) {
-    let per_block = extra_per_block::<W>();
+    let per_block = extra_per_block::<W, P>();
     if !lengths_agree(packed, W::LINES, bpr, act, extra, per_block, tokens) {
         return;
     }
@@ -223,50 +238,128 @@ unsafe fn run_group<W: Packed>(
     // call covers tokens `t..t + T <= tokens`.
     unsafe {
         while t + 4 <= tokens {
-            tile::<W, 4>(p, bpr, a.add(t * bpr), e.add(per_block * t * bpr), out, t);
+            tile::<W, P, 4>(p, bpr, a.add(t * bpr), e.add(per_block * t * bpr), out, t);
             t += 4;
         }
         while t < tokens {
-            tile::<W, 1>(p, bpr, a.add(t * bpr), e.add(per_block * t * bpr), out, t);
+            tile::<W, P, 1>(p, bpr, a.add(t * bpr), e.add(per_block * t * bpr), out, t);
             t += 1;
         }
     }
 }
 
-/// Defines `$name()` for format `$w` through `gemm_kernels!`, available with AVX2.
+/// [`run_body`] with `vpmaddubsw`.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; `out` as for `Gemm::run`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn run_maddubs<W: Packed>(
+    p: &[Line],
+    bpr: usize,
+    x: &[BlockQ8_K],
+    e: &[i32],
+    n: usize,
+    out: Outputs,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe { run_body::<W, Maddubs>(p, bpr, x, e, n, out) }
+}
+
+/// [`run_body`] with AVX-VNNI.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA, F16C and AVX-VNNI; `out` as for `Gemm::run`.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+unsafe fn run_avx_vnni<W: Packed>(
+    p: &[Line],
+    bpr: usize,
+    x: &[BlockQ8_K],
+    e: &[i32],
+    n: usize,
+    out: Outputs,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe { run_body::<W, AvxVnni>(p, bpr, x, e, n, out) }
+}
+
+/// [`run_body`] with the AVX-512 encoding of the AVX-VNNI instruction.
+#[cfg(test)]
+///
+/// # Safety
+/// The CPU must support AVX2, FMA, F16C and AVX-512 VNNI / VL; `out` as for `Gemm::run`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+unsafe fn run_avx512_vnni256<W: Packed>(
+    p: &[Line],
+    bpr: usize,
+    x: &[BlockQ8_K],
+    e: &[i32],
+    n: usize,
+    out: Outputs,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe { run_body::<W, crate::cpu::x86_64::avx2_gemm::Avx512Vnni256>(p, bpr, x, e, n, out) }
+}
+
+/// Defines module `$name` for format `$w`: its GEMMs through `gemm_kernels!` with
+/// `vpmaddubsw` (`maddubs`, AVX2), AVX-VNNI (`avx_vnni`) and AVX-512 VNNI on 256 bits
+/// (`avx512_vnni256`, for the tests), and `best()`, the fastest this CPU has of the first
+/// two.
 macro_rules! kquant_gemm {
     ($(#[$doc:meta])* $name:ident: $w:ty) => {
-        gemm_kernels!(
-            $(#[$doc])*
-            $name: $w, BlockQ8_K, <$w as Packed>::LINES, extra_per_block::<$w>(), 8
-                => sum_pairs::<$w>, pack_group::<$w>, run_group::<$w>;
-            when $crate::cpu::isa::Isa::Avx2.is_supported()
-        );
+        $(#[$doc])*
+        pub(crate) mod $name {
+            use super::*;
+
+            gemm_kernels!(
+                /// With `vpmaddubsw`.
+                maddubs: $w, BlockQ8_K, <$w as Packed>::LINES, extra_per_block::<$w, Maddubs>(), 8
+                    => sum_pairs::<$w>, pack_group::<$w>, run_maddubs::<$w>;
+                when $crate::cpu::isa::Isa::Avx2.is_supported()
+            );
+            gemm_kernels!(
+                /// With AVX-VNNI.
+                avx_vnni: $w, BlockQ8_K, <$w as Packed>::LINES, extra_per_block::<$w, AvxVnni>(), 8
+                    => sum_pairs::<$w>, pack_group::<$w>, run_avx_vnni::<$w>;
+                when has_avx_vnni()
+            );
+            #[cfg(test)]
+            gemm_kernels!(
+                /// With AVX-512 VNNI on 256-bit vectors (the AVX-VNNI kernels, for tests).
+                avx512_vnni256: $w, BlockQ8_K, <$w as Packed>::LINES,
+                    extra_per_block::<$w, crate::cpu::x86_64::avx2_gemm::Avx512Vnni256>(), 8
+                    => sum_pairs::<$w>, pack_group::<$w>, run_avx512_vnni256::<$w>
+            );
+
+            /// The AVX-VNNI GEMM where the CPU has it, else the `vpmaddubsw` one.
+            pub(crate) fn best() -> Option<$crate::cpu::x86_64::avx512_gemm::Gemm<$w, BlockQ8_K>> {
+                avx_vnni().or_else(maddubs)
+            }
+        }
     };
 }
 
 kquant_gemm!(
-    /// The Q2_K x Q8_K sixteen-row GEMM on AVX2.
+    /// The Q2_K x Q8_K sixteen-row GEMMs on AVX2.
     q2_k: BlockQ2_K
 );
 kquant_gemm!(
-    /// The Q3_K x Q8_K sixteen-row GEMM on AVX2.
+    /// The Q3_K x Q8_K sixteen-row GEMMs on AVX2.
     q3_k: BlockQ3_K
 );
 kquant_gemm!(
-    /// The Q4_K x Q8_K sixteen-row GEMM on AVX2.
+    /// The Q4_K x Q8_K sixteen-row GEMMs on AVX2.
     q4_k: BlockQ4_K
 );
 kquant_gemm!(
-    /// The Q5_K x Q8_K sixteen-row GEMM on AVX2.
+    /// The Q5_K x Q8_K sixteen-row GEMMs on AVX2.
     q5_k: BlockQ5_K
 );
 kquant_gemm!(
-    /// The Q6_K x Q8_K sixteen-row GEMM on AVX2.
+    /// The Q6_K x Q8_K sixteen-row GEMMs on AVX2.
     q6_k: BlockQ6_K
 );
 kquant_gemm!(
-    /// The IQ4_XS x Q8_K sixteen-row GEMM on AVX2.
+    /// The IQ4_XS x Q8_K sixteen-row GEMMs on AVX2.
     iq4_xs: BlockIQ4_XS
 );
 
@@ -274,6 +367,7 @@ kquant_gemm!(
 mod tests {
     use super::*;
     use crate::cpu::x86_64::avx512_gemm::tests::{check, check_extremes};
+    use crate::cpu::x86_64::avx512_gemm::Gemm;
 
     /// Row counts around the group and half sizes, several blocks per row, token counts
     /// that exercise the four- and one-token tiles.
@@ -286,38 +380,66 @@ mod tests {
         (9, 2, 4),
     ];
 
+    /// Every path this CPU has for one format, by name: `vpmaddubsw`, AVX-VNNI, AVX-512
+    /// VNNI on 256 bits; says which of the last two cannot run here.
+    fn paths<W>(
+        maddubs: Option<Gemm<W, BlockQ8_K>>,
+        avx_vnni: Option<Gemm<W, BlockQ8_K>>,
+        avx512_vnni256: Option<Gemm<W, BlockQ8_K>>,
+    ) -> Vec<(&'static str, Gemm<W, BlockQ8_K>)> {
+        let all = [
+            ("maddubs", maddubs),
+            ("avx_vnni", avx_vnni),
+            ("avx512_vnni256", avx512_vnni256),
+        ];
+        all.into_iter()
+            .filter_map(|(name, gemm)| {
+                if gemm.is_none() {
+                    eprintln!("{name}: not on this CPU, not run");
+                }
+                Some(name).zip(gemm)
+            })
+            .collect()
+    }
+
+    /// Runs `$check::<$w>(&gemm)` for every path of format module `$m`.
+    macro_rules! each_path {
+        ($m:ident: $w:ty, $check:expr) => {
+            for (name, gemm) in paths($m::maddubs(), $m::avx_vnni(), $m::avx512_vnni256()) {
+                eprintln!("{} {name}", stringify!($m));
+                $check(&gemm);
+            }
+        };
+    }
+
     #[test]
     fn sixteen_row_gemm_matches_scalar_dot() {
-        let (Some(q2), Some(q3), Some(q4), Some(q5), Some(q6), Some(iq4)) =
-            (q2_k(), q3_k(), q4_k(), q5_k(), q6_k(), iq4_xs())
-        else {
+        if q4_k::maddubs().is_none() {
             eprintln!("no AVX2 on this CPU: the AVX2 sixteen-row GEMM cannot run here");
             return;
-        };
-        check::<BlockQ2_K>(&q2, &CASES);
-        check::<BlockQ3_K>(&q3, &CASES);
-        check::<BlockQ4_K>(&q4, &CASES);
-        check::<BlockQ5_K>(&q5, &CASES);
-        check::<BlockQ6_K>(&q6, &CASES);
-        check::<BlockIQ4_XS>(&iq4, &CASES);
+        }
+        each_path!(q2_k: BlockQ2_K, |g| check::<BlockQ2_K>(g, &CASES));
+        each_path!(q3_k: BlockQ3_K, |g| check::<BlockQ3_K>(g, &CASES));
+        each_path!(q4_k: BlockQ4_K, |g| check::<BlockQ4_K>(g, &CASES));
+        each_path!(q5_k: BlockQ5_K, |g| check::<BlockQ5_K>(g, &CASES));
+        each_path!(q6_k: BlockQ6_K, |g| check::<BlockQ6_K>(g, &CASES));
+        each_path!(iq4_xs: BlockIQ4_XS, |g| check::<BlockIQ4_XS>(g, &CASES));
     }
 
     /// The largest stored weights times the largest activations of either sign: the
     /// 16-bit sums of `vpmaddubsw` must not saturate or wrap (they do with one more line
-    /// per sum, checked).
+    /// per sum, checked), nor the i32 sums of the VNNI paths.
     #[test]
     fn extreme_values_do_not_overflow_16_bit_sums() {
-        let (Some(q2), Some(q3), Some(q4), Some(q5), Some(q6), Some(iq4)) =
-            (q2_k(), q3_k(), q4_k(), q5_k(), q6_k(), iq4_xs())
-        else {
+        if q4_k::maddubs().is_none() {
             eprintln!("no AVX2 on this CPU: the AVX2 sixteen-row GEMM cannot run here");
             return;
-        };
-        check_extremes::<BlockQ2_K>(&q2);
-        check_extremes::<BlockQ3_K>(&q3);
-        check_extremes::<BlockQ4_K>(&q4);
-        check_extremes::<BlockQ5_K>(&q5);
-        check_extremes::<BlockQ6_K>(&q6);
-        check_extremes::<BlockIQ4_XS>(&iq4);
+        }
+        each_path!(q2_k: BlockQ2_K, check_extremes::<BlockQ2_K>);
+        each_path!(q3_k: BlockQ3_K, check_extremes::<BlockQ3_K>);
+        each_path!(q4_k: BlockQ4_K, check_extremes::<BlockQ4_K>);
+        each_path!(q5_k: BlockQ5_K, check_extremes::<BlockQ5_K>);
+        each_path!(q6_k: BlockQ6_K, check_extremes::<BlockQ6_K>);
+        each_path!(iq4_xs: BlockIQ4_XS, check_extremes::<BlockIQ4_XS>);
     }
 }

@@ -7,21 +7,31 @@
 //! AVX-512 kernel. Q8_0 and IQ4_NL, stored as `q + 128` up to 255, would saturate
 //! `vpmaddubsw`: their lines are turned back into signed bytes, and each line meets the
 //! activations as `|q|` times `x` with the sign of `q` (ggml's AVX2 dot product), the
-//! seed zero.
+//! seed zero. With AVX-VNNI (see `avx2_gemm::Products`) every line goes into `vpdpbusd`
+//! as stored, each sum seeded with `-offset · Σ x` as in the AVX-512 kernel.
 
-use super::avx2_gemm::{half, half_ps, live_halves, maddubs_lines, store_half};
+use super::avx2_gemm::{
+    half, half_ps, has_avx_vnni, live_halves, store_half, AvxVnni, Maddubs, Products,
+};
 use super::avx512_gemm::{gemm_kernels, lengths_agree, Line, Outputs};
-use super::legacy_packing::{pack_body, prepare, prepare_q8_1, Act32, Unsigned32, WEIGHT_LINES};
+use super::legacy_packing::{pack_body, Act32, Unsigned32, WEIGHT_LINES};
 use crate::quant::{BlockIQ4_NL, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 use std::arch::x86_64::*;
 
-/// Weight lines per `vpmaddubsw` sum: four lines of weights up to 31 times activations up
-/// to 127 stay below 2^15.
+/// Weight lines per `vpmaddubsw` sum (and per load of weights in registers): four lines of
+/// weights up to 31 times activations up to 127 stay below 2^15.
 const CHUNK: usize = 4;
 
-/// Whether format `W` takes the signed path (stored weights up to 255).
-const fn signed<W: Unsigned32>() -> bool {
-    W::OFFSET == 128
+/// Whether format `W` takes the signed path on `P` (stored weights up to 255, no VNNI).
+const fn signed<W: Unsigned32, P: Products>() -> bool {
+    W::OFFSET == 128 && !P::VNNI
+}
+
+/// The activation values of format `W` on path `P`: the seed `-offset · Σ x` (zero on the
+/// signed path), the scale and, for Q8_1, `d · Σ x`.
+fn prepare<W: Unsigned32, P: Products>(x: &W::Act, extra: &mut [i32]) {
+    let offset = if signed::<W, P>() { 0 } else { W::OFFSET };
+    x.prepare(offset, extra);
 }
 
 /// Adds the integer products of half `h` of one block's weight lines with the tokens'
@@ -30,7 +40,7 @@ const fn signed<W: Unsigned32>() -> bool {
 /// # Safety
 /// As [`tile`]; `lines` is a packed block.
 #[inline(always)]
-unsafe fn block_sums<W: Unsigned32, const T: usize>(
+unsafe fn block_sums<W: Unsigned32, P: Products, const T: usize>(
     lines: *const Line,
     h: usize,
     x: &[*const i32; T],
@@ -42,7 +52,7 @@ unsafe fn block_sums<W: Unsigned32, const T: usize>(
         let ones = _mm256_set1_epi16(1);
         for c in (0..WEIGHT_LINES).step_by(CHUNK) {
             let w: [__m256i; CHUNK] = std::array::from_fn(|k| half(lines.add(c + k), h));
-            if signed::<W>() {
+            if signed::<W, P>() {
                 let q = w.map(|v| _mm256_xor_si256(v, _mm256_set1_epi8(-128)));
                 let magnitude = q.map(|v| _mm256_sign_epi8(v, v));
                 for t in 0..T {
@@ -54,8 +64,7 @@ unsafe fn block_sums<W: Unsigned32, const T: usize>(
                 }
             } else {
                 for t in 0..T {
-                    let p = maddubs_lines(&w, x[t].add(c));
-                    sum[t] = _mm256_add_epi32(sum[t], _mm256_madd_epi16(p, ones));
+                    sum[t] = P::dot_lines(sum[t], &w, x[t].add(c));
                 }
             }
         }
@@ -70,7 +79,7 @@ unsafe fn block_sums<W: Unsigned32, const T: usize>(
 /// `act` and `extra` `T` tokens of `bpr` blocks from their pointers, `out` as for
 /// `Gemm::run` with tokens `t0..t0 + T`.
 #[inline(always)]
-unsafe fn tile<W: Unsigned32, const T: usize>(
+unsafe fn tile<W: Unsigned32, P: Products, const T: usize>(
     packed: *const Line,
     bpr: usize,
     act: *const W::Act,
@@ -90,7 +99,7 @@ unsafe fn tile<W: Unsigned32, const T: usize>(
                 let x: [*const i32; T] =
                     std::array::from_fn(|t| (*act.add(t * bpr + b)).quants().as_ptr().cast());
                 let mut sum: [__m256i; T] = std::array::from_fn(|t| _mm256_set1_epi32(*e[t]));
-                block_sums::<W, T>(lines, h, &x, &mut sum);
+                block_sums::<W, P, T>(lines, h, &x, &mut sum);
                 let dw = half_ps(lines.add(WEIGHT_LINES), h);
                 for t in 0..T {
                     let dx = _mm256_set1_ps(f32::from_bits(*e[t].add(1) as u32));
@@ -119,13 +128,13 @@ unsafe fn pack_group<W: Unsigned32>(w: &[W], bpr: usize, dst: &mut [Line]) {
     pack_body(w, bpr, dst)
 }
 
-/// Multiplies a packed group of `W` with every token (see `Gemm::run`), four at a time
-/// with [`tile`], then one.
+/// Multiplies a packed group of `W` with every token on path `P` (see `Gemm::run`), four
+/// at a time with [`tile`], then one.
 ///
 /// # Safety
-/// The CPU must support AVX2, FMA and F16C; `out` as for `Gemm::run`.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn run_group<W: Unsigned32>(
+/// Only for inlining into functions with `P`'s features; `out` as for `Gemm::run`.
+#[inline(always)]
+unsafe fn run_body<W: Unsigned32, P: Products>(
     packed: &[Line],
     bpr: usize,
     act: &[W::Act],
@@ -142,58 +151,135 @@ unsafe fn run_group<W: Unsigned32>(
     // call covers tokens `t..t + T <= tokens`.
     unsafe {
         while t + 4 <= tokens {
-            tile::<W, 4>(p, bpr, a.add(t * bpr), e.add(W::EXTRA * t * bpr), out, t);
+            tile::<W, P, 4>(p, bpr, a.add(t * bpr), e.add(W::EXTRA * t * bpr), out, t);
             t += 4;
         }
         while t < tokens {
-            tile::<W, 1>(p, bpr, a.add(t * bpr), e.add(W::EXTRA * t * bpr), out, t);
+            tile::<W, P, 1>(p, bpr, a.add(t * bpr), e.add(W::EXTRA * t * bpr), out, t);
             t += 1;
         }
     }
 }
 
-/// Defines `$name()` for format `$w` with activations `$a` through `gemm_kernels!`,
-/// available with AVX2; `$prepare` fills the activation block values.
+/// [`run_body`] with `vpmaddubsw`.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; `out` as for `Gemm::run`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn run_maddubs<W: Unsigned32>(
+    p: &[Line],
+    bpr: usize,
+    x: &[W::Act],
+    e: &[i32],
+    n: usize,
+    out: Outputs,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe { run_body::<W, Maddubs>(p, bpr, x, e, n, out) }
+}
+
+/// [`run_body`] with AVX-VNNI.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA, F16C and AVX-VNNI; `out` as for `Gemm::run`.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+unsafe fn run_avx_vnni<W: Unsigned32>(
+    p: &[Line],
+    bpr: usize,
+    x: &[W::Act],
+    e: &[i32],
+    n: usize,
+    out: Outputs,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe { run_body::<W, AvxVnni>(p, bpr, x, e, n, out) }
+}
+
+/// [`run_body`] with the AVX-512 encoding of the AVX-VNNI instruction.
+#[cfg(test)]
+///
+/// # Safety
+/// The CPU must support AVX2, FMA, F16C and AVX-512 VNNI / VL; `out` as for `Gemm::run`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+unsafe fn run_avx512_vnni256<W: Unsigned32>(
+    p: &[Line],
+    bpr: usize,
+    x: &[W::Act],
+    e: &[i32],
+    n: usize,
+    out: Outputs,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe { run_body::<W, crate::cpu::x86_64::avx2_gemm::Avx512Vnni256>(p, bpr, x, e, n, out) }
+}
+
+/// Defines module `$name` for format `$w` with activations `$a`: its GEMMs through
+/// `gemm_kernels!` with `vpmaddubsw` (`maddubs`, AVX2), AVX-VNNI (`avx_vnni`) and AVX-512
+/// VNNI on 256 bits (`avx512_vnni256`, for the tests), and `best()`, the fastest this CPU
+/// has of the first two.
 macro_rules! legacy_gemm {
-    ($(#[$doc:meta])* $name:ident: $w:ty, $a:ty => $prepare:expr) => {
-        gemm_kernels!(
-            $(#[$doc])*
-            $name: $w, $a, <$w as Unsigned32>::LINES, <$w as Unsigned32>::EXTRA, 8
-                => $prepare, pack_group::<$w>, run_group::<$w>;
-            when $crate::cpu::isa::Isa::Avx2.is_supported()
-        );
+    ($(#[$doc:meta])* $name:ident: $w:ty, $a:ty) => {
+        $(#[$doc])*
+        pub(crate) mod $name {
+            use super::*;
+
+            gemm_kernels!(
+                /// With `vpmaddubsw`.
+                maddubs: $w, $a, <$w as Unsigned32>::LINES, <$w as Unsigned32>::EXTRA, 8
+                    => prepare::<$w, Maddubs>, pack_group::<$w>, run_maddubs::<$w>;
+                when $crate::cpu::isa::Isa::Avx2.is_supported()
+            );
+            gemm_kernels!(
+                /// With AVX-VNNI.
+                avx_vnni: $w, $a, <$w as Unsigned32>::LINES, <$w as Unsigned32>::EXTRA, 8
+                    => prepare::<$w, AvxVnni>, pack_group::<$w>, run_avx_vnni::<$w>;
+                when has_avx_vnni()
+            );
+            #[cfg(test)]
+            gemm_kernels!(
+                /// With AVX-512 VNNI on 256-bit vectors (the AVX-VNNI kernels, for tests).
+                avx512_vnni256: $w, $a, <$w as Unsigned32>::LINES, <$w as Unsigned32>::EXTRA, 8
+                    => prepare::<$w, crate::cpu::x86_64::avx2_gemm::Avx512Vnni256>, pack_group::<$w>, run_avx512_vnni256::<$w>
+            );
+
+            /// The AVX-VNNI GEMM where the CPU has it, else the `vpmaddubsw` one.
+            pub(crate) fn best() -> Option<$crate::cpu::x86_64::avx512_gemm::Gemm<$w, $a>> {
+                avx_vnni().or_else(maddubs)
+            }
+        }
     };
 }
 
 legacy_gemm!(
-    /// The Q4_0 x Q8_0 sixteen-row GEMM on AVX2.
-    q4_0: BlockQ4_0, BlockQ8_0 => prepare::<{ BlockQ4_0::OFFSET }>
+    /// The Q4_0 x Q8_0 sixteen-row GEMMs on AVX2.
+    q4_0: BlockQ4_0, BlockQ8_0
 );
 legacy_gemm!(
-    /// The Q5_0 x Q8_0 sixteen-row GEMM on AVX2.
-    q5_0: BlockQ5_0, BlockQ8_0 => prepare::<{ BlockQ5_0::OFFSET }>
+    /// The Q5_0 x Q8_0 sixteen-row GEMMs on AVX2.
+    q5_0: BlockQ5_0, BlockQ8_0
 );
 legacy_gemm!(
-    /// The Q8_0 x Q8_0 sixteen-row GEMM on AVX2 (signed products: no seed).
-    q8_0: BlockQ8_0, BlockQ8_0 => prepare::<0>
+    /// The Q8_0 x Q8_0 sixteen-row GEMMs on AVX2.
+    q8_0: BlockQ8_0, BlockQ8_0
 );
 legacy_gemm!(
-    /// The IQ4_NL x Q8_0 sixteen-row GEMM on AVX2 (signed products: no seed).
-    iq4_nl: BlockIQ4_NL, BlockQ8_0 => prepare::<0>
+    /// The IQ4_NL x Q8_0 sixteen-row GEMMs on AVX2.
+    iq4_nl: BlockIQ4_NL, BlockQ8_0
 );
 legacy_gemm!(
-    /// The Q4_1 x Q8_1 sixteen-row GEMM on AVX2.
-    q4_1: BlockQ4_1, BlockQ8_1 => prepare_q8_1
+    /// The Q4_1 x Q8_1 sixteen-row GEMMs on AVX2.
+    q4_1: BlockQ4_1, BlockQ8_1
 );
 legacy_gemm!(
-    /// The Q5_1 x Q8_1 sixteen-row GEMM on AVX2.
-    q5_1: BlockQ5_1, BlockQ8_1 => prepare_q8_1
+    /// The Q5_1 x Q8_1 sixteen-row GEMMs on AVX2.
+    q5_1: BlockQ5_1, BlockQ8_1
 );
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cpu::x86_64::avx512_gemm::tests::{check, check_extremes};
+    use crate::cpu::x86_64::avx512_gemm::Gemm;
 
     /// Row counts around the group and half sizes, odd block counts, token counts that
     /// exercise the four- and one-token tiles.
@@ -206,26 +292,57 @@ mod tests {
         (40, 1, 4),
     ];
 
+    /// Every path this CPU has for one format, by name: `vpmaddubsw`, AVX-VNNI, AVX-512
+    /// VNNI on 256 bits; says which of the last two cannot run here.
+    fn paths<W, A>(
+        maddubs: Option<Gemm<W, A>>,
+        avx_vnni: Option<Gemm<W, A>>,
+        avx512_vnni256: Option<Gemm<W, A>>,
+    ) -> Vec<(&'static str, Gemm<W, A>)> {
+        let all = [
+            ("maddubs", maddubs),
+            ("avx_vnni", avx_vnni),
+            ("avx512_vnni256", avx512_vnni256),
+        ];
+        all.into_iter()
+            .filter_map(|(name, gemm)| {
+                if gemm.is_none() {
+                    eprintln!("{name}: not on this CPU, not run");
+                }
+                Some(name).zip(gemm)
+            })
+            .collect()
+    }
+
+    /// Runs `$check(&gemm)` for every path of format module `$m`.
+    macro_rules! each_path {
+        ($m:ident, $check:expr) => {
+            for (name, gemm) in paths($m::maddubs(), $m::avx_vnni(), $m::avx512_vnni256()) {
+                eprintln!("{} {name}", stringify!($m));
+                $check(&gemm);
+            }
+        };
+    }
+
     #[test]
     fn sixteen_row_gemm_matches_scalar_dot() {
-        let kernels = (q4_0(), q5_0(), q8_0(), iq4_nl(), q4_1(), q5_1());
-        let (Some(q4), Some(q5), Some(q8), Some(iq4), Some(q41), Some(q51)) = kernels else {
+        if q4_0::maddubs().is_none() {
             eprintln!("no AVX2 on this CPU: the AVX2 sixteen-row GEMM cannot run here");
             return;
-        };
-        check::<BlockQ4_0>(&q4, &CASES);
-        check::<BlockQ5_0>(&q5, &CASES);
-        check::<BlockQ8_0>(&q8, &CASES);
-        check::<BlockIQ4_NL>(&iq4, &CASES);
-        check::<BlockQ4_1>(&q41, &CASES);
-        check::<BlockQ5_1>(&q51, &CASES);
+        }
+        each_path!(q4_0, |g| check::<BlockQ4_0>(g, &CASES));
+        each_path!(q5_0, |g| check::<BlockQ5_0>(g, &CASES));
+        each_path!(q8_0, |g| check::<BlockQ8_0>(g, &CASES));
+        each_path!(iq4_nl, |g| check::<BlockIQ4_NL>(g, &CASES));
+        each_path!(q4_1, |g| check::<BlockQ4_1>(g, &CASES));
+        each_path!(q5_1, |g| check::<BlockQ5_1>(g, &CASES));
         // The largest stored weights times the largest activations of either sign: the
         // 16-bit sums must not saturate or wrap.
-        check_extremes::<BlockQ4_0>(&q4);
-        check_extremes::<BlockQ5_0>(&q5);
-        check_extremes::<BlockQ8_0>(&q8);
-        check_extremes::<BlockIQ4_NL>(&iq4);
-        check_extremes::<BlockQ4_1>(&q41);
-        check_extremes::<BlockQ5_1>(&q51);
+        each_path!(q4_0, check_extremes::<BlockQ4_0>);
+        each_path!(q5_0, check_extremes::<BlockQ5_0>);
+        each_path!(q8_0, check_extremes::<BlockQ8_0>);
+        each_path!(iq4_nl, check_extremes::<BlockIQ4_NL>);
+        each_path!(q4_1, check_extremes::<BlockQ4_1>);
+        each_path!(q5_1, check_extremes::<BlockQ5_1>);
     }
 }

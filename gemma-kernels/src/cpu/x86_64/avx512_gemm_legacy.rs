@@ -7,7 +7,7 @@
 //! f32 (which the minimums multiply).
 
 use super::avx512_gemm::{gemm_kernels, lengths_agree, Line, Outputs};
-use super::legacy_packing::{pack_body, prepare, prepare_q8_1, Act32, Unsigned32, WEIGHT_LINES};
+use super::legacy_packing::{pack_body, prepare, Act32, Unsigned32, WEIGHT_LINES};
 use crate::quant::{BlockIQ4_NL, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 use std::arch::x86_64::*;
 
@@ -131,30 +131,30 @@ legacy_instances!(BlockQ5_1 => pack_q5_1, run_q5_1);
 
 gemm_kernels!(
     /// The Q4_0 x Q8_0 sixteen-row GEMM, if this CPU has AVX-512 VNNI.
-    q4_0: BlockQ4_0, BlockQ8_0, <BlockQ4_0 as Unsigned32>::LINES, <BlockQ4_0 as Unsigned32>::EXTRA, 8 => prepare::<{ BlockQ4_0::OFFSET }>, pack_q4_0, run_q4_0
+    q4_0: BlockQ4_0, BlockQ8_0, <BlockQ4_0 as Unsigned32>::LINES, <BlockQ4_0 as Unsigned32>::EXTRA, 8 => prepare::<BlockQ4_0>, pack_q4_0, run_q4_0
 );
 gemm_kernels!(
     /// The Q5_0 x Q8_0 sixteen-row GEMM, if this CPU has AVX-512 VNNI.
-    q5_0: BlockQ5_0, BlockQ8_0, <BlockQ5_0 as Unsigned32>::LINES, <BlockQ5_0 as Unsigned32>::EXTRA, 8 => prepare::<{ BlockQ5_0::OFFSET }>, pack_q5_0, run_q5_0
+    q5_0: BlockQ5_0, BlockQ8_0, <BlockQ5_0 as Unsigned32>::LINES, <BlockQ5_0 as Unsigned32>::EXTRA, 8 => prepare::<BlockQ5_0>, pack_q5_0, run_q5_0
 );
 gemm_kernels!(
     /// The Q8_0 x Q8_0 sixteen-row GEMM, if this CPU has AVX-512 VNNI.
-    q8_0: BlockQ8_0, BlockQ8_0, <BlockQ8_0 as Unsigned32>::LINES, <BlockQ8_0 as Unsigned32>::EXTRA, 8 => prepare::<{ BlockQ8_0::OFFSET }>, pack_q8_0, run_q8_0
+    q8_0: BlockQ8_0, BlockQ8_0, <BlockQ8_0 as Unsigned32>::LINES, <BlockQ8_0 as Unsigned32>::EXTRA, 8 => prepare::<BlockQ8_0>, pack_q8_0, run_q8_0
 );
 gemm_kernels!(
     /// The IQ4_NL x Q8_0 sixteen-row GEMM, if this CPU has AVX-512 VNNI.
     iq4_nl: BlockIQ4_NL, BlockQ8_0, <BlockIQ4_NL as Unsigned32>::LINES, <BlockIQ4_NL as Unsigned32>::EXTRA, 8
-        => prepare::<{ BlockIQ4_NL::OFFSET }>, pack_iq4_nl, run_iq4_nl
+        => prepare::<BlockIQ4_NL>, pack_iq4_nl, run_iq4_nl
 );
 gemm_kernels!(
     /// The Q4_1 x Q8_1 sixteen-row GEMM, if this CPU has AVX-512 VNNI.
     q4_1: BlockQ4_1, BlockQ8_1, <BlockQ4_1 as Unsigned32>::LINES, <BlockQ4_1 as Unsigned32>::EXTRA, 8
-        => prepare_q8_1, pack_q4_1, run_q4_1
+        => prepare::<BlockQ4_1>, pack_q4_1, run_q4_1
 );
 gemm_kernels!(
     /// The Q5_1 x Q8_1 sixteen-row GEMM, if this CPU has AVX-512 VNNI.
     q5_1: BlockQ5_1, BlockQ8_1, <BlockQ5_1 as Unsigned32>::LINES, <BlockQ5_1 as Unsigned32>::EXTRA, 8
-        => prepare_q8_1, pack_q5_1, run_q5_1
+        => prepare::<BlockQ5_1>, pack_q5_1, run_q5_1
 );
 
 #[cfg(test)]

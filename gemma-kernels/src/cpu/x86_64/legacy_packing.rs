@@ -18,6 +18,9 @@ pub(super) const WEIGHT_LINES: usize = 8;
 pub(super) trait Act32 {
     /// The 32 quants.
     fn quants(&self) -> &[i8; 32];
+    /// Fills the values a GEMM takes per activation block (see [`Unsigned32::EXTRA`]) for
+    /// weights stored `offset` above their signed values.
+    fn prepare(&self, offset: i32, extra: &mut [i32]);
 }
 
 impl Act32 for BlockQ8_0 {
@@ -25,12 +28,25 @@ impl Act32 for BlockQ8_0 {
     fn quants(&self) -> &[i8; 32] {
         &self.qs
     }
+    /// The seed `-offset · Σ x` and the scale as f32 bits.
+    fn prepare(&self, offset: i32, extra: &mut [i32]) {
+        let sum: i32 = self.qs.iter().map(|&q| i32::from(q)).sum();
+        extra[0] = -offset * sum;
+        extra[1] = self.d.to_f32().to_bits() as i32;
+    }
 }
 
 impl Act32 for BlockQ8_1 {
     #[inline(always)]
     fn quants(&self) -> &[i8; 32] {
         &self.qs
+    }
+    /// The seed (zero: the formats with Q8_1 activations have no offset), the scale and
+    /// `d · Σ x` as f32 bits.
+    fn prepare(&self, _offset: i32, extra: &mut [i32]) {
+        extra[0] = 0;
+        extra[1] = self.d.to_f32().to_bits() as i32;
+        extra[2] = self.s.to_f32().to_bits() as i32;
     }
 }
 
@@ -201,18 +217,10 @@ impl Unsigned32 for BlockQ5_1 {
     }
 }
 
-/// The seed (zero: no offset), scale and `d · Σ x` of one Q8_1 activation block.
-pub(super) fn prepare_q8_1(x: &BlockQ8_1, extra: &mut [i32]) {
-    extra[0] = 0;
-    extra[1] = x.d.to_f32().to_bits() as i32;
-    extra[2] = x.s.to_f32().to_bits() as i32;
-}
-
-/// The seed and scale of one Q8_0 activation block for weights of offset `OFFSET`.
-pub(super) fn prepare<const OFFSET: i32>(x: &BlockQ8_0, extra: &mut [i32]) {
-    let sum: i32 = x.qs.iter().map(|&q| i32::from(q)).sum();
-    extra[0] = -OFFSET * sum;
-    extra[1] = x.d.to_f32().to_bits() as i32;
+/// The activation values of format `W` (its weights stored `W::OFFSET` above their
+/// signed values).
+pub(super) fn prepare<W: Unsigned32>(x: &W::Act, extra: &mut [i32]) {
+    x.prepare(W::OFFSET, extra);
 }
 
 /// Packs up to sixteen rows of `bpr` blocks (see the module doc).
