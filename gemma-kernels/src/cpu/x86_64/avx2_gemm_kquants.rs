@@ -366,8 +366,7 @@ kquant_gemm!(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::x86_64::avx512_gemm::tests::{check, check_extremes};
-    use crate::cpu::x86_64::avx512_gemm::Gemm;
+    use crate::cpu::x86_64::avx512_gemm::tests::{check, check_extremes, paths};
 
     /// Row counts around the group and half sizes, several blocks per row, token counts
     /// that exercise the four- and one-token tiles.
@@ -379,28 +378,6 @@ mod tests {
         (5, 4, 21),
         (9, 2, 4),
     ];
-
-    /// Every path this CPU has for one format, by name: `vpmaddubsw`, AVX-VNNI, AVX-512
-    /// VNNI on 256 bits; says which of the last two cannot run here.
-    fn paths<W>(
-        maddubs: Option<Gemm<W, BlockQ8_K>>,
-        avx_vnni: Option<Gemm<W, BlockQ8_K>>,
-        avx512_vnni256: Option<Gemm<W, BlockQ8_K>>,
-    ) -> Vec<(&'static str, Gemm<W, BlockQ8_K>)> {
-        let all = [
-            ("maddubs", maddubs),
-            ("avx_vnni", avx_vnni),
-            ("avx512_vnni256", avx512_vnni256),
-        ];
-        all.into_iter()
-            .filter_map(|(name, gemm)| {
-                if gemm.is_none() {
-                    eprintln!("{name}: not on this CPU, not run");
-                }
-                Some(name).zip(gemm)
-            })
-            .collect()
-    }
 
     /// Runs `$check::<$w>(&gemm)` for every path of format module `$m`.
     macro_rules! each_path {

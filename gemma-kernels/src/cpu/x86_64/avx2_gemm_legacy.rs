@@ -278,8 +278,7 @@ legacy_gemm!(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::x86_64::avx512_gemm::tests::{check, check_extremes};
-    use crate::cpu::x86_64::avx512_gemm::Gemm;
+    use crate::cpu::x86_64::avx512_gemm::tests::{check, check_extremes, paths};
 
     /// Row counts around the group and half sizes, odd block counts, token counts that
     /// exercise the four- and one-token tiles.
@@ -291,28 +290,6 @@ mod tests {
         (7, 5, 29),
         (40, 1, 4),
     ];
-
-    /// Every path this CPU has for one format, by name: `vpmaddubsw`, AVX-VNNI, AVX-512
-    /// VNNI on 256 bits; says which of the last two cannot run here.
-    fn paths<W, A>(
-        maddubs: Option<Gemm<W, A>>,
-        avx_vnni: Option<Gemm<W, A>>,
-        avx512_vnni256: Option<Gemm<W, A>>,
-    ) -> Vec<(&'static str, Gemm<W, A>)> {
-        let all = [
-            ("maddubs", maddubs),
-            ("avx_vnni", avx_vnni),
-            ("avx512_vnni256", avx512_vnni256),
-        ];
-        all.into_iter()
-            .filter_map(|(name, gemm)| {
-                if gemm.is_none() {
-                    eprintln!("{name}: not on this CPU, not run");
-                }
-                Some(name).zip(gemm)
-            })
-            .collect()
-    }
 
     /// Runs `$check(&gemm)` for every path of format module `$m`.
     macro_rules! each_path {

@@ -190,6 +190,28 @@ pub(crate) mod tests {
     use super::*;
     use crate::quant::QuantBlock;
 
+    /// Every path this CPU has for one format, by name: `vpmaddubsw`, AVX-VNNI, AVX-512
+    /// VNNI on 256 bits (the AVX2 GEMMs' paths); says which of the last two cannot run here.
+    pub(crate) fn paths<W, A>(
+        maddubs: Option<Gemm<W, A>>,
+        avx_vnni: Option<Gemm<W, A>>,
+        avx512_vnni256: Option<Gemm<W, A>>,
+    ) -> Vec<(&'static str, Gemm<W, A>)> {
+        let all = [
+            ("maddubs", maddubs),
+            ("avx_vnni", avx_vnni),
+            ("avx512_vnni256", avx512_vnni256),
+        ];
+        all.into_iter()
+            .filter_map(|(name, gemm)| {
+                if gemm.is_none() {
+                    eprintln!("{name}: not on this CPU, not run");
+                }
+                Some(name).zip(gemm)
+            })
+            .collect()
+    }
+
     /// Deterministic values in [-1, 1) with a few outliers.
     pub(crate) fn values(n: usize, seed: u32) -> Vec<f32> {
         let mut s = seed;
