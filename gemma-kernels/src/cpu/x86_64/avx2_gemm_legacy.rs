@@ -196,10 +196,10 @@ unsafe fn run_avx_vnni<W: Unsigned32>(
 }
 
 /// [`run_body`] with the AVX-512 encoding of the AVX-VNNI instruction.
-#[cfg(test)]
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA, F16C and AVX-512 VNNI / VL; `out` as for `Gemm::run`.
+#[cfg(test)]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 unsafe fn run_avx512_vnni256<W: Unsigned32>(
     p: &[Line],
