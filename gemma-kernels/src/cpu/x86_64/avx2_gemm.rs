@@ -1,7 +1,7 @@
 //! The common pieces of the AVX2 twins of the sixteen-row GEMMs (`avx2_gemm_kquants`,
-//! `avx2_gemm_legacy`), for CPUs without AVX-512 VNNI: the packed lines of
-//! `avx512_gemm`, each read as two halves of eight rows (one 32-bit lane of a 256-bit
-//! vector per row).
+//! `avx2_gemm_legacy`, `avx2_gemm_float`), for CPUs without AVX-512 VNNI: the packed
+//! lines of `avx512_gemm`, each read as two halves of eight rows (one 32-bit lane of a
+//! 256-bit vector per row).
 //!
 //! Without `vpdpbusd`, four weights of eight rows times four activation bytes take
 //! `vpmaddubsw` (unsigned weight times signed activation, pairs summed into i16), and
