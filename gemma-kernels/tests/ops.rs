@@ -34,6 +34,7 @@ struct Path {
     softmax: fn(&mut [f32]),
     geglu: fn(&[f32], &[f32], &mut [f32]),
     add: fn(&mut [f32], &[f32]),
+    add_scaled: fn(&mut [f32], &[f32], f32),
     scale: fn(&mut [f32], f32),
 }
 
@@ -48,6 +49,7 @@ fn paths() -> Vec<Path> {
             softmax: reference::softmax,
             geglu: reference::geglu,
             add: reference::add,
+            add_scaled: reference::add_scaled,
             scale: reference::scale,
         },
         Path {
@@ -57,6 +59,7 @@ fn paths() -> Vec<Path> {
             softmax: ops::softmax,
             geglu: ops::geglu,
             add: ops::add,
+            add_scaled: ops::add_scaled,
             scale: ops::scale,
         },
     ];
@@ -71,6 +74,7 @@ fn paths() -> Vec<Path> {
             softmax: |x| unsafe { avx2::softmax(x) },
             geglu: |g, u, o| unsafe { avx2::geglu(g, u, o) },
             add: |a, b| unsafe { avx2::add(a, b) },
+            add_scaled: |a, b, s| unsafe { avx2::add_scaled(a, b, s) },
             scale: |a, s| unsafe { avx2::scale(a, s) },
         });
     }
@@ -341,7 +345,7 @@ fn geglu_matches_f64_on_every_path() {
 }
 
 #[test]
-fn add_and_scale_are_exact_on_every_path() {
+fn add_scale_and_add_scaled_are_exact_on_every_path() {
     let mut rng = Rng(7);
     for path in paths() {
         for &n in &SIZES {
@@ -351,9 +355,16 @@ fn add_and_scale_are_exact_on_every_path() {
             (path.add)(&mut sum, &b);
             let mut scaled = a.clone();
             (path.scale)(&mut scaled, 0.0625_f32.sqrt() * 3.0);
+            // A factor whose products round, so that a fused multiply-add would differ.
+            let s = 0.1f32;
+            let mut added = a.clone();
+            (path.add_scaled)(&mut added, &b, s);
             for i in 0..n {
                 assert_eq!(sum[i], a[i] + b[i], "{} add n={n} i={i}", path.name);
                 assert_eq!(scaled[i], a[i] * 0.75, "{} scale n={n} i={i}", path.name);
+                let product = f64::from(b[i]) * f64::from(s);
+                let want = (f64::from(a[i]) + f64::from(product as f32)) as f32;
+                assert_eq!(added[i], want, "{} add_scaled n={n} i={i}", path.name);
             }
         }
     }

@@ -148,6 +148,19 @@ pub fn add(a: &mut [f32], b: &[f32]) {
     reference::add(a, b)
 }
 
+/// `a[i] += b[i] * s`, the product rounded before the sum (not fused: the same bits on
+/// every path).
+pub fn add_scaled(a: &mut [f32], b: &[f32], s: f32) {
+    assert_eq!(a.len(), b.len(), "add_scaled: lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    if use_avx2() {
+        // SAFETY: `use_avx2` checked that the CPU supports AVX2 and FMA.
+        unsafe { crate::cpu::x86_64::avx2_ops::add_scaled(a, b, s) };
+        return;
+    }
+    reference::add_scaled(a, b, s)
+}
+
 /// `a[i] *= s`.
 pub fn scale(a: &mut [f32], s: f32) {
     #[cfg(target_arch = "x86_64")]

@@ -17,6 +17,7 @@ use super::attention::{Dots, Query};
 use super::f16_accumulator;
 use super::kv_store::{CpuKvStore, KvData};
 use crate::backend::{AttentionJob, FLASH_CELL_PADDING, FLASH_SPLIT_MIN_CELLS};
+use gemma_kernels::cpu::ops;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
@@ -185,11 +186,9 @@ impl<'a> Online<'a> {
         if self.acc16.is_empty() {
             // ggml fuses these multiply-adds; in f32 that changes only the last bit.
             if ms != 1.0 {
-                run.acc.iter_mut().for_each(|a| *a *= ms);
+                ops::scale(&mut run.acc, ms);
             }
-            for (a, &v) in run.acc.iter_mut().zip(&rows.f32[at..at + dv]) {
-                *a += v * vs;
-            }
+            ops::add_scaled(&mut run.acc, &rows.f32[at..at + dv], vs);
         } else {
             if ms != 1.0 {
                 f16_accumulator::scale(&mut self.acc16, ms);

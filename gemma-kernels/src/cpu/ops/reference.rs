@@ -61,6 +61,13 @@ pub fn add(a: &mut [f32], b: &[f32]) {
     }
 }
 
+/// `a[i] += b[i] * s`, the product rounded before the sum (not fused).
+pub fn add_scaled(a: &mut [f32], b: &[f32], s: f32) {
+    for (ai, &bi) in a.iter_mut().zip(b) {
+        *ai += bi * s;
+    }
+}
+
 /// `a[i] *= s`.
 pub fn scale(a: &mut [f32], s: f32) {
     for ai in a.iter_mut() {

@@ -163,6 +163,28 @@ pub fn add(a: &mut [f32], b: &[f32]) {
     }
 }
 
+/// `a[i] += b[i] * s`, the product rounded before the sum (not fused).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub fn add_scaled(a: &mut [f32], b: &[f32], s: f32) {
+    let n = a.len().min(b.len());
+    let body = n - n % LANES;
+    let vs = _mm256_set1_ps(s);
+    for i in (0..body).step_by(LANES) {
+        // SAFETY: `i + LANES <= body <= len` of both slices.
+        unsafe {
+            let product = _mm256_mul_ps(_mm256_loadu_ps(b.as_ptr().add(i)), vs);
+            let v = _mm256_add_ps(_mm256_loadu_ps(a.as_ptr().add(i)), product);
+            _mm256_storeu_ps(a.as_mut_ptr().add(i), v);
+        }
+    }
+    for i in body..n {
+        a[i] += b[i] * s;
+    }
+}
+
 /// `a[i] *= s`.
 ///
 /// # Safety
