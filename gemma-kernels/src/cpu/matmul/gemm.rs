@@ -47,7 +47,7 @@ pub(super) fn matmat_with_gemm_kernel<B: QuantBlock>(
             ($c:ty, $wide:expr, $narrow:expr) => {{
                 let wide = if isa >= Isa::Avx512 { $wide } else { None };
                 let gemm = if isa >= Isa::Avx2 {
-                    wide.or($narrow)
+                    wide.or_else(|| $narrow)
                 } else {
                     None
                 };

@@ -141,6 +141,70 @@ impl Products for Avx512Vnni256 {
     }
 }
 
+/// Defines, in a file with a generic `run_body::<W, P>` (see `Gemm::run`), the
+/// `#[target_feature]` entry points of its three paths: `run_maddubs`, `run_avx_vnni` and
+/// (for the tests) `run_avx512_vnni256`, each `run_body` with that path's `Products`, for
+/// formats `W: $bound` with activation blocks `$act`.
+macro_rules! path_runs {
+    ($bound:path, $act:ty) => {
+        /// [`run_body`] with `vpmaddubsw`.
+        ///
+        /// # Safety
+        /// The CPU must support AVX2, FMA and F16C; `out` as for `Gemm::run`.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn run_maddubs<W: $bound>(
+            p: &[Line],
+            bpr: usize,
+            x: &[$act],
+            e: &[i32],
+            n: usize,
+            out: Outputs,
+        ) {
+            // SAFETY: forwarded from the caller.
+            unsafe { run_body::<W, $crate::cpu::x86_64::avx2_gemm::Maddubs>(p, bpr, x, e, n, out) }
+        }
+
+        /// [`run_body`] with AVX-VNNI.
+        ///
+        /// # Safety
+        /// The CPU must support AVX2, FMA, F16C and AVX-VNNI; `out` as for `Gemm::run`.
+        #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+        unsafe fn run_avx_vnni<W: $bound>(
+            p: &[Line],
+            bpr: usize,
+            x: &[$act],
+            e: &[i32],
+            n: usize,
+            out: Outputs,
+        ) {
+            // SAFETY: forwarded from the caller.
+            unsafe { run_body::<W, $crate::cpu::x86_64::avx2_gemm::AvxVnni>(p, bpr, x, e, n, out) }
+        }
+
+        /// [`run_body`] with the AVX-512 encoding of the AVX-VNNI instruction.
+        ///
+        /// # Safety
+        /// The CPU must support AVX2, FMA, F16C and AVX-512 VNNI / VL; `out` as for
+        /// `Gemm::run`.
+        #[cfg(test)]
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+        unsafe fn run_avx512_vnni256<W: $bound>(
+            p: &[Line],
+            bpr: usize,
+            x: &[$act],
+            e: &[i32],
+            n: usize,
+            out: Outputs,
+        ) {
+            // SAFETY: forwarded from the caller.
+            unsafe {
+                run_body::<W, $crate::cpu::x86_64::avx2_gemm::Avx512Vnni256>(p, bpr, x, e, n, out)
+            }
+        }
+    };
+}
+pub(crate) use path_runs;
+
 /// Whether this CPU has AVX-VNNI (and AVX2).
 pub(crate) fn has_avx_vnni() -> bool {
     crate::cpu::isa::Isa::Avx2.is_supported() && is_x86_feature_detected!("avxvnni")

@@ -14,7 +14,8 @@
 //! multiplied by its scales (`vpmulld`), and IQ4_XS takes its offset back as Q6_K does.
 
 use super::avx2_gemm::{
-    half, half_ps, has_avx_vnni, live_halves, maddubs_lines, store_half, AvxVnni, Maddubs, Products,
+    half, half_ps, has_avx_vnni, live_halves, maddubs_lines, path_runs, store_half, AvxVnni,
+    Maddubs, Products,
 };
 use super::avx512_gemm::{gemm_kernels, lengths_agree, Line, Outputs};
 use super::kquant_packing::{pack_body, sum_pairs, Packed, WEIGHT_LINES};
@@ -248,57 +249,7 @@ unsafe fn run_body<W: Packed, P: Products>(
     }
 }
 
-/// [`run_body`] with `vpmaddubsw`.
-///
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C; `out` as for `Gemm::run`.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn run_maddubs<W: Packed>(
-    p: &[Line],
-    bpr: usize,
-    x: &[BlockQ8_K],
-    e: &[i32],
-    n: usize,
-    out: Outputs,
-) {
-    // SAFETY: forwarded from the caller.
-    unsafe { run_body::<W, Maddubs>(p, bpr, x, e, n, out) }
-}
-
-/// [`run_body`] with AVX-VNNI.
-///
-/// # Safety
-/// The CPU must support AVX2, FMA, F16C and AVX-VNNI; `out` as for `Gemm::run`.
-#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-unsafe fn run_avx_vnni<W: Packed>(
-    p: &[Line],
-    bpr: usize,
-    x: &[BlockQ8_K],
-    e: &[i32],
-    n: usize,
-    out: Outputs,
-) {
-    // SAFETY: forwarded from the caller.
-    unsafe { run_body::<W, AvxVnni>(p, bpr, x, e, n, out) }
-}
-
-/// [`run_body`] with the AVX-512 encoding of the AVX-VNNI instruction.
-///
-/// # Safety
-/// The CPU must support AVX2, FMA, F16C and AVX-512 VNNI / VL; `out` as for `Gemm::run`.
-#[cfg(test)]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
-unsafe fn run_avx512_vnni256<W: Packed>(
-    p: &[Line],
-    bpr: usize,
-    x: &[BlockQ8_K],
-    e: &[i32],
-    n: usize,
-    out: Outputs,
-) {
-    // SAFETY: forwarded from the caller.
-    unsafe { run_body::<W, crate::cpu::x86_64::avx2_gemm::Avx512Vnni256>(p, bpr, x, e, n, out) }
-}
+path_runs!(Packed, BlockQ8_K);
 
 /// Defines module `$name` for format `$w`: its GEMMs through `gemm_kernels!` with
 /// `vpmaddubsw` (`maddubs`, AVX2), AVX-VNNI (`avx_vnni`) and AVX-512 VNNI on 256 bits
@@ -366,7 +317,7 @@ kquant_gemm!(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::x86_64::avx512_gemm::tests::{check, check_extremes, paths};
+    use crate::cpu::x86_64::avx512_gemm::tests::{check, check_extremes, each_path};
 
     /// Row counts around the group and half sizes, several blocks per row, token counts
     /// that exercise the four- and one-token tiles.
@@ -379,28 +330,18 @@ mod tests {
         (9, 2, 4),
     ];
 
-    /// Runs `$check::<$w>(&gemm)` for every path of format module `$m`.
-    macro_rules! each_path {
-        ($m:ident: $w:ty, $check:expr) => {
-            for (name, gemm) in paths($m::maddubs(), $m::avx_vnni(), $m::avx512_vnni256()) {
-                eprintln!("{} {name}", stringify!($m));
-                $check(&gemm);
-            }
-        };
-    }
-
     #[test]
     fn sixteen_row_gemm_matches_scalar_dot() {
         if q4_k::maddubs().is_none() {
             eprintln!("no AVX2 on this CPU: the AVX2 sixteen-row GEMM cannot run here");
             return;
         }
-        each_path!(q2_k: BlockQ2_K, |g| check::<BlockQ2_K>(g, &CASES));
-        each_path!(q3_k: BlockQ3_K, |g| check::<BlockQ3_K>(g, &CASES));
-        each_path!(q4_k: BlockQ4_K, |g| check::<BlockQ4_K>(g, &CASES));
-        each_path!(q5_k: BlockQ5_K, |g| check::<BlockQ5_K>(g, &CASES));
-        each_path!(q6_k: BlockQ6_K, |g| check::<BlockQ6_K>(g, &CASES));
-        each_path!(iq4_xs: BlockIQ4_XS, |g| check::<BlockIQ4_XS>(g, &CASES));
+        each_path!(q2_k, |g| check::<BlockQ2_K>(g, &CASES));
+        each_path!(q3_k, |g| check::<BlockQ3_K>(g, &CASES));
+        each_path!(q4_k, |g| check::<BlockQ4_K>(g, &CASES));
+        each_path!(q5_k, |g| check::<BlockQ5_K>(g, &CASES));
+        each_path!(q6_k, |g| check::<BlockQ6_K>(g, &CASES));
+        each_path!(iq4_xs, |g| check::<BlockIQ4_XS>(g, &CASES));
     }
 
     /// The largest stored weights times the largest activations of either sign: the
@@ -412,11 +353,11 @@ mod tests {
             eprintln!("no AVX2 on this CPU: the AVX2 sixteen-row GEMM cannot run here");
             return;
         }
-        each_path!(q2_k: BlockQ2_K, check_extremes::<BlockQ2_K>);
-        each_path!(q3_k: BlockQ3_K, check_extremes::<BlockQ3_K>);
-        each_path!(q4_k: BlockQ4_K, check_extremes::<BlockQ4_K>);
-        each_path!(q5_k: BlockQ5_K, check_extremes::<BlockQ5_K>);
-        each_path!(q6_k: BlockQ6_K, check_extremes::<BlockQ6_K>);
-        each_path!(iq4_xs: BlockIQ4_XS, check_extremes::<BlockIQ4_XS>);
+        each_path!(q2_k, check_extremes::<BlockQ2_K>);
+        each_path!(q3_k, check_extremes::<BlockQ3_K>);
+        each_path!(q4_k, check_extremes::<BlockQ4_K>);
+        each_path!(q5_k, check_extremes::<BlockQ5_K>);
+        each_path!(q6_k, check_extremes::<BlockQ6_K>);
+        each_path!(iq4_xs, check_extremes::<BlockIQ4_XS>);
     }
 }

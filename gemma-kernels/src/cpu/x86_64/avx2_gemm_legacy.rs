@@ -11,7 +11,7 @@
 //! as stored, each sum seeded with `-offset · Σ x` as in the AVX-512 kernel.
 
 use super::avx2_gemm::{
-    half, half_ps, has_avx_vnni, live_halves, store_half, AvxVnni, Maddubs, Products,
+    half, half_ps, has_avx_vnni, live_halves, path_runs, store_half, AvxVnni, Maddubs, Products,
 };
 use super::avx512_gemm::{gemm_kernels, lengths_agree, Line, Outputs};
 use super::legacy_packing::{pack_body, Act32, Unsigned32, WEIGHT_LINES};
@@ -161,57 +161,7 @@ unsafe fn run_body<W: Unsigned32, P: Products>(
     }
 }
 
-/// [`run_body`] with `vpmaddubsw`.
-///
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C; `out` as for `Gemm::run`.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn run_maddubs<W: Unsigned32>(
-    p: &[Line],
-    bpr: usize,
-    x: &[W::Act],
-    e: &[i32],
-    n: usize,
-    out: Outputs,
-) {
-    // SAFETY: forwarded from the caller.
-    unsafe { run_body::<W, Maddubs>(p, bpr, x, e, n, out) }
-}
-
-/// [`run_body`] with AVX-VNNI.
-///
-/// # Safety
-/// The CPU must support AVX2, FMA, F16C and AVX-VNNI; `out` as for `Gemm::run`.
-#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-unsafe fn run_avx_vnni<W: Unsigned32>(
-    p: &[Line],
-    bpr: usize,
-    x: &[W::Act],
-    e: &[i32],
-    n: usize,
-    out: Outputs,
-) {
-    // SAFETY: forwarded from the caller.
-    unsafe { run_body::<W, AvxVnni>(p, bpr, x, e, n, out) }
-}
-
-/// [`run_body`] with the AVX-512 encoding of the AVX-VNNI instruction.
-///
-/// # Safety
-/// The CPU must support AVX2, FMA, F16C and AVX-512 VNNI / VL; `out` as for `Gemm::run`.
-#[cfg(test)]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
-unsafe fn run_avx512_vnni256<W: Unsigned32>(
-    p: &[Line],
-    bpr: usize,
-    x: &[W::Act],
-    e: &[i32],
-    n: usize,
-    out: Outputs,
-) {
-    // SAFETY: forwarded from the caller.
-    unsafe { run_body::<W, crate::cpu::x86_64::avx2_gemm::Avx512Vnni256>(p, bpr, x, e, n, out) }
-}
+path_runs!(Unsigned32, W::Act);
 
 /// Defines module `$name` for format `$w` with activations `$a`: its GEMMs through
 /// `gemm_kernels!` with `vpmaddubsw` (`maddubs`, AVX2), AVX-VNNI (`avx_vnni`) and AVX-512
@@ -278,7 +228,7 @@ legacy_gemm!(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::x86_64::avx512_gemm::tests::{check, check_extremes, paths};
+    use crate::cpu::x86_64::avx512_gemm::tests::{check, check_extremes, each_path};
 
     /// Row counts around the group and half sizes, odd block counts, token counts that
     /// exercise the four- and one-token tiles.
@@ -290,16 +240,6 @@ mod tests {
         (7, 5, 29),
         (40, 1, 4),
     ];
-
-    /// Runs `$check(&gemm)` for every path of format module `$m`.
-    macro_rules! each_path {
-        ($m:ident, $check:expr) => {
-            for (name, gemm) in paths($m::maddubs(), $m::avx_vnni(), $m::avx512_vnni256()) {
-                eprintln!("{} {name}", stringify!($m));
-                $check(&gemm);
-            }
-        };
-    }
 
     #[test]
     fn sixteen_row_gemm_matches_scalar_dot() {

@@ -212,6 +212,19 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// Runs `$check(&gemm)` for every path of AVX2 format module `$m` this CPU has.
+    macro_rules! each_path {
+        ($m:ident, $check:expr) => {
+            let all = ($m::maddubs(), $m::avx_vnni(), $m::avx512_vnni256());
+            for (name, gemm) in $crate::cpu::x86_64::avx512_gemm::tests::paths(all.0, all.1, all.2)
+            {
+                eprintln!("{} {name}", stringify!($m));
+                $check(&gemm);
+            }
+        };
+    }
+    pub(crate) use each_path;
+
     /// Deterministic values in [-1, 1) with a few outliers.
     pub(crate) fn values(n: usize, seed: u32) -> Vec<f32> {
         let mut s = seed;
