@@ -4,11 +4,12 @@
 //! cargo run --release --example bench -- --model gemma-3-270m-q4_k_m.gguf --threads 2
 //! cargo run --release --example bench -- --model F --prefill 512 --decode 128 --reps 5 --json
 //! ```
-//! Each repetition uses a fresh session: the prefill runs `--prefill` tokens in one call
+//! Each repetition starts from an empty cache: the prefill runs `--prefill` tokens in one call
 //! (logits of the last one only); the decode starts from an empty cache and runs
 //! `--decode` single-token steps (batch 1). With `--depth N` (llama-bench's `-d`) both
-//! start after N tokens already in the cache, prefilled untimed, so they measure speed
-//! at that context length (`decode tg128 @ d4096`). Medians over `--reps` repetitions,
+//! start after N tokens already in the cache, prefilled untimed (once, then the session
+//! is rewound to them where it can take the run back), so they measure speed at that
+//! context length (`decode tg128 @ d4096`). Medians over `--reps` repetitions,
 //! after one warm-up repetition (it pages the weights in). The decode bound is the machine's
 //! memory bandwidth (the faster of a plain and a software-prefetching read of a 512 MiB
 //! buffer by the same number of threads) divided by the bytes of weights one token
@@ -133,9 +134,10 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let mut decode_runs = Vec::new();
     let mut threads = 0;
     let on_gpu = args.device != Device::Cpu;
-    // A fresh session (on a GPU with its weights uploaded by one token, then emptied)
-    // holding the depth's tokens.
-    let session = || -> Result<gemma_core::Session<'_>, Box<dyn Error>> {
+    // A session holding the depth's tokens (on a GPU with its weights uploaded by one
+    // token first). Each timed run starts from it: rewound to the depth when the run fits
+    // in what a session can take back (`Session::can_truncate`), else made afresh.
+    let fresh = || -> Result<gemma_core::Session<'_>, Box<dyn Error>> {
         let mut session = model.session(ctx, args.kv_type)?;
         if on_gpu {
             session.prefill(&[2u32.min(n_vocab as u32 - 1)])?;
@@ -146,10 +148,11 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         }
         Ok(session)
     };
+    let mut held = None;
     let (mut vram, mut vram_device_used) = (None, None);
     for rep in 0..=args.reps {
         if args.prefill > 0 {
-            let mut session = session()?;
+            let mut session = at_depth(held.take(), args.depth, &fresh)?;
             threads = session.threads();
             let start = Instant::now();
             session.prefill(&tokens)?;
@@ -159,9 +162,10 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             }
             vram = session.vram_bytes();
             vram_device_used = session.device_memory().map(|m| m.device_used);
+            held = Some(session);
         }
         if args.decode > 0 {
-            let mut session = session()?;
+            let mut session = at_depth(held.take(), args.depth, &fresh)?;
             threads = session.threads();
             let mut token = 2u32.min(n_vocab as u32 - 1);
             let start = Instant::now();
@@ -175,6 +179,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             }
             vram = vram.max(session.vram_bytes());
             vram_device_used = vram_device_used.max(session.device_memory().map(|m| m.device_used));
+            held = Some(session);
         }
     }
 
@@ -298,6 +303,22 @@ fn argmax(x: &[f32]) -> u32 {
         }
     }
     best as u32
+}
+
+/// `held` rewound to `depth` tokens where it can take back what followed them, else a
+/// `fresh` session.
+fn at_depth<'m>(
+    held: Option<gemma_core::Session<'m>>,
+    depth: usize,
+    fresh: &dyn Fn() -> Result<gemma_core::Session<'m>, Box<dyn Error>>,
+) -> Result<gemma_core::Session<'m>, Box<dyn Error>> {
+    match held {
+        Some(mut session) if session.can_truncate(depth) => {
+            session.truncate(depth)?;
+            Ok(session)
+        }
+        _ => fresh(),
+    }
 }
 
 fn median(runs: &[f64]) -> f64 {

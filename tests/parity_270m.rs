@@ -271,3 +271,12 @@ fn gemma3_270m_matches_llama_cpp() {
         failures.join("\n")
     );
 }
+
+/// The same checks on every other SIMD level this CPU has but the scalar one (with AVX2 on
+/// an AVX-512 CPU, the paths of AVX2-only CPUs). The scalar kernels are checked at kernel
+/// level (`gemma-kernels/tests/matmul.rs`) and on the tiny models: on this model, end to
+/// end, they would take minutes.
+#[test]
+fn gemma3_270m_matches_llama_cpp_on_every_simd_level() {
+    parity_support::rerun_on_other_simd_levels(&["gemma3_270m_matches_llama_cpp"], false);
+}

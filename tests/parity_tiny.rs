@@ -121,6 +121,19 @@ fn tiny_models_match_llama_cpp_logits_flash_attention_on() {
     check_every_variant(true);
 }
 
+/// Both checks again on every other SIMD level this CPU has, the scalar one included
+/// (with AVX2 on an AVX-512 CPU, the GEMMs and one-token kernels of AVX2-only CPUs).
+#[test]
+fn tiny_models_match_llama_cpp_logits_on_every_simd_level() {
+    parity_support::rerun_on_other_simd_levels(
+        &[
+            "tiny_models_match_llama_cpp_logits_flash_attention_off",
+            "tiny_models_match_llama_cpp_logits_flash_attention_on",
+        ],
+        true,
+    );
+}
+
 fn check_every_variant(flash_attention: bool) {
     let dir = fixtures().join("tiny");
     let sequence = ids(&read_json(&dir.join("t1_reference.json"))["sequence"]);

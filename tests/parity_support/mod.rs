@@ -149,3 +149,35 @@ pub fn example(name: &str) -> PathBuf {
     assert!(status.success(), "building example {name} failed");
     profile_dir.join("examples").join(name)
 }
+
+/// Runs this test binary's tests `names` again, in one child process per SIMD level the
+/// CPU has besides the current one (each process picks its kernels once, from
+/// `GEMMA_ISA`), the scalar level too when `with_scalar`; fails with the child's output
+/// unless all of them pass.
+pub fn rerun_on_other_simd_levels(names: &[&str], with_scalar: bool) {
+    use gemma_kernels::cpu::isa::{self, Isa};
+    let exe = std::env::current_exe().expect("test binary path");
+    for other in Isa::available()
+        .into_iter()
+        .filter(|&i| i != isa::current() && (with_scalar || i != Isa::Scalar))
+    {
+        let out = std::process::Command::new(&exe)
+            .args(names)
+            .args(["--exact", "--nocapture", "--test-threads", "1"])
+            .env("GEMMA_ISA", other.name())
+            .output()
+            .expect("run the test binary again");
+        let log = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && log.contains(&format!("{} passed", names.len())),
+            "GEMMA_ISA={}: {log}{}",
+            other.name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!(
+            "GEMMA_ISA={}: {} passed\n{log}",
+            other.name(),
+            names.join(", ")
+        );
+    }
+}
