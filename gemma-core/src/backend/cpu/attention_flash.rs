@@ -78,9 +78,7 @@ pub(crate) fn attention(
             let rows = &*rows;
             heads_of_g.par_iter_mut().for_each(|(online, _)| {
                 let keys = online.keys.start.max(block.start)..online.keys.end.min(block.end);
-                for pos in keys {
-                    online.add(pos, store, job, g, rows, &runs, &dots);
-                }
+                online.add_keys(keys, store, job, g, rows, &runs, &dots);
             });
         }
         for (online, out) in heads_of_g {
@@ -143,6 +141,8 @@ struct Online<'a> {
     run: Partial,
     /// Its F16 value sum (F16 cache only).
     acc16: Vec<f16>,
+    /// The rescale and weight of each key of the block being added (see [`key_weight`]).
+    weights: Vec<(f32, f32)>,
     /// The runs done.
     merged: Partial,
 }
@@ -157,15 +157,17 @@ impl<'a> Online<'a> {
             run_id: usize::MAX,
             run: Partial::empty(dv),
             acc16: vec![f16::ZERO; if f16_values { dv } else { 0 }],
+            weights: Vec::new(),
             merged: Partial::empty(dv),
         }
     }
 
-    /// Adds the key at `pos` (positions come in increasing order).
+    /// Adds the keys at `positions` (after those added before), whose values are in
+    /// `rows`: per run, every score and weight first, then the value sums.
     #[allow(clippy::too_many_arguments)]
-    fn add(
+    fn add_keys(
         &mut self,
-        pos: usize,
+        positions: Range<usize>,
         store: &CpuKvStore,
         job: &AttentionJob,
         g: usize,
@@ -173,29 +175,34 @@ impl<'a> Online<'a> {
         runs: &Runs,
         dots: &Dots,
     ) {
-        let run_id = runs.of_position(pos);
-        if run_id != self.run_id {
-            self.close_run();
-            self.run_id = run_id;
-        }
         let dv = store.shape.heads.head_dim_v;
-        let s = self.query.dot(store.key(g, job.slot_map.slot(pos)), dots);
-        let at = (pos - rows.first) * dv;
-        let run = &mut self.run;
-        let (ms, vs) = key_weight(&mut run.m, s);
-        if self.acc16.is_empty() {
-            // ggml fuses these multiply-adds; in f32 that changes only the last bit.
-            if ms != 1.0 {
-                ops::scale(&mut run.acc, ms);
+        for part in runs.split(positions) {
+            let run_id = runs.of_position(part.start);
+            if run_id != self.run_id {
+                self.close_run();
+                self.run_id = run_id;
             }
-            ops::add_scaled(&mut run.acc, &rows.f32[at..at + dv], vs);
-        } else {
-            if ms != 1.0 {
-                f16_accumulator::scale(&mut self.acc16, ms);
+            let run = &mut self.run;
+            self.weights.clear();
+            for pos in part.clone() {
+                let s = self.query.dot(store.key(g, job.slot_map.slot(pos)), dots);
+                let (ms, vs) = key_weight(&mut run.m, s);
+                run.sum = run.sum * ms + vs;
+                self.weights.push((ms, vs));
             }
-            f16_accumulator::mad(&mut self.acc16, &rows.f16[at..at + dv], vs);
+            let values = (part.start - rows.first) * dv..(part.end - rows.first) * dv;
+            if self.acc16.is_empty() {
+                // ggml fuses these multiply-adds; in f32 that changes only the last bit.
+                for (row, &(ms, vs)) in rows.f32[values].chunks_exact(dv).zip(&self.weights) {
+                    if ms != 1.0 {
+                        ops::scale(&mut run.acc, ms);
+                    }
+                    ops::add_scaled(&mut run.acc, row, vs);
+                }
+            } else {
+                f16_accumulator::mad_keys(&mut self.acc16, &rows.f16[values], &self.weights);
+            }
         }
-        run.sum = run.sum * ms + vs;
     }
 
     /// Merges the current run (its F16 sum widened) and starts an empty one.

@@ -3,7 +3,8 @@
 //! multiply) in f32 and round the result back to F16 (nearest, ties to even). Its
 //! AVX-512 loop fuses the multiply-add over the first multiple of [`GGML_F16_STEP`]
 //! elements of a row; its scalar leftovers loop rounds the product before the sum.
-//! A scalar reference and an AVX2/F16C/FMA twin with identical results.
+//! A scalar reference and an AVX2/F16C/FMA twin with identical results; [`mad_keys`]
+//! runs the updates of a whole block of keys with the sum held in registers.
 
 use half::f16;
 
@@ -43,6 +44,37 @@ pub(super) fn scale(acc: &mut [f16], s: f32) {
     scale_scalar(acc, s);
 }
 
+/// For each key `j` in order: [`scale`] by `weights[j].0` unless it is 1, then [`mad`] of
+/// value row `j` (`values[j * dv..(j + 1) * dv]`, `dv = acc.len()`) times `weights[j].1`.
+/// The same bits as those calls, which it replaces: each element's updates are a
+/// recurrence over the keys, so the SIMD twin walks the keys with a block of the sum in
+/// registers instead of loading and storing it for every key.
+pub(super) fn mad_keys(acc: &mut [f16], values: &[f16], weights: &[(f32, f32)]) {
+    assert!(
+        values.len() >= weights.len() * acc.len(),
+        "a value row per key"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if has_f16c_fma() {
+        // SAFETY: AVX2, F16C and FMA were detected just above; `values` holds a row per
+        // key (asserted).
+        unsafe { x86::mad_keys(acc, values, weights) };
+        return;
+    }
+    mad_keys_reference(acc, values, weights);
+}
+
+/// Reference of [`mad_keys`]: one [`scale`] and [`mad`] call per key.
+fn mad_keys_reference(acc: &mut [f16], values: &[f16], weights: &[(f32, f32)]) {
+    let dv = acc.len();
+    for (row, &(ms, vs)) in values.chunks_exact(dv.max(1)).zip(weights) {
+        if ms != 1.0 {
+            scale(acc, ms);
+        }
+        mad(acc, row, vs);
+    }
+}
+
 /// Scalar reference of [`mad`].
 fn mad_scalar(acc: &mut [f16], v: &[f16], w: f32) {
     for (a, &x) in acc.iter_mut().zip(v) {
@@ -66,6 +98,7 @@ fn has_f16c_fma() -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::GGML_F16_STEP;
     use half::f16;
     use std::arch::x86_64::*;
 
@@ -90,6 +123,66 @@ mod x86 {
             }
         }
         super::mad_scalar(&mut acc[body..n], &v[body..n], w);
+    }
+
+    /// [`super::mad_keys`]: each [`GGML_F16_STEP`] elements of the sum stay in eight
+    /// registers (as the f32 values of their F16 roundings) while the keys go by; the
+    /// leftover elements take the scalar operations of [`super::mad`] and
+    /// [`super::scale`], key by key.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, F16C and FMA; `values` must hold `weights.len()` rows of
+    /// `acc.len()` values.
+    #[target_feature(enable = "avx2,f16c,fma")]
+    pub(super) unsafe fn mad_keys(acc: &mut [f16], values: &[f16], weights: &[(f32, f32)]) {
+        const LANES: usize = 8;
+        const REGS: usize = GGML_F16_STEP / LANES;
+        let dv = acc.len();
+        let body = dv - dv % GGML_F16_STEP;
+        // SAFETY (intrinsics): features enabled above; loads and stores of `acc` cover
+        // `c + 8 i + 8 <= body <= dv`, those of key `j`'s row `j * dv + c + 8 i + 8 <=
+        // (j + 1) * dv <= values.len()` (the caller's contract).
+        unsafe {
+            let round =
+                |x: __m256| _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x));
+            for c in (0..body).step_by(GGML_F16_STEP) {
+                let at = acc.as_mut_ptr().add(c);
+                let mut a: [__m256; REGS] = std::array::from_fn(|i| {
+                    _mm256_cvtph_ps(_mm_loadu_si128(at.add(i * LANES).cast()))
+                });
+                for (j, &(ms, vs)) in weights.iter().enumerate() {
+                    if ms != 1.0 {
+                        let s = _mm256_set1_ps(ms);
+                        for r in &mut a {
+                            *r = round(_mm256_mul_ps(*r, s));
+                        }
+                    }
+                    let row = values.as_ptr().add(j * dv + c);
+                    let w = _mm256_set1_ps(vs);
+                    for (i, r) in a.iter_mut().enumerate() {
+                        let v = _mm256_cvtph_ps(_mm_loadu_si128(row.add(i * LANES).cast()));
+                        *r = round(_mm256_fmadd_ps(v, w, *r));
+                    }
+                }
+                for (i, r) in a.iter().enumerate() {
+                    let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(*r);
+                    _mm_storeu_si128(at.add(i * LANES).cast(), h);
+                }
+            }
+        }
+        if body < dv {
+            for (j, &(ms, vs)) in weights.iter().enumerate() {
+                if ms != 1.0 {
+                    super::scale_scalar(&mut acc[body..], ms);
+                }
+                for (a, &x) in acc[body..]
+                    .iter_mut()
+                    .zip(&values[j * dv + body..(j + 1) * dv])
+                {
+                    *a = f16::from_f32(a.to_f32() + x.to_f32() * vs);
+                }
+            }
+        }
     }
 
     /// Eight lanes of [`super::scale`], the tail by the scalar reference.
@@ -149,6 +242,31 @@ mod tests {
                 scale(&mut fast, w);
                 scale_scalar(&mut slow, w);
                 assert_eq!(bits(&fast), bits(&slow), "scale n={n} s={w}");
+            }
+        }
+    }
+
+    #[test]
+    fn block_of_keys_matches_key_by_key_calls() {
+        // Row widths with and without leftovers past the multiples of 64; weights with
+        // and without rescales, some large enough to overflow F16.
+        for dv in [0, 8, 64, 72, 128, 256, 263] {
+            for keys in [0, 1, 5, 33] {
+                let rows = values(dv * keys, 3 + dv as u32);
+                let weights: Vec<(f32, f32)> = (0..keys)
+                    .map(|j| match j % 5 {
+                        0 => (0.37, 1.0),
+                        1 => (1.0, 0.9999),
+                        2 => (1.0, 1e-4),
+                        3 => (2.5e-3, 1.0),
+                        _ => (1.0, 700.0),
+                    })
+                    .collect();
+                let start = values(dv, 50 + keys as u32);
+                let (mut fast, mut slow) = (start.clone(), start);
+                mad_keys(&mut fast, &rows, &weights);
+                mad_keys_reference(&mut slow, &rows, &weights);
+                assert_eq!(bits(&fast), bits(&slow), "dv={dv} keys={keys}");
             }
         }
     }
