@@ -122,12 +122,23 @@ impl Sampler {
                     .map(|(i, l)| (i as u32, l)),
             ));
         }
+        // Without penalties, top-k needs only the logits from the k-th highest up.
+        let floor = (config.temperature > 0.0
+            && !config.has_penalties()
+            && config.top_k > 0
+            && config.top_k < logits.len())
+        .then(|| kth_highest(logits, config.top_k));
         self.candidates.clear();
-        self.candidates
-            .extend(logits.iter().enumerate().map(|(id, &logit)| Candidate {
-                id: id as u32,
-                logit,
-            }));
+        self.candidates.extend(
+            logits
+                .iter()
+                .enumerate()
+                .filter(|(_, logit)| floor.is_none_or(|f| logit.total_cmp(&f).is_ge()))
+                .map(|(id, &logit)| Candidate {
+                    id: id as u32,
+                    logit,
+                }),
+        );
         if config.has_penalties() {
             self.apply_penalties(history);
         }
@@ -205,13 +216,49 @@ fn by_logit_desc(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
     b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id))
 }
 
-/// Keeps the `k` highest logits, sorted descending (linear selection, then a sort of `k`).
+/// Keeps the `k` highest logits, sorted descending: one pass for the `k`-th highest logit,
+/// the candidates below it dropped, then a selection and sort of the few left.
+/// `k >= 1`.
 fn top_k(candidates: &mut Vec<Candidate>, k: usize) {
     if k < candidates.len() {
-        candidates.select_nth_unstable_by(k - 1, by_logit_desc);
-        candidates.truncate(k);
+        let logits: Vec<f32> = candidates.iter().map(|c| c.logit).collect();
+        let floor = kth_highest(&logits, k);
+        candidates.retain(|c| c.logit.total_cmp(&floor).is_ge());
+        if k < candidates.len() {
+            candidates.select_nth_unstable_by(k - 1, by_logit_desc);
+            candidates.truncate(k);
+        }
     }
     candidates.sort_unstable_by(by_logit_desc);
+}
+
+/// The `k`-th highest of `logits` (`1 <= k <= logits.len()`; `f32::total_cmp`'s order),
+/// found with `k` of them kept at a time. Most logits lose to the lowest kept: runs of 16
+/// that are all below it (a NaN is not) are passed over with one vector comparison.
+fn kth_highest(logits: &[f32], k: usize) -> f32 {
+    let (first, rest) = logits.split_at(k);
+    let mut kept = first.to_vec();
+    let mut lowest = index_of_lowest(&kept);
+    for run in rest.chunks(16) {
+        let floor = kept[lowest];
+        if run.iter().fold(true, |below, &x| below & (x < floor)) {
+            continue;
+        }
+        for &logit in run {
+            if logit.total_cmp(&kept[lowest]).is_gt() {
+                kept[lowest] = logit;
+                lowest = index_of_lowest(&kept);
+            }
+        }
+    }
+    kept[lowest]
+}
+
+/// Where the lowest of `values` is (`f32::total_cmp`'s order).
+fn index_of_lowest(values: &[f32]) -> usize {
+    (0..values.len())
+        .min_by(|&a, &b| values[a].total_cmp(&values[b]))
+        .unwrap_or(0)
 }
 
 /// Keeps the most likely candidates until their probability reaches `p` (at least one).
@@ -307,5 +354,38 @@ mod tests {
         };
         let got: Vec<u64> = (0..3).map(|_| rng.next_u64()).collect();
         assert_eq!(got, vec![11520, 0, 1509978240]);
+    }
+
+    #[test]
+    fn top_k_equals_a_full_sort() {
+        // Logits drawn from a few values (many ties, broken by id), with infinities.
+        let mut rng = Rng::new(9);
+        for (n, k) in [
+            (1, 1),
+            (5, 1),
+            (5, 5),
+            (100, 7),
+            (1000, 64),
+            (4096, 1),
+            (4096, 4095),
+        ] {
+            let candidates: Vec<Candidate> = (0..n as u32)
+                .map(|id| {
+                    let logit = match rng.next_u64() % 9 {
+                        0 => f32::NEG_INFINITY,
+                        1 => f32::INFINITY,
+                        r => r as f32 * 0.5 - 2.0,
+                    };
+                    Candidate { id, logit }
+                })
+                .collect();
+            let mut want = candidates.clone();
+            want.sort_unstable_by(by_logit_desc);
+            want.truncate(k);
+            let mut got = candidates;
+            top_k(&mut got, k);
+            let ids = |c: &[Candidate]| c.iter().map(|c| c.id).collect::<Vec<_>>();
+            assert_eq!(ids(&got), ids(&want), "n={n} k={k}");
+        }
     }
 }
