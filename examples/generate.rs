@@ -19,6 +19,13 @@
 //! `<end_of_image>`, then the prompt text. `--image-fit squash|letterbox` picks the
 //! preprocessing; `--dump-image-embeddings FILE` writes the soft tokens (little-endian
 //! f32, image tokens × hidden, row-major).
+//!
+//! `--dump-trace DIR` records the prompt's named activations (`gemma_core::Trace`: the
+//! names llama.cpp gives its tensors, `attn_norm-0` .. `l_out-17`, `result_output`) and
+//! writes each to `DIR/NAME.f32` (little-endian f32, prompt positions × width, row-major)
+//! with `DIR/index.json` listing `name`, `rows` and `width` in the order they were made.
+//! It holds them all in memory first. `scripts/trace-compare.py A B` compares two such
+//! folders (another device, `GEMMA_ISA` or engine) tensor by tensor.
 
 #[path = "vision_support/mod.rs"]
 mod vision_support;
@@ -28,7 +35,7 @@ use gemma_core::image::{END_OF_IMAGE, START_OF_IMAGE};
 use gemma_core::memory;
 use gemma_core::{
     Device, EncodeOptions, KvType, Model, ModelOptions, Sampler, SamplerConfig, StreamDecoder,
-    Tokenizer,
+    Tokenizer, Trace,
 };
 use serde_json::json;
 use std::error::Error;
@@ -97,6 +104,10 @@ struct Args {
     /// Write the prompt positions' logits to this file (little-endian f32 rows).
     #[arg(long)]
     dump_logits: Option<PathBuf>,
+    /// Write the prompt's named activations to this folder (one f32 file per name and
+    /// index.json).
+    #[arg(long)]
+    dump_trace: Option<PathBuf>,
     /// Vision projector (mmproj GGUF) for `--image`.
     #[arg(long, requires = "image")]
     mmproj: Option<PathBuf>,
@@ -188,6 +199,9 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let mut session = model.session(ctx, args.kv_type)?;
 
     // Prefill (every position's logits if they are dumped).
+    if args.dump_trace.is_some() {
+        session.set_trace(Some(Trace::all()));
+    }
     let start = Instant::now();
     let mut logits = match &args.dump_logits {
         Some(path) => {
@@ -212,6 +226,9 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         None => prefill(&mut session, &segments, None)?,
     };
     let prefill_time = start.elapsed();
+    if let (Some(dir), Some(trace)) = (&args.dump_trace, session.set_trace(None)) {
+        write_trace(dir, &trace)?;
+    }
 
     // Decode: sample, stream, feed back.
     let config = SamplerConfig {
@@ -338,6 +355,37 @@ fn prefill(
 fn write_f32(path: &std::path::Path, values: &[f32]) -> Result<(), String> {
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Writes `trace` to `dir` (see the module docs): the entries of one name, made by
+/// successive batches, joined in position order.
+fn write_trace(dir: &std::path::Path, trace: &Trace) -> Result<(), Box<dyn Error>> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut names: Vec<&str> = Vec::new();
+    for entry in trace.entries() {
+        if !names.contains(&entry.name.as_str()) {
+            names.push(&entry.name);
+        }
+    }
+    let mut index = Vec::new();
+    for name in names {
+        let entries: Vec<_> = trace.entries().iter().filter(|e| e.name == name).collect();
+        let width = entries[0].width;
+        if entries.iter().any(|e| e.width != width) {
+            return Err(format!("trace tensor {name} changes width between batches").into());
+        }
+        let values: Vec<f32> = entries
+            .iter()
+            .flat_map(|e| e.data.iter().copied())
+            .collect();
+        write_f32(&dir.join(format!("{name}.f32")), &values)?;
+        let rows: usize = entries.iter().map(|e| e.rows).sum();
+        index.push(json!({ "name": name, "rows": rows, "width": width }));
+    }
+    let path = dir.join("index.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&index)?)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(())
 }
 
 /// The prompt as token ids: raw `--tokens`, or the text encoded with BOS as the file says.
