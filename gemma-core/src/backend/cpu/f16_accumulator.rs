@@ -13,7 +13,7 @@ pub(super) const GGML_F16_STEP: usize = 64;
 
 /// `acc[i] = f16(v[i] * w + acc[i])`: fused in f32 over the first multiple of
 /// [`GGML_F16_STEP`] elements, product rounded before the sum for the rest.
-pub(super) fn mad(acc: &mut [f16], v: &[f16], w: f32) {
+fn mad(acc: &mut [f16], v: &[f16], w: f32) {
     let n = acc.len().min(v.len());
     let body = n - n % GGML_F16_STEP;
     fused_mad(&mut acc[..body], &v[..body], w);
@@ -34,7 +34,7 @@ fn fused_mad(acc: &mut [f16], v: &[f16], w: f32) {
 }
 
 /// `acc[i] = f16(acc[i] * s)`, the product in f32.
-pub(super) fn scale(acc: &mut [f16], s: f32) {
+fn scale(acc: &mut [f16], s: f32) {
     #[cfg(target_arch = "x86_64")]
     if has_f16c_fma() {
         // SAFETY: AVX2, F16C and FMA were detected just above.
