@@ -1,6 +1,8 @@
 //! One-token products of the 32-element formats with Q8_0 activations whose kernels
 //! take the activations rearranged once per product (Q4_0 and Q5_0 with AVX-512 VNNI or
-//! AVX2, IQ4_NL with AVX-512 VNNI); every other case takes the format's plain dot product.
+//! AVX2, IQ4_NL with AVX-512 VNNI, Q8_0 with AVX-512 VNNI in rows of at most
+//! [`MAX_BLOCKS_PER_QUAD_ROW`] blocks); every other case takes the format's plain dot
+//! product.
 
 use super::Rows;
 #[cfg(target_arch = "x86_64")]
@@ -45,7 +47,7 @@ pub(super) fn matvec_with_arranged_kernel<B: QuantBlock>(
             avx2_quads_legacy as quads256, avx512_quads_legacy as quads512,
             avx512_rows_legacy as many,
         };
-        use crate::quant::{BlockIQ4_NL, BlockQ4_0, BlockQ5_0};
+        use crate::quant::{BlockIQ4_NL, BlockQ4_0, BlockQ5_0, BlockQ8_0};
         use gemma_gguf::GgmlType;
 
         let avx512 = isa::current() >= Isa::Avx512;
@@ -72,6 +74,12 @@ pub(super) fn matvec_with_arranged_kernel<B: QuantBlock>(
             GgmlType::IQ4_NL => {
                 let kernels = quads512::iq4_nl().filter(|_| avx512).map(Kernels::one_row);
                 return run_as::<B, BlockIQ4_NL>(rows, act, y, scratch, 128, kernels);
+            }
+            // Longer rows keep the plain kernel, which reads the activations as they are
+            // (their arranged copy is half as large again).
+            GgmlType::Q8_0 if rows.blocks_per_row <= MAX_BLOCKS_PER_QUAD_ROW => {
+                let kernels = quads512::q8_0().filter(|_| avx512).map(Kernels::one_row);
+                return run_as::<B, BlockQ8_0>(rows, act, y, scratch, 128, kernels);
             }
             _ => {}
         }

@@ -1,7 +1,8 @@
-//! One-token AVX-512 VNNI kernels of Q4_0, Q5_0 and IQ4_NL that take four weight blocks
-//! per step, with the Q8_0 activations rearranged once per product into [`ActQuad`]s.
-//! IQ4_NL's nibbles index a table of its levels plus 128, unsigned bytes for `vpdpbusd`
-//! with an offset of 128.
+//! One-token AVX-512 VNNI kernels of Q4_0, Q5_0, IQ4_NL and Q8_0 that take four weight
+//! blocks per step, with the Q8_0 activations rearranged once per product into
+//! [`ActQuad`]s. IQ4_NL's nibbles index a table of its levels plus 128, unsigned bytes for
+//! `vpdpbusd` with an offset of 128; Q8_0's signed quants become unsigned by flipping
+//! their top bit (plus 128), so they need no sign trick either.
 //!
 //! A step loads the four blocks' 16-byte nibble arrays into one register, one per
 //! 128-bit lane, and splits it into the low nibbles (elements 0..16 of each block) and
@@ -22,7 +23,7 @@ use super::act_quads::{packed_scales, ActQuad, QuadVecDot, QUAD};
 use super::avx2_kquants::prefetch_far;
 use crate::cpu::isa::{has_avx512_vnni, Isa};
 use crate::quant::common::KVALUES_IQ4NL;
-use crate::quant::{BlockIQ4_NL, BlockQ4_0, BlockQ5_0};
+use crate::quant::{BlockIQ4_NL, BlockQ4_0, BlockQ5_0, BlockQ8_0};
 use half::f16;
 use std::arch::x86_64::*;
 
@@ -47,6 +48,14 @@ pub(crate) fn iq4_nl() -> Option<QuadVecDot<BlockIQ4_NL>> {
     available().then_some(|w: &[BlockIQ4_NL], x: &[ActQuad]| {
         // SAFETY: handed out only after AVX-512F/BW/VL, VNNI, FMA and F16C were found.
         unsafe { iq4_nl_kernel(w, x) }
+    })
+}
+
+/// The Q8_0 kernel, if this CPU has AVX-512 F/BW/VL and VNNI.
+pub(crate) fn q8_0() -> Option<QuadVecDot<BlockQ8_0>> {
+    available().then_some(|w: &[BlockQ8_0], x: &[ActQuad]| {
+        // SAFETY: handed out only after AVX-512F/BW/VL, VNNI, FMA and F16C were found.
+        unsafe { q8_0_kernel(w, x) }
     })
 }
 
@@ -217,6 +226,34 @@ unsafe fn iq4_nl_kernel(w: &[BlockIQ4_NL], x: &[ActQuad]) -> f32 {
     }
 }
 
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL, VNNI, FMA and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q8_0_kernel(w: &[BlockQ8_0], x: &[ActQuad]) -> f32 {
+    // SAFETY: features enabled above; each load reads one block's 32 quants.
+    unsafe {
+        let flip = _mm512_set1_epi8(i8::MIN);
+        quads(
+            w,
+            x,
+            |b| b.d,
+            |b| {
+                // Blocks 0 and 1, 2 and 3 in one register each ([low 16, high 16] per
+                // block), then the low halves of all four in one register, the high
+                // halves in the other: one block per 128-bit lane, as `ActQuad` has them.
+                let load = |k: usize| _mm256_loadu_si256(b[k].qs.as_ptr().cast());
+                let pair =
+                    |k: usize| _mm512_inserti64x4(_mm512_castsi256_si512(load(k)), load(k + 1), 1);
+                let (ab, cd) = (pair(0), pair(2));
+                (
+                    _mm512_xor_si512(_mm512_shuffle_i64x2::<0b10_00_10_00>(ab, cd), flip),
+                    _mm512_xor_si512(_mm512_shuffle_i64x2::<0b11_01_11_01>(ab, cd), flip),
+                )
+            },
+        )
+    }
+}
+
 /// `v` with `bit` added to the bytes whose bit is set in `mask` (their bit is clear).
 #[inline(always)]
 unsafe fn with_bit(v: __m512i, mask: u64, bit: __m512i) -> __m512i {
@@ -231,12 +268,13 @@ mod tests {
 
     #[test]
     fn quad_kernels_match_scalar() {
-        let (Some(q4), Some(q5), Some(iq4)) = (q4_0(), q5_0(), iq4_nl()) else {
+        let (Some(q4), Some(q5), Some(iq4), Some(q8)) = (q4_0(), q5_0(), iq4_nl(), q8_0()) else {
             eprintln!("no AVX-512 VNNI on this CPU: nothing to check");
             return;
         };
         check_quad_kernel(q4, 8);
         check_quad_kernel(q5, 16);
         check_quad_kernel(iq4, 128);
+        check_quad_kernel(q8, 128);
     }
 }
