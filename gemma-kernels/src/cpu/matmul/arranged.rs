@@ -1,8 +1,8 @@
 //! One-token products of the 32-element formats with Q8_0 activations whose kernels
 //! take the activations rearranged once per product (Q4_0 and Q5_0 with AVX-512 VNNI or
-//! AVX2, IQ4_NL with AVX-512 VNNI, Q8_0 with AVX-512 VNNI in rows of at most
-//! [`MAX_BLOCKS_PER_QUAD_ROW`] blocks); every other case takes the format's plain dot
-//! product.
+//! AVX2, IQ4_NL with AVX-512 VNNI; Q8_0, and Q4_1 / Q5_1 with Q8_1 activations, with
+//! AVX-512 VNNI in rows of at most [`MAX_BLOCKS_PER_QUAD_ROW`] blocks); every other case
+//! takes the format's plain dot product.
 
 use super::Rows;
 #[cfg(target_arch = "x86_64")]
@@ -43,15 +43,19 @@ pub(super) fn matvec_with_arranged_kernel<B: QuantBlock>(
     #[cfg(target_arch = "x86_64")]
     {
         use crate::cpu::isa::{self, Isa};
+        use crate::cpu::x86_64::act_quads::{arrange_quads, arrange_quads_q8_1};
         use crate::cpu::x86_64::{
             avx2_quads_legacy as quads256, avx512_quads_legacy as quads512,
             avx512_rows_legacy as many,
         };
-        use crate::quant::{BlockIQ4_NL, BlockQ4_0, BlockQ5_0, BlockQ8_0};
+        use crate::quant::{BlockIQ4_NL, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
         use gemma_gguf::GgmlType;
 
         let avx512 = isa::current() >= Isa::Avx512;
         let avx2 = isa::current() >= Isa::Avx2;
+        let short_rows = rows.blocks_per_row <= MAX_BLOCKS_PER_QUAD_ROW;
+        let offset =
+            |offset| move |x: &[BlockQ8_0], quads: &mut Vec<_>| arrange_quads(x, offset, quads);
         match B::TYPE {
             GgmlType::Q4_0 => {
                 let kernels = Kernels::pick(
@@ -60,7 +64,7 @@ pub(super) fn matvec_with_arranged_kernel<B: QuantBlock>(
                     avx512,
                     avx2,
                 );
-                return run_as::<B, BlockQ4_0>(rows, act, y, scratch, 8, kernels);
+                return run_as::<B, BlockQ4_0>(rows, act, y, scratch, offset(8), kernels);
             }
             GgmlType::Q5_0 => {
                 let kernels = Kernels::pick(
@@ -69,17 +73,25 @@ pub(super) fn matvec_with_arranged_kernel<B: QuantBlock>(
                     avx512,
                     avx2,
                 );
-                return run_as::<B, BlockQ5_0>(rows, act, y, scratch, 16, kernels);
+                return run_as::<B, BlockQ5_0>(rows, act, y, scratch, offset(16), kernels);
             }
             GgmlType::IQ4_NL => {
                 let kernels = quads512::iq4_nl().filter(|_| avx512).map(Kernels::one_row);
-                return run_as::<B, BlockIQ4_NL>(rows, act, y, scratch, 128, kernels);
+                return run_as::<B, BlockIQ4_NL>(rows, act, y, scratch, offset(128), kernels);
             }
-            // Longer rows keep the plain kernel, which reads the activations as they are
-            // (their arranged copy is half as large again).
-            GgmlType::Q8_0 if rows.blocks_per_row <= MAX_BLOCKS_PER_QUAD_ROW => {
+            // Longer rows of these keep the plain kernels, which read the activations as
+            // they are (their arranged copy is larger).
+            GgmlType::Q8_0 if short_rows => {
                 let kernels = quads512::q8_0().filter(|_| avx512).map(Kernels::one_row);
-                return run_as::<B, BlockQ8_0>(rows, act, y, scratch, 128, kernels);
+                return run_as::<B, BlockQ8_0>(rows, act, y, scratch, offset(128), kernels);
+            }
+            GgmlType::Q4_1 if short_rows => {
+                let kernels = quads512::q4_1().filter(|_| avx512).map(Kernels::one_row);
+                return run_as::<B, BlockQ4_1>(rows, act, y, scratch, arrange_quads_q8_1, kernels);
+            }
+            GgmlType::Q5_1 if short_rows => {
+                let kernels = quads512::q5_1().filter(|_| avx512).map(Kernels::one_row);
+                return run_as::<B, BlockQ5_1>(rows, act, y, scratch, arrange_quads_q8_1, kernels);
             }
             _ => {}
         }
@@ -130,17 +142,18 @@ impl<C> Kernels<C> {
 }
 
 /// Runs the product as format `C` (the same format as `B`, seen through its concrete
-/// type, whose stored quants are `value + offset`) with `kernels`, when there are any.
+/// type) with `kernels`, when there are any; `arrange` lays out the activations for the
+/// one-row kernels (the several-row ones take Q8_0 activations only).
 #[cfg(target_arch = "x86_64")]
-fn run_as<B: QuantBlock, C: QuantBlock<Act = crate::quant::BlockQ8_0>>(
+fn run_as<B: QuantBlock, C: QuantBlock>(
     rows: &Rows<B>,
     act: &[B::Act],
     y: &mut [f32],
     scratch: &mut ArrangedScratch,
-    offset: i32,
+    arrange: impl FnOnce(&[C::Act], &mut Vec<crate::cpu::x86_64::act_quads::ActQuad>),
     kernels: Option<Kernels<C>>,
 ) -> bool {
-    use crate::cpu::x86_64::act_quads::{arrange_quads, QUAD};
+    use crate::cpu::x86_64::act_quads::QUAD;
     use crate::cpu::x86_64::avx512_rows_legacy::{interleave_pairs, ROWS};
 
     if B::TYPE != C::TYPE {
@@ -161,9 +174,13 @@ fn run_as<B: QuantBlock, C: QuantBlock<Act = crate::quant::BlockQ8_0>>(
         quads,
     } = scratch;
     if long_rows.is_some() {
-        interleave_pairs(act_c, pairs, scales);
+        let Ok(act_q8_0) = bytemuck::try_cast_slice::<C::Act, crate::quant::BlockQ8_0>(act_c)
+        else {
+            return false;
+        };
+        interleave_pairs(act_q8_0, pairs, scales);
     } else {
-        arrange_quads(act_c, offset, quads);
+        arrange(act_c, quads);
     }
     let (scales, pairs, quads) = (&scales[..], &pairs[..], &quads[..]);
     // Blocks the quad kernel takes; the last `bpr % QUAD` take the format's dot product.

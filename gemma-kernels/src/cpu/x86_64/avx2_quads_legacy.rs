@@ -214,7 +214,7 @@ unsafe fn q5_0_kernel(w: &[BlockQ5_0], x: &[ActQuad]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::x86_64::act_quads::tests::check_quad_kernel;
+    use crate::cpu::x86_64::act_quads::tests::check_q8_0_quad_kernel;
 
     #[test]
     fn quad_kernels_match_scalar() {
@@ -222,7 +222,7 @@ mod tests {
             eprintln!("no AVX2 on this CPU: nothing to check");
             return;
         };
-        check_quad_kernel(q4, 8);
-        check_quad_kernel(q5, 16);
+        check_q8_0_quad_kernel(q4, 8);
+        check_q8_0_quad_kernel(q5, 16);
     }
 }

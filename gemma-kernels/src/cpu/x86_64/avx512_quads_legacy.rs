@@ -1,6 +1,7 @@
-//! One-token AVX-512 VNNI kernels of Q4_0, Q5_0, IQ4_NL and Q8_0 that take four weight
-//! blocks per step, with the Q8_0 activations rearranged once per product into
-//! [`ActQuad`]s. IQ4_NL's nibbles index a table of its levels plus 128, unsigned bytes for
+//! One-token AVX-512 VNNI kernels of Q4_0, Q5_0, IQ4_NL and Q8_0 (and, with Q8_1
+//! activations, Q4_1 and Q5_1) that take four weight blocks per step, with the
+//! activations rearranged once per product into [`ActQuad`]s. Q4_1 and Q5_1 add their
+//! minimums times the activation sums, four blocks per multiply-add. IQ4_NL's nibbles index a table of its levels plus 128, unsigned bytes for
 //! `vpdpbusd` with an offset of 128; Q8_0's signed quants become unsigned by flipping
 //! their top bit (plus 128), so they need no sign trick either.
 //!
@@ -23,7 +24,7 @@ use super::act_quads::{packed_scales, ActQuad, QuadVecDot, QUAD};
 use super::avx2_kquants::prefetch_far;
 use crate::cpu::isa::{has_avx512_vnni, Isa};
 use crate::quant::common::KVALUES_IQ4NL;
-use crate::quant::{BlockIQ4_NL, BlockQ4_0, BlockQ5_0, BlockQ8_0};
+use crate::quant::{BlockIQ4_NL, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 use half::f16;
 use std::arch::x86_64::*;
 
@@ -56,6 +57,24 @@ pub(crate) fn q8_0() -> Option<QuadVecDot<BlockQ8_0>> {
     available().then_some(|w: &[BlockQ8_0], x: &[ActQuad]| {
         // SAFETY: handed out only after AVX-512F/BW/VL, VNNI, FMA and F16C were found.
         unsafe { q8_0_kernel(w, x) }
+    })
+}
+
+/// The Q4_1 kernel (activations from `arrange_quads_q8_1`), if this CPU has AVX-512
+/// F/BW/VL and VNNI.
+pub(crate) fn q4_1() -> Option<QuadVecDot<BlockQ4_1>> {
+    available().then_some(|w: &[BlockQ4_1], x: &[ActQuad]| {
+        // SAFETY: handed out only after AVX-512F/BW/VL, VNNI, FMA and F16C were found.
+        unsafe { q4_1_kernel(w, x) }
+    })
+}
+
+/// The Q5_1 kernel (activations from `arrange_quads_q8_1`), if this CPU has AVX-512
+/// F/BW/VL and VNNI.
+pub(crate) fn q5_1() -> Option<QuadVecDot<BlockQ5_1>> {
+    available().then_some(|w: &[BlockQ5_1], x: &[ActQuad]| {
+        // SAFETY: handed out only after AVX-512F/BW/VL, VNNI, FMA and F16C were found.
+        unsafe { q5_1_kernel(w, x) }
     })
 }
 
@@ -139,6 +158,44 @@ unsafe fn quads<W>(
     }
 }
 
+/// [`quads`] plus the weights' minimums `m(block)` times the activation sums, four
+/// blocks per multiply-add into their own accumulator.
+#[inline(always)]
+unsafe fn quads_with_mins<W>(
+    w: &[W],
+    x: &[ActQuad],
+    d: impl Fn(&W) -> f16,
+    m: impl Fn(&W) -> f16,
+    quants: impl Fn(&[W]) -> (__m512i, __m512i),
+) -> f32 {
+    let n = x.len().min(w.len() / QUAD);
+    // SAFETY (all intrinsics and unchecked indexing): the caller runs with AVX-512F/BW/VL,
+    // VNNI, FMA and F16C; every step's `i` is below `n`, so `4 i + 4 <= w.len()`.
+    unsafe {
+        let min_step = |mins: __m128, i: usize| {
+            let blocks = w.get_unchecked(QUAD * i..QUAD * i + QUAD);
+            let wm = _mm_cvtph_ps(_mm_cvtsi64_si128(packed_scales(blocks, &m)));
+            _mm_fmadd_ps(wm, _mm_load_ps(x.get_unchecked(i).s.as_ptr()), mins)
+        };
+        let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let mut mins = _mm_setzero_ps();
+        let mut i = 0;
+        while i + 2 <= n {
+            acc0 = step(acc0, w, x, i, &d, &quants);
+            acc1 = step(acc1, w, x, i + 1, &d, &quants);
+            mins = min_step(min_step(mins, i), i + 1);
+            i += 2;
+        }
+        if i < n {
+            acc0 = step(acc0, w, x, i, &d, &quants);
+            mins = min_step(mins, i);
+        }
+        let mins = _mm_add_ps(mins, _mm_movehl_ps(mins, mins));
+        let mins = _mm_add_ss(mins, _mm_movehdup_ps(mins));
+        _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) + _mm_cvtss_f32(mins)
+    }
+}
+
 /// Low and high nibbles of four blocks' arrays, as unsigned bytes.
 #[inline(always)]
 unsafe fn nibbles(qs: [&[u8; 16]; QUAD]) -> (__m512i, __m512i) {
@@ -179,24 +236,73 @@ unsafe fn q5_0_kernel(w: &[BlockQ5_0], x: &[ActQuad]) -> f32 {
             x,
             |b| b.d,
             |b| {
-                let (lo, hi) = nibbles([&b[0].qs, &b[1].qs, &b[2].qs, &b[3].qs]);
-                // Fifth bits: element j of block k is bit j of its qh; in the low
-                // register at byte 16 k + j (j < 16), in the high one at 16 k + j - 16.
-                let qh = |k: usize| u64::from(u32::from_le_bytes(b[k].qh));
-                let low_bits = |k: usize| (qh(k) & 0xffff) << (16 * k);
-                let high_bits = |k: usize| (qh(k) >> 16) << (16 * k);
-                let fifth = _mm512_set1_epi8(0x10);
-                (
-                    with_bit(
-                        lo,
-                        low_bits(0) | low_bits(1) | low_bits(2) | low_bits(3),
-                        fifth,
-                    ),
-                    with_bit(
-                        hi,
-                        high_bits(0) | high_bits(1) | high_bits(2) | high_bits(3),
-                        fifth,
-                    ),
+                five_bits(
+                    [&b[0].qs, &b[1].qs, &b[2].qs, &b[3].qs],
+                    [b[0].qh, b[1].qh, b[2].qh, b[3].qh],
+                )
+            },
+        )
+    }
+}
+
+/// Low and high quants of four 5-bit blocks: nibbles from `qs`, fifth bits from `qh`.
+#[inline(always)]
+unsafe fn five_bits(qs: [&[u8; 16]; QUAD], qh: [[u8; 4]; QUAD]) -> (__m512i, __m512i) {
+    // SAFETY: the caller runs with AVX-512F/BW.
+    unsafe {
+        let (lo, hi) = nibbles(qs);
+        // Fifth bits: element j of block k is bit j of its qh; in the low register at
+        // byte 16 k + j (j < 16), in the high one at 16 k + j - 16.
+        let qh = |k: usize| u64::from(u32::from_le_bytes(qh[k]));
+        let low_bits = |k: usize| (qh(k) & 0xffff) << (16 * k);
+        let high_bits = |k: usize| (qh(k) >> 16) << (16 * k);
+        let fifth = _mm512_set1_epi8(0x10);
+        (
+            with_bit(
+                lo,
+                low_bits(0) | low_bits(1) | low_bits(2) | low_bits(3),
+                fifth,
+            ),
+            with_bit(
+                hi,
+                high_bits(0) | high_bits(1) | high_bits(2) | high_bits(3),
+                fifth,
+            ),
+        )
+    }
+}
+
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL, VNNI, FMA and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q4_1_kernel(w: &[BlockQ4_1], x: &[ActQuad]) -> f32 {
+    // SAFETY: features enabled above.
+    unsafe {
+        quads_with_mins(
+            w,
+            x,
+            |b| b.d,
+            |b| b.m,
+            |b| nibbles([&b[0].qs, &b[1].qs, &b[2].qs, &b[3].qs]),
+        )
+    }
+}
+
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL, VNNI, FMA and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q5_1_kernel(w: &[BlockQ5_1], x: &[ActQuad]) -> f32 {
+    // SAFETY: features enabled above.
+    unsafe {
+        quads_with_mins(
+            w,
+            x,
+            |b| b.d,
+            |b| b.m,
+            |b| {
+                five_bits(
+                    [&b[0].qs, &b[1].qs, &b[2].qs, &b[3].qs],
+                    [b[0].qh, b[1].qh, b[2].qh, b[3].qh],
                 )
             },
         )
@@ -264,17 +370,22 @@ unsafe fn with_bit(v: __m512i, mask: u64, bit: __m512i) -> __m512i {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::x86_64::act_quads::tests::check_quad_kernel;
+    use crate::cpu::x86_64::act_quads::arrange_quads_q8_1;
+    use crate::cpu::x86_64::act_quads::tests::{check_q8_0_quad_kernel, check_quad_kernel};
 
     #[test]
     fn quad_kernels_match_scalar() {
-        let (Some(q4), Some(q5), Some(iq4), Some(q8)) = (q4_0(), q5_0(), iq4_nl(), q8_0()) else {
+        let (Some(q4), Some(q5), Some(iq4), Some(q8), Some(q41), Some(q51)) =
+            (q4_0(), q5_0(), iq4_nl(), q8_0(), q4_1(), q5_1())
+        else {
             eprintln!("no AVX-512 VNNI on this CPU: nothing to check");
             return;
         };
-        check_quad_kernel(q4, 8);
-        check_quad_kernel(q5, 16);
-        check_quad_kernel(iq4, 128);
-        check_quad_kernel(q8, 128);
+        check_q8_0_quad_kernel(q4, 8);
+        check_q8_0_quad_kernel(q5, 16);
+        check_q8_0_quad_kernel(iq4, 128);
+        check_q8_0_quad_kernel(q8, 128);
+        check_quad_kernel(q41, arrange_quads_q8_1);
+        check_quad_kernel(q51, arrange_quads_q8_1);
     }
 }
