@@ -224,6 +224,54 @@ fn one_token_rows_of_any_block_count() {
     }
 }
 
+/// The one-token path of Q4_1 and Q5_1 on rows of any number of blocks (the AVX-512
+/// kernels take four blocks per step, the last 1-3 go through the format's dot product)
+/// against the scalar dot product of the same Q8_1 activations: ggml's minimum term uses
+/// their F16-rounded sums, which an f64 reference of dequantized values does not have.
+#[test]
+fn one_token_rows_with_minimums_of_any_block_count() {
+    fn check<B: QuantBlock>(rng: &mut Rng) {
+        for (rows, blocks) in [
+            (7usize, 1usize),
+            (9, 2),
+            (70, 3),
+            (5, 5),
+            (66, 7),
+            (3, 20),
+            (4, 64),
+        ] {
+            let cols = 32 * blocks;
+            let mut w = vec![<B as bytemuck::Zeroable>::zeroed(); rows * blocks];
+            B::quantize(&rng.vec(rows * cols), &mut w);
+            let x = rng.vec(cols);
+            let mut xq = vec![<B::Act as bytemuck::Zeroable>::zeroed(); blocks];
+            <B::Act as QuantBlock>::quantize_act(&x, &mut xq);
+            let matrix = WeightMatrix::new(B::TYPE, bytemuck::cast_slice(&w), rows, cols)
+                .expect("weight matrix");
+            let y = run(&matrix, &x, 1);
+            for (r, (row, &got)) in w.chunks(blocks).zip(&y).enumerate() {
+                let want = B::vec_dot(row, &xq);
+                // Float summation order only: bounded by the sum of the blocks' magnitudes.
+                let scale: f32 = row
+                    .iter()
+                    .zip(&xq)
+                    .map(|(b, x)| {
+                        B::vec_dot(std::slice::from_ref(b), std::slice::from_ref(x)).abs()
+                    })
+                    .sum();
+                assert!(
+                    (got - want).abs() <= 1e-5 * (scale + 1.0),
+                    "{:?} rows={rows} blocks={blocks} r={r}: {got} vs {want}",
+                    B::TYPE
+                );
+            }
+        }
+    }
+    let mut rng = Rng(11);
+    check::<quant::BlockQ4_1>(&mut rng);
+    check::<quant::BlockQ5_1>(&mut rng);
+}
+
 /// The many-token path (token tiles, four-token kernels where a format has one) against
 /// the one-token path: the same integer sums, so equal up to float summation order.
 #[test]
@@ -355,6 +403,7 @@ fn paths_of_every_isa_match_f64_reference() {
     use gemma_kernels::cpu::isa::{self, Isa};
     let checks = [
         "one_token_rows_of_any_block_count",
+        "one_token_rows_with_minimums_of_any_block_count",
         "long_rows_match_f64_reference",
         "matches_f64_reference_for_every_type_and_shape",
         "float_many_token_path_handles_odd_row_lengths",
