@@ -123,22 +123,12 @@ impl Sampler {
             ));
         }
         // Without penalties, top-k needs only the logits from the k-th highest up.
-        let floor = (config.temperature > 0.0
-            && !config.has_penalties()
-            && config.top_k > 0
-            && config.top_k < logits.len())
-        .then(|| kth_highest(logits, config.top_k));
-        self.candidates.clear();
-        self.candidates.extend(
-            logits
-                .iter()
-                .enumerate()
-                .filter(|(_, logit)| floor.is_none_or(|f| logit.total_cmp(&f).is_ge()))
-                .map(|(id, &logit)| Candidate {
-                    id: id as u32,
-                    logit,
-                }),
-        );
+        let keep = if config.temperature > 0.0 && !config.has_penalties() && config.top_k > 0 {
+            config.top_k
+        } else {
+            logits.len()
+        };
+        candidates_from_kth(logits, keep, &mut self.candidates);
         if config.has_penalties() {
             self.apply_penalties(history);
         }
@@ -216,20 +206,31 @@ fn by_logit_desc(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
     b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id))
 }
 
-/// Keeps the `k` highest logits, sorted descending: one pass for the `k`-th highest logit,
-/// the candidates below it dropped, then a selection and sort of the few left.
-/// `k >= 1`.
+/// Keeps the `k` highest logits, sorted descending (linear selection, then a sort of `k`).
 fn top_k(candidates: &mut Vec<Candidate>, k: usize) {
     if k < candidates.len() {
-        let logits: Vec<f32> = candidates.iter().map(|c| c.logit).collect();
-        let floor = kth_highest(&logits, k);
-        candidates.retain(|c| c.logit.total_cmp(&floor).is_ge());
-        if k < candidates.len() {
-            candidates.select_nth_unstable_by(k - 1, by_logit_desc);
-            candidates.truncate(k);
-        }
+        candidates.select_nth_unstable_by(k - 1, by_logit_desc);
+        candidates.truncate(k);
     }
     candidates.sort_unstable_by(by_logit_desc);
+}
+
+/// Makes `out` the candidates that can be among the `k` highest of `logits` (`k >= 1`):
+/// those from the `k`-th highest up, ties included (all of them when `k >= len`), so that
+/// [`top_k`] selects among a few instead of the whole vocabulary.
+fn candidates_from_kth(logits: &[f32], k: usize, out: &mut Vec<Candidate>) {
+    let floor = (k < logits.len()).then(|| kth_highest(logits, k));
+    out.clear();
+    out.extend(
+        logits
+            .iter()
+            .enumerate()
+            .filter(|(_, logit)| floor.is_none_or(|f| logit.total_cmp(&f).is_ge()))
+            .map(|(id, &logit)| Candidate {
+                id: id as u32,
+                logit,
+            }),
+    );
 }
 
 /// The `k`-th highest of `logits` (`1 <= k <= logits.len()`; `f32::total_cmp`'s order),
@@ -357,7 +358,7 @@ mod tests {
     }
 
     #[test]
-    fn top_k_equals_a_full_sort() {
+    fn top_k_of_the_candidates_from_the_kth_equals_a_full_sort() {
         // Logits drawn from a few values (many ties, broken by id), with infinities.
         let mut rng = Rng::new(9);
         for (n, k) in [
@@ -369,20 +370,19 @@ mod tests {
             (4096, 1),
             (4096, 4095),
         ] {
-            let candidates: Vec<Candidate> = (0..n as u32)
-                .map(|id| {
-                    let logit = match rng.next_u64() % 9 {
-                        0 => f32::NEG_INFINITY,
-                        1 => f32::INFINITY,
-                        r => r as f32 * 0.5 - 2.0,
-                    };
-                    Candidate { id, logit }
+            let logits: Vec<f32> = (0..n)
+                .map(|_| match rng.next_u64() % 9 {
+                    0 => f32::NEG_INFINITY,
+                    1 => f32::INFINITY,
+                    r => r as f32 * 0.5 - 2.0,
                 })
                 .collect();
-            let mut want = candidates.clone();
+            let mut want = Vec::new();
+            candidates_from_kth(&logits, n, &mut want);
             want.sort_unstable_by(by_logit_desc);
             want.truncate(k);
-            let mut got = candidates;
+            let mut got = Vec::new();
+            candidates_from_kth(&logits, k, &mut got);
             top_k(&mut got, k);
             let ids = |c: &[Candidate]| c.iter().map(|c| c.id).collect::<Vec<_>>();
             assert_eq!(ids(&got), ids(&want), "n={n} k={k}");

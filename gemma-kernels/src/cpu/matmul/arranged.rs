@@ -54,7 +54,8 @@ pub(super) fn matvec_with_arranged_kernel<B: QuantBlock>(
         let avx512 = isa::current() >= Isa::Avx512;
         let avx2 = isa::current() >= Isa::Avx2;
         let short_rows = rows.blocks_per_row <= MAX_BLOCKS_PER_QUAD_ROW;
-        let offset =
+        // Arranges Q8_0 activations for quants stored plus an offset.
+        let plus =
             |offset| move |x: &[BlockQ8_0], quads: &mut Vec<_>| arrange_quads(x, offset, quads);
         match B::TYPE {
             GgmlType::Q4_0 => {
@@ -64,7 +65,7 @@ pub(super) fn matvec_with_arranged_kernel<B: QuantBlock>(
                     avx512,
                     avx2,
                 );
-                return run_as::<B, BlockQ4_0>(rows, act, y, scratch, offset(8), kernels);
+                return run_as::<B, BlockQ4_0>(rows, act, y, scratch, plus(8), kernels);
             }
             GgmlType::Q5_0 => {
                 let kernels = Kernels::pick(
@@ -73,17 +74,17 @@ pub(super) fn matvec_with_arranged_kernel<B: QuantBlock>(
                     avx512,
                     avx2,
                 );
-                return run_as::<B, BlockQ5_0>(rows, act, y, scratch, offset(16), kernels);
+                return run_as::<B, BlockQ5_0>(rows, act, y, scratch, plus(16), kernels);
             }
             GgmlType::IQ4_NL => {
                 let kernels = quads512::iq4_nl().filter(|_| avx512).map(Kernels::one_row);
-                return run_as::<B, BlockIQ4_NL>(rows, act, y, scratch, offset(128), kernels);
+                return run_as::<B, BlockIQ4_NL>(rows, act, y, scratch, plus(128), kernels);
             }
             // Longer rows of these keep the plain kernels, which read the activations as
             // they are (their arranged copy is larger).
             GgmlType::Q8_0 if short_rows => {
                 let kernels = quads512::q8_0().filter(|_| avx512).map(Kernels::one_row);
-                return run_as::<B, BlockQ8_0>(rows, act, y, scratch, offset(128), kernels);
+                return run_as::<B, BlockQ8_0>(rows, act, y, scratch, plus(128), kernels);
             }
             GgmlType::Q4_1 if short_rows => {
                 let kernels = quads512::q4_1().filter(|_| avx512).map(Kernels::one_row);
