@@ -80,7 +80,7 @@ pub(super) fn matmat_with_gemm_kernel<B: QuantBlock>(
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use crate::cpu::matmul::{Rows, SharedOut};
-    use crate::cpu::x86_64::avx512_gemm::{Gemm, Line, Outputs, GROUP_ROWS};
+    use crate::cpu::x86_64::avx512_gemm::{prefetch_to_l2, Gemm, Line, Outputs, GROUP_ROWS};
     use crate::quant::QuantBlock;
     use rayon::prelude::*;
     use std::cell::RefCell;
@@ -146,6 +146,10 @@ mod x86 {
             let multiply = |packed: &mut Vec<Line>| {
                 packed.resize(bpr * gemm.lines_per_block, Line::ZERO);
                 (gemm.pack)(group, bpr, packed);
+                let next = (first + count) * bpr;
+                prefetch_to_l2(
+                    &weights[next.min(weights.len())..(next + count * bpr).min(weights.len())],
+                );
                 // SAFETY: `t * n_rows + first + r` lies inside `y` for t < n and r <
                 // count (first + count <= n_rows, y.len() == n * n_rows), and only this
                 // task writes rows `first..first + count`.

@@ -35,6 +35,42 @@ impl Line {
     }
 }
 
+/// How many blocks ahead of the one being packed [`prefetch_ahead_in_rows`] fetches.
+const PACK_PREFETCH_BLOCKS: usize = 2;
+
+/// Prefetches block `b + PACK_PREFETCH_BLOCKS` of each of the first `rows` rows of `w`
+/// (rows of `bpr` blocks) into L1: the packers read a group's rows side by side, one
+/// block of each in turn, sixteen streams that the hardware prefetchers do not follow.
+#[inline(always)]
+pub(crate) fn prefetch_ahead_in_rows<W>(w: &[W], bpr: usize, rows: usize, b: usize) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    let ahead = b + PACK_PREFETCH_BLOCKS;
+    if ahead >= bpr {
+        return;
+    }
+    let size = std::mem::size_of::<W>();
+    for block in w.iter().skip(ahead).step_by(bpr).take(rows) {
+        let start = (block as *const W).cast::<i8>();
+        for at in (0..size).step_by(64).chain([size - 1]) {
+            // SAFETY: a prefetch is only a hint; the address lies inside `block`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(at)) };
+        }
+    }
+}
+
+/// Prefetches `data` into L2, one request per 64 bytes: the GEMMs ask for the next
+/// group's weights before multiplying the group they have packed, so that the memory
+/// reads overlap the arithmetic instead of stalling the next packing.
+#[inline(always)]
+pub(crate) fn prefetch_to_l2<T>(data: &[T]) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+    let start = data.as_ptr().cast::<i8>();
+    for at in (0..std::mem::size_of_val(data)).step_by(64) {
+        // SAFETY: a prefetch is only a hint; the address lies inside `data`.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(start.wrapping_add(at)) };
+    }
+}
+
 /// Transposes sixteen rows of `N` bytes into `N / 4` lines: lane `r` of line `i` gets
 /// bytes `4i..4i + 4` of row `r` (two eight-lane gathers per line, so that the AVX-512 and
 /// the AVX2 packers share it).
@@ -61,6 +97,59 @@ pub(crate) unsafe fn transpose_rows<const N: usize>(
             let dst = line.0.as_mut_ptr().cast::<__m256i>();
             _mm256_store_si256(dst, _mm256_i32gather_epi32::<4>(low_rows, at));
             _mm256_store_si256(dst.add(1), _mm256_i32gather_epi32::<4>(high_rows, at));
+        }
+    }
+}
+
+/// [`transpose_rows`] for `N` a multiple of 32, in registers instead of gathers: per
+/// 32 bytes of the sixteen rows, eight vectors of two rows each, two rounds of unpacks
+/// and one of 128-bit lane shuffles make the eight lines.
+///
+/// # Safety
+/// Only for inlining into functions with AVX-512F enabled; `dst` must hold `N / 4` lines.
+#[inline(always)]
+pub(crate) unsafe fn transpose_rows_avx512<const N: usize>(
+    rows: &[[u8; N]; GROUP_ROWS],
+    dst: &mut [Line],
+) {
+    use std::arch::x86_64::*;
+    debug_assert!(N % 32 == 0 && dst.len() >= N / 4);
+    // SAFETY: AVX-512F enabled by the caller; the loads read bytes `32c..32c + 32` of
+    // each row (`32c + 32 <= N`), the stores write lines `8c..8c + 8 <= N / 4`.
+    unsafe {
+        for c in 0..N / 32 {
+            let row = |r: usize| _mm256_loadu_si256(rows[r].as_ptr().add(32 * c).cast());
+            // Rows `r` and `r + 4` side by side: 128-bit lanes hold dwords 0-3 and 4-7 of
+            // row `r`, then of row `r + 4`.
+            let pair =
+                |r: usize| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(row(r)), row(r + 4));
+            // For the rows `8h..8h + 8` and element `e`: lanes 0 / 1 hold dword `e` /
+            // `4 + e` of rows `8h..8h + 4`, lanes 2 / 3 those of rows `8h + 4..8h + 8`.
+            let mut quads = [[_mm512_setzero_si512(); 4]; 2];
+            for (h, quad) in quads.iter_mut().enumerate() {
+                let [a, b, c2, d] = [
+                    pair(8 * h),
+                    pair(8 * h + 1),
+                    pair(8 * h + 2),
+                    pair(8 * h + 3),
+                ];
+                let (ab_lo, ab_hi) = (_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+                let (cd_lo, cd_hi) = (_mm512_unpacklo_epi32(c2, d), _mm512_unpackhi_epi32(c2, d));
+                *quad = [
+                    _mm512_unpacklo_epi64(ab_lo, cd_lo),
+                    _mm512_unpackhi_epi64(ab_lo, cd_lo),
+                    _mm512_unpacklo_epi64(ab_hi, cd_hi),
+                    _mm512_unpackhi_epi64(ab_hi, cd_hi),
+                ];
+            }
+            let lines = dst[8 * c..8 * c + 8].as_mut_ptr();
+            for e in 0..4 {
+                let (low, high) = (quads[0][e], quads[1][e]);
+                let first = _mm512_shuffle_i32x4::<0x88>(low, high);
+                let second = _mm512_shuffle_i32x4::<0xDD>(low, high);
+                _mm512_store_si512(lines.add(e).cast(), first);
+                _mm512_store_si512(lines.add(4 + e).cast(), second);
+            }
         }
     }
 }
@@ -346,5 +435,67 @@ pub(crate) mod tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod transpose_tests {
+    use super::*;
+
+    /// Sixteen rows of `N` bytes, no two dwords alike.
+    fn rows<const N: usize>() -> [[u8; N]; GROUP_ROWS] {
+        std::array::from_fn(|r| std::array::from_fn(|i| (i * 7 + r * 31 + i / 4 * 13) as u8))
+    }
+
+    /// Lane `r` of line `i` must be bytes `4i..4i + 4` of row `r`.
+    fn assert_transposed<const N: usize>(rows: &[[u8; N]; GROUP_ROWS], lines: &[Line]) {
+        for (i, line) in lines.iter().enumerate() {
+            for (r, row) in rows.iter().enumerate() {
+                assert_eq!(
+                    line.0[4 * r..4 * r + 4],
+                    row[4 * i..4 * i + 4],
+                    "line {i} row {r}"
+                );
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx2")]
+    unsafe fn transpose_avx512<const N: usize>(rows: &[[u8; N]; GROUP_ROWS], dst: &mut [Line]) {
+        // SAFETY: AVX-512F enabled here; `dst` holds `N / 4` lines.
+        unsafe { transpose_rows_avx512(rows, dst) }
+    }
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn transpose_avx2<const N: usize>(rows: &[[u8; N]; GROUP_ROWS], dst: &mut [Line]) {
+        // SAFETY: AVX2 enabled here; `dst` holds `N / 4` lines.
+        unsafe { transpose_rows(rows, dst) }
+    }
+
+    fn check<const N: usize>() {
+        let rows = rows::<N>();
+        let mut lines = vec![Line::ZERO; N / 4];
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 detected.
+            unsafe { transpose_avx2(&rows, &mut lines) };
+            assert_transposed(&rows, &lines);
+        } else {
+            eprintln!("no AVX2: the gather transpose cannot run here");
+        }
+        lines.fill(Line::ZERO);
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F detected.
+            unsafe { transpose_avx512(&rows, &mut lines) };
+            assert_transposed(&rows, &lines);
+        } else {
+            eprintln!("no AVX-512F: the register transpose cannot run here");
+        }
+    }
+
+    #[test]
+    fn both_transposes_put_row_r_dword_i_in_lane_r_of_line_i() {
+        check::<32>();
+        check::<64>();
+        check::<256>();
     }
 }

@@ -15,7 +15,9 @@
 //! | Q5_K | 32 | 0 | yes |
 //! | Q6_K | 16 | 32 | no |
 //! | IQ4_XS | 32 | 128 | no |
-use super::avx512_gemm::{transpose_rows, Line, GROUP_ROWS};
+use super::avx512_gemm::{
+    prefetch_ahead_in_rows, transpose_rows, transpose_rows_avx512, Line, GROUP_ROWS,
+};
 use crate::quant::common::KVALUES_IQ4NL;
 use crate::quant::{
     BlockIQ4_XS, BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_K, QuantBlock,
@@ -357,13 +359,15 @@ pub(super) fn prepare<W: Packed>(x: &BlockQ8_K, extra: &mut [i32]) {
     }
 }
 
-/// Packs up to sixteen rows of `bpr` blocks of `W`.
+/// Packs up to sixteen rows of `bpr` blocks of `W`, transposing in AVX-512 registers
+/// when `AVX512` (the callers enable it), else with AVX2 gathers.
 #[inline(always)]
-pub(super) fn pack_body<W: Packed>(w: &[W], bpr: usize, dst: &mut [Line]) {
+pub(super) fn pack_body<W: Packed, const AVX512: bool>(w: &[W], bpr: usize, dst: &mut [Line]) {
     let rows = w.len().checked_div(bpr).unwrap_or(0).min(GROUP_ROWS);
     // Rows past `rows` stay zero.
     let mut weights = [[0u8; 256]; GROUP_ROWS];
     for b in 0..bpr {
+        prefetch_ahead_in_rows(w, bpr, rows, b);
         let lines = &mut dst[b * W::LINES..(b + 1) * W::LINES];
         if rows < GROUP_ROWS {
             lines[WEIGHT_LINES..].fill(Line::ZERO);
@@ -385,7 +389,13 @@ pub(super) fn pack_body<W: Packed>(w: &[W], bpr: usize, dst: &mut [Line]) {
             }
             lines[W::D_LINE].set_lane(r, h.d.to_le_bytes());
         }
-        // SAFETY: as above.
-        unsafe { transpose_rows(&weights, &mut lines[..WEIGHT_LINES]) };
+        // SAFETY: as above; AVX-512F is enabled by the callers that pass `AVX512`.
+        unsafe {
+            if AVX512 {
+                transpose_rows_avx512(&weights, &mut lines[..WEIGHT_LINES]);
+            } else {
+                transpose_rows(&weights, &mut lines[..WEIGHT_LINES]);
+            }
+        }
     }
 }
