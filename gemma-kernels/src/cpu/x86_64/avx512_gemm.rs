@@ -113,7 +113,7 @@ pub(crate) unsafe fn transpose_rows_avx512<const N: usize>(
     dst: &mut [Line],
 ) {
     use std::arch::x86_64::*;
-    debug_assert!(N % 32 == 0 && dst.len() >= N / 4);
+    debug_assert!(N.is_multiple_of(32) && dst.len() >= N / 4);
     // SAFETY: AVX-512F enabled by the caller; the loads read bytes `32c..32c + 32` of
     // each row (`32c + 32 <= N`), the stores write lines `8c..8c + 8 <= N / 4`.
     unsafe {
@@ -143,8 +143,7 @@ pub(crate) unsafe fn transpose_rows_avx512<const N: usize>(
                 ];
             }
             let lines = dst[8 * c..8 * c + 8].as_mut_ptr();
-            for e in 0..4 {
-                let (low, high) = (quads[0][e], quads[1][e]);
+            for (e, (low, high)) in quads[0].into_iter().zip(quads[1]).enumerate() {
                 let first = _mm512_shuffle_i32x4::<0x88>(low, high);
                 let second = _mm512_shuffle_i32x4::<0xDD>(low, high);
                 _mm512_store_si512(lines.add(e).cast(), first);
