@@ -86,6 +86,27 @@ pub(super) unsafe fn load128<T>(data: &[T], at: usize) -> __m128i {
     unsafe { _mm_loadu_si128(data.as_ptr().cast::<u8>().add(at).cast()) }
 }
 
+/// The sixteen stored Q3_K scales of `b` (0..=63, [`BlockQ3_K::raw_scales`]) in vector
+/// registers: low / high nibbles of bytes `0..8` with bits `2q..2q + 2` of bytes
+/// `8..12` above them (quarter `q`), instead of ggml's scalar `kmask` arithmetic.
+#[inline(always)]
+pub(super) fn q3_k_raw_scales(b: &BlockQ3_K) -> __m128i {
+    // SAFETY: only inlined into AVX2 functions; the two loads read the 12 scale bytes.
+    unsafe {
+        let s = &b.scales;
+        let low = _mm_loadl_epi64(s.as_ptr().cast());
+        let high = _mm_cvtsi32_si128(i32::from_le_bytes([s[8], s[9], s[10], s[11]]));
+        let m4 = _mm_set1_epi8(0x0F);
+        let nibbles = _mm_unpacklo_epi64(
+            _mm_and_si128(low, m4),
+            _mm_and_si128(_mm_srli_epi16::<4>(low), m4),
+        );
+        let quarters = _mm_srlv_epi32(_mm_shuffle_epi32::<0>(high), _mm_setr_epi32(0, 2, 4, 6));
+        let two_bits = _mm_and_si128(quarters, _mm_set1_epi8(3));
+        _mm_or_si128(nibbles, _mm_slli_epi16::<4>(two_bits))
+    }
+}
+
 /// `f16` to `f32` with F16C (exact, like ggml's `GGML_CPU_FP16_TO_FP32`).
 #[inline(always)]
 pub(super) fn f16_to_f32(h: f16) -> f32 {
@@ -185,10 +206,9 @@ fn dot_q3_k(w: &[BlockQ3_K], x: &[BlockQ8_K]) -> f32 {
     for (b, y) in w.iter().zip(x) {
         prefetch_ahead(b);
         let d = y.d * f16_to_f32(b.d);
-        let raw = b.raw_scales();
-        // SAFETY: 16 bytes of the unpacked scales, 32 of `bsums` and of `hmask`.
-        let (raw, bsums, hbits) =
-            unsafe { (load128(&raw, 0), load256(&y.bsums, 0), load256(&b.hmask, 0)) };
+        let raw = q3_k_raw_scales(b);
+        // SAFETY: 32 bytes of `bsums` and of `hmask`.
+        let (bsums, hbits) = unsafe { (load256(&y.bsums, 0), load256(&b.hmask, 0)) };
         let scales8 = _mm_sub_epi8(raw, _mm_set1_epi8(32));
         let offset = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales8), bsums);
         let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<2>(offset));
@@ -384,4 +404,43 @@ fn dot_q6_k(w: &[BlockQ6_K], x: &[BlockQ8_K]) -> f32 {
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
     hsum_ps(acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytemuck::Zeroable;
+
+    #[target_feature(enable = "avx2")]
+    fn vector_scales(b: &BlockQ3_K) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        // SAFETY: 16 bytes stored into `out`.
+        unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), q3_k_raw_scales(b)) };
+        out
+    }
+
+    #[test]
+    fn q3_k_vector_scales_match_ggml_kmask_unpacking() {
+        if !Isa::Avx2.is_supported() {
+            eprintln!("no AVX2 on this CPU: the vector Q3_K scales cannot run here");
+            return;
+        }
+        let mut state = 0x9e37_79b9_u32;
+        for _ in 0..1000 {
+            let mut b = BlockQ3_K::zeroed();
+            for byte in &mut b.scales {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                *byte = state as u8;
+            }
+            // SAFETY: AVX2 checked above.
+            assert_eq!(
+                unsafe { vector_scales(&b) },
+                b.raw_scales(),
+                "{:?}",
+                b.scales
+            );
+        }
+    }
 }

@@ -7,7 +7,9 @@
 //! halves put together with one shuffle (Q4_K, Q5_K). Minimum terms and constant
 //! offsets come from the activation block sums, as in the AVX2 kernels.
 
-use super::avx2_kquants::{f16_to_f32, hsum_ps128, load128, load256, pair, prefetch_ahead};
+use super::avx2_kquants::{
+    f16_to_f32, hsum_ps128, load128, load256, pair, prefetch_ahead, q3_k_raw_scales,
+};
 use crate::cpu::isa::{has_avx512_vnni, Isa};
 use crate::quant::{BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_K, VecDot};
 use std::arch::x86_64::*;
@@ -230,8 +232,7 @@ fn q3_k_body<const VNNI: bool>(w: &[BlockQ3_K], x: &[BlockQ8_K]) -> f32 {
         for (b, y) in w.iter().zip(x) {
             prefetch_ahead(b);
             let d = y.d * f16_to_f32(b.d);
-            let raw = b.raw_scales();
-            let (raw, bsums) = (load128(&raw, 0), load256(&y.bsums, 0));
+            let (raw, bsums) = (q3_k_raw_scales(b), load256(&y.bsums, 0));
             let sc16 = _mm256_cvtepi8_epi16(_mm_sub_epi8(raw, _mm_set1_epi8(32)));
             let offset = _mm256_slli_epi32::<2>(_mm256_madd_epi16(sc16, bsums));
             let scales = scales_by_lane(sc16);
