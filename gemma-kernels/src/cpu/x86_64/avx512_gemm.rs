@@ -39,21 +39,22 @@ impl Line {
 const PACK_PREFETCH_BLOCKS: usize = 2;
 
 /// Prefetches block `b + PACK_PREFETCH_BLOCKS` of each of the first `rows` rows of `w`
-/// (rows of `bpr` blocks) into L1: the packers read a group's rows side by side, one
+/// (rows of `bpr` blocks) into L2: the packers read a group's rows side by side, one
 /// block of each in turn, sixteen streams that the hardware prefetchers do not follow.
+/// (Into L1, the prefetches stalled on the full miss buffers.)
 #[inline(always)]
 pub(crate) fn prefetch_ahead_in_rows<W>(w: &[W], bpr: usize, rows: usize, b: usize) {
-    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
     let ahead = b + PACK_PREFETCH_BLOCKS;
     if ahead >= bpr {
         return;
     }
     let size = std::mem::size_of::<W>();
-    for block in w.iter().skip(ahead).step_by(bpr).take(rows) {
-        let start = (block as *const W).cast::<i8>();
-        for at in (0..size).step_by(64).chain([size - 1]) {
-            // SAFETY: a prefetch is only a hint; the address lies inside `block`.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(at)) };
+    for r in 0..rows {
+        let start = w.as_ptr().wrapping_add(r * bpr + ahead).cast::<i8>();
+        for line in 0..=size.div_ceil(64) {
+            // SAFETY: a prefetch is only a hint: it never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(start.wrapping_add((64 * line).min(size - 1))) };
         }
     }
 }
@@ -71,9 +72,9 @@ pub(crate) fn prefetch_to_l2<T>(data: &[T]) {
     }
 }
 
-/// Transposes sixteen rows of `N` bytes into `N / 4` lines: lane `r` of line `i` gets
-/// bytes `4i..4i + 4` of row `r` (two eight-lane gathers per line, so that the AVX-512 and
-/// the AVX2 packers share it).
+/// Transposes sixteen rows of `N` bytes into the first `N / 4` lines of `dst` (fewer
+/// when `dst` is shorter): lane `r` of line `i` gets bytes `4i..4i + 4` of row `r` (two
+/// eight-lane gathers per line, so that the AVX-512 and the AVX2 packers share it).
 ///
 /// # Safety
 /// Only for inlining into functions with AVX2 enabled.
@@ -92,7 +93,7 @@ pub(crate) unsafe fn transpose_rows<const N: usize>(
         );
         let low_rows = rows.as_ptr().cast::<i32>();
         let high_rows = rows[GROUP_ROWS / 2..].as_ptr().cast::<i32>();
-        for (i, line) in dst[..N / 4].iter_mut().enumerate() {
+        for (i, line) in dst.iter_mut().take(N / 4).enumerate() {
             let at = _mm256_add_epi32(first, _mm256_set1_epi32(i as i32));
             let dst = line.0.as_mut_ptr().cast::<__m256i>();
             _mm256_store_si256(dst, _mm256_i32gather_epi32::<4>(low_rows, at));
@@ -106,18 +107,19 @@ pub(crate) unsafe fn transpose_rows<const N: usize>(
 /// and one of 128-bit lane shuffles make the eight lines.
 ///
 /// # Safety
-/// Only for inlining into functions with AVX-512F enabled; `dst` must hold `N / 4` lines.
+/// Only for inlining into functions with AVX-512F enabled.
 #[inline(always)]
 pub(crate) unsafe fn transpose_rows_avx512<const N: usize>(
     rows: &[[u8; N]; GROUP_ROWS],
     dst: &mut [Line],
 ) {
     use std::arch::x86_64::*;
-    debug_assert!(N.is_multiple_of(32) && dst.len() >= N / 4);
+    debug_assert!(N.is_multiple_of(32));
+    let count = dst.len().min(N / 4);
     // SAFETY: AVX-512F enabled by the caller; the loads read bytes `32c..32c + 32` of
-    // each row (`32c + 32 <= N`), the stores write lines `8c..8c + 8 <= N / 4`.
+    // each row (`32c + 32 <= N`), the stores write lines `8c + k < count`.
     unsafe {
-        for c in 0..N / 32 {
+        for c in 0..count.div_ceil(8) {
             let row = |r: usize| _mm256_loadu_si256(rows[r].as_ptr().add(32 * c).cast());
             // Rows `r` and `r + 4` side by side: 128-bit lanes hold dwords 0-3 and 4-7 of
             // row `r`, then of row `r + 4`.
@@ -142,12 +144,15 @@ pub(crate) unsafe fn transpose_rows_avx512<const N: usize>(
                     _mm512_unpackhi_epi64(ab_hi, cd_hi),
                 ];
             }
-            let lines = dst[8 * c..8 * c + 8].as_mut_ptr();
+            let lines = &mut dst[8 * c..count.min(8 * c + 8)];
             for (e, (low, high)) in quads[0].into_iter().zip(quads[1]).enumerate() {
                 let first = _mm512_shuffle_i32x4::<0x88>(low, high);
                 let second = _mm512_shuffle_i32x4::<0xDD>(low, high);
-                _mm512_store_si512(lines.add(e).cast(), first);
-                _mm512_store_si512(lines.add(4 + e).cast(), second);
+                for (k, v) in [(e, first), (4 + e, second)] {
+                    if let Some(line) = lines.get_mut(k) {
+                        _mm512_store_si512(line.0.as_mut_ptr().cast(), v);
+                    }
+                }
             }
         }
     }
@@ -471,9 +476,9 @@ mod transpose_tests {
         unsafe { transpose_rows(rows, dst) }
     }
 
-    fn check<const N: usize>() {
+    fn check<const N: usize>(line_count: usize) {
         let rows = rows::<N>();
-        let mut lines = vec![Line::ZERO; N / 4];
+        let mut lines = vec![Line::ZERO; line_count];
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: AVX2 detected.
             unsafe { transpose_avx2(&rows, &mut lines) };
@@ -493,8 +498,11 @@ mod transpose_tests {
 
     #[test]
     fn both_transposes_put_row_r_dword_i_in_lane_r_of_line_i() {
-        check::<32>();
-        check::<64>();
-        check::<256>();
+        check::<32>(8);
+        check::<64>(16);
+        check::<256>(64);
+        // Fewer lines than the rows hold (the header lines of a packed block).
+        check::<128>(14);
+        check::<128>(17);
     }
 }

@@ -157,6 +157,7 @@ unsafe fn nibble_weights(qs: &[u8; 128], q: &mut [u8; 256], high: impl Fn(usize)
 }
 
 /// The eight 32-element scales and minimums of Q4_K / Q5_K.
+#[inline(always)]
 fn k4_header(scales_mins: ([u8; 8], [u8; 8]), d: half::f16, dmin: half::f16) -> Header {
     let (sc, m) = scales_mins;
     Header {
@@ -359,42 +360,58 @@ pub(super) fn prepare<W: Packed>(x: &BlockQ8_K, extra: &mut [i32]) {
     }
 }
 
+/// Dwords of the largest header row (Q2_K: 16 scales, 8 minimum pairs, `d`, `dmin`),
+/// rounded up to the 32 bytes a transpose step takes.
+const HEADER_DWORDS: usize = 32;
+
+/// The header lines of one row of `W` as dwords in line order: the scales, the minimum
+/// pairs (low half sub-block `2j`, high half `2j + 1`), `d`, then `dmin` (f32 bits).
+#[inline(always)]
+fn header_row<W: Packed>(h: &Header, row: &mut [u32; HEADER_DWORDS]) {
+    for s in 0..W::SUBS {
+        row[s] = h.scales[s] as u32;
+    }
+    let d_at = W::D_LINE - WEIGHT_LINES;
+    if W::MINS {
+        for j in 0..W::SUBS / 2 {
+            row[W::SUBS + j] = (h.mins[2 * j] as u32 & 0xffff) | (h.mins[2 * j + 1] as u32) << 16;
+        }
+        row[d_at + 1] = h.dmin.to_bits();
+    }
+    row[d_at] = h.d.to_bits();
+}
+
 /// Packs up to sixteen rows of `bpr` blocks of `W`, transposing in AVX-512 registers
-/// when `AVX512` (the callers enable it), else with AVX2 gathers.
+/// when `AVX512` (the callers enable it), else with AVX2 gathers. Each row's weights
+/// and header values are laid out in row order first, then both are transposed into
+/// lines.
 #[inline(always)]
 pub(super) fn pack_body<W: Packed, const AVX512: bool>(w: &[W], bpr: usize, dst: &mut [Line]) {
     let rows = w.len().checked_div(bpr).unwrap_or(0).min(GROUP_ROWS);
     // Rows past `rows` stay zero.
     let mut weights = [[0u8; 256]; GROUP_ROWS];
+    let mut headers = [[0u32; HEADER_DWORDS]; GROUP_ROWS];
     for b in 0..bpr {
         prefetch_ahead_in_rows(w, bpr, rows, b);
         let lines = &mut dst[b * W::LINES..(b + 1) * W::LINES];
-        if rows < GROUP_ROWS {
-            lines[WEIGHT_LINES..].fill(Line::ZERO);
-        }
-        for (r, q) in weights[..rows].iter_mut().enumerate() {
+        for r in 0..rows {
             let block = &w[r * bpr + b];
             // SAFETY: inlined into the pack functions (AVX2 at least) of the GEMMs.
-            unsafe { block.unsigned(q) };
-            let h = block.header();
-            for s in 0..W::SUBS {
-                lines[WEIGHT_LINES + s].set_lane(r, h.scales[s].to_le_bytes());
-            }
-            if W::MINS {
-                for j in 0..W::SUBS / 2 {
-                    let pair = (h.mins[2 * j] as u32 & 0xffff) | (h.mins[2 * j + 1] as u32) << 16;
-                    lines[WEIGHT_LINES + W::SUBS + j].set_lane(r, pair.to_le_bytes());
-                }
-                lines[W::D_LINE + 1].set_lane(r, h.dmin.to_le_bytes());
-            }
-            lines[W::D_LINE].set_lane(r, h.d.to_le_bytes());
+            unsafe { block.unsigned(&mut weights[r]) };
+            header_row::<W>(&block.header(), &mut headers[r]);
         }
-        // SAFETY: as above; AVX-512F is enabled by the callers that pass `AVX512`.
+        let header_bytes: &[[u8; 4 * HEADER_DWORDS]; GROUP_ROWS] = bytemuck::cast_ref(&headers);
+        let (weight_lines, header_lines) = lines.split_at_mut(WEIGHT_LINES);
+        // SAFETY: as above; AVX-512F is enabled by the callers that pass `AVX512`. The
+        // header transposes write the block's `LINES - WEIGHT_LINES <= HEADER_DWORDS`
+        // header lines.
         unsafe {
             if AVX512 {
-                transpose_rows_avx512(&weights, &mut lines[..WEIGHT_LINES]);
+                transpose_rows_avx512(&weights, weight_lines);
+                transpose_rows_avx512(header_bytes, header_lines);
             } else {
-                transpose_rows(&weights, &mut lines[..WEIGHT_LINES]);
+                transpose_rows(&weights, weight_lines);
+                transpose_rows(header_bytes, header_lines);
             }
         }
     }
