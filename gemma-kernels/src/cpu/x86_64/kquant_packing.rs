@@ -368,8 +368,8 @@ const HEADER_DWORDS: usize = 32;
 /// pairs (low half sub-block `2j`, high half `2j + 1`), `d`, then `dmin` (f32 bits).
 #[inline(always)]
 fn header_row<W: Packed>(h: &Header, row: &mut [u32; HEADER_DWORDS]) {
-    for s in 0..W::SUBS {
-        row[s] = h.scales[s] as u32;
+    for (dword, &scale) in row.iter_mut().zip(&h.scales).take(W::SUBS) {
+        *dword = scale as u32;
     }
     let d_at = W::D_LINE - WEIGHT_LINES;
     if W::MINS {
