@@ -178,6 +178,7 @@ impl Packed for BlockQ2_K {
         // SAFETY: AVX2 enabled by the caller.
         unsafe { two_bit_weights(&self.qs, q, |_| _mm256_setzero_si256()) }
     }
+    #[inline(always)]
     fn header(&self) -> Header {
         Header {
             scales: self.scales.map(|b| i32::from(b & 0xF)),
@@ -203,6 +204,7 @@ impl Packed for BlockQ3_K {
             two_bit_weights(&self.qs, q, |k| where_bit(hmask, 1 << k, 4))
         }
     }
+    #[inline(always)]
     fn header(&self) -> Header {
         Header {
             scales: self.raw_scales().map(|s| i32::from(s) - 32),
@@ -223,6 +225,7 @@ impl Packed for BlockQ4_K {
         // SAFETY: AVX2 enabled by the caller.
         unsafe { nibble_weights(&self.qs, q, |_| _mm256_setzero_si256()) }
     }
+    #[inline(always)]
     fn header(&self) -> Header {
         k4_header(self.scales_mins(), self.d, self.dmin)
     }
@@ -242,6 +245,7 @@ impl Packed for BlockQ5_K {
             nibble_weights(&self.qs, q, |j| where_bit(qh, 1 << j, 16))
         }
     }
+    #[inline(always)]
     fn header(&self) -> Header {
         k4_header(self.scales_mins(), self.d, self.dmin)
     }
@@ -278,6 +282,7 @@ impl Packed for BlockQ6_K {
             }
         }
     }
+    #[inline(always)]
     fn header(&self) -> Header {
         Header {
             scales: self.scales.map(i32::from),
@@ -317,6 +322,7 @@ impl Packed for BlockIQ4_XS {
             }
         }
     }
+    #[inline(always)]
     fn header(&self) -> Header {
         Header {
             scales: std::array::from_fn(|ib| if ib < 8 { self.block_scale(ib) - 32 } else { 0 }),
