@@ -72,9 +72,11 @@ pub(crate) fn prefetch_to_l2<T>(data: &[T]) {
     }
 }
 
-/// Transposes sixteen rows of `N` bytes into the first `N / 4` lines of `dst` (fewer
-/// when `dst` is shorter): lane `r` of line `i` gets bytes `4i..4i + 4` of row `r` (two
-/// eight-lane gathers per line, so that the AVX-512 and the AVX2 packers share it).
+/// Transposes sixteen rows of `N` bytes (`N` a multiple of 32) into the first `N / 4`
+/// lines of `dst` (fewer when `dst` is shorter): lane `r` of line `i` gets bytes
+/// `4i..4i + 4` of row `r`. AVX2 only, so that the AVX-512 and the AVX2 packers share
+/// it: per 32 bytes of eight rows, an 8 x 8 transpose of dwords (unpacks, then 128-bit
+/// lane permutes) makes one half of eight lines.
 ///
 /// # Safety
 /// Only for inlining into functions with AVX2 enabled.
@@ -84,25 +86,48 @@ pub(crate) unsafe fn transpose_rows<const N: usize>(
     dst: &mut [Line],
 ) {
     use std::arch::x86_64::*;
-    // SAFETY: AVX2 enabled by the caller; every gathered dword lies inside `rows` (row
-    // `r < 16`, offset `4i + 3 < N`); each store writes one half of a line.
+    debug_assert!(N.is_multiple_of(32));
+    let count = dst.len().min(N / 4);
+    // SAFETY: AVX2 enabled by the caller; the loads read bytes `32c..32c + 32` of each
+    // row (`32c + 32 <= N`), each store one half of a line `8c + k < count`.
     unsafe {
-        let first = _mm256_mullo_epi32(
-            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-            _mm256_set1_epi32((N / 4) as i32),
-        );
-        let low_rows = rows.as_ptr().cast::<i32>();
-        let high_rows = rows[GROUP_ROWS / 2..].as_ptr().cast::<i32>();
-        for (i, line) in dst.iter_mut().take(N / 4).enumerate() {
-            let at = _mm256_add_epi32(first, _mm256_set1_epi32(i as i32));
-            let dst = line.0.as_mut_ptr().cast::<__m256i>();
-            _mm256_store_si256(dst, _mm256_i32gather_epi32::<4>(low_rows, at));
-            _mm256_store_si256(dst.add(1), _mm256_i32gather_epi32::<4>(high_rows, at));
+        for c in 0..count.div_ceil(8) {
+            for half in 0..2 {
+                let row =
+                    |r: usize| _mm256_loadu_si256(rows[8 * half + r].as_ptr().add(32 * c).cast());
+                // For rows `4q..4q + 4` and element `e`: the low 128 bits hold those
+                // rows' dword `e`, the high ones their dword `4 + e`.
+                let mut quads = [[_mm256_setzero_si256(); 4]; 2];
+                for (q, quad) in quads.iter_mut().enumerate() {
+                    let [a, b, c2, d] =
+                        [row(4 * q), row(4 * q + 1), row(4 * q + 2), row(4 * q + 3)];
+                    let (ab_lo, ab_hi) = (_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b));
+                    let (cd_lo, cd_hi) =
+                        (_mm256_unpacklo_epi32(c2, d), _mm256_unpackhi_epi32(c2, d));
+                    *quad = [
+                        _mm256_unpacklo_epi64(ab_lo, cd_lo),
+                        _mm256_unpackhi_epi64(ab_lo, cd_lo),
+                        _mm256_unpacklo_epi64(ab_hi, cd_hi),
+                        _mm256_unpackhi_epi64(ab_hi, cd_hi),
+                    ];
+                }
+                let lines = &mut dst[8 * c..count.min(8 * c + 8)];
+                for (e, (low, high)) in quads[0].into_iter().zip(quads[1]).enumerate() {
+                    let first = _mm256_permute2x128_si256::<0x20>(low, high);
+                    let second = _mm256_permute2x128_si256::<0x31>(low, high);
+                    for (k, v) in [(e, first), (4 + e, second)] {
+                        if let Some(line) = lines.get_mut(k) {
+                            let at = line.0.as_mut_ptr().cast::<__m256i>().add(half);
+                            _mm256_store_si256(at, v);
+                        }
+                    }
+                }
+            }
         }
     }
 }
 
-/// [`transpose_rows`] for `N` a multiple of 32, in registers instead of gathers: per
+/// [`transpose_rows`] for `N` a multiple of 32, on 512-bit registers: per
 /// 32 bytes of the sixteen rows, eight vectors of two rows each, two rounds of unpacks
 /// and one of 128-bit lane shuffles make the eight lines.
 ///
@@ -484,7 +509,7 @@ mod transpose_tests {
             unsafe { transpose_avx2(&rows, &mut lines) };
             assert_transposed(&rows, &lines);
         } else {
-            eprintln!("no AVX2: the gather transpose cannot run here");
+            eprintln!("no AVX2: the AVX2 transpose cannot run here");
         }
         lines.fill(Line::ZERO);
         if std::arch::is_x86_feature_detected!("avx512f") {

@@ -388,7 +388,7 @@ fn header_row<W: Packed>(h: &Header, row: &mut [u32; HEADER_DWORDS]) {
 }
 
 /// Packs up to sixteen rows of `bpr` blocks of `W`, transposing in AVX-512 registers
-/// when `AVX512` (the callers enable it), else with AVX2 gathers. Each row's weights
+/// when `AVX512` (the callers enable it), else in AVX2 ones. Each row's weights
 /// and header values are laid out in row order first, then both are transposed into
 /// lines.
 #[inline(always)]

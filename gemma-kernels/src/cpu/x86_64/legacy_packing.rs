@@ -226,7 +226,7 @@ pub(super) fn prepare<W: Unsigned32>(x: &W::Act, extra: &mut [i32]) {
 }
 
 /// Packs up to sixteen rows of `bpr` blocks (see the module doc), transposing in
-/// AVX-512 registers when `AVX512` (the callers enable it), else with AVX2 gathers.
+/// AVX-512 registers when `AVX512` (the callers enable it), else in AVX2 ones.
 #[inline(always)]
 pub(super) fn pack_body<W: Unsigned32, const AVX512: bool>(w: &[W], bpr: usize, dst: &mut [Line]) {
     let rows = w.len().checked_div(bpr).unwrap_or(0).min(GROUP_ROWS);
