@@ -217,7 +217,7 @@ kquant_gemm!(
 );
 kquant_gemm!(
     /// The Q4_K x Q8_K sixteen-row GEMM, if this CPU has AVX-512 VNNI.
-    q4_k: BlockQ4_K, 16 => pack_q4_k, run_q4_k
+    q4_k: BlockQ4_K, 8 => pack_q4_k, run_q4_k
 );
 kquant_gemm!(
     /// The Q5_K x Q8_K sixteen-row GEMM, if this CPU has AVX-512 VNNI.
@@ -225,7 +225,7 @@ kquant_gemm!(
 );
 kquant_gemm!(
     /// The Q6_K x Q8_K sixteen-row GEMM, if this CPU has AVX-512 VNNI.
-    q6_k: BlockQ6_K, 16 => pack_q6_k, run_q6_k
+    q6_k: BlockQ6_K, 8 => pack_q6_k, run_q6_k
 );
 kquant_gemm!(
     /// The IQ4_XS x Q8_K sixteen-row GEMM, if this CPU has AVX-512 VNNI.
