@@ -123,11 +123,7 @@ mod x86 {
         if per_block > 0 {
             act.par_chunks(bpr)
                 .zip(extra.par_chunks_mut(bpr * per_block))
-                .for_each(|(blocks, values)| {
-                    for (a, e) in blocks.iter().zip(values.chunks_mut(per_block)) {
-                        (gemm.prepare)(a, e);
-                    }
-                });
+                .for_each(|(blocks, values)| (gemm.prepare)(blocks, values));
         }
         let extra: &[i32] = extra;
         let n_rows = y.len() / n;

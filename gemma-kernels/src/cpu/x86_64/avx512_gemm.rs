@@ -222,8 +222,9 @@ pub(crate) struct Gemm<W, A> {
     pub(crate) lines_per_block: usize,
     /// i32 values per activation block that `prepare` derives (sums, scales).
     pub(crate) extra_per_block: usize,
-    /// Fills the `extra_per_block` values of one activation block.
-    pub(crate) prepare: fn(&A, &mut [i32]),
+    /// Fills the `extra_per_block` values of each activation block of a slice (one
+    /// call per token row, so the per-block work inlines into one loop).
+    pub(crate) prepare: fn(&[A], &mut [i32]),
     /// Packs `weights` (the group's rows, `blocks_per_row` blocks each, at most
     /// [`GROUP_ROWS`] rows) into `dst` (`blocks_per_row * lines_per_block` lines); lanes
     /// of missing rows are zero.
@@ -243,7 +244,7 @@ pub(crate) struct Gemm<W, A> {
 /// Defines `$name()`, returning the [`Gemm`] of `$w` x `$a` when `$supported` holds (by
 /// default: the CPU has AVX-512 F/BW/VL and VNNI, for the kernels built on `vpdpbusd`),
 /// `None` otherwise; `$pack` and `$run` are the `#[target_feature]` functions, `$prepare` a
-/// safe function, `$min_tokens` the smallest batch it is used for.
+/// safe function of one activation block, `$min_tokens` the smallest batch it is used for.
 macro_rules! gemm_kernels {
     ($(#[$doc:meta])* $name:ident: $w:ty, $a:ty, $lines:expr, $extra:expr, $min_tokens:expr
         => $prepare:expr, $pack:expr, $run:expr) => {
@@ -269,12 +270,20 @@ macro_rules! gemm_kernels {
                 // SAFETY: as above for the CPU; the outputs are the caller's contract.
                 unsafe { $run(p, bpr, x, e, n, out) }
             }
+            fn prepare_blocks(x: &[$a], e: &mut [i32]) {
+                let extra: usize = $extra;
+                if extra > 0 {
+                    for (a, e) in x.iter().zip(e.chunks_exact_mut(extra)) {
+                        $prepare(a, e);
+                    }
+                }
+            }
             if $supported {
                 Some(Gemm {
                     min_tokens: $min_tokens,
                     lines_per_block: $lines,
                     extra_per_block: $extra,
-                    prepare: $prepare,
+                    prepare: prepare_blocks,
                     pack,
                     run,
                 })
@@ -422,11 +431,7 @@ pub(crate) mod tests {
             let w_max = row_norms::<W>(&w, bpr, |v| v.iter().fold(0.0f32, |m, x| m.max(x.abs())));
             let x_abs = row_norms::<W::Act>(&x, bpr, |v| v.iter().map(|x| x.abs()).sum());
             let mut extra = vec![0i32; tokens * bpr * gemm.extra_per_block];
-            if gemm.extra_per_block > 0 {
-                for (a, e) in x.iter().zip(extra.chunks_mut(gemm.extra_per_block)) {
-                    (gemm.prepare)(a, e);
-                }
-            }
+            (gemm.prepare)(&x, &mut extra);
             // Garbage in the scratch must not leak into missing rows.
             let mut packed = vec![Line([0x5A; 64]); bpr * gemm.lines_per_block];
             let mut out = vec![[f32::NAN; GROUP_ROWS]; tokens];

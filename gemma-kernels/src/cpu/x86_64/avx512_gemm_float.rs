@@ -24,14 +24,17 @@ pub(super) const HALF_EXTRA: usize = 1;
 /// Nothing to prepare for f32 activations.
 pub(super) fn prepare_f32(_x: &f32, _extra: &mut [i32]) {}
 
-/// An F16 activation as f32 bits.
+/// An F16 activation as f32 bits (`to_f32_const`: no per-value CPU check, so the loop
+/// over a token's activations inlines it).
+#[inline(always)]
 pub(super) fn prepare_f16(x: &f16, extra: &mut [i32]) {
-    extra[0] = x.to_f32().to_bits() as i32;
+    extra[0] = x.to_f32_const().to_bits() as i32;
 }
 
 /// A BF16 activation as f32 bits.
+#[inline(always)]
 pub(super) fn prepare_bf16(x: &bf16, extra: &mut [i32]) {
-    extra[0] = x.to_f32().to_bits() as i32;
+    extra[0] = x.to_f32_const().to_bits() as i32;
 }
 
 /// Packs up to sixteen rows of `cols` values: line `c` holds column `c` of each row
