@@ -9,7 +9,9 @@
 //! floats is exact in f32, as in ggml's kernels. BF16 rows of an even length take
 //! `vdpbf16ps` on CPUs with AVX-512 BF16 instead (`avx512_gemm_bf16`).
 
-use super::avx512_gemm::{gemm_kernels, lengths_agree, Line, Outputs, GROUP_ROWS};
+use super::avx512_gemm::{
+    gemm_kernels, lengths_agree, transpose_rows_avx512, Line, Outputs, GROUP_ROWS,
+};
 use super::avx512_gemm_bf16;
 use half::{bf16, f16};
 use std::arch::x86_64::*;
@@ -167,44 +169,30 @@ unsafe fn run_body(p: *const Line, cols: usize, a: *const f32, tokens: usize, ou
 
 /// Packs up to sixteen rows of `cols` 16-bit floats (`bits`: F16 or BF16 bit patterns)
 /// as f32 lines, `widen` turning 16 lanes of bit patterns (in the low halves of 32-bit
-/// lanes) into f32.
+/// lanes) into f32. Per sixteen columns, each row's values are widened in registers and
+/// the sixteen rows transposed into lines; the last `cols % 16` columns are copied lane
+/// by lane.
 #[inline(always)]
 fn pack_half_body(bits: &[u16], cols: usize, dst: &mut [Line], widen: impl Fn(__m512i) -> __m512) {
     let rows = bits.len().checked_div(cols).unwrap_or(0).min(GROUP_ROWS);
-    if rows == 0 {
-        dst[..cols].fill(Line::ZERO);
-        return;
-    }
-    // The gather reads 4 bytes per lane (the value and the next one), so the last
-    // column, whose next value may lie past the slice, is copied lane by lane; rows of
-    // over 2^31 / 32 values (far beyond any model's) are copied that way entirely.
-    let gathered = if i32::try_from(cols * GROUP_ROWS * 2).is_ok() {
-        cols - 1
-    } else {
-        0
-    };
-    let mask = ((1u32 << rows) - 1) as u16;
-    // SAFETY: inlined into the AVX-512F/BW functions below; the gather reads, for lanes
-    // `r < rows`, elements `r * cols + c` and the one after it, both below
-    // `rows * cols <= bits.len()` since `c + 1 < cols`; each store writes one whole line.
-    unsafe {
-        let first = _mm512_mullo_epi32(
-            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-            _mm512_set1_epi32(cols as i32),
-        );
-        for (c, line) in dst[..gathered].iter_mut().enumerate() {
-            let at = _mm512_add_epi32(first, _mm512_set1_epi32(c as i32));
-            let v = _mm512_mask_i32gather_epi32::<2>(
-                _mm512_setzero_si512(),
-                mask,
-                at,
-                bits.as_ptr().cast(),
-            );
-            _mm512_store_ps(line.0.as_mut_ptr().cast(), widen(v));
+    // Rows past `rows` stay zero.
+    let mut widened = [[0u8; 64]; GROUP_ROWS];
+    let whole = cols - cols % 16;
+    for c in (0..whole).step_by(16) {
+        for (r, row) in widened[..rows].iter_mut().enumerate() {
+            let values = &bits[r * cols + c..r * cols + c + 16];
+            // SAFETY: inlined into the AVX-512F/BW functions below; the load reads the
+            // 16 values of `values`, the store the 64 bytes of `row`.
+            unsafe {
+                let v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(values.as_ptr().cast()));
+                _mm512_storeu_ps(row.as_mut_ptr().cast(), widen(v));
+            }
         }
+        // SAFETY: as above; 16 lines from column `c`.
+        unsafe { transpose_rows_avx512(&widened, &mut dst[c..c + 16]) };
     }
     let mut lane_bits = [0u32; GROUP_ROWS];
-    for (c, line) in dst[..cols].iter_mut().enumerate().skip(gathered) {
+    for (c, line) in dst[..cols].iter_mut().enumerate().skip(whole) {
         for (r, b) in lane_bits[..rows].iter_mut().enumerate() {
             *b = u32::from(bits[r * cols + c]);
         }
