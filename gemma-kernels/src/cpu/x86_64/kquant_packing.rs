@@ -393,6 +393,7 @@ fn header_row<W: Packed>(h: &Header, row: &mut [u32; HEADER_DWORDS]) {
 /// lines.
 #[inline(always)]
 pub(super) fn pack_body<W: Packed, const AVX512: bool>(w: &[W], bpr: usize, dst: &mut [Line]) {
+    const { assert!(W::LINES - WEIGHT_LINES <= HEADER_DWORDS) };
     let rows = w.len().checked_div(bpr).unwrap_or(0).min(GROUP_ROWS);
     // Rows past `rows` stay zero.
     let mut weights = [[0u8; 256]; GROUP_ROWS];
