@@ -125,7 +125,7 @@ unsafe fn tile<W: Unsigned32, P: Products, const T: usize>(
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn pack_group<W: Unsigned32>(w: &[W], bpr: usize, dst: &mut [Line]) {
-    pack_body::<W, false>(w, bpr, dst)
+    pack_body(w, bpr, dst)
 }
 
 /// Multiplies a packed group of `W` with every token on path `P` (see `Gemm::run`), four

@@ -75,8 +75,9 @@ pub(crate) fn prefetch_to_l2<T>(data: &[T]) {
 /// Transposes sixteen rows of `N` bytes (`N` a multiple of 32) into the first `N / 4`
 /// lines of `dst` (fewer when `dst` is shorter): lane `r` of line `i` gets bytes
 /// `4i..4i + 4` of row `r`. AVX2 only, so that the AVX-512 and the AVX2 packers share
-/// it: per 32 bytes of eight rows, an 8 x 8 transpose of dwords (unpacks, then 128-bit
-/// lane permutes) makes one half of eight lines.
+/// it (a 512-bit version took the same time on Zen 4): per 32 bytes of eight rows, an
+/// 8 x 8 transpose of dwords (unpacks, then 128-bit lane permutes) makes one half of
+/// eight lines.
 ///
 /// # Safety
 /// Only for inlining into functions with AVX2 enabled.
@@ -120,62 +121,6 @@ pub(crate) unsafe fn transpose_rows<const N: usize>(
                             let at = line.0.as_mut_ptr().cast::<__m256i>().add(half);
                             _mm256_store_si256(at, v);
                         }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// [`transpose_rows`] for `N` a multiple of 32, on 512-bit registers: per
-/// 32 bytes of the sixteen rows, eight vectors of two rows each, two rounds of unpacks
-/// and one of 128-bit lane shuffles make the eight lines.
-///
-/// # Safety
-/// Only for inlining into functions with AVX-512F enabled.
-#[inline(always)]
-pub(crate) unsafe fn transpose_rows_avx512<const N: usize>(
-    rows: &[[u8; N]; GROUP_ROWS],
-    dst: &mut [Line],
-) {
-    use std::arch::x86_64::*;
-    debug_assert!(N.is_multiple_of(32));
-    let count = dst.len().min(N / 4);
-    // SAFETY: AVX-512F enabled by the caller; the loads read bytes `32c..32c + 32` of
-    // each row (`32c + 32 <= N`), the stores write lines `8c + k < count`.
-    unsafe {
-        for c in 0..count.div_ceil(8) {
-            let row = |r: usize| _mm256_loadu_si256(rows[r].as_ptr().add(32 * c).cast());
-            // Rows `r` and `r + 4` side by side: 128-bit lanes hold dwords 0-3 and 4-7 of
-            // row `r`, then of row `r + 4`.
-            let pair =
-                |r: usize| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(row(r)), row(r + 4));
-            // For the rows `8h..8h + 8` and element `e`: lanes 0 / 1 hold dword `e` /
-            // `4 + e` of rows `8h..8h + 4`, lanes 2 / 3 those of rows `8h + 4..8h + 8`.
-            let mut quads = [[_mm512_setzero_si512(); 4]; 2];
-            for (h, quad) in quads.iter_mut().enumerate() {
-                let [a, b, c2, d] = [
-                    pair(8 * h),
-                    pair(8 * h + 1),
-                    pair(8 * h + 2),
-                    pair(8 * h + 3),
-                ];
-                let (ab_lo, ab_hi) = (_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
-                let (cd_lo, cd_hi) = (_mm512_unpacklo_epi32(c2, d), _mm512_unpackhi_epi32(c2, d));
-                *quad = [
-                    _mm512_unpacklo_epi64(ab_lo, cd_lo),
-                    _mm512_unpackhi_epi64(ab_lo, cd_lo),
-                    _mm512_unpacklo_epi64(ab_hi, cd_hi),
-                    _mm512_unpackhi_epi64(ab_hi, cd_hi),
-                ];
-            }
-            let lines = &mut dst[8 * c..count.min(8 * c + 8)];
-            for (e, (low, high)) in quads[0].into_iter().zip(quads[1]).enumerate() {
-                let first = _mm512_shuffle_i32x4::<0x88>(low, high);
-                let second = _mm512_shuffle_i32x4::<0xDD>(low, high);
-                for (k, v) in [(e, first), (4 + e, second)] {
-                    if let Some(line) = lines.get_mut(k) {
-                        _mm512_store_si512(line.0.as_mut_ptr().cast(), v);
                     }
                 }
             }
@@ -494,15 +439,9 @@ mod transpose_tests {
         }
     }
 
-    #[target_feature(enable = "avx512f,avx2")]
-    unsafe fn transpose_avx512<const N: usize>(rows: &[[u8; N]; GROUP_ROWS], dst: &mut [Line]) {
-        // SAFETY: AVX-512F enabled here; `dst` holds `N / 4` lines.
-        unsafe { transpose_rows_avx512(rows, dst) }
-    }
-
     #[target_feature(enable = "avx2")]
     unsafe fn transpose_avx2<const N: usize>(rows: &[[u8; N]; GROUP_ROWS], dst: &mut [Line]) {
-        // SAFETY: AVX2 enabled here; `dst` holds `N / 4` lines.
+        // SAFETY: AVX2 enabled here.
         unsafe { transpose_rows(rows, dst) }
     }
 
@@ -516,18 +455,10 @@ mod transpose_tests {
         } else {
             eprintln!("no AVX2: the AVX2 transpose cannot run here");
         }
-        lines.fill(Line::ZERO);
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: AVX-512F detected.
-            unsafe { transpose_avx512(&rows, &mut lines) };
-            assert_transposed(&rows, &lines);
-        } else {
-            eprintln!("no AVX-512F: the register transpose cannot run here");
-        }
     }
 
     #[test]
-    fn both_transposes_put_row_r_dword_i_in_lane_r_of_line_i() {
+    fn transpose_puts_row_r_dword_i_in_lane_r_of_line_i() {
         check::<32>(8);
         check::<64>(16);
         check::<256>(64);

@@ -9,9 +9,7 @@
 //! floats is exact in f32, as in ggml's kernels. BF16 rows of an even length take
 //! `vdpbf16ps` on CPUs with AVX-512 BF16 instead (`avx512_gemm_bf16`).
 
-use super::avx512_gemm::{
-    gemm_kernels, lengths_agree, transpose_rows_avx512, Line, Outputs, GROUP_ROWS,
-};
+use super::avx512_gemm::{gemm_kernels, lengths_agree, transpose_rows, Line, Outputs, GROUP_ROWS};
 use super::avx512_gemm_bf16;
 use half::{bf16, f16};
 use std::arch::x86_64::*;
@@ -189,7 +187,7 @@ fn pack_half_body(bits: &[u16], cols: usize, dst: &mut [Line], widen: impl Fn(__
             }
         }
         // SAFETY: as above; 16 lines from column `c`.
-        unsafe { transpose_rows_avx512(&widened, &mut dst[c..c + 16]) };
+        unsafe { transpose_rows(&widened, &mut dst[c..c + 16]) };
     }
     let mut lane_bits = [0u32; GROUP_ROWS];
     for (c, line) in dst[..cols].iter_mut().enumerate().skip(whole) {

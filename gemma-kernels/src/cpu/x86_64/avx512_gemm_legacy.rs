@@ -102,7 +102,7 @@ macro_rules! legacy_instances {
         /// The CPU must support AVX-512 F/BW/VL and VNNI.
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
         unsafe fn $pack(w: &[$w], bpr: usize, dst: &mut [Line]) {
-            pack_body::<_, true>(w, bpr, dst)
+            pack_body(w, bpr, dst)
         }
 
         /// # Safety

@@ -15,9 +15,7 @@
 //! | Q5_K | 32 | 0 | yes |
 //! | Q6_K | 16 | 32 | no |
 //! | IQ4_XS | 32 | 128 | no |
-use super::avx512_gemm::{
-    prefetch_ahead_in_rows, transpose_rows, transpose_rows_avx512, Line, GROUP_ROWS,
-};
+use super::avx512_gemm::{prefetch_ahead_in_rows, transpose_rows, Line, GROUP_ROWS};
 use crate::quant::common::KVALUES_IQ4NL;
 use crate::quant::{
     BlockIQ4_XS, BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_K, QuantBlock,
@@ -387,12 +385,10 @@ fn header_row<W: Packed>(h: &Header, row: &mut [u32; HEADER_DWORDS]) {
     row[d_at] = h.d.to_bits();
 }
 
-/// Packs up to sixteen rows of `bpr` blocks of `W`, transposing in AVX-512 registers
-/// when `AVX512` (the callers enable it), else in AVX2 ones. Each row's weights
-/// and header values are laid out in row order first, then both are transposed into
-/// lines.
+/// Packs up to sixteen rows of `bpr` blocks of `W`: each row's weights and header values
+/// are laid out in row order first, then both are transposed into lines.
 #[inline(always)]
-pub(super) fn pack_body<W: Packed, const AVX512: bool>(w: &[W], bpr: usize, dst: &mut [Line]) {
+pub(super) fn pack_body<W: Packed>(w: &[W], bpr: usize, dst: &mut [Line]) {
     const { assert!(W::LINES - WEIGHT_LINES <= HEADER_DWORDS) };
     let rows = w.len().checked_div(bpr).unwrap_or(0).min(GROUP_ROWS);
     // Rows past `rows` stay zero.
@@ -409,17 +405,11 @@ pub(super) fn pack_body<W: Packed, const AVX512: bool>(w: &[W], bpr: usize, dst:
         }
         let header_bytes: &[[u8; 4 * HEADER_DWORDS]; GROUP_ROWS] = bytemuck::cast_ref(&headers);
         let (weight_lines, header_lines) = lines.split_at_mut(WEIGHT_LINES);
-        // SAFETY: as above; AVX-512F is enabled by the callers that pass `AVX512`. The
-        // header transposes write the block's `LINES - WEIGHT_LINES <= HEADER_DWORDS`
-        // header lines.
+        // SAFETY: as above. The header transpose writes the block's `LINES -
+        // WEIGHT_LINES <= HEADER_DWORDS` header lines.
         unsafe {
-            if AVX512 {
-                transpose_rows_avx512(&weights, weight_lines);
-                transpose_rows_avx512(header_bytes, header_lines);
-            } else {
-                transpose_rows(&weights, weight_lines);
-                transpose_rows(header_bytes, header_lines);
-            }
+            transpose_rows(&weights, weight_lines);
+            transpose_rows(header_bytes, header_lines);
         }
     }
 }

@@ -6,9 +6,7 @@
 //! `q + offset`, unsigned) and one of the sixteen row scales as f32; Q4_1 and Q5_1 add a
 //! line of the row minimums as f32. Packing needs AVX2 only.
 
-use super::avx512_gemm::{
-    prefetch_ahead_in_rows, transpose_rows, transpose_rows_avx512, Line, GROUP_ROWS,
-};
+use super::avx512_gemm::{prefetch_ahead_in_rows, transpose_rows, Line, GROUP_ROWS};
 use crate::quant::common::KVALUES_IQ4NL;
 use crate::quant::{BlockIQ4_NL, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 use std::arch::x86_64::*;
@@ -225,10 +223,9 @@ pub(super) fn prepare<W: Unsigned32>(x: &W::Act, extra: &mut [i32]) {
     x.prepare(W::OFFSET, extra);
 }
 
-/// Packs up to sixteen rows of `bpr` blocks (see the module doc), transposing in
-/// AVX-512 registers when `AVX512` (the callers enable it), else in AVX2 ones.
+/// Packs up to sixteen rows of `bpr` blocks (see the module doc).
 #[inline(always)]
-pub(super) fn pack_body<W: Unsigned32, const AVX512: bool>(w: &[W], bpr: usize, dst: &mut [Line]) {
+pub(super) fn pack_body<W: Unsigned32>(w: &[W], bpr: usize, dst: &mut [Line]) {
     let rows = w.len().checked_div(bpr).unwrap_or(0).min(GROUP_ROWS);
     // Rows past `rows` stay zero.
     let mut bytes = [[0u8; 32]; GROUP_ROWS];
@@ -246,13 +243,7 @@ pub(super) fn pack_body<W: Unsigned32, const AVX512: bool>(w: &[W], bpr: usize, 
                 lines[WEIGHT_LINES + 1].set_lane(r, block.min().to_le_bytes());
             }
         }
-        // SAFETY: as above; AVX-512F is enabled by the callers that pass `AVX512`.
-        unsafe {
-            if AVX512 {
-                transpose_rows_avx512(&bytes, &mut lines[..WEIGHT_LINES]);
-            } else {
-                transpose_rows(&bytes, &mut lines[..WEIGHT_LINES]);
-            }
-        }
+        // SAFETY: as above.
+        unsafe { transpose_rows(&bytes, &mut lines[..WEIGHT_LINES]) };
     }
 }
