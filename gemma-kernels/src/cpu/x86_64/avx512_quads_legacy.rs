@@ -1,9 +1,10 @@
 //! One-token AVX-512 VNNI kernels of Q4_0, Q5_0, IQ4_NL and Q8_0 (and, with Q8_1
 //! activations, Q4_1 and Q5_1) that take four weight blocks per step, with the
 //! activations rearranged once per product into [`ActQuad`]s. Q4_1 and Q5_1 add their
-//! minimums times the activation sums, four blocks per multiply-add. IQ4_NL's nibbles index a table of its levels plus 128, unsigned bytes for
-//! `vpdpbusd` with an offset of 128; Q8_0's signed quants become unsigned by flipping
-//! their top bit (plus 128), so they need no sign trick either.
+//! minimums times the activation sums, four blocks per multiply-add. IQ4_NL's nibbles
+//! index a table of its levels plus 128, unsigned bytes for `vpdpbusd` with an offset of
+//! 128; Q8_0's signed quants become unsigned by flipping their top bit (plus 128), so they
+//! need no sign trick either.
 //!
 //! A step loads the four blocks' 16-byte nibble arrays into one register, one per
 //! 128-bit lane, and splits it into the low nibbles (elements 0..16 of each block) and
@@ -28,54 +29,28 @@ use crate::quant::{BlockIQ4_NL, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, Bloc
 use half::f16;
 use std::arch::x86_64::*;
 
-/// The Q4_0 kernel, if this CPU has AVX-512 F/BW/VL and VNNI.
-pub(crate) fn q4_0() -> Option<QuadVecDot<BlockQ4_0>> {
-    available().then_some(|w: &[BlockQ4_0], x: &[ActQuad]| {
-        // SAFETY: handed out only after AVX-512F/BW/VL, VNNI, FMA and F16C were found.
-        unsafe { q4_0_kernel(w, x) }
-    })
+/// Defines `$name()`: the kernel `$kernel` of `$block` (its note in `$doc`), if this CPU
+/// has AVX-512 F/BW/VL and VNNI.
+macro_rules! constructors {
+    ($($name:ident: $block:ty => $kernel:ident, $doc:literal;)*) => {$(
+        #[doc = concat!("The ", stringify!($block), " kernel", $doc, ", if this CPU has AVX-512 F/BW/VL and VNNI.")]
+        pub(crate) fn $name() -> Option<QuadVecDot<$block>> {
+            available().then_some(|w: &[$block], x: &[ActQuad]| {
+                // SAFETY: handed out only after AVX-512F/BW/VL, VNNI, FMA and F16C were
+                // found.
+                unsafe { $kernel(w, x) }
+            })
+        }
+    )*};
 }
 
-/// The Q5_0 kernel, if this CPU has AVX-512 F/BW/VL and VNNI.
-pub(crate) fn q5_0() -> Option<QuadVecDot<BlockQ5_0>> {
-    available().then_some(|w: &[BlockQ5_0], x: &[ActQuad]| {
-        // SAFETY: handed out only after AVX-512F/BW/VL, VNNI, FMA and F16C were found.
-        unsafe { q5_0_kernel(w, x) }
-    })
-}
-
-/// The IQ4_NL kernel, if this CPU has AVX-512 F/BW/VL and VNNI.
-pub(crate) fn iq4_nl() -> Option<QuadVecDot<BlockIQ4_NL>> {
-    available().then_some(|w: &[BlockIQ4_NL], x: &[ActQuad]| {
-        // SAFETY: handed out only after AVX-512F/BW/VL, VNNI, FMA and F16C were found.
-        unsafe { iq4_nl_kernel(w, x) }
-    })
-}
-
-/// The Q8_0 kernel, if this CPU has AVX-512 F/BW/VL and VNNI.
-pub(crate) fn q8_0() -> Option<QuadVecDot<BlockQ8_0>> {
-    available().then_some(|w: &[BlockQ8_0], x: &[ActQuad]| {
-        // SAFETY: handed out only after AVX-512F/BW/VL, VNNI, FMA and F16C were found.
-        unsafe { q8_0_kernel(w, x) }
-    })
-}
-
-/// The Q4_1 kernel (activations from `arrange_quads_q8_1`), if this CPU has AVX-512
-/// F/BW/VL and VNNI.
-pub(crate) fn q4_1() -> Option<QuadVecDot<BlockQ4_1>> {
-    available().then_some(|w: &[BlockQ4_1], x: &[ActQuad]| {
-        // SAFETY: handed out only after AVX-512F/BW/VL, VNNI, FMA and F16C were found.
-        unsafe { q4_1_kernel(w, x) }
-    })
-}
-
-/// The Q5_1 kernel (activations from `arrange_quads_q8_1`), if this CPU has AVX-512
-/// F/BW/VL and VNNI.
-pub(crate) fn q5_1() -> Option<QuadVecDot<BlockQ5_1>> {
-    available().then_some(|w: &[BlockQ5_1], x: &[ActQuad]| {
-        // SAFETY: handed out only after AVX-512F/BW/VL, VNNI, FMA and F16C were found.
-        unsafe { q5_1_kernel(w, x) }
-    })
+constructors! {
+    q4_0: BlockQ4_0 => q4_0_kernel, "";
+    q5_0: BlockQ5_0 => q5_0_kernel, "";
+    iq4_nl: BlockIQ4_NL => iq4_nl_kernel, "";
+    q8_0: BlockQ8_0 => q8_0_kernel, "";
+    q4_1: BlockQ4_1 => q4_1_kernel, " (activations from `arrange_quads_q8_1`)";
+    q5_1: BlockQ5_1 => q5_1_kernel, " (activations from `arrange_quads_q8_1`)";
 }
 
 fn available() -> bool {
