@@ -1,6 +1,6 @@
 //! Chat templates: the Hugging Face Gemma 3 template stored in the vocab-only GGUF
 //! (rendered with minijinja) against the fixture's rendered conversation and the built-in
-//! format; no double BOS; typed errors.
+//! format; no double BOS; typed errors, also for templates that would run endlessly.
 
 use std::path::PathBuf;
 
@@ -143,4 +143,32 @@ fn template_errors_are_typed() {
         ChatTemplate::gemma().render(&twice, true),
         Err(GenerateError::Template(_))
     ));
+}
+
+#[test]
+fn endless_templates_stop_with_a_typed_error() {
+    // 10^10 iterations: a file's template must not hang the engine.
+    let nested = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
+    let endless = ChatTemplate::from_source(nested, "<bos>", "<eos>").unwrap();
+    match endless.render(&poet(), true) {
+        Err(GenerateError::Template(message)) => {
+            assert!(message.contains("instructions"), "{message}")
+        }
+        other => panic!("expected a template error, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_fuel_covers_more_messages_than_a_full_context() {
+    // A 128K context holds at most ~26 000 messages (5+ tokens each with their markers).
+    let (file, tokenizer) = vocab_file();
+    let jinja = ChatTemplate::from_gguf(&file, &tokenizer).unwrap();
+    let messages: Vec<Message> = (0..30_000)
+        .map(|i| {
+            let role = if i % 2 == 0 { Role::User } else { Role::Assistant };
+            Message::new(role, format!("message {i}"))
+        })
+        .collect();
+    let text = jinja.render(&messages, true).expect("renders within the fuel");
+    assert!(text.ends_with("message 29999<end_of_turn>\n<start_of_turn>model\n"));
 }

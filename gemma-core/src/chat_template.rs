@@ -16,6 +16,12 @@ use crate::tokenizer::{EncodeOptions, Tokenizer};
 /// GGUF key of the template.
 const TEMPLATE_KEY: &str = "tokenizer.chat_template";
 
+/// Most minijinja instructions one rendering may run. A template comes from the model
+/// file, so a hostile one could loop for hours (`range` allows 100 000 items per
+/// loop, and loops nest). Gemma 3's own template spends about 40 per message, so this
+/// covers some 120 000 messages, more than a 128K context holds.
+pub const TEMPLATE_FUEL: u64 = 5_000_000;
+
 /// Who said a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -217,6 +223,7 @@ fn render_gemma(
 /// A minijinja environment set up like Hugging Face's template renderer.
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
+    env.set_fuel(Some(TEMPLATE_FUEL));
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.add_function(
@@ -229,6 +236,11 @@ fn environment() -> Environment<'static> {
 }
 
 fn template_error(e: JinjaError) -> GenerateError {
+    if e.kind() == ErrorKind::OutOfFuel {
+        return GenerateError::Template(format!(
+            "the template ran past {TEMPLATE_FUEL} instructions (endless or hostile?)"
+        ));
+    }
     GenerateError::Template(match e.detail() {
         Some(detail) => format!("{}: {detail}", e.kind()),
         None => e.to_string(),
