@@ -1,11 +1,11 @@
 //! Hyper-parameters and weight binding: the values read from the real 270M and the tiny
 //! T1 files (checked against their fixture READMEs), and the typed errors for files that
 //! are not Gemma 3 or whose metadata and tensors disagree (made by re-writing T1 with
-//! one change each).
+//! one change each); the fuzzer's seed model loads and chats.
 
 mod parity_support;
 
-use gemma_core::{Config, CoreError, Model, ModelOptions};
+use gemma_core::{Chat, ChatOptions, Config, CoreError, GenerateOptions, Model, ModelOptions};
 use gemma_gguf::{GgmlType, GgufError, GgufFile, GgufWriter, Value};
 use parity_support::{fixtures, real_model};
 use std::io::Cursor;
@@ -234,4 +234,30 @@ fn attention_scale_of_the_27b() {
     );
     c = Config::from_metadata(file.metadata(), 512).unwrap();
     assert_eq!(c.attention_scale, 1.0 / 128f32.sqrt());
+}
+
+/// The seed of the `model` fuzz target (`fuzz/seeds/tiny_model.gguf`, written by
+/// `fuzz/make_seeds.py`) must stay a model this engine loads and runs, or the fuzzer would
+/// only explore the loader's errors.
+#[test]
+fn the_fuzz_seed_is_a_whole_model() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/tiny_model.gguf");
+    let options = ModelOptions {
+        threads: 1,
+        ..ModelOptions::default()
+    };
+    let model = Model::load(path, options).expect("the seed loads");
+    let c = model.config();
+    assert_eq!((c.n_layer, c.n_embd, c.n_vocab), (2, 32, 275));
+    let chat_options = ChatOptions {
+        ctx_len: 40,
+        generate: GenerateOptions {
+            max_tokens: 3,
+            ..GenerateOptions::default()
+        },
+        ..ChatOptions::default()
+    };
+    let mut chat = Chat::new(&model, chat_options).expect("its tokenizer and template");
+    let turn = chat.send("Hi", |_| {}).expect("a sampled turn");
+    assert!(chat.tokens().len() > 5, "{turn:?}");
 }
