@@ -148,7 +148,8 @@ fn template_errors_are_typed() {
 #[test]
 fn endless_templates_stop_with_a_typed_error() {
     // 10^10 iterations: a file's template must not hang the engine.
-    let nested = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
+    let nested =
+        "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
     let endless = ChatTemplate::from_source(nested, "<bos>", "<eos>").unwrap();
     match endless.render(&poet(), true) {
         Err(GenerateError::Template(message)) => {
@@ -165,10 +166,16 @@ fn the_fuel_covers_more_messages_than_a_full_context() {
     let jinja = ChatTemplate::from_gguf(&file, &tokenizer).unwrap();
     let messages: Vec<Message> = (0..30_000)
         .map(|i| {
-            let role = if i % 2 == 0 { Role::User } else { Role::Assistant };
+            let role = if i % 2 == 0 {
+                Role::User
+            } else {
+                Role::Assistant
+            };
             Message::new(role, format!("message {i}"))
         })
         .collect();
-    let text = jinja.render(&messages, true).expect("renders within the fuel");
+    let text = jinja
+        .render(&messages, true)
+        .expect("renders within the fuel");
     assert!(text.ends_with("message 29999<end_of_turn>\n<start_of_turn>model\n"));
 }
