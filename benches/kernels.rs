@@ -59,7 +59,7 @@ const MATVEC_MODEL_SHAPES: [(GgmlType, (usize, usize)); 6] = [
     (GgmlType::Q6_K, (640, 2048)),
     (GgmlType::Q8_0, (262_144, 640)),
 ];
-const PREFILL_TYPES: [GgmlType; 12] = [
+const PREFILL_TYPES: [GgmlType; 14] = [
     GgmlType::Q4_K,
     GgmlType::Q4_0,
     GgmlType::Q5_0,
@@ -72,6 +72,8 @@ const PREFILL_TYPES: [GgmlType; 12] = [
     GgmlType::IQ4_XS,
     GgmlType::Q4_1,
     GgmlType::Q5_1,
+    GgmlType::F16,
+    GgmlType::BF16,
 ];
 
 /// Prefill shapes of the real models: the 270M feed-forward (Q5_0 in its Q4_K_M file,

@@ -24,11 +24,30 @@ pub(super) const HALF_EXTRA: usize = 1;
 /// Nothing to prepare for f32 activations.
 pub(super) fn prepare_f32(_x: &f32, _extra: &mut [i32]) {}
 
-/// An F16 activation as f32 bits (`to_f32_const`: no per-value CPU check, so the loop
-/// over a token's activations inlines it).
+/// An F16 activation as f32 bits ([`f16_to_f32_bits`]: no branch and no CPU check, so
+/// the loop over a token's activations inlines and vectorizes it).
 #[inline(always)]
 pub(super) fn prepare_f16(x: &f16, extra: &mut [i32]) {
-    extra[0] = x.to_f32_const().to_bits() as i32;
+    extra[0] = f16_to_f32_bits(x.to_bits()) as i32;
+}
+
+/// The f32 bits of the F16 value `h`, exact (F16C's conversion) with selects in place of
+/// branches: the exponent rebiased, infinities and NaNs moved to the f32 maximum
+/// exponent, subnormals normalized by one exact float subtraction. (`half`'s
+/// `to_f32_const`, branching per value, took 5.6% of a 270M F16 prefill on AVX2.)
+#[inline(always)]
+pub(super) fn f16_to_f32_bits(h: u16) -> u32 {
+    const EXP: u32 = 0x7C00 << 13;
+    // 2^-14, the smallest normal F16 value, as f32.
+    let magic = f32::from_bits(113 << 23);
+    let mut o = (u32::from(h) & 0x7FFF) << 13;
+    let exp = o & EXP;
+    o += (127 - 15) << 23;
+    let inf_nan = o + ((128 - 16) << 23);
+    let subnormal = (f32::from_bits(o + (1 << 23)) - magic).to_bits();
+    o = if exp == EXP { inf_nan } else { o };
+    o = if exp == 0 { subnormal } else { o };
+    o | (u32::from(h) & 0x8000) << 16
 }
 
 /// A BF16 activation as f32 bits.
@@ -300,6 +319,19 @@ gemm_kernels!(
 mod tests {
     use super::*;
     use crate::cpu::x86_64::avx512_gemm::tests::check;
+
+    #[test]
+    fn f16_widening_matches_half_for_every_value() {
+        for h in 0..=u16::MAX {
+            let expected = f16::from_bits(h).to_f32();
+            let got = f32::from_bits(f16_to_f32_bits(h));
+            if expected.is_nan() {
+                assert!(got.is_nan(), "{h:#06x}");
+            } else {
+                assert_eq!(got.to_bits(), expected.to_bits(), "{h:#06x}");
+            }
+        }
+    }
 
     #[test]
     fn sixteen_row_gemm_matches_scalar_dot() {
