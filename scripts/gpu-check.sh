@@ -29,6 +29,8 @@
 #      SIMD paths if larger);
 #   6. kernel timings at 12B shapes: matvec GB/s vs HBM and vs a plain streaming read of the
 #      same bytes (what a kernel can reach at that size), matmul TOPS, attention (cuda_bench);
+#   6a. the same (--quick) with every timing replayed from a CUDA graph (--graph): the
+#      kernels' own times without the host's launch costs, side by side with 6's;
 #   6b. the same (--quick) with three sets of tuning constants (GEMMA_CUDA_DEFINES: the keys
 #      in flight in attention, the values in flight in the one-chunk walk, mmq's blocks per
 #      SM), attention and matmul times side by side with the default's;
@@ -213,6 +215,7 @@ printf '%s\n' "${kl_rows[@]}" | tee "$OUT/kl.log"
 
 if [ -x "$BIN/cuda_bench" ] && [ $quick -eq 0 ]; then
   step kernel-bench 180 "$BIN/cuda_bench"
+  step kernel-bench-graph 90 "$BIN/cuda_bench" --quick --graph
 fi
 
 # 6b. Tuning constants without a rebuild (GEMMA_CUDA_DEFINES, see modules.rs): cuda_bench
@@ -429,6 +432,11 @@ grep -h -E "^matvec|^matmul|^attention|^row kernel|decode estimate|^device:" "$O
 grep -h -E "gpu vs llama.cpp|^kv |graph vs eager" "$OUT/engine-tiny-parity.log" 2>/dev/null | sed 's/^/  /'
 grep -h -E "test result" "$OUT"/*.log 2>/dev/null | sed 's/^/  /'
 printf '%s\n' "${kl_rows[@]}"
+if [ -f "$OUT/kernel-bench.log" ] && [ -f "$OUT/kernel-bench-graph.log" ]; then
+  echo "kernel times launched one after the other -> replayed from a CUDA graph (launch costs out):"
+  bash scripts/gpu-compare.sh "$OUT/kernel-bench.log" "$OUT/kernel-bench-graph.log" | sed 's/^/  /'
+  grep -h "decode estimate" "$OUT/kernel-bench-graph.log" | sed 's/^/  graph: /'
+fi
 [ ${#tune_rows[@]} -gt 0 ] && printf '%s\n' "${tune_rows[@]}"
 printf '%s\n' "${gen_rows[@]}"
 awk '/GPU tokens max/ { for (i = 1; i < NF; i++) { if ($i == "|diff|") r = $(i + 1); if ($i == "reference,") c = $(i + 1) }

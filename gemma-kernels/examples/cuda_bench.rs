@@ -3,15 +3,18 @@
 //! same bytes (`ops::read_stream`: what a kernel of that size can reach), prefill matmul in
 //! TOPS, attention, and a 12B Q4_K_M decode-step estimate from the matvec times alone.
 //!
-//! `cargo run --release -p gemma-kernels --example cuda_bench [-- --quick]`
+//! `cargo run --release -p gemma-kernels --example cuda_bench [-- --quick] [--graph]`
+//! With `--graph` every timing replays its runs from a CUDA graph captured once, so the
+//! launch costs of the host drop out: where the eager time of a small kernel is the host's
+//! launch rate, the graph time is the GPU's (the engine's decode graph runs them that way).
 //! Peak bandwidth: GEMMA_HBM_GBPS, else 3350 (H100 SXM) / 4800 (H200) by device name.
 //! Each matrix is cycled through enough copies that the working set exceeds the L2 cache.
 
 use cudarc::driver::sys::CUevent_flags;
 use gemma_gguf::GgmlType;
 use gemma_kernels::cuda::{
-    self, launch, ops, ActFormat, AttnShape, CudaDevice, CudaError, DecodeScratch, DeviceMatrix,
-    Q8Activations,
+    self, graph, launch, ops, ActFormat, AttnShape, CudaDevice, CudaError, DecodeScratch,
+    DeviceMatrix, Q8Activations,
 };
 
 /// Fills `n` bytes quickly with xorshift output; f16 scale fields get small sane values.
@@ -54,18 +57,23 @@ fn random_blocks(ty: GgmlType, n_blocks: usize, seed: u64) -> Vec<u8> {
 struct Timer {
     start: cudarc::driver::CudaEvent,
     end: cudarc::driver::CudaEvent,
+    /// Replay the timed runs from a CUDA graph (`--graph`) instead of launching them.
+    graph: bool,
 }
 
 impl Timer {
-    fn new(dev: &CudaDevice) -> Result<Self, CudaError> {
+    fn new(dev: &CudaDevice, graph: bool) -> Result<Self, CudaError> {
         let f = Some(CUevent_flags::CU_EVENT_DEFAULT);
         Ok(Timer {
             start: dev.context().new_event(f)?,
             end: dev.context().new_event(f)?,
+            graph,
         })
     }
 
-    /// Median-free mean over `iters` runs after 3 warm-ups, in microseconds.
+    /// Median-free mean over `iters` runs after 3 warm-ups, in microseconds: launched one
+    /// after the other, or with `graph` captured once and replayed (after one warm-up
+    /// replay). A run that cannot be captured is timed launched, with a note on stderr.
     fn time(
         &self,
         dev: &CudaDevice,
@@ -75,12 +83,38 @@ impl Timer {
         for i in 0..3 {
             run(i)?;
         }
+        if self.graph {
+            match Self::capture(dev, iters, &mut run) {
+                Ok(Some(graph)) => {
+                    graph.launch()?;
+                    self.start.record(dev.stream())?;
+                    graph.launch()?;
+                    self.end.record(dev.stream())?;
+                    return Ok(f64::from(self.start.elapsed_ms(&self.end)?) * 1000.0 / iters as f64);
+                }
+                Ok(None) => eprintln!("cuda_bench: nothing was captured; timed launched"),
+                Err(e) => eprintln!("cuda_bench: not captured ({e}); timed launched"),
+            }
+        }
         self.start.record(dev.stream())?;
         for i in 0..iters {
             run(i)?;
         }
         self.end.record(dev.stream())?;
         Ok(f64::from(self.start.elapsed_ms(&self.end)?) * 1000.0 / iters as f64)
+    }
+
+    /// The `iters` runs recorded into a graph (`None` if they queued nothing).
+    fn capture(
+        dev: &CudaDevice,
+        iters: usize,
+        run: &mut impl FnMut(usize) -> Result<(), CudaError>,
+    ) -> Result<Option<graph::DeviceGraph>, CudaError> {
+        graph::begin_capture(dev)?;
+        let recorded = (0..iters).try_for_each(&mut *run);
+        let graph = graph::end_capture(dev);
+        recorded?;
+        graph
     }
 }
 
@@ -398,6 +432,7 @@ fn main() {
 
 fn run() -> Result<(), CudaError> {
     let quick = std::env::args().any(|a| a == "--quick");
+    let in_graph = std::env::args().any(|a| a == "--graph");
     let dev = CudaDevice::new(0)?;
     let started = std::time::Instant::now();
     dev.warm_up()?;
@@ -409,7 +444,10 @@ fn run() -> Result<(), CudaError> {
         started.elapsed().as_secs_f64()
     );
     let peak = peak_gbps(&dev);
-    let t = Timer::new(&dev)?;
+    let t = Timer::new(&dev, in_graph)?;
+    if in_graph {
+        println!("timings: runs replayed from a CUDA graph (host launch costs excluded)");
+    }
     // Gemma 3 12B: hidden 3840, FFN 15360, 16 q heads / 8 kv heads x 256, vocab 262144.
     let (h, ff, q, kvd) = (3840, 15360, 4096, 2048);
     for ty in [
