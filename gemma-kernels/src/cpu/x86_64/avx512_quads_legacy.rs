@@ -24,7 +24,7 @@
 use super::act_quads::{packed_scales, ActQuad, QuadVecDot, QUAD};
 use super::avx2_kquants::prefetch_far;
 use crate::cpu::isa::{has_avx512_vnni, Isa};
-use crate::quant::common::KVALUES_IQ4NL;
+use crate::quant::common::KVALUES_IQ4NL_PLUS_128;
 use crate::quant::{BlockIQ4_NL, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 use half::f16;
 use std::arch::x86_64::*;
@@ -288,10 +288,9 @@ unsafe fn q5_1_kernel(w: &[BlockQ5_1], x: &[ActQuad]) -> f32 {
 /// The CPU must support AVX-512 F/BW/VL, VNNI, FMA and F16C.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn iq4_nl_kernel(w: &[BlockIQ4_NL], x: &[ActQuad]) -> f32 {
-    let levels = KVALUES_IQ4NL.map(|v| (i16::from(v) + 128) as u8);
-    // SAFETY: features enabled above; the load reads the 16 table bytes.
+        // SAFETY: features enabled above; the load reads the 16 table bytes.
     unsafe {
-        let table = _mm512_broadcast_i32x4(_mm_loadu_si128(levels.as_ptr().cast()));
+        let table = _mm512_broadcast_i32x4(_mm_loadu_si128(KVALUES_IQ4NL_PLUS_128.as_ptr().cast()));
         quads(
             w,
             x,

@@ -16,7 +16,7 @@
 //! | Q6_K | 16 | 32 | no |
 //! | IQ4_XS | 32 | 128 | no |
 use super::avx512_gemm::{prefetch_ahead_in_rows, transpose_rows, Line, GROUP_ROWS};
-use crate::quant::common::KVALUES_IQ4NL;
+use crate::quant::common::KVALUES_IQ4NL_PLUS_128;
 use crate::quant::{
     BlockIQ4_XS, BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_K, QuantBlock,
 };
@@ -302,12 +302,8 @@ impl Packed for BlockIQ4_XS {
         // `32 ib + l` / `32 ib + 16 + l`: table entries of the low / high nibble of
         // `qs[16 ib + l]`; the table holds each level plus 128.
         unsafe {
-            let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(
-                KVALUES_IQ4NL
-                    .map(|v| (i16::from(v) + 128) as u8)
-                    .as_ptr()
-                    .cast(),
-            ));
+            let table =
+                _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL_PLUS_128.as_ptr().cast()));
             for pair in 0..4 {
                 let (lo, hi) = nibbles32(self.qs.as_ptr().add(32 * pair));
                 // 128-bit lane k of `lo` / `hi` belongs to block 2 pair + k.

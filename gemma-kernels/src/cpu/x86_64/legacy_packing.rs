@@ -7,7 +7,7 @@
 //! line of the row minimums as f32. Packing needs AVX2 only.
 
 use super::avx512_gemm::{prefetch_ahead_in_rows, transpose_rows, Line, GROUP_ROWS};
-use crate::quant::common::KVALUES_IQ4NL;
+use crate::quant::common::KVALUES_IQ4NL_PLUS_128;
 use crate::quant::{BlockIQ4_NL, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 use std::arch::x86_64::*;
 
@@ -172,8 +172,7 @@ impl Unsigned32 for BlockIQ4_NL {
     unsafe fn unsigned(&self) -> __m256i {
         // SAFETY: a 16-byte load of the 16-entry table; AVX2 enabled by the caller.
         unsafe {
-            let levels = KVALUES_IQ4NL.map(|v| (i16::from(v) + 128) as u8);
-            let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(levels.as_ptr().cast()));
+                        let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL_PLUS_128.as_ptr().cast()));
             _mm256_shuffle_epi8(table, nibbles(&self.qs))
         }
     }
