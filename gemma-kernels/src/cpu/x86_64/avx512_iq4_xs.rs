@@ -24,7 +24,7 @@ pub(crate) unsafe fn dot_iq4_xs_vnni(w: &[BlockIQ4_XS], x: &[BlockQ8_K]) -> f32 
     // the 128-byte `qs` of the weight block (32 · pair + 32 <= 128), the 256-byte `qs`
     // (64 · pair + 64 <= 256) and the 32-byte `bsums` of the activation block.
     unsafe {
-                let table = _mm512_broadcast_i32x4(_mm_loadu_si128(KVALUES_IQ4NL_PLUS_128.as_ptr().cast()));
+        let table = _mm512_broadcast_i32x4(_mm_loadu_si128(KVALUES_IQ4NL_PLUS_128.as_ptr().cast()));
         let m4 = _mm512_set1_epi8(0x0f);
         // Sub-block `s` (lane `s < 8`): its low scale bits are bits `4s..4s+4` of
         // `scales_l`, its high bits `2s..2s+2` of `scales_h`.

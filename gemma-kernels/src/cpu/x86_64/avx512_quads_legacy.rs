@@ -288,7 +288,7 @@ unsafe fn q5_1_kernel(w: &[BlockQ5_1], x: &[ActQuad]) -> f32 {
 /// The CPU must support AVX-512 F/BW/VL, VNNI, FMA and F16C.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn iq4_nl_kernel(w: &[BlockIQ4_NL], x: &[ActQuad]) -> f32 {
-        // SAFETY: features enabled above; the load reads the 16 table bytes.
+    // SAFETY: features enabled above; the load reads the 16 table bytes.
     unsafe {
         let table = _mm512_broadcast_i32x4(_mm_loadu_si128(KVALUES_IQ4NL_PLUS_128.as_ptr().cast()));
         quads(

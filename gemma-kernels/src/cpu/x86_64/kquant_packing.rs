@@ -302,8 +302,9 @@ impl Packed for BlockIQ4_XS {
         // `32 ib + l` / `32 ib + 16 + l`: table entries of the low / high nibble of
         // `qs[16 ib + l]`; the table holds each level plus 128.
         unsafe {
-            let table =
-                _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL_PLUS_128.as_ptr().cast()));
+            let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(
+                KVALUES_IQ4NL_PLUS_128.as_ptr().cast(),
+            ));
             for pair in 0..4 {
                 let (lo, hi) = nibbles32(self.qs.as_ptr().add(32 * pair));
                 // 128-bit lane k of `lo` / `hi` belongs to block 2 pair + k.

@@ -172,7 +172,9 @@ impl Unsigned32 for BlockIQ4_NL {
     unsafe fn unsigned(&self) -> __m256i {
         // SAFETY: a 16-byte load of the 16-entry table; AVX2 enabled by the caller.
         unsafe {
-                        let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL_PLUS_128.as_ptr().cast()));
+            let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(
+                KVALUES_IQ4NL_PLUS_128.as_ptr().cast(),
+            ));
             _mm256_shuffle_epi8(table, nibbles(&self.qs))
         }
     }
