@@ -55,10 +55,11 @@ unsafe fn pack_body<T: Copy>(
     }
 }
 
-/// Tokens `t0..t0 + T` of a packed group (`x` starts at token `t0`), stored to `out`.
-/// With both halves of the rows live, each token's value is broadcast once per column
-/// for the FMAs of both halves (two accumulators per token); with one, two accumulators
-/// per token take the even and odd columns, to hide the FMA latency.
+/// Tokens `t0..t0 + T` of a packed group (`x` starts at token `t0`), stored to `out`:
+/// per token and row, the sum over even columns plus the sum over odd ones (two
+/// accumulators hide the FMA latency; the AVX-512 tile sums in the same order, so both
+/// paths give the same bits). With both halves of the rows live, each token's value is
+/// broadcast once per column for the FMAs of both halves (four accumulators per token).
 ///
 /// # Safety
 /// Only for inlining into AVX2 + FMA functions; `packed` must hold `cols` lines, `x` `T`
@@ -74,48 +75,58 @@ unsafe fn tile<const T: usize>(
 ) {
     // SAFETY: guaranteed by the caller; reads stay below column `cols` of `T` rows.
     unsafe {
-        let mut acc = [[_mm256_setzero_ps(); 2]; T];
-        if live_halves(&out) == 2 {
-            for c in 0..cols {
-                let (w0, w1) = (half_ps(packed.add(c), 0), half_ps(packed.add(c), 1));
+        let halves = live_halves(&out);
+        // acc[t][2 h + p]: token t, half h, columns of parity p.
+        let mut acc = [[_mm256_setzero_ps(); 4]; T];
+        // Column `c` into the accumulators of `parity` (a constant at every call, so that
+        // `acc` stays in registers once inlined).
+        let column = |acc: &mut [[__m256; 4]; T], c: usize, both: bool, parity: usize| {
+            let w0 = half_ps(packed.add(c), 0);
+            if both {
+                let w1 = half_ps(packed.add(c), 1);
                 for (t, acc) in acc.iter_mut().enumerate() {
                     let xt = _mm256_set1_ps(*x.add(t * cols + c));
-                    acc[0] = _mm256_fmadd_ps(w0, xt, acc[0]);
-                    acc[1] = _mm256_fmadd_ps(w1, xt, acc[1]);
+                    acc[parity] = _mm256_fmadd_ps(w0, xt, acc[parity]);
+                    acc[2 + parity] = _mm256_fmadd_ps(w1, xt, acc[2 + parity]);
+                }
+            } else {
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    let xt = _mm256_set1_ps(*x.add(t * cols + c));
+                    acc[parity] = _mm256_fmadd_ps(w0, xt, acc[parity]);
                 }
             }
-            for (t, [a, b]) in acc.into_iter().enumerate() {
-                store_half(&out, t0 + t, 0, a);
-                store_half(&out, t0 + t, 1, b);
-            }
-            return;
-        }
+        };
         let mut c = 0;
-        while c + 2 <= cols {
-            let w0 = half_ps(packed.add(c), 0);
-            let w1 = half_ps(packed.add(c + 1), 0);
-            for (t, acc) in acc.iter_mut().enumerate() {
-                let xt = x.add(t * cols + c);
-                acc[0] = _mm256_fmadd_ps(w0, _mm256_set1_ps(*xt), acc[0]);
-                acc[1] = _mm256_fmadd_ps(w1, _mm256_set1_ps(*xt.add(1)), acc[1]);
+        if halves == 2 {
+            while c + 2 <= cols {
+                column(&mut acc, c, true, 0);
+                column(&mut acc, c + 1, true, 1);
+                c += 2;
             }
-            c += 2;
-        }
-        if c < cols {
-            let w0 = half_ps(packed.add(c), 0);
-            for (t, acc) in acc.iter_mut().enumerate() {
-                acc[0] = _mm256_fmadd_ps(w0, _mm256_set1_ps(*x.add(t * cols + c)), acc[0]);
+            if c < cols {
+                column(&mut acc, c, true, 0);
+            }
+        } else {
+            while c + 2 <= cols {
+                column(&mut acc, c, false, 0);
+                column(&mut acc, c + 1, false, 1);
+                c += 2;
+            }
+            if c < cols {
+                column(&mut acc, c, false, 0);
             }
         }
-        for (t, [a, b]) in acc.into_iter().enumerate() {
-            store_half(&out, t0 + t, 0, _mm256_add_ps(a, b));
+        for (t, a) in acc.into_iter().enumerate() {
+            for h in 0..halves {
+                store_half(&out, t0 + t, h, _mm256_add_ps(a[2 * h], a[2 * h + 1]));
+            }
         }
     }
 }
 
-/// Every token of `a` (`tokens` rows of `cols` f32 values) times a packed group, six at a
-/// time (twelve accumulators, a weight pair and a broadcast fill the sixteen registers),
-/// then the rest in one tile.
+/// Every token of `a` (`tokens` rows of `cols` f32 values) times a packed group, three at
+/// a time (twelve accumulators, a weight pair and a broadcast fill the sixteen
+/// registers), then the rest in one tile.
 ///
 /// # Safety
 /// Only for inlining into AVX2 + FMA functions; `p` must point to `cols` packed lines, `a`
@@ -125,15 +136,12 @@ unsafe fn run_body(p: *const Line, cols: usize, a: *const f32, tokens: usize, ou
     let mut t = 0;
     // SAFETY: guaranteed by the caller; each call covers tokens `t..t + T <= tokens`.
     unsafe {
-        while t + 6 <= tokens {
-            tile::<6>(p, cols, a.add(t * cols), out, t);
-            t += 6;
+        while t + 3 <= tokens {
+            tile::<3>(p, cols, a.add(t * cols), out, t);
+            t += 3;
         }
         let rest = a.add(t * cols);
         match tokens - t {
-            5 => tile::<5>(p, cols, rest, out, t),
-            4 => tile::<4>(p, cols, rest, out, t),
-            3 => tile::<3>(p, cols, rest, out, t),
             2 => tile::<2>(p, cols, rest, out, t),
             1 => tile::<1>(p, cols, rest, out, t),
             _ => {}
@@ -242,7 +250,77 @@ gemm_kernels!(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::x86_64::avx512_gemm::tests::check;
+    use crate::cpu::x86_64::avx512_gemm::tests::{check, values};
+    use crate::cpu::x86_64::avx512_gemm::Gemm;
+    use crate::cpu::x86_64::avx512_gemm_float;
+    use crate::quant::QuantBlock;
+
+    /// Every output of `gemm` for `rows` x `cols` weights and `tokens` tokens of
+    /// deterministic values, group after group.
+    fn outputs<W: QuantBlock<Act = W>>(
+        gemm: &Gemm<W, W>,
+        rows: usize,
+        cols: usize,
+        tokens: usize,
+    ) -> Vec<f32> {
+        let mut w = vec![<W as bytemuck::Zeroable>::zeroed(); rows * cols];
+        W::quantize(&values(rows * cols, 3), &mut w);
+        let mut x = vec![<W as bytemuck::Zeroable>::zeroed(); tokens * cols];
+        W::quantize_act(&values(tokens * cols, 5), &mut x);
+        let mut extra = vec![0i32; tokens * cols * gemm.extra_per_block];
+        (gemm.prepare)(&x, &mut extra);
+        let mut packed = vec![Line([0; 64]); cols * gemm.lines_per_block];
+        let mut all = Vec::new();
+        for first in (0..rows).step_by(GROUP_ROWS) {
+            let n_rows = GROUP_ROWS.min(rows - first);
+            (gemm.pack)(&w[first * cols..(first + n_rows) * cols], cols, &mut packed);
+            let mut out = vec![0.0f32; tokens * GROUP_ROWS];
+            let outputs = Outputs {
+                ptr: out.as_mut_ptr(),
+                stride: GROUP_ROWS,
+                rows: n_rows,
+            };
+            // SAFETY: `out` holds `tokens` rows of `GROUP_ROWS` floats.
+            unsafe { (gemm.run)(&packed, cols, &x, &extra, tokens, outputs) };
+            all.extend_from_slice(&out);
+        }
+        all
+    }
+
+    /// The AVX2 and AVX-512 float GEMMs sum each product in the same order (even columns,
+    /// odd columns, then the two), so a model gives the same bits on both paths; the real
+    /// 270M turns any other order into visible logit differences (README, Correctness).
+    #[test]
+    fn same_bits_as_the_avx512_gemm() {
+        let (Some(f32s), Some(f16s)) = (f32_gemm(), f16_gemm()) else {
+            eprintln!("no AVX2 on this CPU: the AVX2 sixteen-row GEMM cannot run here");
+            return;
+        };
+        let (Some(f32_512), Some(f16_512)) =
+            (avx512_gemm_float::f32_gemm(), avx512_gemm_float::f16_gemm())
+        else {
+            eprintln!("no AVX-512 VNNI on this CPU: nothing to compare the AVX2 GEMM with");
+            return;
+        };
+        for (rows, cols, tokens) in [(33, 257, 29), (16, 64, 6), (7, 33, 5), (20, 2, 3)] {
+            let (a, b) = (
+                outputs(&f32s, rows, cols, tokens),
+                outputs(&f32_512, rows, cols, tokens),
+            );
+            assert!(
+                a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "F32 {rows}x{cols}x{tokens}"
+            );
+            let (a, b) = (
+                outputs(&f16s, rows, cols, tokens),
+                outputs(&f16_512, rows, cols, tokens),
+            );
+            assert!(
+                a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "F16 {rows}x{cols}x{tokens}"
+            );
+        }
+    }
 
     #[test]
     fn sixteen_row_gemm_matches_scalar_dot() {
