@@ -83,22 +83,25 @@ impl Timer {
         for i in 0..3 {
             run(i)?;
         }
-        if self.graph {
-            match Self::capture(dev, iters, &mut run) {
-                Ok(Some(graph)) => {
-                    graph.launch()?;
-                    self.start.record(dev.stream())?;
-                    graph.launch()?;
-                    self.end.record(dev.stream())?;
-                    return Ok(f64::from(self.start.elapsed_ms(&self.end)?) * 1000.0 / iters as f64);
-                }
-                Ok(None) => eprintln!("cuda_bench: nothing was captured; timed launched"),
-                Err(e) => eprintln!("cuda_bench: not captured ({e}); timed launched"),
+        let graph = match self.graph.then(|| Self::capture(dev, iters, &mut run)) {
+            Some(Ok(Some(graph))) => {
+                graph.launch()?; // warm-up replay
+                Some(graph)
             }
-        }
+            Some(Ok(None)) => {
+                eprintln!("cuda_bench: nothing was captured; timed launched");
+                None
+            }
+            Some(Err(e)) => {
+                eprintln!("cuda_bench: not captured ({e}); timed launched");
+                None
+            }
+            None => None,
+        };
         self.start.record(dev.stream())?;
-        for i in 0..iters {
-            run(i)?;
+        match &graph {
+            Some(graph) => graph.launch()?,
+            None => (0..iters).try_for_each(&mut run)?,
         }
         self.end.record(dev.stream())?;
         Ok(f64::from(self.start.elapsed_ms(&self.end)?) * 1000.0 / iters as f64)

@@ -73,52 +73,72 @@ unsafe fn tile<const T: usize>(
     out: Outputs,
     t0: usize,
 ) {
-    // SAFETY: guaranteed by the caller; reads stay below column `cols` of `T` rows.
-    unsafe {
-        let halves = live_halves(&out);
-        // acc[t][2 h + p]: token t, half h, columns of parity p.
-        let mut acc = [[_mm256_setzero_ps(); 4]; T];
-        // Column `c` into the accumulators of `parity` (a constant at every call, so that
-        // `acc` stays in registers once inlined).
-        let column = |acc: &mut [[__m256; 4]; T], c: usize, both: bool, parity: usize| {
-            let w0 = half_ps(packed.add(c), 0);
-            if both {
-                let w1 = half_ps(packed.add(c), 1);
-                for (t, acc) in acc.iter_mut().enumerate() {
-                    let xt = _mm256_set1_ps(*x.add(t * cols + c));
-                    acc[parity] = _mm256_fmadd_ps(w0, xt, acc[parity]);
-                    acc[2 + parity] = _mm256_fmadd_ps(w1, xt, acc[2 + parity]);
-                }
-            } else {
-                for (t, acc) in acc.iter_mut().enumerate() {
-                    let xt = _mm256_set1_ps(*x.add(t * cols + c));
-                    acc[parity] = _mm256_fmadd_ps(w0, xt, acc[parity]);
-                }
-            }
-        };
-        let mut c = 0;
+    let halves = live_halves(&out);
+    // SAFETY: guaranteed by the caller, forwarded.
+    let acc = unsafe {
         if halves == 2 {
-            while c + 2 <= cols {
-                column(&mut acc, c, true, 0);
-                column(&mut acc, c + 1, true, 1);
-                c += 2;
-            }
-            if c < cols {
-                column(&mut acc, c, true, 0);
-            }
+            columns::<T, true>(packed, cols, x)
         } else {
-            while c + 2 <= cols {
-                column(&mut acc, c, false, 0);
-                column(&mut acc, c + 1, false, 1);
-                c += 2;
-            }
-            if c < cols {
-                column(&mut acc, c, false, 0);
-            }
+            columns::<T, false>(packed, cols, x)
         }
-        for (t, a) in acc.into_iter().enumerate() {
-            for h in 0..halves {
-                store_half(&out, t0 + t, h, _mm256_add_ps(a[2 * h], a[2 * h + 1]));
+    };
+    for (t, a) in acc.into_iter().enumerate() {
+        for h in 0..halves {
+            // SAFETY: the caller's contract on `out`.
+            unsafe { store_half(&out, t0 + t, h, _mm256_add_ps(a[2 * h], a[2 * h + 1])) };
+        }
+    }
+}
+
+/// The sums of [`tile`] over every column: `acc[t][2 h + p]` for token `t`, half `h` (only
+/// half 0 unless `BOTH`), columns of parity `p`.
+///
+/// # Safety
+/// As [`tile`].
+#[inline(always)]
+unsafe fn columns<const T: usize, const BOTH: bool>(
+    packed: *const Line,
+    cols: usize,
+    x: *const f32,
+) -> [[__m256; 4]; T] {
+    let mut acc = [[_mm256_setzero_ps(); 4]; T];
+    let mut c = 0;
+    // SAFETY: guaranteed by the caller; every column is below `cols`.
+    unsafe {
+        while c + 2 <= cols {
+            column::<T, BOTH, 0>(&mut acc, packed, cols, x, c);
+            column::<T, BOTH, 1>(&mut acc, packed, cols, x, c + 1);
+            c += 2;
+        }
+        if c < cols {
+            column::<T, BOTH, 0>(&mut acc, packed, cols, x, c);
+        }
+    }
+    acc
+}
+
+/// Adds column `c` to the accumulators of parity `P` (a constant, so that `acc` stays in
+/// registers).
+///
+/// # Safety
+/// As [`tile`], with `c < cols`.
+#[inline(always)]
+unsafe fn column<const T: usize, const BOTH: bool, const P: usize>(
+    acc: &mut [[__m256; 4]; T],
+    packed: *const Line,
+    cols: usize,
+    x: *const f32,
+    c: usize,
+) {
+    // SAFETY: guaranteed by the caller; reads line `c` and column `c` of `T` rows.
+    unsafe {
+        let w0 = half_ps(packed.add(c), 0);
+        let w1 = if BOTH { half_ps(packed.add(c), 1) } else { w0 };
+        for (t, acc) in acc.iter_mut().enumerate() {
+            let xt = _mm256_set1_ps(*x.add(t * cols + c));
+            acc[P] = _mm256_fmadd_ps(w0, xt, acc[P]);
+            if BOTH {
+                acc[2 + P] = _mm256_fmadd_ps(w1, xt, acc[2 + P]);
             }
         }
     }
@@ -303,23 +323,27 @@ mod tests {
             return;
         };
         for (rows, cols, tokens) in [(33, 257, 29), (16, 64, 6), (7, 33, 5), (20, 2, 3)] {
-            let (a, b) = (
-                outputs(&f32s, rows, cols, tokens),
-                outputs(&f32_512, rows, cols, tokens),
-            );
-            assert!(
-                a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()),
-                "F32 {rows}x{cols}x{tokens}"
-            );
-            let (a, b) = (
-                outputs(&f16s, rows, cols, tokens),
-                outputs(&f16_512, rows, cols, tokens),
-            );
-            assert!(
-                a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()),
-                "F16 {rows}x{cols}x{tokens}"
-            );
+            let shape = (rows, cols, tokens);
+            assert_same_bits(&f32s, &f32_512, shape);
+            assert_same_bits(&f16s, &f16_512, shape);
         }
+    }
+
+    /// Panics unless `a` and `b` give the same bits for `rows x cols` weights and `tokens`.
+    fn assert_same_bits<W: QuantBlock<Act = W>>(
+        a: &Gemm<W, W>,
+        b: &Gemm<W, W>,
+        (rows, cols, tokens): (usize, usize, usize),
+    ) {
+        let (a, b) = (
+            outputs(a, rows, cols, tokens),
+            outputs(b, rows, cols, tokens),
+        );
+        assert!(
+            a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{:?} {rows}x{cols}x{tokens}",
+            W::TYPE
+        );
     }
 
     #[test]
