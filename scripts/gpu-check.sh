@@ -2,7 +2,9 @@
 # The prepared GPU run (issue 7), for a machine with an NVIDIA GPU but no Rust toolchain and
 # no network. Run scripts/gpu-prepare.sh first (on a machine with cargo) and carry gpu-bin/.
 #
-#   bash scripts/gpu-check.sh            # logs under $OUT (or /tmp/gpu-check), table last
+#   bash scripts/gpu-check.sh            # logs under /tmp/gpu-check (GPU_CHECK_LOGS), table last;
+#                                        # with $LOGS set (the device tool), the logs also go
+#                                        # there as one gpu-check-logs.tgz (8 files come back)
 #   bash scripts/gpu-check.sh --quick    # skips the kernel benchmark and the 12B (~1 min)
 #
 # Dry run without a GPU, on the emulated CUDA driver (scripts/emu-cuda.sh; ~7 min, nothing
@@ -68,8 +70,8 @@ cd "$(dirname "$0")/.."
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 BIN="${GPU_BIN:-gpu-bin}"
-OUT="${OUT:-/tmp/gpu-check}"
-mkdir -p "$OUT"
+LOGS="${GPU_CHECK_LOGS:-/tmp/gpu-check}"
+mkdir -p "$LOGS"
 export GEMMA_CACHE="${GEMMA_CACHE:-/tmp/gemma-cache}"
 export GEMMA_FIXTURES="$PWD/$BIN/fixtures"
 export GEMMA_TINY_VARIANTS="$(tr ' ' ',' < "$BIN/fixtures/variants.txt" 2>/dev/null | tr -d '\n')"
@@ -77,15 +79,15 @@ export RUST_BACKTRACE=1
 t_start=$(date +%s)
 rows=()
 
-# step NAME SECONDS CMD...: runs CMD with a timeout, logs to $OUT/NAME.log, shows its tail.
+# step NAME SECONDS CMD...: runs CMD with a timeout, logs to $LOGS/NAME.log, shows its tail.
 step() {
   local name=$1 limit=$2
   shift 2
   echo "=== $name: $*"
   local s=$(date +%s)
-  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+  timeout "$limit" "$@" >"$LOGS/$name.log" 2>&1
   local rc=$? d=$(( $(date +%s) - s ))
-  tail -n 25 "$OUT/$name.log"
+  tail -n 25 "$LOGS/$name.log"
   local status=PASS
   [ $rc -eq 0 ] || status="FAIL rc=$rc"
   [ $rc -eq 124 ] && status="TIMEOUT ${limit}s"
@@ -94,7 +96,7 @@ step() {
 
 # llama_bench NAME MODEL: llama.cpp's CUDA backend on MODEL (llama-bench -ngl 99 -p 512 -n 64
 # -r 3, flash attention auto = on) when a build is at $LLAMA_CUDA_DIR (see
-# scripts/llamacpp-cuda/README.md); logs to $OUT/NAME.log and adds a row "prefill / decode".
+# scripts/llamacpp-cuda/README.md); logs to $LOGS/NAME.log and adds a row "prefill / decode".
 LLAMA_CUDA_DIR="${LLAMA_CUDA_DIR:-$([ -d llama-cuda ] && echo llama-cuda || echo /tmp/llama-cuda)}"
 llama_rows=()
 llama_bench() {
@@ -104,7 +106,7 @@ llama_bench() {
     return
   fi
   step "$name" 240 bash "$LLAMA_CUDA_DIR/run.sh" "$model"
-  llama_rows+=("$(python3 - "$OUT/$name.log" "$name" <<'PY'
+  llama_rows+=("$(python3 - "$LOGS/$name.log" "$name" <<'PY'
 import json, sys
 text = open(sys.argv[1], errors="replace").read()
 start = text.find("\n[")
@@ -124,7 +126,7 @@ PY
 
 echo "=== nvidia-smi"
 timeout 20 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version,clocks.max.sm,clocks.max.mem \
-  --format=csv 2>&1 | tee "$OUT/nvidia-smi.log"
+  --format=csv 2>&1 | tee "$LOGS/nvidia-smi.log"
 gpu_name=$(timeout 20 nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n1)
 
 echo "=== libnvrtc"
@@ -163,7 +165,7 @@ synth_model=/tmp/gemma-synth-12b-q4_k_m.gguf
 synth_pid=""
 if [ $quick -eq 0 ]; then
   timeout 200 "$BIN/synth" --size 12b --quant Q4_K_M --vocab-from "$BIN/fixtures/gemma3-vocab.gguf" \
-    --out "$synth_model" > "$OUT/synth-12b.log" 2>&1 &
+    --out "$synth_model" > "$LOGS/synth-12b.log" 2>&1 &
   synth_pid=$!
 fi
 
@@ -182,10 +184,10 @@ kl_rows=()
 kl_args=$(cat "$BIN/kl-args.txt" 2>/dev/null)
 for run in $(cat "$BIN/kl/runs.txt" 2>/dev/null); do
   v=${run%%:*} kv=${run##*:}
-  gpu_dump="$OUT/kl-gpu-$v-kv$kv.f32"
+  gpu_dump="$LOGS/kl-gpu-$v-kv$kv.f32"
   # shellcheck disable=SC2086
   timeout 60 "$BIN/generate" --model "$BIN/fixtures/tiny/tiny-gemma3-t1-$v.gguf" $kl_args \
-    --kv-type "$kv" --device cuda --dump-logits "$gpu_dump" >"$OUT/kl-gpu-$v-kv$kv.log" 2>&1
+    --kv-type "$kv" --device cuda --dump-logits "$gpu_dump" >"$LOGS/kl-gpu-$v-kv$kv.log" 2>&1
   # Bound: 1e-3 (the issue's goal), or for a quantized model three times the KL between the
   # CPU's own scalar and SIMD paths on the same file (gpu-prepare.sh), if larger: its
   # activations are quantized to 8 bits, so a last-bit difference anywhere flips whole steps
@@ -207,11 +209,11 @@ for run in $(cat "$BIN/kl/runs.txt" 2>/dev/null); do
   case $? in
     0) verdict="PASS ($bound_note)" ;;
     1) verdict="FAIL (mean KL > $bound: $bound_note)" ;;
-    *) verdict="FAIL (no GPU dump: see $OUT/kl-gpu-$v-kv$kv.log)" ;;
+    *) verdict="FAIL (no GPU dump: see $LOGS/kl-gpu-$v-kv$kv.log)" ;;
   esac
   kl_rows+=("$(printf 'kl %-7s kv %-5s %-62s %s' "$v" "$kv" "$line" "$verdict")")
 done
-printf '%s\n' "${kl_rows[@]}" | tee "$OUT/kl.log"
+printf '%s\n' "${kl_rows[@]}" | tee "$LOGS/kl.log"
 
 if [ -x "$BIN/cuda_bench" ] && [ $quick -eq 0 ]; then
   step kernel-bench 180 "$BIN/cuda_bench"
@@ -221,13 +223,13 @@ fi
 # 6b. Tuning constants without a rebuild (GEMMA_CUDA_DEFINES, see modules.rs): cuda_bench
 # --quick with each set, its attention and matmul times against the default run's.
 tune_rows=()
-if [ -x "$BIN/cuda_bench" ] && [ $quick -eq 0 ] && [ -f "$OUT/kernel-bench.log" ]; then
+if [ -x "$BIN/cuda_bench" ] && [ $quick -eq 0 ] && [ -f "$LOGS/kernel-bench.log" ]; then
   for defs in "ATT_WALK_AHEAD=8 MMQ_MIN_BLOCKS=3" "ATT_WALK_AHEAD=32 MMQ_MIN_BLOCKS=2" "ATT_KEYS_IN_FLIGHT=8"; do
     name="tune-$(echo "$defs" | tr ' =' '-_' | tr '[:upper:]' '[:lower:]')"
     GEMMA_CUDA_DEFINES="$defs" step "$name" 60 "$BIN/cuda_bench" --quick
     tune_rows+=("GEMMA_CUDA_DEFINES=\"$defs\" (default -> these):")
     while IFS= read -r line; do tune_rows+=("  $line"); done < <(bash scripts/gpu-compare.sh \
-      "$OUT/kernel-bench.log" "$OUT/$name.log" | grep -E '^(attention|matmul)')
+      "$LOGS/kernel-bench.log" "$LOGS/$name.log" | grep -E '^(attention|matmul)')
   done
 fi
 
@@ -255,18 +257,18 @@ for v in f16 q4_k_m; do
   GEMMA_CUDA_GRAPH=1 step "generate-graph-$v" 60 "$BIN/generate" --model "$tiny_model" $gen_args --device cuda
   # shellcheck disable=SC2086
   GEMMA_CUDA_GRAPH=0 step "generate-$v" 60 "$BIN/generate" --model "$tiny_model" $gen_args --device cuda
-  gpu=$(ids "$OUT/generate-$v.log") cpu=$(ids "$BIN/generate-cpu-$v.json")
-  graph=$(ids "$OUT/generate-graph-$v.log")
+  gpu=$(ids "$LOGS/generate-$v.log") cpu=$(ids "$BIN/generate-cpu-$v.json")
+  graph=$(ids "$LOGS/generate-graph-$v.log")
   compare_ids "generate $v decode graph vs eager GPU ids:" "$graph" "$gpu"
   compare_ids "generate $v decode graph vs CPU ids:" "$graph" "$cpu"
   compare_ids "generate $v eager GPU vs CPU ids:" "$gpu" "$cpu"
   # shellcheck disable=SC2086
   GEMMA_CUDA_PDL=1 GEMMA_CUDA_GRAPH=1 step "generate-graph-pdl-$v" 60 "$BIN/generate" --model "$tiny_model" \
     $gen_args --device cuda
-  compare_ids "generate $v graph + PDL vs eager GPU ids:" "$(ids "$OUT/generate-graph-pdl-$v.log")" "$gpu"
+  compare_ids "generate $v graph + PDL vs eager GPU ids:" "$(ids "$LOGS/generate-graph-pdl-$v.log")" "$gpu"
   [ "$gpu" = "$cpu" ] || gen_rows+=("  cpu ${cpu#*:}" "  gpu ${gpu#*:}")
-  vram=$(grep -o '"vram_bytes":[0-9]*' "$OUT/generate-$v.log" | head -n1)
-  planned=$(grep -o '"vram_predicted_bytes":[0-9]*' "$OUT/generate-$v.log" | head -n1)
+  vram=$(grep -o '"vram_bytes":[0-9]*' "$LOGS/generate-$v.log" | head -n1)
+  planned=$(grep -o '"vram_predicted_bytes":[0-9]*' "$LOGS/generate-$v.log" | head -n1)
   [ -n "$vram" ] && gen_rows+=("  $v ${vram//\"/} (the planner: ${planned//\"/})")
 done
 
@@ -277,10 +279,10 @@ bench_line="" graph_line="" rows1_line="" pdl_graph_line="" pdl_line=""
 if [ -n "$synth_pid" ]; then
   s=$(date +%s)
   wait "$synth_pid"
-  rows+=("$(printf '%-22s %-16s %4ss' synth-12b "$(grep -q '^wrote ' "$OUT/synth-12b.log" && echo PASS || echo FAIL)" \
+  rows+=("$(printf '%-22s %-16s %4ss' synth-12b "$(grep -q '^wrote ' "$LOGS/synth-12b.log" && echo PASS || echo FAIL)" \
     "$(( $(date +%s) - s ))") (waited; it ran in the background)")
 fi
-if [ $quick -eq 0 ] && ! grep -q '^wrote ' "$OUT/synth-12b.log"; then
+if [ $quick -eq 0 ] && ! grep -q '^wrote ' "$LOGS/synth-12b.log"; then
   synth_note="12B shapes, 8 of 48 layers (the full 12B synth failed or took > 200 s)"
   step synth-12b-8layers 60 "$BIN/synth" --size 12b --layers 8 --quant Q4_K_M \
     --vocab-from "$BIN/fixtures/gemma3-vocab.gguf" --out "$synth_model"
@@ -288,21 +290,21 @@ fi
 if [ $quick -eq 0 ] && [ -f "$synth_model" ]; then
   GEMMA_CUDA_GRAPH=0 step bench-12b 240 "$BIN/bench" --model "$synth_model" --device cuda --prefill 512 --decode 64 \
     --reps 2 --json
-  bench_line=$(grep -h '^{' "$OUT/bench-12b.log" | tail -n1)
+  bench_line=$(grep -h '^{' "$LOGS/bench-12b.log" | tail -n1)
   GEMMA_CUDA_GRAPH=1 step bench-12b-graph 120 "$BIN/bench" --model "$synth_model" --device cuda --prefill 16 \
     --decode 64 --reps 2 --json
-  graph_line=$(grep -h '^{' "$OUT/bench-12b-graph.log" | tail -n1)
+  graph_line=$(grep -h '^{' "$LOGS/bench-12b-graph.log" | tail -n1)
   # The same with one weight row per matvec block (the layout before rows were grouped).
   GEMMA_CUDA_GRAPH=1 GEMMA_CUDA_MMVQ_ROWS=1 step bench-12b-graph-rows1 120 "$BIN/bench" --model "$synth_model" \
     --device cuda --prefill 16 --decode 64 --reps 2 --json
-  rows1_line=$(grep -h '^{' "$OUT/bench-12b-graph-rows1.log" | tail -n1)
+  rows1_line=$(grep -h '^{' "$LOGS/bench-12b-graph-rows1.log" | tail -n1)
   # With programmatic dependent launch: decode graph, and eager prefill + decode.
   GEMMA_CUDA_PDL=1 GEMMA_CUDA_GRAPH=1 step bench-12b-graph-pdl 120 "$BIN/bench" --model "$synth_model" \
     --device cuda --prefill 16 --decode 64 --reps 2 --json
-  pdl_graph_line=$(grep -h '^{' "$OUT/bench-12b-graph-pdl.log" | tail -n1)
+  pdl_graph_line=$(grep -h '^{' "$LOGS/bench-12b-graph-pdl.log" | tail -n1)
   GEMMA_CUDA_PDL=1 GEMMA_CUDA_GRAPH=0 step bench-12b-pdl 240 "$BIN/bench" --model "$synth_model" \
     --device cuda --prefill 512 --decode 64 --reps 2 --json
-  pdl_line=$(grep -h '^{' "$OUT/bench-12b-pdl.log" | tail -n1)
+  pdl_line=$(grep -h '^{' "$LOGS/bench-12b-pdl.log" | tail -n1)
   # Where the GPU time goes: per-operation event timings (eager, prefill 512 + decode 32).
   GEMMA_CUDA_PROFILE=1 step profile-12b 120 "$BIN/bench" --model "$synth_model" --device cuda --prefill 512 \
     --decode 32 --reps 1
@@ -333,11 +335,11 @@ if [ -f "$real_model" ]; then
     toks=$(cat "$BIN/real/$name.tokens")
     for d in cpu cuda; do
       timeout 120 "$BIN/generate" --model "$real_model" --tokens "$toks" --max-tokens 32 --temperature 0 \
-        --ignore-eos --json --device $d --dump-logits "/tmp/real-$d-$name.f32" > "$OUT/real-$d-$name.log" 2>&1
+        --ignore-eos --json --device $d --dump-logits "/tmp/real-$d-$name.f32" > "$LOGS/real-$d-$name.log" 2>&1
     done
     line=$("$BIN/logits_kl" "/tmp/real-cpu-$name.f32" "/tmp/real-cuda-$name.f32" 262144 1e-3 2>&1)
     case $? in 0) verdict=PASS ;; 1) verdict="FAIL (mean KL > 1e-3)" ;; *) verdict="FAIL (no dump)" ;; esac
-    cpu=$(ids "$OUT/real-cpu-$name.log") gpu=$(ids "$OUT/real-cuda-$name.log")
+    cpu=$(ids "$LOGS/real-cpu-$name.log") gpu=$(ids "$LOGS/real-cuda-$name.log")
     llama=$(cat "$BIN/real/$name.greedy")
     g_ids=$(echo "${gpu#*:}" | tr -d '[]')
     c_ids=$(echo "${cpu#*:}" | tr -d '[]')
@@ -357,13 +359,13 @@ if [ -f "$real_model" ]; then
     # shellcheck disable=SC2046
     env $([ $run = scalar ] && echo GEMMA_ISA=scalar) timeout 120 "$BIN/generate" --model "$real_model" \
       --tokens "$(cat "$BIN/real/$first.tokens")" --max-tokens 1 --device "$([ $run = cuda ] && echo cuda || echo cpu)" \
-      --dump-trace "/tmp/trace-$run" > "$OUT/trace-$run.log" 2>&1
+      --dump-trace "/tmp/trace-$run" > "$LOGS/trace-$run.log" 2>&1
   done
   for other in cuda scalar; do
     python3 scripts/trace-compare.py /tmp/trace-cpu "/tmp/trace-$other" \
-      --only '^(kqv_out|l_out)-(0|2|5|8|11|17)$|result_output' > "$OUT/trace-cpu-vs-$other.txt" 2>&1
-    real_rows+=("trace $first cpu vs $other: $(tail -n1 "$OUT/trace-cpu-vs-$other.txt" | sed 's/ tensor above \([^ ]*\) relative:/ tensor above \1:/'); rel $(grep -E '^(l_out-(2|8|17)|result_output) ' \
-      "$OUT/trace-cpu-vs-$other.txt" | awk '{printf "%s %s  ", $1, $6}')")
+      --only '^(kqv_out|l_out)-(0|2|5|8|11|17)$|result_output' > "$LOGS/trace-cpu-vs-$other.txt" 2>&1
+    real_rows+=("trace $first cpu vs $other: $(tail -n1 "$LOGS/trace-cpu-vs-$other.txt" | sed 's/ tensor above \([^ ]*\) relative:/ tensor above \1:/'); rel $(grep -E '^(l_out-(2|8|17)|result_output) ' \
+      "$LOGS/trace-cpu-vs-$other.txt" | awk '{printf "%s %s  ", $1, $6}')")
   done
   rm -rf /tmp/trace-cpu /tmp/trace-scalar /tmp/trace-cuda
   GEMMA_CUDA_GRAPH=0 step bench-270m 120 "$BIN/bench" --model "$real_model" --device cuda --prefill 512 \
@@ -377,7 +379,7 @@ if [ -f "$real_model" ]; then
 elif [ ${#real_rows[@]} -eq 0 ]; then
   real_rows+=("real 270M: NOT RUN (no $BIN/real/part5: run scripts/gpu-prepare.sh)")
 fi
-printf '%s\n' "${real_rows[@]}" | tee "$OUT/real.log"
+printf '%s\n' "${real_rows[@]}" | tee "$LOGS/real.log"
 
 # 9. The CUDA image encoder: fixtures, then real shapes.
 run_test vision-cuda-encode 120 cuda_encode --test-threads=1
@@ -391,10 +393,10 @@ if [ $quick -eq 0 ]; then
   vision_args=(--model "$vision_lm" --mmproj "$vision_mmproj" --image "$vision_image" --tokens 2,100
     --max-tokens 1 --temperature 0)
   step vision-generate-cpu 120 "$BIN/generate" "${vision_args[@]}" --device cpu \
-    --dump-image-embeddings "$OUT/vision-cpu-tokens.f32"
+    --dump-image-embeddings "$LOGS/vision-cpu-tokens.f32"
   step vision-generate-gpu 120 "$BIN/generate" "${vision_args[@]}" --device cuda \
-    --dump-image-embeddings "$OUT/vision-gpu-tokens.f32"
-  vision_rows+=("$(python3 - "$OUT/vision-cpu-tokens.f32" "$OUT/vision-gpu-tokens.f32" <<'PY'
+    --dump-image-embeddings "$LOGS/vision-gpu-tokens.f32"
+  vision_rows+=("$(python3 - "$LOGS/vision-cpu-tokens.f32" "$LOGS/vision-gpu-tokens.f32" <<'PY'
 import array, sys
 cpu, gpu = array.array("f"), array.array("f")
 try:
@@ -414,7 +416,7 @@ PY
 )")
   step vision-bench 180 "$BIN/bench" --model "$vision_lm" --device cuda --prefill 16 --decode 4 --reps 3 \
     --mmproj "$vision_mmproj" --image "$vision_image"
-  encode=$(sed -n 's/^image encode: //p' "$OUT/vision-bench.log" | head -n1)
+  encode=$(sed -n 's/^image encode: //p' "$LOGS/vision-bench.log" | head -n1)
   vision_rows+=("vision real-shape encode (896x896, 27 layers, F16) on cuda: ${encode:-no figure} (median of 3, preprocessing included)")
 fi
 rm -f "$vision_lm" "$vision_mmproj"
@@ -427,23 +429,23 @@ field() {
 }
 
 echo
-echo "=== summary (${gpu_name:-unknown GPU}, $(( $(date +%s) - t_start )) s, logs in $OUT)"
-grep -h -E "^matvec|^matmul|^attention|^row kernel|decode estimate|^device:" "$OUT/kernel-bench.log" 2>/dev/null | sed 's/^/  /'
-grep -h -E "gpu vs llama.cpp|^kv |graph vs eager" "$OUT/engine-tiny-parity.log" 2>/dev/null | sed 's/^/  /'
-grep -h -E "test result" "$OUT"/*.log 2>/dev/null | sed 's/^/  /'
+echo "=== summary (${gpu_name:-unknown GPU}, $(( $(date +%s) - t_start )) s, logs in $LOGS)"
+grep -h -E "^matvec|^matmul|^attention|^row kernel|decode estimate|^device:" "$LOGS/kernel-bench.log" 2>/dev/null | sed 's/^/  /'
+grep -h -E "gpu vs llama.cpp|^kv |graph vs eager" "$LOGS/engine-tiny-parity.log" 2>/dev/null | sed 's/^/  /'
+grep -h -E "test result" "$LOGS"/*.log 2>/dev/null | sed 's/^/  /'
 printf '%s\n' "${kl_rows[@]}"
-if [ -f "$OUT/kernel-bench.log" ] && [ -f "$OUT/kernel-bench-graph.log" ]; then
+if [ -f "$LOGS/kernel-bench.log" ] && [ -f "$LOGS/kernel-bench-graph.log" ]; then
   echo "kernel times launched one after the other -> replayed from a CUDA graph (launch costs out):"
-  bash scripts/gpu-compare.sh "$OUT/kernel-bench.log" "$OUT/kernel-bench-graph.log" | sed 's/^/  /'
-  grep -h "decode estimate" "$OUT/kernel-bench-graph.log" | sed 's/^/  graph: /'
+  bash scripts/gpu-compare.sh "$LOGS/kernel-bench.log" "$LOGS/kernel-bench-graph.log" | sed 's/^/  /'
+  grep -h "decode estimate" "$LOGS/kernel-bench-graph.log" | sed 's/^/  graph: /'
 fi
 [ ${#tune_rows[@]} -gt 0 ] && printf '%s\n' "${tune_rows[@]}"
 printf '%s\n' "${gen_rows[@]}"
 awk '/GPU tokens max/ { for (i = 1; i < NF; i++) { if ($i == "|diff|") r = $(i + 1); if ($i == "reference,") c = $(i + 1) }
        n++; if (r + 0 > mr) mr = r + 0; if (c + 0 > mc) mc = c + 0 }
      END { if (n) printf "  vision fixtures: %d GPU encodes, worst tokens max |diff| %.3e vs reference, %.3e vs CPU\n", n, mr, mc }' \
-  "$OUT/vision-cuda-encode.log" 2>/dev/null
-grep -h -E "GPU vs CPU max|NOT RUN" "$OUT/vision-cuda-encode.log" 2>/dev/null | sed 's/^/  /'
+  "$LOGS/vision-cuda-encode.log" 2>/dev/null
+grep -h -E "GPU vs CPU max|NOT RUN" "$LOGS/vision-cuda-encode.log" 2>/dev/null | sed 's/^/  /'
 [ ${#vision_rows[@]} -eq 0 ] || printf '%s\n' "${vision_rows[@]}"
 if [ -n "$bench_line" ]; then
   printf 'bench %s Q4_K_M on cuda: prefill pp512 %.0f tok/s | decode tg64 %.1f tok/s | weights read %.0f GB/s | VRAM held %.2f GiB (device used %.2f GiB)\n' \
@@ -453,9 +455,9 @@ if [ -n "$bench_line" ]; then
 fi
 printf '%s\n' "${real_rows[@]}"
 [ ${#llama_rows[@]} -eq 0 ] || printf '%s\n' "${llama_rows[@]}"
-sed -n '/^GPU time per operation/,/^[^ ]/p' "$OUT/profile-12b.log" 2>/dev/null | head -n 20
+sed -n '/^GPU time per operation/,/^[^ ]/p' "$LOGS/profile-12b.log" 2>/dev/null | head -n 20
 for f in bench-270m bench-270m-graph bench-270m-graph-pdl; do
-  l=$(grep -h '^{' "$OUT/$f.log" 2>/dev/null | tail -n1)
+  l=$(grep -h '^{' "$LOGS/$f.log" 2>/dev/null | tail -n1)
   case $f in bench-270m) how=eager ;; bench-270m-graph) how=GEMMA_CUDA_GRAPH=1 ;; *) how="GEMMA_CUDA_GRAPH=1 GEMMA_CUDA_PDL=1" ;; esac
   [ -n "$l" ] && printf 'bench real 270M Q4_K_M on cuda (%s): prefill pp512 %.0f tok/s | decode tg128 %.1f tok/s | VRAM held %.2f GiB\n' \
     "$how" "$(field "$l" prefill_tokens_per_s)" \
@@ -475,8 +477,13 @@ if [ -n "$rows1_line" ]; then
     "$synth_note" "$(field "$rows1_line" decode_tokens_per_s)"
 fi
 ref=docs/gpu-runs/2026-11-28-h200-run2-kernel-bench.log
-if [ -f "$ref" ] && [ -f "$OUT/kernel-bench.log" ]; then
+if [ -f "$ref" ] && [ -f "$LOGS/kernel-bench.log" ]; then
   echo "kernel times against $ref (an H200):"
-  bash scripts/gpu-compare.sh "$ref" "$OUT/kernel-bench.log" | sed 's/^/  /'
+  bash scripts/gpu-compare.sh "$ref" "$LOGS/kernel-bench.log" | sed 's/^/  /'
 fi
 printf '%s\n' "${rows[@]}"
+# The device tool returns at most 8 files from $OUT: every log in one archive (the logit
+# dumps stay behind, 67 MB each).
+if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then
+  (cd "$LOGS" && tar czf "$OUT/gpu-check-logs.tgz" --exclude='*.f32' .) && echo "logs: \$OUT/gpu-check-logs.tgz"
+fi

@@ -10,8 +10,8 @@
 #     for I in 1..4: command "mkdir -p /tmp/gp && cp gpu-mI/part /tmp/gp/I", carry ["gpu-mI"]
 #     if a llama.cpp CUDA build is at llama-cuda/ (scripts/llamacpp-cuda/README.md):
 #       command "mkdir -p /tmp/llama-cuda && cp -a llama-cuda/. /tmp/llama-cuda/", carry ["llama-cuda"]
-#     command "bash scripts/gpu-check.sh", carry ["gpu-bin"] (~5 min; tar $OUT's logs: at
-#       most 8 files come back)
+#     command "bash scripts/gpu-check.sh", carry ["gpu-bin"] (~5 min; its logs come back as
+#       $OUT/gpu-check-logs.tgz: the tool returns at most 8 files)
 #
 # What travels: the CUDA test binaries (kernel compile + parity, KV cache types, device
 # checks), the gemma-core unit-test binary (CUDA engine vs CPU engine vs llama.cpp on the
