@@ -130,24 +130,8 @@ timeout 20 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version,c
 gpu_name=$(timeout 20 nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n1)
 
 echo "=== libnvrtc"
-nvrtc=""
-for dir in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu /usr/local/lib; do
-  nvrtc=$(ls "$dir"/libnvrtc.so* 2>/dev/null | grep -v builtins | grep -v alt | head -n1)
-  [ -n "$nvrtc" ] && break
-done
-if [ -z "$nvrtc" ]; then
-  nvrtc=$(timeout 60 find /usr /opt "$HOME/.cache/gemma-rs" -name 'libnvrtc.so*' -not -name '*builtins*' -not -name '*alt*' 2>/dev/null | head -n1)
-fi
-if [ -n "$nvrtc" ]; then
-  links=/tmp/gemma-nvrtc
-  mkdir -p "$links"
-  ln -sf "$nvrtc" "$links/libnvrtc.so"
-  ln -sf "$nvrtc" "$links/libnvrtc.so.12"
-  export LD_LIBRARY_PATH="$links:$(dirname "$nvrtc")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  echo "using $nvrtc"
-else
-  echo "libnvrtc not found on this machine: kernel steps will fail"
-fi
+# shellcheck source=scripts/gpu-find-nvrtc.sh
+source scripts/gpu-find-nvrtc.sh
 
 run_test() {  # run_test NAME SECONDS BINARY [ARGS...]
   local name=$1 limit=$2 bin="$BIN/$3"

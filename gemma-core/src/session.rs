@@ -31,6 +31,9 @@ pub struct Session<'m> {
     model: &'m Model,
     runner: Box<dyn Runner + 'm>,
     pool: rayon::ThreadPool,
+    /// Whether the runner drives a GPU: its steps run on the calling thread (the pool's
+    /// hand-off to a worker and back would add two thread wake-ups to every decode step).
+    on_gpu: bool,
     logits: Vec<f32>,
     trace: Option<Trace>,
 }
@@ -77,6 +80,7 @@ impl<'m> Session<'m> {
             model,
             runner,
             pool,
+            on_gpu: matches!(options.device, Device::Cuda(_)),
             logits: Vec::new(),
             trace: None,
         })
@@ -239,13 +243,14 @@ impl<'m> Session<'m> {
         let Session {
             runner,
             pool,
+            on_gpu,
             logits,
             trace,
             ..
         } = self;
         let last = n.checked_sub(1).map(|i| runner.cache().position() + i);
         logits.clear();
-        pool.install(|| {
+        let run = || {
             go(
                 runner.as_mut(),
                 &mut |pos, row| {
@@ -257,6 +262,11 @@ impl<'m> Session<'m> {
                 },
                 trace.as_mut(),
             )
-        })
+        };
+        if *on_gpu {
+            run()
+        } else {
+            pool.install(run)
+        }
     }
 }

@@ -463,10 +463,10 @@ static __device__ __forceinline__ float warp_first_max(float v) {
 }
 
 // quantize_act256 once smax holds the 8 warps' warp_first_max (ACT_Q8_K; smax is not read
-// for the other formats): no barrier.
-static __device__ __forceinline__ void quantize_act256_store(float v, int fmt, i8 *qs, float2 *ds,
+// for the other formats): no barrier. t: the thread's index in the 256 (value t).
+static __device__ __forceinline__ void quantize_act256_store(float v, int fmt, int t, i8 *qs, float2 *ds,
                                                              const float *smax) {
-    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+    const int lane = t % WARP, warp = t / WARP;
     int q;
     float d, s;
     if (fmt == ACT_Q8_K) {
@@ -500,7 +500,7 @@ static __device__ __forceinline__ void quantize_act256_store(float v, int fmt, i
         // Q8_1's s sums the unclamped quants (wrapping), Q8_0's twin the stored int8 ones.
         s = fmt == ACT_Q8_1 ? h2f(f2h(d32 * (float) warp_sum_i(qi))) : d * warp_sum((float) q);
     }
-    qs[threadIdx.x] = (i8) q;
+    qs[t] = (i8) q;
     if (lane == 0) ds[warp] = make_float2(d, s);
 }
 
@@ -514,41 +514,50 @@ static __device__ __forceinline__ void quantize_act256(float v, int fmt, i8 *qs,
         if (threadIdx.x % WARP == 0) smax[threadIdx.x / WARP] = wmax;
         __syncthreads();
     }
-    quantize_act256_store(v, fmt, qs, ds, smax);
+    quantize_act256_store(v, fmt, threadIdx.x, qs, ds, smax);
 }
 
-// Values per thread of the row kernels that keep a whole row in registers (norm.cu): rows
-// of up to ROW_VALUES x 256 = 6144 (Gemma 3's widest is 5376); the host checks.
-#define ROW_VALUES 24
+// Threads and values per thread of the row kernels that keep a whole row in registers
+// (norm.cu): rows of up to ROW_THREADS x ROW_VALUES = 6144 (Gemma 3's widest is 5376); the
+// host checks. A block of 1024 threads: one row per block is a single multiprocessor's work,
+// bound by the latency of its dependent steps (loads, two block sums, the quantization's
+// warp reductions), which 32 warps hide where 8 did not (an H200 took 9.4-13.9 us for the
+// 12B's 3840-value post-norm + residual + pre-norm + Q8_K with 256 threads).
+#define ROW_THREADS 1024
+#define ROW_VALUES 6
 
-// Thread t's values of a row of dim floats: x[256 j + t] for every j (0 past dim), their
-// loads issued together.
+// Thread t's values of a row of dim floats: x[ROW_THREADS j + t] for every j (0 past dim),
+// their loads issued together.
 static __device__ __forceinline__ void load_row(const float *x, int dim, float (&v)[ROW_VALUES]) {
 #pragma unroll
     for (int j = 0; j < ROW_VALUES; ++j) {
-        const int i = 256 * j + threadIdx.x;
+        const int i = ROW_THREADS * j + threadIdx.x;
         v[j] = i < dim ? x[i] : 0.0f;
     }
 }
 
-// quantize_act256 of the n_groups 256-groups of a row held as load_row holds it (group j:
-// v[j] of every thread) with one barrier for all of them. smax: 8 x ROW_VALUES floats of
-// shared memory.
+// quantize_act256 of the n_groups 256-groups of a row held as load_row holds it (group
+// 4j + threadIdx.x / 256: v[j] of 256 threads; a whole warp takes the same group) with one
+// barrier for all of them. smax: 8 x 4 x ROW_VALUES floats of shared memory.
 static __device__ __forceinline__ void quantize_act_row(const float (&v)[ROW_VALUES], int n_groups, int fmt, i8 *qs,
                                                         float2 *ds, float *smax) {
+    const int t = threadIdx.x % 256, sub = threadIdx.x / 256;
     if (fmt == ACT_Q8_K) {
 #pragma unroll
         for (int j = 0; j < ROW_VALUES; ++j) {
-            if (j < n_groups) {  // uniform over the block
+            const int g = ROW_THREADS / 256 * j + sub;
+            if (g < n_groups) {  // uniform over each warp
                 const float wmax = warp_first_max(v[j]);
-                if (threadIdx.x % WARP == 0) smax[8 * j + threadIdx.x / WARP] = wmax;
+                if (t % WARP == 0) smax[8 * g + t / WARP] = wmax;
             }
         }
         __syncthreads();
     }
 #pragma unroll
-    for (int j = 0; j < ROW_VALUES; ++j)
-        if (j < n_groups) quantize_act256_store(v[j], fmt, qs + 256 * j, ds + 256 / QK8 * j, smax + 8 * j);
+    for (int j = 0; j < ROW_VALUES; ++j) {
+        const int g = ROW_THREADS / 256 * j + sub;
+        if (g < n_groups) quantize_act256_store(v[j], fmt, t, qs + 256 * g, ds + 256 / QK8 * g, smax + 8 * g);
+    }
 }
 
 // ---------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ mod graph;
 mod kv;
 mod products;
 mod row_ops;
+mod step_timer;
 
 pub use kv::CudaKvStore;
 use kv::KvBuf;
@@ -87,6 +88,11 @@ pub struct CudaBackend<'m> {
     /// GPU time per operation, with `GEMMA_CUDA_PROFILE=1`: printed to stderr when the
     /// backend is dropped; profiling runs every step eagerly (no decode graphs).
     profile: Option<cuda::profile::Profile>,
+    /// Where replayed decode steps' time goes, with `GEMMA_CUDA_PROFILE=steps`.
+    step_timer: Option<step_timer::StepTimer>,
+    /// Reads go through page-locked host memory (`GEMMA_CUDA_PINNED_READ=1`): this buffer,
+    /// as long as the last read.
+    pinned_read: Option<cuda::PinnedStaging>,
     /// Round attention over an F16 cache as the CPU backend with llama.cpp's flash-attention
     /// numerics where they are the one-chunk kernel's (see [`Self::flash_attention`]).
     flash_attention: bool,
@@ -101,6 +107,7 @@ impl<'m> CudaBackend<'m> {
         })?;
         let profile = cuda::profile::enabled_by_env().then(|| cuda::profile::Profile::new(&dev));
         let graphs = graph::enabled_by_env() && profile.is_none();
+        let step_timer = step_timer::enabled_by_env().then(|| step_timer::StepTimer::new(&dev));
         Ok(CudaBackend {
             dev,
             ordinal,
@@ -119,6 +126,10 @@ impl<'m> CudaBackend<'m> {
             graph: DecodeGraph::new(graphs),
             alloc_epoch: 0,
             profile,
+            step_timer,
+            pinned_read: std::env::var("GEMMA_CUDA_PINNED_READ")
+                .is_ok_and(|v| v == "1")
+                .then(cuda::PinnedStaging::default),
             flash_attention: true,
         })
     }
@@ -195,7 +206,15 @@ impl<'m> CudaBackend<'m> {
 
     /// [`Self::end_step`]; `read`: the step ends because a buffer (its logits) is read.
     fn finish_step(&mut self, read: bool) -> Result<(), CoreError> {
+        let timed = match (self.graph.mode, self.step_timer.as_mut()) {
+            (StepMode::Replaying, Some(t)) => t.launching(),
+            _ => None,
+        };
         let r = self.graph.flush(&self.dev, read);
+        if let (Some((span, since)), Some(t)) = (timed, self.step_timer.as_mut()) {
+            drop(span);
+            t.launched(since);
+        }
         if r.is_err() {
             self.graph.abort(&self.dev);
         }
@@ -403,6 +422,9 @@ impl Backend for CudaBackend<'_> {
             let mode = self
                 .graph
                 .begin_step(&self.dev, tokens[0], tag::EMBED, &args)?;
+            if let Some(t) = self.step_timer.as_mut() {
+                t.embed(mode == StepMode::Replaying);
+            }
             if self.replaying(tag::EMBED, &args) {
                 return Ok(());
             }
@@ -653,6 +675,7 @@ impl Backend for CudaBackend<'_> {
         out: &mut [f32],
     ) -> Result<(), CoreError> {
         self.finish_step(true)?;
+        let started = std::time::Instant::now();
         if out.len() != range.len() || range.end > buf.len() {
             return Err(core_err(CudaError::Shape {
                 what: "read range",
@@ -661,26 +684,41 @@ impl Backend for CudaBackend<'_> {
             }));
         }
         let view = buf.slice(range);
-        self.dev
-            .stream()
-            .memcpy_dtoh(&view, out)
-            .map_err(|e| core_err(e.into()))?;
-        self.dev.synchronize().map_err(core_err)?;
+        if let Some(staging) = self.pinned_read.as_mut() {
+            staging.read(&self.dev, &view, out).map_err(core_err)?;
+        } else {
+            self.dev
+                .stream()
+                .memcpy_dtoh(&view, out)
+                .map_err(|e| core_err(e.into()))?;
+            self.dev.synchronize().map_err(core_err)?;
+        }
         if let Some(p) = self.profile.as_mut() {
             p.collect();
+        }
+        if let Some(t) = self.step_timer.as_mut() {
+            t.read(started.elapsed());
+            t.collect();
         }
         Ok(())
     }
 }
 
 impl Drop for CudaBackend<'_> {
-    /// Prints the profile (with `GEMMA_CUDA_PROFILE=1`) once the stream has finished.
+    /// Prints the profile (`GEMMA_CUDA_PROFILE=1`) or the step times (`=steps`) once the
+    /// stream has finished.
     fn drop(&mut self) {
         if let Some(p) = self.profile.as_mut() {
             if self.dev.synchronize().is_ok() {
                 p.collect();
             }
             eprint!("{}", p.report());
+        }
+        if let Some(t) = self.step_timer.as_mut() {
+            if self.dev.synchronize().is_ok() {
+                t.collect();
+            }
+            eprint!("{}", t.report());
         }
     }
 }

@@ -268,3 +268,49 @@ pub fn download<T: DeviceRepr, S: DevicePtr<T>>(
 ) -> Result<Vec<T>, CudaError> {
     Ok(dev.stream().clone_dtoh(src)?)
 }
+
+/// Page-locked host memory that reads from the device land in before they are copied
+/// out: the transfer runs at the bus's speed instead of through the driver's staging of
+/// pageable memory. Sized to the last read.
+#[derive(Default)]
+pub struct PinnedStaging {
+    buf: Option<cudarc::driver::PinnedHostSlice<f32>>,
+}
+
+impl PinnedStaging {
+    /// Copies `src` into `out` (the same length) through the staging memory and waits
+    /// for the stream.
+    pub fn read<S: DevicePtr<f32>>(
+        &mut self,
+        dev: &CudaDevice,
+        src: &S,
+        out: &mut [f32],
+    ) -> Result<(), CudaError> {
+        if src.len() != out.len() {
+            return Err(CudaError::Shape {
+                what: "pinned read",
+                needed: src.len(),
+                actual: out.len(),
+            });
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        if self.buf.as_ref().map(|b| b.len()) != Some(out.len()) {
+            self.buf = None;
+            // SAFETY: the memory is written by the copy below before anything reads it.
+            // Flags 0: cached (write-combined memory is slow for the host to read).
+            self.buf = Some(unsafe { dev.context().alloc_pinned_with_flags(out.len(), 0)? });
+        }
+        let buf = self.buf.as_mut().ok_or(CudaError::Shape {
+            what: "pinned read",
+            needed: out.len(),
+            actual: 0,
+        })?;
+        // The copy is exactly src's length: cudarc copies the whole destination.
+        dev.stream().memcpy_dtoh(src, buf)?;
+        dev.synchronize()?;
+        out.copy_from_slice(buf.as_slice()?);
+        Ok(())
+    }
+}

@@ -46,7 +46,7 @@ pub fn rms_norm<X: DevicePtr<f32>, W: DevicePtr<f32>, O: DevicePtrMut<f32>>(
         Kernel::Norm,
         "rms_norm",
         (grid_dim("rows", rows)?, 1, 1),
-        256,
+        plain_norm_threads(dim),
         &args,
     )
 }
@@ -75,7 +75,7 @@ pub fn rms_norm_inplace<X: DevicePtrMut<f32>, W: DevicePtr<f32>>(
         Kernel::Norm,
         "rms_norm",
         (grid_dim("rows", rows)?, 1, 1),
-        256,
+        plain_norm_threads(dim),
         &args,
     )
 }
@@ -106,14 +106,23 @@ pub fn rms_norm_add<X: DevicePtrMut<f32>, W: DevicePtr<f32>, R: DevicePtrMut<f32
         Kernel::Norm,
         "rms_norm_add",
         (grid_dim("rows", rows)?, 1, 1),
-        256,
+        plain_norm_threads(dim),
         &args,
     )
 }
 
+/// Threads of the norms that keep a row in registers (`ROW_THREADS`, kernels/common.cuh).
+const ROW_THREADS: u32 = 1024;
+
 /// Widest row the norms fused with quantization take: they keep a row in registers,
-/// `ROW_VALUES` (kernels/common.cuh) x 256 values.
-const ROW_IN_REGISTERS_MAX: usize = 24 * 256;
+/// `ROW_THREADS` x `ROW_VALUES` (kernels/common.cuh) values.
+const ROW_IN_REGISTERS_MAX: usize = ROW_THREADS as usize * 6;
+
+/// Threads of [`rms_norm`] and [`rms_norm_add`] for rows of `dim`: the fused norms' sums
+/// (norm.cu), with no more threads than a row has values (rounded up to 256).
+fn plain_norm_threads(dim: usize) -> u32 {
+    dim.div_ceil(256).clamp(1, ROW_THREADS as usize / 256) as u32 * 256
+}
 
 /// Refuses rows wider than [`ROW_IN_REGISTERS_MAX`].
 fn check_row_in_registers(dim: usize) -> Result<(), CudaError> {
@@ -162,7 +171,7 @@ pub fn rms_norm_q8_1<X: DevicePtr<f32>, W: DevicePtr<f32>, O: DevicePtrMut<f32>>
         Kernel::Norm,
         "rms_norm_q8_1",
         (grid_dim("rows", rows)?, 1, 1),
-        256,
+        ROW_THREADS,
         &args,
     )
 }
@@ -215,7 +224,7 @@ where
         Kernel::Norm,
         "rms_norm_add_norm_q8_1",
         (grid_dim("rows", rows)?, 1, 1),
-        256,
+        ROW_THREADS,
         &args,
     )
 }

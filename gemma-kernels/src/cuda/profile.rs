@@ -96,6 +96,11 @@ impl Profile {
         }
     }
 
+    /// Total milliseconds and calls of operation `name` collected so far.
+    pub fn total(&self, name: &str) -> (f64, usize) {
+        self.totals.get(name).copied().unwrap_or((0.0, 0))
+    }
+
     /// The table: operation, calls, total ms, mean us, share of the summed time.
     pub fn report(&self) -> String {
         report(&self.totals)

@@ -79,7 +79,7 @@ int main(int argc, char **argv) {
             read_vals(x.data(), x.size());
             read_vals(w.data(), k);
             out.assign((size_t) rows * k, poison);
-            emu::launch(rows, 1, 256, [&] { rms_norm_q8_1(x.data(), w.data(), out.data(), k, eps, k_pad, fmt, qs.data(), ds.data()); });
+            emu::launch(rows, 1, ROW_THREADS, [&] { rms_norm_q8_1(x.data(), w.data(), out.data(), k, eps, k_pad, fmt, qs.data(), ds.data()); });
         } else if (kernel == 3 || kernel == 4) {
             std::vector<float> o((size_t) rows * k), res((size_t) rows * k), wp(k), wn(k);
             read_vals(o.data(), o.size());
@@ -88,13 +88,15 @@ int main(int argc, char **argv) {
             read_vals(wn.data(), k);
             out.assign((size_t) rows * k, poison);
             if (kernel == 3) {
-                emu::launch(rows, 1, 256, [&] {
+                emu::launch(rows, 1, ROW_THREADS, [&] {
                     rms_norm_add_norm_q8_1(o.data(), wp.data(), res.data(), wn.data(), out.data(), k, eps, k_pad, fmt,
                                            qs.data(), ds.data());
                 });
             } else {
-                emu::launch(rows, 1, 256, [&] { rms_norm_add(o.data(), wp.data(), res.data(), k, eps); });
-                emu::launch(rows, 1, 256, [&] {
+                // rms_norm_add with the host's block (ops.rs plain_norm_threads).
+                const int plain = std::min(ROW_THREADS, (k + 255) / 256 * 256);
+                emu::launch(rows, 1, plain, [&] { rms_norm_add(o.data(), wp.data(), res.data(), k, eps); });
+                emu::launch(rows, 1, ROW_THREADS, [&] {
                     rms_norm_q8_1(res.data(), wn.data(), out.data(), k, eps, k_pad, fmt, qs.data(), ds.data());
                 });
             }
