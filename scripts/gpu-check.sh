@@ -24,7 +24,8 @@
 #      RoPE + KV store);
 #   5. the CUDA engine against the CPU engine and llama.cpp on the tiny models, with f32 and
 #      Q8_0 KV caches, with image spans, and decode-graph replays against eager steps
-#      (gemma-core); again with programmatic dependent launch (GEMMA_CUDA_PDL=1);
+#      (gemma-core); again without programmatic dependent launch (GEMMA_CUDA_PDL=0; it is on
+#      by default on sm_90+);
 #   5b. mean KL(CPU || GPU) over the 64 positions of the fixture sequence, every carried
 #      variant (f16 KV) and the f16 model with f32 / Q8_0 KV (logits_kl; bound 1e-3 for the
 #      f16 model, for the quantized ones three times the KL between the CPU's own scalar and
@@ -40,12 +41,12 @@
 #      compared with the CPU's (precomputed by gpu-prepare.sh): MATCH / MISMATCH;
 #   7b. the same greedy runs with decode graphs (the default; the eager runs above set
 #      GEMMA_CUDA_GRAPH=0): ids compared with the eager GPU run and the CPU: MATCH / MISMATCH;
-#      and with decode graphs and GEMMA_CUDA_PDL=1, against the eager run;
+#      and with decode graphs without PDL (GEMMA_CUDA_PDL=0), against the eager run;
 #   8. `synth` a 12B Q4_K_M (in the background from the start; fallback: 8 of its 48 layers
 #      if that fails or takes > 200 s), then `bench --device cuda --prefill 512 --decode 64
 #      --reps 2 --json`: tokens/s, VRAM, once eager and once with GEMMA_CUDA_GRAPH=1; then
 #      decode with one weight row per matvec block (GEMMA_CUDA_MMVQ_ROWS=1) and with
-#      GEMMA_CUDA_PDL=1 (eager and graph);
+#      without PDL (GEMMA_CUDA_PDL=0, eager and graph);
 #   8b. the real Gemma 3 270M Q4_K_M, joined from parts carried by earlier calls (gpu-mI/part
 #      or /tmp/gp/I, see gpu-prepare.sh): for every fixture prompt, greedy 32 tokens and the logits
 #      of every position from our CPU engine and from the GPU engine on this machine (mean
@@ -160,8 +161,8 @@ run_test kv-types 60 cuda_kv_types
 run_test one-chunk-attention 60 cuda_one_chunk
 run_test fused-kernels 60 cuda_fused
 run_test engine-tiny-parity 180 gemma_core-lib backend::cuda
-# The same with programmatic dependent launch (off by default until measured).
-GEMMA_CUDA_PDL=1 run_test engine-tiny-parity-pdl 180 gemma_core-lib backend::cuda
+# The same without programmatic dependent launch (on by default from compute capability 9.0).
+GEMMA_CUDA_PDL=0 run_test engine-tiny-parity-nopdl 180 gemma_core-lib backend::cuda
 
 # Mean KL(CPU || GPU) of the fixture sequence's logits (CPU dumps made by gpu-prepare.sh).
 kl_rows=()
@@ -247,9 +248,9 @@ for v in f16 q4_k_m; do
   compare_ids "generate $v decode graph vs CPU ids:" "$graph" "$cpu"
   compare_ids "generate $v eager GPU vs CPU ids:" "$gpu" "$cpu"
   # shellcheck disable=SC2086
-  GEMMA_CUDA_PDL=1 GEMMA_CUDA_GRAPH=1 step "generate-graph-pdl-$v" 60 "$BIN/generate" --model "$tiny_model" \
+  GEMMA_CUDA_PDL=0 GEMMA_CUDA_GRAPH=1 step "generate-graph-nopdl-$v" 60 "$BIN/generate" --model "$tiny_model" \
     $gen_args --device cuda
-  compare_ids "generate $v graph + PDL vs eager GPU ids:" "$(ids "$LOGS/generate-graph-pdl-$v.log")" "$gpu"
+  compare_ids "generate $v graph without PDL vs eager GPU ids:" "$(ids "$LOGS/generate-graph-nopdl-$v.log")" "$gpu"
   [ "$gpu" = "$cpu" ] || gen_rows+=("  cpu ${cpu#*:}" "  gpu ${gpu#*:}")
   vram=$(grep -o '"vram_bytes":[0-9]*' "$LOGS/generate-$v.log" | head -n1)
   planned=$(grep -o '"vram_predicted_bytes":[0-9]*' "$LOGS/generate-$v.log" | head -n1)
@@ -259,7 +260,7 @@ done
 # A synth 12B Q4_K_M (random weights, real shapes; ~7.3 GB in /tmp), then its speed and VRAM,
 # eager and with decode graphs.
 synth_note="12B (48 layers)"
-bench_line="" graph_line="" rows1_line="" pdl_graph_line="" pdl_line=""
+bench_line="" graph_line="" rows1_line="" nopdl_graph_line="" nopdl_line=""
 if [ -n "$synth_pid" ]; then
   s=$(date +%s)
   wait "$synth_pid"
@@ -283,12 +284,12 @@ if [ $quick -eq 0 ] && [ -f "$synth_model" ]; then
     --device cuda --prefill 16 --decode 64 --reps 2 --json
   rows1_line=$(grep -h '^{' "$LOGS/bench-12b-graph-rows1.log" | tail -n1)
   # With programmatic dependent launch: decode graph, and eager prefill + decode.
-  GEMMA_CUDA_PDL=1 GEMMA_CUDA_GRAPH=1 step bench-12b-graph-pdl 120 "$BIN/bench" --model "$synth_model" \
+  GEMMA_CUDA_PDL=0 GEMMA_CUDA_GRAPH=1 step bench-12b-graph-nopdl 120 "$BIN/bench" --model "$synth_model" \
     --device cuda --prefill 16 --decode 64 --reps 2 --json
-  pdl_graph_line=$(grep -h '^{' "$LOGS/bench-12b-graph-pdl.log" | tail -n1)
-  GEMMA_CUDA_PDL=1 GEMMA_CUDA_GRAPH=0 step bench-12b-pdl 240 "$BIN/bench" --model "$synth_model" \
+  nopdl_graph_line=$(grep -h '^{' "$LOGS/bench-12b-graph-nopdl.log" | tail -n1)
+  GEMMA_CUDA_PDL=0 GEMMA_CUDA_GRAPH=0 step bench-12b-nopdl 240 "$BIN/bench" --model "$synth_model" \
     --device cuda --prefill 512 --decode 64 --reps 2 --json
-  pdl_line=$(grep -h '^{' "$LOGS/bench-12b-pdl.log" | tail -n1)
+  nopdl_line=$(grep -h '^{' "$LOGS/bench-12b-nopdl.log" | tail -n1)
   # Where the GPU time goes: per-operation event timings (eager, prefill 512 + decode 32).
   GEMMA_CUDA_PROFILE=1 step profile-12b 120 "$BIN/bench" --model "$synth_model" --device cuda --prefill 512 \
     --decode 32 --reps 1
@@ -356,7 +357,7 @@ if [ -f "$real_model" ]; then
     --decode 128 --reps 3 --json
   GEMMA_CUDA_GRAPH=1 step bench-270m-graph 120 "$BIN/bench" --model "$real_model" --device cuda --prefill 512 \
     --decode 128 --reps 3 --json
-  GEMMA_CUDA_GRAPH=1 GEMMA_CUDA_PDL=1 step bench-270m-graph-pdl 120 "$BIN/bench" --model "$real_model" --device cuda \
+  GEMMA_CUDA_GRAPH=1 GEMMA_CUDA_PDL=0 step bench-270m-graph-nopdl 120 "$BIN/bench" --model "$real_model" --device cuda \
     --prefill 512 --decode 128 --reps 3 --json
   llama_bench llama-270m "$real_model"
   rm -f "$real_model"
@@ -440,9 +441,9 @@ fi
 printf '%s\n' "${real_rows[@]}"
 [ ${#llama_rows[@]} -eq 0 ] || printf '%s\n' "${llama_rows[@]}"
 sed -n '/^GPU time per operation/,/^[^ ]/p' "$LOGS/profile-12b.log" 2>/dev/null | head -n 20
-for f in bench-270m bench-270m-graph bench-270m-graph-pdl; do
+for f in bench-270m bench-270m-graph bench-270m-graph-nopdl; do
   l=$(grep -h '^{' "$LOGS/$f.log" 2>/dev/null | tail -n1)
-  case $f in bench-270m) how=eager ;; bench-270m-graph) how=GEMMA_CUDA_GRAPH=1 ;; *) how="GEMMA_CUDA_GRAPH=1 GEMMA_CUDA_PDL=1" ;; esac
+  case $f in bench-270m) how=eager ;; bench-270m-graph) how=GEMMA_CUDA_GRAPH=1 ;; *) how="GEMMA_CUDA_GRAPH=1 GEMMA_CUDA_PDL=0" ;; esac
   [ -n "$l" ] && printf 'bench real 270M Q4_K_M on cuda (%s): prefill pp512 %.0f tok/s | decode tg128 %.1f tok/s | VRAM held %.2f GiB\n' \
     "$how" "$(field "$l" prefill_tokens_per_s)" \
     "$(field "$l" decode_tokens_per_s)" "$(field "$l" vram_bytes 1073741824)"
@@ -451,10 +452,10 @@ if [ -n "$graph_line" ]; then
   printf 'bench %s Q4_K_M on cuda with GEMMA_CUDA_GRAPH=1: decode tg64 %.1f tok/s (eager above)\n' \
     "$synth_note" "$(field "$graph_line" decode_tokens_per_s)"
 fi
-if [ -n "$pdl_line" ] && [ -n "$pdl_graph_line" ]; then
-  printf 'bench %s Q4_K_M on cuda with GEMMA_CUDA_PDL=1: prefill pp512 %.0f tok/s | decode tg64 %.1f tok/s eager, %.1f tok/s with GEMMA_CUDA_GRAPH=1\n' \
-    "$synth_note" "$(field "$pdl_line" prefill_tokens_per_s)" "$(field "$pdl_line" decode_tokens_per_s)" \
-    "$(field "$pdl_graph_line" decode_tokens_per_s)"
+if [ -n "$nopdl_line" ] && [ -n "$nopdl_graph_line" ]; then
+  printf 'bench %s Q4_K_M on cuda with GEMMA_CUDA_PDL=0: prefill pp512 %.0f tok/s | decode tg64 %.1f tok/s eager, %.1f tok/s with GEMMA_CUDA_GRAPH=1\n' \
+    "$synth_note" "$(field "$nopdl_line" prefill_tokens_per_s)" "$(field "$nopdl_line" decode_tokens_per_s)" \
+    "$(field "$nopdl_graph_line" decode_tokens_per_s)"
 fi
 if [ -n "$rows1_line" ]; then
   printf 'bench %s Q4_K_M on cuda with GEMMA_CUDA_GRAPH=1 GEMMA_CUDA_MMVQ_ROWS=1: decode tg64 %.1f tok/s\n' \

@@ -9,8 +9,8 @@
 #  2. bench --prefill 16 --decode 64 with GEMMA_CUDA_PROFILE=steps (decode graphs on): per
 #     replayed step the host's walk through the step's calls, the graph's GPU time (two
 #     events), the logits read and the wall time; as is, with --flash-attn off (f32
-#     attention sums instead of the CPU's one-chunk rounding), with GEMMA_CUDA_PDL=1 and with
-#     GEMMA_CUDA_PINNED_READ=1; nvidia-smi's clocks sampled during the 270M's;
+#     attention sums instead of the CPU's one-chunk rounding) and without programmatic
+#     dependent launch (GEMMA_CUDA_PDL=0); nvidia-smi's clocks sampled during the 270M's;
 #  3. cuda_bench --graph: the kernels at the 12B's shapes, replayed from a CUDA graph;
 #  4. ncu: the GPU time of every kernel of two eager one-token steps (`generate`,
 #     GEMMA_CUDA_GRAPH=0; clocks and caches left as they are), as CSV, summed per kernel.
@@ -65,13 +65,11 @@ nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,utilization.gpu
 smi=$!
 bench_steps 270m "$m270"
 bench_steps 270m-fa-off "$m270" -- --flash-attn off
-bench_steps 270m-pdl "$m270" GEMMA_CUDA_PDL=1
-bench_steps 270m-pinned "$m270" GEMMA_CUDA_PINNED_READ=1
+bench_steps 270m-nopdl "$m270" GEMMA_CUDA_PDL=0
 kill $smi 2>/dev/null
 bench_steps 12b-l12 "$m12l"
 bench_steps 12b-l12-fa-off "$m12l" -- --flash-attn off
-bench_steps 12b-l12-pdl "$m12l" GEMMA_CUDA_PDL=1
-bench_steps 12b-l12-pinned "$m12l" GEMMA_CUDA_PINNED_READ=1
+bench_steps 12b-l12-nopdl "$m12l" GEMMA_CUDA_PDL=0
 
 echo "=== kernel times replayed from a CUDA graph (cuda_bench --graph)"
 timeout 90 "$BIN/cuda_bench" --graph > "$LOGS/kernel-bench-graph.log" 2>&1
@@ -126,7 +124,7 @@ echo "=== whole 12B"
 for _ in $(seq 1 40); do grep -q '^wrote ' "$LOGS/synth-12b.log" 2>/dev/null && break; sleep 3; done
 if grep -q '^wrote ' "$LOGS/synth-12b.log" 2>/dev/null; then
   bench_steps 12b "$m12"
-  bench_steps 12b-pdl-pinned "$m12" GEMMA_CUDA_PDL=1 GEMMA_CUDA_PINNED_READ=1
+  bench_steps 12b-nopdl "$m12" GEMMA_CUDA_PDL=0
 else
   steps_rows+=("12b: synth not done (see synth-12b.log)")
 fi

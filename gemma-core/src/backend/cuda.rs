@@ -90,9 +90,6 @@ pub struct CudaBackend<'m> {
     profile: Option<cuda::profile::Profile>,
     /// Where replayed decode steps' time goes, with `GEMMA_CUDA_PROFILE=steps`.
     step_timer: Option<step_timer::StepTimer>,
-    /// Reads go through page-locked host memory (`GEMMA_CUDA_PINNED_READ=1`): this buffer,
-    /// as long as the last read.
-    pinned_read: Option<cuda::PinnedStaging>,
     /// Round attention over an F16 cache as the CPU backend with llama.cpp's flash-attention
     /// numerics where they are the one-chunk kernel's (see [`Self::flash_attention`]).
     flash_attention: bool,
@@ -127,9 +124,6 @@ impl<'m> CudaBackend<'m> {
             alloc_epoch: 0,
             profile,
             step_timer,
-            pinned_read: std::env::var("GEMMA_CUDA_PINNED_READ")
-                .is_ok_and(|v| v == "1")
-                .then(cuda::PinnedStaging::default),
             flash_attention: true,
         })
     }
@@ -684,15 +678,11 @@ impl Backend for CudaBackend<'_> {
             }));
         }
         let view = buf.slice(range);
-        if let Some(staging) = self.pinned_read.as_mut() {
-            staging.read(&self.dev, &view, out).map_err(core_err)?;
-        } else {
-            self.dev
-                .stream()
-                .memcpy_dtoh(&view, out)
-                .map_err(|e| core_err(e.into()))?;
-            self.dev.synchronize().map_err(core_err)?;
-        }
+        self.dev
+            .stream()
+            .memcpy_dtoh(&view, out)
+            .map_err(|e| core_err(e.into()))?;
+        self.dev.synchronize().map_err(core_err)?;
         if let Some(p) = self.profile.as_mut() {
             p.collect();
         }

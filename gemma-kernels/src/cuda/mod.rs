@@ -34,8 +34,8 @@ pub use attention::{
     DecodeKv, DecodeScratch, KvElem, KvKind,
 };
 pub use buffer::{
-    download, is_supported, padded_len, upload, zeros, ActFormat, DeviceMatrix, PinnedStaging,
-    Q8Activations, SUPPORTED_TYPES,
+    download, is_supported, padded_len, upload, zeros, ActFormat, DeviceMatrix, Q8Activations,
+    SUPPORTED_TYPES,
 };
 /// The cudarc buffer types and traits the launch functions take.
 pub use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceSlice};

@@ -289,18 +289,6 @@ API CUresult cuMemFree_v2(uint64_t ptr) {
 
 API CUresult cuMemFreeAsync(uint64_t ptr, void *) { return cuMemFree_v2(ptr); }
 
-// Page-locked host memory: plain host memory here.
-API CUresult cuMemHostAlloc(void **ptr, size_t bytes, unsigned) {
-    if (!ptr || bytes == 0) return INVALID_VALUE;
-    *ptr = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
-    return *ptr ? SUCCESS : OUT_OF_MEMORY;
-}
-
-API CUresult cuMemFreeHost(void *ptr) {
-    std::free(ptr);
-    return SUCCESS;
-}
-
 API CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total) {
     LOCKED;
     if (!free_bytes || !total) return INVALID_VALUE;
