@@ -13,7 +13,10 @@
 #     dependent launch (GEMMA_CUDA_PDL=0); nvidia-smi's clocks sampled during the 270M's;
 #  3. cuda_bench --graph: the kernels at the 12B's shapes, replayed from a CUDA graph;
 #  4. ncu: the GPU time of every kernel of two eager one-token steps (`generate`,
-#     GEMMA_CUDA_GRAPH=0; clocks and caches left as they are), as CSV, summed per kernel.
+#     GEMMA_CUDA_GRAPH=0; clocks and caches left as they are), as CSV, summed per kernel;
+#     then ncu's speed-of-light, memory, occupancy, warp-state and scheduler sections of the
+#     12B's Q4_K and Q6_K matvecs and its post-norm kernel (ncu-sections.txt), what limits
+#     them (they reach 54-59% of a plain read of their bytes, run 5).
 set -u
 cd "$(dirname "$0")/.."
 BIN="${GPU_BIN:-gpu-bin}"
@@ -120,6 +123,15 @@ PY
   printf '%s\n' "${ncu_rows[-1]}"
 done
 
+echo "=== ncu sections of the 12B's Q4_K / Q6_K matvecs and its norm (cuda_bench's first launches)"
+if [ -n "$ncu_bin" ]; then
+  timeout 120 "$ncu_bin" --kernel-name regex:'^(mmvq_q4_K_1|mmvq_q6_K_1|rms_norm_add_norm_q8_1)$' \
+    --launch-count 6 --clock-control none --section SpeedOfLight --section MemoryWorkloadAnalysis \
+    --section Occupancy --section WarpStateStats --section SchedulerStats --section LaunchStats \
+    "$BIN/cuda_bench" --quick > "$LOGS/ncu-sections.txt" 2>&1
+  echo "ncu sections: rc $?, $(grep -c 'Section: GPU Speed Of Light' "$LOGS/ncu-sections.txt") kernels"
+fi
+
 echo "=== whole 12B"
 for _ in $(seq 1 40); do grep -q '^wrote ' "$LOGS/synth-12b.log" 2>/dev/null && break; sleep 3; done
 if grep -q '^wrote ' "$LOGS/synth-12b.log" 2>/dev/null; then
@@ -137,6 +149,8 @@ awk -F', ' 'NR > 1 { n++; s += $2 + 0; if ($2 + 0 > mx) mx = $2 + 0; if (mn == 0
   "$LOGS/clocks-270m.csv" 2>/dev/null
 printf '%s\n' "${ncu_rows[@]}"
 grep -h -E "^(matvec|matmul|attention|row kernel)|decode estimate" "$LOGS/kernel-bench-graph.log" 2>/dev/null
+grep -E "^  (mmvq|rms_norm)|Duration|DRAM Throughput|L1/TEX Hit|L2 Hit|Achieved Occupancy|Theoretical Occupancy|Registers Per Thread|Issued Warp Per Scheduler|No Eligible|Warp Cycles Per Issued|Block Limit" \
+  "$LOGS/ncu-sections.txt" 2>/dev/null | head -n 90
 if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then
   (cd "$LOGS" && tar czf "$OUT/gpu-decode-profile.tgz" .) && echo "logs: \$OUT/gpu-decode-profile.tgz"
 fi
