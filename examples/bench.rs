@@ -176,7 +176,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             let start = Instant::now();
             for _ in 0..args.decode {
                 let logits = session.step(token)?;
-                token = argmax(logits);
+                token = gemma_core::sampling::argmax(logits);
             }
             let rate = args.decode as f64 / start.elapsed().as_secs_f64();
             if rep > 0 {
@@ -299,25 +299,6 @@ fn time_image(
         }
     }
     Ok(runs)
-}
-
-/// The first index of the largest logit. The maximum comes from sixteen running maxima
-/// (vectorized), the index from a search for it: a scan that compared each value with the
-/// best so far was one dependent chain, 150-250 us of every decode step over 262144 logits.
-fn argmax(x: &[f32]) -> u32 {
-    let mut lanes = [f32::NEG_INFINITY; 16];
-    let chunks = x.chunks_exact(16);
-    let rest = chunks.remainder();
-    for chunk in chunks {
-        for (m, &v) in lanes.iter_mut().zip(chunk) {
-            *m = if v > *m { v } else { *m };
-        }
-    }
-    let best = lanes
-        .iter()
-        .chain(rest)
-        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
-    x.iter().position(|&v| v == best).unwrap_or(0) as u32
 }
 
 /// `held` rewound to `depth` tokens where it can take back what followed them, else a
