@@ -428,6 +428,9 @@ impl Backend for CudaBackend<'_> {
                 return ops::get_rows(&self.dev, m, &inputs.ids, 1, scale, out).map_err(core_err);
             }
         }
+        if let Some(t) = self.step_timer.as_mut() {
+            t.embed(false);
+        }
         let ids_d = cuda::upload(&self.dev, &ids).map_err(core_err)?;
         let m = &self.matrices[&table.bytes.start];
         ops::get_rows(&self.dev, m, &ids_d, ids.len(), scale, out).map_err(core_err)?;

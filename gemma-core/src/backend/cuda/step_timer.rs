@@ -1,8 +1,9 @@
 //! Where a replayed decode step's wall time goes, with `GEMMA_CUDA_PROFILE=steps` (decode
 //! graphs stay on): the host's walk through the step's calls (which launch nothing when the
 //! step is replayed), the graph's time on the GPU (two CUDA events around its launch), the
-//! logits read (waiting for the GPU, then the copy) and the wall time from one step's
-//! embedding to the next one's. Printed to stderr when the backend is dropped.
+//! logits read (waiting for the GPU, then the copy) and the wall time from one replayed
+//! step's embedding to the next one's (any other embedding between them, a prefill's,
+//! breaks the pair). Printed to stderr when the backend is dropped.
 
 use gemma_kernels::cuda::profile::{Profile, Span};
 use gemma_kernels::cuda::CudaDevice;
@@ -25,8 +26,8 @@ pub(super) struct StepTimer {
     read_pending: bool,
     read: Duration,
     reads: usize,
-    /// The previous one-token embedding, for the wall time between steps.
-    last_embed: Option<Instant>,
+    /// The previous embedding, when it began a replayed step: the wall time between steps.
+    last_replayed: Option<Instant>,
     wall: Duration,
     walls: usize,
 }
@@ -43,21 +44,20 @@ impl StepTimer {
             read_pending: false,
             read: Duration::ZERO,
             reads: 0,
-            last_embed: None,
+            last_replayed: None,
             wall: Duration::ZERO,
             walls: 0,
         }
     }
 
-    /// A one-token step's embedding; `replayed`: the step runs the captured graph.
+    /// An embedding; `replayed`: it begins a step that runs the captured graph.
     pub fn embed(&mut self, replayed: bool) {
         let now = Instant::now();
-        if let Some(last) = self.last_embed.replace(now) {
-            if replayed {
-                self.wall += now - last;
-                self.walls += 1;
-            }
+        if let (true, Some(last)) = (replayed, self.last_replayed) {
+            self.wall += now - last;
+            self.walls += 1;
         }
+        self.last_replayed = replayed.then_some(now);
         self.walk_start = replayed.then_some(now);
     }
 
@@ -97,7 +97,7 @@ impl StepTimer {
         format!(
             "decode steps (GEMMA_CUDA_PROFILE=steps): {} replayed; per step: host walk {:.1} us, \
              graph launch {:.1} us, GPU graph {:.1} us, logits read {:.1} us (waits for the GPU), \
-             wall {:.1} us between embeddings\n",
+             wall {:.1} us from step to step\n",
             self.steps,
             per(self.walk, self.steps),
             per(self.launch, self.steps),
