@@ -6,7 +6,9 @@
 //! ```
 //! Each repetition starts from an empty cache: the prefill runs `--prefill` tokens in one call
 //! (logits of the last one only); the decode starts from an empty cache and runs
-//! `--decode` single-token steps (batch 1). With `--depth N` (llama-bench's `-d`) both
+//! `--decode` single-token steps (batch 1), each one's greedy pick the next one's token
+//! (`Session::step_greedy`: on a GPU the pick is made there and only the id is read back;
+//! llama-bench reads the logits back and feeds random tokens). With `--depth N` (llama-bench's `-d`) both
 //! start after N tokens already in the cache, prefilled untimed (once, then the session
 //! is rewound to them where it can take the run back), so they measure speed at that
 //! context length (`decode tg128 @ d4096`). Medians over `--reps` repetitions,
@@ -175,8 +177,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             let mut token = 2u32.min(n_vocab as u32 - 1);
             let start = Instant::now();
             for _ in 0..args.decode {
-                let logits = session.step(token)?;
-                token = gemma_core::sampling::argmax(logits);
+                token = session.step_greedy(token)?;
             }
             let rate = args.decode as f64 / start.elapsed().as_secs_f64();
             if rep > 0 {

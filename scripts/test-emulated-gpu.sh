@@ -28,7 +28,7 @@ run() {
   return "${PIPESTATUS[0]}"
 }
 run -p gemma-kernels --test cuda_device --test cuda_parity --test cuda_fused --test cuda_kv_types \
-  --test cuda_one_chunk
+  --test cuda_one_chunk --test cuda_argmax
 run -p gemma-vision --test cuda_encode
 run -p gemma-vision --test cuda_memory
 run -p gemma --test perplexity_tiny cuda

@@ -5,7 +5,7 @@
 
 mod parity_support;
 
-use gemma_core::{KvType, Model, ModelOptions, Session};
+use gemma_core::{CoreError, KvType, Model, ModelOptions, Session, Trace};
 use parity_support::{fixtures, ids, read_f32, read_json, Diff};
 use std::sync::Arc;
 
@@ -132,4 +132,52 @@ fn sessions_run_on_several_threads() {
         let d = Diff::of(&logits, &alone, N_VOCAB);
         assert!(d.max_abs <= 1e-3, "threaded session: {d}");
     }
+}
+
+/// `step_greedy` returns llama.cpp's top-1 wherever its top-1/top-2 margin is clear, and at
+/// every step the id `sampling::argmax` picks from `step`'s logits; it leaves no logits
+/// behind, picks the same with a trace attached (which records the logits), and fails as
+/// `step` does (a token outside the vocabulary, a full context).
+#[test]
+fn greedy_steps_pick_the_highest_logit() {
+    let seq = sequence();
+    let reference = read_json(&fixtures().join("tiny/t1_reference.json"));
+    let per_file = &reference["models"]["tiny-gemma3-t1-q8_0.gguf"];
+    let m = model("q8_0", 512);
+    let mut greedy = m.session(64, KvType::F16).unwrap();
+    let mut plain = m.session(64, KvType::F16).unwrap();
+    greedy.prefill(&seq[..8]).unwrap();
+    plain.prefill(&seq[..8]).unwrap();
+    let mut clear = 0;
+    for (i, &t) in seq.iter().enumerate().skip(8) {
+        if i == 40 {
+            greedy.set_trace(Some(Trace::only(["result_output"])));
+        }
+        let want = gemma_core::sampling::argmax(plain.step(t).unwrap());
+        let got = greedy.step_greedy(t).unwrap();
+        assert_eq!(got, want, "position {i}");
+        assert!(greedy.logits().is_empty());
+        if per_file["top1_top2_margin_per_position"][i]
+            .as_f64()
+            .unwrap()
+            > 0.1
+        {
+            assert_eq!(
+                got as u64,
+                per_file["argmax_per_position"][i].as_u64().unwrap()
+            );
+            clear += 1;
+        }
+    }
+    assert!(clear >= 40, "only {clear} positions with a clear top-1");
+    let trace = greedy.set_trace(None).expect("trace");
+    assert!(trace.get("result_output").is_some());
+    assert!(matches!(
+        greedy.step_greedy(N_VOCAB as u32),
+        Err(CoreError::TokenOutOfRange { .. })
+    ));
+    assert!(matches!(
+        greedy.step_greedy(1),
+        Err(CoreError::ContextFull { .. })
+    ));
 }

@@ -388,4 +388,9 @@ pub trait Backend: Send {
         range: Range<usize>,
         out: &mut [f32],
     ) -> Result<(), CoreError>;
+
+    /// The index of the highest of the first `len` values of `buf` by
+    /// [`crate::sampling::argmax`]'s rule (the first one on ties, NaN never wins, 0 when no
+    /// value is above -inf): a greedy pick that reads back one index instead of the values.
+    fn argmax(&mut self, buf: &Self::Buffer, len: usize) -> Result<u32, CoreError>;
 }

@@ -41,6 +41,12 @@ pub(crate) trait Runner: Send {
         sink: Sink<'_>,
         trace: Option<&mut Trace>,
     ) -> Result<(), ImageError>;
+    /// Runs one token at the current position and returns the greedy pick after it (the
+    /// index of its highest logit by [`crate::sampling::argmax`]'s rule), made by the
+    /// backend where the logits are ([`Backend::argmax`]: a GPU reads back the index only).
+    /// With a trace, which records the logits, or a final soft-cap, which the host applies,
+    /// the logits are read and the host picks.
+    fn step_greedy(&mut self, token: u32, trace: Option<&mut Trace>) -> Result<u32, CoreError>;
     /// The KV cache (positions, truncation, size).
     fn cache(&self) -> &dyn CacheInfo;
     /// [`KvCache::truncate`].
@@ -145,6 +151,27 @@ impl<'m, B: Backend> Engine<'m, B> {
 }
 
 impl<B: Backend> Engine<'_, B> {
+    /// Fails for an empty run, a token outside the vocabulary or more tokens than the
+    /// cache has room for.
+    fn check_tokens(&self, tokens: &[u32]) -> Result<(), CoreError> {
+        let n_vocab = self.model.config.n_vocab;
+        if tokens.is_empty() {
+            return Err(CoreError::EmptyInput);
+        }
+        if let Some(&token) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(CoreError::TokenOutOfRange { token, n_vocab });
+        }
+        let (position, ctx_len) = (self.cache.position(), self.cache.ctx_len());
+        if tokens.len() > ctx_len - position {
+            return Err(CoreError::ContextFull {
+                position,
+                requested: tokens.len(),
+                ctx_len,
+            });
+        }
+        Ok(())
+    }
+
     /// Runs one batch (at most `state.max_tokens` rows), giving the wanted logits to
     /// `sink` (with [`Want::Last`], only if this is the `last` batch of the run).
     fn run_chunk(
@@ -204,21 +231,7 @@ impl<B: Backend> Runner for Engine<'_, B> {
         sink: Sink<'_>,
         mut trace: Option<&mut Trace>,
     ) -> Result<(), CoreError> {
-        let n_vocab = self.model.config.n_vocab;
-        if tokens.is_empty() {
-            return Err(CoreError::EmptyInput);
-        }
-        if let Some(&token) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
-            return Err(CoreError::TokenOutOfRange { token, n_vocab });
-        }
-        let (position, ctx_len) = (self.cache.position(), self.cache.ctx_len());
-        if tokens.len() > ctx_len - position {
-            return Err(CoreError::ContextFull {
-                position,
-                requested: tokens.len(),
-                ctx_len,
-            });
-        }
+        self.check_tokens(tokens)?;
         let n_chunks = tokens.len().div_ceil(self.state.max_tokens);
         for (i, chunk) in tokens.chunks(self.state.max_tokens).enumerate() {
             let last = i + 1 == n_chunks;
@@ -267,6 +280,28 @@ impl<B: Backend> Runner for Engine<'_, B> {
         }
         self.run_chunk(Input::Image(rows), want, true, sink, trace)?;
         Ok(())
+    }
+
+    fn step_greedy(&mut self, token: u32, trace: Option<&mut Trace>) -> Result<u32, CoreError> {
+        if trace.is_some() || self.model.config.final_logit_softcap.is_some() {
+            let mut pick = 0;
+            let sink: Sink<'_> = &mut |_, row| pick = crate::sampling::argmax(row);
+            self.run(&[token], Want::Last, sink, trace)?;
+            return Ok(pick);
+        }
+        self.check_tokens(&[token])?;
+        let pos = self.cache.position();
+        let (b, m, st) = (&mut self.backend, self.model, &mut self.state);
+        let row = forward::forward(
+            b,
+            m,
+            &mut self.cache,
+            st,
+            Input::Tokens(&[token]),
+            0..1,
+            None,
+        )?;
+        forward::greedy_pick(b, m, st, row, pos)
     }
 
     fn cache(&self) -> &dyn CacheInfo {

@@ -287,26 +287,8 @@ pub(crate) fn logits<B: Backend>(
     out: &mut [f32],
     mut trace: Option<&mut Trace>,
 ) -> Result<(), CoreError> {
-    let (c, w) = (m.config, m.weights);
-    // Final norm, then the output projection (tied to the embeddings unless the file
-    // has `output.weight`).
-    b.rms_norm(
-        &st.x,
-        first,
-        rows,
-        &w.output_norm,
-        c.rms_eps,
-        &mut st.out_norm,
-    )?;
-    record(
-        trace.as_deref_mut(),
-        b,
-        format_args!("result_norm"),
-        &st.out_norm,
-        pos..pos + rows,
-        c.n_embd,
-    )?;
-    b.matmul(&w.output, &st.out_norm, rows, &mut st.logits)?;
+    let c = m.config;
+    output_head(b, m, st, first, rows, pos, trace.as_deref_mut())?;
     b.read(&st.logits, 0..rows * c.n_vocab, out)?;
     // Optional soft-capping: c * tanh(logits / c).
     if let Some(cap) = c.final_logit_softcap {
@@ -326,6 +308,52 @@ pub(crate) fn logits<B: Backend>(
         }
     }
     Ok(())
+}
+
+/// The greedy pick after hidden-state row `first` of `st.x` (at position `pos`): the index
+/// of its highest logit, found by the backend where the logits are ([`Backend::argmax`]).
+/// For a model without final soft-capping, which rounds to ties logits that were apart.
+pub(crate) fn greedy_pick<B: Backend>(
+    b: &mut B,
+    m: ModelRef<'_>,
+    st: &mut State<B::Buffer>,
+    first: usize,
+    pos: usize,
+) -> Result<u32, CoreError> {
+    output_head(b, m, st, first, 1, pos, None)?;
+    b.argmax(&st.logits, m.config.n_vocab)
+}
+
+/// The final norm of hidden-state rows `first .. first + rows` of `st.x`, then the output
+/// projection (tied to the embeddings unless the file has `output.weight`) into
+/// `st.logits`.
+fn output_head<B: Backend>(
+    b: &mut B,
+    m: ModelRef<'_>,
+    st: &mut State<B::Buffer>,
+    first: usize,
+    rows: usize,
+    pos: usize,
+    trace: Option<&mut Trace>,
+) -> Result<(), CoreError> {
+    let (c, w) = (m.config, m.weights);
+    b.rms_norm(
+        &st.x,
+        first,
+        rows,
+        &w.output_norm,
+        c.rms_eps,
+        &mut st.out_norm,
+    )?;
+    record(
+        trace,
+        b,
+        format_args!("result_norm"),
+        &st.out_norm,
+        pos..pos + rows,
+        c.n_embd,
+    )?;
+    b.matmul(&w.output, &st.out_norm, rows, &mut st.logits)
 }
 
 /// Copies the rows of `positions` (`width` values each) of `buf` into the trace if it wants `name` (formatted

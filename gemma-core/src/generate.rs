@@ -252,8 +252,13 @@ impl<'a, 'm> Generation<'a, 'm> {
         self.unfed
     }
 
-    /// Runs the pending token and samples the next one.
+    /// Runs the pending token and samples the next one (a plain greedy choice by the
+    /// session where the logits are: [`Session::step_greedy`]).
     fn next_token(&mut self) -> Result<u32, GenerateError> {
+        if let (Some(token), true) = (self.unfed, self.sampler.config().is_plain_greedy()) {
+            self.unfed = None;
+            return Ok(self.session.step_greedy(token)?);
+        }
         let logits = match self.unfed.take() {
             Some(token) => self.session.step(token)?,
             None => self.session.logits(),

@@ -60,6 +60,11 @@ impl SamplerConfig {
         }
     }
 
+    /// Whether the choice is the highest logit as it is ([`argmax`]): greedy, no penalties.
+    pub fn is_plain_greedy(&self) -> bool {
+        self.temperature <= 0.0 && !self.has_penalties()
+    }
+
     fn has_penalties(&self) -> bool {
         self.penalty_last_n > 0
             && (self.repeat_penalty != 1.0
@@ -113,7 +118,7 @@ impl Sampler {
             return Err(GenerateError::EmptyLogits);
         }
         let config = self.config;
-        if config.temperature <= 0.0 && !config.has_penalties() {
+        if config.is_plain_greedy() {
             return Ok(argmax(logits));
         }
         // Without penalties, top-k needs only the logits from the k-th highest up.

@@ -132,6 +132,28 @@ impl<'m> Session<'m> {
         self.prefill(&[token])
     }
 
+    /// Runs one token (a decode step) and returns the greedy pick after it: the id that
+    /// [`crate::sampling::argmax`] picks from the logits [`Session::step`] would return. On a
+    /// GPU the pick is made on the device and only the id is read back (the logits, 1 MiB
+    /// for Gemma 3's vocabulary, stay there). [`Session::logits`] is empty afterwards.
+    pub fn step_greedy(&mut self, token: u32) -> Result<u32, CoreError> {
+        let Session {
+            runner,
+            pool,
+            on_gpu,
+            logits,
+            trace,
+            ..
+        } = self;
+        logits.clear();
+        let mut run = || runner.step_greedy(token, trace.as_mut());
+        if *on_gpu {
+            run()
+        } else {
+            pool.install(run)
+        }
+    }
+
     /// The logits of the last token run (empty before the first run and after a truncation).
     pub fn logits(&self) -> &[f32] {
         &self.logits

@@ -358,6 +358,10 @@ impl Backend for CpuBackend<'_> {
         out.copy_from_slice(&buf[range]);
         Ok(())
     }
+
+    fn argmax(&mut self, buf: &Vec<f32>, len: usize) -> Result<u32, CoreError> {
+        Ok(crate::sampling::argmax(&buf[..len]))
+    }
 }
 
 #[cfg(test)]

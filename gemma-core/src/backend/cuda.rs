@@ -93,6 +93,8 @@ pub struct CudaBackend<'m> {
     /// Round attention over an F16 cache as the CPU backend with llama.cpp's flash-attention
     /// numerics where they are the one-chunk kernel's (see [`Self::flash_attention`]).
     flash_attention: bool,
+    /// The device memory of greedy picks ([`Backend::argmax`]).
+    argmax: cuda::ArgmaxScratch,
 }
 
 impl<'m> CudaBackend<'m> {
@@ -105,6 +107,7 @@ impl<'m> CudaBackend<'m> {
         let profile = cuda::profile::enabled_by_env().then(|| cuda::profile::Profile::new(&dev));
         let graphs = graph::enabled_by_env() && profile.is_none();
         let step_timer = step_timer::enabled_by_env().then(|| step_timer::StepTimer::new(&dev));
+        let argmax = cuda::ArgmaxScratch::new(&dev).map_err(core_err)?;
         Ok(CudaBackend {
             dev,
             ordinal,
@@ -125,6 +128,7 @@ impl<'m> CudaBackend<'m> {
             profile,
             step_timer,
             flash_attention: true,
+            argmax,
         })
     }
 
@@ -685,6 +689,33 @@ impl Backend for CudaBackend<'_> {
             .stream()
             .memcpy_dtoh(&view, out)
             .map_err(|e| core_err(e.into()))?;
+        self.finish_read(started)
+    }
+
+    /// The pick runs after the step's graph (the same graph whether the step's logits are
+    /// read or picked from), as two eager launches; then only the index is read.
+    fn argmax(&mut self, buf: &CudaSlice<f32>, len: usize) -> Result<u32, CoreError> {
+        self.finish_step(true)?;
+        let started = std::time::Instant::now();
+        {
+            let _span = self.span("argmax");
+            cuda::argmax(&self.dev, buf, len, &mut self.argmax).map_err(core_err)?;
+        }
+        let mut index = [0i32];
+        self.dev
+            .stream()
+            .memcpy_dtoh(self.argmax.index(), &mut index)
+            .map_err(|e| core_err(e.into()))?;
+        self.finish_read(started)?;
+        // argmax_final writes an index below `len`.
+        Ok(index[0] as u32)
+    }
+}
+
+impl CudaBackend<'_> {
+    /// Waits for a read that began at `started` (the end of a step when it reads the
+    /// step's result) and collects the profiles.
+    fn finish_read(&mut self, started: std::time::Instant) -> Result<(), CoreError> {
         self.dev.synchronize().map_err(core_err)?;
         if let Some(p) = self.profile.as_mut() {
             p.collect();

@@ -176,5 +176,6 @@ fn first_function(k: Kernel) -> &'static str {
         Kernel::Attention => "attn_decode_256",
         Kernel::FlashAttn => "flash_prefill_256",
         Kernel::Vision => "vis_layer_norm",
+        Kernel::Argmax => "argmax_part",
     }
 }

@@ -18,6 +18,7 @@
 //! dynamic loader, so its folder must be on `LD_LIBRARY_PATH` (`scripts/setup-nvrtc.sh`
 //! installs NVRTC from PyPI and prints the folder).
 
+mod argmax;
 mod attention;
 mod buffer;
 mod device;
@@ -29,6 +30,7 @@ pub mod ops;
 pub mod profile;
 pub mod vision;
 
+pub use argmax::{argmax, ArgmaxScratch};
 pub use attention::{
     attention_decode, attention_decode_q8, attention_prefill, attention_prefill_cached, AttnShape,
     DecodeKv, DecodeScratch, KvElem, KvKind,

@@ -36,11 +36,13 @@ pub enum Kernel {
     /// `vision.cu`: the SigLIP image encoder's LayerNorm, bias/GELU/residual, patch and
     /// pooling steps and its bidirectional attention.
     Vision,
+    /// `argmax.cu`: the greedy pick over a row of logits.
+    Argmax,
 }
 
 impl Kernel {
     /// Every kernel file, in a fixed order.
-    pub const ALL: [Kernel; 10] = [
+    pub const ALL: [Kernel; 11] = [
         Kernel::Quantize,
         Kernel::Norm,
         Kernel::Rope,
@@ -51,6 +53,7 @@ impl Kernel {
         Kernel::Attention,
         Kernel::FlashAttn,
         Kernel::Vision,
+        Kernel::Argmax,
     ];
 
     /// Whether every kernel of the file calls `pdl_wait` (kernels/common.cuh) before it
@@ -66,6 +69,7 @@ impl Kernel {
                 | Kernel::Mmvq
                 | Kernel::MatmulFloat
                 | Kernel::Attention
+                | Kernel::Argmax
         )
     }
 
@@ -82,6 +86,7 @@ impl Kernel {
             Kernel::Attention => "attention",
             Kernel::FlashAttn => "flash_attn",
             Kernel::Vision => "vision",
+            Kernel::Argmax => "argmax",
         }
     }
 
@@ -97,6 +102,7 @@ impl Kernel {
             Kernel::Attention => include_str!("../../kernels/attention.cu"),
             Kernel::FlashAttn => include_str!("../../kernels/flash_attn.cu"),
             Kernel::Vision => include_str!("../../kernels/vision.cu"),
+            Kernel::Argmax => include_str!("../../kernels/argmax.cu"),
         }
     }
 
@@ -165,6 +171,7 @@ impl Kernel {
                 "vis_add_bias_residual", "vis_attention_16", "vis_attention_32", "vis_attention_64",
                 "vis_attention_72", "vis_attention_80", "vis_avg_pool",
             ],
+            Kernel::Argmax => &["argmax_part", "argmax_final"],
         }
     }
 
@@ -337,7 +344,7 @@ pub fn cached_ptx(kernel: Kernel, arch: ComputeArch) -> Result<String, CudaError
 /// The modules of one device, loaded on first use, and the functions looked up in them.
 pub(crate) struct ModuleCache {
     arch: ComputeArch,
-    modules: [OnceLock<Arc<CudaModule>>; 10],
+    modules: [OnceLock<Arc<CudaModule>>; Kernel::ALL.len()],
     functions: Mutex<HashMap<&'static str, CudaFunction>>,
 }
 

@@ -371,6 +371,59 @@ fn decode_graph_replays_match_eager_steps() {
     }
 }
 
+/// Greedy steps picked on the device (`step_greedy`) give the ids the host picks from the
+/// same steps' logits (`sampling::argmax`), with steps of both kinds mixed in one session
+/// replaying one decode graph (the pick runs after it): every step after the warm-up and
+/// the capture is a graph launch.
+#[test]
+fn greedy_steps_pick_on_the_device_what_the_host_picks_from_the_logits() {
+    if let Err(e) = gemma_kernels::cuda::CudaDevice::new(0) {
+        eprintln!("no CUDA device: GPU tests not run ({e})");
+        return;
+    }
+    let seq = sequence();
+    let path = tiny_fixtures().join("tiny-gemma3-t1-q4_k_m.gguf");
+    let model = Model::load(&path, ModelOptions::default())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let m = ModelRef {
+        config: model.config(),
+        weights: model.weights(),
+    };
+    let o = model.options();
+    let sizes = EngineSizes {
+        ctx_len: 256,
+        kv_type: KvType::F16,
+        ring_margin: o.ring_margin,
+        max_batch: o.max_batch,
+    };
+    let engine = || {
+        let backend = CudaBackend::new(model.gguf().bytes(), 0).expect("cuda backend");
+        Engine::new(backend, m, sizes).expect("engine")
+    };
+    let host_pick = |engine: &mut dyn Runner, t: u32| crate::sampling::argmax(&run(engine, &[t]));
+    let (mut mixed, mut reference) = (engine(), engine());
+    run(&mut mixed, &seq[..8]);
+    run(&mut reference, &seq[..8]);
+    let before = super::graph::LAUNCHES.load(std::sync::atomic::Ordering::Relaxed);
+    let steps = &seq[8..40];
+    for (i, &t) in steps.iter().enumerate() {
+        let want = host_pick(&mut reference, t);
+        let got = if i % 3 == 2 {
+            host_pick(&mut mixed, t)
+        } else {
+            mixed.step_greedy(t, None).expect("greedy step")
+        };
+        assert_eq!(got, want, "step {i} (token {t})");
+    }
+    let launches = super::graph::LAUNCHES.load(std::sync::atomic::Ordering::Relaxed) - before;
+    // Both engines replay from their second step on; the other tests of this binary may
+    // launch graphs meanwhile, so only a lower bound holds.
+    assert!(
+        launches >= 2 * (steps.len() - 2),
+        "only {launches} graph launches"
+    );
+}
+
 /// One piece of the image test's prompt: tokens of the fixture sequence, or the
 /// soft-token rows of one image.
 enum Piece {
