@@ -247,8 +247,14 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let mut stdout = std::io::stdout().lock();
     let decode_start = Instant::now();
     let mut stop = "max_tokens";
+    // A plain greedy choice comes from the step itself (on a GPU, without reading the logits).
+    let greedy = config.is_plain_greedy();
+    let mut picked = None;
     while generated.len() < args.max_tokens {
-        let token = sampler.sample(&logits, &history)?;
+        let token = match picked.take() {
+            Some(token) => token,
+            None => sampler.sample(&logits, &history)?,
+        };
         if !args.ignore_eos
             && tokenizer
                 .as_ref()
@@ -274,8 +280,12 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             stop = "context_full";
             break;
         }
-        logits.clear();
-        logits.extend_from_slice(session.step(token)?);
+        if greedy {
+            picked = Some(session.step_greedy(token)?);
+        } else {
+            logits.clear();
+            logits.extend_from_slice(session.step(token)?);
+        }
     }
     let decode_time = decode_start.elapsed();
     let tail = decoder.finish();
