@@ -8,7 +8,7 @@
 #     in the background (nice 19);
 #  2. bench --prefill 16 --decode 64 with GEMMA_CUDA_PROFILE=steps (decode graphs on): per
 #     replayed step the host's walk through the step's calls, the graph's GPU time (two
-#     events), the logits read and the wall time; as is, with --flash-attn off (f32
+#     events), the read of its greedy pick (bench: Session::step_greedy) and the wall time; as is, with --flash-attn off (f32
 #     attention sums instead of the CPU's one-chunk rounding) and without programmatic
 #     dependent launch (GEMMA_CUDA_PDL=0); nvidia-smi's clocks sampled during the 270M's;
 #  3. cuda_bench --graph: the kernels at the 12B's shapes, replayed from a CUDA graph;
@@ -123,12 +123,14 @@ PY
   printf '%s\n' "${ncu_rows[-1]}"
 done
 
-echo "=== ncu sections of the 12B's Q4_K / Q6_K matvecs and its norm (cuda_bench's first launches)"
+echo "=== ncu sections of the 12B's Q4_K / Q6_K matvecs, the experimental layouts, the norm and the argmax"
 if [ -n "$ncu_bin" ]; then
-  timeout 120 "$ncu_bin" --kernel-name regex:'^(mmvq_q4_K_1|mmvq_q6_K_1|rms_norm_add_norm_q8_1)$' \
-    --launch-count 6 --clock-control none --section SpeedOfLight --section MemoryWorkloadAnalysis \
+  # cuda_bench --launches 1: every timing launches its kernel once and times nothing.
+  timeout 150 "$ncu_bin" \
+    --kernel-name regex:'^(mmvq_q4_K_1|mmvq_q6_K_1|mmvq_x_.*|rms_norm_add_norm_q8_1|argmax_part)$' \
+    --launch-count 40 --clock-control none --section SpeedOfLight --section MemoryWorkloadAnalysis \
     --section Occupancy --section WarpStateStats --section SchedulerStats --section LaunchStats \
-    "$BIN/cuda_bench" --quick > "$LOGS/ncu-sections.txt" 2>&1
+    "$BIN/cuda_bench" --quick --launches 1 > "$LOGS/ncu-sections.txt" 2>&1
   echo "ncu sections: rc $?, $(grep -c 'Section: GPU Speed Of Light' "$LOGS/ncu-sections.txt") kernels"
 fi
 

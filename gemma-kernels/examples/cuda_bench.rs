@@ -1,13 +1,17 @@
 //! Micro-benchmark of the CUDA kernels at Gemma 3 12B shapes (random weights): decode
 //! matvec in weight GB/s against the HBM bandwidth and against a plain streaming read of the
 //! same bytes (`ops::read_stream`: what a kernel of that size can reach), prefill matmul in
-//! TOPS, attention, and a 12B Q4_K_M decode-step estimate from the matvec times alone.
+//! TOPS, attention, and a 12B Q4_K_M decode-step estimate from the matvec times alone; the
+//! other layouts of the one-token product (`launch::MMVQ_EXPERIMENTS`) beside the engine's,
+//! and the greedy pick over 262144 logits.
 //!
-//! `cargo run --release -p gemma-kernels --example cuda_bench [-- --quick] [--graph]`
+//! `cargo run --release -p gemma-kernels --example cuda_bench [-- --quick] [--graph] [--launches N]`
 //! With `--graph` every timing replays its runs from a CUDA graph captured once, so the
 //! launch costs of the host drop out: where the eager time of a small kernel is the host's
 //! launch rate, the graph time is the GPU's (the engine's decode graph runs them that way).
-//! Peak bandwidth: GEMMA_HBM_GBPS, else 3350 (H100 SXM) / 4800 (H200) by device name.
+//! With `--launches N` every run is launched N times and nothing is timed: the kernels for a
+//! profiler (`ncu --kernel-name ... cuda_bench --quick --launches 1`, as
+//! scripts/gpu-decode-profile.sh does). Peak bandwidth: GEMMA_HBM_GBPS, else 3350 (H100 SXM) / 4800 (H200) by device name.
 //! Each matrix is cycled through enough copies that the working set exceeds the L2 cache.
 
 use cudarc::driver::sys::CUevent_flags;
@@ -59,15 +63,18 @@ struct Timer {
     end: cudarc::driver::CudaEvent,
     /// Replay the timed runs from a CUDA graph (`--graph`) instead of launching them.
     graph: bool,
+    /// `--launches N`: launch every run N times and time nothing (for a profiler).
+    launches_only: Option<usize>,
 }
 
 impl Timer {
-    fn new(dev: &CudaDevice, graph: bool) -> Result<Self, CudaError> {
+    fn new(dev: &CudaDevice, graph: bool, launches_only: Option<usize>) -> Result<Self, CudaError> {
         let f = Some(CUevent_flags::CU_EVENT_DEFAULT);
         Ok(Timer {
             start: dev.context().new_event(f)?,
             end: dev.context().new_event(f)?,
             graph,
+            launches_only,
         })
     }
 
@@ -80,6 +87,11 @@ impl Timer {
         iters: usize,
         mut run: impl FnMut(usize) -> Result<(), CudaError>,
     ) -> Result<f64, CudaError> {
+        if let Some(n) = self.launches_only {
+            (0..n).try_for_each(&mut run)?;
+            dev.synchronize()?;
+            return Ok(f64::NAN);
+        }
         for i in 0..3 {
             run(i)?;
         }
@@ -221,6 +233,54 @@ fn bench_matvec_layouts(
         per_block *= 2;
     }
     println!("{line}");
+    Ok(())
+}
+
+/// The engine's one-token product against each of `launch::MMVQ_EXPERIMENTS` of the same
+/// weight type on the 12B's shapes (the same matrices, alternately), one line per shape.
+fn bench_mmvq_experiments(dev: &CudaDevice, t: &Timer, peak: f64) -> Result<(), CudaError> {
+    for e in &launch::MMVQ_EXPERIMENTS {
+        println!("mmvq experiment {}: {}", e.kernel, e.about);
+        let shapes: &[(usize, usize)] = match e.ty {
+            GgmlType::Q6_K => &[(15360, 3840), (3840, 15360), (262_144, 3840)],
+            _ => &[(15360, 3840), (3840, 15360), (4096, 3840), (2048, 3840)],
+        };
+        for &(rows, cols) in shapes {
+            let ws = matrices(dev, e.ty, rows, cols)?;
+            let x = cuda::upload(dev, &vec![0.5f32; cols])?;
+            let mut q = Q8Activations::new(dev, cols, 1)?;
+            let mut y = cuda::zeros::<f32>(dev, rows)?;
+            launch::quantize_q8_1(dev, &x, 1, cols, ActFormat::for_weights(e.ty), &mut q)?;
+            let engine = t.time(dev, 50, |i| {
+                launch::matmul_q8(dev, &ws[i % ws.len()], &q, 1, &mut y)
+            })?;
+            let other = t.time(dev, 50, |i| {
+                launch::matvec_q8_experiment(dev, &ws[i % ws.len()], &q, e, &mut y)
+            })?;
+            let pct = |us: f64| 100.0 * ws[0].bytes() as f64 / us / 1000.0 / peak;
+            println!(
+                "matvec {:<5} {rows:>6}x{cols:<6} engine {engine:7.1} us {:4.1}% | experiment {other:7.1} us {:4.1}% | {:.2}x",
+                e.ty.name(),
+                pct(engine),
+                pct(other),
+                engine / other
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The greedy pick over Gemma 3's 262144 logits on the device (`cuda::argmax`), in
+/// microseconds.
+fn bench_argmax(dev: &CudaDevice, t: &Timer) -> Result<(), CudaError> {
+    let n = 262_144;
+    let logits: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919) % 10007) as f32 / 100.0)
+        .collect();
+    let x = cuda::upload(dev, &logits)?;
+    let mut scratch = cuda::ArgmaxScratch::new(dev)?;
+    let us = t.time(dev, 50, |_| cuda::argmax(dev, &x, n, &mut scratch))?;
+    println!("argmax over {n} logits (greedy pick on the device): {us:.1} us");
     Ok(())
 }
 
@@ -436,6 +496,11 @@ fn main() {
 fn run() -> Result<(), CudaError> {
     let quick = std::env::args().any(|a| a == "--quick");
     let in_graph = std::env::args().any(|a| a == "--graph");
+    let args: Vec<String> = std::env::args().collect();
+    let launches_only = args
+        .iter()
+        .position(|a| a == "--launches")
+        .and_then(|i| args.get(i + 1)?.parse().ok());
     let dev = CudaDevice::new(0)?;
     let started = std::time::Instant::now();
     dev.warm_up()?;
@@ -447,8 +512,10 @@ fn run() -> Result<(), CudaError> {
         started.elapsed().as_secs_f64()
     );
     let peak = peak_gbps(&dev);
-    let t = Timer::new(&dev, in_graph)?;
-    if in_graph {
+    let t = Timer::new(&dev, in_graph, launches_only)?;
+    if let Some(n) = launches_only {
+        println!("timings: none (--launches {n}: every run launched {n} times, for a profiler)");
+    } else if in_graph {
         println!("timings: runs replayed from a CUDA graph (host launch costs excluded)");
     }
     // Gemma 3 12B: hidden 3840, FFN 15360, 16 q heads / 8 kv heads x 256, vocab 262144.
@@ -489,6 +556,7 @@ fn run() -> Result<(), CudaError> {
     ] {
         bench_matvec_layouts(&dev, &t, ty, rows, cols, peak)?;
     }
+    bench_mmvq_experiments(&dev, &t, peak)?;
     // A 12B Q4_K_M decode step from matvec times: Q4_K projections and FFN, Q6_K V and
     // FFN-down (llama.cpp's Q4_K_M mix uses Q6_K for about half of them; all are counted
     // Q6_K here, a pessimistic bound), Q6_K output over the 262144-token vocabulary.
@@ -544,6 +612,7 @@ fn run() -> Result<(), CudaError> {
         bench_attention(&dev, &t, 32768, 0)?;
     }
     let rows = bench_row_kernels(&dev, &t)?;
+    bench_argmax(&dev, &t)?;
     let full_us = fused_step_us + 48.0 * (rows + attention);
     println!(
         "12B Q4_K_M decode estimate (fused matvecs + row kernels + attention at 600 keys): {full_us:.0} us/token = {:.0} tokens/s",

@@ -415,12 +415,11 @@ template <> struct Items<GGML_Q3_K> { enum { N = 2 }; };
 // several rounds into the same slots). Either way the slot sums, laid out in shared memory
 // by task, put each row's tasks in one range that a warp adds up; the order of every float
 // sum depends only on (nb, n_rows): results are deterministic for a given rows per block.
-template <int TY, int NC>
-static __device__ __forceinline__ void mmvq(const u8 *__restrict__ w, int nb, const i8 *__restrict__ aq,
-                                            const float2 *__restrict__ ads, int k_pad, float *__restrict__ y,
-                                            int rows, int row0, int n_rows) {
-    typedef Task<TY> T;
-    constexpr int ITEMS = Items<TY>::N;
+// T: the task type (Task<TY> for weight type TY), ITEMS: tasks per thread and round.
+template <class T, int ITEMS, int NC>
+static __device__ __forceinline__ void mmvq_tasks(const u8 *__restrict__ w, int nb, const i8 *__restrict__ aq,
+                                                  const float2 *__restrict__ ads, int k_pad,
+                                                  float *__restrict__ y, int rows, int row0, int n_rows) {
     constexpr int ROUND = ITEMS * MMVQ_THREADS;
     const u8 *wrows = w + (i64) row0 * nb * T::BYTES;
     const ActView a = {aq, ads, k_pad};
@@ -479,6 +478,13 @@ static __device__ __forceinline__ void mmvq(const u8 *__restrict__ w, int nb, co
         s = warp_sum(s);
         if (lane == 0) y[(i64) c * rows + row0 + r] = s;
     }
+}
+
+template <int TY, int NC>
+static __device__ __forceinline__ void mmvq(const u8 *__restrict__ w, int nb, const i8 *__restrict__ aq,
+                                            const float2 *__restrict__ ads, int k_pad, float *__restrict__ y,
+                                            int rows, int row0, int n_rows) {
+    mmvq_tasks<Task<TY>, Items<TY>::N, NC>(w, nb, aq, ads, k_pad, y, rows, row0, n_rows);
 }
 
 // The rows of block `blk` when a matrix of `rows` rows takes `per_block` rows per block.
@@ -549,3 +555,72 @@ MMVQ_ALL_NC(iq4_xs, GGML_IQ4_XS)
 MMVQ_MULTI_KERNEL(q4_K_q6_K, GGML_Q4_K, GGML_Q6_K)
 MMVQ_MULTI_KERNEL(q5_K_q6_K, GGML_Q5_K, GGML_Q6_K)
 MMVQ_MULTI_KERNEL(q5_0_q8_0, GGML_Q5_0, GGML_Q8_0)
+
+// ---------------------------------------------------------------------------------
+// Other layouts of the one-token product, for cuda_bench to time beside the engine's (the
+// host's launch::MMVQ_EXPERIMENTS); the engine does not launch them.
+
+// Q4_K in 32-weight tasks: task t = 2c + h takes the 16 qs bytes [32c + 16h, +16), weights
+// 64c + 16h + i (low nibbles, sub-block 2c) and 64c + 32 + 16h + i (high nibbles, 2c + 1).
+// Two neighbouring threads then share every 32-byte sector a load touches, of the weights as
+// of the activations, where a 64-weight task's thread uses half of each sector per load. The
+// halves of a chunk are summed in float apart; the minimums' term goes with h = 0.
+struct TaskQ4KHalf {
+    enum { QK = 256, BYTES = 144, TPB = 8 };
+    int4 hdr;  // d, dmin, scales[12]
+    int4 v;
+    __device__ __forceinline__ void load(const u8 *blk, int t) {
+        hdr = load_i4(blk);
+        v = load_i4(blk + 16 + 16 * t);
+        pin(hdr);
+        pin(v);
+    }
+    __device__ __forceinline__ float scale() const { return 1.0f; }
+    template <int NC> __device__ __forceinline__ void dot(int t, ActView a, int e0, float *acc) const {
+        const int c = t >> 1, h = t & 1;
+        const int vw[4] = {v.x, v.y, v.z, v.w};
+        int lo[4], hi[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            lo[i] = vw[i] & LO4;
+            hi[i] = vw[i] & ~LO4;
+        }
+        // Scales and mins of sub-blocks 2c and 2c + 1 (as TaskQK45 with t = c).
+        const int k = 16 * (c & 1);
+        const int s0 = ((u32) hdr.y >> k) & 0xFFFF, s1 = ((u32) hdr.z >> k) & 0xFFFF, s2 = ((u32) hdr.w >> k) & 0xFFFF;
+        const int sc2 = c < 2 ? s0 & 0x3F3F : (s2 & 0x0F0F) | ((s0 >> 2) & 0x3030);
+        const int m2 = c < 2 ? s1 & 0x3F3F : ((s2 >> 4) & 0x0F0F) | ((s1 >> 2) & 0x3030);
+        const int sc_a = sc2 & 0xFF, sc_b = sc2 >> 8;
+        const float m_a = (float) (m2 & 0xFF), m_b = (float) (m2 >> 8);
+        const float d = h2f((u16) (hdr.x & 0xFFFF));
+        const float dmin = h == 0 ? h2f((u16) ((u32) hdr.x >> 16)) : 0.0f;
+        const int e = e0 + 64 * c;
+#pragma unroll
+        for (int n = 0; n < NC; ++n) {
+            const i8 *q = a.q(n, e) + 16 * h;
+            const int4 ua = load_i4(q), ub = load_i4(q + 32);
+            const int u_a[4] = {ua.x, ua.y, ua.z, ua.w}, u_b[4] = {ub.x, ub.y, ub.z, ub.w};
+            int sa = 0, sb = 0;
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                sa = dp4a(lo[i], u_a[i], sa);
+                sb = dp4a_us((u32) hi[i], u_b[i], sb);
+            }
+            sb >>= 4;  // exact: a multiple of 16
+            const float2 da = a.d(n, e), db = a.d(n, e + 32);
+            acc[n] += d * da.x * (float) (sc_a * sa + sc_b * sb) - dmin * (m_a * da.y + m_b * db.y);
+        }
+    }
+};
+
+#define MMVQ_EXPERIMENT(NAME, TASK, ITEMS)                                                              \
+    extern "C" __global__ void __launch_bounds__(MMVQ_THREADS) mmvq_x_##NAME(                          \
+        const u8 *w, int nb, const i8 *aq, const float2 *ads, int k_pad, float *y, int rows, int per_block) { \
+        pdl_launch_dependents();                                                                        \
+        mmvq_tasks<TASK, ITEMS, 1>(w, nb, aq, ads, k_pad, y, rows, blockIdx.x * per_block,              \
+                                   block_rows(blockIdx.x, rows, per_block));                            \
+    }
+
+MMVQ_EXPERIMENT(q4_K_half_tasks, TaskQ4KHalf, 4)     // 32-weight tasks, four per thread
+MMVQ_EXPERIMENT(q4_K_four_items, Task<GGML_Q4_K>, 4)  // the engine's tasks, four per thread
+MMVQ_EXPERIMENT(q6_K_four_items, Task<GGML_Q6_K>, 4)

@@ -135,6 +135,40 @@ fn check_product(dev: &cuda::CudaDevice, rng: &mut Rng, ty: GgmlType, rows: usiz
     );
 }
 
+/// The benchmarks' other layouts of the one-token product (`launch::MMVQ_EXPERIMENTS`)
+/// against f64 math, as the engine's: rows sharing a block (768 columns) and long rows in
+/// several rounds (18432 columns: 576 32-weight or 288 64-weight tasks).
+#[test]
+fn mmvq_experiments_match_reference() {
+    let Some(dev) = device() else { return };
+    let mut rng = Rng::new(12);
+    for e in &launch::MMVQ_EXPERIMENTS {
+        for (rows, cols) in [(67, 768), (5, 18432)] {
+            let data = random_matrix(&mut rng, e.ty, rows, cols);
+            let wf = dequantize(e.ty, &data, rows * cols);
+            let x = rng.vec(cols);
+            let w = DeviceMatrix::upload(&dev, e.ty, &data, rows, cols).unwrap();
+            let xd = cuda::upload(&dev, &x).unwrap();
+            let format = ActFormat::for_weights(e.ty);
+            let mut q = Q8Activations::new(&dev, cols, 1).unwrap();
+            launch::quantize_q8_1(&dev, &xd, 1, cols, format, &mut q).unwrap();
+            let mut y = cuda::zeros::<f32>(&dev, rows).unwrap();
+            launch::matvec_q8_experiment(&dev, &w, &q, e, &mut y).unwrap();
+            let got = cuda::download(&dev, &y).unwrap();
+            let act = act_twin(&x, 1, cols, format);
+            let (want, mag) = matmul_ref(&wf, &q8_1_values(&act, 1, cols), rows, cols, 1);
+            assert_close(
+                &format!("{} {rows} x {cols}", e.kernel),
+                &got,
+                &want,
+                &mag,
+                2e-5,
+                1e-6,
+            );
+        }
+    }
+}
+
 #[test]
 fn matvec_matches_reference_for_one_to_eight_tokens() {
     let Some(dev) = device() else { return };

@@ -448,6 +448,67 @@ pub fn matvec_q8_with_rows<Y: DevicePtrMut<f32>>(
     launch_mmvq(dev, w, x, &at, y)
 }
 
+/// A layout of the one-token quantized product other than the engine's (kernels/mmvq.cu's
+/// `mmvq_x_*`), for benchmarks to time beside it ([`matvec_q8_experiment`]).
+#[derive(Clone, Copy, Debug)]
+pub struct MmvqExperiment {
+    /// The kernel.
+    pub kernel: &'static str,
+    /// The weight type it takes.
+    pub ty: GgmlType,
+    /// What it changes.
+    pub about: &'static str,
+    tasks_per_block: usize,
+    items: usize,
+}
+
+/// Every [`MmvqExperiment`].
+pub const MMVQ_EXPERIMENTS: [MmvqExperiment; 3] = [
+    MmvqExperiment {
+        kernel: "mmvq_x_q4_K_half_tasks",
+        ty: GgmlType::Q4_K,
+        about: "32-weight tasks, 4 per thread (whole sectors per load)",
+        tasks_per_block: 8,
+        items: 4,
+    },
+    MmvqExperiment {
+        kernel: "mmvq_x_q4_K_four_items",
+        ty: GgmlType::Q4_K,
+        about: "64-weight tasks, 4 per thread (twice the loads in flight)",
+        tasks_per_block: 4,
+        items: 4,
+    },
+    MmvqExperiment {
+        kernel: "mmvq_x_q6_K_four_items",
+        ty: GgmlType::Q6_K,
+        about: "64-weight tasks, 4 per thread (twice the loads in flight)",
+        tasks_per_block: 4,
+        items: 4,
+    },
+];
+
+/// y = x W^T for one token's q8_1 activations `x` with experiment `e`'s kernel (W must be
+/// of its type), as many rows per block as one round of its tasks covers (at most 8).
+pub fn matvec_q8_experiment<Y: DevicePtrMut<f32>>(
+    dev: &CudaDevice,
+    w: &DeviceMatrix,
+    x: &Q8Activations,
+    e: &MmvqExperiment,
+    y: &mut Y,
+) -> Result<(), CudaError> {
+    if w.ty() != e.ty {
+        return Err(CudaError::UnsupportedType(w.ty()));
+    }
+    check_q8_product(w, x, 1, y.len())?;
+    let tasks = w.cols() / w.ty().block_elems() * e.tasks_per_block;
+    let at = MmvqChunk {
+        name: e.kernel,
+        token: 0,
+        per_block: (128 * e.items / tasks.max(1)).clamp(1, mmvq_max_rows(1)),
+    };
+    launch_mmvq(dev, w, x, &at, y)
+}
+
 /// Fails unless `x` holds n rows of W's row length in W's activation format and the output
 /// has `y_len` = n x rows floats.
 fn check_q8_product(
@@ -656,6 +717,12 @@ mod tests {
             let mut names: Vec<&str> = Vec::new();
             names.extend(mmvq_names(ty).into_iter().flatten());
             names.extend(mmq_name(ty));
+            names.extend(
+                MMVQ_EXPERIMENTS
+                    .iter()
+                    .filter(|e| e.ty == ty)
+                    .map(|e| e.kernel),
+            );
             if let Some((matvec, matmul)) = float_names(ty) {
                 names.extend(matvec);
                 names.push(matmul);

@@ -145,6 +145,7 @@ impl Kernel {
                 "mmvq_multi_q5_K", "mmvq_multi_q6_K", "mmvq_multi_q4_1", "mmvq_multi_q5_1",
                 "mmvq_multi_iq4_nl", "mmvq_multi_q2_K", "mmvq_multi_q3_K", "mmvq_multi_iq4_xs",
                 "mmvq_multi_q4_K_q6_K", "mmvq_multi_q5_K_q6_K", "mmvq_multi_q5_0_q8_0",
+                "mmvq_x_q4_K_half_tasks", "mmvq_x_q4_K_four_items", "mmvq_x_q6_K_four_items",
             ],
             Kernel::Mmq => &[
                 "mmq_q4_0", "mmq_q5_0", "mmq_q8_0", "mmq_q4_K", "mmq_q5_K", "mmq_q6_K",

@@ -1,7 +1,8 @@
 //! Where a replayed decode step's wall time goes, with `GEMMA_CUDA_PROFILE=steps` (decode
 //! graphs stay on): the host's walk through the step's calls (which launch nothing when the
 //! step is replayed), the graph's time on the GPU (two CUDA events around its launch), the
-//! logits read (waiting for the GPU, then the copy) and the wall time from one replayed
+//! read of its result (waiting for the GPU, then the copy of the logits or, for a greedy
+//! step, the pick on the device and the copy of its index) and the wall time from one replayed
 //! step's embedding to the next one's (any other embedding between them, a prefill's,
 //! breaks the pair). Printed to stderr when the backend is dropped.
 
@@ -22,7 +23,7 @@ pub(super) struct StepTimer {
     walk: Duration,
     launch: Duration,
     steps: usize,
-    /// Set by a replayed step's launch: the next read is that step's logits read.
+    /// Set by a replayed step's launch: the next read is that step's result read.
     read_pending: bool,
     read: Duration,
     reads: usize,
@@ -77,7 +78,7 @@ impl StepTimer {
         self.read_pending = true;
     }
 
-    /// A read of `took` ended; it counts when it is a replayed step's logits read.
+    /// A read of `took` ended; it counts when it is a replayed step's result read.
     pub fn read(&mut self, took: Duration) {
         if std::mem::take(&mut self.read_pending) {
             self.read += took;
@@ -96,7 +97,7 @@ impl StepTimer {
         let (gpu_ms, gpu_n) = self.gpu.total("decode step graph");
         format!(
             "decode steps (GEMMA_CUDA_PROFILE=steps): {} replayed; per step: host walk {:.1} us, \
-             graph launch {:.1} us, GPU graph {:.1} us, logits read {:.1} us (waits for the GPU), \
+             graph launch {:.1} us, GPU graph {:.1} us, result read {:.1} us (waits for the GPU), \
              wall {:.1} us from step to step\n",
             self.steps,
             per(self.walk, self.steps),
