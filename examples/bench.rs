@@ -8,7 +8,8 @@
 //! (logits of the last one only); the decode starts from an empty cache and runs
 //! `--decode` single-token steps (batch 1), each one's greedy pick the next one's token
 //! (`Session::step_greedy`: on a GPU the pick is made there and only the id is read back;
-//! llama-bench reads the logits back and feeds random tokens). With `--depth N` (llama-bench's `-d`) both
+//! llama-bench reads the logits back and feeds random tokens; `--read-logits` reads them
+//! back and picks on the host). With `--depth N` (llama-bench's `-d`) both
 //! start after N tokens already in the cache, prefilled untimed (once, then the session
 //! is rewound to them where it can take the run back), so they measure speed at that
 //! context length (`decode tg128 @ d4096`). Medians over `--reps` repetitions,
@@ -67,6 +68,11 @@ struct Args {
     /// bandwidth bound is not measured, `vram_bytes` is reported.
     #[arg(long, default_value = "cpu")]
     device: Device,
+    /// Decode steps read their logits back and the host picks the next token
+    /// (`Session::step`, then `sampling::argmax`), as llama-bench reads them back, instead
+    /// of picking where the logits are (`Session::step_greedy`).
+    #[arg(long)]
+    read_logits: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -177,7 +183,11 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             let mut token = 2u32.min(n_vocab as u32 - 1);
             let start = Instant::now();
             for _ in 0..args.decode {
-                token = session.step_greedy(token)?;
+                token = if args.read_logits {
+                    gemma_core::sampling::argmax(session.step(token)?)
+                } else {
+                    session.step_greedy(token)?
+                };
             }
             let rate = args.decode as f64 / start.elapsed().as_secs_f64();
             if rep > 0 {
@@ -218,6 +228,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             "decode_tokens": args.decode,
             "depth": args.depth,
             "flash_attn": args.flash_attn,
+            "decode_reads_logits": args.read_logits,
             "reps": args.reps,
             "prefill_tokens_per_s": prefill,
             "decode_tokens_per_s": decode,

@@ -8,9 +8,10 @@
 #     in the background (nice 19);
 #  2. bench --prefill 16 --decode 64 with GEMMA_CUDA_PROFILE=steps (decode graphs on): per
 #     replayed step the host's walk through the step's calls, the graph's GPU time (two
-#     events), the read of its greedy pick (bench: Session::step_greedy) and the wall time; as is, with --flash-attn off (f32
-#     attention sums instead of the CPU's one-chunk rounding) and without programmatic
-#     dependent launch (GEMMA_CUDA_PDL=0); nvidia-smi's clocks sampled during the 270M's;
+#     events), the read of its greedy pick (Session::step_greedy) and the wall time; as is,
+#     with --flash-attn off (f32 attention sums instead of the CPU's one-chunk rounding),
+#     without programmatic dependent launch (GEMMA_CUDA_PDL=0) and with the logits read
+#     back (--read-logits); nvidia-smi's clocks sampled during the 270M's;
 #  3. cuda_bench --graph: the kernels at the 12B's shapes, replayed from a CUDA graph;
 #  4. ncu: the GPU time of every kernel of two eager one-token steps (`generate`,
 #     GEMMA_CUDA_GRAPH=0; clocks and caches left as they are), as CSV, summed per kernel;
@@ -69,6 +70,7 @@ smi=$!
 bench_steps 270m "$m270"
 bench_steps 270m-fa-off "$m270" -- --flash-attn off
 bench_steps 270m-nopdl "$m270" GEMMA_CUDA_PDL=0
+bench_steps 270m-read-logits "$m270" -- --read-logits
 kill $smi 2>/dev/null
 bench_steps 12b-l12 "$m12l"
 bench_steps 12b-l12-fa-off "$m12l" -- --flash-attn off
@@ -138,6 +140,7 @@ echo "=== whole 12B"
 for _ in $(seq 1 40); do grep -q '^wrote ' "$LOGS/synth-12b.log" 2>/dev/null && break; sleep 3; done
 if grep -q '^wrote ' "$LOGS/synth-12b.log" 2>/dev/null; then
   bench_steps 12b "$m12"
+  bench_steps 12b-read-logits "$m12" -- --read-logits
   bench_steps 12b-nopdl "$m12" GEMMA_CUDA_PDL=0
 else
   steps_rows+=("12b: synth not done (see synth-12b.log)")

@@ -37,10 +37,19 @@ fn depth_times_prefill_and_decode_after_a_filled_cache() {
     let report: serde_json::Value =
         serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON");
     assert_eq!(report["depth"], 200);
+    assert_eq!(report["decode_reads_logits"], false);
     for key in ["prefill_tokens_per_s", "decode_tokens_per_s"] {
         let rate = report[key].as_f64().expect(key);
         assert!(rate.is_finite() && rate > 0.0, "{key} = {rate}");
     }
+    // llama-bench's way: every step's logits read back, the host picks.
+    let out = bench("200", &["--json", "--read-logits"]);
+    assert!(out.status.success(), "bench --read-logits failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON");
+    assert_eq!(report["decode_reads_logits"], true);
+    assert!(report["decode_tokens_per_s"].as_f64().expect("rate") > 0.0);
 
     let text = bench("200", &[]);
     let stdout = String::from_utf8_lossy(&text.stdout);
