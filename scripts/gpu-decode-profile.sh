@@ -11,7 +11,9 @@
 #     events), the read of its greedy pick (Session::step_greedy) and the wall time; as is,
 #     with --flash-attn off (f32 attention sums instead of the CPU's one-chunk rounding),
 #     without programmatic dependent launch (GEMMA_CUDA_PDL=0) and with the logits read
-#     back (--read-logits); nvidia-smi's clocks sampled during the 270M's;
+#     back (--read-logits); the 12-layer 12B also after 192 tokens (--depth 192: positions
+#     192-256, the longest one-run walks of the CPU's one-chunk rounding) with and without
+#     that rounding; nvidia-smi's clocks sampled during the 270M's;
 #  3. cuda_bench --graph: the kernels at the 12B's shapes, replayed from a CUDA graph;
 #  4. ncu: the GPU time of every kernel of two eager one-token steps (`generate`,
 #     GEMMA_CUDA_GRAPH=0; clocks and caches left as they are), as CSV, summed per kernel;
@@ -75,6 +77,9 @@ kill $smi 2>/dev/null
 bench_steps 12b-l12 "$m12l"
 bench_steps 12b-l12-fa-off "$m12l" -- --flash-attn off
 bench_steps 12b-l12-nopdl "$m12l" GEMMA_CUDA_PDL=0
+# Positions 192-256: the last steps the CPU's one-chunk rounding covers (its one-run walk).
+bench_steps 12b-l12-d192 "$m12l" -- --depth 192
+bench_steps 12b-l12-d192-fa-off "$m12l" -- --depth 192 --flash-attn off
 
 echo "=== kernel times replayed from a CUDA graph (cuda_bench --graph)"
 timeout 90 "$BIN/cuda_bench" --graph > "$LOGS/kernel-bench-graph.log" 2>&1
