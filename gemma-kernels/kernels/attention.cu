@@ -50,26 +50,40 @@
 
 static __device__ __forceinline__ float round_f16(float x) { return h2f(f2h(x)); }
 
-// One key of llama.cpp's one-chunk online softmax over an F16 cache (s: its score, v: N of
-// its values; m, l: the running maximum and sum; acc: N values of the F16 value sum): a
-// new maximum scales the sum by exp(m_old - s), rounded to F16, then v * exp(s - m) is
-// added by one fused multiply-add, rounded to F16 (the CPU engine's f16_accumulator).
+// llama.cpp's one-chunk online softmax over an F16 cache takes the keys in order. A key
+// of score s after the running maximum m (of the scores before it) has the factors {ms, vs}:
+// a new maximum (s > m) scales the value sum by ms = exp(m - s), rounded to F16, and adds
+// the key's values times vs = 1; any other key adds its values times vs = exp(s - m) (one
+// fused multiply-add, rounded to F16: the CPU engine's f16_accumulator); the sum of weights
+// l becomes l ms + vs. The factors depend on the scores alone, so they are computed for all
+// keys at once (one_run_factors, piece_factors: m is a running maximum, exact in any order)
+// and the walk from key to key is only one_chunk_apply's products and roundings.
+static __device__ __forceinline__ float2 one_chunk_factors(float s, float m) {
+    return s > m ? make_float2(expf(m - s), 1.0f) : make_float2(1.0f, expf(s - m));
+}
+
+// Adds a key with factors f and N of its values v to the value sums acc and the weight sum l.
 template <int N>
-static __device__ __forceinline__ void one_chunk_add(float s, const float *v, float &m, float &l, float *acc) {
-    float ms = 1.0f, vs = 1.0f;
-    if (s > m) {
-        ms = expf(m - s);
-        m = s;
-    } else {
-        vs = expf(s - m);
-    }
-    if (ms != 1.0f) {
+static __device__ __forceinline__ void one_chunk_apply(float2 f, const float *v, float &l, float *acc) {
+    if (f.x != 1.0f) {
 #pragma unroll
-        for (int e = 0; e < N; ++e) acc[e] = round_f16(__fmul_rn(acc[e], ms));
+        for (int e = 0; e < N; ++e) acc[e] = round_f16(__fmul_rn(acc[e], f.x));
     }
 #pragma unroll
-    for (int e = 0; e < N; ++e) acc[e] = round_f16(fmaf(v[e], vs, acc[e]));
-    l = __fadd_rn(__fmul_rn(l, ms), vs);
+    for (int e = 0; e < N; ++e) acc[e] = round_f16(fmaf(v[e], f.y, acc[e]));
+    l = __fadd_rn(__fmul_rn(l, f.x), f.y);
+}
+
+// The maximum of x over the lanes up to this one (inclusive), and over the lanes before it
+// (NEG_INF for lane 0).
+static __device__ __forceinline__ float2 warp_running_max(float x, int lane) {
+#pragma unroll
+    for (int o = 1; o < WARP; o <<= 1) {
+        const float t = __shfl_sync(0xffffffffu, x, lane >= o ? lane - o : lane);
+        if (lane >= o) x = fmaxf(x, t);
+    }
+    const float before = __shfl_sync(0xffffffffu, x, lane > 0 ? lane - 1 : 0);
+    return make_float2(x, lane > 0 ? before : NEG_INF);
 }
 
 template <int N>
@@ -201,14 +215,14 @@ static __device__ __forceinline__ u32 load_raw_halves(const u16 *p) {
     else return __ldg(p);
 }
 
-// The keys 0 .. n - 1 of one run in order, as one_chunk_add, for G <= MAXG query heads of
-// one KV head: key i has score s[g * s_stride + i] for head g and its DPT values at
+// The keys 0 .. n - 1 of one run in order, as one_chunk_apply, for G <= MAXG query heads of
+// one KV head: key i has factors w[g][i] for head g and its DPT values at
 // v + ((first + i) % n_slots) * stride, which every head takes. The values of the next
 // ATT_WALK_AHEAD keys are in flight while one is added (kept as F16 bits, converted where
 // used, so no load is waited for early).
 template <int DPT, int MAXG>
-static __device__ __forceinline__ void one_chunk_walk(const float *s, int s_stride, int G, int n, const u16 *v,
-                                                      int first, int n_slots, int stride, float *m, float *l,
+static __device__ __forceinline__ void one_chunk_walk(const float2 (*w)[ATT_MAX_KPS], int G, int n, const u16 *v,
+                                                      int first, int n_slots, int stride, float *l,
                                                       float (*acc)[DPT]) {
     // The keys are loaded in order: `slot` is the next one's.
     int slot = first % n_slots;
@@ -228,7 +242,7 @@ static __device__ __forceinline__ void one_chunk_walk(const float *s, int s_stri
                 for (int e = 0; e < DPT; ++e) vf[e] = h2f((u16) (raw[u] >> (16 * e)));
 #pragma unroll
                 for (int g = 0; g < MAXG; ++g)
-                    if (g < G) one_chunk_add<DPT>(s[g * s_stride + i], vf, m[g], l[g], acc[g]);
+                    if (g < G) one_chunk_apply<DPT>(w[g][i], vf, l[g], acc[g]);
                 if (i + ATT_WALK_AHEAD < n) {
                     raw[u] = load_raw_halves<DPT>(v + (i64) slot * stride);
                     slot = slot + 1 == n_slots ? 0 : slot + 1;
@@ -404,40 +418,30 @@ static __device__ __forceinline__ float merge_splits(const float *__restrict__ p
     return __fmul_rn(ot, 1.0f / lt);  // as the CPU merges runs: acc * (1 / sum)
 }
 
-// What one_chunk_add computes from the scores alone, for the n keys of a run at once (a
-// thread per key; every thread of the ATT_COMBINE_THREADS == ATT_ONE_RUN calls it): key i's
-// {ms, vs} into w[i], from the running maximum m of the scores before it (a warp scan of
-// maxima, then the warps' maxima before it): a score above m gives ms = exp(m - s), vs = 1,
-// any other ms = 1, vs = exp(s - m). The same values as one_chunk_add's, which finds m key
-// by key (the maximum of the same scores is exact in any order).
+// The factors (one_chunk_factors) of the n keys of a run with scores s into w, a thread per
+// key (every thread of the ATT_COMBINE_THREADS == ATT_ONE_RUN calls it): key i's running
+// maximum from a warp scan of the scores and the warps' maxima before it.
 static __device__ __forceinline__ void one_run_factors(const float *s, int n, float2 *w) {
     static_assert(ATT_COMBINE_THREADS == ATT_ONE_RUN, "a thread per key of a run");
     static_assert(ATT_ONE_RUN % ATT_WALK_AHEAD == 0, "walk_one_run reads whole groups of factors");
     __shared__ float warp_max_s[ATT_COMBINE_THREADS / WARP];
     const int i = threadIdx.x, lane = i % WARP, warp = i / WARP;
     const float si = i < n ? s[i] : NEG_INF;
-    float incl = si;  // maximum of the warp's scores up to key i
-#pragma unroll
-    for (int o = 1; o < WARP; o <<= 1) {
-        const float t = __shfl_sync(0xffffffffu, incl, lane >= o ? lane - o : lane);
-        if (lane >= o) incl = fmaxf(incl, t);
-    }
-    if (lane == WARP - 1) warp_max_s[warp] = incl;
-    const float before_in_warp = __shfl_sync(0xffffffffu, incl, lane > 0 ? lane - 1 : 0);
+    const float2 run = warp_running_max(si, lane);
+    if (lane == WARP - 1) warp_max_s[warp] = run.x;
     __syncthreads();
-    float m = lane > 0 ? before_in_warp : NEG_INF;
+    float m = run.y;
     for (int k = 0; k < warp; ++k) m = fmaxf(m, warp_max_s[k]);
-    if (i < n) w[i] = si > m ? make_float2(expf(m - si), 1.0f) : make_float2(1.0f, expf(si - m));
+    if (i < n) w[i] = one_chunk_factors(si, m);
     __syncthreads();
 }
 
 // This thread's value of head blockIdx.x (threads below D) for a one-run step: the n_all
 // positions' last n_live keys (scores: attn_decode's raw scores of the head) walked in
 // order as the CPU's one-chunk kernel, one dimension per thread, with one_run_factors'
-// {ms, vs} of each key: what one_chunk_add does, where the chain from key to key is then
-// the value sum's product, multiply-add and roundings only (it went through the running
-// maximum and an exp per key: 61 us per 12B layer at position 256 on an H200, 11.5 with
-// f32 splits; cuda_bench run 4).
+// factors. (With the running maximum and an exp on the chain from key to key, this walk
+// took 61 us per 12B layer at position 256 on an H200, against 11.5 us for f32 splits:
+// cuda_bench, run 4.)
 template <int D>
 static __device__ __forceinline__ float walk_one_run(const float *__restrict__ scores, const void *__restrict__ vc,
                                                      int n_kv, int n_slots, int n_all, int window) {
@@ -471,9 +475,7 @@ static __device__ __forceinline__ float walk_one_run(const float *__restrict__ s
             const int i = i0 + u;
             if (i < n_live) {
                 const float vf = h2f(raw[u]);
-                if (f[u].x != 1.0f) acc = round_f16(__fmul_rn(acc, f[u].x));
-                acc = round_f16(fmaf(vf, f[u].y, acc));
-                l = __fadd_rn(__fmul_rn(l, f[u].x), f[u].y);
+                one_chunk_apply<1>(f[u], &vf, l, &acc);
                 if (i + ATT_WALK_AHEAD < n_live) {
                     raw[u] = __ldg(v + (i64) slot * stride);
                     slot = slot + 1 == n_slots ? 0 : slot + 1;
@@ -592,12 +594,43 @@ static __device__ __forceinline__ void attn_prefill_rows(const float *__restrict
     }
 }
 
+// The factors (one_chunk_factors) of a piece of n <= ATT_MAX_KPS keys for each of G heads:
+// key i of head g has score s[g][i] and factors w[g][i]; m[g]: the running maximum of the
+// scores before the piece, then with the piece's (uniform over the block). Each of the
+// ATT_THREADS threads takes two neighbouring keys; a warp scan of their maxima and the
+// warps' maxima before it give each key's running maximum.
+static __device__ __forceinline__ void piece_factors(const float (*s)[ATT_MAX_KPS], int G, int n, float *m,
+                                                     float2 (*w)[ATT_MAX_KPS]) {
+    static_assert(2 * ATT_THREADS == ATT_MAX_KPS, "two keys per thread");
+    __shared__ float warp_max_s[ATT_THREADS / WARP];
+    const int k = 2 * threadIdx.x, lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+#pragma unroll
+    for (int g = 0; g < ATT_MAX_G; ++g) {
+        if (g >= G) break;  // uniform over the block
+        const float s0 = k < n ? s[g][k] : NEG_INF, s1 = k + 1 < n ? s[g][k + 1] : NEG_INF;
+        const float2 run = warp_running_max(fmaxf(s0, s1), lane);
+        if (lane == WARP - 1) warp_max_s[warp] = run.x;
+        __syncthreads();
+        float before = fmaxf(m[g], run.y), all = m[g];
+#pragma unroll
+        for (int j = 0; j < ATT_THREADS / WARP; ++j) {
+            if (j < warp) before = fmaxf(before, warp_max_s[j]);
+            all = fmaxf(all, warp_max_s[j]);
+        }
+        if (k < n) w[g][k] = one_chunk_factors(s0, before);
+        if (k + 1 < n) w[g][k + 1] = one_chunk_factors(s1, fmaxf(before, s0));
+        m[g] = all;
+        __syncthreads();  // warp_max_s is rewritten for the next head
+    }
+}
+
 // Prefill of a batch under 64 rows over an F16 cache as llama.cpp's one-chunk CPU kernel
-// (see one_chunk_add; visible keys as attn_prefill_rows). One block per (token, KV head)
+// (see one_chunk_factors; visible keys as attn_prefill_rows). One block per (token, KV head)
 // takes the G query heads of that KV head, so each key and value is read once for all of
 // them: the keys go by in pieces of ATT_MAX_KPS, scored by the warps (queries rounded to
-// F16) into shared memory, then walked in order by each thread for its DPT dimensions of
-// every head. q, out: n x n_heads x D. grid: (n, n_kv), block: 128.
+// F16) into shared memory, their factors computed (piece_factors), then walked in order by
+// each thread for its DPT dimensions of every head. q, out: n x n_heads x D. grid: (n, n_kv),
+// block: 128.
 template <int D>
 static __device__ __forceinline__ void attn_prefill_chunked(const float *__restrict__ q, const void *__restrict__ kc,
                                                             const void *__restrict__ vc, int n_heads, int n_kv,
@@ -608,6 +641,7 @@ static __device__ __forceinline__ void attn_prefill_chunked(const float *__restr
     constexpr int DPT = D >= ATT_THREADS ? D / ATT_THREADS : 1;
     __shared__ float sq[ATT_MAX_G][D];
     __shared__ float sp[ATT_MAX_G][ATT_MAX_KPS];
+    __shared__ float2 sw[ATT_MAX_G][ATT_MAX_KPS];
     const int t = blockIdx.x, hk = blockIdx.y;
     const int G = n_heads / n_kv;
     const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
@@ -643,9 +677,10 @@ static __device__ __forceinline__ void attn_prefill_chunked(const float *__restr
             }
         }
         __syncthreads();
+        piece_factors(sp, G, c1 - c0, m, sw);
         if (d0 < D)
-            one_chunk_walk<DPT, ATT_MAX_G>(&sp[0][0], ATT_MAX_KPS, G, c1 - c0, (const u16 *) vc + (i64) hk * D + d0, c0,
-                                           n_slots, n_kv * D, m, l, acc);
+            one_chunk_walk<DPT, ATT_MAX_G>(sw, G, c1 - c0, (const u16 *) vc + (i64) hk * D + d0, c0, n_slots, n_kv * D,
+                                           l, acc);
         __syncthreads();
     }
     if (d0 >= D) return;
