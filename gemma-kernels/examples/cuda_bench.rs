@@ -417,6 +417,20 @@ fn bench_attention(
         "attention prefill {n_prefill} tokens after {p0}: {us:8.1} us  {:6.1} TFLOP/s",
         flops / us / 1e6
     );
+    // A chat turn's batch (under 64 rows): the CPU's one-chunk rounding (every key walked in
+    // order per token and KV head) against the tiled kernel.
+    let n_turn = 32;
+    let p0 = ctx - n_turn;
+    for (one_chunk_f16, how) in [(false, "tiled"), (true, "one-chunk rounding")] {
+        let shape = AttnShape {
+            one_chunk_f16,
+            ..shape
+        };
+        let us = t.time(dev, 5, |_| {
+            cuda::attention_prefill_cached(dev, &q, &kc, &vc, n_turn, p0, 0..0, &shape, &mut out)
+        })?;
+        println!("attention prefill {n_turn} tokens after {p0}, {how:<18} {us:8.1} us");
+    }
     Ok(short_us)
 }
 
