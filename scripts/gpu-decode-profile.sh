@@ -135,7 +135,7 @@ if [ -n "$ncu_bin" ]; then
   # cuda_bench --launches 1: every timing launches its kernel once and times nothing.
   timeout 150 "$ncu_bin" \
     --kernel-name regex:'^(mmvq_q4_K_1|mmvq_q6_K_1|mmvq_x_.*|rms_norm_add_norm_q8_1|argmax_part)$' \
-    --launch-count 40 --clock-control none --section SpeedOfLight --section MemoryWorkloadAnalysis \
+    --launch-count 80 --clock-control none --section SpeedOfLight --section MemoryWorkloadAnalysis \
     --section Occupancy --section WarpStateStats --section SchedulerStats --section LaunchStats \
     "$BIN/cuda_bench" --quick --launches 1 > "$LOGS/ncu-sections.txt" 2>&1
   echo "ncu sections: rc $?, $(grep -c 'Section: GPU Speed Of Light' "$LOGS/ncu-sections.txt") kernels"
