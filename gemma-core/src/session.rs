@@ -137,21 +137,11 @@ impl<'m> Session<'m> {
     /// GPU the pick is made on the device and only the id is read back (the logits, 1 MiB
     /// for Gemma 3's vocabulary, stay there). [`Session::logits`] is empty afterwards.
     pub fn step_greedy(&mut self, token: u32) -> Result<u32, CoreError> {
-        let Session {
-            runner,
-            pool,
-            on_gpu,
-            logits,
-            trace,
-            ..
-        } = self;
-        logits.clear();
-        let mut run = || runner.step_greedy(token, trace.as_mut());
-        if *on_gpu {
-            run()
-        } else {
-            pool.install(run)
-        }
+        self.logits.clear();
+        let (runner, trace) = (&mut self.runner, &mut self.trace);
+        on_session_threads(&self.pool, self.on_gpu, || {
+            runner.step_greedy(token, trace.as_mut())
+        })
     }
 
     /// The logits of the last token run (empty before the first run and after a truncation).
@@ -272,7 +262,7 @@ impl<'m> Session<'m> {
         } = self;
         let last = n.checked_sub(1).map(|i| runner.cache().position() + i);
         logits.clear();
-        let run = || {
+        on_session_threads(pool, *on_gpu, || {
             go(
                 runner.as_mut(),
                 &mut |pos, row| {
@@ -284,11 +274,21 @@ impl<'m> Session<'m> {
                 },
                 trace.as_mut(),
             )
-        };
-        if *on_gpu {
-            run()
-        } else {
-            pool.install(run)
-        }
+        })
+    }
+}
+
+/// Runs `go` in `pool` for a CPU session (its kernels split their work over the pool's
+/// threads), on the calling thread for a GPU one (the GPU does the work: a hand-off to the
+/// pool and back would only add two thread wake-ups to every step).
+fn on_session_threads<R: Send>(
+    pool: &rayon::ThreadPool,
+    on_gpu: bool,
+    go: impl FnOnce() -> R + Send,
+) -> R {
+    if on_gpu {
+        go()
+    } else {
+        pool.install(go)
     }
 }

@@ -44,6 +44,43 @@ fn read_f32(path: PathBuf) -> Vec<f32> {
         .collect()
 }
 
+/// The tiny T1 model of `variant` (the fixture `tiny-gemma3-t1-{variant}.gguf`).
+fn tiny_model(variant: &str) -> Model {
+    let path = tiny_fixtures().join(format!("tiny-gemma3-t1-{variant}.gguf"));
+    Model::load(&path, ModelOptions::default())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `model`'s configuration and weights.
+fn model_ref(model: &Model) -> ModelRef<'_> {
+    ModelRef {
+        config: model.config(),
+        weights: model.weights(),
+    }
+}
+
+/// A CUDA engine of `model` with a 256-token cache of `kv_type`.
+fn cuda_engine(model: &Model, kv_type: KvType) -> Engine<'_, CudaBackend<'_>> {
+    let backend = CudaBackend::new(model.gguf().bytes(), 0).expect("cuda backend");
+    engine_on(model, kv_type, backend)
+}
+
+/// An engine of `model` on `backend` with a 256-token cache of `kv_type`.
+fn engine_on<'m>(
+    model: &'m Model,
+    kv_type: KvType,
+    backend: CudaBackend<'m>,
+) -> Engine<'m, CudaBackend<'m>> {
+    let o = model.options();
+    let sizes = EngineSizes {
+        ctx_len: 256,
+        kv_type,
+        ring_margin: o.ring_margin,
+        max_batch: o.max_batch,
+    };
+    Engine::new(backend, model_ref(model), sizes).expect("engine")
+}
+
 fn run(engine: &mut dyn Runner, tokens: &[u32]) -> Vec<f32> {
     let mut out = Vec::new();
     engine
@@ -167,23 +204,8 @@ fn cuda_engine_matches_cpu_engine_and_llama_cpp_on_tiny_models() {
         {
             continue;
         }
-        let path = tiny_fixtures().join(format!("tiny-gemma3-t1-{v}.gguf"));
-        let model = Model::load(&path, ModelOptions::default())
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let m = ModelRef {
-            config: model.config(),
-            weights: model.weights(),
-        };
-        let o = model.options();
-        let sizes = EngineSizes {
-            ctx_len: 256,
-            kv_type: KvType::F16,
-            ring_margin: o.ring_margin,
-            max_batch: o.max_batch,
-        };
-        let bytes = model.gguf().bytes();
-        let mut gpu = Engine::new(CudaBackend::new(bytes, 0).expect("cuda backend"), m, sizes)
-            .expect("engine");
+        let model = tiny_model(v);
+        let mut gpu = cuda_engine(&model, KvType::F16);
         let g = run(&mut gpu, &seq);
         // The CPU engine: the whole sequence in one prefill, and its first 16 tokens in one
         // prefill then one token per step.
@@ -201,8 +223,7 @@ fn cuda_engine_matches_cpu_engine_and_llama_cpp_on_tiny_models() {
         let (gm, ga, gt) = diff(&g, &reference);
         let (cm, ca, ct) = diff(&g, &c);
         // Decode path: the first 16 tokens in one prefill, then one token per step.
-        let mut step = Engine::new(CudaBackend::new(bytes, 0).expect("cuda backend"), m, sizes)
-            .expect("engine");
+        let mut step = cuda_engine(&model, KvType::F16);
         let mut steps = run(&mut step, &seq[..16]);
         for &t in &seq[16..32] {
             steps.extend(run(&mut step, &[t]));
@@ -212,9 +233,7 @@ fn cuda_engine_matches_cpu_engine_and_llama_cpp_on_tiny_models() {
         let (sm, sa, st) = diff(&steps, &cpu_steps);
         // Last-row-only prefill (the last layer runs one row after copy_rows): the
         // same logits as the last row of the full prefill.
-        let mut last_only =
-            Engine::new(CudaBackend::new(bytes, 0).expect("cuda backend"), m, sizes)
-                .expect("engine");
+        let mut last_only = cuda_engine(&model, KvType::F16);
         let mut last = Vec::new();
         last_only
             .run(
@@ -265,15 +284,7 @@ fn cuda_engine_matches_cpu_engine_with_f32_and_q8_0_kv_caches() {
         return;
     }
     let seq = sequence();
-    let path = tiny_fixtures().join("tiny-gemma3-t1-f16.gguf");
-    let model = Model::load(&path, ModelOptions::default())
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let m = ModelRef {
-        config: model.config(),
-        weights: model.weights(),
-    };
-    let o = model.options();
-    let bytes = model.gguf().bytes();
+    let model = tiny_model("f16");
     let mut failures = Vec::new();
     // (cache type, max abs, mean abs). Both engines quantize K, V and the query through
     // Q8_0 identically (cuda_kv_types checks the bytes); the f32 differences upstream flip
@@ -281,22 +292,14 @@ fn cuda_engine_matches_cpu_engine_with_f32_and_q8_0_kv_caches() {
     // products, 10 seeds) gave Q8_0 gaps up to 0.41 / 0.057, hence these bounds.
     for (kv_type, max_bound, mean_bound) in [(KvType::F32, 0.05, 0.01), (KvType::Q8_0, 0.5, 0.065)]
     {
-        let sizes = EngineSizes {
-            ctx_len: 256,
-            kv_type,
-            ring_margin: o.ring_margin,
-            max_batch: o.max_batch,
-        };
-        let mut gpu = Engine::new(CudaBackend::new(bytes, 0).expect("cuda backend"), m, sizes)
-            .expect("engine");
+        let mut gpu = cuda_engine(&model, kv_type);
         let g = run(&mut gpu, &seq);
         let mut cpu = model.session(256, kv_type).expect("cpu session");
         let mut c = Vec::new();
         cpu.prefill_each(&seq, |_, row| c.extend_from_slice(row))
             .expect("cpu prefill");
         let (cm, ca, ct) = diff(&g, &c);
-        let mut step = Engine::new(CudaBackend::new(bytes, 0).expect("cuda backend"), m, sizes)
-            .expect("engine");
+        let mut step = cuda_engine(&model, kv_type);
         let mut steps = run(&mut step, &seq[..16]);
         for &t in &seq[16..32] {
             steps.extend(run(&mut step, &[t]));
@@ -326,26 +329,12 @@ fn decode_graph_replays_match_eager_steps() {
     }
     let seq = sequence();
     for v in ["f16", "q4_k_m"] {
-        let path = tiny_fixtures().join(format!("tiny-gemma3-t1-{v}.gguf"));
-        let model = Model::load(&path, ModelOptions::default())
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let m = ModelRef {
-            config: model.config(),
-            weights: model.weights(),
-        };
-        let o = model.options();
-        let sizes = EngineSizes {
-            ctx_len: 256,
-            kv_type: KvType::F16,
-            ring_margin: o.ring_margin,
-            max_batch: o.max_batch,
-        };
-        let bytes = model.gguf().bytes();
+        let model = tiny_model(v);
         let mut logits = Vec::new();
         for graph in [false, true] {
-            let mut backend = CudaBackend::new(bytes, 0).expect("cuda backend");
+            let mut backend = CudaBackend::new(model.gguf().bytes(), 0).expect("cuda backend");
             backend.set_decode_graph(graph).expect("graph switch");
-            let mut engine = Engine::new(backend, m, sizes).expect("engine");
+            let mut engine = engine_on(&model, KvType::F16, backend);
             let before = super::graph::LAUNCHES.load(std::sync::atomic::Ordering::Relaxed);
             let mut out = run(&mut engine, &seq[..8]);
             for &t in &seq[8..] {
@@ -382,26 +371,12 @@ fn greedy_steps_pick_on_the_device_what_the_host_picks_from_the_logits() {
         return;
     }
     let seq = sequence();
-    let path = tiny_fixtures().join("tiny-gemma3-t1-q4_k_m.gguf");
-    let model = Model::load(&path, ModelOptions::default())
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let m = ModelRef {
-        config: model.config(),
-        weights: model.weights(),
-    };
-    let o = model.options();
-    let sizes = EngineSizes {
-        ctx_len: 256,
-        kv_type: KvType::F16,
-        ring_margin: o.ring_margin,
-        max_batch: o.max_batch,
-    };
-    let engine = || {
-        let backend = CudaBackend::new(model.gguf().bytes(), 0).expect("cuda backend");
-        Engine::new(backend, m, sizes).expect("engine")
-    };
+    let model = tiny_model("q4_k_m");
     let host_pick = |engine: &mut dyn Runner, t: u32| crate::sampling::argmax(&run(engine, &[t]));
-    let (mut mixed, mut reference) = (engine(), engine());
+    let (mut mixed, mut reference) = (
+        cuda_engine(&model, KvType::F16),
+        cuda_engine(&model, KvType::F16),
+    );
     run(&mut mixed, &seq[..8]);
     run(&mut reference, &seq[..8]);
     let before = super::graph::LAUNCHES.load(std::sync::atomic::Ordering::Relaxed);
@@ -533,15 +508,7 @@ fn cuda_engine_runs_images_like_the_cpu_engine() {
         return;
     }
     let seq = sequence();
-    let path = tiny_fixtures().join("tiny-gemma3-t1-f16.gguf");
-    let model = Model::load(&path, ModelOptions::default())
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let m = ModelRef {
-        config: model.config(),
-        weights: model.weights(),
-    };
-    let o = model.options();
-    let bytes = model.gguf().bytes();
+    let model = tiny_model("f16");
     let n_embd = model.config().n_embd;
     let prompt = image_prompt(n_embd);
     let positions = 5 + 40 + 3 + 7 + 4;
@@ -553,15 +520,8 @@ fn cuda_engine_runs_images_like_the_cpu_engine() {
         (KvType::F32, 0.05, 0.01),
         (KvType::Q8_0, 0.6, 0.085),
     ] {
-        let sizes = EngineSizes {
-            ctx_len: 256,
-            kv_type,
-            ring_margin: o.ring_margin,
-            max_batch: o.max_batch,
-        };
         let name = kv_type.name();
-        let mut gpu = Engine::new(CudaBackend::new(bytes, 0).expect("cuda backend"), m, sizes)
-            .expect("engine");
+        let mut gpu = cuda_engine(&model, kv_type);
         let g = engine_logits(&mut gpu, &seq, &prompt);
         let c = cpu_image_logits(&model, kv_type, &seq, &prompt, false);
         assert_eq!(g.len(), positions * N_VOCAB, "kv {name}: gpu logits");
@@ -569,9 +529,7 @@ fn cuda_engine_runs_images_like_the_cpu_engine() {
         let (cm, ca, ct) = diff(&g, &c);
         let (xm, xa, _) = diff(&causal, &c);
         // The first image alone, keeping only its last row (position 44).
-        let mut last_only =
-            Engine::new(CudaBackend::new(bytes, 0).expect("cuda backend"), m, sizes)
-                .expect("engine");
+        let mut last_only = cuda_engine(&model, kv_type);
         run(&mut last_only, &seq[..5]);
         let Piece::Image(first_image) = &prompt[1] else {
             unreachable!("the prompt's second piece is an image")
