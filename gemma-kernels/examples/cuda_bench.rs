@@ -208,7 +208,7 @@ fn bench_matvec(
 }
 
 /// Decode matvec times of one quantized shape at each rows-per-block layout the kernel
-/// allows (1, 2, 4, ... up to `launch::mmvq_row_limit`), one line.
+/// allows (1, 2, 4, ... and `launch::mmvq_row_limit`, the engine's), one line.
 fn bench_matvec_layouts(
     dev: &CudaDevice,
     t: &Timer,
@@ -223,14 +223,18 @@ fn bench_matvec_layouts(
     let mut y = cuda::zeros::<f32>(dev, rows)?;
     launch::quantize_q8_1(dev, &x, 1, cols, ActFormat::for_weights(ty), &mut q)?;
     let mut line = format!("matvec {:<5} {rows:>6}x{cols:<6} rows/block:", ty.name());
+    let limit = launch::mmvq_row_limit(ty, rows, cols, 1);
     let mut per_block = 1;
-    while per_block <= launch::mmvq_row_limit(ty, cols, 1) {
+    loop {
         let us = t.time(dev, 50, |i| {
             launch::matvec_q8_with_rows(dev, &ws[i % ws.len()], &q, per_block, &mut y)
         })?;
         let gbps = ws[0].bytes() as f64 / us / 1000.0;
         line += &format!("  {per_block}: {us:6.1} us {:4.1}%", 100.0 * gbps / peak);
-        per_block *= 2;
+        if per_block == limit {
+            break;
+        }
+        per_block = (2 * per_block).min(limit);
     }
     println!("{line}");
     Ok(())
@@ -567,6 +571,8 @@ fn run() -> Result<(), CudaError> {
         (GgmlType::Q6_K, 262_144, h),
         (GgmlType::Q8_0, ff, h),
         (GgmlType::Q4_0, ff, h),
+        // The 270M's output matrix (tied embeddings): short rows, 20 tasks each.
+        (GgmlType::Q8_0, 262_144, 640),
     ] {
         bench_matvec_layouts(&dev, &t, ty, rows, cols, peak)?;
     }

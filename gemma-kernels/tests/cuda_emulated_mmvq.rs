@@ -145,7 +145,7 @@ impl Problem {
     /// order).
     fn per_block(&self, n: usize) -> usize {
         if self.ty2 == self.ty {
-            launch::mmvq_rows_per_block(self.ty, self.cols, n)
+            launch::mmvq_rows_per_block(self.ty, self.rows[0], self.cols, n)
         } else {
             launch::mmvq_multi_rows_per_block(&[self.ty, self.ty2], self.cols)
         }

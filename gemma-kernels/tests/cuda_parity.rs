@@ -180,6 +180,21 @@ fn matvec_matches_reference_for_one_to_eight_tokens() {
     }
 }
 
+/// A tall one-token product (the output projection over a vocabulary) takes more than 8
+/// short rows per block (as many as a round of tasks covers) and matches f64 math, the
+/// last block partial.
+#[test]
+fn tall_matvec_with_many_rows_per_block_matches_reference() {
+    let Some(dev) = device() else { return };
+    let mut rng = Rng::new(17);
+    for ty in [GgmlType::Q8_0, GgmlType::Q6_K] {
+        let rows = 32_768 + 37;
+        let per_block = launch::mmvq_rows_per_block(ty, rows, cols_for(ty), 1);
+        assert!(per_block > 8, "{ty}: {per_block} rows per block");
+        check_product(&dev, &mut rng, ty, rows, 1);
+    }
+}
+
 #[test]
 fn tensor_core_matmul_matches_reference_with_ragged_tiles() {
     let Some(dev) = device() else { return };

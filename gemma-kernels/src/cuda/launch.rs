@@ -239,13 +239,20 @@ fn mmvq_items(ty: GgmlType) -> usize {
     }
 }
 
-/// Most weight rows the host gives one mmvq block for `tokens` (1..=8) tokens: 8 / tokens
-/// (a task already dots its weights with every token).
-pub fn mmvq_max_rows(tokens: usize) -> usize {
-    if tokens >= 8 {
-        1
-    } else {
-        8 / tokens.max(1)
+/// Rows from which a one-token product is tall: the output projection over a vocabulary.
+const TALL_ROWS: usize = 32_768;
+
+/// Most weight rows the host gives one mmvq block for `tokens` (1..=8) tokens of a matrix
+/// of `rows` rows: 8 / tokens (a task already dots its weights with every token), or 32 for
+/// one token of a tall matrix (at least 32768 rows, so thousands of blocks either way): its
+/// short rows then fill a round. (The 270M's output rows of 640 weights are 20 Q8_0 tasks:
+/// 8 rows used 160 of a round's 512 slots, and the matrix ran at 47% of the HBM bandwidth on
+/// an H200 where 15360x3840 Q8_0, whose rounds are full, ran at 70%: run 4.)
+pub fn mmvq_max_rows(tokens: usize, rows: usize) -> usize {
+    match tokens {
+        1 if rows >= TALL_ROWS => 32,
+        t if t >= 8 => 1,
+        t => 8 / t.max(1),
     }
 }
 
@@ -260,22 +267,23 @@ pub fn mmvq_tasks_per_block(ty: GgmlType) -> usize {
     }
 }
 
-/// Most weight rows per block of the decode matvec (mmvq) for rows of `cols` weights of
-/// `ty` and `tokens` tokens: as many whole rows as one round of the block's threads covers
-/// (a row of `cols` weights is [`mmvq_tasks_per_block`] tasks per weight block; a round is
-/// 128 threads x 4 tasks, x 2 for the 64-weight tasks), so a Q4_K row of 3840 weights (60
-/// tasks) shares a block with 3 others; at least 1 and at most [`mmvq_max_rows`].
-pub fn mmvq_row_limit(ty: GgmlType, cols: usize, tokens: usize) -> usize {
+/// Most weight rows per block of the decode matvec (mmvq) for a matrix of `rows` rows of
+/// `cols` weights of `ty` and `tokens` tokens: as many whole rows as one round of the
+/// block's threads covers (a row of `cols` weights is [`mmvq_tasks_per_block`] tasks per
+/// weight block; a round is 128 threads x 4 tasks, x 2 for the 64-weight tasks), so a Q4_K
+/// row of 3840 weights (60 tasks) shares a block with 3 others; at least 1 and at most
+/// [`mmvq_max_rows`].
+pub fn mmvq_row_limit(ty: GgmlType, rows: usize, cols: usize, tokens: usize) -> usize {
     let tasks = cols / ty.block_elems() * mmvq_tasks_per_block(ty);
-    (128 * mmvq_items(ty) / tasks.max(1)).clamp(1, mmvq_max_rows(tokens))
+    (128 * mmvq_items(ty) / tasks.max(1)).clamp(1, mmvq_max_rows(tokens, rows))
 }
 
 /// The rows per block of a multi-matrix product (`mmvq_multi_*`) of one token: the fewest
-/// [`mmvq_rows_per_block`] of its weight types.
+/// [`mmvq_rows_per_block`] of its weight types (its matrices are a layer's, never tall).
 pub fn mmvq_multi_rows_per_block(types: &[GgmlType], cols: usize) -> usize {
     types
         .iter()
-        .map(|&ty| mmvq_rows_per_block(ty, cols, 1))
+        .map(|&ty| mmvq_rows_per_block(ty, 0, cols, 1))
         .min()
         .unwrap_or(1)
 }
@@ -283,14 +291,14 @@ pub fn mmvq_multi_rows_per_block(types: &[GgmlType], cols: usize) -> usize {
 /// The rows per block products launch with: [`mmvq_row_limit`], or less where
 /// `GEMMA_CUDA_MMVQ_ROWS=r` asks for r (to compare layouts). The choice changes the order of
 /// float sums, not their terms.
-pub fn mmvq_rows_per_block(ty: GgmlType, cols: usize, tokens: usize) -> usize {
+pub fn mmvq_rows_per_block(ty: GgmlType, rows: usize, cols: usize, tokens: usize) -> usize {
     static FORCED: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     let forced = *FORCED.get_or_init(|| {
         std::env::var("GEMMA_CUDA_MMVQ_ROWS")
             .ok()
             .and_then(|v| v.parse().ok())
     });
-    let limit = mmvq_row_limit(ty, cols, tokens);
+    let limit = mmvq_row_limit(ty, rows, cols, tokens);
     forced.map_or(limit, |r| r.clamp(1, limit))
 }
 
@@ -361,7 +369,7 @@ pub fn matmul_q8<Y: DevicePtrMut<f32>>(
     check_q8_product(w, x, n, y.len())?;
     if n <= MMVQ_MAX_TOKENS {
         for (c0, nc, idx) in token_chunks(n) {
-            let per_block = mmvq_rows_per_block(w.ty(), w.cols(), nc);
+            let per_block = mmvq_rows_per_block(w.ty(), w.rows(), w.cols(), nc);
             let at = MmvqChunk {
                 name: names[idx],
                 token: c0,
@@ -443,7 +451,7 @@ pub fn matvec_q8_with_rows<Y: DevicePtrMut<f32>>(
     let at = MmvqChunk {
         name,
         token: 0,
-        per_block: per_block.clamp(1, mmvq_row_limit(w.ty(), w.cols(), 1)),
+        per_block: per_block.clamp(1, mmvq_row_limit(w.ty(), w.rows(), w.cols(), 1)),
     };
     launch_mmvq(dev, w, x, &at, y)
 }
@@ -504,7 +512,7 @@ pub fn matvec_q8_experiment<Y: DevicePtrMut<f32>>(
     let at = MmvqChunk {
         name: e.kernel,
         token: 0,
-        per_block: (128 * e.items / tasks.max(1)).clamp(1, mmvq_max_rows(1)),
+        per_block: (128 * e.items / tasks.max(1)).clamp(1, mmvq_max_rows(1, w.rows())),
     };
     launch_mmvq(dev, w, x, &at, y)
 }
