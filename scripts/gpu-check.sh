@@ -21,7 +21,7 @@
 #      cuda_one_chunk: attention rounded as llama.cpp's one-chunk CPU kernel;
 #      cuda_fused: the fused kernels against the launches they replace: QK-norm + RoPE,
 #      GeGLU + q8_1, post-norm + residual + pre-norm + q8_1, attention + q8_1, QK-norm +
-#      RoPE + KV store);
+#      RoPE + KV store; cuda_argmax: the greedy pick on the device against a plain scan);
 #   5. the CUDA engine against the CPU engine and llama.cpp on the tiny models, with f32 and
 #      Q8_0 KV caches, with image spans, and decode-graph replays against eager steps
 #      (gemma-core); again without programmatic dependent launch (GEMMA_CUDA_PDL=0; it is on
@@ -160,6 +160,7 @@ run_test kernel-parity 180 cuda_parity --test-threads=4
 run_test kv-types 60 cuda_kv_types
 run_test one-chunk-attention 60 cuda_one_chunk
 run_test fused-kernels 60 cuda_fused
+run_test device-argmax 30 cuda_argmax
 run_test engine-tiny-parity 180 gemma_core-lib backend::cuda
 # The same without programmatic dependent launch (on by default from compute capability 9.0).
 GEMMA_CUDA_PDL=0 run_test engine-tiny-parity-nopdl 180 gemma_core-lib backend::cuda

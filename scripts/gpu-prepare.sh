@@ -60,7 +60,7 @@ for line in sys.stdin:
 echo "building CUDA test binaries"
 cargo test --release --no-run --message-format=json -p gemma-kernels \
   --test cuda_nvrtc --test cuda_device --test cuda_parity --test cuda_kv_types --test cuda_fused \
-  --test cuda_one_chunk | copy_tests
+  --test cuda_one_chunk --test cuda_argmax | copy_tests
 cargo test --release --no-run --message-format=json -p gemma-core --lib | copy_tests
 # The CUDA image encoder against the vision fixtures and the CPU encoder (gpu-check.sh step 9).
 cargo test --release --no-run --message-format=json -p gemma-vision --test cuda_encode | copy_tests
